@@ -1,0 +1,74 @@
+"""Cache keys: the sha256 of a canonical, versioned JSON preimage of what changes a stage's result."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Final
+
+# Bump when the preimage's shape or meaning changes: every key changes with it.
+SCHEMA_VERSION: Final = 1
+
+# Labels written on every cache image: an image whose key label does not match is never used.
+KEY_LABEL: Final = "org.vllm-ci.stagecache.key"
+STAGE_LABEL: Final = "org.vllm-ci.stagecache.stage"
+PREIMAGE_LABEL: Final = "org.vllm-ci.stagecache.preimage"
+CREATED_LABEL: Final = "org.vllm-ci.stagecache.created"
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyPreimage:
+    """Everything that changes a stage's result, and nothing else."""
+
+    stage: str
+    recipe: int
+    args: Mapping[str, str]
+    parents: Mapping[str, str]
+    inputs: str
+    # The engine's directory digest format is only promised stable within one engine version,
+    # so the version that computed `inputs` is part of the key.
+    engine: str
+    # Left out on purpose: timestamps, host paths, the cache repositories, credentials and the
+    # CA certificates the engine injects; none of them changes what the stage produces.
+
+    def canonical(self) -> str:
+        """The preimage as canonical JSON: sorted keys, no white space, a type tag and version."""
+        return json.dumps(
+            {
+                "type": "stagecache.key",
+                "schema": SCHEMA_VERSION,
+                "stage": self.stage,
+                "recipe": self.recipe,
+                "args": dict(self.args),
+                "parents": dict(self.parents),
+                "inputs": self.inputs,
+                "engine": self.engine,
+            },
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+
+    def key(self) -> str:
+        """The stage key: sha256 hex of the canonical preimage."""
+        return hashlib.sha256(self.canonical().encode()).hexdigest()
+
+
+def cache_tag(stage: str, key: str) -> str:
+    """The tag a stage's result is stored under in a cache repository."""
+    return f"{stage}-{key}"
+
+
+def explain_difference(old: Mapping[str, object], new: Mapping[str, object]) -> list[str]:
+    """Name the preimage fields that differ between two preimages, to explain a miss."""
+    changed = []
+    for field in sorted(set(old) | set(new)):
+        before, after = old.get(field), new.get(field)
+        if before == after:
+            continue
+        if isinstance(before, Mapping) and isinstance(after, Mapping):
+            changed += [f"{field}.{sub}" for sub in sorted(set(before) | set(after)) if before.get(sub) != after.get(sub)]
+        else:
+            changed.append(field)
+    return changed

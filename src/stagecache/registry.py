@@ -1,0 +1,189 @@
+"""A small client for the OCI distribution API: what the stage cache needs and nothing more.
+
+Credentials are held in memory for the requests only; they never reach a log or an error."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from typing import Any, Final
+
+import httpx
+
+MANIFEST_TYPES: Final = ", ".join(
+    [
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+    ]
+)
+_LOOPBACK: Final = ("127.", "localhost", "[::1]")
+_REF = re.compile(
+    r"^(?P<registry>[A-Za-z0-9.-]+(?::\d+)?|\[[0-9a-fA-F:]+\](?::\d+)?)/(?P<repo>[a-z0-9]+(?:[._/-][a-z0-9]+)*)"
+    r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9._-]{0,127}))?(?:@(?P<digest>sha256:[0-9a-f]{64}))?$"
+)
+
+
+class RegistryError(Exception):
+    """A registry answered something the cache cannot use; the message names the registry."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageRef:
+    """A fully qualified image reference: registry/repository[:tag][@digest]."""
+
+    registry: str
+    repository: str
+    tag: str | None = None
+    digest: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> ImageRef:
+        """Parse a reference that names its registry; raise ValueError naming the text if it does not."""
+        match = _REF.match(text)
+        if not match or "." not in match["registry"] and ":" not in match["registry"] and match["registry"] != "localhost":
+            raise ValueError(f"not a fully qualified image reference (registry/repository[:tag]): {text!r}")
+        return cls(match["registry"], match["repo"], match["tag"], match["digest"])
+
+    @property
+    def repo_ref(self) -> str:
+        """registry/repository, without tag or digest."""
+        return f"{self.registry}/{self.repository}"
+
+    def with_tag(self, tag: str) -> ImageRef:
+        """The same repository under another tag."""
+        return dataclasses.replace(self, tag=tag, digest=None)
+
+    def with_digest(self, digest: str) -> ImageRef:
+        """The same reference pinned to a digest."""
+        return dataclasses.replace(self, digest=digest)
+
+    def __str__(self) -> str:
+        text = self.repo_ref
+        if self.tag:
+            text += f":{self.tag}"
+        if self.digest:
+            text += f"@{self.digest}"
+        return text
+
+
+class RegistryClient:
+    """Talks to one registry host; plain http on loopback, https elsewhere."""
+
+    def __init__(self, registry: str, username: str = "", password: str = "", timeout: float = 30.0):
+        scheme = "http" if registry.startswith(_LOOPBACK) else "https"
+        self.registry = registry
+        self._base = f"{scheme}://{registry}"
+        self._auth = httpx.BasicAuth(username, password) if username else None
+        self._token: str | None = None
+        self._http = httpx.AsyncClient(timeout=timeout)
+
+    async def __aenter__(self) -> RegistryClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._http.aclose()
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """One request, answering a bearer challenge once; connection errors become RegistryError."""
+        try:
+            response = await self._send(method, path, **kwargs)
+            if response.status_code == 401 and "bearer" in response.headers.get("www-authenticate", "").lower():
+                await self._fetch_token(response.headers["www-authenticate"])
+                response = await self._send(method, path, **kwargs)
+        except httpx.HTTPError as err:
+            raise RegistryError(f"registry {self.registry} unreachable: {type(err).__name__}") from None
+        if response.status_code == 401:
+            raise RegistryError(f"401 from registry {self.registry}: credentials needed or refused")
+        return response
+
+    async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """Send with whichever credentials apply."""
+        headers = dict(kwargs.pop("headers", {}))
+        auth = self._auth
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+            auth = None
+        return await self._http.request(method, self._base + path, headers=headers, auth=auth, **kwargs)
+
+    async def _fetch_token(self, challenge: str) -> None:
+        """Get a bearer token from the realm a 401 named (token-auth registries)."""
+        params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
+        realm = params.pop("realm", "")
+        response = await self._http.get(realm, params=params, auth=self._auth)
+        if response.status_code != 200:
+            raise RegistryError(f"registry {self.registry}: token request refused ({response.status_code})")
+        body = response.json()
+        self._token = body.get("token") or body.get("access_token")
+
+    async def manifest_digest(self, repository: str, reference: str) -> str | None:
+        """The digest a tag points at, or None when the tag does not exist."""
+        response = await self._request(
+            "HEAD", f"/v2/{repository}/manifests/{reference}", headers={"Accept": MANIFEST_TYPES}
+        )
+        if response.status_code == 404:
+            return None
+        self._check(response, "HEAD manifest", repository)
+        return response.headers.get("docker-content-digest")
+
+    async def manifest(self, repository: str, reference: str) -> tuple[dict[str, Any], str] | None:
+        """The manifest and its digest, or None when it does not exist."""
+        response = await self._request(
+            "GET", f"/v2/{repository}/manifests/{reference}", headers={"Accept": MANIFEST_TYPES}
+        )
+        if response.status_code == 404:
+            return None
+        self._check(response, "GET manifest", repository)
+        return json.loads(response.content), response.headers.get("docker-content-digest", "")
+
+    async def image_config(self, repository: str, manifest: dict[str, Any]) -> dict[str, Any]:
+        """The image configuration blob a manifest names."""
+        digest = manifest["config"]["digest"]
+        response = await self._request("GET", f"/v2/{repository}/blobs/{digest}", follow_redirects=True)
+        self._check(response, "GET config", repository)
+        return json.loads(response.content)
+
+    async def labels(self, repository: str, reference: str) -> tuple[dict[str, str], str] | None:
+        """The image's labels and manifest digest, or None when the tag does not exist."""
+        found = await self.manifest(repository, reference)
+        if found is None:
+            return None
+        manifest, digest = found
+        if "config" not in manifest:  # an index, not an image: not one of ours
+            return {}, digest
+        config = await self.image_config(repository, manifest)
+        return (config.get("config") or {}).get("Labels") or {}, digest
+
+    async def tags(self, repository: str) -> list[str]:
+        """Every tag of a repository (empty when the repository does not exist)."""
+        tags: list[str] = []
+        path: str | None = f"/v2/{repository}/tags/list?n=1000"
+        while path:
+            response = await self._request("GET", path)
+            if response.status_code == 404:
+                return []
+            self._check(response, "list tags", repository)
+            tags += response.json().get("tags") or []
+            link = response.headers.get("link", "")
+            path = link[link.find("<") + 1 : link.find(">")] if link else None
+        return tags
+
+    async def blob_size(self, repository: str, digest: str) -> int | None:
+        """A blob's size in bytes, or None when the repository does not hold it."""
+        response = await self._request("HEAD", f"/v2/{repository}/blobs/{digest}", follow_redirects=True)
+        if response.status_code == 404:
+            return None
+        self._check(response, "HEAD blob", repository)
+        return int(response.headers.get("content-length", 0))
+
+    async def delete_manifest(self, repository: str, digest: str) -> None:
+        """Delete a manifest by digest (every tag on it goes with it)."""
+        response = await self._request("DELETE", f"/v2/{repository}/manifests/{digest}")
+        self._check(response, "DELETE manifest", repository, ok=(202, 200, 404))
+
+    def _check(self, response: httpx.Response, what: str, repository: str, ok: tuple[int, ...] = (200,)) -> None:
+        """Raise a RegistryError naming the registry, repository and operation on an unexpected status."""
+        if response.status_code not in ok:
+            raise RegistryError(f"{what} {self.registry}/{repository}: HTTP {response.status_code}")

@@ -1,0 +1,132 @@
+"""What a build did, per stage: hit or miss, which ref, seconds, bytes — as a table and as JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+
+@dataclasses.dataclass
+class StageRecord:
+    """One stage's outcome in one build."""
+
+    stage: str
+    key: str
+    outcome: str  # "hit", "miss" (built and exported), "built" (no cache to write), "export-failed", "unused"
+    ref: str = ""  # the cache ref that hit, or the one written
+    build_seconds: float = 0.0
+    export_seconds: float = 0.0
+    bytes_pulled: int | None = None  # measured at the registry, when a meter is attached
+    bytes_pushed: int | None = None
+    note: str = ""
+
+
+@dataclasses.dataclass
+class BuildReport:
+    """A build's stages in build order, the image it produced and the time it took."""
+
+    target: str
+    stages: list[StageRecord] = dataclasses.field(default_factory=list)
+    image: str = ""
+    total_seconds: float = 0.0
+
+    def record(self, name: str) -> StageRecord:
+        """The record of a stage by name."""
+        return next(r for r in self.stages if r.stage == name)
+
+    def outcomes(self) -> dict[str, str]:
+        """Stage name to outcome."""
+        return {r.stage: r.outcome for r in self.stages}
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for JSON."""
+        return {
+            "target": self.target,
+            "image": self.image,
+            "total_seconds": round(self.total_seconds, 3),
+            "dominated_by": self.dominated_by(),
+            "bytes_pulled": self._total("bytes_pulled"),
+            "bytes_pushed": self._total("bytes_pushed"),
+            "stages": [dataclasses.asdict(r) for r in self.stages],
+        }
+
+    def to_json(self) -> str:
+        """The report as indented JSON."""
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> BuildReport:
+        """Read a report written by to_json."""
+        data = json.loads(text)
+        fields = {f.name for f in dataclasses.fields(StageRecord)}
+        stages = [StageRecord(**{k: v for k, v in s.items() if k in fields}) for s in data["stages"]]
+        return cls(data["target"], stages, data.get("image", ""), data.get("total_seconds", 0.0))
+
+    def _total(self, field: str) -> int | None:
+        """Sum of a byte field over stages, or None when nothing was measured."""
+        values = [getattr(r, field) for r in self.stages if getattr(r, field) is not None]
+        return sum(values) if values else None
+
+    def dominated_by(self) -> str:
+        """The stage and phase that took longest, in words."""
+        if not self.stages:
+            return ""
+        slowest = max(self.stages, key=lambda r: r.build_seconds + r.export_seconds)
+        phase = "export" if slowest.export_seconds > slowest.build_seconds else "build"
+        return f"{slowest.stage} {phase} ({slowest.build_seconds + slowest.export_seconds:.1f} s)"
+
+    def rows(self) -> list[list[str]]:
+        """Table rows: header first."""
+        rows = [["stage", "outcome", "ref", "build s", "export s", "pulled", "pushed"]]
+        for r in self.stages:
+            rows.append(
+                [r.stage, r.outcome, _short_ref(r.ref), f"{r.build_seconds:.1f}", f"{r.export_seconds:.1f}",
+                 human_bytes(r.bytes_pulled), human_bytes(r.bytes_pushed)]
+            )
+        return rows
+
+    def table(self) -> str:
+        """A plain-text table for a terminal or a log, with the totals under it."""
+        rows = self.rows()
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        lines.append(self._summary())
+        return "\n".join(lines)
+
+    def markdown(self) -> str:
+        """A markdown table (for a Buildkite annotation or a PR comment)."""
+        rows = self.rows()
+        lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+        lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows[1:]]
+        return "\n".join(lines + ["", self._summary()])
+
+    def _summary(self) -> str:
+        """One line: total time, what dominated, bytes moved."""
+        hits = sum(r.outcome == "hit" for r in self.stages)
+        return (
+            f"total {self.total_seconds:.1f} s, {hits}/{len(self.stages)} stages from cache, "
+            f"dominated by {self.dominated_by() or 'nothing'}; pulled {human_bytes(self._total('bytes_pulled'))}, "
+            f"pushed {human_bytes(self._total('bytes_pushed'))}"
+        )
+
+
+def _short_ref(ref: str) -> str:
+    """A ref without its registry host and with the digest shortened, for tables."""
+    name = ref.split("/", 1)[-1]
+    if "@sha256:" in name:
+        name = name.split("@sha256:")[0] + "@" + name.split("@sha256:")[1][:12]
+    return name
+
+
+def human_bytes(value: int | None) -> str:
+    """Bytes as B/kB/MB/GB, or '-' when not measured."""
+    if value is None:
+        return "-"
+    size = float(value)
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} GB"

@@ -1,0 +1,320 @@
+"""The stage cache: compute keys, import hits with `from_`, build and publish misses, report.
+
+Discipline (as a package store would): look up, look up again just before building, build,
+publish. A tag whose image does not carry the expected key label is never used. Reads go
+through an ordered list of repositories, first valid hit wins; writes go to one repository."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import sys
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TextIO
+
+import anyio
+import dagger
+from dagger import dag
+
+from stagecache.keys import CREATED_LABEL, KEY_LABEL, PREIMAGE_LABEL, STAGE_LABEL, KeyPreimage, cache_tag
+from stagecache.registry import ImageRef, RegistryClient, RegistryError
+from stagecache.report import BuildReport, StageRecord
+
+
+class StageError(Exception):
+    """A user-facing failure, naming the stage, its key and the ref involved."""
+
+    def __init__(self, message: str, *, stage: str = "", key: str = "", ref: str = "", phase: str = "build"):
+        self.stage, self.key, self.ref, self.phase = stage, key, ref, phase
+        where = ", ".join(p for p in (f"stage {stage}" if stage else "", f"key {key[:12]}" if key else "", ref) if p)
+        super().__init__(f"{phase}: {message}" + (f" ({where})" if where else ""))
+
+
+@dataclasses.dataclass(frozen=True)
+class StageContext:
+    """What a stage's build function gets: its filtered source and its parents' results."""
+
+    source: dagger.Directory
+    parents: Mapping[str, dagger.Container]
+
+
+BuildFunction = Callable[[StageContext], Awaitable[dagger.Container]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """A stage as data: its inputs are declared once and feed both the source filter and the key."""
+
+    name: str
+    build: BuildFunction
+    parents: tuple[str, ...] = ()
+    inputs: tuple[str, ...] = ()  # include patterns over the source; empty: reads no source
+    args: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    recipe: int = 1  # bump when the build function changes what it produces
+
+
+@dataclasses.dataclass(frozen=True)
+class PlannedStage:
+    """A stage with its key, and the cache ref that would be imported if there is one."""
+
+    stage: Stage
+    preimage: KeyPreimage
+    hit: str | None
+    note: str = ""
+
+    @property
+    def key(self) -> str:
+        """The stage's cache key."""
+        return self.preimage.key()
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain data for `plan` output."""
+        return {
+            "stage": self.stage.name,
+            "parents": list(self.stage.parents),
+            "key": self.key,
+            "hit": self.hit,
+            "note": self.note,
+            "preimage": self.preimage.canonical(),
+        }
+
+
+def ordered(stages: Mapping[str, Stage], target: str) -> list[Stage]:
+    """The stages the target needs, parents before children; graph errors name both ends."""
+    if target not in stages:
+        raise StageError(f"unknown target stage {target!r}; stages: {', '.join(stages)}", phase="plan")
+    order: list[Stage] = []
+    visiting: set[str] = set()
+
+    def visit(name: str, child: str) -> None:
+        if any(s.name == name for s in order):
+            return
+        if name not in stages:
+            raise StageError(f"stage {child!r} cannot build on unknown stage {name!r}", phase="plan")
+        if name in visiting:
+            raise StageError(f"stage {child!r} and stage {name!r} depend on each other", phase="plan")
+        visiting.add(name)
+        for parent in stages[name].parents:
+            visit(parent, name)
+        visiting.discard(name)
+        order.append(stages[name])
+
+    visit(target, target)
+    return order
+
+
+class StageCache:
+    """Builds a target stage from cached or freshly built stages, and records what happened."""
+
+    def __init__(
+        self,
+        stages: Sequence[Stage],
+        *,
+        cache_from: Sequence[str] = (),
+        cache_to: str = "",
+        strict: bool = False,
+        registry_username: str = "",
+        registry_password: dagger.Secret | None = None,
+        log: TextIO = sys.stderr,
+    ):
+        self.stages = {s.name: s for s in stages}
+        self.cache_from = [ImageRef.parse(r) for r in cache_from]
+        self.cache_to = ImageRef.parse(cache_to) if cache_to else None
+        if self.cache_to and self.cache_to.repo_ref not in [r.repo_ref for r in self.cache_from]:
+            # What this build writes, it may read back (a rerun of the same job).
+            self.cache_from.insert(0, self.cache_to)
+        self.strict = strict
+        self.username = registry_username
+        self.password = registry_password
+        self.log = log
+
+    # -- keys and look-ups ------------------------------------------------------------------
+
+    async def plan(self, source: dagger.Directory, target: str) -> list[PlannedStage]:
+        """Keys for every stage the target needs, and which would hit; no container work."""
+        stages = ordered(self.stages, target)
+        engine = await dag.version()
+        digests: dict[str, str] = {}
+
+        async def digest(stage: Stage) -> None:
+            digests[stage.name] = await source.filter(include=list(stage.inputs)).digest() if stage.inputs else ""
+
+        async with anyio.create_task_group() as tg:
+            for stage in stages:
+                tg.start_soon(digest, stage)
+
+        keys: dict[str, str] = {}
+        preimages: list[KeyPreimage] = []
+        for stage in stages:
+            preimage = KeyPreimage(
+                stage=stage.name,
+                recipe=stage.recipe,
+                args=dict(stage.args),
+                parents={p: keys[p] for p in stage.parents},
+                inputs=digests[stage.name],
+                engine=engine,
+            )
+            keys[stage.name] = preimage.key()
+            preimages.append(preimage)
+
+        found: dict[str, tuple[str | None, str]] = {}
+
+        async def look(preimage: KeyPreimage) -> None:
+            found[preimage.stage] = await self._lookup(preimage)
+
+        async with anyio.create_task_group() as tg:
+            for preimage in preimages:
+                tg.start_soon(look, preimage)
+        return [PlannedStage(s, p, *found[s.name]) for s, p in zip(stages, preimages)]
+
+    async def _lookup(self, preimage: KeyPreimage) -> tuple[str | None, str]:
+        """First valid hit in the read repositories, as ref@digest, with a note on what was passed over."""
+        key = preimage.key()
+        notes = []
+        for repo in self.cache_from:
+            try:
+                async with await self._client(repo.registry) as client:
+                    found = await client.labels(repo.repository, cache_tag(preimage.stage, key))
+            except RegistryError as err:
+                notes.append(str(err))
+                self._warn(f"cache look-up skipped: {err}")
+                continue
+            if found is None:
+                continue
+            labels, digest = found
+            if labels.get(KEY_LABEL) != key:
+                notes.append(f"ignored {repo.repo_ref}:{cache_tag(preimage.stage, key)}: no matching key label")
+                continue
+            return str(repo.with_tag(cache_tag(preimage.stage, key)).with_digest(digest)), "; ".join(notes)
+        return None, "; ".join(notes)
+
+    async def _client(self, registry: str) -> RegistryClient:
+        """A registry client with this cache's credentials (read from the secret only here)."""
+        password = await self.password.plaintext() if self.password and self.username else ""
+        return RegistryClient(registry, self.username, password)
+
+    # -- building -----------------------------------------------------------------------------
+
+    def _authed(self, ctr: dagger.Container, registry: str) -> dagger.Container:
+        """The container with registry credentials attached, when there are any."""
+        if self.username and self.password:
+            return ctr.with_registry_auth(registry, self.username, self.password)
+        return ctr
+
+    async def publish(self, ctr: dagger.Container, ref: str) -> str:
+        """Publish a container to a ref, with this cache's credentials; returns ref@digest."""
+        return await self._authed(ctr, ImageRef.parse(ref).registry).publish(ref)
+
+    def import_image(self, ref: str) -> dagger.Container:
+        """An image from the registry; lazy: nothing is pulled until an operation needs it."""
+        return self._authed(dag.container(), ImageRef.parse(ref).registry).from_(ref)
+
+    async def build(self, source: dagger.Directory, target: str) -> tuple[dagger.Container, BuildReport]:
+        """The target's container, building only what no cache holds; with a report."""
+        started = time.monotonic()
+        plan = await self.plan(source, target)
+        by_name = {p.stage.name: p for p in plan}
+        report = BuildReport(target, [StageRecord(p.stage.name, p.key, "unused", note=p.note) for p in plan])
+        results: dict[str, dagger.Container] = {}
+        done: dict[str, anyio.Event] = {}
+
+        async def resolve(name: str) -> dagger.Container:
+            if name in done:
+                await done[name].wait()
+                return results[name]
+            done[name] = anyio.Event()
+            try:
+                results[name] = await self._resolve_one(by_name[name], source, resolve, report.record(name))
+            finally:
+                done[name].set()
+            return results[name]
+
+        container = await resolve(target)
+        report.total_seconds = time.monotonic() - started
+        return container, report
+
+    async def _resolve_one(
+        self,
+        planned: PlannedStage,
+        source: dagger.Directory,
+        resolve: Callable[[str], Awaitable[dagger.Container]],
+        record: StageRecord,
+    ) -> dagger.Container:
+        """Import a hit, or build the stage on its parents and export it."""
+        stage = planned.stage
+        hit = planned.hit
+        if hit is None:  # someone may have published it since the plan
+            hit, _ = await self._lookup(planned.preimage)
+        if hit is not None:
+            record.outcome, record.ref = "hit", hit
+            return self.import_image(hit)
+
+        parents: dict[str, dagger.Container] = {}
+
+        async def fetch(parent: str) -> None:
+            parents[parent] = await resolve(parent)
+
+        async with anyio.create_task_group() as tg:
+            for parent in stage.parents:
+                tg.start_soon(fetch, parent)
+
+        filtered = source.filter(include=list(stage.inputs)) if stage.inputs else dag.directory()
+        ctr = await stage.build(StageContext(filtered, parents))
+        ctr = (
+            ctr.with_label(STAGE_LABEL, stage.name)
+            .with_label(KEY_LABEL, planned.key)
+            .with_label(PREIMAGE_LABEL, planned.preimage.canonical())
+        )
+        began = time.monotonic()
+        try:
+            await ctr.sync()
+        except dagger.ExecError as err:
+            raise StageError(_exec_summary(err), stage=stage.name, key=planned.key) from None
+        except dagger.QueryError as err:
+            raise StageError(str(err).splitlines()[0], stage=stage.name, key=planned.key) from None
+        record.build_seconds = time.monotonic() - began
+        record.outcome = "built"
+        if self.cache_to is not None:
+            ctr = await self._export(ctr, planned, record)
+        return ctr
+
+    async def _export(self, ctr: dagger.Container, planned: PlannedStage, record: StageRecord) -> dagger.Container:
+        """Publish a built stage to the write repository; a failure warns unless strict."""
+        assert self.cache_to is not None
+        ref = str(self.cache_to.with_tag(cache_tag(planned.stage.name, planned.key)))
+        created = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        began = time.monotonic()
+        try:
+            published = await self._authed(ctr.with_label(CREATED_LABEL, created), self.cache_to.registry).publish(ref)
+        except dagger.QueryError as err:
+            record.export_seconds = time.monotonic() - began
+            message = _export_failure(err, self.cache_to.registry)
+            if self.strict:
+                raise StageError(message, stage=planned.stage.name, key=planned.key, ref=ref, phase="export") from None
+            record.outcome, record.note = "export-failed", message
+            self._warn(f"warning: cache export of stage {planned.stage.name} failed, build goes on: {message}")
+            return ctr
+        record.export_seconds = time.monotonic() - began
+        record.outcome, record.ref = "miss", published
+        return ctr
+
+    def _warn(self, message: str) -> None:
+        """One line on the log stream."""
+        print(message, file=self.log, flush=True)
+
+
+def _exec_summary(err: dagger.ExecError) -> str:
+    """A failed command in one line, with the last lines of its error output."""
+    tail = " | ".join(line for line in (err.stderr or "").strip().splitlines()[-5:])
+    return f"command {' '.join(err.cmd)!r} exited {err.exit_code}" + (f": {tail}" if tail else "")
+
+
+def _export_failure(err: dagger.QueryError, registry: str) -> str:
+    """Why a publish failed, in words a user can act on."""
+    text = str(err)
+    if "401" in text or "unauthorized" in text.lower() or "unexpected status from HEAD request" in text:
+        return f"registry {registry} refused the push (401?): credentials needed or refused"
+    if "connection refused" in text or "no such host" in text or "dial tcp" in text:
+        return f"registry {registry} unreachable"
+    return text.splitlines()[0][:300]

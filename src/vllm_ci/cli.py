@@ -1,0 +1,271 @@
+"""The client command: sub-commands and flags derived from the module's @function signatures.
+
+Same names (kebab-case), arguments, types, defaults and docs as `dagger call`; a function added to
+the module appears here with no other change. Bad input is refused with one line before any
+container work."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import inspect
+import os
+import pathlib
+import shutil
+import sys
+import types
+import typing
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+import anyio
+import dagger
+from dagger import dag
+from dagger.mod._utils import get_doc, get_ignore
+
+from stagecache.store import StageError
+from vllm_ci.main import VllmCi
+
+PROG = "vllm-ci"
+DEFAULT_ENGINE_SOCK = "/run/dagger/engine.sock"
+
+
+class UsageError(Exception):
+    """Bad input, found before any container work."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error in one line."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def kebab(name: str) -> str:
+    """A Python name as a command-line name, as `dagger call` spells it."""
+    return name.rstrip("_").replace("_", "-")
+
+
+def _unwrap(annotation: Any) -> tuple[Any, bool]:
+    """The type behind Optional[...], and whether None was allowed."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return args[0], len(args) < len(typing.get_args(annotation))
+    return annotation, False
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """One argument of a function or the constructor, as the command line sees it."""
+
+    python_name: str
+    kind: Any
+    doc: str
+    default: Any
+    required: bool
+    ignore: list[str] | None
+
+    @property
+    def flag(self) -> str:
+        """The --flag spelling."""
+        return "--" + kebab(self.python_name)
+
+
+def options_of(func: Any, hints_of: Any = None) -> list[Option]:
+    """The options of a callable, from its signature and Annotated docs."""
+    hints = typing.get_type_hints(hints_of or func, include_extras=True)
+    opts = []
+    for param in inspect.signature(func).parameters.values():
+        if param.name == "self":
+            continue
+        annotated = hints[param.name]
+        kind, _ = _unwrap(typing.get_args(annotated)[0] if typing.get_origin(annotated) is typing.Annotated else annotated)
+        required = param.default is inspect.Parameter.empty
+        opts.append(
+            Option(param.name, kind, get_doc(annotated) or "", None if required else param.default, required, get_ignore(annotated))
+        )
+    return opts
+
+
+def module_functions() -> dict[str, Any]:
+    """The module's @function methods by command name, in the order `dagger functions` lists them."""
+    functions = VllmCi.__dagger_object_type__.functions  # type: ignore[attr-defined]
+    return {kebab(fn.original_name): getattr(VllmCi, fn.original_name) for fn in functions.values()}
+
+
+def constructor_options() -> list[Option]:
+    """The module object's constructor arguments (the Dockerfile's ARGs)."""
+    hints = typing.get_type_hints(VllmCi, include_extras=True)
+    opts = []
+    for field in dataclasses.fields(VllmCi):
+        kind, _ = _unwrap(typing.get_args(hints[field.name])[0])
+        opts.append(Option(field.name, kind, get_doc(hints[field.name]) or "", field.default, False, None))
+    return opts
+
+
+def _add(parser: argparse.ArgumentParser, opt: Option) -> None:
+    """Add one option to a parser, typed as the module declares it."""
+    kind = opt.kind
+    shown = "" if opt.default in (None, "", ()) else f" (default: {opt.default})"
+    help_text = opt.doc + shown
+    if kind is bool:
+        parser.add_argument(opt.flag, dest=opt.python_name, type=_parse_bool, nargs="?", const=True,
+                            default=opt.default, help=help_text, metavar="BOOL")
+    elif typing.get_origin(kind) is list:
+        parser.add_argument(opt.flag, dest=opt.python_name, type=_parse_list, default=opt.default,
+                            required=opt.required, help=help_text + " (comma-separated)", metavar="A,B")
+    else:
+        metavar = {dagger.Directory: "DIR", dagger.File: "FILE", dagger.Secret: "env:NAME|file:PATH"}.get(kind, kind.__name__.upper())
+        parser.add_argument(opt.flag, dest=opt.python_name, type=kind if kind in (int, float) else str,
+                            default=opt.default, required=opt.required, help=help_text, metavar=metavar)
+
+
+def _parse_bool(text: str) -> bool:
+    """true/false, as `dagger call` takes them."""
+    if text.lower() in ("true", "1", "yes"):
+        return True
+    if text.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"not a boolean: {text!r}")
+
+
+def _parse_list(text: str) -> list[str]:
+    """A comma-separated list."""
+    return [item for item in text.split(",") if item]
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, list[Option]]]:
+    """The whole command line: constructor flags, then one sub-command per module function."""
+    parser = _Parser(prog=PROG, description=VllmCi.__doc__)
+    for opt in constructor_options():
+        _add(parser, opt)
+    parser.add_argument("-o", "--output", help="Write the result to this host path (a file, or a folder for a directory)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="Show the engine's progress on stderr")
+    subs = parser.add_subparsers(dest="function", metavar="FUNCTION", parser_class=_Parser)
+    per_function = {}
+    for name, method in module_functions().items():
+        doc = (inspect.getdoc(method) or "").splitlines()[0]
+        sub = subs.add_parser(name, help=doc, description=doc)
+        per_function[name] = options_of(method)
+        for opt in per_function[name]:
+            _add(sub, opt)
+    return parser, per_function
+
+
+def check_inputs(opts: list[Option], values: dict[str, Any]) -> None:
+    """Refuse paths that do not exist and secret references that do not resolve, before any work."""
+    for opt in opts:
+        value = values.get(opt.python_name)
+        if value is None or not isinstance(value, str):
+            continue
+        if opt.kind is dagger.Directory and not pathlib.Path(value).is_dir():
+            raise UsageError(f"{opt.flag}: no such directory: {value}")
+        if opt.kind is dagger.File and not pathlib.Path(value).is_file():
+            raise UsageError(f"{opt.flag}: no such file: {value}")
+        if opt.kind is dagger.Secret:
+            read_secret(opt.flag, value)
+
+
+def read_secret(flag: str, reference: str) -> str:
+    """The value behind env:NAME or file:PATH; the value itself is never printed."""
+    scheme, _, name = reference.partition(":")
+    if scheme == "env" and name:
+        if name not in os.environ:
+            raise UsageError(f"{flag}: environment variable {name} is not set")
+        return os.environ[name]
+    if scheme == "file" and name:
+        path = pathlib.Path(name)
+        if not path.is_file():
+            raise UsageError(f"{flag}: no such file: {name}")
+        return path.read_text().rstrip("\n")
+    raise UsageError(f"{flag}: a secret is given as env:NAME or file:PATH, not {reference.split(':')[0]!r}...")
+
+
+def to_dagger(opt: Option, value: Any) -> Any:
+    """A command-line value as the module function takes it."""
+    if value is None or not isinstance(value, str):
+        return value
+    if opt.kind is dagger.Directory:
+        return dag.host().directory(str(pathlib.Path(value).resolve()), exclude=opt.ignore or [])
+    if opt.kind is dagger.File:
+        return dag.host().file(str(pathlib.Path(value).resolve()))
+    if opt.kind is dagger.Secret:
+        return dag.set_secret(kebab(opt.python_name), read_secret(opt.flag, value))
+    return value
+
+
+def use_local_engine() -> None:
+    """Point the SDK at the engine and CLI on this machine when nothing else is configured."""
+    if "_EXPERIMENTAL_DAGGER_RUNNER_HOST" not in os.environ and pathlib.Path(DEFAULT_ENGINE_SOCK).is_socket():
+        os.environ["_EXPERIMENTAL_DAGGER_RUNNER_HOST"] = f"unix://{DEFAULT_ENGINE_SOCK}"
+    if "_EXPERIMENTAL_DAGGER_CLI_BIN" not in os.environ and (found := shutil.which("dagger")):
+        os.environ["_EXPERIMENTAL_DAGGER_CLI_BIN"] = found
+    os.environ.setdefault("DAGGER_NO_UPDATE_CHECK", "1")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+
+
+async def emit(result: Any, output: str | None) -> None:
+    """Print a result, or write it to --output."""
+    if isinstance(result, str):
+        if output:
+            pathlib.Path(output).write_text(result)
+        else:
+            print(result)
+    elif isinstance(result, (dagger.File, dagger.Directory)):
+        if output:
+            await result.export(output)
+        else:
+            print(f"{type(result).__name__} evaluated ({await result.digest()}); use --output PATH to export it")
+    elif isinstance(result, dagger.Container):
+        if output:
+            await result.export(output)
+        else:
+            await result.sync()
+            print("Container evaluated; use --output PATH to export it as a tarball")
+    else:
+        print(result)
+
+
+async def run(args: argparse.Namespace, opts: list[Option], constructor: list[Option]) -> None:
+    """Connect, call the function with the parsed arguments, print its result."""
+    use_local_engine()
+    # The session's progress must go somewhere that is drained: an undrained pipe fills up and
+    # blocks the session from exiting.
+    with open(os.devnull, "w") if not args.verbose else contextlib.nullcontext(sys.stderr) as log_output:
+        async with dagger.connection(dagger.Config(log_output=log_output)):
+            await call(args, opts, constructor)
+
+
+async def call(args: argparse.Namespace, opts: list[Option], constructor: list[Option]) -> None:
+    """Call the module function on a connected client and emit its result."""
+    obj = VllmCi(**{opt.python_name: getattr(args, opt.python_name) for opt in constructor})
+    kwargs = {opt.python_name: to_dagger(opt, getattr(args, opt.python_name)) for opt in opts}
+    result = await getattr(obj, args.function.replace("-", "_"))(**kwargs)
+    await emit(result, args.output)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse, check, run; one line on stderr and a non-zero exit for anything the user must fix."""
+    try:
+        parser, per_function = build_parser()
+        args = parser.parse_args(argv)
+        if not args.function:
+            parser.print_help()
+            return 2
+        check_inputs(per_function[args.function], vars(args))
+        anyio.run(run, args, per_function[args.function], constructor_options())
+    except UsageError as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 2
+    except StageError as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 1
+    except dagger.ExecError as err:
+        print(f"{PROG}: error: command {' '.join(err.cmd)!r} exited {err.exit_code}: "
+              f"{(err.stderr or '').strip().splitlines()[-1:] }", file=sys.stderr)
+        return 1
+    except dagger.QueryError as err:
+        print(f"{PROG}: error: {str(err).splitlines()[0]}", file=sys.stderr)
+        return 1
+    return 0

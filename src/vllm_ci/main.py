@@ -1,0 +1,197 @@
+"""The Dagger module: one function per Dockerfile stage, plus plan, build, prune and run-tests.
+
+`dagger call` lists these functions; the client command (cli.py) is derived from them."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated
+
+import dagger
+from dagger import DefaultPath, Doc, Ignore, function, object_type
+
+from stagecache import BuildReport, StageCache
+from stagecache.prune import prune as prune_repository
+from stagecache.store import StageError
+from vllm_ci.args import BuildArgs
+from vllm_ci.graph import TARGETS, stage_graph
+
+# Never part of a key or a layer: VCS data, docs, build outputs, local environments.
+SOURCE_IGNORE = [
+    ".git", ".github", "docs", "build", "dist", ".venv", "**/__pycache__", "**/*.pyc",
+    "**/*.egg-info", "**/.pytest_cache", "vllm/**/*.so",
+]
+
+Source = Annotated[
+    dagger.Directory,
+    Doc("The vLLM checkout (or the bundled example's)"),
+    DefaultPath("."),
+    Ignore(SOURCE_IGNORE),
+]
+CacheFrom = Annotated[list[str] | None, Doc("Cache repositories to read, in order; the first valid hit wins")]
+CacheTo = Annotated[str, Doc("Cache repository that misses are published to; empty: export nothing")]
+RegistryUsername = Annotated[str, Doc("Username for the cache and image registry")]
+RegistryPassword = Annotated[dagger.Secret | None, Doc("Password or token for the cache and image registry")]
+AwsKeyId = Annotated[dagger.Secret | None, Doc("AWS_ACCESS_KEY_ID for the sccache backend")]
+AwsSecret = Annotated[dagger.Secret | None, Doc("AWS_SECRET_ACCESS_KEY for the sccache backend")]
+
+
+@object_type
+class VllmCi(BuildArgs):
+    """vLLM's CI image build, stage by stage, with a registry stage cache."""
+
+    async def _cache(
+        self,
+        cache_from: list[str] | None = None,
+        cache_to: str = "",
+        strict: bool = False,
+        registry_username: str = "",
+        registry_password: dagger.Secret | None = None,
+        aws_access_key_id: dagger.Secret | None = None,
+        aws_secret_access_key: dagger.Secret | None = None,
+    ) -> StageCache:
+        """The stage cache over this build's stages."""
+        return StageCache(
+            stage_graph(self, aws_access_key_id, aws_secret_access_key),
+            cache_from=cache_from or [],
+            cache_to=cache_to,
+            strict=strict,
+            registry_username=registry_username,
+            registry_password=registry_password,
+        )
+
+    async def _stage(self, source: dagger.Directory, target: str, **cache: object) -> dagger.Container:
+        """Build one stage (and what it needs), through the cache when one is given."""
+        container, report = await (await self._cache(**cache)).build(source, target)  # type: ignore[arg-type]
+        print(report.table(), file=sys.stderr)
+        return container
+
+    @function
+    async def base(self, source: Source) -> dagger.Container:
+        """The build base: compilers, Python venv and the torch-level dependencies (stage `base`)."""
+        return await self._stage(source, "base")
+
+    @function
+    async def csrc_build(self, source: Source) -> dagger.Container:
+        """The compiled extension wheel, from only the files the compile reads (stage `csrc-build`)."""
+        return await self._stage(source, "csrc-build")
+
+    @function
+    async def wheel(self, source: Source) -> dagger.File:
+        """The vLLM wheel, repackaged from csrc-build's extension plus the Python sources (stage `build`)."""
+        dist = (await self._stage(source, "build")).directory("/workspace/dist")
+        names = await dist.glob("*.whl")
+        return dist.file(names[0])
+
+    @function
+    async def runtime_base(self, source: Source) -> dagger.Container:
+        """The runtime image with every dependency and no vLLM (stage `vllm-runtime-base`)."""
+        return await self._stage(source, "vllm-runtime-base")
+
+    @function
+    async def test_deps(self, source: Source) -> dagger.Container:
+        """The runtime image plus the test requirements (stage `test-deps`)."""
+        return await self._stage(source, "test-deps")
+
+    @function
+    async def vllm_base(self, source: Source) -> dagger.Container:
+        """The runtime image with vLLM installed (stage `vllm-base`)."""
+        return await self._stage(source, "vllm-base")
+
+    @function
+    async def test_image(
+        self, source: Source, cache_from: CacheFrom = None, cache_to: CacheTo = ""
+    ) -> dagger.Container:
+        """CI's test image: test dependencies, vLLM, and the source tree last (stage `test`)."""
+        return await self._stage(source, "test", cache_from=cache_from, cache_to=cache_to)
+
+    @function
+    async def openai(self, source: Source) -> dagger.Container:
+        """The OpenAI-compatible server image, `vllm serve` as entrypoint (stage `vllm-openai`)."""
+        return await self._stage(source, "vllm-openai")
+
+    @function
+    async def run_tests(
+        self,
+        source: Source,
+        tests: Annotated[str, Doc("pytest arguments, space-separated, run in the test image")] = "tests",
+        cache_from: CacheFrom = None,
+        cache_to: CacheTo = "",
+    ) -> str:
+        """Build the test image and run the tests inside it; returns pytest's output."""
+        image = await self.test_image(source, cache_from, cache_to)
+        return await image.with_exec(["python3", "-m", "pytest", *tests.split()]).stdout()
+
+    @function
+    async def plan(
+        self,
+        source: Source,
+        target: Annotated[str, Doc(f"The stage to build: {', '.join(TARGETS)}")] = "test",
+        cache_from: CacheFrom = None,
+        registry_username: RegistryUsername = "",
+        registry_password: RegistryPassword = None,
+    ) -> str:
+        """Dry run: the stages the target needs, their keys and which cache refs would hit, as JSON."""
+        cache = await self._cache(cache_from, "", False, registry_username, registry_password)
+        planned = await cache.plan(source, target)
+        return json.dumps({"target": target, "stages": [p.to_dict() for p in planned]}, indent=2)
+
+    @function
+    async def build(
+        self,
+        source: Source,
+        image: Annotated[str, Doc("Where to publish the target image; empty: do not publish")] = "",
+        target: Annotated[str, Doc(f"The stage to build: {', '.join(TARGETS)}")] = "test",
+        cache_from: CacheFrom = None,
+        cache_to: CacheTo = "",
+        cache_strict: Annotated[bool, Doc("Fail the build when a cache export fails")] = False,
+        registry_username: RegistryUsername = "",
+        registry_password: RegistryPassword = None,
+        aws_access_key_id: AwsKeyId = None,
+        aws_secret_access_key: AwsSecret = None,
+    ) -> str:
+        """Build the target with the stage cache, publish it, and return the per-stage report as JSON."""
+        cache = await self._cache(
+            cache_from, cache_to, cache_strict, registry_username, registry_password,
+            aws_access_key_id, aws_secret_access_key,
+        )
+        container, report = await cache.build(source, target)
+        if image:
+            try:
+                report.image = await cache.publish(container, image)
+            except dagger.QueryError as err:
+                raise StageError(str(err).splitlines()[0], stage=target, ref=image, phase="push") from None
+        print(report.table(), file=sys.stderr)
+        return report.to_json()
+
+    @function
+    async def report(
+        self, report_json: Annotated[str, Doc("A report as `build` returns it")], markdown: Annotated[bool, Doc("Markdown instead of plain text")] = False
+    ) -> str:
+        """Render a build's JSON report as a table."""
+        parsed = BuildReport.from_json(report_json)
+        return parsed.markdown() if markdown else parsed.table()
+
+    @function
+    async def prune(
+        self,
+        cache_repo: Annotated[str, Doc("The cache repository to prune, registry/repository")],
+        keep_days: Annotated[float, Doc("Keep entries younger than this many days")] = 7.0,
+        keep_last: Annotated[int, Doc("Keep the newest N entries of each stage")] = 2,
+        source: Annotated[dagger.Directory | None, Doc("A checkout whose current plan's entries are never deleted"), Ignore(SOURCE_IGNORE)] = None,
+        delete: Annotated[bool, Doc("Really delete; without it, only say what would be deleted")] = False,
+        registry_username: RegistryUsername = "",
+        registry_password: RegistryPassword = None,
+    ) -> str:
+        """Delete old cache entries: keep recent ones, the newest per stage and all the current plan uses."""
+        live: set[str] = set()
+        if source is not None:
+            cache = await self._cache([], "", False, registry_username, registry_password)
+            for target in ("test", "vllm-openai", "build"):
+                live |= {p.key for p in await cache.plan(source, target)}
+        password = await registry_password.plaintext() if registry_password else ""
+        return await prune_repository(
+            cache_repo, live_keys=live, keep_days=keep_days, keep_last=keep_last, dry_run=not delete,
+            username=registry_username, password=password,
+        )

@@ -1,0 +1,109 @@
+"""Small Container -> Container steps, applied with `.with_(...)` like the Dockerfile's RUN lines."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import dagger
+from dagger import dag
+
+from vllm_ci.args import BuildArgs
+
+Step = Callable[[dagger.Container], dagger.Container]
+
+PIP_CACHE = "/root/.cache/pip"
+CCACHE_DIR = "/root/.cache/ccache"
+
+
+def with_apt_packages(packages: Sequence[str]) -> Step:
+    """apt-get install the packages and drop the package lists from the layer."""
+
+    def step(ctr: dagger.Container) -> dagger.Container:
+        return (
+            ctr.with_env_variable("DEBIAN_FRONTEND", "noninteractive")
+            .with_exec(["apt-get", "update", "-qq"])
+            .with_exec(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages])
+            .with_exec(["rm", "-rf", "/var/lib/apt/lists", "/var/cache/apt/archives"])
+        )
+
+    return step
+
+
+def with_pip_cache() -> Step:
+    """Mount pip's download cache as a cache volume: fast reinstalls, nothing in the layer."""
+
+    def step(ctr: dagger.Container) -> dagger.Container:
+        return ctr.with_mounted_cache(PIP_CACHE, dag.cache_volume("vllm-ci-pip"))
+
+    return step
+
+
+def with_pip_install(args: BuildArgs, requirements: Sequence[str], *, system: bool = False) -> Step:
+    """pip install -r each requirements file (paths inside the container)."""
+
+    def step(ctr: dagger.Container) -> dagger.Container:
+        pip = ["python3", "-m", "pip", "install", "--disable-pip-version-check", *args.pip_index_flags()]
+        if system:  # the runtime images install into the system Python, as vLLM's `uv pip install --system`
+            ctr = ctr.with_env_variable("PIP_BREAK_SYSTEM_PACKAGES", "1")
+        flags = [flag for path in requirements for flag in ("-r", path)]
+        return ctr.with_(with_pip_cache()).with_exec([*pip, *flags])
+
+    return step
+
+
+def with_compiler_cache(
+    args: BuildArgs,
+    aws_access_key_id: dagger.Secret | None,
+    aws_secret_access_key: dagger.Secret | None,
+) -> Step:
+    """ccache in a cache volume, or sccache with a remote backend when USE_SCCACHE is set."""
+
+    def step(ctr: dagger.Container) -> dagger.Container:
+        if not args.use_sccache:
+            return (
+                ctr.with_mounted_cache(CCACHE_DIR, dag.cache_volume("vllm-ci-ccache"))
+                .with_env_variable("CCACHE_DIR", CCACHE_DIR)
+            )
+        ctr = (
+            ctr.with_env_variable("SCCACHE_BUCKET", args.sccache_bucket_name)
+            .with_env_variable("SCCACHE_REGION", args.sccache_region_name)
+            .with_env_variable("SCCACHE_S3_NO_CREDENTIALS", str(args.sccache_s3_no_credentials))
+            .with_env_variable("SCCACHE_IDLE_TIMEOUT", "0")
+            .with_env_variable("CMAKE_C_COMPILER_LAUNCHER", "sccache")
+            .with_env_variable("CMAKE_CXX_COMPILER_LAUNCHER", "sccache")
+            .with_env_variable("CMAKE_CUDA_COMPILER_LAUNCHER", "sccache")
+        )
+        if args.sccache_endpoint:
+            ctr = ctr.with_env_variable("SCCACHE_ENDPOINT", args.sccache_endpoint)
+        if args.sccache_download_url:
+            ctr = ctr.with_exec(
+                # One shell line: download, unpack and install the sccache binary, as the Dockerfile does.
+                ["sh", "-c", 'curl -fsSL "$0" | tar -xz -C /tmp && install /tmp/sccache-*/sccache /usr/bin/sccache',
+                 args.sccache_download_url]
+            )
+        if aws_access_key_id is not None and aws_secret_access_key is not None:
+            ctr = ctr.with_secret_variable("AWS_ACCESS_KEY_ID", aws_access_key_id).with_secret_variable(
+                "AWS_SECRET_ACCESS_KEY", aws_secret_access_key
+            )
+        return ctr
+
+    return step
+
+
+def with_files(source: dagger.Directory, paths: Sequence[str], dest: str = ".") -> Step:
+    """COPY the listed files or folders from the source, keeping their relative paths."""
+
+    def step(ctr: dagger.Container) -> dagger.Container:
+        for path in paths:
+            target = f"{dest.rstrip('/')}/{path}"
+            ctr = ctr.with_directory(target, source.directory(path)) if path.endswith("/") else ctr.with_file(
+                target, source.file(path)
+            )
+        return ctr
+
+    return step
+
+
+def scratch_with(path: str, directory: dagger.Directory) -> dagger.Container:
+    """An image holding only a directory, like `FROM scratch` + `COPY --from`: thin to store and move."""
+    return dag.container().with_directory(path, directory)
