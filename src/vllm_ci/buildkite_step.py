@@ -1,0 +1,260 @@
+"""The Buildkite image-build step: settings from the agent environment, then ``python -m vllm_ci plan``
+and ``build`` exactly as on a laptop, then annotation, artifacts and meta-data. No Dagger here.
+
+Run by ``ci/buildkite-step``. Exit 0 on success or when the image already exists, 1 on failure
+(never 255 or -1, which the pipeline retries as a lost agent).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Mapping
+from fnmatch import fnmatch
+from pathlib import Path
+
+from vllm_ci.buildkite import (
+    ANNOTATION_CONTEXT,
+    PASSWORD_VAR,
+    SECRET_VARS,
+    SettingsError,
+    StepSettings,
+    failure_phase,
+    render_annotation,
+    report_style,
+)
+
+MANIFEST_TYPES = ", ".join([
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+])
+_TRUE = {"1", "true", "yes", "on"}
+
+
+class StepFailed(Exception):
+    """A failed phase and its one-line reason."""
+
+    def __init__(self, phase: str, message: str) -> None:
+        """Keep the phase and message."""
+        super().__init__(f"{phase}: {message}")
+        self.phase, self.message = phase, message
+
+
+def log(line: str) -> None:
+    """Print one job-log line, unbuffered."""
+    print(line, flush=True)
+
+
+def redactor(env: Mapping[str, str]) -> Callable[[str], str]:
+    """A function that blanks the secrets' values (registry password, AWS keys) out of a string."""
+    secrets = sorted({env[v] for v in SECRET_VARS if env.get(v)}, key=len, reverse=True)
+
+    def redact(text: str) -> str:
+        """The text with every secret value replaced."""
+        for secret in secrets:
+            text = text.replace(secret, "[REDACTED]")
+        return text
+
+    return redact
+
+
+def agent(args: list[str], env: Mapping[str, str], stdin: str | None = None) -> bool:
+    """Run ``buildkite-agent ARGS`` bounded in time; log and carry on when absent, slow or failing."""
+    what = " ".join(args[:2])
+    binary = shutil.which("buildkite-agent")
+    if binary is None:
+        log(f"buildkite-agent not found: skipping '{what}'")
+        return False
+    limit = float(env.get("VLLM_CI_AGENT_TIMEOUT", "") or 20)
+    proc = subprocess.Popen([binary, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        output, _ = proc.communicate(stdin or "", timeout=limit)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        log(f"buildkite-agent '{what}' gave no answer within {limit:g} s: skipped")
+        return False
+    if proc.returncode != 0:
+        tail = output.strip().splitlines()[-1:] or ["no output"]
+        log(f"buildkite-agent '{what}' failed (exit {proc.returncode}): {redactor(env)(tail[0])}")
+        return False
+    return True
+
+
+def resolve_commit(env: dict[str, str]) -> None:
+    """Replace a symbolic ``BUILDKITE_COMMIT`` (``HEAD``, unset) with the checkout's sha."""
+    commit = env.get("BUILDKITE_COMMIT", "")
+    if re.fullmatch(r"[0-9a-fA-F]{7,64}", commit):
+        return
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return
+    if sha:
+        log(f"BUILDKITE_COMMIT is {commit or 'unset'!r}: using the checkout's HEAD {sha}")
+        env["BUILDKITE_COMMIT"] = sha
+
+
+def _bearer(challenge: str, auth: str | None) -> str | None:
+    """Fetch a registry token for a ``WWW-Authenticate: Bearer`` challenge."""
+    params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
+    realm = params.pop("realm", None)
+    if not realm:
+        return None
+    req = urllib.request.Request(f"{realm}?{urllib.parse.urlencode(params)}")
+    if auth:
+        req.add_header("Authorization", auth)
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        body = json.load(resp)
+    token = body.get("token") or body.get("access_token")
+    return f"Bearer {token}" if token else None
+
+
+def image_digest(settings: StepSettings, env: Mapping[str, str]) -> str | None:
+    """HEAD the image manifest: its digest ("" if not given) when the tag exists, None when it does not."""
+    host, _, repo = settings.image_repo.partition("/")
+    loopback = re.match(r"(localhost|127\.|\[::1\])", host)
+    scheme = "http" if loopback or env.get("VLLM_CI_REGISTRY_INSECURE", "").lower() in _TRUE else "https"
+    url = f"{scheme}://{host}/v2/{repo}/manifests/{settings.tag}"
+    auth = None
+    if settings.username:
+        pair = f"{settings.username}:{env.get(PASSWORD_VAR, '')}".encode()
+        auth = "Basic " + base64.b64encode(pair).decode()
+    for attempt in range(2):
+        req = urllib.request.Request(url, method="HEAD", headers={"Accept": MANIFEST_TYPES})
+        if auth:
+            req.add_header("Authorization", auth)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return resp.headers.get("Docker-Content-Digest", "")
+        except urllib.error.HTTPError as err:
+            if err.code == 404:
+                return None
+            status, challenge = err.code, err.headers.get("WWW-Authenticate", "")
+        except (urllib.error.URLError, OSError, ValueError) as err:
+            raise StepFailed("login", f"registry {host} did not answer the image check: {err}") from None
+        if status == 401 and attempt == 0 and challenge.lower().startswith("bearer"):
+            try:
+                auth = _bearer(challenge, auth)
+            except (urllib.error.URLError, OSError, ValueError) as err:
+                raise StepFailed("login", f"registry {host}: no token from its auth service: {err}") from None
+            continue
+        if status in (401, 403):
+            who = "the credentials" if settings.username else "anonymous access"
+            raise StepFailed("login", f"registry {host} refused {who} (HTTP {status})")
+        raise StepFailed("plan", f"registry {host} answered HTTP {status} to the image check")
+    raise StepFailed("login", f"registry {host} refused the token")
+
+
+def run_cli(phase: str, args: list[str], env: Mapping[str, str]) -> None:
+    """Run ``python -m vllm_ci ARGS``, streaming its output (password blanked); raise ``StepFailed`` on failure."""
+    redact = redactor(env)
+    log(f"$ python -m vllm_ci {' '.join(args)}")
+    error = ""
+    with subprocess.Popen([sys.executable, "-m", "vllm_ci", *args], env={**env, "PYTHONUNBUFFERED": "1"}, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=1) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = redact(line.rstrip("\n"))
+            log(line)
+            if line.startswith("vllm-ci: error:"):
+                error = line
+    if proc.returncode != 0:
+        failed = failure_phase(phase, error)
+        reason = error.removeprefix("vllm-ci: error:").strip().removeprefix(f"{failed}:").strip()
+        raise StepFailed(failed, reason or f"python -m vllm_ci {phase} exited {proc.returncode}")
+
+
+def upload_artifacts(paths: list[Path], env: Mapping[str, str]) -> None:
+    """Upload the files the step's ``artifact_paths`` does not cover (the agent uploads those after the step)."""
+    present = [p for p in paths if p.is_file()]
+    patterns = [p.strip() for p in re.split(r"[;,]", env.get("BUILDKITE_ARTIFACT_PATHS", "")) if p.strip()]
+    todo = [p for p in present if not any(fnmatch(str(p), pat) for pat in patterns)]
+    for p in sorted(set(present) - set(todo)):
+        log(f"artifact {p}: uploaded by the agent after the step (artifact_paths)")
+    if todo:
+        agent(["artifact", "upload", ";".join(str(p) for p in todo)], env)
+
+
+def annotate(body: str, style: str, env: Mapping[str, str]) -> None:
+    """Post the annotation under the stable context, password blanked."""
+    agent(["annotate", "--context", ANNOTATION_CONTEXT, "--style", style], env, stdin=redactor(env)(body))
+
+
+def run(env: dict[str, str]) -> int:
+    """The whole step; returns the exit code."""
+    log("--- :docker: settings")
+    resolve_commit(env)
+    try:
+        settings = StepSettings.from_env(env)
+    except SettingsError as err:
+        log("^^^ +++")
+        log(f"vllm-ci-step: error: plan: {err}")
+        return 1
+    log(f"image       {settings.image_ref}")
+    log(f"cache-to    {settings.cache_to}")
+    log(f"cache-from  {', '.join(settings.cache_from)}")
+    log(f"source      {settings.source}")
+    login = f"user {settings.username}, password from {PASSWORD_VAR}" if settings.username else "anonymous"
+    log(f"registry    {login}")
+
+    out = Path(settings.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    plan, report = out / "plan.json", out / "report.json"
+    for stale in (plan, report):
+        stale.unlink(missing_ok=True)
+    heading = f"**:docker: test image** `{settings.image_ref}`"
+    try:
+        log("--- :docker: check image")
+        digest = image_digest(settings, env)
+        if digest is not None:
+            ref = f"{settings.image_ref}@{digest}" if digest else settings.image_ref
+            log(f"image {ref} already exists: skipping the build")
+            annotate(f"{heading} already exists (`{digest or 'digest not given'}`): build skipped.\n", "info", env)
+            agent(["meta-data", "set", "vllm-ci-image", ref], env)
+            return 0
+        log(f"image {settings.image_ref} not found: building")
+        log("--- :docker: plan")
+        run_cli("plan", settings.plan_args(str(plan)), env)
+        log("--- :docker: build")
+        run_cli("build", settings.build_args(str(report)), env)
+        data = json.loads(report.read_text())
+    except StepFailed as failed:
+        log("^^^ +++")
+        log(f"vllm-ci-step: error: {failed.phase}: {redactor(env)(failed.message)}")
+        log("--- :buildkite: report")
+        annotate(f"{heading} failed in phase **{failed.phase}**: {failed.message}\n", "error", env)
+        upload_artifacts([plan, report], env)
+        return 1
+    except (OSError, ValueError) as err:
+        log("^^^ +++")
+        log(f"vllm-ci-step: error: build: no readable report at {report}: {err}")
+        return 1
+    log("--- :buildkite: report")
+    body = render_annotation(data)
+    log(redactor(env)(body))
+    annotate(body, report_style(data), env)
+    upload_artifacts([plan, report], env)
+    agent(["meta-data", "set", "vllm-ci-image", str(data.get("image") or settings.image_ref)], env)
+    return 0
+
+
+def main() -> None:
+    """Entry point of ``ci/buildkite-step``."""
+    sys.exit(run(dict(os.environ)))
+
+
+if __name__ == "__main__":
+    main()

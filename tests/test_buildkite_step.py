@@ -1,0 +1,205 @@
+"""ci/buildkite-step end to end with a stand-in CLI, registry and agent: skip, success, failure, secrets."""
+
+import json
+import shutil
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHA = "0123456789abcdef0123456789abcdef01234567"
+PASSWORD = "pw-Xy7-never-shown"
+DIGEST = "sha256:" + "b" * 64
+
+# Stands in for the lead's CLI: echoes its arguments, fails when FAKE_FAIL says so, writes a report.
+FAKE_MAIN = r'''
+import json, os, sys
+args = sys.argv[1:]
+print("fake vllm-ci", " ".join(args), "password-env-is", os.environ.get("VLLM_CI_REGISTRY_PASSWORD"))
+out = args[args.index("-o") + 1]
+command = "build" if "build" in args else "plan"
+if os.environ.get("FAKE_FAIL") == command:
+    print(f"vllm-ci: error: {os.environ['FAKE_ERROR']}", file=sys.stderr)
+    sys.exit(255)
+if command == "build":
+    image = args[args.index("--image") + 1]
+    json.dump({"image": image + "@" + os.environ["FAKE_DIGEST"], "total_seconds": 3.0, "stages": [
+        {"stage": "base", "key": "k", "outcome": "hit", "ref": "r:base-k", "build_seconds": 0.1,
+         "export_seconds": 0, "bytes_pushed": None, "bytes_pulled": 5}]}, open(out, "w"))
+else:
+    json.dump({"stages": []}, open(out, "w"))
+'''
+
+FAKE_AGENT = '''#!/bin/sh
+[ -n "$FAKE_AGENT_SLEEP" ] && sleep "$FAKE_AGENT_SLEEP"
+{ echo "ARGS $*"; [ "$1" = annotate ] && cat; echo END; } >>"$FAKE_AGENT_LOG"
+'''
+
+
+class Registry(BaseHTTPRequestHandler):
+    """Answers manifest HEADs: 200 for tags in ``existing``, else 404; records Authorization headers."""
+
+    existing: set[str] = set()
+    auth: list[str] = []
+    bearer = False  # ask for a token first, as Docker Hub or GHCR do
+    refuse = False  # the token service refuses the credentials
+
+    def do_GET(self):  # noqa: N802
+        """The token service: hands out "tok" to the basic-auth user bot."""
+        Registry.auth.append(self.headers.get("Authorization", ""))
+        body = json.dumps({"token": "tok"}).encode()
+        self.send_response(401 if Registry.refuse else 200 if "scope=repository" in self.path else 400)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_HEAD(self):  # noqa: N802
+        """One manifest HEAD."""
+        Registry.auth.append(self.headers.get("Authorization", ""))
+        if Registry.bearer and self.headers.get("Authorization") != "Bearer tok":
+            self.send_response(401)
+            realm = f"http://127.0.0.1:{self.server.server_port}/token"
+            self.send_header("WWW-Authenticate", f'Bearer realm="{realm}",service="reg",scope="repository:x:pull"')
+            self.end_headers()
+            return
+        if self.path.rsplit(":", 1)[-1] in Registry.existing or self.path.rsplit("/", 1)[-1] in Registry.existing:
+            self.send_response(200)
+            self.send_header("Docker-Content-Digest", DIGEST)
+        else:
+            self.send_response(404)
+        self.end_headers()
+
+    def log_message(self, *args):
+        """Quiet."""
+
+
+@pytest.fixture
+def world(tmp_path):
+    """A checkout-like directory, a fake CLI package, a fake agent and a stub registry."""
+    repo = tmp_path / "repo"
+    pkg = repo / "src" / "vllm_ci"
+    pkg.mkdir(parents=True)
+    (repo / "ci").mkdir()
+    shutil.copy(REPO / "ci" / "buildkite-step", repo / "ci" / "buildkite-step")
+    (pkg / "__init__.py").write_text("")
+    (pkg / "__main__.py").write_text(FAKE_MAIN)
+    for name in ("buildkite.py", "buildkite_step.py"):
+        shutil.copy(REPO / "src" / "vllm_ci" / name, pkg / name)
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "buildkite-agent").write_text(FAKE_AGENT)
+    (bindir / "buildkite-agent").chmod(0o755)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Registry)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    Registry.existing, Registry.auth, Registry.bearer, Registry.refuse = set(), [], False, False
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {
+        "PATH": f"{bindir}:/usr/bin:/bin", "VLLM_CI_PYTHON": sys.executable,
+        "BUILDKITE_BRANCH": "feature/x", "BUILDKITE_PULL_REQUEST": "false", "BUILDKITE_COMMIT": SHA,
+        "VLLM_CI_REGISTRY": f"127.0.0.1:{server.server_port}/vllm-ci", "FAKE_DIGEST": DIGEST,
+        "FAKE_AGENT_LOG": str(tmp_path / "agent.log"),
+    }
+    yield work, {**env, "STEP": str(repo / "ci" / "buildkite-step")}, tmp_path / "agent.log"
+    server.shutdown()
+
+
+def step(work: Path, env: dict) -> subprocess.CompletedProcess:
+    """Run the copied ci/buildkite-step (its checkout's src/ is the fake package) in the work directory."""
+    return subprocess.run([env["STEP"]], cwd=work, env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_a_successful_build_logs_groups_annotates_uploads_and_passes_the_image_on(world):
+    work, env, agent_log = world
+    done = step(work, env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    groups = [line for line in done.stdout.splitlines() if line.startswith("--- ")]
+    assert groups == ["--- :docker: settings", "--- :docker: check image", "--- :docker: plan", "--- :docker: build",
+                      "--- :buildkite: report"]
+    calls = agent_log.read_text()
+    assert "ARGS annotate --context vllm-ci-image --style success" in calls
+    assert "| base | hit | `r:base-k` | 0.1 | 0.0 | — |" in calls
+    assert "ARGS artifact upload vllm-ci-out/plan.json;vllm-ci-out/report.json" in calls
+    assert "-o vllm-ci-out/report.json build --source ." in done.stdout
+    assert "ARGS meta-data set vllm-ci-image 127.0.0.1:" in calls and f"/vllm-ci/test:{SHA}@{DIGEST}" in calls
+    assert json.loads((work / "vllm-ci-out/report.json").read_text())["stages"][0]["outcome"] == "hit"
+
+
+def test_an_existing_image_is_skipped_with_exit_0_in_the_log_and_the_annotation(world):
+    work, env, agent_log = world
+    Registry.existing.add(SHA)
+    done = step(work, env)
+    assert done.returncode == 0
+    assert "already exists: skipping the build" in done.stdout
+    assert "fake vllm-ci" not in done.stdout
+    calls = agent_log.read_text()
+    assert "--style info" in calls and "build skipped" in calls
+    assert f"/vllm-ci/test:{SHA}@{DIGEST}" in calls
+
+
+@pytest.mark.parametrize(("failing", "error", "phase"), [
+    ("plan", "cannot read Dockerfile", "plan"),
+    ("build", "push: registry answered 500", "push"),
+    ("build", "failed to export stage base", "export"),
+])
+def test_a_failure_expands_the_log_names_the_phase_and_exits_1_not_255(world, failing, error, phase):
+    work, env, agent_log = world
+    done = step(work, {**env, "FAKE_FAIL": failing, "FAKE_ERROR": error})
+    assert done.returncode == 1
+    lines = done.stdout.splitlines()
+    at = lines.index("^^^ +++")
+    assert lines[at + 1] == f"vllm-ci-step: error: {phase}: {error.removeprefix(phase + ': ')}"
+    assert "--style error" in agent_log.read_text()
+
+
+def test_the_password_reaches_the_cli_only_through_its_environment_and_is_never_printed(world):
+    work, env, agent_log = world
+    env = {**env, "VLLM_CI_REGISTRY_USERNAME": "bot", "VLLM_CI_REGISTRY_PASSWORD": PASSWORD}
+    done = step(work, {**env, "FAKE_FAIL": "build", "FAKE_ERROR": f"login failed for bot:{PASSWORD}"})
+    assert done.returncode == 1
+    assert "--registry-password env:VLLM_CI_REGISTRY_PASSWORD" in done.stdout
+    assert "password-env-is [REDACTED]" in done.stdout  # the child had it; the log shows no trace
+    for text in (done.stdout, done.stderr, agent_log.read_text()):
+        assert PASSWORD not in text
+    assert Registry.auth and all(a.startswith("Basic ") for a in Registry.auth)
+
+
+def test_a_token_registry_is_asked_for_a_bearer_token_with_the_basic_credentials(world):
+    work, env, _ = world
+    Registry.existing.add(SHA)
+    Registry.bearer = True
+    done = step(work, {**env, "VLLM_CI_REGISTRY_USERNAME": "bot", "VLLM_CI_REGISTRY_PASSWORD": PASSWORD})
+    assert done.returncode == 0, done.stdout
+    assert "already exists: skipping the build" in done.stdout
+    assert Registry.auth[0].startswith("Basic ") and Registry.auth[1].startswith("Basic ") and Registry.auth[2] == "Bearer tok"
+
+
+def test_a_registry_refusing_the_credentials_fails_the_login_phase(world):
+    work, env, _ = world
+    Registry.bearer = Registry.refuse = True
+    done = step(work, {**env, "VLLM_CI_REGISTRY_USERNAME": "bot", "VLLM_CI_REGISTRY_PASSWORD": PASSWORD})
+    assert done.returncode == 1
+    assert "vllm-ci-step: error: login: " in done.stdout and "fake vllm-ci" not in done.stdout
+    assert PASSWORD not in done.stdout
+
+
+def test_a_missing_agent_is_logged_and_a_silent_one_is_bounded(world):
+    work, env, agent_log = world
+    done = step(work, {**env, "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0
+    assert "buildkite-agent not found: skipping 'annotate --context'" in done.stdout
+    done = step(work, {**env, "FAKE_AGENT_SLEEP": "30", "VLLM_CI_AGENT_TIMEOUT": "0.5"})
+    assert done.returncode == 0
+    assert "gave no answer within 0.5 s" in done.stdout
+
+
+def test_a_missing_registry_setting_fails_with_one_line(world):
+    work, env, _ = world
+    del env["VLLM_CI_REGISTRY"]
+    done = step(work, env)
+    assert done.returncode == 1
+    assert "vllm-ci-step: error: plan: VLLM_CI_REGISTRY is not set" in done.stdout
