@@ -30,6 +30,7 @@ class BuildReport:
     stages: list[StageRecord] = dataclasses.field(default_factory=list)
     image: str = ""
     total_seconds: float = 0.0
+    traffic: dict[str, int] | None = None  # bytes through the registry for the whole run, when measured
 
     def record(self, name: str) -> StageRecord:
         """The record of a stage by name."""
@@ -46,8 +47,7 @@ class BuildReport:
             "image": self.image,
             "total_seconds": round(self.total_seconds, 3),
             "dominated_by": self.dominated_by(),
-            "bytes_pulled": self._total("bytes_pulled"),
-            "bytes_pushed": self._total("bytes_pushed"),
+            "traffic": self.traffic,
             "stages": [dataclasses.asdict(r) for r in self.stages],
         }
 
@@ -61,12 +61,7 @@ class BuildReport:
         data = json.loads(text)
         fields = {f.name for f in dataclasses.fields(StageRecord)}
         stages = [StageRecord(**{k: v for k, v in s.items() if k in fields}) for s in data["stages"]]
-        return cls(data["target"], stages, data.get("image", ""), data.get("total_seconds", 0.0))
-
-    def _total(self, field: str) -> int | None:
-        """Sum of a byte field over stages, or None when nothing was measured."""
-        values = [getattr(r, field) for r in self.stages if getattr(r, field) is not None]
-        return sum(values) if values else None
+        return cls(data["target"], stages, data.get("image", ""), data.get("total_seconds", 0.0), data.get("traffic"))
 
     def dominated_by(self) -> str:
         """The stage and phase that took longest, in words."""
@@ -105,10 +100,13 @@ class BuildReport:
     def _summary(self) -> str:
         """One line: total time, what dominated, bytes moved."""
         hits = sum(r.outcome == "hit" for r in self.stages)
+        moved = (
+            f"; registry traffic: pulled {human_bytes(self.traffic['pulled'])}, pushed {human_bytes(self.traffic['pushed'])}"
+            if self.traffic else ""
+        )
         return (
             f"total {self.total_seconds:.1f} s, {hits}/{len(self.stages)} stages from cache, "
-            f"dominated by {self.dominated_by() or 'nothing'}; pulled {human_bytes(self._total('bytes_pulled'))}, "
-            f"pushed {human_bytes(self._total('bytes_pushed'))}"
+            f"dominated by {self.dominated_by() or 'nothing'}{moved}"
         )
 
 

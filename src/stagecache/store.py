@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -20,6 +21,10 @@ from dagger import dag
 from stagecache.keys import CREATED_LABEL, KEY_LABEL, PREIMAGE_LABEL, STAGE_LABEL, KeyPreimage, cache_tag
 from stagecache.registry import ImageRef, RegistryClient, RegistryError
 from stagecache.report import BuildReport, StageRecord
+from stagecache.traffic import RegistryLog, attribute
+
+# Where the registry's JSON request log is, when bytes are to be measured (tests, bench).
+LOG_ENV = "STAGECACHE_REGISTRY_LOG"
 
 
 class StageError(Exception):
@@ -191,8 +196,11 @@ class StageCache:
 
     async def _client(self, registry: str) -> RegistryClient:
         """A registry client with this cache's credentials (read from the secret only here)."""
-        password = await self.password.plaintext() if self.password and self.username else ""
-        return RegistryClient(registry, self.username, password)
+        return RegistryClient(registry, self.username, await self._password())
+
+    async def _password(self) -> str:
+        """The registry password, read from its secret only when a request needs it."""
+        return await self.password.plaintext() if self.password and self.username else ""
 
     # -- building -----------------------------------------------------------------------------
 
@@ -210,9 +218,14 @@ class StageCache:
         """An image from the registry; lazy: nothing is pulled until an operation needs it."""
         return self._authed(dag.container(), ImageRef.parse(ref).registry).from_(ref)
 
-    async def build(self, source: dagger.Directory, target: str) -> tuple[dagger.Container, BuildReport]:
-        """The target's container, building only what no cache holds; with a report."""
+    async def build(
+        self, source: dagger.Directory, target: str, image: str = ""
+    ) -> tuple[dagger.Container, BuildReport]:
+        """The target's container, building only what no cache holds, published to `image` if given;
+        with a report (bytes measured at the registry when STAGECACHE_REGISTRY_LOG names its log)."""
         started = time.monotonic()
+        meter = RegistryLog(os.environ[LOG_ENV]) if os.environ.get(LOG_ENV) else None
+        mark = meter.mark() if meter else 0
         plan = await self.plan(source, target)
         by_name = {p.stage.name: p for p in plan}
         report = BuildReport(target, [StageRecord(p.stage.name, p.key, "unused", note=p.note) for p in plan])
@@ -231,7 +244,14 @@ class StageCache:
             return results[name]
 
         container = await resolve(target)
+        if image:
+            try:
+                report.image = await self.publish(container, image)
+            except dagger.QueryError as err:
+                raise StageError(_export_failure(err, ImageRef.parse(image).registry), stage=target, ref=image, phase="push") from None
         report.total_seconds = time.monotonic() - started
+        if meter:
+            await attribute(report, meter.since(mark), self.username, await self._password())
         return container, report
 
     async def _resolve_one(

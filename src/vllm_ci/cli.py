@@ -179,7 +179,8 @@ def read_secret(flag: str, reference: str) -> str:
         if not path.is_file():
             raise UsageError(f"{flag}: no such file: {name}")
         return path.read_text().rstrip("\n")
-    raise UsageError(f"{flag}: a secret is given as env:NAME or file:PATH, not {reference.split(':')[0]!r}...")
+    # Never echo the reference: a user may have typed the secret itself.
+    raise UsageError(f"{flag}: a secret is given as env:NAME or file:PATH")
 
 
 def to_dagger(opt: Option, value: Any) -> Any:

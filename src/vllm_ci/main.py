@@ -13,7 +13,6 @@ from dagger import DefaultPath, Doc, Ignore, function, object_type
 
 from stagecache import BuildReport, StageCache
 from stagecache.prune import prune as prune_repository
-from stagecache.store import StageError
 from vllm_ci.args import BuildArgs
 from vllm_ci.graph import TARGETS, stage_graph
 
@@ -156,12 +155,7 @@ class VllmCi(BuildArgs):
             cache_from, cache_to, cache_strict, registry_username, registry_password,
             aws_access_key_id, aws_secret_access_key,
         )
-        container, report = await cache.build(source, target)
-        if image:
-            try:
-                report.image = await cache.publish(container, image)
-            except dagger.QueryError as err:
-                raise StageError(str(err).splitlines()[0], stage=target, ref=image, phase="push") from None
+        _, report = await cache.build(source, target, image)
         print(report.table(), file=sys.stderr)
         return report.to_json()
 

@@ -1,0 +1,100 @@
+"""Bytes pulled and pushed, measured at the registry: read from the registry's JSON request log.
+
+Attached when the build runs where the log can be read (this machine's tests and bench); a
+layer is attributed to the first stage, in build order, whose image holds it."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+import re
+from urllib.parse import parse_qs, unquote, urlparse
+
+from stagecache.registry import ImageRef, RegistryClient
+from stagecache.report import BuildReport
+
+_BLOB_GET = re.compile(r"^/v2/(?P<repo>.+)/blobs/(?P<digest>sha256:[0-9a-f]{64})$")
+_UPLOAD = re.compile(r"^/v2/(?P<repo>.+)/blobs/uploads/")
+
+
+@dataclasses.dataclass
+class Traffic:
+    """What crossed the registry between two marks."""
+
+    pulled: dict[str, int] = dataclasses.field(default_factory=dict)  # blob digest -> bytes sent
+    pushed: dict[str, str] = dataclasses.field(default_factory=dict)  # blob digest -> repository
+    mounted: set[str] = dataclasses.field(default_factory=set)  # cross-repository mounts: no bytes moved
+
+    @property
+    def pulled_bytes(self) -> int:
+        """All blob bytes the registry sent."""
+        return sum(self.pulled.values())
+
+
+class RegistryLog:
+    """A registry's JSON log file (docker-registry's `log.formatter: json`)."""
+
+    def __init__(self, path: str | pathlib.Path):
+        self.path = pathlib.Path(path)
+
+    def mark(self) -> int:
+        """A position to measure from."""
+        return self.path.stat().st_size if self.path.exists() else 0
+
+    def since(self, mark: int) -> Traffic:
+        """The blob traffic logged after a mark."""
+        traffic = Traffic()
+        with self.path.open("rb") as log:
+            log.seek(mark)
+            for raw in log:
+                try:
+                    entry = json.loads(raw)
+                except ValueError:
+                    continue  # the access-log lines are not JSON
+                if entry.get("msg") != "response completed":
+                    continue
+                method, status = entry.get("http.request.method"), entry.get("http.response.status")
+                url = urlparse(entry.get("http.request.uri", ""))
+                query = parse_qs(url.query)
+                if method == "GET" and status == 200 and (m := _BLOB_GET.match(url.path)):
+                    digest = m["digest"]
+                    traffic.pulled[digest] = traffic.pulled.get(digest, 0) + int(entry.get("http.response.written", 0))
+                elif method == "PUT" and status == 201 and _UPLOAD.match(url.path) and "digest" in query:
+                    traffic.pushed[unquote(query["digest"][0])] = _UPLOAD.match(url.path)["repo"]  # type: ignore[index]
+                elif method == "POST" and status == 201 and "mount" in query:
+                    traffic.mounted.add(query["mount"][0])
+        return traffic
+
+
+async def attribute(report: BuildReport, traffic: Traffic, username: str = "", password: str = "") -> None:
+    """Fill each stage's bytes pulled and pushed from measured traffic, by the layers its image holds,
+    and the run's totals (the final image's publish included)."""
+    claimed: set[str] = set()
+    for record in report.stages:
+        record.bytes_pulled, record.bytes_pushed = 0, 0
+        if not record.ref:
+            continue
+        image = ImageRef.parse(record.ref)
+        async with RegistryClient(image.registry, username, password) as client:
+            found = await client.manifest(image.repository, image.digest or image.tag or "latest")
+        if found is None:
+            continue
+        manifest, _ = found
+        blobs = {layer["digest"]: layer["size"] for layer in manifest.get("layers", [])}
+        blobs[manifest["config"]["digest"]] = manifest["config"]["size"]
+        mine = set(blobs) - claimed
+        claimed |= mine
+        record.bytes_pulled = sum(traffic.pulled.get(d, 0) for d in mine)
+        record.bytes_pushed = sum(blobs[d] for d in mine if d in traffic.pushed)
+    pushed = 0
+    for digest, repo in traffic.pushed.items():
+        async with RegistryClient(report_registry(report), username, password) as client:
+            pushed += await client.blob_size(repo, digest) or 0
+    report.traffic = {"pulled": traffic.pulled_bytes, "pushed": pushed, "mounted_blobs": len(traffic.mounted)}
+
+
+def report_registry(report: BuildReport) -> str:
+    """The registry the report's refs live in."""
+    ref = report.image or next((r.ref for r in report.stages if r.ref), "")
+    return ImageRef.parse(ref).registry

@@ -1,0 +1,94 @@
+"""Shared fixtures: the real engine and registry that ci/up provisions, and the bundled example."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import shutil
+import subprocess
+import uuid
+from collections.abc import AsyncIterator
+
+import dagger
+import pytest
+from dagger import dag
+
+from vllm_ci.args import BuildArgs
+from vllm_ci.cli import use_local_engine
+from vllm_ci.main import SOURCE_IGNORE, VllmCi
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "examples" / "mini-vllm"
+REGISTRY = os.environ.get("VLLM_CI_REGISTRY", "127.0.0.1:5000").split("/")[0]
+STATE = pathlib.Path(os.environ.get("VLLM_CI_STATE", "/var/lib/vllm-ci"))
+REGISTRY_LOG = STATE / "registry" / "registry.log"
+
+
+def example_args() -> dict[str, object]:
+    """The example's constructor arguments (examples/mini-vllm/vllm-ci.args), typed as BuildArgs declares."""
+    types = {f.name: f.type for f in dataclasses.fields(BuildArgs)}
+    values: dict[str, object] = {}
+    for line in (EXAMPLE / "vllm-ci.args").read_text().splitlines():
+        flag, _, value = line.partition("=")
+        name = flag.removeprefix("--").replace("-", "_")
+        values[name] = int(value) if "int" in str(types[name]).split("[")[-1][:4] else value
+    return values
+
+
+def example_module(**overrides: object) -> VllmCi:
+    """The module object configured for the example."""
+    return VllmCi(**{**example_args(), **overrides})
+
+
+def source_of(path: pathlib.Path) -> dagger.Directory:
+    """A checkout as the module receives it: the same ignore patterns as `dagger call`."""
+    return dag.host().directory(str(path), exclude=SOURCE_IGNORE)
+
+
+def edit(path: pathlib.Path, line: str) -> None:
+    """Append one line to a file: the one-line change of the scenarios."""
+    path.write_text(path.read_text() + line + "\n")
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """Run async tests on asyncio (the Dagger SDK's loop)."""
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def engine() -> None:
+    """The engine ci/up started; fail with the command to run when it is not there."""
+    use_local_engine()
+    if subprocess.run([REPO / "ci" / "engine", "status"], capture_output=True).returncode != 0:
+        pytest.fail("the Dagger engine is not running: run ci/up first")
+    if subprocess.run([REPO / "ci" / "registry", "status"], capture_output=True).returncode != 0:
+        pytest.fail(f"the registry on {REGISTRY} is not running: run ci/up first")
+
+
+@pytest.fixture
+async def client(engine: None) -> AsyncIterator[None]:
+    """A connected Dagger client (the global `dag`)."""
+    with open(os.devnull, "w") as log:
+        async with dagger.connection(dagger.Config(log_output=log)):
+            yield
+
+
+@pytest.fixture
+def example_dir(tmp_path: pathlib.Path) -> pathlib.Path:
+    """A private copy of the example, free to edit."""
+    target = tmp_path / "mini-vllm"
+    shutil.copytree(EXAMPLE, target, ignore=shutil.ignore_patterns("build", "dist", "__pycache__", "*.egg-info"))
+    return target
+
+
+@pytest.fixture
+def cache_repo() -> str:
+    """A cache repository of this test's own in the local registry."""
+    return f"{REGISTRY}/test/cache-{uuid.uuid4().hex[:12]}"
+
+
+def fresh_agent() -> None:
+    """Restart the engine on an empty state directory: a new CI agent, same registry."""
+    subprocess.run([REPO / "ci" / "engine", "fresh"], check=True, capture_output=True)

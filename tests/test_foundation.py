@@ -1,0 +1,88 @@
+"""The foundation: a real engine, a real registry, PyPI from containers, and the client command."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+
+import dagger
+import pytest
+from dagger import dag
+
+from conftest import EXAMPLE, REGISTRY
+from vllm_ci.cli import module_functions
+
+pytestmark = pytest.mark.anyio
+DEBIAN = f"{REGISTRY}/library/debian:bookworm"
+
+
+async def test_a_container_from_the_local_registry_runs_a_command(client: None) -> None:
+    out = await dag.container().from_(DEBIAN).with_exec(["sh", "-c", "echo hello from $(cat /etc/debian_version)"]).stdout()
+    assert out.startswith("hello from 12.")
+
+
+async def test_publish_then_from_gives_the_same_file_and_digest(client: None) -> None:
+    marker = uuid.uuid4().hex
+    ref = f"{REGISTRY}/test/roundtrip:{marker}"
+    published = await dag.container().from_(DEBIAN).with_new_file("/marker", marker).publish(ref)
+    back = dag.container().from_(published)
+    assert await back.file("/marker").contents() == marker
+    assert (await back.publish(ref)).split("@")[1] == published.split("@")[1]
+
+
+async def test_a_container_downloads_a_package_from_pypi(client: None) -> None:
+    build = f"{REGISTRY}/library/vllm-ci-build:bookworm"
+    out = await (
+        dag.container().from_(build)
+        .with_exec(["python3", "-m", "pip", "download", "--no-deps", "-d", "/tmp/dl", "six==1.16.0"])
+        .with_exec(["ls", "/tmp/dl"]).stdout()
+    )
+    assert "six-1.16.0-py2.py3-none-any.whl" in out
+
+
+async def test_the_engine_version_equals_the_sdk_version(client: None) -> None:
+    from importlib.metadata import version
+
+    assert await dag.version() == f"v{version('dagger-io')}"
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The client command as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "vllm_ci", *args], capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_the_client_help_lists_every_module_function_with_its_doc() -> None:
+    help_text = " ".join(run_cli("--help").stdout.split())
+    for name, method in module_functions().items():
+        assert name in help_text
+        assert " ".join(method.__doc__.split())[:40] in help_text
+
+
+def test_a_function_added_to_the_module_needs_no_other_change() -> None:
+    functions = module_functions()
+    assert {"base", "csrc-build", "wheel", "runtime-base", "test-deps", "vllm-base", "test-image", "openai",
+            "plan", "build", "prune", "report", "run-tests"} <= set(functions)
+
+
+@pytest.mark.parametrize(
+    ("args", "names"),
+    [
+        (["no-such-function"], "no-such-function"),
+        (["plan"], "--source"),
+        (["plan", "--source", "/no/such/dir"], "/no/such/dir"),
+        (["build", "--source", str(EXAMPLE), "--registry-password", "plain-text-value"], "--registry-password"),
+        (["build", "--source", str(EXAMPLE), "--registry-password", "env:VLLM_CI_UNSET_VARIABLE"], "VLLM_CI_UNSET_VARIABLE"),
+    ],
+    ids=["unknown function", "missing argument", "missing path", "malformed secret", "unset secret variable"],
+)
+def test_bad_input_exits_with_one_line_before_any_container_work(args: list[str], names: str) -> None:
+    # An engine address that cannot answer: any attempt at container work would fail differently.
+    env = {**os.environ, "_EXPERIMENTAL_DAGGER_RUNNER_HOST": "unix:///nonexistent/engine.sock"}
+    result = run_cli(*args, env=env)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("vllm-ci: error:") and names in lines[0]
+    assert "plain-text-value" not in result.stderr
