@@ -43,7 +43,8 @@ def example_module(**overrides: object) -> VllmCi:
 
 def source_of(path: pathlib.Path) -> dagger.Directory:
     """A checkout as the module receives it: the same ignore patterns as `dagger call`."""
-    return dag.host().directory(str(path), exclude=SOURCE_IGNORE)
+    # no_cache: the tests edit files within one session, and the engine would reuse the first read.
+    return dag.host().directory(str(path), exclude=SOURCE_IGNORE, no_cache=True)
 
 
 def edit(path: pathlib.Path, line: str) -> None:
@@ -79,7 +80,12 @@ async def client(engine: None) -> AsyncIterator[None]:
 def example_dir(tmp_path: pathlib.Path) -> pathlib.Path:
     """A private copy of the example, free to edit."""
     target = tmp_path / "mini-vllm"
-    shutil.copytree(EXAMPLE, target, ignore=shutil.ignore_patterns("build", "dist", "__pycache__", "*.egg-info"))
+    outputs = {EXAMPLE / "build", EXAMPLE / "dist"}  # top-level build outputs only: requirements/build stays
+
+    def ignore(folder: str, names: list[str]) -> list[str]:
+        return [n for n in names if pathlib.Path(folder, n) in outputs or n == "__pycache__" or n.endswith(".egg-info")]
+
+    shutil.copytree(EXAMPLE, target, ignore=ignore)
     return target
 
 

@@ -24,6 +24,8 @@ CSRC_INPUTS = (
 )
 # What the Python package layer reads.
 PACKAGE_INPUTS = ("vllm/",)
+# Wheels are zips with timestamps: pin them so the same inputs give the same bytes.
+SOURCE_DATE_EPOCH = "315532800"  # 1980-01-01, the earliest a zip can hold
 # Excluded from the package layer: what a wheel would not ship.
 PACKAGE_EXCLUDE = ["**/__pycache__", "**/*.pyc", "**/*.so"]
 
@@ -58,6 +60,7 @@ async def csrc_build(
         .with_env_variable("MAX_JOBS", str(args.max_jobs))
         .with_env_variable("NVCC_THREADS", str(args.nvcc_threads))
         .with_env_variable("VLLM_TARGET_DEVICE", args.vllm_target_device)
+        .with_env_variable("SOURCE_DATE_EPOCH", SOURCE_DATE_EPOCH)
         .with_(with_compiler_cache(args, aws_access_key_id, aws_secret_access_key))
         .with_exec(["python3", "setup.py", "bdist_wheel", f"--dist-dir={DIST}"])
     )
@@ -73,6 +76,7 @@ async def build(args: BuildArgs, base_image: dagger.Container, csrc: dagger.Cont
         .with_directory(WORKSPACE, source)
         .with_env_variable("VLLM_TARGET_DEVICE", args.vllm_target_device)
         .with_env_variable("VLLM_USE_PRECOMPILED", "1")
+        .with_env_variable("SOURCE_DATE_EPOCH", SOURCE_DATE_EPOCH)
         .with_exec(
             # The wheel's file name is only known inside the container: one shell line, as the Dockerfile's RUN.
             ["sh", "-c", "VLLM_PRECOMPILED_WHEEL_LOCATION=$(ls /precompiled-wheels/*.whl) "

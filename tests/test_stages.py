@@ -1,0 +1,108 @@
+"""vLLM's Dockerfile stages, built from the bundled example on the real engine."""
+
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+from dagger import dag
+
+from conftest import EXAMPLE, edit, example_module, source_of
+from vllm_ci.cli import module_functions
+from vllm_ci.graph import TARGETS, stage_graph
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_every_stage_builds_the_example(client: None) -> None:
+    module, source = example_module(), source_of(EXAMPLE)
+    assert "ld" in await (await module.base(source)).with_exec(["sh", "-c", "ls /opt/venv/bin | head -1; which ld"]).stdout()
+    assert (await (await module.csrc_build(source)).directory("/workspace/dist").glob("*.whl"))
+    assert "ca-certificates" in await (await module.runtime_base(source)).with_exec(["dpkg", "-l"]).stdout()
+    assert "pytest" in await (await module.test_deps(source)).with_exec(["python3", "-m", "pip", "list"]).stdout()
+    assert "0.1.0" in await (await module.vllm_base(source)).with_exec(["vllm", "--version"]).stdout()
+    openai = await module.openai(source)
+    assert await openai.entrypoint() == ["vllm", "serve"]
+    assert "serving m" in await openai.with_exec(["m"], use_entrypoint=True).stdout()
+
+
+async def test_the_test_image_runs_the_examples_tests_green(client: None) -> None:
+    out = await example_module().run_tests(source_of(EXAMPLE))
+    assert " passed" in out and "failed" not in out and "error" not in out.lower()
+
+
+async def test_the_test_image_is_what_installing_the_wheel_gives(client: None) -> None:
+    image = await example_module().test_image(source_of(EXAMPLE))
+    script = (
+        "import importlib.metadata as m, vllm, vllm._C;"
+        "print(m.version('mini-vllm'), vllm._C.add(2, 3), vllm.__file__)"
+    )
+    out = await (
+        image.with_workdir("/")
+        .with_exec(["python3", "-c", script])
+        .with_exec(["sh", "-c", "python3 -m pip show mini-vllm && python3 -m pip check && vllm --version"])
+        .stdout()
+    )
+    assert "Name: mini-vllm" in out and "No broken requirements found." in out and out.strip().endswith("0.1.0")
+
+
+async def test_the_wheel_contains_the_compiled_extension_and_imports(client: None) -> None:
+    module, source = example_module(), source_of(EXAMPLE)
+    wheel = await module.wheel(source)
+    name = await wheel.name()
+    runtime = await module.runtime_base(source)
+    out = await (
+        runtime.with_file(f"/tmp/{name}", wheel)
+        .with_exec(["python3", "-m", "zipfile", "-l", f"/tmp/{name}"])
+        .with_exec(["sh", "-c", f"PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q /tmp/{name} && cd / && "
+                    "python3 -c 'import vllm._C as c; print(\"sum\", c.add(1, 2))'"])
+        .stdout()
+    )
+    assert "sum 3" in out
+
+
+async def _keys(path: pathlib.Path) -> dict[str, str]:
+    """Stage keys of a checkout for the test target."""
+    cache = await example_module()._cache()
+    return {p.stage.name: p.key for p in await cache.plan(source_of(path), "test")}
+
+
+async def test_a_python_only_change_leaves_csrc_build_identical_and_changes_the_test_image(
+    client: None, example_dir: pathlib.Path
+) -> None:
+    module = example_module()
+    before_keys = await _keys(example_dir)
+    before_csrc = await (await module.csrc_build(source_of(example_dir))).directory("/").digest()
+    before_test = await (await module.test_image(source_of(example_dir))).rootfs().digest()
+    edit(example_dir / "vllm" / "layers.py", "CHANGED_BY_TEST = True")
+    after_keys = await _keys(example_dir)
+    assert after_keys["csrc-build"] == before_keys["csrc-build"]
+    assert await (await module.csrc_build(source_of(example_dir))).directory("/").digest() == before_csrc
+    assert after_keys["test"] != before_keys["test"]
+    assert await (await module.test_image(source_of(example_dir))).rootfs().digest() != before_test
+
+
+async def test_a_csrc_change_changes_csrc_build(client: None, example_dir: pathlib.Path) -> None:
+    module = example_module()
+    before_keys = await _keys(example_dir)
+    before = await (await module.csrc_build(source_of(example_dir))).directory("/").digest()
+    edit(example_dir / "csrc" / "ops.c", "int changed_by_a_test(void) { return 42; }")
+    assert (await _keys(example_dir))["csrc-build"] != before_keys["csrc-build"]
+    assert await (await module.csrc_build(source_of(example_dir))).directory("/").digest() != before
+
+
+async def test_docs_and_git_never_enter_a_key(client: None, example_dir: pathlib.Path) -> None:
+    before = await _keys(example_dir)
+    edit(example_dir / "docs" / "README.md", "more docs")
+    (example_dir / ".git").mkdir()
+    (example_dir / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    assert await _keys(example_dir) == before
+
+
+def test_the_module_lists_a_function_for_every_stage() -> None:
+    functions = module_functions()
+    stage_functions = {"base": "base", "csrc-build": "csrc-build", "build": "wheel", "vllm-runtime-base": "runtime-base",
+                       "test-deps": "test-deps", "vllm-base": "vllm-base", "test": "test-image", "vllm-openai": "openai"}
+    assert set(stage_functions.values()) <= set(functions)
+    assert set(stage_functions) <= set(TARGETS)
+    assert {s.name for s in stage_graph(example_module())} == set(TARGETS)
