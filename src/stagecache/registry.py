@@ -178,6 +178,18 @@ class RegistryClient:
         self._check(response, "HEAD blob", repository)
         return int(response.headers.get("content-length", 0))
 
+    async def mount_blob(self, repository: str, digest: str, source_repository: str) -> bool:
+        """Cross-repository mount of a blob: no bytes move. False when the registry would not mount."""
+        response = await self._request(
+            "POST", f"/v2/{repository}/blobs/uploads/", params={"mount": digest, "from": source_repository}
+        )
+        if response.status_code == 201:
+            return True
+        if response.status_code == 202 and (location := response.headers.get("location")):
+            # The registry opened an upload instead of mounting: cancel it.
+            await self._request("DELETE", location if location.startswith("/") else "/" + location.split("/", 3)[-1])
+        return False
+
     async def delete_manifest(self, repository: str, digest: str) -> None:
         """Delete a manifest by digest (every tag on it goes with it)."""
         response = await self._request("DELETE", f"/v2/{repository}/manifests/{digest}")

@@ -133,6 +133,8 @@ class StageCache:
         self.username = registry_username
         self.password = registry_password
         self.log = log
+        self._imported: list[ImageRef] = []  # cache hits this build imported
+        self._mounted: set[tuple[str, str]] = set()  # (repository ref, blob digest) already in place
 
     # -- keys and look-ups ------------------------------------------------------------------
 
@@ -212,7 +214,34 @@ class StageCache:
 
     async def publish(self, ctr: dagger.Container, ref: str) -> str:
         """Publish a container to a ref, with this cache's credentials; returns ref@digest."""
+        await self._premount(ImageRef.parse(ref))
         return await self._authed(ctr, ImageRef.parse(ref).registry).publish(ref)
+
+    async def _premount(self, target: ImageRef) -> None:
+        """Mount the layers of every imported hit into the target repository before a publish.
+
+        The engine mounts a layer it never pulled, but uploads again one that it did pull (an
+        imported image that a later stage ran a command on, or a layer shared with a pulled build
+        image). Mounting first, from the repository we imported from, makes the engine find every
+        such layer already in place: no bytes move."""
+        sources = [ref for ref in self._imported if ref.registry == target.registry and ref.repo_ref != target.repo_ref]
+        if not sources:
+            return
+        try:
+            async with await self._client(target.registry) as client:
+                for source in sources:
+                    found = await client.manifest(source.repository, source.digest or source.tag or "")
+                    if found is None:
+                        continue
+                    manifest, _ = found
+                    for blob in [*manifest.get("layers", []), manifest["config"]]:
+                        if (target.repo_ref, blob["digest"]) in self._mounted:
+                            continue
+                        if await client.blob_size(target.repository, blob["digest"]) is None:
+                            await client.mount_blob(target.repository, blob["digest"], source.repository)
+                        self._mounted.add((target.repo_ref, blob["digest"]))
+        except RegistryError as err:
+            self._warn(f"cache: could not mount imported layers into {target.repo_ref}: {err}")
 
     def import_image(self, ref: str) -> dagger.Container:
         """An image from the registry; lazy: nothing is pulled until an operation needs it."""
@@ -268,6 +297,7 @@ class StageCache:
             hit, _ = await self._lookup(planned.preimage)
         if hit is not None:
             record.outcome, record.ref = "hit", hit
+            self._imported.append(ImageRef.parse(hit))
             return self.import_image(hit)
 
         parents: dict[str, dagger.Container] = {}
@@ -306,7 +336,7 @@ class StageCache:
         created = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         began = time.monotonic()
         try:
-            published = await self._authed(ctr.with_label(CREATED_LABEL, created), self.cache_to.registry).publish(ref)
+            published = await self.publish(ctr.with_label(CREATED_LABEL, created), ref)
         except dagger.QueryError as err:
             record.export_seconds = time.monotonic() - began
             message = _export_failure(err, self.cache_to.registry)

@@ -57,7 +57,7 @@ def stage_graph(
         return await stages.test_deps(args, ctx.parents["vllm-runtime-base"], ctx.source)
 
     async def extension(ctx: StageContext) -> dagger.Container:
-        return await stages.extension(args, ctx.parents["vllm-runtime-base"], ctx.parents["csrc-build"])
+        return await stages.extension(args, ctx.parents["csrc-build"])
 
     async def vllm_base(ctx: StageContext) -> dagger.Container:
         return await stages.vllm_base(args, ctx.parents["vllm-runtime-base"], ctx.parents["extension"], ctx.source)
@@ -74,11 +74,11 @@ def stage_graph(
     return [
         Stage("base", base, (), BASE_INPUTS, {"build_base_image": args.build_base_image,
                                               "torch_cuda_arch_list": args.torch_cuda_arch_list, **pip}, RECIPE),
-        Stage("csrc-build", csrc_build, ("base",), CSRC_INPUTS, {**compile_args, **pip}, RECIPE),
+        Stage("csrc-build", csrc_build, ("base",), CSRC_INPUTS, {**compile_args, **python, **pip}, RECIPE),
         Stage("build", build, ("base", "csrc-build"), WHEEL_INPUTS, {"vllm_target_device": args.vllm_target_device, **pip}, RECIPE),
         Stage("vllm-runtime-base", runtime, (), BASE_INPUTS, {"final_base_image": args.final_base(), **python, **pip}, RECIPE),
         Stage("test-deps", test_deps, ("vllm-runtime-base",), TEST_DEPS_INPUTS, pip, RECIPE),
-        Stage("extension", extension, ("vllm-runtime-base", "csrc-build"), (), {}, RECIPE),
+        Stage("extension", extension, ("csrc-build",), (), {}, RECIPE),
         Stage("vllm-base", vllm_base, ("vllm-runtime-base", "extension"), PACKAGE_INPUTS, python, RECIPE),
         Stage("test", test, ("test-deps", "extension"), EVERYTHING, python, RECIPE),
         Stage("openai-deps", openai_deps, ("vllm-runtime-base",), (), {"openai_extras": args.openai_extras, **pip}, RECIPE),

@@ -45,6 +45,25 @@ async def base(args: BuildArgs, source: dagger.Directory) -> dagger.Container:
     )
 
 
+# Installs a wheel into a folder laid out as the runtime image's system Python expects (its
+# site-packages, /usr/local/bin, its interpreter in the scripts' shebang), so the runtime image
+# gets vLLM's extension by a file copy, with no RUN on it. A Python program: the `installer`
+# library has no command line for a custom scheme. argv: wheel, destdir, site-packages, interpreter.
+INSTALL_INTO_RUNTIME_LAYOUT = """
+import sys
+from installer import install
+from installer.destinations import SchemeDictionaryDestination
+from installer.sources import WheelFile
+wheel, destdir, site, python = sys.argv[1:5]
+scheme = {"purelib": site, "platlib": site, "headers": "/usr/local/include", "scripts": "/usr/local/bin",
+          "data": "/usr/local"}
+destination = SchemeDictionaryDestination(scheme, interpreter=python, script_kind="posix", destdir=destdir)
+with WheelFile.open(wheel) as source:
+    install(source, destination, additional_metadata={"INSTALLER": b"pip\\n"})
+"""
+INSTALLER_VERSION = "0.7.0"
+
+
 async def csrc_build(
     args: BuildArgs,
     base_image: dagger.Container,
@@ -63,8 +82,15 @@ async def csrc_build(
         .with_env_variable("SOURCE_DATE_EPOCH", SOURCE_DATE_EPOCH)
         .with_(with_compiler_cache(args, aws_access_key_id, aws_secret_access_key))
         .with_exec(["python3", "setup.py", "bdist_wheel", f"--dist-dir={DIST}"])
+        .with_exec(["python3", "-m", "pip", "install", "--disable-pip-version-check", *args.pip_index_flags(),
+                    f"installer=={INSTALLER_VERSION}"])
+        .with_exec(
+            # The wheel's file name is only known inside the container: one shell line.
+            ["sh", "-c", 'python3 -c "$0" "$(ls $1/*.whl)" "$2" "$3" "$4"', INSTALL_INTO_RUNTIME_LAYOUT,
+             DIST, EXTENSION_ROOT, args.site_packages(), f"/usr/bin/python{args.python_version}"]
+        )
     )
-    return scratch_with(DIST, built.directory(DIST))
+    return scratch_with(DIST, built.directory(DIST)).with_directory(EXTENSION_ROOT, built.directory(EXTENSION_ROOT))
 
 
 async def build(args: BuildArgs, base_image: dagger.Container, csrc: dagger.Container, source: dagger.Directory) -> dagger.Container:
@@ -108,17 +134,9 @@ async def test_deps(args: BuildArgs, runtime: dagger.Container, source: dagger.D
     )
 
 
-async def extension(args: BuildArgs, runtime: dagger.Container, csrc: dagger.Container) -> dagger.Container:
-    """The compiled extension, its metadata and console scripts as installed by pip, alone in one layer."""
-    installed = (
-        runtime.with_mounted_directory("/precompiled-wheels", csrc.directory(DIST))
-        .with_env_variable("PIP_BREAK_SYSTEM_PACKAGES", "1")
-        .with_exec(
-            # The wheel's file name is only known inside the container: one shell line.
-            ["sh", "-c", f"python3 -m pip install --no-deps --no-compile --root {EXTENSION_ROOT} /precompiled-wheels/*.whl"]
-        )
-    )
-    return scratch_with("/", installed.directory(EXTENSION_ROOT))
+async def extension(args: BuildArgs, csrc: dagger.Container) -> dagger.Container:
+    """The compiled extension, its metadata and console scripts as installed, alone in one layer (no RUN)."""
+    return scratch_with("/", csrc.directory(EXTENSION_ROOT))
 
 
 def with_vllm(args: BuildArgs, image: dagger.Container, ext: dagger.Container, source: dagger.Directory) -> dagger.Container:

@@ -1,0 +1,95 @@
+"""A Python-only change on a fresh CI agent pulls nothing heavy and pushes only what changed,
+measured at the registry (its request log), not estimated."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import uuid
+
+import dagger
+import pytest
+
+from conftest import EXAMPLE, REGISTRY, REGISTRY_LOG, edit, example_module, fresh_agent, source_of
+from stagecache.registry import ImageRef, RegistryClient
+from stagecache.store import LOG_ENV, StageCache
+from stagecache.traffic import RegistryLog
+from vllm_ci.graph import stage_graph
+
+pytestmark = pytest.mark.anyio
+HEAVY = ("base", "vllm-runtime-base", "test-deps")
+
+
+async def layers(ref: str) -> dict[str, int]:
+    """Layer digest -> size of an image in the registry."""
+    image = ImageRef.parse(ref)
+    async with RegistryClient(image.registry) as registry:
+        found = await registry.manifest(image.repository, image.digest or image.tag or "")
+    assert found is not None
+    return {layer["digest"]: layer["size"] for layer in found[0]["layers"]}
+
+
+async def fresh_agent_build(path: pathlib.Path, cache_from: list[str], cache_to: str, image: str):  # type: ignore[no-untyped-def]
+    """Restart the engine empty, then build the test image through the cache, measuring registry traffic."""
+    fresh_agent()
+    log = RegistryLog(REGISTRY_LOG)
+    mark = log.mark()
+    os.environ[LOG_ENV] = str(REGISTRY_LOG)
+    try:
+        with open(os.devnull, "w") as devnull:
+            async with dagger.connection(dagger.Config(log_output=devnull)):
+                cache = StageCache(stage_graph(example_module()), cache_from=cache_from, cache_to=cache_to)
+                container, report = await cache.build(source_of(path), "test", image)
+                traffic = log.since(mark)  # the build's traffic only: running the tests below pulls the image
+                tests = await container.with_exec(["python3", "-m", "pytest", "-q", "tests"]).stdout()
+                pip_check = await container.with_exec(["python3", "-m", "pip", "check"]).stdout()
+    finally:
+        del os.environ[LOG_ENV]
+    return report, traffic, tests, pip_check
+
+
+@pytest.fixture(scope="module")
+def main_cache(engine: None) -> str:
+    """main's cache, warm from a cold build of the example."""
+    from test_stage_cache import run_cold_build
+
+    repo = f"{REGISTRY}/test/main-{uuid.uuid4().hex[:12]}"
+    run_cold_build(repo)
+    return repo
+
+
+async def test_a_one_line_python_change_pulls_no_heavy_layer_and_pushes_little(
+    engine: None, main_cache: str, example_dir: pathlib.Path
+) -> None:
+    edit(example_dir / "vllm" / "layers.py", "CHANGED_BY_TEST = 1")
+    pr_cache = f"{REGISTRY}/test/pr-{uuid.uuid4().hex[:12]}"
+    report, traffic, tests, pip_check = await fresh_agent_build(
+        example_dir, [pr_cache, main_cache], pr_cache, f"{REGISTRY}/test/image:{uuid.uuid4().hex[:12]}"
+    )
+    outcomes = report.outcomes()
+    assert outcomes["test-deps"] == outcomes["extension"] == "hit" and outcomes["test"] == "miss"
+    assert outcomes["csrc-build"] == outcomes["base"] == outcomes["vllm-runtime-base"] == "unused"
+
+    deps_layers = await layers(report.record("test-deps").ref)
+    assert not set(deps_layers) & set(traffic.pulled), "a dependency layer was downloaded"
+    changed = {d: s for d, s in (await layers(report.record("test").ref)).items() if d not in deps_layers}
+    assert report.traffic is not None
+    assert report.traffic["pushed"] <= 2 * sum(changed.values())
+    assert " passed" in tests and "failed" not in tests
+    assert "No broken requirements found." in pip_check
+
+
+async def test_a_one_line_csrc_change_rebuilds_the_extension_and_never_reuploads_dependencies(
+    engine: None, main_cache: str, example_dir: pathlib.Path
+) -> None:
+    edit(example_dir / "csrc" / "ops.c", "int changed_by_a_test(void) { return 42; }")
+    pr_cache = f"{REGISTRY}/test/pr-{uuid.uuid4().hex[:12]}"
+    report, traffic, tests, _ = await fresh_agent_build(
+        example_dir, [pr_cache, main_cache], pr_cache, f"{REGISTRY}/test/image:{uuid.uuid4().hex[:12]}"
+    )
+    outcomes = report.outcomes()
+    assert outcomes["csrc-build"] == outcomes["extension"] == outcomes["test"] == "miss"
+    assert outcomes["test-deps"] == "hit"
+    deps_layers = await layers(report.record("test-deps").ref)
+    assert not set(deps_layers) & set(traffic.pushed), "a dependency layer was uploaded again"
+    assert " passed" in tests

@@ -1,0 +1,156 @@
+"""The registry stage cache on the real engine and registry: export, import, fallback, report, prune."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import pathlib
+import uuid
+
+import anyio
+import dagger
+import pytest
+from dagger import dag
+
+from conftest import EXAMPLE, REGISTRY, edit, example_module, fresh_agent, source_of
+from stagecache.keys import KEY_LABEL, cache_tag
+from stagecache.prune import prune
+from stagecache.registry import ImageRef, RegistryClient
+from stagecache.store import StageCache, StageError
+from vllm_ci.graph import stage_graph
+
+pytestmark = pytest.mark.anyio
+TEST_STAGES = {"base", "csrc-build", "vllm-runtime-base", "test-deps", "extension", "test"}
+
+
+def cache_for(*, cache_from: list[str] | None = None, cache_to: str = "", strict: bool = False) -> StageCache:
+    """A stage cache over the example's stages."""
+    return StageCache(stage_graph(example_module()), cache_from=cache_from or [], cache_to=cache_to, strict=strict)
+
+
+async def build(path: pathlib.Path, target: str = "test", **cache: object):  # type: ignore[no-untyped-def]
+    """Build a target of a checkout through the cache; the report."""
+    _, report = await cache_for(**cache).build(source_of(path), target)  # type: ignore[arg-type]
+    return report
+
+
+def run_cold_build(cache_repo: str) -> None:
+    """A cold build into a repository, on its own connection (for module-scoped fixtures)."""
+
+    async def cold() -> None:
+        with open(os.devnull, "w") as log:
+            async with dagger.connection(dagger.Config(log_output=log)):
+                await build(EXAMPLE, cache_to=cache_repo)
+
+    anyio.run(cold)
+
+
+@pytest.fixture(scope="module")
+def warm_repo(engine: None) -> str:
+    """A cache repository a cold build of the example has filled."""
+    repo = f"{REGISTRY}/test/warm-{uuid.uuid4().hex[:12]}"
+    run_cold_build(repo)
+    return repo
+
+
+async def test_a_cold_run_exports_every_stage(client: None, cache_repo: str) -> None:
+    report = await build(EXAMPLE, cache_to=cache_repo)
+    assert set(report.outcomes()) == TEST_STAGES
+    assert set(report.outcomes().values()) == {"miss"}
+    ref = ImageRef.parse(cache_repo)
+    async with RegistryClient(ref.registry) as registry:
+        for record in report.stages:
+            labels, _ = await registry.labels(ref.repository, cache_tag(record.stage, record.key))
+            assert labels[KEY_LABEL] == record.key
+
+
+async def test_a_rerun_with_no_change_hits_and_runs_no_stage_work(client: None, warm_repo: str) -> None:
+    report = await build(EXAMPLE, cache_from=[warm_repo])
+    assert report.record("test").outcome == "hit"
+    assert report.record("test").ref.startswith(f"{warm_repo}:test-")
+    assert not {"miss", "built"} & set(report.outcomes().values())
+
+
+async def test_a_python_only_change_rebuilds_only_the_stages_that_read_it(
+    client: None, warm_repo: str, example_dir: pathlib.Path
+) -> None:
+    edit(example_dir / "vllm" / "layers.py", "CHANGED_BY_TEST = 1")
+    report = await build(example_dir, cache_from=[warm_repo])
+    rebuilt = {name for name, outcome in report.outcomes().items() if outcome in ("built", "miss")}
+    assert rebuilt == {"test"}
+    assert report.record("test-deps").outcome == report.record("extension").outcome == "hit"
+
+
+async def test_the_plan_names_keys_and_hits_before_any_container_work(client: None, warm_repo: str) -> None:
+    plan = json.loads(await example_module().plan(source_of(EXAMPLE), cache_from=[warm_repo]))
+    stages = {s["stage"]: s for s in plan["stages"]}
+    assert set(stages) == TEST_STAGES
+    assert all(s["hit"] and s["hit"].startswith(warm_repo) for s in stages.values())
+    assert json.loads(stages["csrc-build"]["preimage"])["parents"] == {"base": stages["base"]["key"]}
+
+
+async def test_the_first_repository_that_hits_wins(client: None, warm_repo: str, cache_repo: str) -> None:
+    report = await build(EXAMPLE, cache_from=[cache_repo, warm_repo])
+    assert report.record("test").ref.startswith(warm_repo)
+
+
+async def test_an_unreachable_registry_warns_and_the_build_goes_on(client: None) -> None:
+    report = await build(EXAMPLE, "vllm-runtime-base", cache_to="127.0.0.1:5999/nobody/cache")
+    assert report.record("vllm-runtime-base").outcome == "export-failed"
+    assert "unreachable" in report.record("vllm-runtime-base").note
+
+
+async def test_strict_mode_fails_the_build_when_export_fails(client: None) -> None:
+    with pytest.raises(StageError, match="^export: registry 127.0.0.1:5999 unreachable"):
+        await build(EXAMPLE, "vllm-runtime-base", cache_to="127.0.0.1:5999/nobody/cache", strict=True)
+
+
+async def test_a_foreign_tag_with_the_right_name_is_ignored(client: None, cache_repo: str) -> None:
+    planned = {p.stage.name: p for p in await cache_for(cache_from=[cache_repo]).plan(source_of(EXAMPLE), "test")}
+    key = planned["vllm-runtime-base"].key
+    await dag.container().from_(f"{REGISTRY}/library/debian:bookworm").publish(f"{cache_repo}:{cache_tag('vllm-runtime-base', key)}")
+    again = {p.stage.name: p for p in await cache_for(cache_from=[cache_repo]).plan(source_of(EXAMPLE), "test")}
+    assert again["vllm-runtime-base"].hit is None
+    assert "no matching key label" in again["vllm-runtime-base"].note
+    report = await build(EXAMPLE, "vllm-runtime-base", cache_from=[cache_repo])
+    assert report.record("vllm-runtime-base").outcome == "built"
+
+
+async def test_two_builds_racing_on_one_key_both_succeed(client: None, cache_repo: str) -> None:
+    outcomes = []
+
+    async def one() -> None:
+        outcomes.append((await build(EXAMPLE, "test-deps", cache_to=cache_repo)).record("test-deps").outcome)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(one)
+        tg.start_soon(one)
+    assert sorted(outcomes) in (["miss", "miss"], ["hit", "miss"])
+    assert (await build(EXAMPLE, "test-deps", cache_from=[cache_repo])).record("test-deps").outcome == "hit"
+
+
+async def test_prune_deletes_only_what_it_should(client: None, cache_repo: str) -> None:
+    report = await build(EXAMPLE, "test-deps", cache_to=cache_repo)
+    live = report.record("test-deps").key
+    later = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=30)
+    dry = await prune(cache_repo, live_keys={live}, keep_days=7, keep_last=0, dry_run=True, now=later)
+    assert "would delete vllm-runtime-base-" in dry and "kept test-deps-" in dry
+    ref = ImageRef.parse(cache_repo)
+    async with RegistryClient(ref.registry) as registry:
+        assert len(await registry.tags(ref.repository)) == 2
+        await prune(cache_repo, live_keys={live}, keep_days=7, keep_last=0, dry_run=False, now=later)
+        assert await registry.manifest_digest(ref.repository, cache_tag("vllm-runtime-base", report.record("vllm-runtime-base").key)) is None
+        assert await registry.manifest_digest(ref.repository, cache_tag("test-deps", live)) is not None
+    kept = await prune(cache_repo, live_keys=set(), keep_days=7, keep_last=1, dry_run=True, now=later)
+    assert "kept test-deps-" in kept and "newest 1" in kept
+
+
+async def test_a_fresh_agent_still_hits_from_the_registry(warm_repo: str, engine: None) -> None:
+    fresh_agent()
+    with open(os.devnull, "w") as log:
+        async with dagger.connection(dagger.Config(log_output=log)):
+            report = await build(EXAMPLE, cache_from=[warm_repo])
+            assert report.record("test").outcome == "hit"
+            out = await cache_for().import_image(report.record("test").ref).with_exec(["vllm", "--version"]).stdout()
+    assert out.strip() == "0.1.0"
