@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from typing import Any
 
 
@@ -111,11 +112,9 @@ class BuildReport:
 
 
 def _short_ref(ref: str) -> str:
-    """A ref without its registry host and with the digest shortened, for tables."""
-    name = ref.split("/", 1)[-1]
-    if "@sha256:" in name:
-        name = name.split("@sha256:")[0] + "@" + name.split("@sha256:")[1][:12]
-    return name
+    """A ref without its registry host, keys and digest cut to 12 hex digits, for tables."""
+    name = ref.split("/", 1)[-1].replace("@sha256:", "@")
+    return re.sub(r"([0-9a-f]{12})[0-9a-f]{52}", r"\1", name)
 
 
 def human_bytes(value: int | None) -> str:
