@@ -154,3 +154,19 @@ async def test_a_fresh_agent_still_hits_from_the_registry(warm_repo: str, engine
             assert report.record("test").outcome == "hit"
             out = await cache_for().import_image(report.record("test").ref).with_exec(["vllm", "--version"]).stdout()
     assert out.strip() == "0.1.0"
+
+
+def test_a_failing_stage_is_named_in_one_error_line(engine: None, example_dir: pathlib.Path) -> None:
+    import subprocess
+    import sys
+
+    from conftest import EXAMPLE as example
+
+    edit(example_dir / "csrc" / "ops.c", "this is not C;")
+    flags = (example / "vllm-ci.args").read_text().split()
+    result = subprocess.run([sys.executable, "-m", "vllm_ci", *flags, "test-image", "--source", str(example_dir)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.startswith("vllm-ci: error: build: command 'python3 setup.py bdist_wheel")
+    assert "(stage csrc-build, key " in result.stderr

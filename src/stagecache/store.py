@@ -305,9 +305,12 @@ class StageCache:
         async def fetch(parent: str) -> None:
             parents[parent] = await resolve(parent)
 
-        async with anyio.create_task_group() as tg:
-            for parent in stage.parents:
-                tg.start_soon(fetch, parent)
+        try:
+            async with anyio.create_task_group() as tg:
+                for parent in stage.parents:
+                    tg.start_soon(fetch, parent)
+        except* StageError as group:  # a parent failed: report that stage's error, not a group
+            raise group.exceptions[0] from None
 
         filtered = source.filter(include=list(stage.inputs)) if stage.inputs else dag.directory()
         ctr = await stage.build(StageContext(filtered, parents))
@@ -320,7 +323,7 @@ class StageCache:
         try:
             await ctr.sync()
         except dagger.ExecError as err:
-            raise StageError(_exec_summary(err), stage=stage.name, key=planned.key) from None
+            raise StageError(exec_summary(err), stage=stage.name, key=planned.key) from None
         except dagger.QueryError as err:
             raise StageError(str(err).splitlines()[0], stage=stage.name, key=planned.key) from None
         record.build_seconds = time.monotonic() - began
@@ -354,10 +357,10 @@ class StageCache:
         print(message, file=self.log, flush=True)
 
 
-def _exec_summary(err: dagger.ExecError) -> str:
+def exec_summary(err: dagger.ExecError) -> str:
     """A failed command in one line, with the last lines of its error output."""
     tail = " | ".join(line for line in (err.stderr or "").strip().splitlines()[-5:])
-    return f"command {' '.join(err.cmd)!r} exited {err.exit_code}" + (f": {tail}" if tail else "")
+    return f"command {' '.join(err.command)!r} exited {err.exit_code}" + (f": {tail}" if tail else "")
 
 
 def _export_failure(err: dagger.QueryError, registry: str) -> str:

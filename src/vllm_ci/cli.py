@@ -24,7 +24,7 @@ import dagger
 from dagger import dag
 from dagger.mod._utils import get_doc, get_ignore
 
-from stagecache.store import StageError
+from stagecache.store import StageError, exec_summary
 from vllm_ci.main import VllmCi
 
 PROG = "vllm-ci"
@@ -246,6 +246,16 @@ async def call(args: argparse.Namespace, opts: list[Option], constructor: list[O
     await emit(result, args.output)
 
 
+async def run_unwrapped(args: argparse.Namespace, opts: list[Option], constructor: list[Option]) -> None:
+    """run(), with an error raised inside concurrent tasks surfaced as itself, not as a group."""
+    try:
+        await run(args, opts, constructor)
+    except BaseExceptionGroup as group:
+        while isinstance(group, BaseExceptionGroup) and len(group.exceptions) == 1:
+            group = group.exceptions[0]  # type: ignore[assignment]
+        raise group from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse, check, run; one line on stderr and a non-zero exit for anything the user must fix."""
     try:
@@ -255,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.print_help()
             return 2
         check_inputs(per_function[args.function], vars(args))
-        anyio.run(run, args, per_function[args.function], constructor_options())
+        anyio.run(run_unwrapped, args, per_function[args.function], constructor_options())
     except UsageError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2
@@ -263,8 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 1
     except dagger.ExecError as err:
-        print(f"{PROG}: error: command {' '.join(err.cmd)!r} exited {err.exit_code}: "
-              f"{(err.stderr or '').strip().splitlines()[-1:] }", file=sys.stderr)
+        print(f"{PROG}: error: {exec_summary(err)}", file=sys.stderr)
         return 1
     except dagger.QueryError as err:
         print(f"{PROG}: error: {str(err).splitlines()[0]}", file=sys.stderr)
