@@ -86,3 +86,12 @@ def test_bad_input_exits_with_one_line_before_any_container_work(args: list[str]
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("vllm-ci: error:") and names in lines[0]
     assert "plain-text-value" not in result.stderr
+
+
+def test_a_malformed_cache_repository_is_one_line_naming_it() -> None:
+    result = run_cli("plan", "--source", str(EXAMPLE), "--cache-from", "not a ref")
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [
+        "vllm-ci: error: plan: cache repository: not a fully qualified image reference "
+        "(registry/repository[:tag]): 'not a ref'"
+    ]

@@ -124,8 +124,8 @@ class StageCache:
         log: TextIO = sys.stderr,
     ):
         self.stages = {s.name: s for s in stages}
-        self.cache_from = [ImageRef.parse(r) for r in cache_from]
-        self.cache_to = ImageRef.parse(cache_to) if cache_to else None
+        self.cache_from = [_parse_ref(r, "cache repository") for r in cache_from]
+        self.cache_to = _parse_ref(cache_to, "cache repository") if cache_to else None
         if self.cache_to and self.cache_to.repo_ref not in [r.repo_ref for r in self.cache_from]:
             # What this build writes, it may read back (a rerun of the same job).
             self.cache_from.insert(0, self.cache_to)
@@ -253,6 +253,8 @@ class StageCache:
         """The target's container, building only what no cache holds, published to `image` if given;
         with a report (bytes measured at the registry when STAGECACHE_REGISTRY_LOG names its log)."""
         started = time.monotonic()
+        if image:
+            _parse_ref(image, "image")  # refuse a bad reference before any work
         meter = RegistryLog(os.environ[LOG_ENV]) if os.environ.get(LOG_ENV) else None
         mark = meter.mark() if meter else 0
         plan = await self.plan(source, target)
@@ -355,6 +357,14 @@ class StageCache:
     def _warn(self, message: str) -> None:
         """One line on the log stream."""
         print(message, file=self.log, flush=True)
+
+
+def _parse_ref(text: str, what: str) -> ImageRef:
+    """Parse a reference given by the user; a bad one is a one-line error naming it."""
+    try:
+        return ImageRef.parse(text)
+    except ValueError as err:
+        raise StageError(f"{what}: {err}", phase="plan") from None
 
 
 def exec_summary(err: dagger.ExecError) -> str:
