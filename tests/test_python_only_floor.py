@@ -29,6 +29,13 @@ async def layers(ref: str) -> dict[str, int]:
     return {layer["digest"]: layer["size"] for layer in found[0]["layers"]}
 
 
+async def pr_build_on_a_fresh_agent(path: pathlib.Path, main_cache: str):  # type: ignore[no-untyped-def]
+    """A PR's build on a new agent: reads its own cache then main's, writes its own, publishes the image."""
+    pr_cache = f"{REGISTRY}/test/pr-{uuid.uuid4().hex[:12]}"
+    image = f"{REGISTRY}/test/image:{uuid.uuid4().hex[:12]}"
+    return await fresh_agent_build(path, [pr_cache, main_cache], pr_cache, image)
+
+
 async def fresh_agent_build(path: pathlib.Path, cache_from: list[str], cache_to: str, image: str):  # type: ignore[no-untyped-def]
     """Restart the engine empty, then build the test image through the cache, measuring registry traffic."""
     fresh_agent()
@@ -62,10 +69,7 @@ async def test_a_one_line_python_change_pulls_no_heavy_layer_and_pushes_little(
     engine: None, main_cache: str, example_dir: pathlib.Path
 ) -> None:
     edit(example_dir / "vllm" / "layers.py", "CHANGED_BY_TEST = 1")
-    pr_cache = f"{REGISTRY}/test/pr-{uuid.uuid4().hex[:12]}"
-    report, traffic, tests, pip_check = await fresh_agent_build(
-        example_dir, [pr_cache, main_cache], pr_cache, f"{REGISTRY}/test/image:{uuid.uuid4().hex[:12]}"
-    )
+    report, traffic, tests, pip_check = await pr_build_on_a_fresh_agent(example_dir, main_cache)
     outcomes = report.outcomes()
     assert outcomes["test-deps"] == outcomes["extension"] == "hit" and outcomes["test"] == "miss"
     assert outcomes["csrc-build"] == outcomes["base"] == outcomes["vllm-runtime-base"] == "unused"
@@ -83,10 +87,7 @@ async def test_a_one_line_csrc_change_rebuilds_the_extension_and_never_reuploads
     engine: None, main_cache: str, example_dir: pathlib.Path
 ) -> None:
     edit(example_dir / "csrc" / "ops.c", "int changed_by_a_test(void) { return 42; }")
-    pr_cache = f"{REGISTRY}/test/pr-{uuid.uuid4().hex[:12]}"
-    report, traffic, tests, _ = await fresh_agent_build(
-        example_dir, [pr_cache, main_cache], pr_cache, f"{REGISTRY}/test/image:{uuid.uuid4().hex[:12]}"
-    )
+    report, traffic, tests, _ = await pr_build_on_a_fresh_agent(example_dir, main_cache)
     outcomes = report.outcomes()
     assert outcomes["csrc-build"] == outcomes["extension"] == outcomes["test"] == "miss"
     assert outcomes["test-deps"] == "hit"
