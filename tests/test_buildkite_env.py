@@ -169,6 +169,39 @@ def test_constructor_flags_and_verbosity_go_before_the_function_name():
         StepSettings.from_env(env(VLLM_CI_FLAGS="-o elsewhere.json"))
 
 
+def test_an_args_file_gives_one_flag_per_line_before_the_extra_flags(tmp_path):
+    args_file = tmp_path / "vllm-ci.args"
+    args_file.write_text("--build-base-image=127.0.0.1:5000/library/b:x\n\n--torch-cuda-arch-list=\n--openai-extras=a b\n")
+    s = StepSettings.from_env(env(VLLM_CI_ARGS_FILE=str(args_file), VLLM_CI_FLAGS="--max-jobs 4"))
+    args = s.build_args("r.json")
+    assert args[:args.index("build")] == [
+        "--build-base-image=127.0.0.1:5000/library/b:x", "--torch-cuda-arch-list=", "--openai-extras=a b",
+        "--max-jobs", "4", "-o", "r.json",
+    ]
+    assert s.plan_args("p.json")[:5] == list(args[:3]) + ["--max-jobs", "4"]
+
+
+@pytest.mark.parametrize(("content", "needle"), [(None, "cannot read"), ("-o\nx.json\n", "must not set the output"),
+                                                 ("--output=x.json\n", "must not set the output")])
+def test_a_bad_args_file_gives_one_line_naming_it(tmp_path, content, needle):
+    args_file = tmp_path / "vllm-ci.args"
+    if content is not None:
+        args_file.write_text(content)
+    with pytest.raises(SettingsError, match=needle) as err:
+        StepSettings.from_env(env(VLLM_CI_ARGS_FILE=str(args_file)))
+    assert "VLLM_CI_ARGS_FILE" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_the_examples_args_file_parses_with_the_real_cli():
+    cli = pytest.importorskip("vllm_ci.cli", reason="the client command is not importable")
+    from pathlib import Path
+    repo = Path(__file__).resolve().parent.parent
+    s = StepSettings.from_env(env(VLLM_CI_ARGS_FILE=str(repo / "examples/mini-vllm/vllm-ci.args")))
+    parsed = vars(cli.build_parser()[0].parse_args(s.build_args("r.json")))
+    assert parsed["build_base_image"] == "127.0.0.1:5000/library/vllm-ci-build:bookworm"
+    assert parsed["torch_cuda_arch_list"] == "" and parsed["python_version"] == "3.11"
+
+
 def test_cache_strict_is_passed_on_when_asked():
     assert "--cache-strict" in StepSettings.from_env(env(VLLM_CI_CACHE_STRICT="true")).build_args("r")
     assert "--cache-strict" not in StepSettings.from_env(env()).build_args("r")

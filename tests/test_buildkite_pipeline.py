@@ -100,7 +100,7 @@ def test_the_image_step_is_what_a_buildkite_user_expects(pipeline):
     assert step["label"].startswith(":docker:") and step["key"] == "image-build"
     assert step["command"] == "ci/buildkite-step" and (REPO / "ci/buildkite-step").stat().st_mode & 0o111
     assert step["agents"]["queue"] and step["timeout_in_minutes"] > 0
-    assert step["artifact_paths"] == ["vllm-ci-out/*.json"]  # the step script's default VLLM_CI_OUT
+    assert step["artifact_paths"] == ["vllm-ci-out/*"]  # the step script's default VLLM_CI_OUT
     assert sorted(r["exit_status"] for r in step["retry"]["automatic"]) == [-1, 255]
     assert step["concurrency"] == 1 and "${BUILDKITE_BRANCH}" in step["concurrency_group"]
     assert not {"password", "token", "secret"} & {k.lower().rsplit("_", 1)[-1] for k in step.get("env", {})}
@@ -120,3 +120,5 @@ def test_the_real_agent_parses_the_pipeline_and_its_output_still_validates(schem
     (step,) = uploaded["steps"]
     assert step["concurrency_group"] == "vllm-ci-image/feature/x"
     assert step["env"]["VLLM_CI_SOURCE"] == "examples/mini-vllm"
+    assert step["env"]["VLLM_CI_ARGS_FILE"] == "examples/mini-vllm/vllm-ci.args"  # the flags ci/example passes
+    assert (REPO / step["env"]["VLLM_CI_ARGS_FILE"]).is_file()

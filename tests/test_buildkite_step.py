@@ -123,7 +123,8 @@ def test_a_successful_build_logs_groups_annotates_uploads_and_passes_the_image_o
     calls = agent_log.read_text()
     assert "ARGS annotate --context vllm-ci-image --style success" in calls
     assert "| base | hit | `r:base-k` | 0.1 | 0.0 | — |" in calls
-    assert "ARGS artifact upload vllm-ci-out/plan.json;vllm-ci-out/report.json" in calls
+    assert "ARGS artifact upload vllm-ci-out/plan.json;vllm-ci-out/report.json;vllm-ci-out/annotation.md" in calls
+    assert (work / "vllm-ci-out/annotation.md").read_text() in calls  # the annotation body, kept as an artifact
     assert "-o vllm-ci-out/report.json build --source ." in done.stdout
     assert "ARGS meta-data set vllm-ci-image 127.0.0.1:" in calls and f"/vllm-ci/test:{SHA}@{DIGEST}" in calls
     assert json.loads((work / "vllm-ci-out/report.json").read_text())["stages"][0]["outcome"] == "hit"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import os
+import re
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -276,8 +277,15 @@ class StageCache:
 
         container = await resolve(target)
         if image:
+            published = container
+            exported = report.record(target)
+            if exported.outcome == "miss" and exported.ref:
+                # Publish what a warm run publishes, the target's cache entry, not the container just
+                # built: its config (history, labels) differs, and so would the image digest.
+                self._imported.append(ImageRef.parse(exported.ref))
+                published = self.import_image(exported.ref)
             try:
-                report.image = await self.publish(container, image)
+                report.image = await self.publish(published, image)
             except dagger.QueryError as err:
                 raise StageError(_export_failure(err, ImageRef.parse(image).registry), stage=target, ref=image, phase="push") from None
         report.total_seconds = time.monotonic() - started
@@ -376,8 +384,12 @@ def exec_summary(err: dagger.ExecError) -> str:
 def _export_failure(err: dagger.QueryError, registry: str) -> str:
     """Why a publish failed, in words a user can act on."""
     text = str(err)
-    if "401" in text or "unauthorized" in text.lower() or "unexpected status from HEAD request" in text:
+    # \b: a bare "401" also occurs inside the sha256 digests and cache keys the engine's message quotes.
+    if re.search(r"\b401\b", text) or "unauthorized" in text.lower() or "unexpected status from HEAD request" in text:
         return f"registry {registry} refused the push (401?): credentials needed or refused"
     if "connection refused" in text or "no such host" in text or "dial tcp" in text:
         return f"registry {registry} unreachable"
+    if status := re.search(r"unexpected status from (\w+) request to \S+: ([^\n]+)", text):
+        # The status is at the end, after a long URL: keep it, not the first 300 characters.
+        return f"registry {registry} answered {status[2].strip()[:100]} to a {status[1]} of the push"
     return text.splitlines()[0][:300]

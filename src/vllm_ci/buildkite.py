@@ -1,6 +1,7 @@
 """Buildkite glue, pure logic: agent environment -> image ref, cache repositories, CLI arguments.
 
-Nothing here talks to Dagger, a registry or the agent; ``buildkite_step`` does the I/O.
+Nothing here talks to Dagger, a registry or the agent; ``buildkite_step`` does the I/O (the one file
+read here is ``VLLM_CI_ARGS_FILE``, the constructor flags).
 The registry password is never read into these values: the CLI gets ``env:VLLM_CI_REGISTRY_PASSWORD``.
 """
 
@@ -11,9 +12,11 @@ import re
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 PASSWORD_VAR = "VLLM_CI_REGISTRY_PASSWORD"
+ARGS_FILE_VAR = "VLLM_CI_ARGS_FILE"  # constructor flags, one per line (as examples/mini-vllm/vllm-ci.args)
 AWS_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")  # sccache's S3 keys, passed on as secrets
 SECRET_VARS = (PASSWORD_VAR, *AWS_VARS)
 DEFAULT_NAMESPACE = "vllm-ci"
@@ -73,6 +76,27 @@ def _registry(value: str) -> str:
     return "/".join([host, *parts])
 
 
+def _constructor_flags(env: Mapping[str, str]) -> tuple[str, ...]:
+    """Constructor flags: ``VLLM_CI_ARGS_FILE``'s lines (one argument each, as ``mapfile -t`` reads them;
+    empty lines skipped), then ``VLLM_CI_FLAGS`` split as shell words."""
+    flags: list[str] = []
+    path = env.get(ARGS_FILE_VAR, "").strip()
+    if path:
+        try:
+            text = Path(path).read_text()
+        except (OSError, UnicodeDecodeError) as err:
+            reason = err.strerror if isinstance(err, OSError) and err.strerror else type(err).__name__
+            raise SettingsError(f"{ARGS_FILE_VAR}: cannot read {path!r}: {reason}") from None
+        flags += [line for line in text.splitlines() if line]
+    try:
+        flags += shlex.split(env.get("VLLM_CI_FLAGS", ""))
+    except ValueError as err:
+        raise SettingsError(f"VLLM_CI_FLAGS is not valid shell words: {err}") from None
+    if any(f == "--output" or f.startswith(("-o", "--output=")) for f in flags):
+        raise SettingsError(f"VLLM_CI_FLAGS and {ARGS_FILE_VAR} must not set the output: the step writes plan.json and report.json")
+    return tuple(flags)
+
+
 def _pull_request(value: str) -> int | None:
     """Parse ``BUILDKITE_PULL_REQUEST``: ``false``/empty is no PR, else a positive number."""
     value = value.strip()
@@ -119,12 +143,7 @@ class StepSettings:
         has_aws_keys = all(env.get(v) for v in AWS_VARS)
         if not has_aws_keys and any(env.get(v) for v in AWS_VARS):
             raise SettingsError(f"only one of {' and '.join(AWS_VARS)} is set: set both or neither")
-        try:
-            flags = tuple(shlex.split(env.get("VLLM_CI_FLAGS", "")))
-        except ValueError as err:
-            raise SettingsError(f"VLLM_CI_FLAGS is not valid shell words: {err}") from None
-        if any(f in ("-o", "--output") or f.startswith("--output=") for f in flags):
-            raise SettingsError("VLLM_CI_FLAGS must not set the output: the step writes plan.json and report.json")
+        flags = _constructor_flags(env)
         return cls(
             registry=_registry(env.get("VLLM_CI_REGISTRY", "")),
             commit=commit,
@@ -179,7 +198,7 @@ class StepSettings:
         return tuple(dict.fromkeys(repos))
 
     def _global_args(self, output: str) -> list[str]:
-        """Constructor flags (``VLLM_CI_FLAGS``), ``-o`` and ``-v``: they go before the function name."""
+        """Constructor flags (``VLLM_CI_ARGS_FILE``, ``VLLM_CI_FLAGS``), ``-o`` and ``-v``: before the function name."""
         return [*self.flags, "-o", output, *(["-v"] if self.verbose else [])]
 
     def _auth_args(self) -> list[str]:

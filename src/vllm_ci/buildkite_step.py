@@ -2,7 +2,8 @@
 and ``build`` exactly as on a laptop, then annotation, artifacts and meta-data. No Dagger here.
 
 Run by ``ci/buildkite-step``. Exit 0 on success or when the image already exists, 1 on failure
-(never 255 or -1, which the pipeline retries as a lost agent).
+(never 255 or -1, which the pipeline retries as a lost agent). Writes plan.json, report.json and the
+annotation body (annotation.md) to ``VLLM_CI_OUT``: the annotation is an artifact too.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import base64
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -161,7 +163,7 @@ def image_digest(settings: StepSettings, env: Mapping[str, str]) -> str | None:
 def run_cli(phase: str, args: list[str], env: Mapping[str, str]) -> None:
     """Run ``python -m vllm_ci ARGS``, streaming its output (password blanked); raise ``StepFailed`` on failure."""
     redact = redactor(env)
-    log(f"$ python -m vllm_ci {' '.join(args)}")
+    log(f"$ python -m vllm_ci {shlex.join(args)}")
     error = ""
     with subprocess.Popen([sys.executable, "-m", "vllm_ci", *args], env={**env, "PYTHONUNBUFFERED": "1"}, text=True,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=1) as proc:
@@ -177,6 +179,16 @@ def run_cli(phase: str, args: list[str], env: Mapping[str, str]) -> None:
         raise StepFailed(failed, reason or f"python -m vllm_ci {phase} exited {proc.returncode}")
 
 
+def log_plan(path: Path) -> None:
+    """One line per planned stage: the cache ref it would import, or that it is to be built."""
+    try:
+        stages = json.loads(path.read_text()).get("stages", [])
+    except (OSError, ValueError, AttributeError):
+        return
+    for stage in stages:
+        log(f"  {stage.get('stage', '?'):<18} {'hit ' + stage['hit'] if stage.get('hit') else 'to build'}")
+
+
 def upload_artifacts(paths: list[Path], env: Mapping[str, str]) -> None:
     """Upload the files the step's ``artifact_paths`` does not cover (the agent uploads those after the step)."""
     present = [p for p in paths if p.is_file()]
@@ -188,9 +200,14 @@ def upload_artifacts(paths: list[Path], env: Mapping[str, str]) -> None:
         agent(["artifact", "upload", ";".join(str(p) for p in todo)], env)
 
 
-def annotate(body: str, style: str, env: Mapping[str, str]) -> None:
-    """Post the annotation under the stable context, password blanked."""
-    agent(["annotate", "--context", ANNOTATION_CONTEXT, "--style", style], env, stdin=redactor(env)(body))
+def annotate(body: str, style: str, env: Mapping[str, str], path: Path) -> None:
+    """Write the annotation to ``path`` (an artifact) and post it under the stable context, password blanked."""
+    body = redactor(env)(body)
+    try:
+        path.write_text(body)
+    except OSError as err:
+        log(f"could not write {path}: {err}")
+    agent(["annotate", "--context", ANNOTATION_CONTEXT, "--style", style], env, stdin=body)
 
 
 def run(env: dict[str, str]) -> int:
@@ -207,13 +224,14 @@ def run(env: dict[str, str]) -> int:
     log(f"cache-to    {settings.cache_to}")
     log(f"cache-from  {', '.join(settings.cache_from)}")
     log(f"source      {settings.source}")
+    log(f"flags       {shlex.join(settings.flags) or '(none)'}")
     login = f"user {settings.username}, password from {PASSWORD_VAR}" if settings.username else "anonymous"
     log(f"registry    {login}")
 
     out = Path(settings.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    plan, report = out / "plan.json", out / "report.json"
-    for stale in (plan, report):
+    plan, report, note = out / "plan.json", out / "report.json", out / "annotation.md"
+    for stale in (plan, report, note):
         stale.unlink(missing_ok=True)
     heading = f"**:docker: test image** `{settings.image_ref}`"
     try:
@@ -222,12 +240,14 @@ def run(env: dict[str, str]) -> int:
         if digest is not None:
             ref = f"{settings.image_ref}@{digest}" if digest else settings.image_ref
             log(f"image {ref} already exists: skipping the build")
-            annotate(f"{heading} already exists (`{digest or 'digest not given'}`): build skipped.\n", "info", env)
+            annotate(f"{heading} already exists (`{digest or 'digest not given'}`): build skipped.\n", "info", env, note)
+            upload_artifacts([note], env)
             agent(["meta-data", "set", "vllm-ci-image", ref], env)
             return 0
         log(f"image {settings.image_ref} not found: building")
         log("--- :docker: plan")
         run_cli("plan", settings.plan_args(str(plan)), env)
+        log_plan(plan)
         log("--- :docker: build")
         run_cli("build", settings.build_args(str(report)), env)
         data = json.loads(report.read_text())
@@ -235,8 +255,8 @@ def run(env: dict[str, str]) -> int:
         log("^^^ +++")
         log(f"vllm-ci-step: error: {failed.phase}: {redactor(env)(failed.message)}")
         log("--- :buildkite: report")
-        annotate(f"{heading} failed in phase **{failed.phase}**: {failed.message}\n", "error", env)
-        upload_artifacts([plan, report], env)
+        annotate(f"{heading} failed in phase **{failed.phase}**: {failed.message}\n", "error", env, note)
+        upload_artifacts([plan, report, note], env)
         return 1
     except (OSError, ValueError) as err:
         log("^^^ +++")
@@ -245,8 +265,8 @@ def run(env: dict[str, str]) -> int:
     log("--- :buildkite: report")
     body = render_annotation(data)
     log(redactor(env)(body))
-    annotate(body, report_style(data), env)
-    upload_artifacts([plan, report], env)
+    annotate(body, report_style(data), env, note)
+    upload_artifacts([plan, report, note], env)
     agent(["meta-data", "set", "vllm-ci-image", str(data.get("image") or settings.image_ref)], env)
     return 0
 
