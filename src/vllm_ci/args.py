@@ -1,6 +1,5 @@
 """The Dockerfile's ARGs that matter, typed, with vLLM's own defaults (docker/Dockerfile, 0.33.0)."""
 
-from __future__ import annotations
 
 import dataclasses
 from typing import Annotated

@@ -2,7 +2,6 @@
 
 `dagger call` lists these functions; the client command (cli.py) is derived from them."""
 
-from __future__ import annotations
 
 import json
 import sys

@@ -1,0 +1,112 @@
+"""Module mode: the real `dagger` CLI loads our module offline (builtin SDKs from ci/sdk-images),
+gives what the client command gives (one code path), and another module builds on ours."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import re
+import subprocess
+import uuid
+
+import pytest
+
+from conftest import EXAMPLE, REGISTRY, REPO, STATE
+from vllm_ci.cli import module_functions
+
+DAGGER = "/usr/local/bin/dagger"
+CLIENT = REPO / ".venv" / "bin" / "vllm-ci"
+CONSUMER = REPO / "examples" / "consumer"
+SDK_VARIABLES = ("DAGGER_GO_SDK_MANIFEST_DIGEST", "DAGGER_PYTHON_SDK_MANIFEST_DIGEST")
+
+
+def example_flags() -> list[str]:
+    """The example's constructor flags (examples/mini-vllm/vllm-ci.args), one per line."""
+    return (EXAMPLE / "vllm-ci.args").read_text().split()
+
+
+def cli_env() -> dict[str, str]:
+    """The environment of a `dagger` or client command against this machine's engine."""
+    return {
+        **os.environ,
+        "_EXPERIMENTAL_DAGGER_RUNNER_HOST": "unix:///run/dagger/engine.sock",
+        "_EXPERIMENTAL_DAGGER_CLI_BIN": DAGGER,
+        "DAGGER_NO_UPDATE_CHECK": "1",
+        "DAGGER_NO_NAG": "1",
+        "DO_NOT_TRACK": "1",
+    }
+
+
+def run(args: list[str], cwd: pathlib.Path = REPO, timeout: float = 1800) -> str:
+    """Run a command; its stdout, or a failure that shows the end of its stderr."""
+    proc = subprocess.run([str(a) for a in args], cwd=cwd, env=cli_env(), capture_output=True, text=True,
+                          timeout=timeout)
+    if proc.returncode != 0:
+        pytest.fail(f"{args[0]} exited {proc.returncode}: {' '.join(map(str, args[1:]))}\n{proc.stderr[-4000:]}")
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def builtin_sdks(engine: None) -> None:
+    """The engine runs with the builtin SDK images of ci/sdk-images."""
+    env_file = STATE / "engine" / "env"
+    pid = (STATE / "engine" / "pid").read_text().strip()
+    running = pathlib.Path(f"/proc/{pid}/environ").read_bytes().decode().split("\0")
+    for name in SDK_VARIABLES:
+        if not any(line.startswith(f"{name}=sha256:") for line in running):
+            pytest.fail(f"the engine runs without {name}: run ci/up (step sdk-images; see {env_file})")
+
+
+def test_dagger_functions_lists_every_function_with_its_doc(builtin_sdks: None) -> None:
+    out = run([DAGGER, "functions"])
+    listed = {}
+    for line in out.splitlines()[1:]:
+        name, _, doc = line.strip().partition(" ")
+        if name:
+            listed[name] = doc.strip()
+    expected = {name: (fn.__doc__ or "").strip().splitlines()[0] for name, fn in module_functions().items()}
+    assert listed == expected
+
+
+def test_function_arguments_keep_their_docs_and_ignore_patterns(builtin_sdks: None) -> None:
+    # Docs and Ignore() come from Annotated metadata, which the SDK reads only from evaluated
+    # annotations: the module's source must not postpone them.
+    out = run([DAGGER, "call", "plan", "--help"])
+    assert "The vLLM checkout" in out
+    assert "The stage to build" in out
+
+
+def test_plan_gives_the_client_commands_keys(builtin_sdks: None) -> None:
+    module = json.loads(run([DAGGER, "call", *example_flags(), "plan", "--source=examples/mini-vllm"]))
+    client = json.loads(run([CLIENT, *example_flags(), "plan", "--source", "examples/mini-vllm"]))
+    assert [(s["stage"], s["key"]) for s in module["stages"]] == [(s["stage"], s["key"]) for s in client["stages"]]
+    assert module == client
+
+
+def test_build_in_module_mode_fills_the_cache_the_client_command_reads(builtin_sdks: None) -> None:
+    # Same keys, same cache entries: what `dagger call build` exports, the client command imports.
+    # (Two independent builds do not give byte-equal images: the engine namespaces a module's
+    # cache volumes, so the module's pip/ccache mounts differ from the client's and its layers
+    # are built anew. The shared stage cache is what makes the two modes one code path.)
+    tag = uuid.uuid4().hex[:12]
+    cache = f"{REGISTRY}/test/module-mode-{tag}"
+    module = json.loads(run([DAGGER, "call", *example_flags(), "build", "--source=examples/mini-vllm",
+                             f"--cache-to={cache}", f"--image={REGISTRY}/test/mm:module-{tag}"]))
+    assert {s["outcome"] for s in module["stages"]} == {"miss"}, module["stages"]
+    client = json.loads(run([CLIENT, *example_flags(), "build", "--source", "examples/mini-vllm",
+                             "--cache-from", cache, "--image", f"{REGISTRY}/test/mm:client-{tag}"]))
+    target = client["stages"][-1]
+    assert target["outcome"] == "hit"
+    assert target["ref"] == module["stages"][-1]["ref"]
+    assert [s["key"] for s in client["stages"]] == [s["key"] for s in module["stages"]]
+
+
+def test_a_consumer_module_builds_on_vllm_base(builtin_sdks: None) -> None:
+    # The consumer takes the build arguments it passes on to vllm-ci; the example's, here.
+    wanted = ("--python-version=", "--build-base-image=", "--final-base-image=", "--torch-cuda-arch-list=")
+    flags = [f for f in example_flags() if f.startswith(wanted)]
+    out = run([DAGGER, "call", *flags, "test"], cwd=CONSUMER)
+    assert re.search(r"^test_entry_point_registers .* \.\.\. ok$", out, re.M), out
+    assert re.search(r"^test_vllm_is_installed_with_its_extension .* \.\.\. ok$", out, re.M), out
+    assert out.strip().splitlines()[-1] == "OK"
