@@ -31,6 +31,8 @@ step() {
     echo "--- $name"
     if "$@" >"$log" 2>&1; then
         echo "    ok: $name ($((SECONDS - start)) s)"
+        # A step tells its caller what it had to repair on lines starting with "notice:".
+        grep '^notice:' "$log" | sed 's/^/    /' || true
     else
         local rc=$?
         tail -n 15 "$log" | sed 's/^/    | /' >&2

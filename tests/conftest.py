@@ -68,6 +68,18 @@ def engine() -> None:
         pytest.fail(f"the registry on {REGISTRY} is not running: run ci/up first")
 
 
+@pytest.fixture(autouse=True)
+def engine_still_running(request: pytest.FixtureRequest) -> None:
+    """A test on the engine fails at once, naming the engine's log, if the engine died before it
+    (a crash would otherwise leave every later test waiting on a socket nobody answers)."""
+    if "engine" not in request.fixturenames:
+        return
+    pidfile = STATE / "engine" / "pid"
+    pid = pidfile.read_text().strip() if pidfile.exists() else ""
+    if not pid or not pathlib.Path(f"/proc/{pid}").exists():
+        pytest.fail(f"the Dagger engine is no longer running; read {STATE / 'engine' / 'engine.log'}")
+
+
 @pytest.fixture
 async def client(engine: None) -> AsyncIterator[None]:
     """A connected Dagger client (the global `dag`)."""
