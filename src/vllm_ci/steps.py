@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable, Sequence
 
 import dagger
@@ -16,15 +17,13 @@ CCACHE_DIR = "/root/.cache/ccache"
 
 
 def with_apt_packages(packages: Sequence[str]) -> Step:
-    """apt-get install the packages and drop the package lists from the layer."""
+    """apt-get install the packages in one exec, as one RUN would: the package lists are removed
+    before the layer is made (three execs would leave ~50 MB of lists in a lower layer)."""
 
     def step(ctr: dagger.Container) -> dagger.Container:
-        return (
-            ctr.with_env_variable("DEBIAN_FRONTEND", "noninteractive")
-            .with_exec(["apt-get", "update", "-qq"])
-            .with_exec(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages])
-            .with_exec(["rm", "-rf", "/var/lib/apt/lists", "/var/cache/apt/archives"])
-        )
+        script = (f"apt-get update -qq && apt-get install -y -qq --no-install-recommends {shlex.join(packages)}"
+                  " && rm -rf /var/lib/apt/lists /var/cache/apt/archives")
+        return ctr.with_env_variable("DEBIAN_FRONTEND", "noninteractive").with_exec(["sh", "-c", script])
 
     return step
 
