@@ -1,0 +1,57 @@
+"""One Dagger build of the example's test image, published; its report as JSON on stdout.
+
+With cache repositories: our stage cache. Without: the stage functions alone, so only the
+engine's own cache (and `_EXPERIMENTAL_DAGGER_CACHE_*` in the environment, if set) helps."""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+
+import anyio
+import dagger
+from dagger import dag
+
+from stagecache import StageCache
+from vllm_ci.cli import use_local_engine
+from vllm_ci.graph import stage_graph
+from vllm_ci.main import SOURCE_IGNORE, VllmCi
+
+
+def example_args(path: pathlib.Path) -> dict[str, object]:
+    """The constructor flags of a vllm-ci.args file, as VllmCi keyword arguments."""
+    parser = argparse.ArgumentParser()
+    for line in path.read_text().split():
+        parser.add_argument(line.split("=")[0])
+    flags = vars(parser.parse_args(path.read_text().split()))
+    return {name: int(value) if value.isdigit() else value for name, value in flags.items()}
+
+
+async def build(source: pathlib.Path, image: str, cache_from: list[str], cache_to: str, log: pathlib.Path) -> str:
+    """Build and publish the test image; the report as JSON."""
+    with log.open("w") as log_output:
+        async with dagger.connection(dagger.Config(log_output=log_output)):
+            module = VllmCi(**example_args(source / "vllm-ci.args"))  # type: ignore[arg-type]
+            cache = StageCache(stage_graph(module), cache_from=cache_from, cache_to=cache_to, log=log_output)
+            directory = dag.host().directory(str(source), exclude=SOURCE_IGNORE)
+            _, report = await cache.build(directory, "test", image)
+    return report.to_json()
+
+
+def main() -> None:
+    """Parse the command line and run one build."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--source", type=pathlib.Path, required=True)
+    parser.add_argument("--image", required=True)
+    parser.add_argument("--cache-from", default="", help="comma-separated; empty: no stage cache")
+    parser.add_argument("--cache-to", default="")
+    parser.add_argument("--log", type=pathlib.Path, required=True, help="where the engine's progress goes")
+    args = parser.parse_args()
+    use_local_engine()
+    cache_from = [r for r in args.cache_from.split(",") if r]
+    print(anyio.run(build, args.source, args.image, cache_from, args.cache_to, args.log))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

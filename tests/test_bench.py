@@ -1,0 +1,36 @@
+"""The bench runs end to end on a tiny scenario and writes its JSON and chart (no timing assertions)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+
+from conftest import REPO
+from vllm_ci.main import SOURCE_IGNORE
+
+BENCH = REPO / "bench"
+
+
+def test_the_dockerfiles_ignore_what_our_source_ignores() -> None:
+    for layout in ("today", "oct2025"):
+        lines = (BENCH / "dockerfiles" / f"Dockerfile.{layout}.dockerignore").read_text().splitlines()
+        assert [line for line in lines if line and not line.startswith("#")] == SOURCE_IGNORE
+
+
+def test_the_bench_compares_ours_with_buildkit_on_a_no_change_build(engine: None, tmp_path: pathlib.Path) -> None:
+    # The test run already holds the engine lock (or runs alone): the bench must not wait for it.
+    env = {**os.environ, "VLLM_CI_ENGINE_LOCK": ""}
+    cmd = [str(BENCH / "run"), "--quick", "--tools", "ours,buildkit-today", "--scenarios", "no-change",
+           "--results", str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads((tmp_path / "latest.json").read_text())
+    for tool in ("ours", "buildkit-today"):
+        measured = results["results"]["no-change"][tool]
+        assert measured["seconds"] > 0 and measured["pulled"] >= 0 and measured["pushed"] >= 0
+    assert results["results"]["no-change"]["ours"]["rebuilt"].startswith("0/")  # nothing rebuilt
+    assert [g["goal"] for g in results["goals"]][2].startswith("No change")
+    assert "| no-change | ours |" in proc.stdout
+    assert (tmp_path / "latest.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
