@@ -84,7 +84,7 @@ def test_plan_gives_the_client_commands_keys(builtin_sdks: None) -> None:
     assert module == client
 
 
-def test_build_in_module_mode_fills_the_cache_the_client_command_reads(builtin_sdks: None) -> None:
+def test_build_in_module_mode_fills_the_cache_the_client_command_reads_to_the_same_image(builtin_sdks: None) -> None:
     # Same keys, same cache entries: what `dagger call build` exports, the client command imports.
     # (Two independent builds do not give byte-equal images: the engine namespaces a module's
     # cache volumes, so the module's pip/ccache mounts differ from the client's and its layers
@@ -100,6 +100,8 @@ def test_build_in_module_mode_fills_the_cache_the_client_command_reads(builtin_s
     assert target["outcome"] == "hit"
     assert target["ref"] == module["stages"][-1]["ref"]
     assert [s["key"] for s in client["stages"]] == [s["key"] for s in module["stages"]]
+    # Both publish the target's cache entry: one image, whichever mode built it.
+    assert client["image"].partition("@")[2] == module["image"].partition("@")[2] != ""
 
 
 def test_a_consumer_module_builds_on_vllm_base(builtin_sdks: None) -> None:
