@@ -84,19 +84,11 @@ class BuildReport:
 
     def table(self) -> str:
         """A plain-text table for a terminal or a log, with the totals under it."""
-        rows = self.rows()
-        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-        lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
-        lines.insert(1, "  ".join("-" * w for w in widths))
-        lines.append(self._summary())
-        return "\n".join(lines)
+        return text_table(self.rows()) + "\n" + self._summary()
 
     def markdown(self) -> str:
         """A markdown table (for a Buildkite annotation or a PR comment)."""
-        rows = self.rows()
-        lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
-        lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows[1:]]
-        return "\n".join(lines + ["", self._summary()])
+        return markdown_table(self.rows()) + "\n\n" + self._summary()
 
     def _summary(self) -> str:
         """One line: total time, what dominated, bytes moved."""
@@ -109,6 +101,21 @@ class BuildReport:
             f"total {self.total_seconds:.1f} s, {hits}/{len(self.stages)} stages from cache, "
             f"dominated by {self.dominated_by() or 'nothing'}{moved}"
         )
+
+
+def text_table(rows: list[list[str]]) -> str:
+    """Rows (header first) as aligned plain text, with a rule under the header."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def markdown_table(rows: list[list[str]]) -> str:
+    """Rows (header first) as a markdown table."""
+    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows[1:]]
+    return "\n".join(lines)
 
 
 def _short_ref(ref: str) -> str:

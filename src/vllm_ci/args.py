@@ -2,7 +2,8 @@
 
 
 import dataclasses
-from typing import Annotated
+import re
+from typing import Annotated, Final
 
 from typing_extensions import Doc
 
@@ -17,7 +18,9 @@ class BuildArgs:
     build_base_image: Annotated[str, Doc("BUILD_BASE_IMAGE: image with compilers, CUDA and Python for the build stages")] = (
         "pytorch/manylinux2_28-builder:cuda13.0-78e737ad29420ffc4800e677c51e2a852caf8359"
     )
-    final_base_image: Annotated[str, Doc("FINAL_BASE_IMAGE; empty: nvidia/cuda:<cuda_version>-base-ubuntu<ubuntu_version>")] = ""
+    final_base_image: Annotated[str, Doc("FINAL_BASE_IMAGE: the runtime images' base; ${NAME} expands as in the Dockerfile")] = (
+        "nvidia/cuda:${CUDA_VERSION}-base-ubuntu${UBUNTU_VERSION}"
+    )
     torch_cuda_arch_list: Annotated[str, Doc("torch_cuda_arch_list: the CUDA architectures compiled for")] = (
         "7.5 8.0 8.6 8.9 9.0 10.0 11.0 12.0"
     )
@@ -29,7 +32,7 @@ class BuildArgs:
     pytorch_cuda_index_base_url: Annotated[str, Doc("PYTORCH_CUDA_INDEX_BASE_URL: where torch CUDA wheels come from")] = (
         "https://download.pytorch.org/whl"
     )
-    use_sccache: Annotated[bool, Doc("USE_SCCACHE: compile through sccache with a remote backend instead of ccache")] = False
+    use_sccache: Annotated[str, Doc("USE_SCCACHE: 1 compiles through sccache with a remote backend instead of ccache")] = ""
     sccache_download_url: Annotated[str, Doc("SCCACHE_DOWNLOAD_URL: the sccache release tarball")] = ""
     sccache_endpoint: Annotated[str, Doc("SCCACHE_ENDPOINT: S3-compatible endpoint; empty: AWS")] = ""
     sccache_bucket_name: Annotated[str, Doc("SCCACHE_BUCKET_NAME")] = "vllm-build-sccache"
@@ -41,7 +44,17 @@ class BuildArgs:
 
     def final_base(self) -> str:
         """FINAL_BASE_IMAGE as the Dockerfile computes it."""
-        return self.final_base_image or f"nvidia/cuda:{self.cuda_version}-base-ubuntu{self.ubuntu_version}"
+        return self.expand(self.final_base_image)
+
+    def expand(self, text: str) -> str:
+        """$NAME and ${NAME} of a build argument replaced by its value, as BuildKit expands ARGs;
+        any other variable is left for the image's environment."""
+
+        def value(match: re.Match[str]) -> str:
+            name = (match.group(1) or match.group(2)).lower()
+            return str(getattr(self, name)) if name in _FIELDS else match.group(0)
+
+        return re.sub(r"\$\{(\w+)\}|\$(\w+)", value, text)
 
     def site_packages(self) -> str:
         """Where the runtime image's system pip installs packages (Debian/Ubuntu layout)."""
@@ -51,3 +64,14 @@ class BuildArgs:
         """pip flags for the configured indexes."""
         flags = ["--index-url", self.pip_index_url] if self.pip_index_url else []
         return flags + (["--extra-index-url", self.pip_extra_index_url] if self.pip_extra_index_url else [])
+
+
+_FIELDS: Final = frozenset(field.name for field in dataclasses.fields(BuildArgs))
+
+# Typed arguments of this project that no ARG of vLLM's Dockerfile has.
+PROJECT_ARGS: Final = frozenset({"openai_extras"})
+
+
+def arg_defaults() -> dict[str, str]:
+    """Each typed argument's default as the Dockerfile's ARG text, by argument name."""
+    return {field.name: str(field.default) for field in dataclasses.fields(BuildArgs)}

@@ -25,14 +25,11 @@ from dagger import dag
 from dagger.mod._utils import get_doc, get_ignore
 
 from stagecache.store import StageError, exec_summary
+from vllm_ci.errors import ConformanceFailed, UsageError
 from vllm_ci.main import VllmCi
 
 PROG = "vllm-ci"
 DEFAULT_ENGINE_SOCK = "/run/dagger/engine.sock"
-
-
-class UsageError(Exception):
-    """Bad input, found before any container work."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -268,7 +265,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         anyio.run(run_unwrapped, args, per_function[args.function], constructor_options())
     except UsageError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
-        return 2
+        return err.exit_code
+    except ConformanceFailed as err:
+        if args.output:
+            pathlib.Path(args.output).write_text(err.report)
+        else:
+            print(err.report)
+        print(f"{PROG}: error: {err.summary}", file=sys.stderr)
+        return err.exit_code
     except StageError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 1

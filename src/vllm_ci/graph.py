@@ -9,7 +9,7 @@ from stagecache import Stage, StageContext
 from vllm_ci import stages
 from vllm_ci.args import BuildArgs
 
-RECIPE = 2  # bump when a stage function changes what it produces (2: apt in one exec)
+RECIPE = 3  # bump when a stage function changes what it produces (3: upstream ENV, WORKDIR and COPY steps)
 
 # Include patterns over the source, per stage (a trailing "/" in stages.CSRC_INPUTS is a folder).
 BASE_INPUTS = ("requirements/common.txt", "requirements/cuda.txt")

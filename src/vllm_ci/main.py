@@ -12,7 +12,10 @@ from dagger import DefaultPath, Doc, Ignore, function, object_type
 
 from stagecache import BuildReport, StageCache
 from stagecache.prune import prune as prune_repository
-from vllm_ci.args import BuildArgs
+from vllm_ci.args import PROJECT_ARGS, BuildArgs, arg_defaults
+from vllm_ci.conformance import check
+from vllm_ci.declare import DECLARED
+from vllm_ci.errors import ConformanceFailed, UsageError
 from vllm_ci.graph import TARGETS, stage_graph
 
 # Never part of a key or a layer: VCS data, docs, build outputs, local environments.
@@ -27,6 +30,7 @@ Source = Annotated[
     DefaultPath("."),
     Ignore(SOURCE_IGNORE),
 ]
+UPSTREAM_DOCKERFILE = "docker/Dockerfile"
 CacheFrom = Annotated[list[str] | None, Doc("Cache repositories to read, in order; the first valid hit wins")]
 CacheTo = Annotated[str, Doc("Cache repository that misses are published to; empty: export nothing")]
 RegistryUsername = Annotated[str, Doc("Username for the cache and image registry")]
@@ -157,6 +161,27 @@ class VllmCi(BuildArgs):
         _, report = await cache.build(source, target, image)
         print(report.table(), file=sys.stderr)
         return report.to_json()
+
+    @function
+    async def conformance(
+        self,
+        source: Source,
+        dockerfile: Annotated[dagger.File | None, Doc("The Dockerfile to check against; default: docker/Dockerfile of the source")] = None,
+        format_: Annotated[str, Doc("table (for a person) or json (for CI)")] = "table",
+    ) -> str:
+        """Hold the stage functions against a Dockerfile: each stage, ARG and instruction reproduced, deviating, missing or changed upstream."""
+        if format_ not in ("table", "json"):
+            raise UsageError(f"--format: table or json, not {format_!r}")
+        name = await dockerfile.name() if dockerfile is not None else UPSTREAM_DOCKERFILE
+        try:
+            text = await (dockerfile or source.file(UPSTREAM_DOCKERFILE)).contents()
+        except dagger.QueryError:
+            raise UsageError(f"no such file: {name} in the source") from None
+        report = check(text, name, DECLARED, arg_defaults(), PROJECT_ARGS)
+        rendered = report.to_json() if format_ == "json" else report.table()
+        if not report.ok():
+            raise ConformanceFailed(report.summary(), rendered)
+        return rendered
 
     @function
     async def report(

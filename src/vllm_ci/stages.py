@@ -10,7 +10,9 @@ import dagger
 from dagger import dag
 
 from vllm_ci.args import BuildArgs
-from vllm_ci.steps import scratch_with, with_apt_packages, with_compiler_cache, with_files, with_pip_install
+from vllm_ci.declare import reproduces, stage
+from vllm_ci.steps import (run, scratch_with, with_apt_packages, with_compiler_cache, with_env, with_files,
+                           with_pip_install)
 
 WORKSPACE = "/workspace"
 RUNTIME_WORKSPACE = "/vllm-workspace"
@@ -20,8 +22,25 @@ EXTENSION_ROOT = "/extension-root"
 # What csrc-build reads: the compile depends on these and on nothing else of the checkout.
 CSRC_INPUTS = (
     "pyproject.toml", "setup.py", "CMakeLists.txt", "cmake/", "csrc/",
-    "vllm/envs.py", "vllm/__init__.py", "requirements/build/",
+    "vllm/envs.py", "vllm/__init__.py", "requirements/build/cuda.txt",
 )
+# uv's settings, as every build stage upstream repeats them.
+UV_BUILD_ENV = ("ENV UV_HTTP_TIMEOUT=500", 'ENV UV_INDEX_STRATEGY="unsafe-best-match"', "ENV UV_LINK_MODE=copy")
+# upstream's base sets these before installing uv (UV_LINK_MODE comes after `uv venv`).
+UV_BASE_ENV = (
+    "ENV UV_HTTP_TIMEOUT=500", 'ENV UV_INDEX_STRATEGY="unsafe-best-match"', "ENV UV_PYTHON_INSTALL_DIR=/opt/uv/python",
+    "ENV UV_CACHE_DIR=/opt/uv/cache", "ENV UV_INSTALL_DIR=/opt/uv/bin",
+)
+UV_RUNTIME_ENV = (
+    *UV_BUILD_ENV, "ENV UV_PYTHON_INSTALL_DIR=/opt/uv/python", "ENV UV_CACHE_DIR=/opt/uv/cache", "ENV UV_COMPILE_BYTECODE=1",
+)
+CUDA_RUNTIME_ENV = ("ENV CUDA_HOME=/usr/local/cuda", 'ENV PATH="${CUDA_HOME}/bin:${PATH}"',
+                    'ENV LD_LIBRARY_PATH="${CUDA_HOME}/lib64:${LD_LIBRARY_PATH}"')
+# After vLLM's wheel is installed (PyTorch's NVSHMEM), then in front of it the driver's path.
+TORCH_LIBRARY_PATH = "ENV LD_LIBRARY_PATH=/usr/local/cuda/lib64:$LD_LIBRARY_PATH"
+DRIVER_LIBRARY_PATH = "ENV LD_LIBRARY_PATH=/usr/local/nvidia/lib64:${LD_LIBRARY_PATH}"
+CUDA_COMPATIBILITY = "ENV VLLM_ENABLE_CUDA_COMPATIBILITY=0"
+TEST_ENV = ("ENV HF_XET_HIGH_PERFORMANCE 1", "ENV HF_HUB_DOWNLOAD_TIMEOUT 60", "ENV VLLM_GPU_SYNC_CHECK=error")
 # What the Python package layer reads.
 PACKAGE_INPUTS = ("vllm/",)
 # Wheels are zips with timestamps: pin them so the same inputs give the same bytes.
@@ -30,18 +49,26 @@ SOURCE_DATE_EPOCH = "315532800"  # 1980-01-01, the earliest a zip can hold
 PACKAGE_EXCLUDE = ["**/__pycache__", "**/*.pyc", "**/*.so"]
 
 
+@stage("base", from_="${BUILD_BASE_IMAGE}", args=("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "torch_cuda_arch_list"))
 async def base(args: BuildArgs, source: dagger.Directory) -> dagger.Container:
     """FROM BUILD_BASE_IMAGE AS base: a venv with the torch-level dependencies the build needs."""
     return (
         dag.container()
         .from_(args.build_base_image)
-        .with_workdir(WORKSPACE)
-        .with_exec(["python3", "-m", "venv", "/opt/venv"])
-        .with_env_variable("VIRTUAL_ENV", "/opt/venv")
+        .with_(reproduces(UV_BASE_ENV, with_env(args, UV_BASE_ENV)))
         .with_env_variable("PATH", "/opt/venv/bin:${PATH}", expand=True)
-        .with_env_variable("TORCH_CUDA_ARCH_LIST", args.torch_cuda_arch_list)
-        .with_(with_files(source, ["requirements/common.txt", "requirements/cuda.txt"]))
+        .with_(reproduces('ENV VIRTUAL_ENV="/opt/venv"', with_env(args, ['ENV VIRTUAL_ENV="/opt/venv"'])))
+        .with_exec(["python3", "-m", "venv", "/opt/venv"])
+        .with_(reproduces("ENV UV_LINK_MODE=copy", with_env(args, ["ENV UV_LINK_MODE=copy"])))
+        .with_(reproduces("RUN gcc --version", run("gcc --version")))
+        .with_(reproduces(CUDA_COMPATIBILITY, with_env(args, [CUDA_COMPATIBILITY])))
+        .with_(reproduces("WORKDIR /workspace", lambda ctr: ctr.with_workdir(WORKSPACE)))
+        .with_(reproduces(("COPY requirements/common.txt requirements/common.txt",
+                           "COPY requirements/cuda.txt requirements/cuda.txt"),
+                          with_files(source, ["requirements/common.txt", "requirements/cuda.txt"])))
         .with_(with_pip_install(args, ["requirements/cuda.txt"]))
+        .with_(reproduces("ENV TORCH_CUDA_ARCH_LIST=${torch_cuda_arch_list}",
+                          with_env(args, ["ENV TORCH_CUDA_ARCH_LIST=${torch_cuda_arch_list}"])))
     )
 
 
@@ -64,6 +91,10 @@ with WheelFile.open(wheel) as source:
 INSTALLER_VERSION = "0.7.0"
 
 
+@stage("csrc-build", from_="base", args=(
+    "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "max_jobs", "nvcc_threads", "USE_SCCACHE", "SCCACHE_ENDPOINT", "vllm_target_device",
+    "SCCACHE_DOWNLOAD_URL", "SCCACHE_BUCKET_NAME", "SCCACHE_REGION_NAME", "SCCACHE_S3_NO_CREDENTIALS",
+))
 async def csrc_build(
     args: BuildArgs,
     base_image: dagger.Container,
@@ -73,14 +104,23 @@ async def csrc_build(
 ) -> dagger.Container:
     """FROM base AS csrc-build: compile the C/CUDA extension from only the files it needs; keep only dist/."""
     built = (
-        base_image.with_(with_files(source, ["requirements/build/"]))
+        base_image.with_(reproduces("COPY requirements/build/cuda.txt requirements/build/cuda.txt",
+                                    with_files(source, ["requirements/build/cuda.txt"])))
+        .with_(reproduces(UV_BUILD_ENV, with_env(args, UV_BUILD_ENV)))
         .with_(with_pip_install(args, ["requirements/build/cuda.txt"]))
-        .with_(with_files(source, list(CSRC_INPUTS)))
-        .with_env_variable("MAX_JOBS", str(args.max_jobs))
-        .with_env_variable("NVCC_THREADS", str(args.nvcc_threads))
-        .with_env_variable("VLLM_TARGET_DEVICE", args.vllm_target_device)
+        .with_(reproduces("WORKDIR /workspace", lambda ctr: ctr.with_workdir(WORKSPACE)))
+        .with_(reproduces(("COPY pyproject.toml setup.py CMakeLists.txt ./", "COPY cmake cmake/", "COPY csrc csrc/",
+                           "COPY vllm/envs.py vllm/envs.py", "COPY vllm/__init__.py vllm/__init__.py"),
+                          with_files(source, list(CSRC_INPUTS))))
+        .with_(reproduces(("ENV MAX_JOBS=${max_jobs}", "ENV NVCC_THREADS=$nvcc_threads"),
+                          with_env(args, ["ENV MAX_JOBS=${max_jobs}", "ENV NVCC_THREADS=$nvcc_threads"])))
+        .with_(reproduces('ENV SETUPTOOLS_SCM_PRETEND_VERSION="0.0.0+csrc.build"',
+                          with_env(args, ['ENV SETUPTOOLS_SCM_PRETEND_VERSION="0.0.0+csrc.build"'])))
+        .with_(reproduces("ENV VLLM_TARGET_DEVICE=${vllm_target_device}",
+                          with_env(args, ["ENV VLLM_TARGET_DEVICE=${vllm_target_device}"])))
         .with_env_variable("SOURCE_DATE_EPOCH", SOURCE_DATE_EPOCH)
-        .with_(with_compiler_cache(args, aws_access_key_id, aws_secret_access_key))
+        .with_(reproduces("ENV CCACHE_DIR=/root/.cache/ccache",
+                          with_compiler_cache(args, aws_access_key_id, aws_secret_access_key)))
         .with_exec(["python3", "setup.py", "bdist_wheel", f"--dist-dir={DIST}"])
         .with_exec(["python3", "-m", "pip", "install", "--disable-pip-version-check", *args.pip_index_flags(),
                     f"installer=={INSTALLER_VERSION}"])
@@ -93,14 +133,22 @@ async def csrc_build(
     return scratch_with(DIST, built.directory(DIST)).with_directory(EXTENSION_ROOT, built.directory(EXTENSION_ROOT))
 
 
+@stage("build", from_="base", args=("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "vllm_target_device"))
 async def build(args: BuildArgs, base_image: dagger.Container, csrc: dagger.Container, source: dagger.Directory) -> dagger.Container:
     """FROM base AS build: repackage the wheel from csrc-build's compiled extension plus the Python sources."""
     built = (
-        base_image.with_(with_files(source, ["requirements/build/"]))
+        base_image.with_(reproduces("COPY requirements/build/cuda.txt requirements/build/cuda.txt",
+                                    with_files(source, ["requirements/build/cuda.txt"])))
+        .with_(reproduces(UV_BUILD_ENV, with_env(args, UV_BUILD_ENV)))
         .with_(with_pip_install(args, ["requirements/build/cuda.txt"]))
-        .with_directory("/precompiled-wheels", csrc.directory(DIST))
+        .with_(reproduces("WORKDIR /workspace", lambda ctr: ctr.with_workdir(WORKSPACE)))
+        .with_(reproduces("COPY --from=csrc-build /workspace/dist /precompiled-wheels",
+                          lambda ctr: ctr.with_directory("/precompiled-wheels", csrc.directory(DIST))))
         .with_directory(WORKSPACE, source)
-        .with_env_variable("VLLM_TARGET_DEVICE", args.vllm_target_device)
+        .with_(reproduces("ENV VLLM_TARGET_DEVICE=${vllm_target_device}",
+                          with_env(args, ["ENV VLLM_TARGET_DEVICE=${vllm_target_device}"])))
+        .with_(reproduces("ENV VLLM_SKIP_PRECOMPILED_VERSION_SUFFIX=1",
+                          with_env(args, ["ENV VLLM_SKIP_PRECOMPILED_VERSION_SUFFIX=1"])))
         .with_env_variable("VLLM_USE_PRECOMPILED", "1")
         .with_env_variable("SOURCE_DATE_EPOCH", SOURCE_DATE_EPOCH)
         .with_exec(
@@ -112,22 +160,31 @@ async def build(args: BuildArgs, base_image: dagger.Container, csrc: dagger.Cont
     return scratch_with(DIST, built.directory(DIST))
 
 
+@stage("vllm-runtime-base", from_="${FINAL_BASE_IMAGE}", args=("PYTHON_VERSION", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL"))
 async def runtime_base(args: BuildArgs, source: dagger.Directory) -> dagger.Container:
     """FROM FINAL_BASE_IMAGE AS vllm-runtime-base: Python and every runtime dependency, no vLLM."""
     return (
         dag.container()
         .from_(args.final_base())
-        .with_workdir(RUNTIME_WORKSPACE)
+        .with_(reproduces("ENV DEBIAN_FRONTEND=noninteractive", with_env(args, ["ENV DEBIAN_FRONTEND=noninteractive"])))
+        .with_(reproduces("WORKDIR /vllm-workspace", lambda ctr: ctr.with_workdir(RUNTIME_WORKSPACE)))
         .with_(with_apt_packages([f"python{args.python_version}", "python3-pip", "ca-certificates"]))
+        .with_(reproduces(CUDA_RUNTIME_ENV, with_env(args, CUDA_RUNTIME_ENV)))
+        .with_(reproduces("ENV CRIU_CUDA_PLUGIN_DIR=/usr/local/lib/criu",
+                          with_env(args, ["ENV CRIU_CUDA_PLUGIN_DIR=/usr/local/lib/criu"])))
+        .with_(reproduces(UV_RUNTIME_ENV, with_env(args, UV_RUNTIME_ENV)))
+        .with_(reproduces(CUDA_COMPATIBILITY, with_env(args, [CUDA_COMPATIBILITY])))
         .with_(with_files(source, ["requirements/common.txt", "requirements/cuda.txt"], "/tmp"))
         .with_(with_pip_install(args, ["/tmp/requirements/cuda.txt"], system=True))
     )
 
 
+@stage("test-deps", from_="vllm-runtime-base", args=("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL"))
 async def test_deps(args: BuildArgs, runtime: dagger.Container, source: dagger.Directory) -> dagger.Container:
     """FROM vllm-runtime-base AS test-deps: the test requirements and the test utilities package."""
     return (
-        runtime.with_(with_files(source, ["requirements/", "tests/vllm_test_utils/"], "/tmp"))
+        runtime.with_(reproduces(UV_BUILD_ENV, with_env(args, UV_BUILD_ENV)))
+        .with_(with_files(source, ["requirements/", "tests/vllm_test_utils/"], "/tmp"))
         .with_(with_pip_install(args, ["/tmp/requirements/test/cuda.txt"], system=True))
         .with_exec(["python3", "-m", "pip", "install", "--no-deps", "/tmp/tests/vllm_test_utils"])
         .with_exec(["rm", "-rf", "/tmp/requirements", "/tmp/tests"])
@@ -146,18 +203,26 @@ def with_vllm(args: BuildArgs, image: dagger.Container, ext: dagger.Container, s
     )
 
 
+@stage("vllm-base", from_="vllm-runtime-base", args=("PYTHON_VERSION",))
 async def vllm_base(args: BuildArgs, runtime: dagger.Container, ext: dagger.Container, source: dagger.Directory) -> dagger.Container:
     """FROM vllm-runtime-base AS vllm-base: the runtime image with vLLM installed."""
-    return with_vllm(args, runtime, ext, source)
+    return (
+        with_vllm(args, runtime, ext, source)
+        .with_(reproduces(TORCH_LIBRARY_PATH, with_env(args, [TORCH_LIBRARY_PATH])))
+        .with_(reproduces(DRIVER_LIBRARY_PATH, with_env(args, [DRIVER_LIBRARY_PATH])))
+    )
 
 
+@stage("test", from_="test-deps", args=("PYTHON_VERSION",))
 async def test(args: BuildArgs, deps: dagger.Container, ext: dagger.Container, source: dagger.Directory) -> dagger.Container:
     """FROM test-deps AS test: vLLM installed, then the source tree as the last, thin layer."""
     return (
         with_vllm(args, deps, ext, source)
+        .with_(reproduces(TORCH_LIBRARY_PATH, with_env(args, [TORCH_LIBRARY_PATH])))
+        .with_(reproduces(DRIVER_LIBRARY_PATH, with_env(args, [DRIVER_LIBRARY_PATH])))
         .with_directory(RUNTIME_WORKSPACE, source)
         .with_workdir(RUNTIME_WORKSPACE)
-        .with_env_variable("VLLM_GPU_SYNC_CHECK", "error")
+        .with_(reproduces(TEST_ENV, with_env(args, TEST_ENV)))
     )
 
 
@@ -171,10 +236,11 @@ async def openai_deps(args: BuildArgs, runtime: dagger.Container) -> dagger.Cont
     )
 
 
+@stage("vllm-openai", from_="vllm-openai-base", args=("PYTHON_VERSION",))
 async def openai(args: BuildArgs, deps: dagger.Container, ext: dagger.Container, source: dagger.Directory) -> dagger.Container:
     """FROM vllm-openai-base AS vllm-openai: the server image, `vllm serve` as its entrypoint."""
     return (
         with_vllm(args, deps, ext, source)
         .with_env_variable("VLLM_USAGE_SOURCE", "production-docker-image")
-        .with_entrypoint(["vllm", "serve"])
+        .with_(reproduces('ENTRYPOINT ["vllm", "serve"]', lambda ctr: ctr.with_entrypoint(["vllm", "serve"])))
     )

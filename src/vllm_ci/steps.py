@@ -6,6 +6,7 @@ import shlex
 from collections.abc import Callable, Sequence
 
 import dagger
+import dockerfile
 from dagger import dag
 
 from vllm_ci.args import BuildArgs
@@ -58,7 +59,7 @@ def with_compiler_cache(
     """ccache in a cache volume, or sccache with a remote backend when USE_SCCACHE is set."""
 
     def step(ctr: dagger.Container) -> dagger.Container:
-        if not args.use_sccache:
+        if args.use_sccache != "1":
             return (
                 ctr.with_mounted_cache(CCACHE_DIR, dag.cache_volume("vllm-ci-ccache"))
                 .with_env_variable("CCACHE_DIR", CCACHE_DIR)
@@ -106,3 +107,35 @@ def with_files(source: dagger.Directory, paths: Sequence[str], dest: str = ".") 
 def scratch_with(path: str, directory: dagger.Directory) -> dagger.Container:
     """An image holding only a directory, like `FROM scratch` + `COPY --from`: thin to store and move."""
     return dag.container().with_directory(path, directory)
+
+
+def with_env(args: BuildArgs, instructions: Sequence[str]) -> Step:
+    """ENV instructions applied as upstream writes them: values unquoted, build arguments expanded
+    from the build's, any other variable from the image's environment (as BuildKit does)."""
+    pairs = []
+    for instruction in instructions:
+        values = dockerfile.parse_string(instruction)[0].value
+        pairs += [(name, unquote(args.expand(value))) for name, value in zip(values[::2], values[1::2])]
+
+    def step(ctr: dagger.Container) -> dagger.Container:
+        for name, value in pairs:
+            ctr = ctr.with_env_variable(name, value, expand="$" in value)
+        return ctr
+
+    return step
+
+
+def run(script: str) -> Step:
+    """A RUN instruction's shell form: the script as upstream writes it, run by /bin/sh -c."""
+
+    def step(ctr: dagger.Container) -> dagger.Container:
+        return ctr.with_exec(["/bin/sh", "-c", script])
+
+    return step
+
+
+def unquote(value: str) -> str:
+    """A Dockerfile value without the quotes around it."""
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        return value[1:-1]
+    return value

@@ -1,0 +1,109 @@
+"""How a stage function says what of vLLM's docker/Dockerfile it reproduces.
+
+Each stage function carries one `@stage(...)` declaration: the Dockerfile stage it builds, its FROM,
+and the ARGs it reads (Dockerfile syntax, with the stage's own default where the stage gives one).
+Inside the function, each step that reproduces an instruction is wrapped, where it is applied, in
+`reproduces(INSTRUCTION, step)`; an instruction done differently on purpose is wrapped in
+`deviates(INSTRUCTION, REASON, step)`. The instruction is upstream's text: matched by content,
+never by line number, so upstream may insert lines freely. Conformance (conformance.py) reads
+these markers from the function's source without running it."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import functools
+import inspect
+import textwrap
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+F = TypeVar("F", bound=Callable[..., Any])
+Instructions = str | Sequence[str]
+
+# Every stage function declared so far, by the Dockerfile stage name it builds.
+DECLARED: dict[str, StageDeclaration] = {}
+
+
+@dataclasses.dataclass(frozen=True)
+class DeclaredStep:
+    """One marker in a stage function: the instructions it covers, and the reason if it deviates."""
+
+    instructions: tuple[str, ...]
+    reason: str = ""  # empty: reproduced as upstream wrote it
+
+
+@dataclasses.dataclass(frozen=True)
+class StageDeclaration:
+    """What a stage function says of itself: its Dockerfile stage, FROM and the ARGs it reads."""
+
+    name: str
+    from_: str  # FROM's argument as upstream writes it: an image expression or a stage name
+    args: tuple[str, ...]  # "NAME" or "NAME=default" (the stage's own default), as upstream's ARG lines
+    function: Callable[..., Any]
+
+    def arg_names(self) -> list[str]:
+        """The ARGs this stage reads, by name."""
+        return [spec.partition("=")[0] for spec in self.args]
+
+    def stage_default(self, name: str) -> str | None:
+        """The stage's own default for an ARG, or None when the stage gives none."""
+        for spec in self.args:
+            arg, has_default, default = spec.partition("=")
+            if arg == name and has_default:
+                return default
+        return None
+
+    def steps(self) -> list[DeclaredStep]:
+        """The reproduces/deviates markers of the stage function, in source order."""
+        return declared_steps(self.function)
+
+
+def stage(name: str, *, from_: str, args: Sequence[str] = ()) -> Callable[[F], F]:
+    """Declare the Dockerfile stage a function builds (once, on the function)."""
+
+    def register(function: F) -> F:
+        if name in DECLARED:
+            raise ValueError(f"stage {name!r} is declared twice: {DECLARED[name].function.__qualname__} and {function.__qualname__}")
+        DECLARED[name] = StageDeclaration(name, from_, tuple(args), function)
+        return function
+
+    return register
+
+
+def reproduces(instructions: Instructions, step: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """Mark a step as reproducing upstream's instruction(s) exactly; returns the step unchanged."""
+    return step
+
+
+def deviates(instructions: Instructions, reason: str, step: Callable[[Any], Any] | None = None) -> Callable[[Any], Any]:
+    """Mark a step as doing upstream's instruction(s) differently, for a reason; None: not done at all."""
+    return step if step is not None else (lambda container: container)
+
+
+MARKERS = {reproduces.__name__: 1, deviates.__name__: 2}  # marker name -> arguments before the step
+
+
+@functools.cache
+def declared_steps(function: Callable[..., Any]) -> list[DeclaredStep]:
+    """Read the markers from a function's source, in source order, without running it."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
+    calls = [
+        node for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in MARKERS
+    ]
+    steps = []
+    for call in sorted(calls, key=lambda node: (node.lineno, node.col_offset)):
+        values = [_literal(node, function) for node in call.args[: MARKERS[call.func.id]]]
+        values += [_literal(kw.value, function) for kw in call.keywords if kw.arg in ("instructions", "reason")]
+        instructions = values[0]
+        reason = values[1] if len(values) > 1 else ""
+        steps.append(DeclaredStep((instructions,) if isinstance(instructions, str) else tuple(instructions), reason))
+    return steps
+
+
+def _literal(node: ast.expr, function: Callable[..., Any]) -> Any:
+    """A marker's argument: a literal, or a module-level constant of the function's module."""
+    if isinstance(node, ast.Name):
+        return function.__globals__[node.id]
+    return ast.literal_eval(node)

@@ -1,0 +1,55 @@
+"""vLLM's real source, the sdist on the package index: fetched by pinned version and sha256, cached
+by that hash, never committed. The index is pip's own (PIP_INDEX_URL, or pip's default)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pathlib
+import tarfile
+import urllib.request
+from typing import Final
+
+from pip._internal.models.index import PyPI  # pip's default index, so no host name is written here
+
+VLLM_VERSION: Final = "0.33.0"
+VLLM_SDIST_SHA256: Final = "f4c33c2503d52bb411146afa9618a4f48bed68912f617e6803ac8d76e4c74112"
+CACHE: Final = pathlib.Path(os.environ.get("VLLM_CI_CACHE", "/var/cache/vllm-ci")) / "upstream"
+
+
+def _index() -> str:
+    """The simple index pip uses here."""
+    return os.environ.get("PIP_INDEX_URL", PyPI.simple_url).rstrip("/")
+
+
+def vllm_sdist() -> pathlib.Path:
+    """The vLLM sdist, verified against its pinned sha256; downloaded once per hash."""
+    path = CACHE / f"vllm-{VLLM_VERSION}-{VLLM_SDIST_SHA256[:16]}.tar.gz"
+    if path.exists() and hashlib.sha256(path.read_bytes()).hexdigest() == VLLM_SDIST_SHA256:
+        return path
+    request = urllib.request.Request(f"{_index()}/vllm/", headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    with urllib.request.urlopen(request, timeout=120) as response:
+        files = json.load(response)["files"]
+    url = next(f["url"] for f in files if f["filename"] == f"vllm-{VLLM_VERSION}.tar.gz")
+    with urllib.request.urlopen(url, timeout=600) as response:
+        blob = response.read()
+    digest = hashlib.sha256(blob).hexdigest()
+    if digest != VLLM_SDIST_SHA256:
+        raise RuntimeError(f"vllm-{VLLM_VERSION}.tar.gz has sha256 {digest}, pinned {VLLM_SDIST_SHA256}")
+    CACHE.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    partial.write_bytes(blob)
+    partial.rename(path)
+    return path
+
+
+def vllm_source() -> pathlib.Path:
+    """The sdist unpacked (once per hash): vLLM's source tree as a checkout has it, less .git."""
+    root = CACHE / f"vllm-{VLLM_VERSION}-{VLLM_SDIST_SHA256[:16]}"
+    tree = root / f"vllm-{VLLM_VERSION}"
+    if not (root / ".complete").exists():
+        with tarfile.open(vllm_sdist()) as archive:
+            archive.extractall(root, filter="data")
+        (root / ".complete").touch()
+    return tree
