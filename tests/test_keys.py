@@ -14,28 +14,28 @@ from stagecache.report import BuildReport, StageRecord
 
 PREIMAGE = KeyPreimage(
     stage="csrc-build",
-    recipe=1,
+    code="sha256:" + "c" * 64,
     args={"max_jobs": "2", "cuda_version": "13.0.3"},
     parents={"base": "a" * 64},
     inputs="sha256:" + "b" * 64,
-    engine="v0.18.19",
 )
 
 
 def test_the_key_of_a_fixed_preimage_never_changes() -> None:
+    # The key format, documented in src/stagecache/keys.py: sha256 of this canonical JSON.
     assert PREIMAGE.canonical() == (
-        '{"args":{"cuda_version":"13.0.3","max_jobs":"2"},"engine":"v0.18.19","inputs":"sha256:'
+        '{"args":{"cuda_version":"13.0.3","max_jobs":"2"},"code":"sha256:' + "c" * 64 + '","inputs":"sha256:'
         + "b" * 64 + '","parents":{"base":"' + "a" * 64
-        + '"},"recipe":1,"schema":1,"stage":"csrc-build","type":"stagecache.key"}'
+        + '"},"schema":2,"stage":"csrc-build","type":"stagecache.key"}'
     )
-    assert PREIMAGE.key() == "bcc164d5bc1533e9dd538aa9b78f9176337993fa118475935f9c6a8536c56742"
+    assert PREIMAGE.key() == "983a691fb343b287dfebd7ed5006379bf6a11c123204bfaaa09e810a3bca6803"
 
 
 @pytest.mark.parametrize(
     "change",
-    [{"recipe": 2}, {"args": {"max_jobs": "4", "cuda_version": "13.0.3"}}, {"parents": {"base": "c" * 64}},
-     {"inputs": "sha256:" + "d" * 64}, {"engine": "v0.18.20"}, {"stage": "build"}],
-    ids=["recipe", "argument", "parent key", "input files", "engine", "stage name"],
+    [{"code": "sha256:" + "e" * 64}, {"args": {"max_jobs": "4", "cuda_version": "13.0.3"}}, {"parents": {"base": "c" * 64}},
+     {"inputs": "sha256:" + "d" * 64}, {"stage": "build"}],
+    ids=["code", "argument", "parent key", "input files", "stage name"],
 )
 def test_every_field_of_the_preimage_changes_the_key(change: dict[str, object]) -> None:
     import dataclasses
@@ -103,6 +103,27 @@ def test_the_report_renders_a_table_markdown_and_json_that_reads_back() -> None:
                                   StageRecord("test", "k2", "miss", "127.0.0.1:5000/c:test-k2", 3.0, 1.0, 0, 2048)],
                          total_seconds=4.5, traffic={"pulled": 0, "pushed": 2048, "mounted_blobs": 3})
     assert "test   miss" in report.table() and "dominated by test build (4.0 s)" in report.table()
-    assert report.markdown().splitlines()[0] == "| stage | outcome | ref | build s | export s | pulled | pushed |"
+    assert report.markdown().splitlines()[0] == "| stage | outcome | ref | build s | export s | pulled | pushed | why built |"
     again = BuildReport.from_json(report.to_json())
     assert again.outcomes() == {"base": "hit", "test": "miss"} and again.traffic == report.traffic
+
+
+def test_a_miss_names_the_arg_with_its_old_and_new_value_in_one_line() -> None:
+    import dataclasses
+
+    from stagecache.why import explain
+
+    old = json.loads(PREIMAGE.canonical())
+    new = json.loads(dataclasses.replace(PREIMAGE, args={"max_jobs": "16", "cuda_version": "13.0.3"}).canonical())
+    assert explain(old, new, {}, {}) == "ARG max_jobs: '2' -> '16'"
+
+
+def test_a_miss_names_the_files_changed_added_and_removed_the_parent_and_the_code() -> None:
+    import dataclasses
+
+    from stagecache.why import explain
+
+    changed = dataclasses.replace(PREIMAGE, parents={"base": "d" * 64}, code="sha256:" + "e" * 64, inputs="sha256:" + "f" * 64)
+    line = explain(json.loads(PREIMAGE.canonical()), json.loads(changed.canonical()),
+                   {"csrc/ops.c": "file:1", "csrc/old.c": "file:2"}, {"csrc/ops.c": "file:3", "csrc/new.c": "file:4"})
+    assert line == "parent base changed; the stage's code changed; files ~csrc/ops.c, +csrc/new.c, -csrc/old.c"

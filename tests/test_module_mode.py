@@ -112,3 +112,32 @@ def test_a_consumer_module_builds_on_vllm_base(builtin_sdks: None) -> None:
     assert re.search(r"^test_entry_point_registers .* \.\.\. ok$", out, re.M), out
     assert re.search(r"^test_vllm_is_installed_with_its_extension .* \.\.\. ok$", out, re.M), out
     assert out.strip().splitlines()[-1] == "OK"
+
+
+def test_checkouts_under_umask_002_and_022_by_other_owners_get_the_same_keys_in_both_modes(
+    builtin_sdks: None, tmp_path: pathlib.Path
+) -> None:
+    from test_key_sources import checkout
+
+    laptop = checkout(EXAMPLE, tmp_path / "laptop", 0o002)
+    agent = checkout(EXAMPLE, tmp_path / "agent", 0o022)
+    for path in agent.rglob("*"):
+        os.chown(path, 65534, 65534, follow_symlinks=False)
+        os.utime(path, (86400, 86400), follow_symlinks=False)
+    assert (laptop / "setup.py").stat().st_mode != (agent / "setup.py").stat().st_mode
+    keys = {}
+    for name, tree in (("laptop", laptop), ("agent", agent)):
+        for mode, command in (("client", [CLIENT]), ("module", [DAGGER, "call"])):
+            plan = json.loads(run([*command, *example_flags(), "plan", f"--source={tree}"]))
+            keys[name, mode] = [(s["stage"], s["key"]) for s in plan["stages"]]
+    assert len(set(map(tuple, keys.values()))) == 1, keys
+
+
+def test_dagger_call_conformance_reports_on_the_real_dockerfile_and_fails(builtin_sdks: None) -> None:
+    from upstream import vllm_source
+
+    proc = subprocess.run([DAGGER, "call", "conformance", f"--source={vllm_source()}"], cwd=REPO, env=cli_env(),
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 1
+    assert "does not conform: stages 8/16 built, 8 missing" in proc.stdout + proc.stderr
+    assert "changed upstream (10): port the new text" in proc.stdout + proc.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import os
@@ -18,21 +19,29 @@ from stagecache.keys import KEY_LABEL, cache_tag
 from stagecache.prune import prune
 from stagecache.registry import ImageRef, RegistryClient
 from stagecache.store import StageCache, StageError
+from stagecache.why import INPUTS_SUFFIX, LATEST_SUFFIX, inputs_tag
 from vllm_ci.graph import stage_graph
 
 pytestmark = pytest.mark.anyio
 TEST_STAGES = {"base", "csrc-build", "vllm-runtime-base", "test-deps", "extension", "test"}
 
 
-def cache_for(*, cache_from: list[str] | None = None, cache_to: str = "", strict: bool = False) -> StageCache:
-    """A stage cache over the example's stages."""
-    return StageCache(stage_graph(example_module()), cache_from=cache_from or [], cache_to=cache_to, strict=strict)
+def cache_for(
+    *, cache_from: list[str] | None = None, cache_to: str = "", strict: bool = False, **args: object
+) -> StageCache:
+    """A stage cache over the example's stages (constructor arguments overridden by `args`)."""
+    return StageCache(stage_graph(example_module(**args)), cache_from=cache_from or [], cache_to=cache_to, strict=strict)
 
 
 async def build(path: pathlib.Path, target: str = "test", **cache: object):  # type: ignore[no-untyped-def]
     """Build a target of a checkout through the cache; the report."""
     _, report = await cache_for(**cache).build(source_of(path), target)  # type: ignore[arg-type]
     return report
+
+
+def entry_tags(tags: list[str]) -> list[str]:
+    """Tags of cache entries, without what explains them (`.inputs`, `-latest`)."""
+    return [t for t in tags if not t.endswith((INPUTS_SUFFIX, LATEST_SUFFIX))]
 
 
 def run_cold_build(cache_repo: str) -> None:
@@ -138,9 +147,11 @@ async def test_prune_deletes_only_what_it_should(client: None, cache_repo: str) 
     assert "would delete vllm-runtime-base-" in dry and "kept test-deps-" in dry
     ref = ImageRef.parse(cache_repo)
     async with RegistryClient(ref.registry) as registry:
-        assert len(await registry.tags(ref.repository)) == 2
+        assert len(entry_tags(await registry.tags(ref.repository))) == 2
         await prune(cache_repo, live_keys={live}, keep_days=7, keep_last=0, dry_run=False, now=later)
-        assert await registry.manifest_digest(ref.repository, cache_tag("vllm-runtime-base", report.record("vllm-runtime-base").key)) is None
+        runtime_tag = cache_tag("vllm-runtime-base", report.record("vllm-runtime-base").key)
+        assert await registry.manifest_digest(ref.repository, runtime_tag) is None
+        assert await registry.manifest_digest(ref.repository, inputs_tag(runtime_tag)) is None
         assert await registry.manifest_digest(ref.repository, cache_tag("test-deps", live)) is not None
     kept = await prune(cache_repo, live_keys=set(), keep_days=7, keep_last=1, dry_run=True, now=later)
     assert "kept test-deps-" in kept and "newest 1" in kept
@@ -170,3 +181,32 @@ def test_a_failing_stage_is_named_in_one_error_line(engine: None, example_dir: p
     assert len(result.stderr.strip().splitlines()) == 1
     assert result.stderr.startswith("vllm-ci: error: build: command 'python3 setup.py bdist_wheel")
     assert "(stage csrc-build, key " in result.stderr
+
+
+async def test_every_miss_says_why_a_file_an_arg_or_the_code(
+    client: None, cache_repo: str, example_dir: pathlib.Path, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from test_key_sources import _edited_copy
+    from vllm_ci.declare import DECLARED
+
+    cold = await build(example_dir, cache_to=cache_repo)
+    assert cold.record("csrc-build").why == "first build: no entry of stage csrc-build in the cache yet"
+
+    edit(example_dir / "csrc" / "ops.c", "/* changed by the test */")
+    plan = json.loads(await example_module().plan(source_of(example_dir), cache_from=[cache_repo]))
+    assert {s["stage"]: s["why"] for s in plan["stages"]}["csrc-build"] == "files ~csrc/ops.c"
+    report = await build(example_dir, cache_from=[cache_repo], cache_to=cache_repo)
+    assert report.record("csrc-build").why == "files ~csrc/ops.c"
+    assert report.record("extension").why == "parent csrc-build changed"
+    assert "files ~csrc/ops.c" in report.table()
+
+    report = await build(example_dir, cache_from=[cache_repo], cache_to=cache_repo, max_jobs=4)
+    assert report.record("csrc-build").why == "ARG max_jobs: '2' -> '4'"
+    assert {s["stage"]: s["why"] for s in json.loads(report.to_json())["stages"]}["csrc-build"] == "ARG max_jobs: '2' -> '4'"
+
+    decl = DECLARED["extension"]
+    edited = _edited_copy(decl.function, "alone in one layer", "alone in one layer, edited", tmp_path)
+    monkeypatch.setitem(DECLARED, "extension", dataclasses.replace(decl, function=edited))
+    report = await build(example_dir, cache_from=[cache_repo], cache_to=cache_repo, max_jobs=4)
+    assert report.record("extension").why == "the stage's code changed"
+    assert report.record("csrc-build").outcome == "hit"

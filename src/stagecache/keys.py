@@ -9,7 +9,9 @@ from collections.abc import Mapping
 from typing import Final
 
 # Bump when the preimage's shape or meaning changes: every key changes with it.
-SCHEMA_VERSION: Final = 1
+# 2: inputs are a manifest digest of content and executable bits (no file modes, no engine version);
+#    code (the stage's code fingerprint) replaces a hand-kept recipe number.
+SCHEMA_VERSION: Final = 2
 
 # Labels written on every cache image: an image whose key label does not match is never used.
 KEY_LABEL: Final = "org.vllm-ci.stagecache.key"
@@ -23,15 +25,13 @@ class KeyPreimage:
     """Everything that changes a stage's result, and nothing else."""
 
     stage: str
-    recipe: int
+    code: str  # fingerprint of the code that builds the stage (its function and what it calls)
     args: Mapping[str, str]
     parents: Mapping[str, str]
-    inputs: str
-    # The engine's directory digest format is only promised stable within one engine version,
-    # so the version that computed `inputs` is part of the key.
-    engine: str
-    # Left out on purpose: timestamps, host paths, the cache repositories, credentials and the
-    # CA certificates the engine injects; none of them changes what the stage produces.
+    inputs: str  # manifest digest of the files it reads: content, executable bit, symlinks (inputs.py)
+    # Left out on purpose: timestamps, umask, owners, host paths, the cache repositories,
+    # credentials, the engine version (the inputs digest is ours, not the engine's) and the CA
+    # certificates the engine injects; none of them changes what the stage produces.
 
     def canonical(self) -> str:
         """The preimage as canonical JSON: sorted keys, no white space, a type tag and version."""
@@ -40,11 +40,10 @@ class KeyPreimage:
                 "type": "stagecache.key",
                 "schema": SCHEMA_VERSION,
                 "stage": self.stage,
-                "recipe": self.recipe,
+                "code": self.code,
                 "args": dict(self.args),
                 "parents": dict(self.parents),
                 "inputs": self.inputs,
-                "engine": self.engine,
             },
             sort_keys=True,
             separators=(",", ":"),

@@ -8,6 +8,7 @@ import datetime
 from collections.abc import Collection
 
 from stagecache.keys import CREATED_LABEL, KEY_LABEL, STAGE_LABEL
+from stagecache.why import INPUTS_SUFFIX, LATEST_SUFFIX
 from stagecache.registry import ImageRef, RegistryClient
 
 
@@ -106,12 +107,21 @@ async def prune(
         decisions = decide(entries, live_keys=live_keys, keep_days=keep_days, keep_last=keep_last, now=now)
         kept_digests = {d.entry.digest for d in decisions if d.keep}
         doomed = [d for d in decisions if not d.keep and d.entry.digest not in kept_digests]
+        # An entry's input manifest (why.py) goes with it; `<stage>-latest` is one more tag on an entry.
+        kept_tags = {d.entry.tag for d in decisions if d.keep}
+        companions = [t for t in foreign if t.endswith(INPUTS_SUFFIX)]
+        orphans = [t for t in companions if t.removesuffix(INPUTS_SUFFIX) not in kept_tags]
+        foreign = [t for t in foreign if t not in companions and not t.endswith(LATEST_SUFFIX)]
         if not dry_run:
             for decision in doomed:
                 await client.delete_manifest(ref.repository, decision.entry.digest)
+            for tag in orphans:
+                if digest := await client.manifest_digest(ref.repository, tag):
+                    await client.delete_manifest(ref.repository, digest)
     verb = "would delete" if dry_run else "deleted"
     lines = [f"{verb} {d.entry.tag} ({d.entry.size} bytes): {d.reason}" for d in doomed]
     lines += [f"kept {d.entry.tag}: {d.reason}" for d in decisions if d.keep]
+    lines += [f"{verb} {tag}: the input manifest of an entry that is not kept" for tag in orphans]
     lines += [f"passed over {tag}: not a stage cache entry" for tag in foreign]
     total = sum(d.entry.size for d in doomed)
     lines.append(f"{verb} {len(doomed)} of {len(entries)} entries, up to {total} bytes "

@@ -5,6 +5,7 @@ Credentials are held in memory for the requests only; they never reach a log or 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import re
 from typing import Any, Final
@@ -189,6 +190,44 @@ class RegistryClient:
             # The registry opened an upload instead of mounting: cancel it.
             await self._request("DELETE", location if location.startswith("/") else "/" + location.split("/", 3)[-1])
         return False
+
+    async def raw_manifest(self, repository: str, reference: str) -> tuple[bytes, str] | None:
+        """A manifest's bytes exactly as stored, and its media type; None when it does not exist."""
+        response = await self._request(
+            "GET", f"/v2/{repository}/manifests/{reference}", headers={"Accept": MANIFEST_TYPES}
+        )
+        if response.status_code == 404:
+            return None
+        self._check(response, "GET manifest", repository)
+        return response.content, response.headers.get("content-type", "")
+
+    async def put_manifest(self, repository: str, tag: str, content: bytes, media_type: str) -> None:
+        """Store manifest bytes under a tag (the bytes are kept as given, so the digest is too)."""
+        response = await self._request(
+            "PUT", f"/v2/{repository}/manifests/{tag}", content=content, headers={"Content-Type": media_type}
+        )
+        self._check(response, "PUT manifest", repository, ok=(201, 200))
+
+    async def blob(self, repository: str, digest: str) -> bytes:
+        """A blob's bytes."""
+        response = await self._request("GET", f"/v2/{repository}/blobs/{digest}", follow_redirects=True)
+        self._check(response, "GET blob", repository)
+        return response.content
+
+    async def put_blob(self, repository: str, content: bytes) -> str:
+        """Upload a blob in one request (monolithic upload); returns its digest."""
+        digest = "sha256:" + hashlib.sha256(content).hexdigest()
+        if await self.blob_size(repository, digest) is not None:
+            return digest
+        response = await self._request("POST", f"/v2/{repository}/blobs/uploads/")
+        self._check(response, "start upload", repository, ok=(202,))
+        location = response.headers["location"]
+        path = location if location.startswith("/") else "/" + location.split("/", 3)[-1]
+        separator = "&" if "?" in path else "?"
+        response = await self._request("PUT", f"{path}{separator}digest={digest}", content=content,
+                                       headers={"Content-Type": "application/octet-stream"})
+        self._check(response, "PUT blob", repository, ok=(201,))
+        return digest
 
     async def delete_manifest(self, repository: str, digest: str) -> None:
         """Delete a manifest by digest (every tag on it goes with it)."""

@@ -21,6 +21,7 @@ class StageRecord:
     bytes_pulled: int | None = None  # measured at the registry, when a meter is attached
     bytes_pushed: int | None = None
     note: str = ""
+    why: str = ""  # for a stage that was built: what changed since the newest cache entry of it
 
 
 @dataclasses.dataclass
@@ -74,11 +75,11 @@ class BuildReport:
 
     def rows(self) -> list[list[str]]:
         """Table rows: header first."""
-        rows = [["stage", "outcome", "ref", "build s", "export s", "pulled", "pushed"]]
+        rows = [["stage", "outcome", "ref", "build s", "export s", "pulled", "pushed", "why built"]]
         for r in self.stages:
             rows.append(
                 [r.stage, r.outcome, _short_ref(r.ref), f"{r.build_seconds:.1f}", f"{r.export_seconds:.1f}",
-                 human_bytes(r.bytes_pulled), human_bytes(r.bytes_pushed)]
+                 human_bytes(r.bytes_pulled), human_bytes(r.bytes_pushed), r.why if r.outcome != "hit" else ""]
             )
         return rows
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
 import os
 import re
 import sys
@@ -19,9 +20,11 @@ import anyio
 import dagger
 from dagger import dag
 
+from stagecache.inputs import manifest_digest, selected, source_manifest
 from stagecache.keys import CREATED_LABEL, KEY_LABEL, PREIMAGE_LABEL, STAGE_LABEL, KeyPreimage, cache_tag
 from stagecache.registry import ImageRef, RegistryClient, RegistryError
 from stagecache.report import BuildReport, StageRecord
+from stagecache.why import explain, latest_tag, load_inputs, mark_latest, store_inputs
 from stagecache.traffic import RegistryLog, attribute
 
 # Where the registry's JSON request log is, when bytes are to be measured (tests, bench).
@@ -39,10 +42,12 @@ class StageError(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class StageContext:
-    """What a stage's build function gets: its filtered source and its parents' results."""
+    """What a stage's build function gets: its filtered source, its parents' results, and the
+    build's secrets (never part of a key)."""
 
     source: dagger.Directory
     parents: Mapping[str, dagger.Container]
+    secrets: Mapping[str, dagger.Secret] = dataclasses.field(default_factory=dict)
 
 
 BuildFunction = Callable[[StageContext], Awaitable[dagger.Container]]
@@ -57,7 +62,7 @@ class Stage:
     parents: tuple[str, ...] = ()
     inputs: tuple[str, ...] = ()  # include patterns over the source; empty: reads no source
     args: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    recipe: int = 1  # bump when the build function changes what it produces
+    code: str = ""  # fingerprint of the code that builds it (fingerprint.code_fingerprint)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +73,8 @@ class PlannedStage:
     preimage: KeyPreimage
     hit: str | None
     note: str = ""
+    inputs: Mapping[str, str] = dataclasses.field(default_factory=dict)  # the files it reads: path -> digest
+    why: str = ""  # for a miss: what changed since the newest entry of this stage
 
     @property
     def key(self) -> str:
@@ -81,6 +88,7 @@ class PlannedStage:
             "parents": list(self.stage.parents),
             "key": self.key,
             "hit": self.hit,
+            "why": self.why,
             "note": self.note,
             "preimage": self.preimage.canonical(),
         }
@@ -110,6 +118,23 @@ def ordered(stages: Mapping[str, Stage], target: str) -> list[Stage]:
     return order
 
 
+def stage_preimages(stages: Sequence[Stage], reads: Mapping[str, Mapping[str, str]]) -> list[KeyPreimage]:
+    """The key preimages of stages given parents first, from the files each reads (path -> digest)."""
+    keys: dict[str, str] = {}
+    preimages: list[KeyPreimage] = []
+    for stage in stages:
+        preimage = KeyPreimage(
+            stage=stage.name,
+            code=stage.code,
+            args=dict(stage.args),
+            parents={p: keys[p] for p in stage.parents},
+            inputs=manifest_digest(reads.get(stage.name, {})),
+        )
+        keys[stage.name] = preimage.key()
+        preimages.append(preimage)
+    return preimages
+
+
 class StageCache:
     """Builds a target stage from cached or freshly built stages, and records what happened."""
 
@@ -122,9 +147,11 @@ class StageCache:
         strict: bool = False,
         registry_username: str = "",
         registry_password: dagger.Secret | None = None,
+        secrets: Mapping[str, dagger.Secret] | None = None,
         log: TextIO = sys.stderr,
     ):
         self.stages = {s.name: s for s in stages}
+        self.secrets = dict(secrets or {})
         self.cache_from = [_parse_ref(r, "cache repository") for r in cache_from]
         self.cache_to = _parse_ref(cache_to, "cache repository") if cache_to else None
         if self.cache_to and self.cache_to.repo_ref not in [r.repo_ref for r in self.cache_from]:
@@ -142,39 +169,53 @@ class StageCache:
     async def plan(self, source: dagger.Directory, target: str) -> list[PlannedStage]:
         """Keys for every stage the target needs, and which would hit; no container work."""
         stages = ordered(self.stages, target)
-        engine = await dag.version()
-        digests: dict[str, str] = {}
+        manifest = await source_manifest(source) if any(s.inputs for s in stages) else {}
+        reads: dict[str, dict[str, str]] = {}
 
-        async def digest(stage: Stage) -> None:
-            digests[stage.name] = await source.filter(include=list(stage.inputs)).digest() if stage.inputs else ""
+        async def select(stage: Stage) -> None:
+            reads[stage.name] = await selected(source, list(stage.inputs), manifest)
 
         async with anyio.create_task_group() as tg:
             for stage in stages:
-                tg.start_soon(digest, stage)
+                tg.start_soon(select, stage)
 
-        keys: dict[str, str] = {}
-        preimages: list[KeyPreimage] = []
-        for stage in stages:
-            preimage = KeyPreimage(
-                stage=stage.name,
-                recipe=stage.recipe,
-                args=dict(stage.args),
-                parents={p: keys[p] for p in stage.parents},
-                inputs=digests[stage.name],
-                engine=engine,
-            )
-            keys[stage.name] = preimage.key()
-            preimages.append(preimage)
-
+        preimages = stage_preimages(stages, reads)
         found: dict[str, tuple[str | None, str]] = {}
+        why: dict[str, str] = {}
 
         async def look(preimage: KeyPreimage) -> None:
             found[preimage.stage] = await self._lookup(preimage)
+            if found[preimage.stage][0] is None:
+                why[preimage.stage] = await self._why_missed(preimage, reads[preimage.stage])
 
         async with anyio.create_task_group() as tg:
             for preimage in preimages:
                 tg.start_soon(look, preimage)
-        return [PlannedStage(s, p, *found[s.name]) for s, p in zip(stages, preimages)]
+        return [PlannedStage(s, p, *found[s.name], reads[s.name], why.get(s.name, "")) for s, p in zip(stages, preimages)]
+
+    async def _why_missed(self, preimage: KeyPreimage, reads: Mapping[str, str]) -> str:
+        """What changed since the newest entry of the stage in the read repositories, in one line."""
+        if not self.cache_from:
+            return ""
+        newest: tuple[str, dict[str, str], ImageRef] | None = None
+        for repo in self.cache_from:
+            try:
+                async with await self._client(repo.registry) as client:
+                    found = await client.labels(repo.repository, latest_tag(preimage.stage))
+            except RegistryError:
+                continue  # the look-up already said the registry failed
+            if found and KEY_LABEL in found[0] and (newest is None or found[0].get(CREATED_LABEL, "") > newest[0]):
+                newest = (found[0].get(CREATED_LABEL, ""), found[0], repo)
+        if newest is None:
+            return f"first build: no entry of stage {preimage.stage} in the cache yet"
+        _, labels, repo = newest
+        try:
+            async with await self._client(repo.registry) as client:
+                old_inputs = await load_inputs(client, repo.repository, cache_tag(preimage.stage, labels[KEY_LABEL]))
+        except RegistryError:
+            old_inputs = None
+        old = json.loads(labels.get(PREIMAGE_LABEL) or "{}")
+        return explain(old, json.loads(preimage.canonical()), old_inputs, reads)
 
     async def _lookup(self, preimage: KeyPreimage) -> tuple[str | None, str]:
         """First valid hit in the read repositories, as ref@digest, with a note on what was passed over."""
@@ -260,7 +301,7 @@ class StageCache:
         mark = meter.mark() if meter else 0
         plan = await self.plan(source, target)
         by_name = {p.stage.name: p for p in plan}
-        report = BuildReport(target, [StageRecord(p.stage.name, p.key, "unused", note=p.note) for p in plan])
+        report = BuildReport(target, [StageRecord(p.stage.name, p.key, "unused", note=p.note, why=p.why) for p in plan])
         results: dict[str, dagger.Container] = {}
         done: dict[str, anyio.Event] = {}
 
@@ -323,7 +364,7 @@ class StageCache:
             raise group.exceptions[0] from None
 
         filtered = source.filter(include=list(stage.inputs)) if stage.inputs else dag.directory()
-        ctr = await stage.build(StageContext(filtered, parents))
+        ctr = await stage.build(StageContext(filtered, parents, self.secrets))
         ctr = (
             ctr.with_label(STAGE_LABEL, stage.name)
             .with_label(KEY_LABEL, planned.key)
@@ -358,9 +399,20 @@ class StageCache:
             record.outcome, record.note = "export-failed", message
             self._warn(f"warning: cache export of stage {planned.stage.name} failed, build goes on: {message}")
             return ctr
+        await self._describe_entry(planned, ref)
         record.export_seconds = time.monotonic() - began
         record.outcome, record.ref = "miss", published
         return ctr
+
+    async def _describe_entry(self, planned: PlannedStage, ref: str) -> None:
+        """Leave beside a new entry what explains a later miss: its input manifest and `<stage>-latest`."""
+        target = ImageRef.parse(ref)
+        try:
+            async with await self._client(target.registry) as client:
+                await store_inputs(client, target.repository, target.tag or "", planned.inputs)
+                await mark_latest(client, target.repository, planned.stage.name, target.tag or "")
+        except RegistryError as err:
+            self._warn(f"cache: could not record the inputs of {ref} (a later miss will say less): {err}")
 
     def _warn(self, message: str) -> None:
         """One line on the log stream."""

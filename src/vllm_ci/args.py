@@ -54,7 +54,12 @@ class BuildArgs:
             name = (match.group(1) or match.group(2)).lower()
             return str(getattr(self, name)) if name in _FIELDS else match.group(0)
 
-        return re.sub(r"\$\{(\w+)\}|\$(\w+)", value, text)
+        for _ in range(len(_FIELDS)):  # a default may name another ARG (FINAL_BASE_IMAGE names CUDA_VERSION)
+            expanded = re.sub(r"\$\{(\w+)\}|\$(\w+)", value, text)
+            if expanded == text:
+                break
+            text = expanded
+        return text
 
     def site_packages(self) -> str:
         """Where the runtime image's system pip installs packages (Debian/Ubuntu layout)."""

@@ -281,13 +281,14 @@ def render_annotation(report: Mapping[str, Any]) -> str:
         f"**:docker: test image** `{_cell(report.get('image'))}` — "
         f"{hits}/{len(stages)} stages from cache, {_seconds(report.get('total_seconds'))} s",
         "",
-        "| stage | outcome | ref | build s | export s | bytes pushed |",
-        "| --- | --- | --- | ---: | ---: | ---: |",
+        "| stage | outcome | ref | build s | export s | bytes pushed | why built |",
+        "| --- | --- | --- | ---: | ---: | ---: | --- |",
     ]
     for s in stages:
         ref = f"`{_cell(s.get('ref'))}`" if s.get("ref") else "—"
+        why = s.get("why") if s.get("outcome") != "hit" else ""
         lines.append(
             f"| {_cell(s.get('stage'))} | {_cell(s.get('outcome'))} | {ref} | {_seconds(s.get('build_seconds'))} "
-            f"| {_seconds(s.get('export_seconds'))} | {_bytes(s.get('bytes_pushed'))} |"
+            f"| {_seconds(s.get('export_seconds'))} | {_bytes(s.get('bytes_pushed'))} | {_cell(why)} |"
         )
     return "\n".join(lines) + "\n"

@@ -192,6 +192,7 @@ def check(
     of this project with no ARG upstream (both keyed by the ARG's name in lower case, as a Python
     argument spells it; no two of upstream's ARGs differ only in case); not_built: stage -> the reason it is not built."""
     preamble, stages = split_stages(parse(text, name))
+    declarations = {n: d for n, d in declarations.items() if d.upstream}
     not_built = not_built or {}
     global_lines = {n: (d, c.start_line) for c in preamble if c.cmd == "ARG" for n, d in arg_items(c)}
     global_args = {n: (d or "", line) for n, (d, line) in global_lines.items()}

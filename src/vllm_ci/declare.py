@@ -38,9 +38,16 @@ class StageDeclaration:
     """What a stage function says of itself: its Dockerfile stage, FROM and the ARGs it reads."""
 
     name: str
-    from_: str  # FROM's argument as upstream writes it: an image expression or a stage name
+    from_: str | None  # FROM's argument as upstream writes it (image or stage); None: a stage of ours only
     args: tuple[str, ...]  # "NAME" or "NAME=default" (the stage's own default), as upstream's ARG lines
     function: Callable[..., Any]
+    parents: tuple[str, ...] = ()  # the stages whose results it uses
+    reads: tuple[str, ...] = ()  # the source files it reads: its COPY set, its filter and its key's input
+
+    @property
+    def upstream(self) -> bool:
+        """Whether the stage is one of the Dockerfile's (not a fast path of this project's)."""
+        return self.from_ is not None
 
     def arg_names(self) -> list[str]:
         """The ARGs this stage reads, by name."""
@@ -59,13 +66,21 @@ class StageDeclaration:
         return declared_steps(self.function)
 
 
-def stage(name: str, *, from_: str, args: Sequence[str] = ()) -> Callable[[F], F]:
-    """Declare the Dockerfile stage a function builds (once, on the function)."""
+def stage(
+    name: str,
+    *,
+    from_: str | None,
+    parents: Sequence[str] = (),
+    reads: Sequence[str] = (),
+    args: Sequence[str] = (),
+) -> Callable[[F], F]:
+    """Declare, once and on the function, the stage it builds: its Dockerfile FROM (None for a
+    stage of this project only), the stages it builds on, the source files and the ARGs it reads."""
 
     def register(function: F) -> F:
         if name in DECLARED:
             raise ValueError(f"stage {name!r} is declared twice: {DECLARED[name].function.__qualname__} and {function.__qualname__}")
-        DECLARED[name] = StageDeclaration(name, from_, tuple(args), function)
+        DECLARED[name] = StageDeclaration(name, from_, tuple(args), function, tuple(parents), tuple(reads))
         return function
 
     return register

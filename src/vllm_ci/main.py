@@ -16,7 +16,7 @@ from vllm_ci.args import PROJECT_ARGS, BuildArgs, arg_defaults
 from vllm_ci.conformance import check
 from vllm_ci.declare import DECLARED
 from vllm_ci.errors import ConformanceFailed, UsageError
-from vllm_ci.graph import TARGETS, stage_graph
+from vllm_ci.graph import TARGETS, secrets_of, stage_graph
 
 # Never part of a key or a layer: VCS data, docs, build outputs, local environments.
 SOURCE_IGNORE = [
@@ -55,12 +55,13 @@ class VllmCi(BuildArgs):
     ) -> StageCache:
         """The stage cache over this build's stages."""
         return StageCache(
-            stage_graph(self, aws_access_key_id, aws_secret_access_key),
+            stage_graph(self),
             cache_from=cache_from or [],
             cache_to=cache_to,
             strict=strict,
             registry_username=registry_username,
             registry_password=registry_password,
+            secrets=secrets_of(aws_access_key_id, aws_secret_access_key),
         )
 
     async def _stage(self, source: dagger.Directory, target: str, **cache: object) -> dagger.Container:

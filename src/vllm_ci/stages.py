@@ -9,6 +9,7 @@ from __future__ import annotations
 import dagger
 from dagger import dag
 
+from stagecache import StageContext
 from vllm_ci.args import BuildArgs
 from vllm_ci.declare import reproduces, stage
 from vllm_ci.steps import (run, scratch_with, with_apt_packages, with_compiler_cache, with_env, with_files,
@@ -43,15 +44,25 @@ CUDA_COMPATIBILITY = "ENV VLLM_ENABLE_CUDA_COMPATIBILITY=0"
 TEST_ENV = ("ENV HF_XET_HIGH_PERFORMANCE 1", "ENV HF_HUB_DOWNLOAD_TIMEOUT 60", "ENV VLLM_GPU_SYNC_CHECK=error")
 # What the Python package layer reads.
 PACKAGE_INPUTS = ("vllm/",)
+BASE_INPUTS = ("requirements/common.txt", "requirements/cuda.txt")
+TEST_DEPS_INPUTS = ("requirements/", "tests/vllm_test_utils/")
+# The wheel build reads the whole package (upstream: COPY . .) less what is not part of it.
+WHEEL_INPUTS = ("pyproject.toml", "setup.py", "CMakeLists.txt", "cmake/", "requirements/", "vllm/", "MANIFEST.in")
+EVERYTHING = ("**",)  # the whole checkout
+# The build's secrets, by name, as StageContext.secrets holds them.
+AWS_KEY_ID = "aws_access_key_id"
+AWS_SECRET = "aws_secret_access_key"
 # Wheels are zips with timestamps: pin them so the same inputs give the same bytes.
 SOURCE_DATE_EPOCH = "315532800"  # 1980-01-01, the earliest a zip can hold
 # Excluded from the package layer: what a wheel would not ship.
 PACKAGE_EXCLUDE = ["**/__pycache__", "**/*.pyc", "**/*.so"]
 
 
-@stage("base", from_="${BUILD_BASE_IMAGE}", args=("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "torch_cuda_arch_list"))
-async def base(args: BuildArgs, source: dagger.Directory) -> dagger.Container:
+@stage("base", from_="${BUILD_BASE_IMAGE}", reads=BASE_INPUTS,
+       args=("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "torch_cuda_arch_list"))
+async def base(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     """FROM BUILD_BASE_IMAGE AS base: a venv with the torch-level dependencies the build needs."""
+    source = ctx.source
     return (
         dag.container()
         .from_(args.build_base_image)
@@ -65,7 +76,7 @@ async def base(args: BuildArgs, source: dagger.Directory) -> dagger.Container:
         .with_(reproduces("WORKDIR /workspace", lambda ctr: ctr.with_workdir(WORKSPACE)))
         .with_(reproduces(("COPY requirements/common.txt requirements/common.txt",
                            "COPY requirements/cuda.txt requirements/cuda.txt"),
-                          with_files(source, ["requirements/common.txt", "requirements/cuda.txt"])))
+                          with_files(source, BASE_INPUTS)))
         .with_(with_pip_install(args, ["requirements/cuda.txt"]))
         .with_(reproduces("ENV TORCH_CUDA_ARCH_LIST=${torch_cuda_arch_list}",
                           with_env(args, ["ENV TORCH_CUDA_ARCH_LIST=${torch_cuda_arch_list}"])))
@@ -91,18 +102,13 @@ with WheelFile.open(wheel) as source:
 INSTALLER_VERSION = "0.7.0"
 
 
-@stage("csrc-build", from_="base", args=(
+@stage("csrc-build", from_="base", parents=("base",), reads=CSRC_INPUTS, args=(
     "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "max_jobs", "nvcc_threads", "USE_SCCACHE", "SCCACHE_ENDPOINT", "vllm_target_device",
     "SCCACHE_DOWNLOAD_URL", "SCCACHE_BUCKET_NAME", "SCCACHE_REGION_NAME", "SCCACHE_S3_NO_CREDENTIALS",
 ))
-async def csrc_build(
-    args: BuildArgs,
-    base_image: dagger.Container,
-    source: dagger.Directory,
-    aws_access_key_id: dagger.Secret | None = None,
-    aws_secret_access_key: dagger.Secret | None = None,
-) -> dagger.Container:
+async def csrc_build(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     """FROM base AS csrc-build: compile the C/CUDA extension from only the files it needs; keep only dist/."""
+    base_image, source = ctx.parents["base"], ctx.source
     built = (
         base_image.with_(reproduces("COPY requirements/build/cuda.txt requirements/build/cuda.txt",
                                     with_files(source, ["requirements/build/cuda.txt"])))
@@ -120,7 +126,7 @@ async def csrc_build(
                           with_env(args, ["ENV VLLM_TARGET_DEVICE=${vllm_target_device}"])))
         .with_env_variable("SOURCE_DATE_EPOCH", SOURCE_DATE_EPOCH)
         .with_(reproduces("ENV CCACHE_DIR=/root/.cache/ccache",
-                          with_compiler_cache(args, aws_access_key_id, aws_secret_access_key)))
+                          with_compiler_cache(args, ctx.secrets.get(AWS_KEY_ID), ctx.secrets.get(AWS_SECRET))))
         .with_exec(["python3", "setup.py", "bdist_wheel", f"--dist-dir={DIST}"])
         .with_exec(["python3", "-m", "pip", "install", "--disable-pip-version-check", *args.pip_index_flags(),
                     f"installer=={INSTALLER_VERSION}"])
@@ -133,9 +139,11 @@ async def csrc_build(
     return scratch_with(DIST, built.directory(DIST)).with_directory(EXTENSION_ROOT, built.directory(EXTENSION_ROOT))
 
 
-@stage("build", from_="base", args=("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "vllm_target_device"))
-async def build(args: BuildArgs, base_image: dagger.Container, csrc: dagger.Container, source: dagger.Directory) -> dagger.Container:
+@stage("build", from_="base", parents=("base", "csrc-build"), reads=WHEEL_INPUTS,
+       args=("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "vllm_target_device"))
+async def build(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     """FROM base AS build: repackage the wheel from csrc-build's compiled extension plus the Python sources."""
+    base_image, csrc, source = ctx.parents["base"], ctx.parents["csrc-build"], ctx.source
     built = (
         base_image.with_(reproduces("COPY requirements/build/cuda.txt requirements/build/cuda.txt",
                                     with_files(source, ["requirements/build/cuda.txt"])))
@@ -160,9 +168,11 @@ async def build(args: BuildArgs, base_image: dagger.Container, csrc: dagger.Cont
     return scratch_with(DIST, built.directory(DIST))
 
 
-@stage("vllm-runtime-base", from_="${FINAL_BASE_IMAGE}", args=("PYTHON_VERSION", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL"))
-async def runtime_base(args: BuildArgs, source: dagger.Directory) -> dagger.Container:
+@stage("vllm-runtime-base", from_="${FINAL_BASE_IMAGE}", reads=BASE_INPUTS,
+       args=("PYTHON_VERSION", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL"))
+async def runtime_base(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     """FROM FINAL_BASE_IMAGE AS vllm-runtime-base: Python and every runtime dependency, no vLLM."""
+    source = ctx.source
     return (
         dag.container()
         .from_(args.final_base())
@@ -174,26 +184,29 @@ async def runtime_base(args: BuildArgs, source: dagger.Directory) -> dagger.Cont
                           with_env(args, ["ENV CRIU_CUDA_PLUGIN_DIR=/usr/local/lib/criu"])))
         .with_(reproduces(UV_RUNTIME_ENV, with_env(args, UV_RUNTIME_ENV)))
         .with_(reproduces(CUDA_COMPATIBILITY, with_env(args, [CUDA_COMPATIBILITY])))
-        .with_(with_files(source, ["requirements/common.txt", "requirements/cuda.txt"], "/tmp"))
+        .with_(with_files(source, BASE_INPUTS, "/tmp"))
         .with_(with_pip_install(args, ["/tmp/requirements/cuda.txt"], system=True))
     )
 
 
-@stage("test-deps", from_="vllm-runtime-base", args=("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL"))
-async def test_deps(args: BuildArgs, runtime: dagger.Container, source: dagger.Directory) -> dagger.Container:
+@stage("test-deps", from_="vllm-runtime-base", parents=("vllm-runtime-base",), reads=TEST_DEPS_INPUTS,
+       args=("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL"))
+async def test_deps(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     """FROM vllm-runtime-base AS test-deps: the test requirements and the test utilities package."""
+    runtime, source = ctx.parents["vllm-runtime-base"], ctx.source
     return (
         runtime.with_(reproduces(UV_BUILD_ENV, with_env(args, UV_BUILD_ENV)))
-        .with_(with_files(source, ["requirements/", "tests/vllm_test_utils/"], "/tmp"))
+        .with_(with_files(source, TEST_DEPS_INPUTS, "/tmp"))
         .with_(with_pip_install(args, ["/tmp/requirements/test/cuda.txt"], system=True))
         .with_exec(["python3", "-m", "pip", "install", "--no-deps", "/tmp/tests/vllm_test_utils"])
         .with_exec(["rm", "-rf", "/tmp/requirements", "/tmp/tests"])
     )
 
 
-async def extension(args: BuildArgs, csrc: dagger.Container) -> dagger.Container:
+@stage("extension", from_=None, parents=("csrc-build",))
+async def extension(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     """The compiled extension, its metadata and console scripts as installed, alone in one layer (no RUN)."""
-    return scratch_with("/", csrc.directory(EXTENSION_ROOT))
+    return scratch_with("/", ctx.parents["csrc-build"].directory(EXTENSION_ROOT))
 
 
 def with_vllm(args: BuildArgs, image: dagger.Container, ext: dagger.Container, source: dagger.Directory) -> dagger.Container:
@@ -203,9 +216,11 @@ def with_vllm(args: BuildArgs, image: dagger.Container, ext: dagger.Container, s
     )
 
 
-@stage("vllm-base", from_="vllm-runtime-base", args=("PYTHON_VERSION",))
-async def vllm_base(args: BuildArgs, runtime: dagger.Container, ext: dagger.Container, source: dagger.Directory) -> dagger.Container:
+@stage("vllm-base", from_="vllm-runtime-base", parents=("vllm-runtime-base", "extension"), reads=PACKAGE_INPUTS,
+       args=("PYTHON_VERSION",))
+async def vllm_base(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     """FROM vllm-runtime-base AS vllm-base: the runtime image with vLLM installed."""
+    runtime, ext, source = ctx.parents["vllm-runtime-base"], ctx.parents["extension"], ctx.source
     return (
         with_vllm(args, runtime, ext, source)
         .with_(reproduces(TORCH_LIBRARY_PATH, with_env(args, [TORCH_LIBRARY_PATH])))
@@ -213,9 +228,10 @@ async def vllm_base(args: BuildArgs, runtime: dagger.Container, ext: dagger.Cont
     )
 
 
-@stage("test", from_="test-deps", args=("PYTHON_VERSION",))
-async def test(args: BuildArgs, deps: dagger.Container, ext: dagger.Container, source: dagger.Directory) -> dagger.Container:
+@stage("test", from_="test-deps", parents=("test-deps", "extension"), reads=EVERYTHING, args=("PYTHON_VERSION",))
+async def test(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     """FROM test-deps AS test: vLLM installed, then the source tree as the last, thin layer."""
+    deps, ext, source = ctx.parents["test-deps"], ctx.parents["extension"], ctx.source
     return (
         with_vllm(args, deps, ext, source)
         .with_(reproduces(TORCH_LIBRARY_PATH, with_env(args, [TORCH_LIBRARY_PATH])))
@@ -226,8 +242,10 @@ async def test(args: BuildArgs, deps: dagger.Container, ext: dagger.Container, s
     )
 
 
-async def openai_deps(args: BuildArgs, runtime: dagger.Container) -> dagger.Container:
+@stage("openai-deps", from_=None, parents=("vllm-runtime-base",), args=("openai_extras", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL"))
+async def openai_deps(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     """vllm-openai-base's installs, done on the runtime base so a new vLLM does not redo them."""
+    runtime = ctx.parents["vllm-runtime-base"]
     extras = args.openai_extras.split()
     if not extras:
         return runtime
@@ -236,9 +254,11 @@ async def openai_deps(args: BuildArgs, runtime: dagger.Container) -> dagger.Cont
     )
 
 
-@stage("vllm-openai", from_="vllm-openai-base", args=("PYTHON_VERSION",))
-async def openai(args: BuildArgs, deps: dagger.Container, ext: dagger.Container, source: dagger.Directory) -> dagger.Container:
+@stage("vllm-openai", from_="vllm-openai-base", parents=("openai-deps", "extension"), reads=PACKAGE_INPUTS,
+       args=("PYTHON_VERSION",))
+async def openai(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     """FROM vllm-openai-base AS vllm-openai: the server image, `vllm serve` as its entrypoint."""
+    deps, ext, source = ctx.parents["openai-deps"], ctx.parents["extension"], ctx.source
     return (
         with_vllm(args, deps, ext, source)
         .with_env_variable("VLLM_USAGE_SOURCE", "production-docker-image")

@@ -1,0 +1,57 @@
+"""What a stage reads, as git records it: each file's content and executable bit, and each
+symlink's target. Not the umask, owner, mtime or the checkout's path, so a clone on a laptop
+(umask 002) and one on a CI agent (umask 022) get the same keys.
+
+The engine's own `Directory.digest()` covers full file modes, so the source is exported once
+(into the module's container in module mode, to a temporary folder on the client otherwise) and
+hashed here; the engine only says which paths each stage's include patterns select."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import tempfile
+from collections.abc import Mapping
+
+import dagger
+
+Manifest = Mapping[str, str]  # path -> "file:<sha256>", "exec:<sha256>" or "link:<sha256 of target>"
+
+
+async def source_manifest(source: dagger.Directory) -> dict[str, str]:
+    """Every file of a directory with its content digest and kind, as git would record it."""
+    with tempfile.TemporaryDirectory(prefix="stagecache-source-") as folder:
+        await source.export(folder)
+        return manifest_of(folder)
+
+
+def manifest_of(root: str) -> dict[str, str]:
+    """The manifest of a folder on this machine."""
+    manifest: dict[str, str] = {}
+    for folder, dirs, files in os.walk(root):
+        for name in [*files, *(d for d in dirs if os.path.islink(os.path.join(folder, d)))]:
+            path = os.path.join(folder, name)
+            relative = os.path.relpath(path, root)
+            info = os.lstat(path)
+            if stat.S_ISLNK(info.st_mode):
+                manifest[relative] = "link:" + hashlib.sha256(os.readlink(path).encode()).hexdigest()
+            elif stat.S_ISREG(info.st_mode):
+                kind = "exec" if info.st_mode & stat.S_IXUSR else "file"  # git's rule: the owner's x bit
+                with open(path, "rb") as handle:
+                    manifest[relative] = f"{kind}:{hashlib.file_digest(handle, 'sha256').hexdigest()}"
+    return manifest
+
+
+async def selected(source: dagger.Directory, include: list[str], manifest: Manifest) -> dict[str, str]:
+    """The part of a manifest that include patterns select, with the engine's own pattern matching."""
+    if not include:
+        return {}
+    paths = await source.filter(include=include).glob("**")
+    return {path: manifest[path] for path in sorted(paths) if path in manifest}
+
+
+def manifest_digest(manifest: Manifest) -> str:
+    """One digest for a manifest: sha256 of its canonical JSON."""
+    return "sha256:" + hashlib.sha256(json.dumps(dict(sorted(manifest.items())), separators=(",", ":")).encode()).hexdigest()

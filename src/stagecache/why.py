@@ -1,0 +1,97 @@
+"""Why a stage missed: what changed since the newest entry of that stage in the read repositories.
+
+Each export leaves two things beside the entry: the tag `<stage>-latest` on it, and the manifest
+of the files it read (path -> content digest) as a small OCI artifact tagged `<entry tag>.inputs`.
+A miss reads both back and names, in one line, the ARGs (old -> new), parent stages, code and
+files (changed ~, added +, removed -) that differ."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, Final
+
+from stagecache.registry import RegistryClient
+
+LATEST_SUFFIX: Final = "-latest"
+INPUTS_SUFFIX: Final = ".inputs"
+INPUTS_TYPE: Final = "application/vnd.stagecache.inputs.v1+json"
+EMPTY_TYPE: Final = "application/vnd.oci.empty.v1+json"
+OCI_MANIFEST: Final = "application/vnd.oci.image.manifest.v1+json"
+FILES_NAMED: Final = 5  # how many paths one line names before "and N more"
+
+
+def latest_tag(stage: str) -> str:
+    """The tag that follows the newest entry of a stage."""
+    return stage + LATEST_SUFFIX
+
+
+def inputs_tag(entry_tag: str) -> str:
+    """The tag of an entry's input manifest."""
+    return entry_tag + INPUTS_SUFFIX
+
+
+async def store_inputs(client: RegistryClient, repository: str, entry_tag: str, inputs: Mapping[str, str]) -> None:
+    """Store an entry's input manifest beside it, as an artifact (outside the image and its config)."""
+    content = json.dumps(dict(sorted(inputs.items())), separators=(",", ":")).encode()
+    blob = await client.put_blob(repository, content)
+    empty = await client.put_blob(repository, b"{}")
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": INPUTS_TYPE,
+        "config": {"mediaType": EMPTY_TYPE, "digest": empty, "size": 2},
+        "layers": [{"mediaType": INPUTS_TYPE, "digest": blob, "size": len(content)}],
+    }
+    await client.put_manifest(repository, inputs_tag(entry_tag), json.dumps(manifest).encode(), OCI_MANIFEST)
+
+
+async def mark_latest(client: RegistryClient, repository: str, stage: str, entry_tag: str) -> None:
+    """Point `<stage>-latest` at an entry (the same manifest bytes, so the same digest)."""
+    found = await client.raw_manifest(repository, entry_tag)
+    if found is not None:
+        await client.put_manifest(repository, latest_tag(stage), *found)
+
+
+async def load_inputs(client: RegistryClient, repository: str, entry_tag: str) -> dict[str, str] | None:
+    """An entry's input manifest, or None when it has none."""
+    found = await client.manifest(repository, inputs_tag(entry_tag))
+    if found is None or not found[0].get("layers"):
+        return None
+    return json.loads(await client.blob(repository, found[0]["layers"][0]["digest"]))
+
+
+def explain(old: Mapping[str, Any], new: Mapping[str, Any], old_inputs: Mapping[str, str] | None,
+            new_inputs: Mapping[str, str]) -> str:
+    """One line naming what differs between an old entry's preimage and the new one."""
+    if old.get("schema") != new.get("schema"):
+        return f"key format changed (schema {old.get('schema')} -> {new.get('schema')})"
+    reasons = []
+    old_args, new_args = old.get("args") or {}, new.get("args") or {}
+    for name in sorted(set(old_args) | set(new_args)):
+        if old_args.get(name) != new_args.get(name):
+            reasons.append(f"ARG {name}: {_shown(old_args.get(name))} -> {_shown(new_args.get(name))}")
+    old_parents, new_parents = old.get("parents") or {}, new.get("parents") or {}
+    reasons += [f"parent {p} changed" for p in sorted(set(old_parents) | set(new_parents))
+                if old_parents.get(p) != new_parents.get(p)]
+    if old.get("code") != new.get("code"):
+        reasons.append("the stage's code changed")
+    if old.get("inputs") != new.get("inputs"):
+        reasons.append(_files_changed(old_inputs, new_inputs))
+    return "; ".join(reasons) or "same inputs as the newest entry (that entry is another key's)"
+
+
+def _files_changed(old: Mapping[str, str] | None, new: Mapping[str, str]) -> str:
+    """The input files that differ, by path."""
+    if old is None:
+        return "input files changed (the old entry has no input manifest)"
+    changes = [f"~{p}" for p in sorted(set(old) & set(new)) if old[p] != new[p]]
+    changes += [f"+{p}" for p in sorted(set(new) - set(old))]
+    changes += [f"-{p}" for p in sorted(set(old) - set(new))]
+    more = f" and {len(changes) - FILES_NAMED} more" if len(changes) > FILES_NAMED else ""
+    return "files " + ", ".join(changes[:FILES_NAMED]) + more
+
+
+def _shown(value: object) -> str:
+    """An ARG value as a person reads it."""
+    return "(unset)" if value is None else repr(value)

@@ -1,0 +1,131 @@
+"""Keys follow git's model of a checkout and each stage's own code and ARGs: pure logic, no engine."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import shutil
+
+import pytest
+
+from stagecache.fingerprint import code_fingerprint
+from stagecache.inputs import manifest_digest, manifest_of
+from stagecache.store import stage_preimages
+from vllm_ci.args import BuildArgs
+from vllm_ci.declare import DECLARED
+from vllm_ci.graph import OWN_CODE, stage_graph
+
+from conftest import EXAMPLE
+
+
+def checkout(source: pathlib.Path, target: pathlib.Path, umask: int) -> pathlib.Path:
+    """A copy of a tree made as `git clone` would under a umask: fresh modes, owners and mtimes."""
+    previous = os.umask(umask)
+    try:
+        for path in sorted(source.rglob("*")):
+            if "__pycache__" in path.parts:
+                continue
+            dest = target / path.relative_to(source)
+            if path.is_dir():
+                dest.mkdir(parents=True, exist_ok=True)
+            else:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest.write_bytes(path.read_bytes())
+                if os.access(path, os.X_OK):
+                    dest.chmod(0o777 & ~umask)
+    finally:
+        os.umask(previous)
+    return target
+
+
+def keys(graph: list, reads: dict[str, dict[str, str]] | None = None) -> dict[str, str]:
+    """Each stage's key from its declaration, with the same files read by all."""
+    return {p.stage: p.key() for p in stage_preimages(graph, reads or {})}
+
+
+def test_a_tree_checked_out_under_umask_002_and_022_by_different_owners_has_one_manifest(tmp_path: pathlib.Path) -> None:
+    laptop = checkout(EXAMPLE, tmp_path / "laptop", 0o002)
+    agent = checkout(EXAMPLE, tmp_path / "agent", 0o022)
+    os.utime(agent / "setup.py", (1, 1))
+    shutil.chown(agent / "setup.py", user=65534, group=65534)
+    assert (laptop / "setup.py").stat().st_mode != (agent / "setup.py").stat().st_mode
+    assert manifest_of(str(laptop)) == manifest_of(str(agent))
+    assert manifest_digest(manifest_of(str(laptop))) == manifest_digest(manifest_of(str(agent)))
+
+
+def test_an_executable_bit_changes_the_manifest_entry_of_that_file_only(tmp_path: pathlib.Path) -> None:
+    tree = checkout(EXAMPLE, tmp_path / "tree", 0o022)
+    before = manifest_of(str(tree))
+    (tree / "setup.py").chmod(0o755)
+    after = manifest_of(str(tree))
+    assert {p for p in before if before[p] != after[p]} == {"setup.py"}
+    assert after["setup.py"].startswith("exec:") and before["setup.py"].startswith("file:")
+
+
+def test_a_symlink_is_recorded_by_its_target(tmp_path: pathlib.Path) -> None:
+    tree = checkout(EXAMPLE, tmp_path / "tree", 0o022)
+    (tree / "link").symlink_to("setup.py")
+    first = manifest_of(str(tree))["link"]
+    (tree / "link").unlink()
+    (tree / "link").symlink_to("pyproject.toml")
+    assert first.startswith("link:") and manifest_of(str(tree))["link"] != first
+
+
+def test_a_changed_arg_moves_only_the_stages_that_read_it_and_their_descendants() -> None:
+    before = keys(stage_graph(BuildArgs()))
+    after = keys(stage_graph(BuildArgs(max_jobs=16)))
+    moved = {s for s in before if before[s] != after[s]}
+    assert moved == {"csrc-build", "build", "extension", "vllm-base", "test", "vllm-openai"}
+    assert "max_jobs" in dict(next(s for s in stage_graph(BuildArgs()) if s.name == "csrc-build").args)
+
+
+def test_an_arg_no_stage_reads_moves_no_key() -> None:
+    # CUDA_VERSION reaches the runtime's FROM (FINAL_BASE_IMAGE) only; csrc-build never reads it.
+    before = keys(stage_graph(BuildArgs(final_base_image="127.0.0.1:5000/x:1")))
+    after = keys(stage_graph(BuildArgs(final_base_image="127.0.0.1:5000/x:1", cuda_version="12.9.1")))
+    assert before == after
+
+
+def test_editing_one_stage_function_moves_its_key_and_its_descendants_and_no_other(tmp_path: pathlib.Path) -> None:
+    decl = DECLARED["test-deps"]
+    before = keys(stage_graph(BuildArgs()))
+    edited = _edited_copy(decl.function, '"""FROM vllm-runtime-base', '"""Edited: FROM vllm-runtime-base', tmp_path)
+    DECLARED["test-deps"] = dataclasses.replace(decl, function=edited)
+    try:
+        after = keys(stage_graph(BuildArgs()))
+    finally:
+        DECLARED["test-deps"] = decl
+    assert {s for s in before if before[s] != after[s]} == {"test-deps", "test"}
+
+
+def test_editing_a_step_moves_the_stages_that_call_it_and_their_descendants(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vllm_ci import stages, steps
+
+    before = keys(stage_graph(BuildArgs()))
+    edited = _edited_copy(steps.run, '["/bin/sh", "-c", script]', '["/bin/sh", "-ec", script]', tmp_path)
+    monkeypatch.setattr(stages, "run", edited)  # only base runs a RUN through steps.run today
+    after = keys(stage_graph(BuildArgs()))
+    assert {s for s in before if before[s] != after[s]} == {
+        "base", "csrc-build", "build", "extension", "vllm-base", "test", "vllm-openai"}
+
+
+def _edited_copy(function, old: str, new: str, folder: pathlib.Path):  # type: ignore[no-untyped-def]
+    """The function recompiled from its module's source with one edit, as if the file were edited."""
+    import importlib.util
+    import inspect
+
+    module = inspect.getmodule(function)
+    assert module is not None and module.__file__
+    text = pathlib.Path(module.__file__).read_text()
+    assert old in text
+    copy = folder / f"edited_{pathlib.Path(module.__file__).name}"
+    copy.write_text(text.replace(old, new, 1).replace("@stage(", "@_no_register(", ))
+    spec = importlib.util.spec_from_file_location(f"vllm_ci.edited_{module.__name__.rsplit('.', 1)[-1]}", copy)
+    assert spec and spec.loader
+    edited = importlib.util.module_from_spec(spec)
+    edited.__dict__["_no_register"] = lambda *a, **k: (lambda f: f)
+    spec.loader.exec_module(edited)
+    return getattr(edited, function.__name__)
