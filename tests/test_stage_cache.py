@@ -210,3 +210,23 @@ async def test_every_miss_says_why_a_file_an_arg_or_the_code(
     report = await build(example_dir, cache_from=[cache_repo], cache_to=cache_repo, max_jobs=4)
     assert report.record("extension").why == "the stage's code changed"
     assert report.record("csrc-build").outcome == "hit"
+
+
+async def test_an_entry_missing_a_layer_blob_is_rebuilt_and_repaired_not_used(client: None, cache_repo: str) -> None:
+    first = await build(EXAMPLE, "vllm-runtime-base", cache_to=cache_repo)
+    ref = ImageRef.parse(cache_repo)
+    tag = cache_tag("vllm-runtime-base", first.record("vllm-runtime-base").key)
+    async with RegistryClient(ref.registry) as registry:
+        manifest, _ = await registry.manifest(ref.repository, tag)
+        lost = manifest["layers"][-1]["digest"]
+        await registry.delete_blob(ref.repository, lost)
+        assert await registry.missing_blobs(ref.repository, manifest) == [lost]
+    report = await build(EXAMPLE, "vllm-runtime-base", cache_from=[cache_repo], cache_to=cache_repo)
+    record = report.record("vllm-runtime-base")
+    assert record.outcome == "miss"
+    assert record.why.startswith(f"corrupt entry {cache_repo}:{tag}: blob {lost[:19]} missing")
+    async with RegistryClient(ref.registry) as registry:
+        manifest, _ = await registry.manifest(ref.repository, tag)
+        assert await registry.missing_blobs(ref.repository, manifest) == []
+    again = await build(EXAMPLE, "vllm-runtime-base", cache_from=[cache_repo])
+    assert again.record("vllm-runtime-base").outcome == "hit"

@@ -10,6 +10,7 @@ import json
 import re
 from typing import Any, Final
 
+import anyio
 import httpx
 
 MANIFEST_TYPES: Final = ", ".join(
@@ -179,6 +180,21 @@ class RegistryClient:
         self._check(response, "HEAD blob", repository)
         return int(response.headers.get("content-length", 0))
 
+    async def missing_blobs(self, repository: str, manifest: dict[str, Any], parallel: int = 8) -> list[str]:
+        """The blobs (config and layers) an image manifest names that the repository cannot serve."""
+        digests = [manifest["config"]["digest"], *(layer["digest"] for layer in manifest.get("layers", []))]
+        sizes: dict[str, int | None] = {}
+        limiter = anyio.CapacityLimiter(parallel)
+
+        async def check(digest: str) -> None:
+            async with limiter:
+                sizes[digest] = await self.blob_size(repository, digest)
+
+        async with anyio.create_task_group() as tg:
+            for digest in digests:
+                tg.start_soon(check, digest)
+        return [d for d in digests if sizes[d] is None]
+
     async def mount_blob(self, repository: str, digest: str, source_repository: str) -> bool:
         """Cross-repository mount of a blob: no bytes move. False when the registry would not mount."""
         response = await self._request(
@@ -228,6 +244,11 @@ class RegistryClient:
                                        headers={"Content-Type": "application/octet-stream"})
         self._check(response, "PUT blob", repository, ok=(201,))
         return digest
+
+    async def delete_blob(self, repository: str, digest: str) -> None:
+        """Unlink a blob from a repository (a storage fault or a half-finished clean-up does this)."""
+        response = await self._request("DELETE", f"/v2/{repository}/blobs/{digest}")
+        self._check(response, "DELETE blob", repository, ok=(202, 200, 404))
 
     async def delete_manifest(self, repository: str, digest: str) -> None:
         """Delete a manifest by digest (every tag on it goes with it)."""

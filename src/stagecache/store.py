@@ -163,6 +163,7 @@ class StageCache:
         self.log = log
         self._imported: list[ImageRef] = []  # cache hits this build imported
         self._mounted: set[tuple[str, str]] = set()  # (repository ref, blob digest) already in place
+        self._corrupt: dict[str, str] = {}  # stage -> why its entry could not be used
 
     # -- keys and look-ups ------------------------------------------------------------------
 
@@ -186,7 +187,8 @@ class StageCache:
         async def look(preimage: KeyPreimage) -> None:
             found[preimage.stage] = await self._lookup(preimage)
             if found[preimage.stage][0] is None:
-                why[preimage.stage] = await self._why_missed(preimage, reads[preimage.stage])
+                why[preimage.stage] = (self._corrupt.get(preimage.stage)
+                                       or await self._why_missed(preimage, reads[preimage.stage]))
 
         async with anyio.create_task_group() as tg:
             for preimage in preimages:
@@ -221,21 +223,36 @@ class StageCache:
         """First valid hit in the read repositories, as ref@digest, with a note on what was passed over."""
         key = preimage.key()
         notes = []
+        tag = cache_tag(preimage.stage, key)
         for repo in self.cache_from:
             try:
                 async with await self._client(repo.registry) as client:
-                    found = await client.labels(repo.repository, cache_tag(preimage.stage, key))
+                    found = await client.manifest(repo.repository, tag)
+                    if found is None:
+                        continue
+                    manifest, digest = found
+                    if "config" not in manifest:  # an index, not one of ours
+                        notes.append(f"ignored {repo.repo_ref}:{tag}: no matching key label")
+                        continue
+                    # Never hand the engine an image the registry cannot serve whole: a missing
+                    # layer makes engine v0.18.19 panic when a command needs it.
+                    missing = await client.missing_blobs(repo.repository, manifest)
+                    config = {} if missing else await client.image_config(repo.repository, manifest)
             except RegistryError as err:
                 notes.append(str(err))
                 self._warn(f"cache look-up skipped: {err}")
                 continue
-            if found is None:
+            if missing:
+                reason = f"corrupt entry {repo.repo_ref}:{tag}: blob {missing[0][:19]} missing ({len(missing)} of its blobs)"
+                notes.append(reason)
+                self._corrupt[preimage.stage] = reason + "; rebuilt"
+                self._warn(f"warning: {reason}; the stage is rebuilt instead")
                 continue
-            labels, digest = found
+            labels = (config.get("config") or {}).get("Labels") or {}
             if labels.get(KEY_LABEL) != key:
-                notes.append(f"ignored {repo.repo_ref}:{cache_tag(preimage.stage, key)}: no matching key label")
+                notes.append(f"ignored {repo.repo_ref}:{tag}: no matching key label")
                 continue
-            return str(repo.with_tag(cache_tag(preimage.stage, key)).with_digest(digest)), "; ".join(notes)
+            return str(repo.with_tag(tag).with_digest(digest)), "; ".join(notes)
         return None, "; ".join(notes)
 
     async def _client(self, registry: str) -> RegistryClient:
