@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import ast
 import os
 import subprocess
 import sys
@@ -11,8 +13,8 @@ import dagger
 import pytest
 from dagger import dag
 
-from conftest import EXAMPLE, REGISTRY
-from vllm_ci.cli import module_functions
+from conftest import EXAMPLE, REGISTRY, REPO
+from vllm_ci.cli import build_parser, module_functions
 
 pytestmark = pytest.mark.anyio
 DEBIAN = f"{REGISTRY}/library/debian:bookworm"
@@ -61,9 +63,18 @@ def test_the_client_help_lists_every_module_function_with_its_doc() -> None:
 
 
 def test_a_function_added_to_the_module_needs_no_other_change() -> None:
-    functions = module_functions()
-    assert {"base", "csrc-build", "wheel", "runtime-base", "test-deps", "vllm-base", "test-image", "openai",
-            "plan", "build", "prune", "report", "run-tests"} <= set(functions)
+    # Every @function in main.py's source, found independently of the SDK, is a sub-command of the
+    # client command with the same arguments: nothing else lists them.
+    tree = ast.parse((REPO / "src" / "vllm_ci" / "main.py").read_text())
+    declared = {
+        node.name.rstrip("_").replace("_", "-"): [a.arg for a in node.args.args[1:]]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.AsyncFunctionDef) and any(isinstance(d, ast.Name) and d.id == "function" for d in node.decorator_list)
+    }
+    parser, per_function = build_parser()
+    subcommands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert set(subcommands) == set(declared) == set(module_functions())
+    assert {name: [o.python_name for o in opts] for name, opts in per_function.items()} == declared
 
 
 @pytest.mark.parametrize(
@@ -95,3 +106,49 @@ def test_a_malformed_cache_repository_is_one_line_naming_it() -> None:
         "vllm-ci: error: plan: cache repository: not a fully qualified image reference "
         "(registry/repository[:tag]): 'not a ref'"
     ]
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "says"),
+    [
+        (["prune", "--cache-repo", "not a ref"], 2, "vllm-ci: error: --cache-repo: not a fully qualified image reference"),
+        (["report", "--report-json", "{bad"], 2, "vllm-ci: error: --report-json: not a build report (JSONDecodeError"),
+        (["prune", "--cache-repo", "127.0.0.1:5999/nobody/cache"], 1,
+         "vllm-ci: error: prune: registry 127.0.0.1:5999 unreachable: ConnectError (127.0.0.1:5999/nobody/cache)"),
+    ],
+    ids=["malformed prune repository", "malformed report", "unreachable registry"],
+)
+def test_a_failure_is_one_line_with_its_exit_code_not_a_traceback(engine: None, args: list[str], code: int, says: str) -> None:
+    result = run_cli(*args)
+    assert result.returncode == code
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(says), line
+
+
+def test_an_engine_that_does_not_answer_is_one_line_that_says_how_to_start_it() -> None:
+    env = {**os.environ, "_EXPERIMENTAL_DAGGER_RUNNER_HOST": "unix:///nonexistent/engine.sock"}
+    result = run_cli("plan", "--source", str(EXAMPLE), env=env)
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("vllm-ci: error: engine: the Dagger engine at unix:///nonexistent/engine.sock does not answer")
+    assert "ci/up" in line
+
+
+@pytest.mark.parametrize(("raised", "code", "says"), [
+    (RuntimeError("boom\nsecond line"), 3, "vllm-ci: error: unexpected RuntimeError: boom (run with -v for the traceback)"),
+    (KeyboardInterrupt(), 130, "vllm-ci: error: interrupted"),
+], ids=["unexpected", "interrupt"])
+def test_the_unexpected_and_an_interrupt_have_their_own_exit_codes(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], raised: BaseException, code: int, says: str
+) -> None:
+    from vllm_ci import cli
+
+    async def fails(*_: object) -> None:
+        raise raised
+
+    monkeypatch.setattr(cli, "check_engine", lambda: None)
+    monkeypatch.setattr(cli, "run_unwrapped", fails)
+    assert cli.main(["report", "--report-json", "{}"]) == code
+    assert capsys.readouterr().err.strip().splitlines() == [says]
+    assert cli.main(["-v", "report", "--report-json", "{}"]) == code
+    assert ("Traceback" in capsys.readouterr().err) is (code == 3)

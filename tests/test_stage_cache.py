@@ -176,11 +176,15 @@ def test_a_failing_stage_is_named_in_one_error_line(engine: None, example_dir: p
     edit(example_dir / "csrc" / "ops.c", "this is not C;")
     flags = (example / "vllm-ci.args").read_text().split()
     result = subprocess.run([sys.executable, "-m", "vllm_ci", *flags, "test-image", "--source", str(example_dir)],
-                            capture_output=True, text=True, timeout=600)
+                            capture_output=True, text=True, timeout=600, env={**os.environ, "BUILDKITE": "true"})
     assert result.returncode == 1
-    assert len(result.stderr.strip().splitlines()) == 1
-    assert result.stderr.startswith("vllm-ci: error: build: command 'python3 setup.py bdist_wheel")
-    assert "(stage csrc-build, key " in result.stderr
+    lines = result.stderr.strip().splitlines()
+    [error] = [line for line in lines if line.startswith("vllm-ci: error")]
+    assert error == lines[-1]
+    assert error.startswith("vllm-ci: error: build: command 'python3 setup.py bdist_wheel")
+    assert "(stage csrc-build, key " in error
+    # Live view: the failing stage started and failed, each on a line of its own (a Buildkite group).
+    assert "--- stage csrc-build: building" in lines and lines.index("^^^ +++") < lines.index("stage csrc-build: failed")
 
 
 async def test_every_miss_says_why_a_file_an_arg_or_the_code(
@@ -230,3 +234,30 @@ async def test_an_entry_missing_a_layer_blob_is_rebuilt_and_repaired_not_used(cl
         assert await registry.missing_blobs(ref.repository, manifest) == []
     again = await build(EXAMPLE, "vllm-runtime-base", cache_from=[cache_repo])
     assert again.record("vllm-runtime-base").outcome == "hit"
+
+
+async def test_an_executable_bit_moves_the_key_of_the_stages_that_read_that_file_only(
+    client: None, example_dir: pathlib.Path
+) -> None:
+    async def keys() -> dict[str, str]:
+        return {p.stage.name: p.key for p in await cache_for().plan(source_of(example_dir), "test")}
+
+    before = await keys()
+    (example_dir / "csrc" / "ops.c").chmod(0o755)
+    after = await keys()
+    assert {s for s in before if before[s] != after[s]} == {"csrc-build", "extension", "test"}
+
+
+async def test_a_build_shows_a_start_and_an_end_line_for_each_stage_that_runs(client: None, cache_repo: str) -> None:
+    import io
+
+    from stagecache.report import Progress
+
+    stream = io.StringIO()
+    cache = StageCache(stage_graph(example_module()), cache_to=cache_repo, progress=Progress(stream))
+    _, report = await cache.build(source_of(EXAMPLE), "test-deps")
+    lines = stream.getvalue().splitlines()
+    for stage in ("vllm-runtime-base", "test-deps"):
+        [start] = [line for line in lines if line.startswith(f"stage {stage}: building")]
+        [end] = [line for line in lines if line.startswith(f"stage {stage}: miss in ")]
+        assert lines.index(start) < lines.index(end)

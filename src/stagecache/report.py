@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from typing import Any
+import sys
+import time
+from typing import Any, TextIO
 
 
 @dataclasses.dataclass
@@ -135,3 +137,38 @@ def human_bytes(value: int | None) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1000
     return f"{size:.1f} GB"
+
+
+class Progress:
+    """A live view of a build: one line when a stage starts and one when it ends, with its outcome,
+    seconds and bytes pushed. With `groups`, each stage opens a Buildkite log group (`--- `) and a
+    failure re-opens it (`^^^ +++`), so the failing stage's output is the one expanded."""
+
+    def __init__(self, stream: TextIO = sys.stderr, groups: bool = False):
+        self.stream, self.groups = stream, groups
+        self._started: dict[str, float] = {}
+
+    def _line(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+    def hit(self, stage: str, ref: str) -> None:
+        """A stage imported from the cache: nothing runs."""
+        self._line(f"stage {stage}: hit {_short_ref(ref)}")
+
+    def started(self, stage: str, why: str) -> None:
+        """A stage starts building."""
+        self._started[stage] = time.monotonic()
+        prefix = "--- " if self.groups else ""
+        self._line(f"{prefix}stage {stage}: building" + (f" ({why})" if why else ""))
+
+    def ended(self, record: StageRecord) -> None:
+        """A stage ends: its outcome, seconds and what its export pushed."""
+        seconds = time.monotonic() - self._started.get(record.stage, time.monotonic())
+        pushed = f", pushed {human_bytes(record.bytes_pushed)}" if record.bytes_pushed is not None else ""
+        self._line(f"stage {record.stage}: {record.outcome} in {seconds:.1f} s{pushed}")
+
+    def failed(self, stage: str) -> None:
+        """A stage failed: in Buildkite, expand its group."""
+        if self.groups:
+            self._line("^^^ +++")
+        self._line(f"stage {stage}: failed")

@@ -23,7 +23,7 @@ from dagger import dag
 from stagecache.inputs import manifest_digest, selected, source_manifest
 from stagecache.keys import CREATED_LABEL, KEY_LABEL, PREIMAGE_LABEL, STAGE_LABEL, KeyPreimage, cache_tag
 from stagecache.registry import ImageRef, RegistryClient, RegistryError
-from stagecache.report import BuildReport, StageRecord
+from stagecache.report import BuildReport, Progress, StageRecord
 from stagecache.why import explain, latest_tag, load_inputs, mark_latest, store_inputs
 from stagecache.traffic import RegistryLog, attribute
 
@@ -32,10 +32,14 @@ LOG_ENV = "STAGECACHE_REGISTRY_LOG"
 
 
 class StageError(Exception):
-    """A user-facing failure, naming the stage, its key and the ref involved."""
+    """The one user-facing failure: one line naming the phase, the stage, its key and the ref
+    involved, an exit code, and optionally a longer output (a report) to show before that line."""
 
-    def __init__(self, message: str, *, stage: str = "", key: str = "", ref: str = "", phase: str = "build"):
-        self.stage, self.key, self.ref, self.phase = stage, key, ref, phase
+    exit_code = 1
+
+    def __init__(self, message: str, *, stage: str = "", key: str = "", ref: str = "", phase: str = "build",
+                 output: str = ""):
+        self.stage, self.key, self.ref, self.phase, self.output = stage, key, ref, phase, output
         where = ", ".join(p for p in (f"stage {stage}" if stage else "", f"key {key[:12]}" if key else "", ref) if p)
         super().__init__(f"{phase}: {message}" + (f" ({where})" if where else ""))
 
@@ -149,6 +153,7 @@ class StageCache:
         registry_password: dagger.Secret | None = None,
         secrets: Mapping[str, dagger.Secret] | None = None,
         log: TextIO = sys.stderr,
+        progress: Progress | None = None,
     ):
         self.stages = {s.name: s for s in stages}
         self.secrets = dict(secrets or {})
@@ -161,6 +166,7 @@ class StageCache:
         self.username = registry_username
         self.password = registry_password
         self.log = log
+        self.progress = progress or Progress(log)
         self._imported: list[ImageRef] = []  # cache hits this build imported
         self._mounted: set[tuple[str, str]] = set()  # (repository ref, blob digest) already in place
         self._corrupt: dict[str, str] = {}  # stage -> why its entry could not be used
@@ -366,6 +372,7 @@ class StageCache:
         if hit is not None:
             record.outcome, record.ref = "hit", hit
             self._imported.append(ImageRef.parse(hit))
+            self.progress.hit(stage.name, hit)
             return self.import_image(hit)
 
         parents: dict[str, dagger.Container] = {}
@@ -380,6 +387,7 @@ class StageCache:
         except* StageError as group:  # a parent failed: report that stage's error, not a group
             raise group.exceptions[0] from None
 
+        self.progress.started(stage.name, planned.why)
         filtered = source.filter(include=list(stage.inputs)) if stage.inputs else dag.directory()
         ctr = await stage.build(StageContext(filtered, parents, self.secrets))
         ctr = (
@@ -391,13 +399,16 @@ class StageCache:
         try:
             await ctr.sync()
         except dagger.ExecError as err:
+            self.progress.failed(stage.name)
             raise StageError(exec_summary(err), stage=stage.name, key=planned.key) from None
         except dagger.QueryError as err:
+            self.progress.failed(stage.name)
             raise StageError(str(err).splitlines()[0], stage=stage.name, key=planned.key) from None
         record.build_seconds = time.monotonic() - began
         record.outcome = "built"
         if self.cache_to is not None:
             ctr = await self._export(ctr, planned, record)
+        self.progress.ended(record)
         return ctr
 
     async def _export(self, ctr: dagger.Container, planned: PlannedStage, record: StageRecord) -> dagger.Container:

@@ -13,7 +13,9 @@ import inspect
 import os
 import pathlib
 import shutil
+import socket
 import sys
+import traceback
 import types
 import typing
 from collections.abc import Sequence
@@ -25,11 +27,12 @@ from dagger import dag
 from dagger.mod._utils import get_doc, get_ignore
 
 from stagecache.store import StageError, exec_summary
-from vllm_ci.errors import ConformanceFailed, UsageError
+from vllm_ci.errors import UsageError
 from vllm_ci.main import VllmCi
 
 PROG = "vllm-ci"
 DEFAULT_ENGINE_SOCK = "/run/dagger/engine.sock"
+ENGINE_ANSWER_SECONDS = 5
 
 
 class _Parser(argparse.ArgumentParser):
@@ -206,10 +209,7 @@ def use_local_engine() -> None:
 async def emit(result: Any, output: str | None) -> None:
     """Print a result, or write it to --output."""
     if isinstance(result, str):
-        if output:
-            pathlib.Path(output).write_text(result)
-        else:
-            print(result)
+        emit_text(result, output)
     elif isinstance(result, (dagger.File, dagger.Directory)):
         if output:
             await result.export(output)
@@ -254,32 +254,63 @@ async def run_unwrapped(args: argparse.Namespace, opts: list[Option], constructo
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse, check, run; one line on stderr and a non-zero exit for anything the user must fix."""
+    """Parse, check, run; every failure is one line on stderr and a documented exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    output = None
     try:
         parser, per_function = build_parser()
         args = parser.parse_args(argv)
+        output = args.output
         if not args.function:
             parser.print_help()
             return 2
         check_inputs(per_function[args.function], vars(args))
+        check_engine()
         anyio.run(run_unwrapped, args, per_function[args.function], constructor_options())
-    except UsageError as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
-        return err.exit_code
-    except ConformanceFailed as err:
-        if args.output:
-            pathlib.Path(args.output).write_text(err.report)
-        else:
-            print(err.report)
-        print(f"{PROG}: error: {err.summary}", file=sys.stderr)
-        return err.exit_code
     except StageError as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
-        return 1
+        if err.output:
+            emit_text(err.output, output)
+        return fail(str(err).splitlines()[-1], err.exit_code)
     except dagger.ExecError as err:
-        print(f"{PROG}: error: {exec_summary(err)}", file=sys.stderr)
-        return 1
+        return fail(exec_summary(err), 1)
     except dagger.QueryError as err:
-        print(f"{PROG}: error: {str(err).splitlines()[0]}", file=sys.stderr)
-        return 1
+        return fail(str(err).splitlines()[0], 1)
+    except KeyboardInterrupt:
+        return fail("interrupted", 130)
+    except Exception as err:  # anything else is a bug of ours: one line, the traceback only on -v
+        if "-v" in argv or "--verbose" in argv:
+            traceback.print_exc()
+        first = (str(err).splitlines() or [""])[0]
+        return fail(f"unexpected {type(err).__name__}: {first} (run with -v for the traceback)", 3)
     return 0
+
+
+def fail(message: str, code: int) -> int:
+    """The one error line, and the exit code to return."""
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return code
+
+
+def emit_text(text: str, output: str | None) -> None:
+    """Text to --output, or to stdout."""
+    if output:
+        pathlib.Path(output).write_text(text)
+    else:
+        print(text)
+
+
+def check_engine() -> None:
+    """Fail within seconds, in one line, when no engine answers on the configured socket."""
+    use_local_engine()
+    host = os.environ.get("_EXPERIMENTAL_DAGGER_RUNNER_HOST", "")
+    if not host:
+        raise StageError(f"no Dagger engine: {DEFAULT_ENGINE_SOCK} is not a socket; start one with ci/up "
+                         "(or set _EXPERIMENTAL_DAGGER_RUNNER_HOST)", phase="engine")
+    if host.startswith("unix://"):
+        with socket.socket(socket.AF_UNIX) as probe:
+            probe.settimeout(ENGINE_ANSWER_SECONDS)
+            try:
+                probe.connect(host.removeprefix("unix://"))
+            except OSError as err:
+                raise StageError(f"the Dagger engine at {host} does not answer ({err.strerror or err}); "
+                                 "start it with ci/up (or ci/engine start)", phase="engine") from None

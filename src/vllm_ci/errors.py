@@ -1,21 +1,33 @@
-"""The errors a user must act on, each with its exit code; cli.main maps them to one line."""
+"""The failures a user acts on, as kinds of the one error type (stagecache's StageError), each
+with its exit code; cli.main maps every one to one line. Exit codes (README, "Exit codes"):
+0 done, 1 a build, cache, engine or conformance failure, 2 bad input, 3 unexpected, 130 interrupted."""
 
 from __future__ import annotations
 
+from stagecache.store import StageError
 
-class UsageError(Exception):
+
+class UsageError(StageError):
     """Bad input, found before any container work (exit 2)."""
 
     exit_code = 2
 
+    def __init__(self, message: str) -> None:
+        super().__init__(message, phase="usage")
+        self.args = (message,)  # shown as given: the message names the flag or file at fault
 
-class ConformanceFailed(Exception):
-    """The stage functions do not conform to the Dockerfile (exit 1); carries the full report, so
-    `dagger call`, which shows only the error, shows the report too."""
+    def __str__(self) -> str:
+        return str(self.args[0])
 
-    exit_code = 1
+
+class ConformanceFailed(StageError):
+    """The stage functions do not conform to the Dockerfile (exit 1). The message carries the whole
+    report too, so `dagger call`, which shows only the error, shows the report."""
 
     def __init__(self, summary: str, report: str) -> None:
-        super().__init__(f"{report}\n{summary}")
+        super().__init__(summary, phase="conformance", output=report)
         self.summary = summary
-        self.report = report
+        self.args = (f"{report}\n{summary}",)
+
+    def __str__(self) -> str:
+        return str(self.args[0])

@@ -4,14 +4,18 @@
 
 
 import json
+import os
 import sys
 from typing import Annotated
 
 import dagger
-from dagger import DefaultPath, Doc, Ignore, function, object_type
+from dagger import Doc, Ignore, function, object_type
 
 from stagecache import BuildReport, StageCache
+from stagecache.report import Progress
 from stagecache.prune import prune as prune_repository
+from stagecache.registry import ImageRef, RegistryError
+from stagecache.store import StageError
 from vllm_ci.args import PROJECT_ARGS, BuildArgs, arg_defaults
 from vllm_ci.conformance import check
 from vllm_ci.declare import DECLARED
@@ -26,8 +30,7 @@ SOURCE_IGNORE = [
 
 Source = Annotated[
     dagger.Directory,
-    Doc("The vLLM checkout (or the bundled example's)"),
-    DefaultPath("."),
+    Doc("The vLLM checkout (or the bundled example's); required: pass --source=."),
     Ignore(SOURCE_IGNORE),
 ]
 UPSTREAM_DOCKERFILE = "docker/Dockerfile"
@@ -62,6 +65,8 @@ class VllmCi(BuildArgs):
             registry_username=registry_username,
             registry_password=registry_password,
             secrets=secrets_of(aws_access_key_id, aws_secret_access_key),
+            # In a Buildkite job each stage is a collapsible log group; elsewhere plain lines.
+            progress=Progress(sys.stderr, groups=os.environ.get("BUILDKITE") == "true"),
         )
 
     async def _stage(self, source: dagger.Directory, target: str, **cache: object) -> dagger.Container:
@@ -189,7 +194,10 @@ class VllmCi(BuildArgs):
         self, report_json: Annotated[str, Doc("A report as `build` returns it")], markdown: Annotated[bool, Doc("Markdown instead of plain text")] = False
     ) -> str:
         """Render a build's JSON report as a table."""
-        parsed = BuildReport.from_json(report_json)
+        try:
+            parsed = BuildReport.from_json(report_json)
+        except (ValueError, KeyError, TypeError) as err:
+            raise UsageError(f"--report-json: not a build report ({type(err).__name__}: {err})") from None
         return parsed.markdown() if markdown else parsed.table()
 
     @function
@@ -204,13 +212,20 @@ class VllmCi(BuildArgs):
         registry_password: RegistryPassword = None,
     ) -> str:
         """Delete old cache entries: keep recent ones, the newest per stage and all the current plan uses."""
+        try:
+            ImageRef.parse(cache_repo)
+        except ValueError as err:
+            raise UsageError(f"--cache-repo: {err}") from None
         live: set[str] = set()
         if source is not None:
             cache = await self._cache([], "", False, registry_username, registry_password)
             for target in ("test", "vllm-openai", "build"):
                 live |= {p.key for p in await cache.plan(source, target)}
         password = await registry_password.plaintext() if registry_password else ""
-        return await prune_repository(
-            cache_repo, live_keys=live, keep_days=keep_days, keep_last=keep_last, dry_run=not delete,
-            username=registry_username, password=password,
-        )
+        try:
+            return await prune_repository(
+                cache_repo, live_keys=live, keep_days=keep_days, keep_last=keep_last, dry_run=not delete,
+                username=registry_username, password=password,
+            )
+        except RegistryError as err:
+            raise StageError(str(err), phase="prune", ref=cache_repo) from None
