@@ -103,7 +103,8 @@ def test_the_report_renders_a_table_markdown_and_json_that_reads_back() -> None:
                                   StageRecord("test", "k2", "miss", "127.0.0.1:5000/c:test-k2", 3.0, 1.0, 0, 2048)],
                          total_seconds=4.5, traffic={"pulled": 0, "pushed": 2048, "mounted_blobs": 3})
     assert "test   miss" in report.table() and "dominated by test build (4.0 s)" in report.table()
-    assert report.markdown().splitlines()[0] == "| stage | outcome | ref | build s | export s | pulled | pushed | why built |"
+    assert report.markdown().splitlines()[:3] == [
+        "1/2 stages from cache", "", "| stage | outcome | ref | build s | export s | pulled | pushed | why built |"]
     again = BuildReport.from_json(report.to_json())
     assert again.outcomes() == {"base": "hit", "test": "miss"} and again.traffic == report.traffic
 
@@ -127,3 +128,12 @@ def test_a_miss_names_the_files_changed_added_and_removed_the_parent_and_the_cod
     line = explain(json.loads(PREIMAGE.canonical()), json.loads(changed.canonical()),
                    {"csrc/ops.c": "file:1", "csrc/old.c": "file:2"}, {"csrc/ops.c": "file:3", "csrc/new.c": "file:4"})
     assert line == "parent base changed; the stage's code changed; files ~csrc/ops.c, +csrc/new.c, -csrc/old.c"
+
+
+def test_look_up_failures_are_summarised_in_the_first_line_and_retries_counted() -> None:
+    report = BuildReport("test", [StageRecord("base", "k1", "built"), StageRecord("test", "k2", "built")],
+                         registry_retries=2, lookup_failures=["registry 127.0.0.1:5999 unreachable: ConnectError"])
+    assert report.table().splitlines()[0] == "0/2 stages from cache: registry 127.0.0.1:5999 unreachable: ConnectError"
+    assert report.table().splitlines()[-1].endswith("; 2 registry requests retried")
+    again = BuildReport.from_json(report.to_json())
+    assert (again.registry_retries, again.lookup_failures) == (2, report.lookup_failures)

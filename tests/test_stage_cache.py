@@ -261,3 +261,22 @@ async def test_a_build_shows_a_start_and_an_end_line_for_each_stage_that_runs(cl
         [start] = [line for line in lines if line.startswith(f"stage {stage}: building")]
         [end] = [line for line in lines if line.startswith(f"stage {stage}: miss in ")]
         assert lines.index(start) < lines.index(end)
+
+
+async def test_a_registry_answering_503_twice_is_retried_and_the_hit_still_found(client: None, warm_repo: str) -> None:
+    from flaky_proxy import FlakyProxy
+
+    ref = ImageRef.parse(warm_repo)
+    with FlakyProxy(ref.registry, failures=2) as proxy:
+        report = await build(EXAMPLE, "vllm-runtime-base", cache_from=[f"{proxy.addr}/{ref.repository}"])
+    assert proxy.answered[:2] == [503, 503] and 200 in proxy.answered
+    assert report.record("vllm-runtime-base").outcome == "hit"
+    assert report.registry_retries == 2
+    assert report.table().splitlines()[-1].endswith("; 2 registry requests retried")
+
+
+async def test_an_unreachable_cache_is_summarised_in_the_first_line_and_strict_makes_it_fatal(client: None) -> None:
+    report = await build(EXAMPLE, "vllm-runtime-base", cache_from=["127.0.0.1:5999/nobody/cache"])
+    assert report.table().splitlines()[0] == "0/1 stages from cache: registry 127.0.0.1:5999 unreachable: ConnectError"
+    with pytest.raises(StageError, match="^look-up: registry 127.0.0.1:5999 unreachable"):
+        await build(EXAMPLE, "vllm-runtime-base", cache_from=["127.0.0.1:5999/nobody/cache"], strict=True)

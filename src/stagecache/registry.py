@@ -8,10 +8,12 @@ import dataclasses
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from typing import Any, Final
 
 import anyio
 import httpx
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 MANIFEST_TYPES: Final = ", ".join(
     [
@@ -26,6 +28,19 @@ _REF = re.compile(
     r"^(?P<registry>[A-Za-z0-9.-]+(?::\d+)?|\[[0-9a-fA-F:]+\](?::\d+)?)/(?P<repo>[a-z0-9]+(?:[._/-][a-z0-9]+)*)"
     r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9._-]{0,127}))?(?:@(?P<digest>sha256:[0-9a-f]{64}))?$"
 )
+
+
+# Answers worth asking again: rate limiting and server-side failures.
+TRANSIENT_STATUS: Final = frozenset({429, 500, 502, 503, 504})
+DEFAULT_ATTEMPTS: Final = 3
+
+
+class _Transient(Exception):
+    """A transient answer, carried out of a retry loop."""
+
+    def __init__(self, response: httpx.Response):
+        super().__init__(response.status_code)
+        self.response = response
 
 
 class RegistryError(Exception):
@@ -74,13 +89,16 @@ class ImageRef:
 class RegistryClient:
     """Talks to one registry host; plain http on loopback, https elsewhere."""
 
-    def __init__(self, registry: str, username: str = "", password: str = "", timeout: float = 30.0):
+    def __init__(self, registry: str, username: str = "", password: str = "", timeout: float = 30.0,
+                 attempts: int = DEFAULT_ATTEMPTS, on_retry: Callable[[], None] | None = None):
         scheme = "http" if registry.startswith(_LOOPBACK) else "https"
         self.registry = registry
         self._base = f"{scheme}://{registry}"
         self._auth = httpx.BasicAuth(username, password) if username else None
         self._token: str | None = None
         self._http = httpx.AsyncClient(timeout=timeout)
+        self._attempts = max(1, attempts)
+        self._on_retry = on_retry or (lambda: None)
 
     async def __aenter__(self) -> RegistryClient:
         return self
@@ -102,6 +120,23 @@ class RegistryClient:
         return response
 
     async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """Send, retrying what a registry under load or restarting answers (429, 5xx, a reset or
+        refused connection) with bounded exponential backoff (tenacity); the last answer stands."""
+        try:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(self._attempts), wait=wait_exponential(multiplier=0.2, max=2.0),
+                retry=retry_if_exception_type((_Transient, httpx.TransportError)), reraise=True,
+                before_sleep=lambda _: self._on_retry(),
+            ):
+                with attempt:
+                    response = await self._send_once(method, path, **kwargs)
+                    if response.status_code in TRANSIENT_STATUS:
+                        raise _Transient(response)
+        except _Transient as transient:
+            return transient.response
+        return response
+
+    async def _send_once(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """Send with whichever credentials apply."""
         headers = dict(kwargs.pop("headers", {}))
         auth = self._auth

@@ -35,6 +35,8 @@ class BuildReport:
     image: str = ""
     total_seconds: float = 0.0
     traffic: dict[str, int] | None = None  # bytes through the registry for the whole run, when measured
+    registry_retries: int = 0  # registry requests asked again after a 429, a 5xx or a reset
+    lookup_failures: list[str] = dataclasses.field(default_factory=list)  # why look-ups found nothing
 
     def record(self, name: str) -> StageRecord:
         """The record of a stage by name."""
@@ -52,6 +54,9 @@ class BuildReport:
             "total_seconds": round(self.total_seconds, 3),
             "dominated_by": self.dominated_by(),
             "traffic": self.traffic,
+            "headline": self.headline(),
+            "registry_retries": self.registry_retries,
+            "lookup_failures": self.lookup_failures,
             "stages": [dataclasses.asdict(r) for r in self.stages],
         }
 
@@ -65,7 +70,14 @@ class BuildReport:
         data = json.loads(text)
         fields = {f.name for f in dataclasses.fields(StageRecord)}
         stages = [StageRecord(**{k: v for k, v in s.items() if k in fields}) for s in data["stages"]]
-        return cls(data["target"], stages, data.get("image", ""), data.get("total_seconds", 0.0), data.get("traffic"))
+        return cls(data["target"], stages, data.get("image", ""), data.get("total_seconds", 0.0), data.get("traffic"),
+                   data.get("registry_retries", 0), data.get("lookup_failures", []))
+
+    def headline(self) -> str:
+        """The first line: how many stages came from the cache, and why look-ups failed if they did."""
+        hits = sum(r.outcome == "hit" for r in self.stages)
+        failed = f": {'; '.join(self.lookup_failures)}" if self.lookup_failures else ""
+        return f"{hits}/{len(self.stages)} stages from cache{failed}"
 
     def dominated_by(self) -> str:
         """The stage and phase that took longest, in words."""
@@ -87,11 +99,11 @@ class BuildReport:
 
     def table(self) -> str:
         """A plain-text table for a terminal or a log, with the totals under it."""
-        return text_table(self.rows()) + "\n" + self._summary()
+        return self.headline() + "\n" + text_table(self.rows()) + "\n" + self._summary()
 
     def markdown(self) -> str:
         """A markdown table (for a Buildkite annotation or a PR comment)."""
-        return markdown_table(self.rows()) + "\n\n" + self._summary()
+        return self.headline() + "\n\n" + markdown_table(self.rows()) + "\n\n" + self._summary()
 
     def _summary(self) -> str:
         """One line: total time, what dominated, bytes moved."""
@@ -100,9 +112,10 @@ class BuildReport:
             f"; registry traffic: pulled {human_bytes(self.traffic['pulled'])}, pushed {human_bytes(self.traffic['pushed'])}"
             if self.traffic else ""
         )
+        retried = f"; {self.registry_retries} registry requests retried" if self.registry_retries else ""
         return (
             f"total {self.total_seconds:.1f} s, {hits}/{len(self.stages)} stages from cache, "
-            f"dominated by {self.dominated_by() or 'nothing'}{moved}"
+            f"dominated by {self.dominated_by() or 'nothing'}{moved}{retried}"
         )
 
 

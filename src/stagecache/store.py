@@ -22,7 +22,7 @@ from dagger import dag
 
 from stagecache.inputs import manifest_digest, selected, source_manifest
 from stagecache.keys import CREATED_LABEL, KEY_LABEL, PREIMAGE_LABEL, STAGE_LABEL, KeyPreimage, cache_tag
-from stagecache.registry import ImageRef, RegistryClient, RegistryError
+from stagecache.registry import DEFAULT_ATTEMPTS, ImageRef, RegistryClient, RegistryError
 from stagecache.report import BuildReport, Progress, StageRecord
 from stagecache.why import explain, latest_tag, load_inputs, mark_latest, store_inputs
 from stagecache.traffic import RegistryLog, attribute
@@ -154,6 +154,7 @@ class StageCache:
         secrets: Mapping[str, dagger.Secret] | None = None,
         log: TextIO = sys.stderr,
         progress: Progress | None = None,
+        registry_attempts: int = DEFAULT_ATTEMPTS,
     ):
         self.stages = {s.name: s for s in stages}
         self.secrets = dict(secrets or {})
@@ -170,6 +171,9 @@ class StageCache:
         self._imported: list[ImageRef] = []  # cache hits this build imported
         self._mounted: set[tuple[str, str]] = set()  # (repository ref, blob digest) already in place
         self._corrupt: dict[str, str] = {}  # stage -> why its entry could not be used
+        self.registry_attempts = registry_attempts
+        self._retries = 0  # registry requests asked again (429, 5xx, resets)
+        self._lookup_failures: set[str] = set()  # why look-ups found nothing to use, once each
 
     # -- keys and look-ups ------------------------------------------------------------------
 
@@ -245,8 +249,12 @@ class StageCache:
                     missing = await client.missing_blobs(repo.repository, manifest)
                     config = {} if missing else await client.image_config(repo.repository, manifest)
             except RegistryError as err:
+                if self.strict:
+                    raise StageError(str(err), stage=preimage.stage, ref=repo.repo_ref, phase="look-up") from None
                 notes.append(str(err))
-                self._warn(f"cache look-up skipped: {err}")
+                if str(err) not in self._lookup_failures:
+                    self._warn(f"cache look-up skipped: {err}")
+                self._lookup_failures.add(str(err))
                 continue
             if missing:
                 reason = f"corrupt entry {repo.repo_ref}:{tag}: blob {missing[0][:19]} missing ({len(missing)} of its blobs)"
@@ -263,7 +271,12 @@ class StageCache:
 
     async def _client(self, registry: str) -> RegistryClient:
         """A registry client with this cache's credentials (read from the secret only here)."""
-        return RegistryClient(registry, self.username, await self._password())
+        return RegistryClient(registry, self.username, await self._password(), attempts=self.registry_attempts,
+                              on_retry=self._count_retry)
+
+    def _count_retry(self) -> None:
+        """One more registry request asked again."""
+        self._retries += 1
 
     async def _password(self) -> str:
         """The registry password, read from its secret only when a request needs it."""
@@ -353,6 +366,8 @@ class StageCache:
             except dagger.QueryError as err:
                 raise StageError(_export_failure(err, ImageRef.parse(image).registry), stage=target, ref=image, phase="push") from None
         report.total_seconds = time.monotonic() - started
+        report.registry_retries = self._retries
+        report.lookup_failures = sorted(self._lookup_failures)
         if meter:
             await attribute(report, meter.since(mark), self.username, await self._password())
         return container, report

@@ -14,7 +14,7 @@ from dagger import Doc, Ignore, function, object_type
 from stagecache import BuildReport, StageCache
 from stagecache.report import Progress
 from stagecache.prune import prune as prune_repository
-from stagecache.registry import ImageRef, RegistryError
+from stagecache.registry import DEFAULT_ATTEMPTS, ImageRef, RegistryError
 from stagecache.store import StageError
 from vllm_ci.args import PROJECT_ARGS, BuildArgs, arg_defaults
 from vllm_ci.conformance import check
@@ -39,6 +39,7 @@ CacheTo = Annotated[str, Doc("Cache repository that misses are published to; emp
 RegistryUsername = Annotated[str, Doc("Username for the cache and image registry")]
 RegistryPassword = Annotated[dagger.Secret | None, Doc("Password or token for the cache and image registry")]
 AwsKeyId = Annotated[dagger.Secret | None, Doc("AWS_ACCESS_KEY_ID for the sccache backend")]
+RegistryAttempts = Annotated[int, Doc("Tries per registry request on a 429, a 5xx or a reset, with backoff")]
 AwsSecret = Annotated[dagger.Secret | None, Doc("AWS_SECRET_ACCESS_KEY for the sccache backend")]
 
 
@@ -55,6 +56,7 @@ class VllmCi(BuildArgs):
         registry_password: dagger.Secret | None = None,
         aws_access_key_id: dagger.Secret | None = None,
         aws_secret_access_key: dagger.Secret | None = None,
+        registry_attempts: int = DEFAULT_ATTEMPTS,
     ) -> StageCache:
         """The stage cache over this build's stages."""
         return StageCache(
@@ -67,6 +69,7 @@ class VllmCi(BuildArgs):
             secrets=secrets_of(aws_access_key_id, aws_secret_access_key),
             # In a Buildkite job each stage is a collapsible log group; elsewhere plain lines.
             progress=Progress(sys.stderr, groups=os.environ.get("BUILDKITE") == "true"),
+            registry_attempts=registry_attempts,
         )
 
     async def _stage(self, source: dagger.Directory, target: str, **cache: object) -> dagger.Container:
@@ -153,16 +156,17 @@ class VllmCi(BuildArgs):
         target: Annotated[str, Doc(f"The stage to build: {', '.join(TARGETS)}")] = "test",
         cache_from: CacheFrom = None,
         cache_to: CacheTo = "",
-        cache_strict: Annotated[bool, Doc("Fail the build when a cache export fails")] = False,
+        cache_strict: Annotated[bool, Doc("Fail the build when a cache look-up or export fails")] = False,
         registry_username: RegistryUsername = "",
         registry_password: RegistryPassword = None,
         aws_access_key_id: AwsKeyId = None,
         aws_secret_access_key: AwsSecret = None,
+        registry_attempts: RegistryAttempts = DEFAULT_ATTEMPTS,
     ) -> str:
         """Build the target with the stage cache, publish it, and return the per-stage report as JSON."""
         cache = await self._cache(
             cache_from, cache_to, cache_strict, registry_username, registry_password,
-            aws_access_key_id, aws_secret_access_key,
+            aws_access_key_id, aws_secret_access_key, registry_attempts,
         )
         _, report = await cache.build(source, target, image)
         print(report.table(), file=sys.stderr)
