@@ -359,6 +359,6 @@ class Dagger:
                 written = [f"{names.cache}:main"]
         report = json.loads(_run(cmd, log, env))
         stages = [s for s in report["stages"] if s["outcome"] != "unused"]
-        rebuilt = sum(s["outcome"] in ("miss", "built", "export-failed") for s in stages)
+        rebuilt = sum(s["outcome"] in ("exported", "built", "export-failed") for s in stages)
         # Without our cache every stage reads "built": what the engine cache saved shows in time and bytes only.
         return Outcome(f"{rebuilt}/{len(stages)} stages" if self.stage_cache else "n/a", written, report["total_seconds"])

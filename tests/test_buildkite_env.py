@@ -225,7 +225,7 @@ REPORT = {
     "stages": [
         {"stage": "base", "key": "k1", "outcome": "hit", "ref": f"{REG}/cache-main:base-k1",
          "build_seconds": 0.04, "export_seconds": 0, "bytes_pushed": None, "bytes_pulled": 1000},
-        {"stage": "build", "key": "k2", "outcome": "miss", "ref": f"{REG}/cache-pr-7:build-k2",
+        {"stage": "build", "key": "k2", "outcome": "exported", "ref": f"{REG}/cache-pr-7:build-k2",
          "build_seconds": 61.25, "export_seconds": 3.5, "bytes_pushed": 5 * 1024 * 1024, "bytes_pulled": 0,
          "why": "files ~vllm/envs.py"},
         {"stage": "test", "key": "k3", "outcome": "export-failed", "ref": None,
@@ -243,14 +243,14 @@ def test_the_report_renders_as_a_markdown_table_with_one_row_per_stage():
     assert table[0] == "| stage | outcome | ref | build s | export s | bytes pushed | why built |"
     assert table[2:] == [
         f"| base | hit | `{REG}/cache-main:base-k1` | 0.0 | 0.0 | — | — |",
-        f"| build | miss | `{REG}/cache-pr-7:build-k2` | 61.2 | 3.5 | 5.0 MiB | files ~vllm/envs.py |",
+        f"| build | exported | `{REG}/cache-pr-7:build-k2` | 61.2 | 3.5 | 5.0 MiB | files ~vllm/envs.py |",
         "| test | export-failed | — | 2.0 | — | — | — |",
     ]
 
 
 def test_the_annotation_style_follows_the_outcomes():
     assert report_style(REPORT) == "warning"
-    assert report_style({"stages": [{"outcome": "hit"}, {"outcome": "miss"}]}) == "success"
+    assert report_style({"stages": [{"outcome": "hit"}, {"outcome": "exported"}]}) == "success"
 
 
 def test_the_arguments_parse_with_the_real_cli():

@@ -71,7 +71,7 @@ async def test_a_one_line_python_change_pulls_no_heavy_layer_and_pushes_little(
     edit(example_dir / "vllm" / "layers.py", "CHANGED_BY_TEST = 1")
     report, traffic, tests, pip_check = await pr_build_on_a_fresh_agent(example_dir, main_cache)
     outcomes = report.outcomes()
-    assert outcomes["test-deps"] == outcomes["extension"] == "hit" and outcomes["test"] == "miss"
+    assert outcomes["test-deps"] == outcomes["extension"] == "hit" and outcomes["test"] == "exported"
     assert outcomes["csrc-build"] == outcomes["base"] == outcomes["vllm-runtime-base"] == "unused"
 
     deps_layers = await layers(report.record("test-deps").ref)
@@ -89,7 +89,7 @@ async def test_a_one_line_csrc_change_rebuilds_the_extension_and_never_reuploads
     edit(example_dir / "csrc" / "ops.c", "int changed_by_a_test(void) { return 42; }")
     report, traffic, tests, _ = await pr_build_on_a_fresh_agent(example_dir, main_cache)
     outcomes = report.outcomes()
-    assert outcomes["csrc-build"] == outcomes["extension"] == outcomes["test"] == "miss"
+    assert outcomes["csrc-build"] == outcomes["extension"] == outcomes["test"] == "exported"
     assert outcomes["test-deps"] == "hit"
     deps_layers = await layers(report.record("test-deps").ref)
     assert not set(deps_layers) & set(traffic.pushed), "a dependency layer was uploaded again"

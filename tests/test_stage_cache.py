@@ -66,7 +66,7 @@ def warm_repo(engine: None) -> str:
 async def test_a_cold_run_exports_every_stage(client: None, cache_repo: str) -> None:
     report = await build(EXAMPLE, cache_to=cache_repo)
     assert set(report.outcomes()) == TEST_STAGES
-    assert set(report.outcomes().values()) == {"miss"}
+    assert set(report.outcomes().values()) == {"exported"}
     ref = ImageRef.parse(cache_repo)
     async with RegistryClient(ref.registry) as registry:
         for record in report.stages:
@@ -78,7 +78,7 @@ async def test_a_rerun_with_no_change_hits_and_runs_no_stage_work(client: None, 
     report = await build(EXAMPLE, cache_from=[warm_repo])
     assert report.record("test").outcome == "hit"
     assert report.record("test").ref.startswith(f"{warm_repo}:test-")
-    assert not {"miss", "built"} & set(report.outcomes().values())
+    assert not {"exported", "built"} & set(report.outcomes().values())
 
 
 async def test_a_python_only_change_rebuilds_only_the_stages_that_read_it(
@@ -86,7 +86,7 @@ async def test_a_python_only_change_rebuilds_only_the_stages_that_read_it(
 ) -> None:
     edit(example_dir / "vllm" / "layers.py", "CHANGED_BY_TEST = 1")
     report = await build(example_dir, cache_from=[warm_repo])
-    rebuilt = {name for name, outcome in report.outcomes().items() if outcome in ("built", "miss")}
+    rebuilt = {name for name, outcome in report.outcomes().items() if outcome in ("built", "exported")}
     assert rebuilt == {"test"}
     assert report.record("test-deps").outcome == report.record("extension").outcome == "hit"
 
@@ -135,7 +135,7 @@ async def test_two_builds_racing_on_one_key_both_succeed(client: None, cache_rep
     async with anyio.create_task_group() as tg:
         tg.start_soon(one)
         tg.start_soon(one)
-    assert sorted(outcomes) in (["miss", "miss"], ["hit", "miss"])
+    assert sorted(outcomes) in (["exported", "exported"], ["hit", "exported"])
     assert (await build(EXAMPLE, "test-deps", cache_from=[cache_repo])).record("test-deps").outcome == "hit"
 
 
@@ -227,7 +227,7 @@ async def test_an_entry_missing_a_layer_blob_is_rebuilt_and_repaired_not_used(cl
         assert await registry.missing_blobs(ref.repository, manifest) == [lost]
     report = await build(EXAMPLE, "vllm-runtime-base", cache_from=[cache_repo], cache_to=cache_repo)
     record = report.record("vllm-runtime-base")
-    assert record.outcome == "miss"
+    assert record.outcome == "exported"
     assert record.why.startswith(f"corrupt entry {cache_repo}:{tag}: blob {lost[:19]} missing")
     async with RegistryClient(ref.registry) as registry:
         manifest, _ = await registry.manifest(ref.repository, tag)
@@ -259,7 +259,7 @@ async def test_a_build_shows_a_start_and_an_end_line_for_each_stage_that_runs(cl
     lines = stream.getvalue().splitlines()
     for stage in ("vllm-runtime-base", "test-deps"):
         [start] = [line for line in lines if line.startswith(f"stage {stage}: building")]
-        [end] = [line for line in lines if line.startswith(f"stage {stage}: miss in ")]
+        [end] = [line for line in lines if line.startswith(f"stage {stage}: exported in ")]
         assert lines.index(start) < lines.index(end)
 
 

@@ -37,11 +37,11 @@ def test_two_stages_of_its_own_are_cached_and_reused(engine: None, tmp_path: pat
     project = tmp_path / "stagecache-user"
     shutil.copytree(PROJECT, project, ignore=shutil.ignore_patterns("__pycache__"))
 
-    assert build(project, cache) == {"deps": "miss", "app": "miss"}
+    assert build(project, cache) == {"deps": "exported", "app": "exported"}
     # The target's own entry is enough: its parent is not even looked at.
     assert build(project, cache) == {"deps": "unused", "app": "hit"}
 
     # An edit to app/ changes app's key only: deps still comes from the cache.
     greet = project / "app" / "greet.py"
     greet.write_text(greet.read_text() + "# edited\n")
-    assert build(project, cache) == {"deps": "hit", "app": "miss"}
+    assert build(project, cache) == {"deps": "hit", "app": "exported"}

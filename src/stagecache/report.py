@@ -16,7 +16,7 @@ class StageRecord:
 
     stage: str
     key: str
-    outcome: str  # "hit", "miss" (built and exported), "built" (no cache to write), "export-failed", "unused"
+    outcome: str  # "hit", "exported" (built and exported), "built" (no cache to write), "export-failed", "unused"
     ref: str = ""  # the cache ref that hit, or the one written
     build_seconds: float = 0.0
     export_seconds: float = 0.0

@@ -356,7 +356,7 @@ class StageCache:
         if image:
             published = container
             exported = report.record(target)
-            if exported.outcome == "miss" and exported.ref:
+            if exported.outcome == "exported" and exported.ref:
                 # Publish what a warm run publishes, the target's cache entry, not the container just
                 # built: its config (history, labels) differs, and so would the image digest.
                 self._imported.append(ImageRef.parse(exported.ref))
@@ -444,7 +444,7 @@ class StageCache:
             return ctr
         await self._describe_entry(planned, ref)
         record.export_seconds = time.monotonic() - began
-        record.outcome, record.ref = "miss", published
+        record.outcome, record.ref = "exported", published
         return ctr
 
     async def _describe_entry(self, planned: PlannedStage, ref: str) -> None:

@@ -270,7 +270,7 @@ def _bytes(value: Any) -> str:
 def report_style(report: Mapping[str, Any]) -> str:
     """Annotation style: ``success`` if every stage was cached or exported, else ``warning``."""
     outcomes = {s.get("outcome") for s in report.get("stages", [])}
-    return "success" if outcomes <= {"hit", "miss"} else "warning"
+    return "success" if outcomes <= {"hit", "exported"} else "warning"
 
 
 def render_annotation(report: Mapping[str, Any]) -> str:
