@@ -261,6 +261,9 @@ async def test_a_build_shows_a_start_and_an_end_line_for_each_stage_that_runs(cl
         [start] = [line for line in lines if line.startswith(f"stage {stage}: building")]
         [end] = [line for line in lines if line.startswith(f"stage {stage}: exported in ")]
         assert lines.index(start) < lines.index(end)
+        record = report.record(stage)
+        assert record.queued_at <= record.started_at <= record.built_at <= record.ended_at  # the timeline
+    assert report.timeline().splitlines()[0].split() == ["stage", "queued", "running", "exporting", "critical"]
 
 
 async def test_a_registry_answering_503_twice_is_retried_and_the_hit_still_found(client: None, warm_repo: str) -> None:

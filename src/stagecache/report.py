@@ -24,6 +24,12 @@ class StageRecord:
     bytes_pushed: int | None = None
     note: str = ""
     why: str = ""  # for a stage that was built: what changed since the newest cache entry of it
+    # Timeline, in seconds since the build started: planned (queued for its parents), running
+    # (its own work; pulls of what it needs happen inside), built, then ended (exported, if it was).
+    queued_at: float | None = None
+    started_at: float | None = None
+    built_at: float | None = None
+    ended_at: float | None = None
 
 
 @dataclasses.dataclass
@@ -104,6 +110,18 @@ class BuildReport:
     def markdown(self) -> str:
         """A markdown table (for a Buildkite annotation or a PR comment)."""
         return self.headline() + "\n\n" + markdown_table(self.rows()) + "\n\n" + self._summary()
+
+    def timeline(self) -> str:
+        """Per stage: waiting for parents, running, exporting, in seconds since the build started."""
+        rows = [["stage", "queued", "running", "exporting", "critical"]]
+        last = max((r.ended_at or 0.0 for r in self.stages), default=0.0)
+        for r in self.stages:
+            def span(a: float | None, b: float | None) -> str:
+                return "-" if a is None or b is None or b <= a else f"{a:.1f}-{b:.1f}"
+            rows.append([r.stage, span(r.queued_at, r.started_at), span(r.started_at, r.built_at),
+                         span(r.built_at, r.ended_at) if r.outcome != "built" else "-",
+                         "*" if r.ended_at is not None and r.ended_at == last and last > 0 else ""])
+        return text_table(rows)
 
     def _summary(self) -> str:
         """One line: total time, what dominated, bytes moved."""

@@ -330,14 +330,16 @@ class StageCache:
     ) -> tuple[dagger.Container, BuildReport]:
         """The target's container, building only what no cache holds, published to `image` if given;
         with a report (bytes measured at the registry when STAGECACHE_REGISTRY_LOG names its log)."""
-        started = time.monotonic()
+        started = self._t0 = time.monotonic()
         if image:
             _parse_ref(image, "image")  # refuse a bad reference before any work
         meter = RegistryLog(os.environ[LOG_ENV]) if os.environ.get(LOG_ENV) else None
         mark = meter.mark() if meter else 0
         plan = await self.plan(source, target)
+        planned_at = self._now()
         by_name = {p.stage.name: p for p in plan}
-        report = BuildReport(target, [StageRecord(p.stage.name, p.key, "unused", note=p.note, why=p.why) for p in plan])
+        report = BuildReport(target, [StageRecord(p.stage.name, p.key, "unused", note=p.note, why=p.why, queued_at=planned_at)
+                                      for p in plan])
         results: dict[str, dagger.Container] = {}
         done: dict[str, anyio.Event] = {}
 
@@ -386,6 +388,7 @@ class StageCache:
             hit, _ = await self._lookup(planned.preimage)
         if hit is not None:
             record.outcome, record.ref = "hit", hit
+            record.started_at = record.ended_at = self._now()
             self._imported.append(ImageRef.parse(hit))
             self.progress.hit(stage.name, hit)
             return self.import_image(hit)
@@ -411,6 +414,7 @@ class StageCache:
             .with_label(PREIMAGE_LABEL, planned.preimage.canonical())
         )
         began = time.monotonic()
+        record.started_at = self._now()
         try:
             await ctr.sync()
         except dagger.ExecError as err:
@@ -420,9 +424,11 @@ class StageCache:
             self.progress.failed(stage.name)
             raise StageError(str(err).splitlines()[0], stage=stage.name, key=planned.key) from None
         record.build_seconds = time.monotonic() - began
+        record.built_at = self._now()
         record.outcome = "built"
         if self.cache_to is not None:
             ctr = await self._export(ctr, planned, record)
+        record.ended_at = self._now()
         self.progress.ended(record)
         return ctr
 
@@ -456,6 +462,10 @@ class StageCache:
                 await mark_latest(client, target.repository, planned.stage.name, target.tag or "")
         except RegistryError as err:
             self._warn(f"cache: could not record the inputs of {ref} (a later miss will say less): {err}")
+
+    def _now(self) -> float:
+        """Seconds since this build started, for the report's timeline."""
+        return round(time.monotonic() - getattr(self, "_t0", time.monotonic()), 3)
 
     def _warn(self, message: str) -> None:
         """One line on the log stream."""

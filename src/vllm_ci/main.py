@@ -195,13 +195,18 @@ class VllmCi(BuildArgs):
 
     @function
     async def report(
-        self, report_json: Annotated[str, Doc("A report as `build` returns it")], markdown: Annotated[bool, Doc("Markdown instead of plain text")] = False
+        self,
+        report_json: Annotated[str, Doc("A report as `build` returns it")],
+        markdown: Annotated[bool, Doc("Markdown instead of plain text")] = False,
+        timeline: Annotated[bool, Doc("The per-stage timeline (queued, running, exporting) instead of the table")] = False,
     ) -> str:
-        """Render a build's JSON report as a table."""
+        """Render a build's JSON report as a table, or its per-stage timeline."""
         try:
             parsed = BuildReport.from_json(report_json)
         except (ValueError, KeyError, TypeError) as err:
             raise UsageError(f"--report-json: not a build report ({type(err).__name__}: {err})") from None
+        if timeline:
+            return parsed.timeline()
         return parsed.markdown() if markdown else parsed.table()
 
     @function
