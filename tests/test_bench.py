@@ -29,9 +29,11 @@ def test_the_bench_compares_ours_with_buildkit_on_a_no_change_build(engine: None
     results = json.loads((tmp_path / "latest.json").read_text())
     for tool in ("ours", "buildkit-today"):
         measured = results["results"]["no-change"][tool]
-        # Bytes measured at the registry (ints, not "not measured"); a no-change build moves none.
+        # Bytes measured at the registry (ints, not "not measured"); a no-change build moves no
+        # layer, only manifests and configs (a few kB: look-ups, and ours publishes the image).
         assert measured["seconds"] > 0
-        assert (measured["pulled"], measured["pushed"]) == (0, 0), measured
+        assert isinstance(measured["pulled"], int) and isinstance(measured["pushed"], int), measured
+        assert measured["pulled"] < 100_000 and measured["pushed"] < 100_000, measured
     assert results["results"]["no-change"]["ours"]["rebuilt"].startswith("0/")  # nothing rebuilt
     assert [g["goal"] for g in results["goals"]][2].startswith("No change")
     assert "| no-change | ours |" in proc.stdout

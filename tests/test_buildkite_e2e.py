@@ -88,9 +88,10 @@ class Job:
         return found
 
     def error_line(self) -> str:
-        """The step's one error line, right after the `^^^ +++` that expands the failed group."""
+        """The step's one error line, right after the last `^^^ +++` (the build's live view opens
+        one for the failing stage's group before it)."""
         lines = self.lines()
-        return lines[lines.index("^^^ +++") + 1]
+        return lines[len(lines) - 1 - lines[::-1].index("^^^ +++") + 1]
 
 
 def make_checkout(root: Path) -> Path:
