@@ -88,10 +88,11 @@ class Job:
         return found
 
     def error_line(self) -> str:
-        """The step's one error line, right after the last `^^^ +++` (the build's live view opens
-        one for the failing stage's group before it)."""
+        """The step's one error line, right after a `^^^ +++` (the build's live view may open one
+        for the failing stage before it, and the agent one after it)."""
         lines = self.lines()
-        return lines[len(lines) - 1 - lines[::-1].index("^^^ +++") + 1]
+        after = [lines[i + 1] for i, line in enumerate(lines[:-1]) if line == "^^^ +++"]
+        return next((line for line in after if line.startswith("vllm-ci-step: ")), after[0])
 
 
 def make_checkout(root: Path) -> Path:

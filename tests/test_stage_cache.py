@@ -110,9 +110,12 @@ async def test_an_unreachable_registry_warns_and_the_build_goes_on(client: None)
     assert "unreachable" in report.record("vllm-runtime-base").note
 
 
-async def test_strict_mode_fails_the_build_when_export_fails(client: None) -> None:
-    with pytest.raises(StageError, match="^export: registry 127.0.0.1:5999 unreachable"):
-        await build(EXAMPLE, "vllm-runtime-base", cache_to="127.0.0.1:5999/nobody/cache", strict=True)
+async def test_strict_mode_fails_the_build_when_export_fails(client: None, tmp_path: pathlib.Path) -> None:
+    from local_registry import LocalRegistry
+
+    with LocalRegistry(tmp_path / "read-only", readonly=True) as registry:  # reads answer, writes are refused
+        with pytest.raises(StageError, match="^export: "):
+            await build(EXAMPLE, "vllm-runtime-base", cache_to=f"{registry.addr}/nobody/cache", strict=True)
 
 
 async def test_a_foreign_tag_with_the_right_name_is_ignored(client: None, cache_repo: str) -> None:

@@ -200,9 +200,12 @@ class StageCache:
                 why[preimage.stage] = (self._corrupt.get(preimage.stage)
                                        or await self._why_missed(preimage, reads[preimage.stage]))
 
-        async with anyio.create_task_group() as tg:
-            for preimage in preimages:
-                tg.start_soon(look, preimage)
+        try:
+            async with anyio.create_task_group() as tg:
+                for preimage in preimages:
+                    tg.start_soon(look, preimage)
+        except* StageError as group:  # a strict look-up failed: that error, not a group
+            raise group.exceptions[0] from None
         return [PlannedStage(s, p, *found[s.name], reads[s.name], why.get(s.name, "")) for s, p in zip(stages, preimages)]
 
     async def _why_missed(self, preimage: KeyPreimage, reads: Mapping[str, str]) -> str:
