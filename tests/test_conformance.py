@@ -182,3 +182,11 @@ def test_a_dockerfile_that_does_not_parse_is_one_line_and_exit_2(engine: None, t
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == ["vllm-ci: error: Dockerfile:2: not a Dockerfile: unknown instruction FETCH"]
+
+
+def test_a_stage_declared_as_not_built_is_a_deviation_with_its_reason_not_missing(upstream_dockerfile: str) -> None:
+    report = check(upstream_dockerfile, "docker/Dockerfile", DECLARED, arg_defaults(), PROJECT_ARGS,
+                   not_built={"vllm-sagemaker": "SageMaker images are built elsewhere"})
+    rows = [r for r in report.rows if r.stage == "vllm-sagemaker"]
+    assert [r.line for r in rows] == [1330, 1332, 1333, 1334]
+    assert {(r.status, r.reason) for r in rows} == {("deviation", "stage not built: SageMaker images are built elsewhere")}

@@ -6,7 +6,6 @@ import dataclasses
 import json
 import re
 import sys
-import time
 from typing import Any, TextIO
 
 
@@ -116,8 +115,6 @@ class BuildReport:
         rows = [["stage", "queued", "running", "exporting", "critical"]]
         last = max((r.ended_at or 0.0 for r in self.stages), default=0.0)
         for r in self.stages:
-            def span(a: float | None, b: float | None) -> str:
-                return "-" if a is None or b is None or b <= a else f"{a:.1f}-{b:.1f}"
             rows.append([r.stage, span(r.queued_at, r.started_at), span(r.started_at, r.built_at),
                          span(r.built_at, r.ended_at) if r.outcome != "built" else "-",
                          "*" if r.ended_at is not None and r.ended_at == last and last > 0 else ""])
@@ -135,6 +132,11 @@ class BuildReport:
             f"total {self.total_seconds:.1f} s, {hits}/{len(self.stages)} stages from cache, "
             f"dominated by {self.dominated_by() or 'nothing'}{moved}{retried}"
         )
+
+
+def span(start: float | None, end: float | None) -> str:
+    """A timeline interval in seconds, or '-' when the phase did not happen."""
+    return "-" if start is None or end is None or end <= start else f"{start:.1f}-{end:.1f}"
 
 
 def text_table(rows: list[list[str]]) -> str:
@@ -177,7 +179,6 @@ class Progress:
 
     def __init__(self, stream: TextIO = sys.stderr, groups: bool = False):
         self.stream, self.groups = stream, groups
-        self._started: dict[str, float] = {}
 
     def _line(self, text: str) -> None:
         print(text, file=self.stream, flush=True)
@@ -188,13 +189,12 @@ class Progress:
 
     def started(self, stage: str, why: str) -> None:
         """A stage starts building."""
-        self._started[stage] = time.monotonic()
         prefix = "--- " if self.groups else ""
         self._line(f"{prefix}stage {stage}: building" + (f" ({why})" if why else ""))
 
     def ended(self, record: StageRecord) -> None:
-        """A stage ends: its outcome, seconds and what its export pushed."""
-        seconds = time.monotonic() - self._started.get(record.stage, time.monotonic())
+        """A stage ends: its outcome, seconds (from its timeline) and what its export pushed."""
+        seconds = (record.ended_at or 0.0) - (record.started_at or 0.0)
         pushed = f", pushed {human_bytes(record.bytes_pushed)}" if record.bytes_pushed is not None else ""
         self._line(f"stage {record.stage}: {record.outcome} in {seconds:.1f} s{pushed}")
 

@@ -174,6 +174,7 @@ class StageCache:
         self.registry_attempts = registry_attempts
         self._retries = 0  # registry requests asked again (429, 5xx, resets)
         self._lookup_failures: set[str] = set()  # why look-ups found nothing to use, once each
+        self._started = time.monotonic()  # reset by each build: the timeline's zero
 
     # -- keys and look-ups ------------------------------------------------------------------
 
@@ -333,7 +334,7 @@ class StageCache:
     ) -> tuple[dagger.Container, BuildReport]:
         """The target's container, building only what no cache holds, published to `image` if given;
         with a report (bytes measured at the registry when STAGECACHE_REGISTRY_LOG names its log)."""
-        started = self._t0 = time.monotonic()
+        started = self._started = time.monotonic()
         if image:
             _parse_ref(image, "image")  # refuse a bad reference before any work
         meter = RegistryLog(os.environ[LOG_ENV]) if os.environ.get(LOG_ENV) else None
@@ -408,6 +409,7 @@ class StageCache:
         except* StageError as group:  # a parent failed: report that stage's error, not a group
             raise group.exceptions[0] from None
 
+        record.started_at = self._now()
         self.progress.started(stage.name, planned.why)
         filtered = source.filter(include=list(stage.inputs)) if stage.inputs else dag.directory()
         ctr = await stage.build(StageContext(filtered, parents, self.secrets))
@@ -417,7 +419,6 @@ class StageCache:
             .with_label(PREIMAGE_LABEL, planned.preimage.canonical())
         )
         began = time.monotonic()
-        record.started_at = self._now()
         try:
             await ctr.sync()
         except dagger.ExecError as err:
@@ -468,7 +469,7 @@ class StageCache:
 
     def _now(self) -> float:
         """Seconds since this build started, for the report's timeline."""
-        return round(time.monotonic() - getattr(self, "_t0", time.monotonic()), 3)
+        return round(time.monotonic() - self._started, 3)
 
     def _warn(self, message: str) -> None:
         """One line on the log stream."""

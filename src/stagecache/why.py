@@ -11,6 +11,7 @@ import json
 from collections.abc import Mapping
 from typing import Any, Final
 
+from stagecache.keys import explain_difference
 from stagecache.registry import RegistryClient
 
 LATEST_SUFFIX: Final = "-latest"
@@ -61,24 +62,35 @@ async def load_inputs(client: RegistryClient, repository: str, entry_tag: str) -
     return json.loads(await client.blob(repository, found[0]["layers"][0]["digest"]))
 
 
+# The order a person reads a miss in: what was asked, what it builds on, how, from which files.
+EXPLAINED_FIELDS: Final = ("args", "parents", "code", "inputs")
+
+
 def explain(old: Mapping[str, Any], new: Mapping[str, Any], old_inputs: Mapping[str, str] | None,
             new_inputs: Mapping[str, str]) -> str:
     """One line naming what differs between an old entry's preimage and the new one."""
     if old.get("schema") != new.get("schema"):
         return f"key format changed (schema {old.get('schema')} -> {new.get('schema')})"
+    old, new = _with_mappings(old), _with_mappings(new)
+    changed = [f for f in explain_difference(old, new) if f.partition(".")[0] in EXPLAINED_FIELDS]
+    changed.sort(key=lambda f: EXPLAINED_FIELDS.index(f.partition(".")[0]))  # stable: names stay sorted
     reasons = []
-    old_args, new_args = old.get("args") or {}, new.get("args") or {}
-    for name in sorted(set(old_args) | set(new_args)):
-        if old_args.get(name) != new_args.get(name):
-            reasons.append(f"ARG {name}: {_shown(old_args.get(name))} -> {_shown(new_args.get(name))}")
-    old_parents, new_parents = old.get("parents") or {}, new.get("parents") or {}
-    reasons += [f"parent {p} changed" for p in sorted(set(old_parents) | set(new_parents))
-                if old_parents.get(p) != new_parents.get(p)]
-    if old.get("code") != new.get("code"):
-        reasons.append("the stage's code changed")
-    if old.get("inputs") != new.get("inputs"):
-        reasons.append(_files_changed(old_inputs, new_inputs))
+    for field in changed:
+        kind, _, name = field.partition(".")
+        if kind == "args":
+            reasons.append(f"ARG {name}: {_shown(old['args'].get(name))} -> {_shown(new['args'].get(name))}")
+        elif kind == "parents":
+            reasons.append(f"parent {name} changed")
+        elif kind == "code":
+            reasons.append("the stage's code changed")
+        else:
+            reasons.append(_files_changed(old_inputs, new_inputs))
     return "; ".join(reasons) or "same inputs as the newest entry (that entry is another key's)"
+
+
+def _with_mappings(preimage: Mapping[str, Any]) -> dict[str, Any]:
+    """A preimage whose args and parents are mappings even when absent, so they differ by name."""
+    return {**preimage, "args": preimage.get("args") or {}, "parents": preimage.get("parents") or {}}
 
 
 def _files_changed(old: Mapping[str, str] | None, new: Mapping[str, str]) -> str:

@@ -73,6 +73,10 @@ class BuildArgs:
 
 _FIELDS: Final = frozenset(field.name for field in dataclasses.fields(BuildArgs))
 
+# ARGs BuildKit fills in itself from the build's platform: no default to compare, nothing to key.
+AUTOMATIC_ARGS: Final = frozenset({"TARGETPLATFORM", "TARGETARCH", "TARGETOS", "TARGETVARIANT",
+                                   "BUILDPLATFORM", "BUILDARCH", "BUILDOS", "BUILDVARIANT"})
+
 # Typed arguments of this project that no ARG of vLLM's Dockerfile has.
 PROJECT_ARGS: Final = frozenset({"openai_extras"})
 

@@ -226,8 +226,7 @@ async def emit(result: Any, output: str | None) -> None:
 
 
 async def run(args: argparse.Namespace, opts: list[Option], constructor: list[Option]) -> None:
-    """Connect, call the function with the parsed arguments, print its result."""
-    use_local_engine()
+    """Connect (to the engine check_engine found), call the function with the parsed arguments, print its result."""
     # The session's progress must go somewhere that is drained: an undrained pipe fills up and
     # blocks the session from exiting.
     with open(os.devnull, "w") if not args.verbose else contextlib.nullcontext(sys.stderr) as log_output:

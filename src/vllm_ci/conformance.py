@@ -17,6 +17,7 @@ from typing import Any, Final
 import dockerfile
 
 from stagecache.report import text_table
+from vllm_ci.args import AUTOMATIC_ARGS
 from vllm_ci.declare import StageDeclaration
 from vllm_ci.errors import UsageError
 from vllm_ci.steps import unquote
@@ -32,9 +33,6 @@ KNOWN_INSTRUCTIONS: Final = frozenset(
     "ADD ARG CMD COPY ENTRYPOINT ENV EXPOSE FROM HEALTHCHECK LABEL MAINTAINER ONBUILD RUN SHELL "
     "STOPSIGNAL USER VOLUME WORKDIR".split()
 )
-# ARGs BuildKit fills in itself from the build's platform: no default to compare.
-AUTOMATIC_ARGS: Final = frozenset({"TARGETPLATFORM", "TARGETARCH", "TARGETOS", "TARGETVARIANT",
-                                   "BUILDPLATFORM", "BUILDARCH", "BUILDOS", "BUILDVARIANT"})
 # How close a declared instruction must be to an upstream one to be read as its edited version.
 SAME_INSTRUCTION_EDITED: Final = 0.6
 

@@ -11,8 +11,7 @@ import dagger
 from stagecache import Stage
 from stagecache.fingerprint import code_fingerprint
 from vllm_ci import stages
-from vllm_ci.args import BuildArgs
-from vllm_ci.conformance import AUTOMATIC_ARGS
+from vllm_ci.args import AUTOMATIC_ARGS, BuildArgs
 from vllm_ci.declare import DECLARED, StageDeclaration
 
 TARGETS = tuple(DECLARED)

@@ -37,9 +37,10 @@ UV_RUNTIME_ENV = (
 )
 CUDA_RUNTIME_ENV = ("ENV CUDA_HOME=/usr/local/cuda", 'ENV PATH="${CUDA_HOME}/bin:${PATH}"',
                     'ENV LD_LIBRARY_PATH="${CUDA_HOME}/lib64:${LD_LIBRARY_PATH}"')
-# After vLLM's wheel is installed (PyTorch's NVSHMEM), then in front of it the driver's path.
-TORCH_LIBRARY_PATH = "ENV LD_LIBRARY_PATH=/usr/local/cuda/lib64:$LD_LIBRARY_PATH"
-DRIVER_LIBRARY_PATH = "ENV LD_LIBRARY_PATH=/usr/local/nvidia/lib64:${LD_LIBRARY_PATH}"
+# After vLLM's wheel is installed (PyTorch's NVSHMEM), then in front of it the driver's path;
+# vllm-base and test set both.
+LIBRARY_PATHS = ("ENV LD_LIBRARY_PATH=/usr/local/cuda/lib64:$LD_LIBRARY_PATH",
+                 "ENV LD_LIBRARY_PATH=/usr/local/nvidia/lib64:${LD_LIBRARY_PATH}")
 CUDA_COMPATIBILITY = "ENV VLLM_ENABLE_CUDA_COMPATIBILITY=0"
 TEST_ENV = ("ENV HF_XET_HIGH_PERFORMANCE 1", "ENV HF_HUB_DOWNLOAD_TIMEOUT 60", "ENV VLLM_GPU_SYNC_CHECK=error")
 # What the Python package layer reads.
@@ -223,8 +224,7 @@ async def vllm_base(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     runtime, ext, source = ctx.parents["vllm-runtime-base"], ctx.parents["extension"], ctx.source
     return (
         with_vllm(args, runtime, ext, source)
-        .with_(reproduces(TORCH_LIBRARY_PATH, with_env(args, [TORCH_LIBRARY_PATH])))
-        .with_(reproduces(DRIVER_LIBRARY_PATH, with_env(args, [DRIVER_LIBRARY_PATH])))
+        .with_(reproduces(LIBRARY_PATHS, with_env(args, LIBRARY_PATHS)))
     )
 
 
@@ -234,8 +234,7 @@ async def test(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     deps, ext, source = ctx.parents["test-deps"], ctx.parents["extension"], ctx.source
     return (
         with_vllm(args, deps, ext, source)
-        .with_(reproduces(TORCH_LIBRARY_PATH, with_env(args, [TORCH_LIBRARY_PATH])))
-        .with_(reproduces(DRIVER_LIBRARY_PATH, with_env(args, [DRIVER_LIBRARY_PATH])))
+        .with_(reproduces(LIBRARY_PATHS, with_env(args, LIBRARY_PATHS)))
         .with_directory(RUNTIME_WORKSPACE, source)
         .with_workdir(RUNTIME_WORKSPACE)
         .with_(reproduces(TEST_ENV, with_env(args, TEST_ENV)))
