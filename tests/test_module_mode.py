@@ -141,3 +141,91 @@ def test_dagger_call_conformance_reports_on_the_real_dockerfile_and_fails(builti
     assert proc.returncode == 1
     assert "does not conform: stages 8/16 built, 8 missing" in proc.stdout + proc.stderr
     assert "changed upstream (10): port the new text" in proc.stdout + proc.stderr
+
+
+def outcomes(report: dict) -> dict[str, str]:
+    """Each stage's outcome in a build report."""
+    return {s["stage"]: s["outcome"] for s in report["stages"]}
+
+
+def warm_cache(cache: str, *credentials: str, env: dict[str, str] | None = None) -> dict:
+    """Fill a cache repository with every stage of the example, by the client command."""
+    proc = subprocess.run([str(CLIENT), *example_flags(), "build", "--source", "examples/mini-vllm",
+                           "--cache-to", cache, *credentials], cwd=REPO, env={**cli_env(), **(env or {})},
+                          capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout)
+    assert set(outcomes(report).values()) == {"exported"}, outcomes(report)
+    return report
+
+
+def test_dagger_call_hits_a_warm_cache_on_the_hosts_loopback_registry(builtin_sdks: None) -> None:
+    cache = f"{REGISTRY}/test/module-warm-{uuid.uuid4().hex[:12]}"
+    warm = warm_cache(cache)
+    module = json.loads(run([DAGGER, "call", *example_flags(), "build", "--source=examples/mini-vllm",
+                             f"--cache-from={cache}", f"--registry-service=tcp://{REGISTRY}"]))
+    assert outcomes(module)["test"] == "hit"
+    assert "built" not in outcomes(module).values() and "exported" not in outcomes(module).values()
+    assert module["stages"][-1]["ref"] == warm["stages"][-1]["ref"]
+
+
+def test_dagger_call_without_the_tunnel_says_how_to_reach_a_loopback_registry(builtin_sdks: None) -> None:
+    cache = f"{REGISTRY}/test/module-no-tunnel-{uuid.uuid4().hex[:12]}"
+    plan = json.loads(run([DAGGER, "call", *example_flags(), "plan", "--source=examples/mini-vllm",
+                           f"--cache-from={cache}"]))
+    notes = {s["note"] for s in plan["stages"]}
+    assert any(f"pass --registry-service=tcp://{REGISTRY}" in note for note in notes), notes
+
+
+@pytest.fixture(scope="module")
+def auth_cache(tmp_path_factory: pytest.TempPathFactory, builtin_sdks: None):
+    """A registry that demands a password, holding a warm cache of the example: (cache, username, password)."""
+    from local_registry import LocalRegistry
+
+    password = uuid.uuid4().hex
+    with LocalRegistry(tmp_path_factory.mktemp("auth-registry"), "bot", password) as registry:
+        cache = f"{registry.addr}/test/auth-cache"
+        warm_cache(cache, "--registry-username", "bot", "--registry-password", "env:REGISTRY_PASSWORD",
+                   env={"REGISTRY_PASSWORD": password})
+        yield cache, "bot", password
+
+
+def test_dagger_call_with_registry_credentials_hits_a_warm_cache_that_needs_them(auth_cache) -> None:
+    cache, username, password = auth_cache
+    addr = cache.split("/")[0]
+    proc = subprocess.run([DAGGER, "call", *example_flags(), "build", "--source=examples/mini-vllm",
+                           f"--cache-from={cache}", f"--registry-service=tcp://{addr}",
+                           f"--registry-username={username}", "--registry-password=env:REGISTRY_PASSWORD"],
+                          cwd=REPO, env={**cli_env(), "REGISTRY_PASSWORD": password}, capture_output=True, text=True,
+                          timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    module = json.loads(proc.stdout)
+    assert outcomes(module)["test"] == "hit", module["stages"]
+    assert "built" not in outcomes(module).values()
+    assert password not in proc.stdout + proc.stderr
+
+
+def test_the_client_command_uses_docker_logins_credential_helper_for_its_look_ups(
+    auth_cache, tmp_path: pathlib.Path
+) -> None:
+    cache, username, password = auth_cache
+    addr = cache.split("/")[0]
+    # A credential helper as `docker login` leaves one configured; it answers `get` on stdin.
+    helpers = tmp_path / "bin"
+    helpers.mkdir()
+    helper = helpers / "docker-credential-vllmcitest"
+    helper.write_text("#!/bin/sh\n[ \"$1\" = get ] || exit 1\nread server\n"
+                      f"printf '{{\"ServerURL\":\"%s\",\"Username\":\"{username}\",\"Secret\":\"%s\"}}' "
+                      "\"$server\" \"$HELPER_SECRET\"\n")
+    helper.chmod(0o755)
+    config = tmp_path / "docker"
+    config.mkdir()
+    (config / "config.json").write_text(json.dumps({"credHelpers": {addr: "vllmcitest"}}))
+    env = {**cli_env(), "DOCKER_CONFIG": str(config), "HELPER_SECRET": password,
+           "PATH": f"{helpers}:{os.environ['PATH']}"}
+    proc = subprocess.run([str(CLIENT), *example_flags(), "build", "--source", "examples/mini-vllm",
+                           "--cache-from", cache], cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout)
+    assert outcomes(report)["test"] == "hit", report["stages"]
+    assert "built" not in outcomes(report).values()

@@ -9,7 +9,7 @@ from collections.abc import Collection
 
 from stagecache.keys import CREATED_LABEL, KEY_LABEL, STAGE_LABEL
 from stagecache.why import INPUTS_SUFFIX, LATEST_SUFFIX
-from stagecache.registry import ImageRef, RegistryClient
+from stagecache.registry import ImageRef, RegistryClient, connect
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,12 +97,13 @@ async def prune(
     dry_run: bool,
     username: str = "",
     password: str = "",
+    tunnels: dict[str, str] | None = None,
     now: datetime.datetime | None = None,
 ) -> str:
     """Prune one cache repository; returns a readable account of what was (or would be) deleted."""
     ref = ImageRef.parse(repo)
     now = now or datetime.datetime.now(datetime.timezone.utc)
-    async with RegistryClient(ref.registry, username, password) as client:
+    async with connect(ref.registry, username, password, tunnels) as client:
         entries, foreign = await list_entries(client, ref.repository)
         decisions = decide(entries, live_keys=live_keys, keep_days=keep_days, keep_last=keep_last, now=now)
         kept_digests = {d.entry.digest for d in decisions if d.keep}

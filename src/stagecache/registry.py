@@ -1,6 +1,11 @@
 """A small client for the OCI distribution API: what the stage cache needs and nothing more.
 
-Credentials are held in memory for the requests only; they never reach a log or an error."""
+It reaches a registry the way the engine's pulls and pushes do: with the credentials given to the
+build (the same ones `with_registry_auth` gets), else with what `docker login` stored (config.json
+or a credential helper, read by docker-py, the same look-up the docker CLI does). Under `dagger
+call` the module runs in a container, where a registry on the host's loopback is reached through a
+tunnel the engine opens (a `Service` argument). Credentials are held in memory for the requests
+only; they never reach a log or an error."""
 
 from __future__ import annotations
 
@@ -12,6 +17,8 @@ from collections.abc import Callable
 from typing import Any, Final
 
 import anyio
+import docker.auth
+import docker.errors
 import httpx
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
@@ -86,14 +93,46 @@ class ImageRef:
         return text
 
 
+def is_loopback(registry: str) -> bool:
+    """Whether a registry is on this machine's loopback (spoken to in plain http)."""
+    return registry.startswith(_LOOPBACK)
+
+
+def port_of(registry: str) -> str:
+    """The port a registry host names (443 when it names none)."""
+    host, _, port = registry.rpartition(":")
+    return port if host and not port.endswith("]") else "443"
+
+
+def docker_login(registry: str) -> tuple[str, str]:
+    """What `docker login` stored for a registry, as (username, password); empty when nothing."""
+    try:
+        found = docker.auth.load_config().resolve_authconfig(registry) or {}
+    except docker.errors.DockerException as err:
+        raise RegistryError(f"registry {registry}: the docker credential store failed ({type(err).__name__})") from None
+    return (found.get("Username") or found.get("username") or "", found.get("Password") or found.get("password") or "")
+
+
+def connect(registry: str, username: str = "", password: str = "", tunnels: dict[str, str] | None = None,
+            **options: Any) -> RegistryClient:
+    """A client for a registry: given credentials, else docker login's; through a tunnel when one
+    serves the registry's loopback port (tunnels: port -> host:port the engine opened)."""
+    if not username:
+        username, password = docker_login(registry)
+    address = (tunnels or {}).get(port_of(registry)) if is_loopback(registry) else None
+    return RegistryClient(registry, username, password, address=address, **options)
+
+
 class RegistryClient:
     """Talks to one registry host; plain http on loopback, https elsewhere."""
 
     def __init__(self, registry: str, username: str = "", password: str = "", timeout: float = 30.0,
-                 attempts: int = DEFAULT_ATTEMPTS, on_retry: Callable[[], None] | None = None):
-        scheme = "http" if registry.startswith(_LOOPBACK) else "https"
+                 attempts: int = DEFAULT_ATTEMPTS, on_retry: Callable[[], None] | None = None,
+                 address: str | None = None):
+        scheme = "http" if is_loopback(registry) else "https"
         self.registry = registry
-        self._base = f"{scheme}://{registry}"
+        self._tunneled = address is not None
+        self._base = f"{scheme}://{address or registry}"
         self._auth = httpx.BasicAuth(username, password) if username else None
         self._token: str | None = None
         self._http = httpx.AsyncClient(timeout=timeout)
@@ -114,7 +153,10 @@ class RegistryClient:
                 await self._fetch_token(response.headers["www-authenticate"])
                 response = await self._send(method, path, **kwargs)
         except httpx.HTTPError as err:
-            raise RegistryError(f"registry {self.registry} unreachable: {type(err).__name__}") from None
+            hint = ""
+            if is_loopback(self.registry) and not self._tunneled:
+                hint = f" (under `dagger call`, pass --registry-service=tcp://{self.registry} to reach the host's loopback)"
+            raise RegistryError(f"registry {self.registry} unreachable: {type(err).__name__}{hint}") from None
         if response.status_code == 401:
             raise RegistryError(f"401 from registry {self.registry}: credentials needed or refused")
         return response

@@ -22,7 +22,7 @@ from dagger import dag
 
 from stagecache.inputs import manifest_digest, selected, source_manifest
 from stagecache.keys import CREATED_LABEL, KEY_LABEL, PREIMAGE_LABEL, STAGE_LABEL, KeyPreimage, cache_tag
-from stagecache.registry import DEFAULT_ATTEMPTS, ImageRef, RegistryClient, RegistryError
+from stagecache.registry import DEFAULT_ATTEMPTS, ImageRef, RegistryClient, RegistryError, connect
 from stagecache.report import BuildReport, Progress, StageRecord
 from stagecache.why import explain, latest_tag, load_inputs, mark_latest, store_inputs
 from stagecache.traffic import RegistryLog, attribute
@@ -155,6 +155,7 @@ class StageCache:
         log: TextIO = sys.stderr,
         progress: Progress | None = None,
         registry_attempts: int = DEFAULT_ATTEMPTS,
+        tunnels: Mapping[str, str] | None = None,
     ):
         self.stages = {s.name: s for s in stages}
         self.secrets = dict(secrets or {})
@@ -172,6 +173,7 @@ class StageCache:
         self._mounted: set[tuple[str, str]] = set()  # (repository ref, blob digest) already in place
         self._corrupt: dict[str, str] = {}  # stage -> why its entry could not be used
         self.registry_attempts = registry_attempts
+        self.tunnels = dict(tunnels or {})  # loopback port -> host:port of a tunnel the engine opened
         self._retries = 0  # registry requests asked again (429, 5xx, resets)
         self._lookup_failures: set[str] = set()  # why look-ups found nothing to use, once each
         self._started = time.monotonic()  # reset by each build: the timeline's zero
@@ -274,9 +276,9 @@ class StageCache:
         return None, "; ".join(notes)
 
     async def _client(self, registry: str) -> RegistryClient:
-        """A registry client with this cache's credentials (read from the secret only here)."""
-        return RegistryClient(registry, self.username, await self._password(), attempts=self.registry_attempts,
-                              on_retry=self._count_retry)
+        """A registry client with this cache's credentials (read from the secret only here) and tunnels."""
+        return connect(registry, self.username, await self._password(), self.tunnels,
+                       attempts=self.registry_attempts, on_retry=self._count_retry)
 
     def _count_retry(self) -> None:
         """One more registry request asked again."""

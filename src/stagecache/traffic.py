@@ -11,7 +11,7 @@ import pathlib
 import re
 from urllib.parse import parse_qs, unquote, urlparse
 
-from stagecache.registry import ImageRef, RegistryClient
+from stagecache.registry import ImageRef, connect
 from stagecache.report import BuildReport
 
 _BLOB_GET = re.compile(r"^/v2/(?P<repo>.+)/blobs/(?P<digest>sha256:[0-9a-f]{64})$")
@@ -76,7 +76,7 @@ async def attribute(report: BuildReport, traffic: Traffic, username: str = "", p
         if not record.ref:
             continue
         image = ImageRef.parse(record.ref)
-        async with RegistryClient(image.registry, username, password) as client:
+        async with connect(image.registry, username, password) as client:
             found = await client.manifest(image.repository, image.digest or image.tag or "latest")
         if found is None:
             continue
@@ -89,7 +89,7 @@ async def attribute(report: BuildReport, traffic: Traffic, username: str = "", p
         record.bytes_pushed = sum(blobs[d] for d in mine if d in traffic.pushed)
     pushed = 0
     for digest, repo in traffic.pushed.items():
-        async with RegistryClient(report_registry(report), username, password) as client:
+        async with connect(report_registry(report), username, password) as client:
             pushed += await client.blob_size(repo, digest) or 0
     report.traffic = {"pulled": traffic.pulled_bytes, "pushed": pushed, "mounted_blobs": len(traffic.mounted)}
 

@@ -116,7 +116,8 @@ def _add(parser: argparse.ArgumentParser, opt: Option) -> None:
         parser.add_argument(opt.flag, dest=opt.python_name, type=_parse_list, default=opt.default,
                             required=opt.required, help=help_text + " (comma-separated)", metavar="A,B")
     else:
-        metavar = {dagger.Directory: "DIR", dagger.File: "FILE", dagger.Secret: "env:NAME|file:PATH"}.get(kind, kind.__name__.upper())
+        metavar = {dagger.Directory: "DIR", dagger.File: "FILE", dagger.Secret: "env:NAME|file:PATH",
+                   dagger.Service: "tcp://HOST:PORT"}.get(kind, kind.__name__.upper())
         parser.add_argument(opt.flag, dest=opt.python_name, type=kind if kind in (int, float) else str,
                             default=opt.default, required=opt.required, help=help_text, metavar=metavar)
 
@@ -193,6 +194,9 @@ def to_dagger(opt: Option, value: Any) -> Any:
         return dag.host().file(str(pathlib.Path(value).resolve()))
     if opt.kind is dagger.Secret:
         return dag.set_secret(kebab(opt.python_name), read_secret(opt.flag, value))
+    if opt.kind is dagger.Service:
+        # A tunnel into the module's container; this client runs on the host and needs none.
+        return None
     return value
 
 

@@ -41,6 +41,20 @@ RegistryPassword = Annotated[dagger.Secret | None, Doc("Password or token for th
 AwsKeyId = Annotated[dagger.Secret | None, Doc("AWS_ACCESS_KEY_ID for the sccache backend")]
 RegistryAttempts = Annotated[int, Doc("Tries per registry request on a 429, a 5xx or a reset, with backoff")]
 AwsSecret = Annotated[dagger.Secret | None, Doc("AWS_SECRET_ACCESS_KEY for the sccache backend")]
+RegistryService = Annotated[
+    dagger.Service | None,
+    Doc("Under `dagger call`: a cache registry on the host's loopback, as tcp://127.0.0.1:PORT, so the "
+        "module's look-ups reach what the engine's pulls reach; the client command needs none"),
+]
+
+
+async def tunnels_of(service: dagger.Service | None) -> dict[str, str]:
+    """Loopback port -> the host:port at which the engine's tunnel to it answers, for this process."""
+    if service is None:
+        return {}
+    await service.start()
+    endpoint = await service.endpoint()
+    return {endpoint.rpartition(":")[2]: endpoint}
 
 
 @object_type
@@ -57,6 +71,7 @@ class VllmCi(BuildArgs):
         aws_access_key_id: dagger.Secret | None = None,
         aws_secret_access_key: dagger.Secret | None = None,
         registry_attempts: int = DEFAULT_ATTEMPTS,
+        registry_service: dagger.Service | None = None,
     ) -> StageCache:
         """The stage cache over this build's stages."""
         return StageCache(
@@ -70,6 +85,7 @@ class VllmCi(BuildArgs):
             # In a Buildkite job each stage is a collapsible log group; elsewhere plain lines.
             progress=Progress(sys.stderr, groups=os.environ.get("BUILDKITE") == "true"),
             registry_attempts=registry_attempts,
+            tunnels=await tunnels_of(registry_service),
         )
 
     async def _stage(self, source: dagger.Directory, target: str, **cache: object) -> dagger.Container:
@@ -112,10 +128,12 @@ class VllmCi(BuildArgs):
 
     @function
     async def test_image(
-        self, source: Source, cache_from: CacheFrom = None, cache_to: CacheTo = ""
+        self, source: Source, cache_from: CacheFrom = None, cache_to: CacheTo = "",
+        registry_service: RegistryService = None,
     ) -> dagger.Container:
         """CI's test image: test dependencies, vLLM, and the source tree last (stage `test`)."""
-        return await self._stage(source, "test", cache_from=cache_from, cache_to=cache_to)
+        return await self._stage(source, "test", cache_from=cache_from, cache_to=cache_to,
+                                 registry_service=registry_service)
 
     @function
     async def openai(self, source: Source) -> dagger.Container:
@@ -129,9 +147,10 @@ class VllmCi(BuildArgs):
         tests: Annotated[str, Doc("pytest arguments, space-separated, run in the test image")] = "tests",
         cache_from: CacheFrom = None,
         cache_to: CacheTo = "",
+        registry_service: RegistryService = None,
     ) -> str:
         """Build the test image and run the tests inside it; returns pytest's output."""
-        image = await self.test_image(source, cache_from, cache_to)
+        image = await self.test_image(source, cache_from, cache_to, registry_service)
         return await image.with_exec(["python3", "-m", "pytest", *tests.split()]).stdout()
 
     @function
@@ -142,9 +161,11 @@ class VllmCi(BuildArgs):
         cache_from: CacheFrom = None,
         registry_username: RegistryUsername = "",
         registry_password: RegistryPassword = None,
+        registry_service: RegistryService = None,
     ) -> str:
         """Dry run: the stages the target needs, their keys and which cache refs would hit, as JSON."""
-        cache = await self._cache(cache_from, "", False, registry_username, registry_password)
+        cache = await self._cache(cache_from, "", False, registry_username, registry_password,
+                                  registry_service=registry_service)
         planned = await cache.plan(source, target)
         return json.dumps({"target": target, "stages": [p.to_dict() for p in planned]}, indent=2)
 
@@ -162,11 +183,12 @@ class VllmCi(BuildArgs):
         aws_access_key_id: AwsKeyId = None,
         aws_secret_access_key: AwsSecret = None,
         registry_attempts: RegistryAttempts = DEFAULT_ATTEMPTS,
+        registry_service: RegistryService = None,
     ) -> str:
         """Build the target with the stage cache, publish it, and return the per-stage report as JSON."""
         cache = await self._cache(
             cache_from, cache_to, cache_strict, registry_username, registry_password,
-            aws_access_key_id, aws_secret_access_key, registry_attempts,
+            aws_access_key_id, aws_secret_access_key, registry_attempts, registry_service,
         )
         _, report = await cache.build(source, target, image)
         print(report.table(), file=sys.stderr)
@@ -219,6 +241,7 @@ class VllmCi(BuildArgs):
         delete: Annotated[bool, Doc("Really delete; without it, only say what would be deleted")] = False,
         registry_username: RegistryUsername = "",
         registry_password: RegistryPassword = None,
+        registry_service: RegistryService = None,
     ) -> str:
         """Delete old cache entries: keep recent ones, the newest per stage and all the current plan uses."""
         try:
@@ -234,7 +257,7 @@ class VllmCi(BuildArgs):
         try:
             return await prune_repository(
                 cache_repo, live_keys=live, keep_days=keep_days, keep_last=keep_last, dry_run=not delete,
-                username=registry_username, password=password,
+                username=registry_username, password=password, tunnels=await tunnels_of(registry_service),
             )
         except RegistryError as err:
             raise StageError(str(err), phase="prune", ref=cache_repo) from None
