@@ -220,7 +220,8 @@ def test_the_failed_phase_is_named_from_the_command_and_the_error_line(command, 
     assert failure_phase(command, line) == phase
 
 
-REPORT = {
+REPORT = {  # as BuildReport.to_dict gives it
+    "target": "test",
     "image": f"127.0.0.1:5000/vllm-ci/test:{SHA}@sha256:" + "a" * 64,
     "stages": [
         {"stage": "base", "key": "k1", "outcome": "hit", "ref": f"{REG}/cache-main:base-k1",
@@ -228,8 +229,8 @@ REPORT = {
         {"stage": "build", "key": "k2", "outcome": "exported", "ref": f"{REG}/cache-pr-7:build-k2",
          "build_seconds": 61.25, "export_seconds": 3.5, "bytes_pushed": 5 * 1024 * 1024, "bytes_pulled": 0,
          "why": "files ~vllm/envs.py"},
-        {"stage": "test", "key": "k3", "outcome": "export-failed", "ref": None,
-         "build_seconds": 2, "export_seconds": None, "bytes_pushed": None, "bytes_pulled": None},
+        {"stage": "test", "key": "k3", "outcome": "export-failed", "ref": "",
+         "build_seconds": 2, "export_seconds": 0.0, "bytes_pushed": None, "bytes_pulled": None},
     ],
     "total_seconds": 70.1,
 }
@@ -238,14 +239,17 @@ REPORT = {
 def test_the_report_renders_as_a_markdown_table_with_one_row_per_stage():
     body = render_annotation(REPORT)
     lines = body.splitlines()
-    assert REPORT["image"] in lines[0] and "1/3 stages from cache" in lines[0] and "70.1 s" in lines[0]
+    assert REPORT["image"] in lines[0]
+    assert lines[2] == "1/3 stages from cache"
     table = [line for line in lines if line.startswith("|")]
-    assert table[0] == "| stage | outcome | ref | build s | export s | bytes pushed | why built |"
+    assert table[0] == "| stage | outcome | ref | build s | export s | pulled | pushed | why built; note |"
+    # The log's renderer, units included: decimal, as `report` and the live view print them.
     assert table[2:] == [
-        f"| base | hit | `{REG}/cache-main:base-k1` | 0.0 | 0.0 | — | — |",
-        f"| build | exported | `{REG}/cache-pr-7:build-k2` | 61.2 | 3.5 | 5.0 MiB | files ~vllm/envs.py |",
-        "| test | export-failed | — | 2.0 | — | — | — |",
+        "| base | hit | vllm-ci/cache-main:base-k1 | 0.0 | 0.0 | 1.0 kB | - |  |",
+        "| build | exported | vllm-ci/cache-pr-7:build-k2 | 61.2 | 3.5 | 0 B | 5.2 MB | files ~vllm/envs.py |",
+        "| test | export-failed |  | 2.0 | 0.0 | - | - |  |",
     ]
+    assert lines[-1].startswith("total 70.1 s, 1/3 stages from cache")
 
 
 def test_the_annotation_style_follows_the_outcomes():

@@ -27,8 +27,8 @@ if os.environ.get("FAKE_FAIL") == command:
     sys.exit(255)
 if command == "build":
     image = args[args.index("--image") + 1]
-    json.dump({"image": image + "@" + os.environ["FAKE_DIGEST"], "total_seconds": 3.0, "stages": [
-        {"stage": "base", "key": "k", "outcome": "hit", "ref": "r:base-k", "build_seconds": 0.1,
+    json.dump({"target": "test", "image": image + "@" + os.environ["FAKE_DIGEST"], "total_seconds": 3.0, "stages": [
+        {"stage": "base", "key": "k", "outcome": "hit", "ref": "127.0.0.1:5000/r:base-k", "build_seconds": 0.1,
          "export_seconds": 0, "bytes_pushed": None, "bytes_pulled": 5}]}, open(out, "w"))
 else:
     json.dump({"stages": []}, open(out, "w"))
@@ -122,7 +122,7 @@ def test_a_successful_build_logs_groups_annotates_uploads_and_passes_the_image_o
                       "--- :buildkite: report"]
     calls = agent_log.read_text()
     assert "ARGS annotate --context vllm-ci-image --style success" in calls
-    assert "| base | hit | `r:base-k` | 0.1 | 0.0 | — |" in calls
+    assert "| base | hit | r:base-k | 0.1 | 0.0 | 5 B | - |  |" in calls
     assert "ARGS artifact upload vllm-ci-out/plan.json;vllm-ci-out/report.json;vllm-ci-out/annotation.md" in calls
     assert (work / "vllm-ci-out/annotation.md").read_text() in calls  # the annotation body, kept as an artifact
     assert "-o vllm-ci-out/report.json build --source ." in done.stdout

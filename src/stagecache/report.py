@@ -72,7 +72,11 @@ class BuildReport:
     @classmethod
     def from_json(cls, text: str) -> BuildReport:
         """Read a report written by to_json."""
-        data = json.loads(text)
+        return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BuildReport:
+        """Read a report as to_dict gives it."""
         fields = {f.name for f in dataclasses.fields(StageRecord)}
         stages = [StageRecord(**{k: v for k, v in s.items() if k in fields}) for s in data["stages"]]
         return cls(data["target"], stages, data.get("image", ""), data.get("total_seconds", 0.0), data.get("traffic"),
@@ -94,11 +98,12 @@ class BuildReport:
 
     def rows(self) -> list[list[str]]:
         """Table rows: header first."""
-        rows = [["stage", "outcome", "ref", "build s", "export s", "pulled", "pushed", "why built"]]
+        rows = [["stage", "outcome", "ref", "build s", "export s", "pulled", "pushed", "why built; note"]]
         for r in self.stages:
+            why = r.why if r.outcome != "hit" else ""
             rows.append(
                 [r.stage, r.outcome, _short_ref(r.ref), f"{r.build_seconds:.1f}", f"{r.export_seconds:.1f}",
-                 human_bytes(r.bytes_pulled), human_bytes(r.bytes_pushed), r.why if r.outcome != "hit" else ""]
+                 human_bytes(r.bytes_pulled), human_bytes(r.bytes_pushed), "; ".join(filter(None, [why, r.note]))]
             )
         return rows
 

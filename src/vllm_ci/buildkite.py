@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from stagecache.report import BuildReport
+
 PASSWORD_VAR = "VLLM_CI_REGISTRY_PASSWORD"
 ARGS_FILE_VAR = "VLLM_CI_ARGS_FILE"  # constructor flags, one per line (as examples/mini-vllm/vllm-ci.args)
 AWS_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")  # sccache's S3 keys, passed on as secrets
@@ -243,30 +245,6 @@ def failure_phase(command: str, error_line: str) -> str:
     return command if command in PHASES else "build"
 
 
-def _cell(value: Any) -> str:
-    """One markdown table cell: ``—`` for nothing, pipes escaped."""
-    if value is None or value == "":
-        return "—"
-    return str(value).replace("|", "\\|").replace("\n", " ")
-
-
-def _seconds(value: Any) -> str:
-    """Seconds with one decimal, or ``—``."""
-    return f"{float(value):.1f}" if isinstance(value, (int, float)) else "—"
-
-
-def _bytes(value: Any) -> str:
-    """A byte count for people (``12.3 MiB``), or ``—``."""
-    if not isinstance(value, (int, float)):
-        return "—"
-    size, unit = float(value), "B"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            break
-        size /= 1024
-    return f"{int(size)} B" if unit == "B" else f"{size:.1f} {unit}"
-
-
 def report_style(report: Mapping[str, Any]) -> str:
     """Annotation style: ``success`` if every stage was cached or exported, else ``warning``."""
     outcomes = {s.get("outcome") for s in report.get("stages", [])}
@@ -274,21 +252,7 @@ def report_style(report: Mapping[str, Any]) -> str:
 
 
 def render_annotation(report: Mapping[str, Any]) -> str:
-    """The per-stage cache report as a markdown annotation body (a heading line and a table)."""
-    stages: Sequence[Mapping[str, Any]] = report.get("stages", [])
-    hits = sum(1 for s in stages if s.get("outcome") == "hit")
-    lines = [
-        f"**:docker: test image** `{_cell(report.get('image'))}` — "
-        f"{hits}/{len(stages)} stages from cache, {_seconds(report.get('total_seconds'))} s",
-        "",
-        "| stage | outcome | ref | build s | export s | bytes pushed | why built |",
-        "| --- | --- | --- | ---: | ---: | ---: | --- |",
-    ]
-    for s in stages:
-        ref = f"`{_cell(s.get('ref'))}`" if s.get("ref") else "—"
-        why = s.get("why") if s.get("outcome") != "hit" else ""
-        lines.append(
-            f"| {_cell(s.get('stage'))} | {_cell(s.get('outcome'))} | {ref} | {_seconds(s.get('build_seconds'))} "
-            f"| {_seconds(s.get('export_seconds'))} | {_bytes(s.get('bytes_pushed'))} | {_cell(why)} |"
-        )
-    return "\n".join(lines) + "\n"
+    """The annotation body: a heading naming the image, then the report as markdown (report.py's
+    one renderer: the same units and columns as the log's table)."""
+    parsed = BuildReport.from_dict(dict(report))
+    return f"**:docker: test image** `{parsed.image or '-'}`\n\n{parsed.markdown()}\n"

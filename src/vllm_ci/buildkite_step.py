@@ -251,6 +251,7 @@ def run(env: dict[str, str]) -> int:
         log("--- :docker: build")
         run_cli("build", settings.build_args(str(report)), env)
         data = json.loads(report.read_text())
+        body = render_annotation(data)
     except StepFailed as failed:
         log("^^^ +++")
         log(f"vllm-ci-step: error: {failed.phase}: {redactor(env)(failed.message)}")
@@ -258,12 +259,11 @@ def run(env: dict[str, str]) -> int:
         annotate(f"{heading} failed in phase **{failed.phase}**: {failed.message}\n", "error", env, note)
         upload_artifacts([plan, report, note], env)
         return 1
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, KeyError, TypeError) as err:
         log("^^^ +++")
         log(f"vllm-ci-step: error: build: no readable report at {report}: {err}")
         return 1
     log("--- :buildkite: report")
-    body = render_annotation(data)
     log(redactor(env)(body))
     annotate(body, report_style(data), env, note)
     upload_artifacts([plan, report, note], env)
