@@ -12,13 +12,12 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from stagecache.keys import explain_difference
-from stagecache.registry import RegistryClient
+from stagecache.registry import OCI_MANIFEST, RegistryClient
 
 LATEST_SUFFIX: Final = "-latest"
 INPUTS_SUFFIX: Final = ".inputs"
 INPUTS_TYPE: Final = "application/vnd.stagecache.inputs.v1+json"
 EMPTY_TYPE: Final = "application/vnd.oci.empty.v1+json"
-OCI_MANIFEST: Final = "application/vnd.oci.image.manifest.v1+json"
 FILES_NAMED: Final = 5  # how many paths one line names before "and N more"
 
 
