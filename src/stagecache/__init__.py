@@ -1,10 +1,32 @@
 """A registry stage cache for Dagger pipelines: each stage's result is an image in a cache
 repository, tagged by a key computed from exactly the inputs the stage reads.
 
-Generic: it knows nothing of vLLM. `keys` and `registry` import nothing of Dagger."""
+Generic: it knows nothing of vLLM. `keys` and `registry` import nothing of Dagger, and importing
+them does not import Dagger either: the names below load their modules when first used."""
 
-from stagecache.keys import KeyPreimage
-from stagecache.report import BuildReport, StageRecord
-from stagecache.store import Stage, StageCache, StageContext
+from __future__ import annotations
 
-__all__ = ["BuildReport", "KeyPreimage", "Stage", "StageCache", "StageContext", "StageRecord"]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from stagecache.keys import KeyPreimage
+    from stagecache.report import BuildReport, StageRecord
+    from stagecache.store import Stage, StageCache, StageContext
+
+_HOMES = {
+    "KeyPreimage": "stagecache.keys",
+    "BuildReport": "stagecache.report",
+    "StageRecord": "stagecache.report",
+    "Stage": "stagecache.store",
+    "StageCache": "stagecache.store",
+    "StageContext": "stagecache.store",
+}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    """Load a public name's module on first use (PEP 562), so `stagecache.registry` stays Dagger-free."""
+    if name not in _HOMES:
+        raise AttributeError(f"module 'stagecache' has no attribute {name!r}")
+    return getattr(importlib.import_module(_HOMES[name]), name)
