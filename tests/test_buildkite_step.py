@@ -89,6 +89,7 @@ def world(tmp_path):
     (pkg / "__main__.py").write_text(FAKE_MAIN)
     for name in ("buildkite.py", "buildkite_step.py"):
         shutil.copy(REPO / "src" / "vllm_ci" / name, pkg / name)
+    shutil.copytree(REPO / "src" / "stagecache", repo / "src" / "stagecache")  # the registry client the step uses
     bindir = tmp_path / "bin"
     bindir.mkdir()
     (bindir / "buildkite-agent").write_text(FAKE_AGENT)
@@ -204,3 +205,10 @@ def test_a_missing_registry_setting_fails_with_one_line(world):
     done = step(work, env)
     assert done.returncode == 1
     assert "vllm-ci-step: error: plan: VLLM_CI_REGISTRY is not set" in done.stdout
+
+
+def test_the_step_imports_no_dagger():
+    probe = "import sys, vllm_ci.buildkite_step; sys.exit('dagger' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", probe], env={"PYTHONPATH": str(REPO / "src")}, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr or "importing the Buildkite step imported dagger"

@@ -52,6 +52,11 @@ class _Transient(Exception):
 class RegistryError(Exception):
     """A registry answered something the cache cannot use; the message names the registry."""
 
+    def __init__(self, message: str, status: int | None = None):
+        """Keep the message, and the HTTP status that caused the error (None when no answer did)."""
+        super().__init__(message)
+        self.status = status
+
 
 @dataclasses.dataclass(frozen=True)
 class ImageRef:
@@ -123,12 +128,12 @@ def connect(registry: str, username: str = "", password: str = "", tunnels: dict
 
 
 class RegistryClient:
-    """Talks to one registry host; plain http on loopback, https elsewhere."""
+    """Talks to one registry host; plain http on loopback (or when insecure), https elsewhere."""
 
     def __init__(self, registry: str, username: str = "", password: str = "", timeout: float = 30.0,
                  attempts: int = DEFAULT_ATTEMPTS, on_retry: Callable[[], None] | None = None,
-                 address: str | None = None):
-        scheme = "http" if is_loopback(registry) else "https"
+                 address: str | None = None, insecure: bool = False):
+        scheme = "http" if is_loopback(registry) or insecure else "https"
         self.registry = registry
         self._tunneled = address is not None
         self._base = f"{scheme}://{address or registry}"
@@ -157,7 +162,7 @@ class RegistryClient:
                 hint = f" (under `dagger call`, pass --registry-service=tcp://{self.registry} to reach the host's loopback)"
             raise RegistryError(f"registry {self.registry} unreachable: {type(err).__name__}{hint}") from None
         if response.status_code == 401:
-            raise RegistryError(f"401 from registry {self.registry}: credentials needed or refused")
+            raise RegistryError(f"401 from registry {self.registry}: credentials needed or refused", status=401)
         return response
 
     async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -192,7 +197,8 @@ class RegistryClient:
         realm = params.pop("realm", "")
         response = await self._http.get(realm, params=params, auth=self._auth)
         if response.status_code != 200:
-            raise RegistryError(f"registry {self.registry}: token request refused ({response.status_code})")
+            raise RegistryError(f"registry {self.registry}: token request refused ({response.status_code})",
+                                status=response.status_code)
         body = response.json()
         self._token = body.get("token") or body.get("access_token")
 
@@ -334,4 +340,5 @@ class RegistryClient:
     def _check(self, response: httpx.Response, what: str, repository: str, ok: tuple[int, ...] = (200,)) -> None:
         """Raise a RegistryError naming the registry, repository and operation on an unexpected status."""
         if response.status_code not in ok:
-            raise RegistryError(f"{what} {self.registry}/{repository}: HTTP {response.status_code}")
+            raise RegistryError(f"{what} {self.registry}/{repository}: HTTP {response.status_code}",
+                                status=response.status_code)

@@ -8,7 +8,6 @@ annotation body (annotation.md) to ``VLLM_CI_OUT``: the annotation is an artifac
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
@@ -17,13 +16,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Callable, Mapping
 from fnmatch import fnmatch
 from pathlib import Path
 
+import anyio
+
+from stagecache.registry import RegistryError, connect
 from vllm_ci.buildkite import (
     ANNOTATION_CONTEXT,
     PASSWORD_VAR,
@@ -35,12 +34,6 @@ from vllm_ci.buildkite import (
     report_style,
 )
 
-MANIFEST_TYPES = ", ".join([
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
-])
 _TRUE = {"1", "true", "yes", "on"}
 
 
@@ -109,55 +102,26 @@ def resolve_commit(env: dict[str, str]) -> None:
         env["BUILDKITE_COMMIT"] = sha
 
 
-def _bearer(challenge: str, auth: str | None) -> str | None:
-    """Fetch a registry token for a ``WWW-Authenticate: Bearer`` challenge."""
-    params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
-    realm = params.pop("realm", None)
-    if not realm:
-        return None
-    req = urllib.request.Request(f"{realm}?{urllib.parse.urlencode(params)}")
-    if auth:
-        req.add_header("Authorization", auth)
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        body = json.load(resp)
-    token = body.get("token") or body.get("access_token")
-    return f"Bearer {token}" if token else None
-
-
 def image_digest(settings: StepSettings, env: Mapping[str, str]) -> str | None:
-    """HEAD the image manifest: its digest ("" if not given) when the tag exists, None when it does not."""
+    """HEAD the image manifest: its digest when the tag exists, None when it does not."""
     host, _, repo = settings.image_repo.partition("/")
-    loopback = re.match(r"(localhost|127\.|\[::1\])", host)
-    scheme = "http" if loopback or env.get("VLLM_CI_REGISTRY_INSECURE", "").lower() in _TRUE else "https"
-    url = f"{scheme}://{host}/v2/{repo}/manifests/{settings.tag}"
-    auth = None
-    if settings.username:
-        pair = f"{settings.username}:{env.get(PASSWORD_VAR, '')}".encode()
-        auth = "Basic " + base64.b64encode(pair).decode()
-    for attempt in range(2):
-        req = urllib.request.Request(url, method="HEAD", headers={"Accept": MANIFEST_TYPES})
-        if auth:
-            req.add_header("Authorization", auth)
-        try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
-                return resp.headers.get("Docker-Content-Digest", "")
-        except urllib.error.HTTPError as err:
-            if err.code == 404:
-                return None
-            status, challenge = err.code, err.headers.get("WWW-Authenticate", "")
-        except (urllib.error.URLError, OSError, ValueError) as err:
-            raise StepFailed("login", f"registry {host} did not answer the image check: {err}") from None
-        if status == 401 and attempt == 0 and challenge.lower().startswith("bearer"):
-            try:
-                auth = _bearer(challenge, auth)
-            except (urllib.error.URLError, OSError, ValueError) as err:
-                raise StepFailed("login", f"registry {host}: no token from its auth service: {err}") from None
-            continue
-        if status in (401, 403):
+    insecure = env.get("VLLM_CI_REGISTRY_INSECURE", "").lower() in _TRUE
+    try:
+        return anyio.run(_manifest_digest, host, repo, settings.tag, settings.username, env.get(PASSWORD_VAR, ""),
+                         insecure)
+    except RegistryError as err:
+        if err.status in (401, 403):
             who = "the credentials" if settings.username else "anonymous access"
-            raise StepFailed("login", f"registry {host} refused {who} (HTTP {status})")
-        raise StepFailed("plan", f"registry {host} answered HTTP {status} to the image check")
-    raise StepFailed("login", f"registry {host} refused the token")
+            raise StepFailed("login", f"registry {host} refused {who} (HTTP {err.status})") from None
+        if err.status is not None:
+            raise StepFailed("plan", f"registry {host} answered HTTP {err.status} to the image check") from None
+        raise StepFailed("login", f"registry {host} did not answer the image check: {err}") from None
+
+
+async def _manifest_digest(host: str, repo: str, tag: str, username: str, password: str, insecure: bool) -> str | None:
+    """The digest of repo:tag on the registry host (None when the tag does not exist), via the one registry client."""
+    async with connect(host, username, password, insecure=insecure, timeout=10) as client:
+        return await client.manifest_digest(repo, tag)
 
 
 def run_cli(phase: str, args: list[str], env: Mapping[str, str]) -> None:
