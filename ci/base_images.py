@@ -14,13 +14,13 @@ import json
 import pathlib
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from typing import Final
 
 import anyio
 import dagger
 from dagger import dag
+
+from stagecache.registry import connect
 
 SUITE: Final = "bookworm"
 DEBIAN_REPO: Final = "library/debian"
@@ -50,21 +50,10 @@ def recipe_hash(recipe: dict) -> str:
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def tag_exists(registry: str, repo: str, tag: str) -> bool:
+async def tag_exists(registry: str, repo: str, tag: str) -> bool:
     """Whether the registry has a manifest under repo:tag."""
-    req = urllib.request.Request(
-        f"http://{registry}/v2/{repo}/manifests/{tag}",
-        method="HEAD",
-        headers={"Accept": "application/vnd.oci.image.manifest.v1+json, "
-                           "application/vnd.docker.distribution.manifest.v2+json"},
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=10):
-            return True
-    except urllib.error.HTTPError as err:
-        if err.code == 404:
-            return False
-        raise
+    async with connect(registry) as client:
+        return await client.manifest_digest(repo, tag) is not None
 
 
 def debootstrap(target: pathlib.Path, mirror: str) -> None:
@@ -101,8 +90,8 @@ async def main(registry: str, cache_dir: pathlib.Path) -> None:
     build_recipe = {"from": debian_tag, "packages": BUILD_PACKAGES, "v": 1}
     build_tag = f"{SUITE}-{recipe_hash(build_recipe)}"
 
-    have_debian = tag_exists(registry, DEBIAN_REPO, debian_tag)
-    have_build = tag_exists(registry, BUILD_REPO, build_tag)
+    have_debian = await tag_exists(registry, DEBIAN_REPO, debian_tag)
+    have_build = await tag_exists(registry, BUILD_REPO, build_tag)
     if have_debian and have_build:
         print(f"up to date: {registry}/{DEBIAN_REPO}:{debian_tag}, {registry}/{BUILD_REPO}:{build_tag}")
         return
