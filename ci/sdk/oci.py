@@ -14,25 +14,24 @@ import pathlib
 import shutil
 import stat
 import tarfile
-import urllib.request
 from typing import Final, Iterable
+
+import anyio
+
+from stagecache.registry import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, RegistryClient, connect
 
 # 2025-01-01T00:00:00Z: every file's mtime in our layers.
 EPOCH: Final = 1735689600
 LAYER_TAR: Final = "application/vnd.oci.image.layer.v1.tar"
 LAYER_TAR_GZIP: Final = "application/vnd.oci.image.layer.v1.tar+gzip"
-MANIFEST: Final = "application/vnd.oci.image.manifest.v1+json"
 CONFIG: Final = "application/vnd.oci.image.config.v1+json"
-INDEX: Final = "application/vnd.oci.image.index.v1+json"
 # Docker's media types of the same bytes, as a registry may answer them.
 DOCKER_TO_OCI: Final = {
     "application/vnd.docker.image.rootfs.diff.tar.gzip": LAYER_TAR_GZIP,
     "application/vnd.docker.image.rootfs.diff.tar": LAYER_TAR,
     "application/vnd.docker.container.image.v1+json": CONFIG,
-    "application/vnd.docker.distribution.manifest.v2+json": MANIFEST,
+    DOCKER_MANIFEST: OCI_MANIFEST,
 }
-ACCEPT: Final = ", ".join([MANIFEST, INDEX, "application/vnd.docker.distribution.manifest.v2+json",
-                           "application/vnd.docker.distribution.manifest.list.v2+json"])
 
 
 def sha256_file(path: pathlib.Path) -> str:
@@ -154,42 +153,52 @@ class BaseImage:
     layers: list[Layer]
 
 
-def _get(url: str, accept: str = "") -> tuple[bytes, str]:
-    req = urllib.request.Request(url, headers={"Accept": accept} if accept else {})
-    with urllib.request.urlopen(req, timeout=120) as resp:
-        return resp.read(), resp.headers.get("Content-Type", "")
-
-
 def resolve_digest(registry: str, repo: str, tag: str) -> str:
     """The manifest digest a tag points at (plain http: a loopback registry)."""
-    req = urllib.request.Request(f"http://{registry}/v2/{repo}/manifests/{tag}", method="HEAD",
-                                 headers={"Accept": ACCEPT})
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        return resp.headers["Docker-Content-Digest"]
+    return anyio.run(_resolve_digest, registry, repo, tag)
+
+
+async def _resolve_digest(registry: str, repo: str, tag: str) -> str:
+    """The manifest digest a tag points at, asked of the registry client; exits when the tag is absent."""
+    async with connect(registry) as client:
+        digest = await client.manifest_digest(repo, tag)
+    if not digest:
+        raise SystemExit(f"{registry}/{repo}:{tag}: no such image")
+    return digest
 
 
 def pull(store: Store, registry: str, repo: str, digest: str) -> BaseImage:
     """Fetch a linux/amd64 image's blobs by digest into the store (blobs already there are kept)."""
-    base = f"http://{registry}/v2/{repo}"
-    data, ctype = _get(f"{base}/manifests/{digest}", ACCEPT)
-    manifest = json.loads(data)
+    return anyio.run(_pull, store, registry, repo, digest)
+
+
+async def _pull(store: Store, registry: str, repo: str, digest: str) -> BaseImage:
+    """Fetch an image's blobs through one registry client."""
+    async with connect(registry) as client:
+        return await _pull_with(client, store, repo, digest)
+
+
+async def _pull_with(client: RegistryClient, store: Store, repo: str, digest: str) -> BaseImage:
+    """Fetch a linux/amd64 image by digest (following an index) into the store with a client."""
+    found = await client.manifest(repo, digest)
+    if found is None:
+        raise SystemExit(f"{client.registry}/{repo}@{digest}: no such manifest")
+    manifest, _ = found
     if manifest.get("manifests"):  # an index: take linux/amd64
         entry = next(m for m in manifest["manifests"]
                      if m.get("platform", {}).get("os") == "linux" and m["platform"].get("architecture") == "amd64")
-        return pull(store, registry, repo, entry["digest"])
-    config_blob, _ = _get(f"{base}/blobs/{manifest['config']['digest']}")
-    config = json.loads(config_blob)
+        return await _pull_with(client, store, repo, entry["digest"])
+    config = await client.image_config(repo, manifest)
     layers = []
     for desc, diff_id in zip(manifest["layers"], config["rootfs"]["diff_ids"]):
         if not store.has(desc["digest"]):
             tmp = store.root / ("pull-" + desc["digest"].removeprefix("sha256:"))
-            with urllib.request.urlopen(f"{base}/blobs/{desc['digest']}", timeout=600) as resp, open(tmp, "wb") as f:
-                shutil.copyfileobj(resp, f, 1 << 20)
+            await client.download_blob(repo, desc["digest"], tmp)
             got, _ = store.put_file(tmp)
             if got != desc["digest"]:
-                raise SystemExit(f"blob {desc['digest']} from {registry}/{repo} has digest {got}")
+                raise SystemExit(f"blob {desc['digest']} from {client.registry}/{repo} has digest {got}")
         layers.append(Layer(desc["digest"], desc["size"], DOCKER_TO_OCI.get(desc["mediaType"], desc["mediaType"]), diff_id))
-    return BaseImage(f"{registry}/{repo}@{digest}", config, layers)
+    return BaseImage(f"{client.registry}/{repo}@{digest}", config, layers)
 
 
 def write_image(store: Store, base: BaseImage | None, layers: list[Layer], env: dict[str, str],
@@ -212,7 +221,7 @@ def write_image(store: Store, base: BaseImage | None, layers: list[Layer], env: 
     all_layers = [*(base.layers if base else []), *layers]
     manifest = {
         "schemaVersion": 2,
-        "mediaType": MANIFEST,
+        "mediaType": OCI_MANIFEST,
         "config": {"mediaType": CONFIG, "digest": config_digest, "size": config_size},
         "layers": [{"mediaType": l.media_type, "digest": l.digest, "size": l.size} for l in all_layers],
     }
@@ -233,5 +242,5 @@ def write_layout(store: Store, manifest: tuple[str, int], out: pathlib.Path) -> 
         os.link(store.path(d), blobs / d.removeprefix("sha256:"))
     (out / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
     (out / "index.json").write_text(json.dumps(
-        {"schemaVersion": 2, "mediaType": INDEX, "manifests": [{"mediaType": MANIFEST, "digest": digest, "size": size}]},
+        {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [{"mediaType": OCI_MANIFEST, "digest": digest, "size": size}]},
         sort_keys=True, separators=(",", ":")))

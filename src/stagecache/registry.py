@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import pathlib
 import re
 from collections.abc import Callable
 from typing import Any, Final
@@ -184,11 +185,7 @@ class RegistryClient:
 
     async def _send_once(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """Send with whichever credentials apply."""
-        headers = dict(kwargs.pop("headers", {}))
-        auth = self._auth
-        if self._token:
-            headers["Authorization"] = f"Bearer {self._token}"
-            auth = None
+        headers, auth = self._credentials(kwargs.pop("headers", {}))
         return await self._http.request(method, self._base + path, headers=headers, auth=auth, **kwargs)
 
     async def _fetch_token(self, challenge: str) -> None:
@@ -342,3 +339,25 @@ class RegistryClient:
         if response.status_code not in ok:
             raise RegistryError(f"{what} {self.registry}/{repository}: HTTP {response.status_code}",
                                 status=response.status_code)
+
+    def _credentials(self, headers: dict[str, str]) -> tuple[dict[str, str], httpx.Auth | None]:
+        """The headers and auth a request carries: the bearer token once one was issued, else the basic credentials."""
+        if self._token:
+            return {**headers, "Authorization": f"Bearer {self._token}"}, None
+        return dict(headers), self._auth
+
+    async def download_blob(self, repository: str, digest: str, path: pathlib.Path) -> None:
+        """Stream a blob into a file, never whole in memory (layers run to hundreds of MB); the caller checks it."""
+        blob_path = f"/v2/{repository}/blobs/{digest}"
+        # A HEAD first, through the usual path: it answers a bearer challenge and retries transient failures.
+        self._check(await self._request("HEAD", blob_path, follow_redirects=True), "HEAD blob", repository)
+        headers, auth = self._credentials({})
+        try:
+            async with self._http.stream("GET", self._base + blob_path, headers=headers, auth=auth,
+                                         follow_redirects=True) as response:
+                self._check(response, "GET blob", repository)
+                async with await anyio.open_file(path, "wb") as file:
+                    async for chunk in response.aiter_bytes(1 << 20):
+                        await file.write(chunk)
+        except httpx.HTTPError as err:
+            raise RegistryError(f"GET blob {self.registry}/{repository}: broke off ({type(err).__name__})") from None
