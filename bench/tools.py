@@ -15,10 +15,12 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Iterator
+
+import anyio
+
+from stagecache.registry import MANIFEST_MEDIA_TYPES, RegistryClient
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 BENCH = REPO / "bench"
@@ -30,11 +32,6 @@ REGISTRY_LOG = STATE / "registry" / "registry.log"
 ENGINE_LOCK = os.environ.get("VLLM_CI_ENGINE_LOCK", "/tmp/vllm-ci-engine.lock")
 CA_CERTS = pathlib.Path("/usr/local/share/ca-certificates")  # the machine's egress CA, for PyPI in RUN steps
 PYTHON = REPO / ".venv" / "bin" / "python"
-ACCEPT = ", ".join([
-    "application/vnd.oci.image.manifest.v1+json", "application/vnd.oci.image.index.v1+json",
-    "application/vnd.docker.distribution.manifest.v2+json", "application/vnd.docker.distribution.manifest.list.v2+json",
-])
-MANIFEST_TYPES = {t.strip() for t in ACCEPT.split(",")}
 
 # Which scenarios read the warm cache, and which write a cache.
 WARM = ("no-change", "py-change", "csrc-change")
@@ -78,59 +75,49 @@ class Names:
 
 # -- the registry ------------------------------------------------------------------------------
 
-def _request(path: str, method: str = "GET") -> tuple[dict[str, str], bytes]:
-    """One request to the registry's API; (headers, body)."""
-    req = urllib.request.Request(f"http://{REGISTRY}/v2/{path}", method=method, headers={"Accept": ACCEPT})
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        return dict(resp.headers), resp.read()
+def stored(refs: list[str]) -> dict[str, int]:
+    """Digest -> size of the unique blobs the refs hold."""
+    return anyio.run(_stored, refs)
 
 
-def blob_size(repo: str, digest: str) -> int:
-    """A blob's size in a repository; 0 when it is not there."""
-    try:
-        headers, _ = _request(f"{repo}/blobs/{digest}", "HEAD")
-    except urllib.error.HTTPError:
-        return 0
-    return int(headers.get("Content-Length", 0))
+async def _stored(refs: list[str]) -> dict[str, int]:
+    """Digest -> size of the unique blobs the refs hold, asked of the registry client."""
+    found: dict[str, int] = {}
+    async with RegistryClient(REGISTRY) as client:
+        for ref in refs:
+            found |= await _blobs(client, ref)
+    return found
 
 
-def blobs(ref: str) -> dict[str, int]:
+async def _blobs(client: RegistryClient, ref: str) -> dict[str, int]:
     """Digest -> size of every blob a ref needs (repo:tag), or every tag of a repo (no tag)."""
-    path = ref.removeprefix(f"{REGISTRY}/")
-    repo, _, tag = path.partition(":")
-    if not tag:
-        try:
-            tags = json.loads(_request(f"{repo}/tags/list")[1]).get("tags") or []
-        except urllib.error.HTTPError:
-            return {}
-        return {d: s for t in tags for d, s in blobs(f"{ref}:{t}").items()}
-    try:
-        manifest = json.loads(_request(f"{repo}/manifests/{tag}")[1])
-    except urllib.error.HTTPError:
+    repo, _, tag = ref.removeprefix(f"{REGISTRY}/").partition(":")
+    found: dict[str, int] = {}
+    for reference in [tag] if tag else await client.tags(repo):
+        found |= await _manifest_blobs(client, repo, reference)
+    return found
+
+
+async def _manifest_blobs(client: RegistryClient, repo: str, reference: str) -> dict[str, int]:
+    """Digest -> size of the blobs a manifest names (none when it does not exist), through a real index too."""
+    if (found_manifest := await client.manifest(repo, reference)) is None:
         return {}
+    manifest, _ = found_manifest
     found: dict[str, int] = {}
     if "config" in manifest:
         found[manifest["config"]["digest"]] = manifest["config"]["size"]
     for entry in [*manifest.get("layers", []), *manifest.get("manifests", [])]:
-        if entry.get("mediaType") in MANIFEST_TYPES:  # a real index: follow it
-            found |= _by_digest(repo, entry["digest"])
+        if entry.get("mediaType") in MANIFEST_MEDIA_TYPES:  # a real index: follow it
+            found |= await _manifest_blobs(client, repo, entry["digest"])
         else:  # a layer, or BuildKit's cache index listing its blobs directly
             found[entry["digest"]] = entry["size"]
     return found
 
 
-def _by_digest(repo: str, digest: str) -> dict[str, int]:
-    """The blobs of a manifest referenced by digest."""
-    manifest = json.loads(_request(f"{repo}/manifests/{digest}")[1])
-    return {b["digest"]: b["size"] for b in [manifest["config"], *manifest.get("layers", [])]}
-
-
-def stored(refs: list[str]) -> dict[str, int]:
-    """Digest -> size of the unique blobs the refs hold."""
-    found: dict[str, int] = {}
-    for ref in refs:
-        found |= blobs(ref)
-    return found
+async def _pushed_bytes(pushes: set[tuple[str, str]]) -> int:
+    """The bytes of the (repository, digest) blobs pushed, as the registry holds them (0 for one it does not)."""
+    async with RegistryClient(REGISTRY) as client:
+        return sum([await client.blob_size(repo, digest) or 0 for repo, digest in pushes])
 
 
 @contextlib.contextmanager
@@ -174,7 +161,7 @@ def traffic_since(mark: int, end: int, repos: tuple[str, ...]) -> tuple[int, int
                 pulled += int(entry.get("http.response.written", 0))
             elif method == "PUT" and status == 201 and (m := re.match(r"^/v2/(.+)/blobs/uploads/", url.path)):
                 pushes |= {(m[1], d) for d in urllib.parse.parse_qs(url.query).get("digest", [])}
-    return pulled, sum(blob_size(repo, digest) for repo, digest in pushes)
+    return pulled, anyio.run(_pushed_bytes, pushes)
 
 
 def ca_bundle(path: pathlib.Path) -> pathlib.Path:
