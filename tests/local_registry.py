@@ -1,4 +1,4 @@
-"""Throwaway local OCI registries for the end-to-end tests, and a small client of the distribution API.
+"""Throwaway local OCI registries for the end-to-end tests, and a blocking facade over stagecache's registry client.
 
 ``LocalRegistry`` is Debian's docker-registry on a free loopback port (plain http), storage in a
 given directory, optionally demanding a password (htpasswd) or refusing writes (read-only
@@ -12,26 +12,23 @@ The password reaches htpasswd on its stdin, never on a command line.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import signal
 import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
+
+from anyio.from_thread import start_blocking_portal
+
+from stagecache.registry import RegistryClient
 
 DOCKER_REGISTRY = "/usr/bin/docker-registry"
-MANIFEST_TYPES = ", ".join([
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-])
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -42,60 +39,49 @@ def free_port() -> int:
 
 
 class RegistryAPI:
-    """The distribution API of a plain-http registry, with basic credentials when given."""
+    """The distribution API of a plain-http registry, with basic credentials when given: a blocking
+    facade over stagecache's RegistryClient, usable from sync tests and from inside an event loop."""
 
     def __init__(self, addr: str, username: str = "", password: str = "") -> None:
         self.addr, self.username, self.password = addr, username, password
 
-    def _request(self, path: str, method: str = "GET", accept: str = "", anonymous: bool = False) -> tuple[int, dict[str, str], bytes]:
-        """One request: (status, headers, body), error statuses included; status 0 when nothing answers."""
-        req = urllib.request.Request(f"http://{self.addr}{path}", method=method)
-        if accept:
-            req.add_header("Accept", accept)
-        if self.username and not anonymous:
-            pair = f"{self.username}:{self.password}".encode()
-            req.add_header("Authorization", "Basic " + base64.b64encode(pair).decode())
-        try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
-                return resp.status, dict(resp.headers), resp.read()
-        except urllib.error.HTTPError as err:
-            return err.code, dict(err.headers), err.read()
-        except (urllib.error.URLError, OSError):
-            return 0, {}, b""
+    def _run(self, call: Callable[[RegistryClient], Awaitable[T]], anonymous: bool = False) -> T:
+        """Run one call on a fresh client (anonymous: without the credentials) in a thread of its own, and wait."""
+
+        async def session() -> T:
+            """Open the client, make the call, close the client."""
+            username = "" if anonymous else self.username
+            async with RegistryClient(self.addr, username, self.password, timeout=10, attempts=1) as client:
+                return await call(client)
+
+        with start_blocking_portal() as portal:
+            return portal.call(session)
 
     def status(self, anonymous: bool = False) -> int:
-        """The status of ``GET /v2/``."""
-        return self._request("/v2/", anonymous=anonymous)[0]
-
-    def raw(self, path: str, accept: str = "") -> bytes:
-        """GET a document; fails the test on anything but 200."""
-        status, _, body = self._request(path, accept=accept)
-        assert status == 200, f"GET {self.addr}{path}: HTTP {status}"
-        return body
+        """The status of ``GET /v2/`` (0 when nothing answers)."""
+        return self._run(lambda client: client.status("GET", "/v2/"), anonymous)
 
     def digest(self, repository: str, reference: str, anonymous: bool = False) -> str | None:
         """HEAD a manifest: its digest, or None when it does not exist."""
-        status, headers, _ = self._request(f"/v2/{repository}/manifests/{reference}", "HEAD", MANIFEST_TYPES, anonymous)
-        if status == 404:
-            return None
-        assert status == 200, f"HEAD {self.addr}/{repository}:{reference}: HTTP {status}"
-        return headers.get("Docker-Content-Digest")
+        return self._run(lambda client: client.manifest_digest(repository, reference), anonymous)
 
     def head_status(self, repository: str, reference: str, anonymous: bool = False) -> int:
         """The status of a manifest HEAD."""
-        return self._request(f"/v2/{repository}/manifests/{reference}", "HEAD", MANIFEST_TYPES, anonymous)[0]
+        return self._run(lambda client: client.status("HEAD", f"/v2/{repository}/manifests/{reference}"), anonymous)
 
     def repositories(self) -> list[str]:
         """Every repository in the registry."""
-        return json.loads(self.raw("/v2/_catalog?n=1000")).get("repositories") or []
+        return self._run(lambda client: client.repositories())
 
     def tags(self, repository: str) -> list[str]:
         """Every tag of a repository."""
-        return json.loads(self.raw(f"/v2/{repository}/tags/list?n=1000")).get("tags") or []
+        return self._run(lambda client: client.tags(repository))
 
     def manifest_raw(self, repository: str, reference: str) -> bytes:
-        """A manifest as the registry stores it."""
-        return self.raw(f"/v2/{repository}/manifests/{reference}", MANIFEST_TYPES)
+        """A manifest as the registry stores it; fails the test when there is none."""
+        found = self._run(lambda client: client.raw_manifest(repository, reference))
+        assert found is not None, f"{self.addr}/{repository}:{reference}: no manifest"
+        return found[0]
 
     def manifest(self, repository: str, reference: str) -> dict[str, Any]:
         """A manifest."""
@@ -103,7 +89,8 @@ class RegistryAPI:
 
     def config_raw(self, repository: str, reference: str) -> bytes:
         """The image configuration blob of a tag, raw (labels, env, history: all but the layers)."""
-        return self.raw(f"/v2/{repository}/blobs/{self.manifest(repository, reference)['config']['digest']}")
+        digest = self.manifest(repository, reference)["config"]["digest"]
+        return self._run(lambda client: client.blob(repository, digest))
 
     def config(self, repository: str, reference: str) -> dict[str, Any]:
         """The image configuration of a tag."""

@@ -361,3 +361,17 @@ class RegistryClient:
                         await file.write(chunk)
         except httpx.HTTPError as err:
             raise RegistryError(f"GET blob {self.registry}/{repository}: broke off ({type(err).__name__})") from None
+
+    async def status(self, method: str, path: str) -> int:
+        """The bare HTTP status a request gets, asking for any manifest type (401 included; 0 when nothing answers)."""
+        try:
+            response = await self._request(method, path, headers={"Accept": MANIFEST_TYPES})
+        except RegistryError as err:
+            return err.status or 0
+        return response.status_code
+
+    async def repositories(self) -> list[str]:
+        """The registry's repositories (its catalog's first 1000)."""
+        response = await self._request("GET", "/v2/_catalog?n=1000")
+        self._check(response, "list repositories", "_catalog")
+        return response.json().get("repositories") or []
