@@ -100,11 +100,13 @@ def test_prune_keeps_live_recent_and_newest_entries_and_sweeps_the_rest() -> Non
 
 def test_the_report_renders_a_table_markdown_and_json_that_reads_back() -> None:
     report = BuildReport("test", [StageRecord("base", "k1", "hit", "127.0.0.1:5000/c:base-k1@sha256:" + "f" * 64),
-                                  StageRecord("test", "k2", "exported", "127.0.0.1:5000/c:test-k2", 3.0, 1.0, 0, 2048)],
+                                  StageRecord("test", "k2", "exported", "127.0.0.1:5000/c:test-k2", 3.0, 1.0, 0, 2048,
+                                              note="a note", why="files ~vllm/a.py")],
                          total_seconds=4.5, traffic={"pulled": 0, "pushed": 2048, "mounted_blobs": 3})
     assert "test   exported" in report.table() and "dominated by test build (4.0 s)" in report.table()
     assert report.markdown().splitlines()[:3] == [
-        "1/2 stages from cache", "", "| stage | outcome | ref | build s | export s | pulled | pushed | why built |"]
+        "1/2 stages from cache", "", "| stage | outcome | ref | build s | export s | pulled | pushed | why built; note |"]
+    assert report.markdown().splitlines()[5] == "| test | exported | c:test-k2 | 3.0 | 1.0 | 0 B | 2.0 kB | files ~vllm/a.py; a note |"
     again = BuildReport.from_json(report.to_json())
     assert again.outcomes() == {"base": "hit", "test": "exported"} and again.traffic == report.traffic
 

@@ -283,6 +283,8 @@ async def test_a_registry_answering_503_twice_is_retried_and_the_hit_still_found
 
 async def test_an_unreachable_cache_is_summarised_in_the_first_line_and_strict_makes_it_fatal(client: None) -> None:
     report = await build(EXAMPLE, "vllm-runtime-base", cache_from=["127.0.0.1:5999/nobody/cache"])
-    assert report.table().splitlines()[0] == "0/1 stages from cache: registry 127.0.0.1:5999 unreachable: ConnectError"
+    assert report.table().splitlines()[0] == (
+        "0/1 stages from cache: registry 127.0.0.1:5999 unreachable: ConnectError "
+        "(under `dagger call`, pass --registry-service=tcp://127.0.0.1:5999 to reach the host's loopback)")
     with pytest.raises(StageError, match="^look-up: registry 127.0.0.1:5999 unreachable"):
         await build(EXAMPLE, "vllm-runtime-base", cache_from=["127.0.0.1:5999/nobody/cache"], strict=True)
