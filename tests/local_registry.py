@@ -87,10 +87,13 @@ class RegistryAPI:
         """A manifest."""
         return json.loads(self.manifest_raw(repository, reference))
 
+    def blob(self, repository: str, digest: str) -> bytes:
+        """A blob's bytes as the registry serves them."""
+        return self._run(lambda client: client.blob(repository, digest))
+
     def config_raw(self, repository: str, reference: str) -> bytes:
         """The image configuration blob of a tag, raw (labels, env, history: all but the layers)."""
-        digest = self.manifest(repository, reference)["config"]["digest"]
-        return self._run(lambda client: client.blob(repository, digest))
+        return self.blob(repository, self.manifest(repository, reference)["config"]["digest"])
 
     def config(self, repository: str, reference: str) -> dict[str, Any]:
         """The image configuration of a tag."""

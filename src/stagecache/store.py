@@ -24,7 +24,7 @@ from stagecache.inputs import manifest_digest, selected, source_manifest
 from stagecache.keys import CREATED_LABEL, KEY_LABEL, PREIMAGE_LABEL, STAGE_LABEL, KeyPreimage, cache_tag
 from stagecache.registry import DEFAULT_ATTEMPTS, ImageRef, RegistryClient, RegistryError, connect
 from stagecache.report import BuildReport, Progress, StageRecord
-from stagecache.why import explain, latest_tag, load_inputs, mark_latest, store_inputs
+from stagecache.why import describe_entry, explain, latest_tag, load_inputs, sealed_digest
 from stagecache.traffic import RegistryLog, attribute
 
 # Where the registry's JSON request log is, when bytes are to be measured (tests, bench).
@@ -67,6 +67,9 @@ class Stage:
     inputs: tuple[str, ...] = ()  # include patterns over the source; empty: reads no source
     args: Mapping[str, str] = dataclasses.field(default_factory=dict)
     code: str = ""  # fingerprint of the code that builds it (fingerprint.code_fingerprint)
+    # The parent it only adds file layers onto (with_directory, with_file), never reading its files:
+    # a hit for that parent is used without being pulled. Every other parent's files are read.
+    thin_over: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,6 +175,7 @@ class StageCache:
         self._imported: list[ImageRef] = []  # cache hits this build imported
         self._mounted: set[tuple[str, str]] = set()  # (repository ref, blob digest) already in place
         self._corrupt: dict[str, str] = {}  # stage -> why its entry could not be used
+        self._pulled: set[str] = set()  # stages whose files a stage built in this run reads
         self.registry_attempts = registry_attempts
         self.tunnels = dict(tunnels or {})  # loopback port -> host:port of a tunnel the engine opened
         self._retries = 0  # registry requests asked again (429, 5xx, resets)
@@ -254,6 +258,7 @@ class StageCache:
                     # layer makes engine v0.18.19 panic when a command needs it.
                     missing = await client.missing_blobs(repo.repository, manifest)
                     config = {} if missing else await client.image_config(repo.repository, manifest)
+                    sealed = await sealed_digest(client, repo.repository, tag)
             except RegistryError as err:
                 if self.strict:
                     raise StageError(str(err), stage=preimage.stage, ref=repo.repo_ref, phase="look-up") from None
@@ -271,6 +276,10 @@ class StageCache:
             labels = (config.get("config") or {}).get("Labels") or {}
             if labels.get(KEY_LABEL) != key:
                 notes.append(f"ignored {repo.repo_ref}:{tag}: no matching key label")
+                continue
+            if sealed != digest:
+                notes.append(f"ignored {repo.repo_ref}:{tag}: not the image this cache exported "
+                             f"(its record names {sealed[:19] if sealed else 'no image'}, the tag {digest[:19]})")
                 continue
             return str(repo.with_tag(tag).with_digest(digest)), "; ".join(notes)
         return None, "; ".join(notes)
@@ -327,6 +336,20 @@ class StageCache:
         except RegistryError as err:
             self._warn(f"cache: could not mount imported layers into {target.repo_ref}: {err}")
 
+    async def _unusable(self, imported: dagger.Container, pulled: bool) -> str | None:
+        """Why the engine cannot use a hit, in one line; None when it can. The engine resolves its
+        manifest and config (an entry deleted since the look-up fails here); when a stage built in
+        this run reads its files, it also pulls the layers now, by a file operation that fails
+        cleanly on bytes that do not match their digest. (A command run on such a layer makes
+        engine v0.18.19 panic instead; the pull is one the command would have made anyway.)"""
+        try:
+            await imported.sync()
+            if pulled:
+                await imported.rootfs().entries()
+        except dagger.QueryError as err:
+            return _unusable_reason(str(err))
+        return None
+
     def import_image(self, ref: str) -> dagger.Container:
         """An image from the registry; lazy: nothing is pulled until an operation needs it."""
         return self._authed(dag.container(), ImageRef.parse(ref).registry).from_(ref)
@@ -343,6 +366,7 @@ class StageCache:
         mark = meter.mark() if meter else 0
         plan = await self.plan(source, target)
         planned_at = self._now()
+        self._pulled = {parent for p in plan if p.hit is None for parent in p.stage.parents if parent != p.stage.thin_over}
         by_name = {p.stage.name: p for p in plan}
         report = BuildReport(target, [StageRecord(p.stage.name, p.key, "unused", note=p.note, why=p.why, queued_at=planned_at)
                                       for p in plan])
@@ -393,11 +417,17 @@ class StageCache:
         if hit is None:  # someone may have published it since the plan
             hit, _ = await self._lookup(planned.preimage)
         if hit is not None:
-            record.outcome, record.ref = "hit", hit
-            record.started_at = record.ended_at = self._now()
-            self._imported.append(ImageRef.parse(hit))
-            self.progress.hit(stage.name, hit)
-            return self.import_image(hit)
+            imported = self.import_image(hit)
+            problem = await self._unusable(imported, pulled=stage.name in self._pulled)
+            if problem is None:
+                record.outcome, record.ref = "hit", hit
+                record.started_at = record.ended_at = self._now()
+                self._imported.append(ImageRef.parse(hit))
+                self.progress.hit(stage.name, hit)
+                return imported
+            reason = f"unusable entry {_short_digest(hit)}: {problem}"
+            record.why = reason + "; rebuilt"
+            self._warn(f"warning: {reason}; the stage is rebuilt instead")
 
         parents: dict[str, dagger.Container] = {}
 
@@ -412,7 +442,7 @@ class StageCache:
             raise group.exceptions[0] from None
 
         record.started_at = self._now()
-        self.progress.started(stage.name, planned.why)
+        self.progress.started(stage.name, record.why)
         filtered = source.filter(include=list(stage.inputs)) if stage.inputs else dag.directory()
         ctr = await stage.build(StageContext(filtered, parents, self.secrets))
         ctr = (
@@ -464,8 +494,7 @@ class StageCache:
         target = ImageRef.parse(ref)
         try:
             async with await self._client(target.registry) as client:
-                await store_inputs(client, target.repository, target.tag or "", planned.inputs)
-                await mark_latest(client, target.repository, planned.stage.name, target.tag or "")
+                await describe_entry(client, target.repository, planned.stage.name, target.tag or "", planned.inputs)
         except RegistryError as err:
             self._warn(f"cache: could not record the inputs of {ref} (a later miss will say less): {err}")
 
@@ -484,6 +513,18 @@ def _parse_ref(text: str, what: str) -> ImageRef:
         return ImageRef.parse(text)
     except ValueError as err:
         raise StageError(f"{what}: {err}", phase="plan") from None
+
+
+def _short_digest(ref: str) -> str:
+    """A ref with its digest cut to the 12 hex digits a person reads."""
+    return re.sub(r"(@sha256:[0-9a-f]{12})[0-9a-f]{52}", r"\1", ref)
+
+
+def _unusable_reason(message: str) -> str:
+    """What the engine said of an image it could not use, in a few words."""
+    if corrupt := re.search(r"unexpected commit digest \S+, expected (sha256:[0-9a-f]{64})", message):
+        return f"layer {corrupt[1][:19]} is corrupt (its bytes do not match its digest)"
+    return message.splitlines()[0][:200]
 
 
 def exec_summary(err: dagger.ExecError) -> str:

@@ -1,12 +1,14 @@
 """Why a stage missed: what changed since the newest entry of that stage in the read repositories.
 
 Each export leaves two things beside the entry: the tag `<stage>-latest` on it, and the manifest
-of the files it read (path -> content digest) as a small OCI artifact tagged `<entry tag>.inputs`.
-A miss reads both back and names, in one line, the ARGs (old -> new), parent stages, code and
+of the files it read (path -> content digest) as a small OCI artifact tagged `<entry tag>.inputs`,
+whose `subject` names the entry's manifest digest: the record is also the entry's seal, and a look-up
+uses a tag only when the record beside it names the image the tag points at. A miss reads both back and names, in one line, the ARGs (old -> new), parent stages, code and
 files (changed ~, added +, removed -) that differ."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from typing import Any, Final
@@ -31,8 +33,10 @@ def inputs_tag(entry_tag: str) -> str:
     return entry_tag + INPUTS_SUFFIX
 
 
-async def store_inputs(client: RegistryClient, repository: str, entry_tag: str, inputs: Mapping[str, str]) -> None:
-    """Store an entry's input manifest beside it, as an artifact (outside the image and its config)."""
+async def store_inputs(client: RegistryClient, repository: str, entry_tag: str, inputs: Mapping[str, str],
+                       subject: Mapping[str, Any]) -> None:
+    """Store an entry's input manifest beside it, as an artifact (outside the image and its config)
+    whose subject is the entry's manifest descriptor."""
     content = json.dumps(dict(sorted(inputs.items())), separators=(",", ":")).encode()
     blob = await client.put_blob(repository, content)
     empty = await client.put_blob(repository, b"{}")
@@ -42,15 +46,29 @@ async def store_inputs(client: RegistryClient, repository: str, entry_tag: str, 
         "artifactType": INPUTS_TYPE,
         "config": {"mediaType": EMPTY_TYPE, "digest": empty, "size": 2},
         "layers": [{"mediaType": INPUTS_TYPE, "digest": blob, "size": len(content)}],
+        "subject": dict(subject),
     }
     await client.put_manifest(repository, inputs_tag(entry_tag), json.dumps(manifest).encode(), OCI_MANIFEST)
 
 
-async def mark_latest(client: RegistryClient, repository: str, stage: str, entry_tag: str) -> None:
-    """Point `<stage>-latest` at an entry (the same manifest bytes, so the same digest)."""
+async def describe_entry(client: RegistryClient, repository: str, stage: str, entry_tag: str,
+                         inputs: Mapping[str, str]) -> None:
+    """Seal an entry with its input manifest and point `<stage>-latest` at it (the same manifest
+    bytes, so the same digest). The manifest is read back from the tag, so that when two builds
+    export one key at once, the record names whichever image the tag ends up on."""
     found = await client.raw_manifest(repository, entry_tag)
-    if found is not None:
-        await client.put_manifest(repository, latest_tag(stage), *found)
+    if found is None:
+        return
+    content, media_type = found
+    subject = {"mediaType": media_type, "digest": "sha256:" + hashlib.sha256(content).hexdigest(), "size": len(content)}
+    await store_inputs(client, repository, entry_tag, inputs, subject)
+    await client.put_manifest(repository, latest_tag(stage), content, media_type)
+
+
+async def sealed_digest(client: RegistryClient, repository: str, entry_tag: str) -> str | None:
+    """The manifest digest an entry's record names, or None when it has no record."""
+    found = await client.manifest(repository, inputs_tag(entry_tag))
+    return None if found is None else (found[0].get("subject") or {}).get("digest")
 
 
 async def load_inputs(client: RegistryClient, repository: str, entry_tag: str) -> dict[str, str] | None:

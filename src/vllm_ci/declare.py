@@ -43,6 +43,7 @@ class StageDeclaration:
     function: Callable[..., Any]
     parents: tuple[str, ...] = ()  # the stages whose results it uses
     reads: tuple[str, ...] = ()  # the source files it reads: its COPY set, its filter and its key's input
+    thin_over: str = ""  # the parent it only adds file layers onto, never reading its files
 
     @property
     def upstream(self) -> bool:
@@ -73,14 +74,18 @@ def stage(
     parents: Sequence[str] = (),
     reads: Sequence[str] = (),
     args: Sequence[str] = (),
+    thin_over: str = "",
 ) -> Callable[[F], F]:
     """Declare, once and on the function, the stage it builds: its Dockerfile FROM (None for a
-    stage of this project only), the stages it builds on, the source files and the ARGs it reads."""
+    stage of this project only), the stages it builds on, the source files and the ARGs it reads,
+    and the parent it only adds file layers onto (`thin_over`: that parent is never pulled)."""
 
     def register(function: F) -> F:
         if name in DECLARED:
             raise ValueError(f"stage {name!r} is declared twice: {DECLARED[name].function.__qualname__} and {function.__qualname__}")
-        DECLARED[name] = StageDeclaration(name, from_, tuple(args), function, tuple(parents), tuple(reads))
+        if thin_over and thin_over not in parents:
+            raise ValueError(f"stage {name!r}: thin_over={thin_over!r} is not one of its parents")
+        DECLARED[name] = StageDeclaration(name, from_, tuple(args), function, tuple(parents), tuple(reads), thin_over)
         return function
 
     return register

@@ -218,7 +218,7 @@ def with_vllm(args: BuildArgs, image: dagger.Container, ext: dagger.Container, s
 
 
 @stage("vllm-base", from_="vllm-runtime-base", parents=("vllm-runtime-base", "extension"), reads=PACKAGE_INPUTS,
-       args=("PYTHON_VERSION",))
+       args=("PYTHON_VERSION",), thin_over="vllm-runtime-base")
 async def vllm_base(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     """FROM vllm-runtime-base AS vllm-base: the runtime image with vLLM installed."""
     runtime, ext, source = ctx.parents["vllm-runtime-base"], ctx.parents["extension"], ctx.source
@@ -228,7 +228,8 @@ async def vllm_base(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     )
 
 
-@stage("test", from_="test-deps", parents=("test-deps", "extension"), reads=EVERYTHING, args=("PYTHON_VERSION",))
+@stage("test", from_="test-deps", parents=("test-deps", "extension"), reads=EVERYTHING, args=("PYTHON_VERSION",),
+       thin_over="test-deps")
 async def test(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     """FROM test-deps AS test: vLLM installed, then the source tree as the last, thin layer."""
     deps, ext, source = ctx.parents["test-deps"], ctx.parents["extension"], ctx.source
@@ -254,7 +255,7 @@ async def openai_deps(args: BuildArgs, ctx: StageContext) -> dagger.Container:
 
 
 @stage("vllm-openai", from_="vllm-openai-base", parents=("openai-deps", "extension"), reads=PACKAGE_INPUTS,
-       args=("PYTHON_VERSION",))
+       args=("PYTHON_VERSION",), thin_over="openai-deps")
 async def openai(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     """FROM vllm-openai-base AS vllm-openai: the server image, `vllm serve` as its entrypoint."""
     deps, ext, source = ctx.parents["openai-deps"], ctx.parents["extension"], ctx.source

@@ -1,0 +1,129 @@
+"""Fault injection on the real engine and registry. Each test breaks one thing, then checks the
+build's outcome and that what the cache holds afterwards is valid: every blob of the entry present
+with bytes that match its digest, and sealed by its record (README: "Faults and what a build does")."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pathlib
+import uuid
+
+import anyio
+import dagger
+import pytest
+from dagger import dag
+
+from conftest import EXAMPLE, REGISTRY, STATE, fresh_agent
+from local_registry import LocalRegistry, RegistryAPI
+from stagecache.keys import cache_tag
+from stagecache.registry import ImageRef, RegistryClient
+from stagecache.report import BuildReport
+from stagecache.why import inputs_tag
+from test_stage_cache import build, cache_for, source_of
+
+BASE = "vllm-runtime-base"
+
+
+def build_on_its_own_connection(target: str, **cache: object) -> BuildReport:
+    """A build on a connection of its own (for tests that restart the engine between builds)."""
+
+    async def run() -> BuildReport:
+        with open(os.devnull, "w") as log:
+            async with dagger.connection(dagger.Config(log_output=log)):
+                return await build(EXAMPLE, target, **cache)
+
+    return anyio.run(run)
+
+
+def assert_valid_entry(registry: RegistryAPI, repository: str, tag: str) -> None:
+    """The entry under a tag is whole: each blob's bytes hash to its digest, and its record names it."""
+    manifest = registry.manifest(repository, tag)
+    for blob in [manifest["config"], *manifest["layers"]]:
+        content = registry.blob(repository, blob["digest"])
+        assert "sha256:" + hashlib.sha256(content).hexdigest() == blob["digest"], f"{tag}: blob {blob['digest']} is corrupt"
+    record = registry.manifest(repository, inputs_tag(tag))
+    assert record["subject"]["digest"] == registry.digest(repository, tag), f"{tag}: its record names another image"
+
+
+def engine_pid() -> str:
+    """The pid of the running engine."""
+    return (STATE / "engine" / "pid").read_text().strip()
+
+
+def test_a_layer_blob_whose_bytes_are_corrupt_is_rebuilt_and_never_reaches_a_command(
+    engine: None, tmp_path: pathlib.Path
+) -> None:
+    with LocalRegistry(tmp_path / "registry") as registry:  # its own storage: the corruption stays in it
+        repo = f"{registry.addr}/faults/cache"
+        first = build_on_its_own_connection(BASE, cache_to=repo)
+        tag = cache_tag(BASE, first.record(BASE).key)
+        top = registry.layers("faults/cache", tag)[-1]
+        data = registry.dir / "data/docker/registry/v2/blobs/sha256" / top[7:9] / top[7:] / "data"
+        content = bytearray(data.read_bytes())
+        content[len(content) // 2] ^= 0xFF
+        data.write_bytes(bytes(content))
+        fresh_agent()  # an agent that must pull the layer: test-deps runs commands on it
+        pid = engine_pid()
+        report = build_on_its_own_connection("test-deps", cache_from=[repo], cache_to=repo)
+        assert engine_pid() == pid and pathlib.Path(f"/proc/{pid}").exists()  # the engine lived
+        assert report.record(BASE).outcome == "exported"
+        assert report.record(BASE).why == (f"unusable entry {repo}:{tag}@{first.record(BASE).ref.partition('@')[2][:19]}: "
+                                           f"layer {top[:19]} is corrupt (its bytes do not match its digest); rebuilt")
+        assert report.record("test-deps").outcome == "exported"
+        assert_valid_entry(registry, "faults/cache", tag)
+
+
+@pytest.mark.anyio
+async def test_a_manifest_whose_config_the_repository_does_not_hold_is_rebuilt(client: None, cache_repo: str) -> None:
+    first = await build(EXAMPLE, BASE, cache_to=cache_repo)
+    ref, tag = ImageRef.parse(cache_repo), cache_tag(BASE, first.record(BASE).key)
+    registry = RegistryAPI(ref.registry)
+    config = registry.manifest(ref.repository, tag)["config"]["digest"]
+    async with RegistryClient(ref.registry) as client_:
+        await client_.delete_blob(ref.repository, config)
+    report = await build(EXAMPLE, BASE, cache_from=[cache_repo], cache_to=cache_repo)
+    assert report.record(BASE).outcome == "exported"
+    assert report.record(BASE).why.startswith(f"corrupt entry {cache_repo}:{tag}: blob {config[:19]} missing")
+    assert_valid_entry(registry, ref.repository, tag)
+    assert (await build(EXAMPLE, BASE, cache_from=[cache_repo])).record(BASE).outcome == "hit"
+
+
+@pytest.mark.anyio
+async def test_a_foreign_image_under_an_entrys_tag_with_its_labels_is_not_used(client: None, cache_repo: str) -> None:
+    first = await build(EXAMPLE, BASE, cache_to=cache_repo)
+    ref, tag = ImageRef.parse(cache_repo), cache_tag(BASE, first.record(BASE).key)
+    registry = RegistryAPI(ref.registry)
+    labels = registry.config(ref.repository, tag)["config"]["Labels"]
+    foreign = dag.container().from_(f"{REGISTRY}/library/debian:bookworm")
+    for name, value in labels.items():
+        foreign = foreign.with_label(name, value)
+    await foreign.publish(f"{cache_repo}:{tag}")  # same tag, same labels, someone else's image
+    report = await build(EXAMPLE, BASE, cache_from=[cache_repo], cache_to=cache_repo)
+    assert report.record(BASE).outcome == "exported"
+    assert "not the image this cache exported" in report.record(BASE).note
+    assert_valid_entry(registry, ref.repository, tag)
+    assert (await build(EXAMPLE, BASE, cache_from=[cache_repo])).record(BASE).outcome == "hit"
+
+
+@pytest.mark.anyio
+async def test_an_entry_pruned_between_look_up_and_use_is_rebuilt_not_a_failure(client: None, cache_repo: str) -> None:
+    first = await build(EXAMPLE, "test-deps", cache_to=cache_repo)
+    ref, tag = ImageRef.parse(cache_repo), cache_tag("test-deps", first.record("test-deps").key)
+    registry = RegistryAPI(ref.registry)
+    cache = cache_for(cache_from=[cache_repo], cache_to=cache_repo)
+    planned = cache.plan
+
+    async def plan_then_prune(source: dagger.Directory, target: str):  # type: ignore[no-untyped-def]
+        found = await planned(source, target)
+        assert [p.hit for p in found if p.stage.name == "test-deps"][0] is not None  # looked up: a hit
+        async with RegistryClient(ref.registry) as client_:  # what a prune run does, right then
+            await client_.delete_manifest(ref.repository, registry.digest(ref.repository, tag))
+        return found
+
+    cache.plan = plan_then_prune  # type: ignore[method-assign]
+    _, report = await cache.build(source_of(EXAMPLE), "test-deps")
+    assert report.record("test-deps").outcome == "exported"
+    assert report.record("test-deps").why.startswith(f"unusable entry {cache_repo}:{tag}@")
+    assert_valid_entry(registry, ref.repository, tag)
