@@ -15,7 +15,7 @@ import dagger
 import pytest
 from dagger import dag
 
-from conftest import EXAMPLE, REGISTRY, STATE, fresh_agent
+from conftest import EXAMPLE, REGISTRY, REPO, STATE, fresh_agent
 from local_registry import LocalRegistry, RegistryAPI
 from stagecache.keys import cache_tag
 from stagecache.registry import ImageRef, RegistryClient
@@ -24,6 +24,7 @@ from stagecache.why import inputs_tag
 from test_stage_cache import build, cache_for, source_of
 
 BASE = "vllm-runtime-base"
+REPO_ENGINE = REPO / "ci" / "engine"
 
 
 def build_on_its_own_connection(target: str, **cache: object) -> BuildReport:
@@ -127,3 +128,78 @@ async def test_an_entry_pruned_between_look_up_and_use_is_rebuilt_not_a_failure(
     assert report.record("test-deps").outcome == "exported"
     assert report.record("test-deps").why.startswith(f"unusable entry {cache_repo}:{tag}@")
     assert_valid_entry(registry, ref.repository, tag)
+
+
+def entry_tags_of(registry: RegistryAPI, repository: str) -> list[str]:
+    """The tags of a cache repository that name entries (not their records or `-latest`)."""
+    return [t for t in registry.tags(repository) if not t.endswith((".inputs", "-latest"))]
+
+
+def test_an_engine_killed_mid_stage_fails_the_build_in_one_line_and_the_next_run_works(engine: None) -> None:
+    import signal
+    import subprocess
+
+    from test_module_mode import CLIENT, cli_env, example_flags
+
+    cache = f"{REGISTRY}/test/killed-{uuid.uuid4().hex[:12]}"
+    command = [str(CLIENT), *example_flags(), "build", "--source", str(EXAMPLE), "--cache-to", cache]
+    fresh_agent()  # cold: csrc-build compiles for a while
+    with subprocess.Popen(command, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as build_:
+        assert build_.stderr is not None
+        seen = []
+        for line in build_.stderr:
+            seen.append(line)
+            if line.startswith("stage csrc-build: building"):
+                os.kill(int(engine_pid()), signal.SIGKILL)  # the engine ci/up started, by its pid
+                break
+        rest = build_.communicate(timeout=600)[1]
+    lines = rest.strip().splitlines()
+    assert build_.returncode == 1, "".join(seen) + rest
+    assert lines[-1].startswith("vllm-ci: error: engine: the Dagger engine stopped answering while building stage ")
+    assert "csrc-build" in lines[-1] and "Traceback" not in rest
+    subprocess.run([REPO_ENGINE, "start"], check=True, capture_output=True)
+    again = subprocess.run(command, env=cli_env(), capture_output=True, text=True, timeout=1800)
+    assert again.returncode == 0, again.stderr[-3000:]
+    ref = ImageRef.parse(cache)
+    registry = RegistryAPI(ref.registry)
+    for tag in entry_tags_of(registry, ref.repository):
+        assert_valid_entry(registry, ref.repository, tag)
+    assert {s["outcome"] for s in json.loads(again.stdout)["stages"]} <= {"hit", "exported"}
+
+
+def test_a_registry_stopped_mid_export_fails_that_export_only_and_leaves_no_invalid_entry(
+    engine: None, tmp_path: pathlib.Path
+) -> None:
+    import threading
+
+    registry = LocalRegistry(tmp_path / "registry").start()
+    try:
+        repo = f"{registry.addr}/faults/cache"
+
+        async def run() -> BuildReport:
+            with open(os.devnull, "w") as log:
+                async with dagger.connection(dagger.Config(log_output=log)):
+                    cache = cache_for(cache_to=repo)
+                    publish = cache.publish
+
+                    async def publish_while_the_registry_stops(ctr: dagger.Container, ref: str) -> str:
+                        if ref.startswith(repo) and BASE in ref:  # the first big export: stop the registry mid-way
+                            threading.Timer(0.5, registry.stop).start()
+                        return await publish(ctr, ref)
+
+                    cache.publish = publish_while_the_registry_stops  # type: ignore[method-assign]
+                    _, report = await cache.build(source_of(EXAMPLE), "test-deps")
+                    return report
+
+        fresh_agent()  # the layers are not in the engine: the export uploads them
+        report = anyio.run(run)
+        assert report.record(BASE).outcome == "export-failed"
+        assert report.record("test-deps").outcome == "export-failed"  # the registry is still down
+        registry.start()  # same storage, same port
+        again = build_on_its_own_connection("test-deps", cache_from=[repo], cache_to=repo)
+        assert again.outcomes() == {BASE: "exported", "test-deps": "exported"}  # nothing half-written was used
+        for tag in entry_tags_of(registry, "faults/cache"):
+            assert_valid_entry(registry, "faults/cache", tag)
+        assert build_on_its_own_connection("test-deps", cache_from=[repo]).record("test-deps").outcome == "hit"
+    finally:
+        registry.stop()

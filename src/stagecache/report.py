@@ -6,7 +6,7 @@ import dataclasses
 import json
 import re
 import sys
-from typing import Any, TextIO
+from typing import Any, ClassVar, TextIO
 
 
 @dataclasses.dataclass
@@ -180,7 +180,12 @@ def human_bytes(value: int | None) -> str:
 class Progress:
     """A live view of a build: one line when a stage starts and one when it ends, with its outcome,
     seconds and bytes pushed. With `groups`, each stage opens a Buildkite log group (`--- `) and a
-    failure re-opens it (`^^^ +++`), so the failing stage's output is the one expanded."""
+    failure re-opens it (`^^^ +++`), so the failing stage's output is the one expanded.
+
+    `Progress.running` names the stages building right now in this process, for whoever must say
+    what a build was doing when it stopped (the client command, when the engine dies)."""
+
+    running: ClassVar[list[str]] = []
 
     def __init__(self, stream: TextIO = sys.stderr, groups: bool = False):
         self.stream, self.groups = stream, groups
@@ -195,16 +200,25 @@ class Progress:
     def started(self, stage: str, why: str) -> None:
         """A stage starts building."""
         prefix = "--- " if self.groups else ""
+        Progress.running.append(stage)
         self._line(f"{prefix}stage {stage}: building" + (f" ({why})" if why else ""))
 
     def ended(self, record: StageRecord) -> None:
         """A stage ends: its outcome, seconds (from its timeline) and what its export pushed."""
         seconds = (record.ended_at or 0.0) - (record.started_at or 0.0)
         pushed = f", pushed {human_bytes(record.bytes_pushed)}" if record.bytes_pushed is not None else ""
+        _forget(record.stage)
         self._line(f"stage {record.stage}: {record.outcome} in {seconds:.1f} s{pushed}")
 
     def failed(self, stage: str) -> None:
         """A stage failed: in Buildkite, expand its group."""
         if self.groups:
             self._line("^^^ +++")
+        _forget(stage)
         self._line(f"stage {stage}: failed")
+
+
+def _forget(stage: str) -> None:
+    """A stage is no longer building."""
+    if stage in Progress.running:
+        Progress.running.remove(stage)

@@ -13,6 +13,7 @@ import inspect
 import os
 import pathlib
 import shutil
+import signal
 import socket
 import sys
 import traceback
@@ -26,6 +27,7 @@ import dagger
 from dagger import dag
 from dagger.mod._utils import get_doc, get_ignore
 
+from stagecache.report import Progress
 from stagecache.store import StageError, exec_summary
 from vllm_ci.errors import UsageError
 from vllm_ci.main import VllmCi
@@ -233,9 +235,50 @@ async def run(args: argparse.Namespace, opts: list[Option], constructor: list[Op
     """Connect (to the engine check_engine found), call the function with the parsed arguments, print its result."""
     # The session's progress must go somewhere that is drained: an undrained pipe fills up and
     # blocks the session from exiting.
-    with open(os.devnull, "w") if not args.verbose else contextlib.nullcontext(sys.stderr) as log_output:
-        async with dagger.connection(dagger.Config(log_output=log_output)):
-            await call(args, opts, constructor)
+    died: list[StageError] = []  # set by the watchdog when the engine stops answering
+    try:
+        with open(os.devnull, "w") if not args.verbose else contextlib.nullcontext(sys.stderr) as log_output:
+            async with dagger.connection(dagger.Config(log_output=log_output)):
+                async with anyio.create_task_group() as group:
+                    group.start_soon(watch_engine, group.cancel_scope, died)
+                    await call(args, opts, constructor)
+                    group.cancel_scope.cancel()
+    except BaseException:
+        if died:  # whatever the dead session raised on its way out, the engine's death is the news
+            raise died[0] from None
+        raise
+    if died:
+        raise died[0]
+
+
+async def watch_engine(call: anyio.CancelScope, died: list[StageError]) -> None:
+    """Stop the call with one line when the engine stops answering: a dead engine leaves its session
+    waiting for minutes otherwise. Probed every second; two misses in a row are a death. The
+    session process this client started is stopped too (by its pid), as it would wait 300 s."""
+    misses = 0
+    while misses < 2:
+        await anyio.sleep(1)
+        misses = misses + 1 if await anyio.to_thread.run_sync(engine_problem) else 0
+    doing = f"building stage {', '.join(Progress.running)}" if Progress.running else "the call"
+    died.append(StageError(f"the Dagger engine stopped answering while {doing}; start it again with ci/engine start "
+                           "(the cache holds nothing half-written: a registry shows a tag only once its manifest is whole)",
+                           phase="engine"))
+    for pid in session_processes():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    call.cancel()
+
+
+def session_processes() -> list[int]:
+    """The pids of the `dagger session` processes this client started (its children)."""
+    found = []
+    for proc in pathlib.Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError):
+            ppid = int((proc / "stat").read_text().rpartition(")")[2].split()[1])
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            if ppid == os.getpid() and b"session" in argv[1:3]:
+                found.append(int(proc.name))
+    return found
 
 
 async def call(args: argparse.Namespace, opts: list[Option], constructor: list[Option]) -> None:
@@ -302,6 +345,21 @@ def emit_text(text: str, output: str | None) -> None:
         print(text)
 
 
+def engine_problem() -> str | None:
+    """Why the configured engine does not accept a connection on its unix socket; None when it does
+    (and for transports other than a unix socket, which the session itself checks)."""
+    host = os.environ.get("_EXPERIMENTAL_DAGGER_RUNNER_HOST", "")
+    if not host.startswith("unix://"):
+        return None
+    with socket.socket(socket.AF_UNIX) as probe:
+        probe.settimeout(ENGINE_ANSWER_SECONDS)
+        try:
+            probe.connect(host.removeprefix("unix://"))
+        except OSError as err:
+            return str(err.strerror or err)
+    return None
+
+
 def check_engine() -> None:
     """Fail within seconds, in one line, when no engine answers on the configured socket."""
     use_local_engine()
@@ -309,11 +367,6 @@ def check_engine() -> None:
     if not host:
         raise StageError(f"no Dagger engine: {DEFAULT_ENGINE_SOCK} is not a socket; start one with ci/up "
                          "(or set _EXPERIMENTAL_DAGGER_RUNNER_HOST)", phase="engine")
-    if host.startswith("unix://"):
-        with socket.socket(socket.AF_UNIX) as probe:
-            probe.settimeout(ENGINE_ANSWER_SECONDS)
-            try:
-                probe.connect(host.removeprefix("unix://"))
-            except OSError as err:
-                raise StageError(f"the Dagger engine at {host} does not answer ({err.strerror or err}); "
-                                 "start it with ci/up (or ci/engine start)", phase="engine") from None
+    if problem := engine_problem():
+        raise StageError(f"the Dagger engine at {host} does not answer ({problem}); "
+                         "start it with ci/up (or ci/engine start)", phase="engine")
