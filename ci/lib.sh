@@ -15,7 +15,7 @@ STATE_DIR=${VLLM_CI_STATE:-/var/lib/vllm-ci}
 LOG_DIR=$STATE_DIR/logs
 REGISTRY_ADDR=${VLLM_CI_REGISTRY:-127.0.0.1:5000}
 REGISTRY_ADDR=${REGISTRY_ADDR%%/*}
-ENGINE_SOCK=/run/dagger/engine.sock
+ENGINE_SOCK=${VLLM_CI_ENGINE_SOCK:-/run/dagger/engine.sock}  # another for a second engine (tests)
 
 export _EXPERIMENTAL_DAGGER_RUNNER_HOST=unix://$ENGINE_SOCK
 export _EXPERIMENTAL_DAGGER_CLI_BIN=/usr/local/bin/dagger

@@ -203,3 +203,48 @@ def test_a_registry_stopped_mid_export_fails_that_export_only_and_leaves_no_inva
         assert build_on_its_own_connection("test-deps", cache_from=[repo]).record("test-deps").outcome == "hit"
     finally:
         registry.stop()
+
+
+@pytest.fixture
+def second_engine(engine: None, tmp_path: pathlib.Path):  # type: ignore[no-untyped-def]
+    """A second engine beside the first: its own state directory, socket and container network
+    (ci/engine with VLLM_CI_* overrides), stopped by its pid afterwards. Yields its runner host."""
+    import shutil
+    import subprocess
+
+    sock = pathlib.Path(f"/run/dagger-{uuid.uuid4().hex[:8]}/engine.sock")
+    env = {**os.environ, "VLLM_CI_STATE": str(tmp_path / "agent-2"), "VLLM_CI_ENGINE_SOCK": str(sock),
+           "VLLM_CI_ENGINE_NETWORK": "daggertwo 10.89.0.0/16"}
+    started = subprocess.run([REPO_ENGINE, "start"], env=env, capture_output=True, text=True, timeout=180)
+    assert started.returncode == 0, started.stdout + started.stderr
+    try:
+        yield f"unix://{sock}"
+    finally:
+        subprocess.run([REPO_ENGINE, "stop"], env=env, capture_output=True, timeout=120)
+        shutil.rmtree(sock.parent, ignore_errors=True)
+
+
+def test_two_engines_racing_on_one_cold_key_both_succeed_and_leave_a_whole_entry(second_engine: str) -> None:
+    import subprocess
+
+    from test_module_mode import CLIENT, cli_env, example_flags
+
+    cache = f"{REGISTRY}/test/race-{uuid.uuid4().hex[:12]}"
+    command = [str(CLIENT), *example_flags(), "build", "--source", str(EXAMPLE), "--target", "test-deps",
+               "--cache-to", cache]
+    agents = [cli_env(), {**cli_env(), "_EXPERIMENTAL_DAGGER_RUNNER_HOST": second_engine}]
+    fresh_agent()  # the first agent cold too: both build every stage at the same moment
+    builds = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+              for env in agents]
+    results = [b.communicate(timeout=1800) for b in builds]
+    for build_, (out, err) in zip(builds, results):
+        assert build_.returncode == 0, err[-3000:]
+        assert {s["outcome"] for s in json.loads(out)["stages"]} <= {"exported", "hit"}
+    ref = ImageRef.parse(cache)
+    registry = RegistryAPI(ref.registry)
+    for tag in entry_tags_of(registry, ref.repository):
+        assert_valid_entry(registry, ref.repository, tag)
+    again = subprocess.run(command[:-2] + ["--cache-from", cache], env=agents[1], capture_output=True, text=True,
+                           timeout=1800)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads(again.stdout)["stages"][-1]["outcome"] == "hit"
