@@ -85,8 +85,9 @@ def base_repos() -> tuple[str, ...]:
 
 
 def measure(tool: BuildKit | Dagger, source: pathlib.Path, scenario: str, names: Names, log: pathlib.Path,
-            warm: dict[str, int], base: dict[str, int]) -> Measure:
-    """Fresh agent, then one timed build; bytes from the registry's request log."""
+            warm: dict[str, int], base: dict[str, int], extra_repos: tuple[str, ...] = ()) -> Measure:
+    """Fresh agent, then one timed build; bytes from the registry's request log (the tool's
+    repositories, the base images' and `extra_repos`)."""
     with engine_lock():
         tool.fresh_agent()
         mark = log_mark()
@@ -94,7 +95,7 @@ def measure(tool: BuildKit | Dagger, source: pathlib.Path, scenario: str, names:
         outcome = tool.build(source, scenario, names, log)
         seconds = time.monotonic() - started
         end = log_mark()
-    pulled, pushed = traffic_since(mark, end, (names.repos, *base_repos()))
+    pulled, pushed = traffic_since(mark, end, (names.repos, *base_repos(), *extra_repos))
     written = stored(outcome.cache_written)
     new = {digest: size for digest, size in written.items() if digest not in warm}
     cache, own = (sum(new.values()), sum(s for d, s in new.items() if d not in base)) if outcome.cache_written else (None, None)

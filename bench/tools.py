@@ -258,6 +258,7 @@ class BuildKit:
         self.dockerfile = f"Dockerfile.{layout}"
         self.daemon = daemon
         self.ca = ca
+        self.build_args: dict[str, str] = {}  # ARG overrides, as a fork's CI passes them
 
     def fresh_agent(self) -> None:
         """A new buildkitd on an empty root."""
@@ -274,6 +275,7 @@ class BuildKit:
             "--frontend", "dockerfile.v0", "--local", f"context={source}", "--local", f"dockerfile={BENCH / 'dockerfiles'}",
             "--opt", f"filename={self.dockerfile}", "--opt", "target=test", "--secret", f"id=ca,src={self.ca}",
             "--output", f"type=image,name={names.image(scenario)},push=true",
+            *(opt for name, value in self.build_args.items() for opt in ("--opt", f"build-arg:{name}={value}")),
         ]
         written = []
         if scenario not in NO_EXPORT:

@@ -38,3 +38,16 @@ def test_the_bench_compares_ours_with_buildkit_on_a_no_change_build(engine: None
     assert [g["goal"] for g in results["goals"]][2].startswith("No change")
     assert "| no-change | ours |" in proc.stdout
     assert (tmp_path / "latest.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_scale_bench_runs_at_a_tiny_size_and_only_buildkit_pulls_the_heavy_layer(engine: None, tmp_path: pathlib.Path) -> None:
+    env = {**os.environ, "VLLM_CI_ENGINE_LOCK": ""}
+    proc = subprocess.run([str(BENCH / "scale"), "--sizes", "0.05", "--results", str(tmp_path)],
+                          capture_output=True, text=True, env=env, timeout=1800)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads((tmp_path / "scale.json").read_text())["results"]["0.05"]
+    # A Python-only change on a fresh agent: ours pulls none of the 50 MB layer, BuildKit all of it.
+    assert results["ours"]["pulled"] < 5_000_000, results
+    assert results["buildkit-today"]["pulled"] > 50_000_000, results
+    assert "| 0.05 GB | ours |" in proc.stdout and "slope (s per GB of image)" in proc.stdout
+    assert (tmp_path / "scale.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
