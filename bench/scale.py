@@ -25,6 +25,7 @@ from dagger import dag
 
 from compare import MB, Measure, base_refs, checkout, make_tools, measure
 from stagecache.registry import ImageRef, connect
+from vllm_ci.cli import use_local_engine
 from tools import BENCH, REGISTRY, BenchError, BuildKit, Dagger, Names, engine_lock
 
 GB = 1e9
@@ -149,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=pathlib.Path, default=BENCH / "results", help="folder for scale.json, scale.png, logs/")
     args = parser.parse_args(argv)
     sizes = [float(s) for s in args.sizes.split(",") if s]
+    use_local_engine()
     (args.results / "logs").mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")

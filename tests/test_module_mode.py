@@ -232,16 +232,12 @@ def test_the_client_command_uses_docker_logins_credential_helper_for_its_look_up
 
 
 def test_dagger_call_from_a_git_url_in_another_checkout_hits_the_client_commands_cache_entries(
-    builtin_sdks: None, tmp_path: pathlib.Path
+    builtin_sdks: None, example_dir: pathlib.Path
 ) -> None:
-    import shutil
-
     from git_server import GitServer
 
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
-    checkout = tmp_path / "example-checkout"
-    shutil.copytree(EXAMPLE, checkout, ignore=lambda folder, names: [
-        n for n in names if n.endswith(".egg-info") or n == "__pycache__" or folder == str(EXAMPLE) and n in ("build", "dist")])
+    checkout = example_dir  # a separate checkout of the example
     cache = f"{REGISTRY}/test/git-url-{uuid.uuid4().hex[:12]}"
     client = json.loads(run([CLIENT, *example_flags(), "build", "--source", ".", "--cache-to", cache], cwd=checkout))
     with GitServer() as server:
