@@ -50,7 +50,9 @@ class FlakyProxy:
                 for key, value in answer.getheaders():
                     if key.lower() not in HOP_HEADERS:
                         self.send_header(key, value.replace(f"//{proxy.upstream}", f"//{proxy.addr}"))
-                self.send_header("content-length", str(len(data)))
+                # A HEAD answer has no body but tells the size of the one a GET would get.
+                size = answer.getheader("content-length", "0") if self.command == "HEAD" else str(len(data))
+                self.send_header("content-length", size)
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(data)

@@ -114,7 +114,8 @@ def test_a_malformed_cache_repository_is_one_line_naming_it() -> None:
         (["prune", "--cache-repo", "not a ref"], 2, "vllm-ci: error: --cache-repo: not a fully qualified image reference"),
         (["report", "--report-json", "{bad"], 2, "vllm-ci: error: --report-json: not a build report (JSONDecodeError"),
         (["prune", "--cache-repo", "127.0.0.1:5999/nobody/cache"], 1,
-         "vllm-ci: error: prune: registry 127.0.0.1:5999 unreachable: ConnectError (127.0.0.1:5999/nobody/cache)"),
+         "vllm-ci: error: prune: registry 127.0.0.1:5999 unreachable: ConnectError (under `dagger call`, pass "
+         "--registry-service=tcp://127.0.0.1:5999 to reach the host's loopback) (127.0.0.1:5999/nobody/cache)"),
     ],
     ids=["malformed prune repository", "malformed report", "unreachable registry"],
 )

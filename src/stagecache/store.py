@@ -277,7 +277,7 @@ class StageCache:
             if labels.get(KEY_LABEL) != key:
                 notes.append(f"ignored {repo.repo_ref}:{tag}: no matching key label")
                 continue
-            if sealed != digest:
+            if sealed is not None and sealed != digest:  # an entry without a record is only unexplained
                 notes.append(f"ignored {repo.repo_ref}:{tag}: not the image this cache exported "
                              f"(its record names {sealed[:19] if sealed else 'no image'}, the tag {digest[:19]})")
                 continue
@@ -524,7 +524,9 @@ def _unusable_reason(message: str) -> str:
     """What the engine said of an image it could not use, in a few words."""
     if corrupt := re.search(r"unexpected commit digest \S+, expected (sha256:[0-9a-f]{64})", message):
         return f"layer {corrupt[1][:19]} is corrupt (its bytes do not match its digest)"
-    return message.splitlines()[0][:200]
+    # "failed to resolve image \"<ref>\": <cause>": the ref is already named; keep the cause.
+    first = re.sub(r'image "[^"]*"', "image", message.splitlines()[0])
+    return first if len(first) <= 300 else first[:140] + " … " + first[-150:]
 
 
 def exec_summary(err: dagger.ExecError) -> str:
