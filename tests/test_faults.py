@@ -1,6 +1,6 @@
 """Fault injection on the real engine and registry. Each test breaks one thing, then checks the
 build's outcome and that what the cache holds afterwards is valid: every blob of the entry present
-with bytes that match its digest, and sealed by its record (README: "Faults and what a build does")."""
+with bytes that match its digest, and sealed by its record (README: "A broken cache never breaks a build")."""
 
 from __future__ import annotations
 
