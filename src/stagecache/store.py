@@ -258,7 +258,7 @@ class StageCache:
                     # layer makes engine v0.18.19 panic when a command needs it.
                     missing = await client.missing_blobs(repo.repository, manifest)
                     config = {} if missing else await client.image_config(repo.repository, manifest)
-                    sealed = await sealed_digest(client, repo.repository, tag)
+                    sealed = None if missing else await sealed_digest(client, repo.repository, tag)
             except RegistryError as err:
                 if self.strict:
                     raise StageError(str(err), stage=preimage.stage, ref=repo.repo_ref, phase="look-up") from None
@@ -279,7 +279,7 @@ class StageCache:
                 continue
             if sealed is not None and sealed != digest:  # an entry without a record is only unexplained
                 notes.append(f"ignored {repo.repo_ref}:{tag}: not the image this cache exported "
-                             f"(its record names {sealed[:19] if sealed else 'no image'}, the tag {digest[:19]})")
+                             f"(its record names {sealed[:19]}, the tag {digest[:19]})")
                 continue
             return str(repo.with_tag(tag).with_digest(digest)), "; ".join(notes)
         return None, "; ".join(notes)

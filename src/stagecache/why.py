@@ -3,8 +3,9 @@
 Each export leaves two things beside the entry: the tag `<stage>-latest` on it, and the manifest
 of the files it read (path -> content digest) as a small OCI artifact tagged `<entry tag>.inputs`,
 whose `subject` names the entry's manifest digest: the record is also the entry's seal, and a look-up
-uses a tag only when the record beside it names the image the tag points at. A miss reads both back and names, in one line, the ARGs (old -> new), parent stages, code and
-files (changed ~, added +, removed -) that differ."""
+passes over a tag whose record names another image (an entry without a record is used). A miss
+reads both back and names, in one line, the ARGs (old -> new), parent stages, code and files
+(changed ~, added +, removed -) that differ."""
 
 from __future__ import annotations
 
