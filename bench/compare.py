@@ -322,10 +322,16 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     data = {"runs": runs, "tools": tools, "scenarios": scenarios, "bench_seconds": round(time.monotonic() - started, 1),
             "results": summary, "goals": goal_list, "markdown": table}
-    (args.results / "latest.json").write_text(json.dumps(data, indent=2))
-    chart(summary, args.results / "latest.png")
-    print(f"\nbench: {data['bench_seconds']} s; wrote {args.results / 'latest.json'} and {args.results / 'latest.png'}", file=sys.stderr)
+    write_results(args.results, "latest", data, lambda png: chart(summary, png), "bench")
     return 0
+
+
+def write_results(folder: pathlib.Path, stem: str, data: dict[str, object], draw: Callable[[pathlib.Path], None],
+                  who: str) -> None:
+    """Write `<stem>.json` and the chart `<stem>.png` into the results folder, and say so on stderr."""
+    (folder / f"{stem}.json").write_text(json.dumps(data, indent=2))
+    draw(folder / f"{stem}.png")
+    print(f"\n{who}: {data['bench_seconds']} s; wrote {folder / f'{stem}.json'} and {folder / f'{stem}.png'}", file=sys.stderr)
 
 
 if __name__ == "__main__":

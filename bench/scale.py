@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import pathlib
 import shutil
@@ -23,7 +22,7 @@ import anyio
 import dagger
 from dagger import dag
 
-from compare import MB, Measure, base_refs, checkout, make_tools, measure
+from compare import MB, Measure, base_refs, checkout, make_tools, measure, write_results
 from stagecache.registry import ImageRef, connect
 from vllm_ci.cli import use_local_engine
 from tools import BENCH, REGISTRY, BenchError, BuildKit, Dagger, Names, engine_lock
@@ -170,9 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             "results": {f"{size:g}": {tool: {"seconds": m.seconds, "pulled": m.pulled, "pushed": m.pushed, "rebuilt": m.rebuilt}
                                       for tool, m in per.items()} for size, per in rows.items()},
             "markdown": table}
-    (args.results / "scale.json").write_text(json.dumps(data, indent=2))
-    chart(rows, args.results / "scale.png")
-    print(f"\nscale: {data['bench_seconds']} s; wrote {args.results / 'scale.json'} and {args.results / 'scale.png'}", file=sys.stderr)
+    write_results(args.results, "scale", data, lambda png: chart(rows, png), "scale")
     return 0
 
 

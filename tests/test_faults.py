@@ -19,7 +19,7 @@ from conftest import EXAMPLE, REGISTRY, REPO, STATE, fresh_agent
 from local_registry import LocalRegistry, RegistryAPI
 from stagecache.keys import cache_tag
 from stagecache.registry import ImageRef, RegistryClient
-from stagecache.report import BuildReport
+from stagecache.report import BuildReport, StageRecord
 from stagecache.why import inputs_tag
 from test_stage_cache import build, cache_for, source_of
 
@@ -76,36 +76,43 @@ def test_a_layer_blob_whose_bytes_are_corrupt_is_rebuilt_and_never_reaches_a_com
         assert_valid_entry(registry, "faults/cache", tag)
 
 
+async def an_entry_of_the_base(cache_repo: str) -> tuple[ImageRef, str, RegistryAPI]:
+    """A fresh cache entry of the runtime base: its repository, its tag, and a client of that registry."""
+    first = await build(EXAMPLE, BASE, cache_to=cache_repo)
+    ref = ImageRef.parse(cache_repo)
+    return ref, cache_tag(BASE, first.record(BASE).key), RegistryAPI(ref.registry)
+
+
+async def rebuilt_and_repaired(cache_repo: str, ref: ImageRef, tag: str, registry: RegistryAPI) -> StageRecord:
+    """Build the base through the broken cache: it is rebuilt and exported, the entry left is whole,
+    and the next build hits it. The rebuilt stage's record, for what it says of the fault."""
+    report = await build(EXAMPLE, BASE, cache_from=[cache_repo], cache_to=cache_repo)
+    assert report.record(BASE).outcome == "exported"
+    assert_valid_entry(registry, ref.repository, tag)
+    assert (await build(EXAMPLE, BASE, cache_from=[cache_repo])).record(BASE).outcome == "hit"
+    return report.record(BASE)
+
+
 @pytest.mark.anyio
 async def test_a_manifest_whose_config_the_repository_does_not_hold_is_rebuilt(client: None, cache_repo: str) -> None:
-    first = await build(EXAMPLE, BASE, cache_to=cache_repo)
-    ref, tag = ImageRef.parse(cache_repo), cache_tag(BASE, first.record(BASE).key)
-    registry = RegistryAPI(ref.registry)
+    ref, tag, registry = await an_entry_of_the_base(cache_repo)
     config = registry.manifest(ref.repository, tag)["config"]["digest"]
     async with RegistryClient(ref.registry) as client_:
         await client_.delete_blob(ref.repository, config)
-    report = await build(EXAMPLE, BASE, cache_from=[cache_repo], cache_to=cache_repo)
-    assert report.record(BASE).outcome == "exported"
-    assert report.record(BASE).why.startswith(f"corrupt entry {cache_repo}:{tag}: blob {config[:19]} missing")
-    assert_valid_entry(registry, ref.repository, tag)
-    assert (await build(EXAMPLE, BASE, cache_from=[cache_repo])).record(BASE).outcome == "hit"
+    record = await rebuilt_and_repaired(cache_repo, ref, tag, registry)
+    assert record.why.startswith(f"corrupt entry {cache_repo}:{tag}: blob {config[:19]} missing")
 
 
 @pytest.mark.anyio
 async def test_a_foreign_image_under_an_entrys_tag_with_its_labels_is_not_used(client: None, cache_repo: str) -> None:
-    first = await build(EXAMPLE, BASE, cache_to=cache_repo)
-    ref, tag = ImageRef.parse(cache_repo), cache_tag(BASE, first.record(BASE).key)
-    registry = RegistryAPI(ref.registry)
+    ref, tag, registry = await an_entry_of_the_base(cache_repo)
     labels = registry.config(ref.repository, tag)["config"]["Labels"]
     foreign = dag.container().from_(f"{REGISTRY}/library/debian:bookworm")
     for name, value in labels.items():
         foreign = foreign.with_label(name, value)
     await foreign.publish(f"{cache_repo}:{tag}")  # same tag, same labels, someone else's image
-    report = await build(EXAMPLE, BASE, cache_from=[cache_repo], cache_to=cache_repo)
-    assert report.record(BASE).outcome == "exported"
-    assert "not the image this cache exported" in report.record(BASE).note
-    assert_valid_entry(registry, ref.repository, tag)
-    assert (await build(EXAMPLE, BASE, cache_from=[cache_repo])).record(BASE).outcome == "hit"
+    record = await rebuilt_and_repaired(cache_repo, ref, tag, registry)
+    assert "not the image this cache exported" in record.note
 
 
 @pytest.mark.anyio
