@@ -38,6 +38,48 @@ class BuildArgs:
     sccache_bucket_name: Annotated[str, Doc("SCCACHE_BUCKET_NAME")] = "vllm-build-sccache"
     sccache_region_name: Annotated[str, Doc("SCCACHE_REGION_NAME")] = "us-west-2"
     sccache_s3_no_credentials: Annotated[int, Doc("SCCACHE_S3_NO_CREDENTIALS: 1 for anonymous reads")] = 0
+    install_rubin_prerelease: Annotated[str, Doc("INSTALL_RUBIN_PRERELEASE: true installs requirements/rubin-prerelease.txt")] = "false"
+    triton_install_from_source_repo: Annotated[str, Doc("TRITON_INSTALL_FROM_SOURCE_REPO: build Triton from this repository")] = ""
+    triton_install_from_source_revision: Annotated[str, Doc("TRITON_INSTALL_FROM_SOURCE_REVISION")] = ""
+    nccl_version: Annotated[str, Doc("NCCL_VERSION: the NCCL the runtime overrides torch's with")] = "2.31.2"
+    deadsnakes_mirror_url: Annotated[str, Doc("DEADSNAKES_MIRROR_URL: a mirror of the deadsnakes PPA; empty: the PPA")] = ""
+    deadsnakes_gpgkey_url: Annotated[str, Doc("DEADSNAKES_GPGKEY_URL: the mirror's signing key")] = ""
+    get_pip_url: Annotated[str, Doc("GET_PIP_URL: where get-pip.py comes from")] = "https://bootstrap.pypa.io/get-pip.py"
+    uv_index_url: Annotated[str, Doc("UV_INDEX_URL; default: PIP_INDEX_URL")] = "${PIP_INDEX_URL}"
+    uv_extra_index_url: Annotated[str, Doc("UV_EXTRA_INDEX_URL; default: PIP_EXTRA_INDEX_URL")] = "${PIP_EXTRA_INDEX_URL}"
+    pip_keyring_provider: Annotated[str, Doc("PIP_KEYRING_PROVIDER")] = "disabled"
+    uv_keyring_provider: Annotated[str, Doc("UV_KEYRING_PROVIDER; default: PIP_KEYRING_PROVIDER")] = "${PIP_KEYRING_PROVIDER}"
+    install_kv_connectors: Annotated[str, Doc("INSTALL_KV_CONNECTORS: true adds the KV-connector libraries")] = "false"
+    build_nixl: Annotated[str, Doc("BUILD_NIXL: true builds NIXL from source")] = "false"
+    pytorch_nightly: Annotated[str, Doc("PYTORCH_NIGHTLY: 1 installs torch nightly")] = ""
+    vllm_use_precompiled: Annotated[str, Doc("VLLM_USE_PRECOMPILED: reuse a published wheel's kernels in csrc-build")] = ""
+    vllm_merge_base_commit: Annotated[str, Doc("VLLM_MERGE_BASE_COMMIT: the commit whose published wheel to reuse")] = ""
+    vllm_main_cuda_version: Annotated[str, Doc("VLLM_MAIN_CUDA_VERSION")] = ""
+    vllm_kernel_symbol_map: Annotated[str, Doc("VLLM_KERNEL_SYMBOL_MAP: 1 writes the kernel symbol map (nightly)")] = ""
+    buildkite_commit: Annotated[str, Doc("buildkite_commit: the commit the kernel symbol map names")] = ""
+    deepep_commit_hash: Annotated[str, Doc("DEEPEP_COMMIT_HASH")] = "d4f41e4e93"
+    nvshmem_ver: Annotated[str, Doc("NVSHMEM_VER")] = ""
+    git_repo_check: Annotated[str, Doc("GIT_REPO_CHECK: non-0 runs tools/check_repo.sh")] = "0"
+    vllm_max_size_mb: Annotated[str, Doc("VLLM_MAX_SIZE_MB: the wheel size limit")] = "500"
+    run_wheel_check: Annotated[str, Doc("RUN_WHEEL_CHECK: true checks the CUDA 13 wheel's size")] = "true"
+    gdrcopy_cuda_version: Annotated[str, Doc("GDRCOPY_CUDA_VERSION")] = "12.8"
+    gdrcopy_os_version: Annotated[str, Doc("GDRCOPY_OS_VERSION")] = "Ubuntu24_04"
+    timm_version: Annotated[str, Doc("TIMM_VERSION: the timm requirement of the runtime")] = ">=1.0.17"
+    runai_model_streamer_version: Annotated[str, Doc("RUNAI_MODEL_STREAMER_VERSION")] = ">=0.15.7"
+    gguf_version: Annotated[str, Doc("GGUF_VERSION")] = ">=0.19.0"
+    vllm_build_commit: Annotated[str, Doc("VLLM_BUILD_COMMIT: recorded in the server image")] = ""
+    vllm_build_pipeline: Annotated[str, Doc("VLLM_BUILD_PIPELINE: recorded in the server image")] = ""
+    vllm_build_url: Annotated[str, Doc("VLLM_BUILD_URL: recorded in the server image")] = ""
+    vllm_image_tag: Annotated[str, Doc("VLLM_IMAGE_TAG: recorded in the server image")] = ""
+    # Portability: commands upstream hard-codes with no ARG. The default is upstream's exact text,
+    # so a real build runs upstream's step; a fork or mirror replaces it (the example does).
+    manylinux_packages_command: Annotated[str, Doc("base's system package install; default: upstream's dnf command")] = (
+        "dnf install -y --setopt=install_weak_deps=False ccache git curl sudo elfutils-devel rdma-core-devel"
+        " && dnf clean all && rm -rf /var/cache/dnf"
+    )
+    uv_installer_command: Annotated[str, Doc("How base installs uv into UV_INSTALL_DIR; default: upstream's installer")] = (
+        "curl -LsSf https://astral.sh/uv/install.sh | sh"
+    )
     openai_extras: Annotated[str, Doc("Extra packages of the OpenAI server image, space-separated")] = (
         "accelerate hf_transfer modelscope"
     )
@@ -47,15 +89,23 @@ class BuildArgs:
         return self.expand(self.final_base_image)
 
     def expand(self, text: str) -> str:
-        """$NAME and ${NAME} of a build argument replaced by its value, as BuildKit expands ARGs;
-        any other variable is left for the image's environment."""
+        """$NAME, ${NAME}, ${NAME:-word} and ${NAME:+word} of a build argument replaced as BuildKit
+        expands ARGs (innermost first, so a word may name another ARG); any other variable is left
+        for the image's environment."""
 
         def value(match: re.Match[str]) -> str:
-            name = (match.group(1) or match.group(2)).lower()
-            return str(getattr(self, name)) if name in _FIELDS else match.group(0)
+            name = (match.group(1) or match.group(4)).lower()
+            if name not in _FIELDS:
+                return match.group(0)
+            own, modifier, word = str(getattr(self, name)), match.group(2), match.group(3)
+            if modifier == "+":
+                return word if own else ""
+            if modifier == "-":
+                return own or word
+            return own
 
-        for _ in range(len(_FIELDS)):  # a default may name another ARG (FINAL_BASE_IMAGE names CUDA_VERSION)
-            expanded = re.sub(r"\$\{(\w+)\}|\$(\w+)", value, text)
+        for _ in range(4 * len(_FIELDS)):  # a default may name another ARG (FINAL_BASE_IMAGE names CUDA_VERSION)
+            expanded = re.sub(r"\$\{(\w+)(?::([-+])([^{}$]*))?\}|\$(\w+)", value, text)
             if expanded == text:
                 break
             text = expanded
@@ -64,6 +114,11 @@ class BuildArgs:
     def site_packages(self) -> str:
         """Where the runtime image's system pip installs packages (Debian/Ubuntu layout)."""
         return f"/usr/local/lib/python{self.python_version}/dist-packages"
+
+    def cuda_index_url(self) -> str:
+        """PyTorch's CUDA index as upstream derives it: ${PYTORCH_CUDA_INDEX_BASE_URL}/cu$(echo $CUDA_VERSION | cut -d. -f1,2 | tr -d '.')."""
+        major_minor = "".join(self.cuda_version.split(".")[:2])
+        return f"{self.expand(self.pytorch_cuda_index_base_url)}/cu{major_minor}"
 
     def pip_index_flags(self) -> list[str]:
         """pip flags for the configured indexes."""
@@ -78,7 +133,7 @@ AUTOMATIC_ARGS: Final = frozenset({"TARGETPLATFORM", "TARGETARCH", "TARGETOS", "
                                    "BUILDPLATFORM", "BUILDARCH", "BUILDOS", "BUILDVARIANT"})
 
 # Typed arguments of this project that no ARG of vLLM's Dockerfile has.
-PROJECT_ARGS: Final = frozenset({"openai_extras"})
+PROJECT_ARGS: Final = frozenset({"openai_extras", "manylinux_packages_command", "uv_installer_command"})
 
 
 def arg_defaults() -> dict[str, str]:

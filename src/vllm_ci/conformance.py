@@ -17,7 +17,7 @@ from typing import Any, Final
 import dockerfile
 
 from stagecache.report import text_table
-from vllm_ci.args import AUTOMATIC_ARGS
+from vllm_ci.args import AUTOMATIC_ARGS, PROJECT_ARGS
 from vllm_ci.declare import StageDeclaration
 from vllm_ci.errors import UsageError
 from vllm_ci.steps import unquote
@@ -256,7 +256,7 @@ def _stage_rows(
             file_args[arg] = default
             arg_rows.append(_stage_arg_row(stage.name, command.start_line, arg, default, decl, global_args, arg_defaults))
     for arg in decl.arg_names():
-        if arg not in file_args:
+        if arg not in file_args and arg not in PROJECT_ARGS:  # this project's own arguments have no ARG line
             arg_rows.append(Row(stage.name, None, f"ARG {arg}", CHANGED, f"ARG {arg} is read here but not declared in this stage upstream",
                                 f"ARG {arg}"))
     in_file_order = sorted([*arg_rows, *_instruction_rows(stage, decl, order)], key=lambda r: (r.line is None, r.line or 0))

@@ -16,7 +16,7 @@ import functools
 import inspect
 import textwrap
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 F = TypeVar("F", bound=Callable[..., Any])
 Instructions = str | Sequence[str]
@@ -91,13 +91,28 @@ def stage(
     return register
 
 
-def reproduces(instructions: Instructions, step: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """Mark a step as reproducing upstream's instruction(s) exactly; returns the step unchanged."""
-    return step
+@runtime_checkable
+class RunsInstructions(Protocol):
+    """Something that turns upstream's instruction text itself into a step (instructions.AsWritten)."""
+
+    def step(self, instructions: Instructions) -> Callable[[Any], Any]:
+        """The step that runs these instructions as written."""
 
 
-def deviates(instructions: Instructions, reason: str, step: Callable[[Any], Any] | None = None) -> Callable[[Any], Any]:
-    """Mark a step as doing upstream's instruction(s) differently, for a reason; None: not done at all."""
+def reproduces(instructions: Instructions, step: Callable[[Any], Any] | RunsInstructions) -> Callable[[Any], Any]:
+    """Mark a step as reproducing upstream's instruction(s) exactly; returns the step unchanged,
+    or, given a runner of upstream's text, the step that runs these very instructions."""
+    return step.step(instructions) if isinstance(step, RunsInstructions) else step
+
+
+def deviates(
+    instructions: Instructions, reason: str, step: Callable[[Any], Any] | RunsInstructions | None = None
+) -> Callable[[Any], Any]:
+    """Mark a step as doing upstream's instruction(s) differently, for a reason; None: not done at all.
+    Given a runner of upstream's text, the text runs as written and the reason says what differs
+    around it (a bind mount holding only the files the stage reads)."""
+    if isinstance(step, RunsInstructions):
+        return step.step(instructions)
     return step if step is not None else (lambda container: container)
 
 

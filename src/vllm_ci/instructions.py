@@ -1,0 +1,256 @@
+"""Upstream's instructions run as written: a Dockerfile instruction's own text, read by BuildKit's
+parser (`dockerfile` on PyPI), applied to a Dagger container with BuildKit's meaning.
+
+A stage function marks such a step `reproduces(TEXT, upstream)` (declare.py): the text conformance
+compares with the real file is the text that runs, so the two cannot drift apart. What each
+instruction becomes:
+- RUN: `/bin/sh -c` with the script as written; the stage's ARGs are in its environment unless an
+  ENV of the same name is (BuildKit: ENV wins); `--mount=type=cache` is a cache volume,
+  `type=bind` a mounted folder (of the stage's filtered source, or of a parent with `from=`), and
+  `type=secret` a mounted secret file when the build has it. Mounts are gone after the RUN.
+- COPY: from the stage's filtered source (a path the stage declares as a folder, "x/", is a folder)
+  or, with `--from=STAGE`, from that parent's result (a name with no extension is a folder).
+- ENV, WORKDIR, USER, LABEL, ENTRYPOINT, CMD, EXPOSE: the same change to the image's config.
+- ARG: nothing here; the stage declares the ARGs it reads (its key), and RUN sees them.
+Empty ARG values are left unset, as BuildKit leaves an ARG declared without a value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import posixpath
+import shlex
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Final
+
+import dagger
+import dockerfile
+from dagger import dag
+
+from stagecache import StageContext
+from vllm_ci.args import AUTOMATIC_ARGS, PROJECT_ARGS, BuildArgs
+from vllm_ci.declare import DECLARED
+from vllm_ci.errors import UsageError
+from vllm_ci.steps import unquote
+
+Step = Callable[[dagger.Container], dagger.Container]
+
+SHARING: Final = {"shared": dagger.CacheSharingMode.SHARED, "locked": dagger.CacheSharingMode.LOCKED,
+                  "private": dagger.CacheSharingMode.PRIVATE}
+ARCHES: Final = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
+
+
+def target_arch() -> str:
+    """TARGETARCH as BuildKit fills it for a build on this machine's platform."""
+    machine = platform.machine().lower()
+    return ARCHES.get(machine, machine)
+
+
+def automatic_value(name: str) -> str:
+    """The value BuildKit gives one of its automatic platform ARGs."""
+    arch = target_arch()
+    return {"TARGETPLATFORM": f"linux/{arch}", "TARGETARCH": arch, "TARGETOS": "linux", "BUILDPLATFORM": f"linux/{arch}",
+            "BUILDARCH": arch, "BUILDOS": "linux"}.get(name, "")
+
+
+def mount_options(flag: str) -> dict[str, str]:
+    """A `--mount=k=v,k2=v2,flag` option as a dict (a bare word is a true flag)."""
+    options: dict[str, str] = {}
+    for item in flag.removeprefix("--mount=").split(","):
+        key, has_value, value = item.partition("=")
+        options[key] = value if has_value else "true"
+    return options
+
+
+@dataclasses.dataclass(frozen=True)
+class AsWritten:
+    """Runs upstream's instructions for one stage, in that stage's ARG scope.
+
+    replace: upstream text -> this build's text, for the few commands upstream hard-codes with no
+    ARG (the portability arguments, whose default is upstream's exact text)."""
+
+    args: BuildArgs
+    ctx: StageContext
+    scope: Sequence[str]  # the ARGs the stage declares, by name: what its RUNs see
+    folders: Sequence[str] = ()  # the source paths the stage reads that are folders ("cmake/")
+    replace: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    def step(self, instructions: str | Sequence[str]) -> Step:
+        """The container change the instruction(s) make, in order."""
+        texts = [instructions] if isinstance(instructions, str) else list(instructions)
+        steps = [self._one(command) for text in texts for command in dockerfile.parse_string(text)]
+
+        def apply(ctr: dagger.Container) -> dagger.Container:
+            for one in steps:
+                ctr = one(ctr)
+            return ctr
+
+        return apply
+
+    def arg_environment(self) -> dict[str, str]:
+        """The stage's ARGs as a RUN sees them, with this build's values; empty ones unset."""
+        values = {}
+        for name in self.scope:
+            value = automatic_value(name) if name in AUTOMATIC_ARGS else self.args.expand(str(getattr(self.args, name.lower())))
+            if value:
+                values[name] = value
+        return values
+
+    def _one(self, command: Any) -> Step:
+        """One parsed instruction as a container change."""
+        handler = getattr(self, f"_{command.cmd.lower()}", None)
+        if handler is None:
+            raise UsageError(f"line {command.start_line}: {command.cmd} cannot be run as written")
+        return handler(command)
+
+    def _arg(self, command: Any) -> Step:
+        """ARG: the stage's declaration carries it; nothing changes in the image."""
+        return lambda ctr: ctr
+
+    def _run(self, command: Any) -> Step:
+        """RUN: the script as written, its mounts, the stage's ARGs in its environment."""
+        if command.json:
+            raise UsageError(f"line {command.start_line}: RUN in exec form is not run as written")
+        script = command.value[0]
+        for upstream_text, ours in self.replace.items():
+            if upstream_text in script:
+                script = script.replace(upstream_text, ours)
+            elif " ".join(upstream_text.split()) in " ".join(script.split()):  # upstream spreads it over lines
+                script = " ".join(script.split()).replace(" ".join(upstream_text.split()), ours)
+        # ENV wins over an ARG of the same name: set an ARG only where the image has no such variable.
+        preamble = "".join(f'[ -n "${{{name}+set}}" ] || export {name}={shlex.quote(value)}\n'
+                           for name, value in self.arg_environment().items())
+        mounts = [mount_options(flag) for flag in command.flags if flag.startswith("--mount=")]
+
+        def step(ctr: dagger.Container) -> dagger.Container:
+            mounted = []
+            for options in mounts:
+                ctr, target = self._mount(ctr, options)
+                if target:
+                    mounted.append(target)
+            ctr = ctr.with_exec(["/bin/sh", "-c", preamble + script])
+            for target in mounted:
+                ctr = ctr.without_mount(target)
+            return ctr
+
+        return step
+
+    def _mount(self, ctr: dagger.Container, options: Mapping[str, str]) -> tuple[dagger.Container, str]:
+        """One RUN mount; returns the container and the path mounted (empty: nothing mounted)."""
+        kind = options.get("type", "bind")
+        if kind == "cache":
+            target = options["target"]
+            volume = dag.cache_volume("vllm-ci-" + options.get("id", target).strip("/").replace("/", "-"))
+            return ctr.with_mounted_cache(target, volume, sharing=SHARING[options.get("sharing", "shared")]), target
+        if kind == "secret":
+            secret_id = options["id"]
+            target = options.get("target", f"/run/secrets/{secret_id}")
+            secret = self.ctx.secrets.get(secret_id)
+            if secret is None:
+                if options.get("required", "false") == "true":
+                    raise UsageError(f"secret {secret_id!r} is required by a RUN and was not given")
+                return ctr, ""
+            return ctr.with_mounted_secret(target, secret), target
+        if kind == "bind":
+            source = options.get("source", options.get("src", "."))
+            origin = (self.ctx.parents[options["from"]].directory(source) if "from" in options
+                      else self.ctx.source.directory(source))
+            return ctr.with_mounted_directory(options["target"], origin), options["target"]
+        raise UsageError(f"--mount type={kind} cannot be run as written")
+
+    def _copy(self, command: Any) -> Step:
+        """COPY (or ADD of local files): each source to the destination, as BuildKit places them."""
+        flags = dict(flag.removeprefix("--").partition("=")[::2] for flag in command.flags)
+        *sources, dest = [self.args.expand(value) for value in command.value]
+        into_folder = dest.endswith("/") or len(sources) > 1
+        parent = self.ctx.parents[flags["from"]] if "from" in flags else None
+
+        def step(ctr: dagger.Container) -> dagger.Container:
+            for source in sources:
+                ctr = self._copy_one(ctr, parent, source, dest, into_folder)
+            return ctr
+
+        return step
+
+    _add = _copy
+
+    def _copy_one(self, ctr: dagger.Container, parent: dagger.Container | None, source: str, dest: str,
+                  into_folder: bool) -> dagger.Container:
+        """One COPY source: a folder's contents into dest, a glob's matches into dest, a file to dest."""
+        name = posixpath.basename(source.rstrip("/"))
+        if any(c in name for c in "*?["):
+            folder = posixpath.dirname(source) or "."
+            origin = parent.directory(folder) if parent is not None else self.ctx.source.directory(folder)
+            return ctr.with_directory(dest, origin, include=[name])
+        is_folder = ("." not in name) if parent is not None else (source.rstrip("/") + "/") in self.folders
+        if is_folder:
+            origin = parent.directory(source) if parent is not None else self.ctx.source.directory(source)
+            return ctr.with_directory(dest, origin)
+        file = parent.file(source) if parent is not None else self.ctx.source.file(source)
+        return ctr.with_file(posixpath.join(dest, name) if into_folder else dest, file)
+
+    def _env(self, command: Any) -> Step:
+        """ENV: each pair, ARGs expanded now and other variables from the image's environment."""
+        values = command.value
+        pairs = [(name, unquote(self.args.expand(value))) for name, value in zip(values[::2], values[1::2])]
+
+        def step(ctr: dagger.Container) -> dagger.Container:
+            for name, value in pairs:
+                ctr = ctr.with_env_variable(name, value, expand="$" in value)
+            return ctr
+
+        return step
+
+    def _workdir(self, command: Any) -> Step:
+        """WORKDIR."""
+        path = self.args.expand(command.value[0])
+        return lambda ctr: ctr.with_workdir(path, expand="$" in path)
+
+    def _user(self, command: Any) -> Step:
+        """USER."""
+        user = self.args.expand(command.value[0])
+        return lambda ctr: ctr.with_user(user)
+
+    def _label(self, command: Any) -> Step:
+        """LABEL: each pair."""
+        values = command.value
+        pairs = [(unquote(name), unquote(self.args.expand(value))) for name, value in zip(values[::2], values[1::2])]
+
+        def step(ctr: dagger.Container) -> dagger.Container:
+            for name, value in pairs:
+                ctr = ctr.with_label(name, value)
+            return ctr
+
+        return step
+
+    def _entrypoint(self, command: Any) -> Step:
+        """ENTRYPOINT (exec form as is; shell form through /bin/sh -c)."""
+        entry = list(command.value) if command.json else ["/bin/sh", "-c", command.value[0]]
+        return lambda ctr: ctr.with_entrypoint(entry)
+
+    def _cmd(self, command: Any) -> Step:
+        """CMD (exec form as is; shell form through /bin/sh -c)."""
+        default = list(command.value) if command.json else ["/bin/sh", "-c", command.value[0]]
+        return lambda ctr: ctr.with_default_args(default)
+
+    def _expose(self, command: Any) -> Step:
+        """EXPOSE: each port (tcp unless it says udp)."""
+        ports = [value.partition("/") for value in command.value]
+
+        def step(ctr: dagger.Container) -> dagger.Container:
+            for port, _, protocol in ports:
+                udp = protocol.lower() == "udp"
+                ctr = ctr.with_exposed_port(int(port), protocol=dagger.NetworkProtocol.UDP if udp else dagger.NetworkProtocol.TCP)
+            return ctr
+
+        return step
+
+
+def as_written(stage_name: str, args: BuildArgs, ctx: StageContext, replace: Mapping[str, str] | None = None) -> AsWritten:
+    """The runner of upstream's text for a declared stage: its ARGs (less this project's own) and
+    the folders among its reads. replace: upstream text -> this build's, applied when they differ."""
+    decl = DECLARED[stage_name]
+    changed = {upstream_text: ours for upstream_text, ours in (replace or {}).items() if ours != upstream_text}
+    return AsWritten(args, ctx, tuple(n for n in decl.arg_names() if n not in PROJECT_ARGS),
+                     tuple(p for p in decl.reads if p.endswith("/")), changed)
