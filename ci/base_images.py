@@ -9,11 +9,13 @@ changed finds the hash tag in the registry and does nothing.
 from __future__ import annotations
 
 import argparse
+import base64
 import hashlib
 import json
 import pathlib
 import subprocess
 import sys
+import zipfile
 from typing import Final
 
 import anyio
@@ -25,11 +27,22 @@ from stagecache.registry import connect
 SUITE: Final = "bookworm"
 DEBIAN_REPO: Final = "library/debian"
 BUILD_REPO: Final = "library/vllm-ci-build"
+RUNTIME_REPO: Final = "library/vllm-ci-runtime"
 # What the build image adds: vLLM's build base ships a compiler toolchain and Python.
 BUILD_PACKAGES: Final = (
     "python3", "python3-venv", "python3-pip", "python3-dev",
-    "gcc", "g++", "make", "cmake", "ccache", "git", "ca-certificates",
+    "gcc", "g++", "make", "cmake", "ccache", "git", "curl", "ca-certificates",
 )
+# Where the manylinux builder keeps its interpreters; upstream's base makes its venv from
+# /opt/python/cpXY-cpXY/bin/pythonX.Y, so the stand-in puts Debian's Python there too.
+PYTHON_VERSION: Final = "3.11"
+MANYLINUX_PYTHON: Final = "/opt/python/cp311-cp311/bin/python3.11"
+# The stand-in for PyTorch's CUDA index (PYTORCH_CUDA_INDEX_BASE_URL), as a fork's mirror would
+# serve it: a simple index under /opt/mirror/whl/cu130 holding a stand-in torch wheel.
+MIRROR: Final = "/opt/mirror/whl"
+CUDA_VERSION: Final = "13.0.3"
+CUDA_INDEX: Final = "cu130"
+TORCH_STANDIN: Final = ("torch", "2.14.0+cu130")
 PATH_ENV: Final = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -43,6 +56,30 @@ def apt_mirror() -> str:
         if line.startswith("deb ") and "security" not in line:
             return line.split()[1]
     raise SystemExit("base images: no Debian mirror found in /etc/apt")
+
+
+def standin_wheel(folder: pathlib.Path, name: str, version: str) -> pathlib.Path:
+    """A minimal, byte-reproducible pure-Python wheel of that name and version (an empty package)."""
+    dist = f"{name}-{version}"
+    files = {
+        f"{name}/__init__.py": f'"""Stand-in for {name} {version}: only its name and version are real."""\n__version__ = "{version}"\n',
+        f"{dist}.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{dist}.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: vllm-ci\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = [f"{path},sha256={urlsafe_digest(text.encode())},{len(text.encode())}" for path, text in files.items()]
+    files[f"{dist}.dist-info/RECORD"] = "\n".join([*record, f"{dist}.dist-info/RECORD,,"]) + "\n"
+    folder.mkdir(parents=True, exist_ok=True)
+    wheel = folder / f"{dist}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path, text in files.items():
+            archive.writestr(zipfile.ZipInfo(path, date_time=(1980, 1, 1, 0, 0, 0)), text)
+    (folder / "index.html").write_text(f'<html><body><a href="{wheel.name}">{wheel.name}</a></body></html>\n')
+    return wheel
+
+
+def urlsafe_digest(data: bytes) -> str:
+    """A wheel RECORD's hash: urlsafe base64 of the sha256, unpadded."""
+    return base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
 
 
 def recipe_hash(recipe: dict) -> str:
@@ -83,21 +120,26 @@ async def publish_both(ctr: dagger.Container, registry: str, repo: str, suite_ta
 
 
 async def main(registry: str, cache_dir: pathlib.Path) -> None:
-    """Ensure both base images are in the registry under their recipe hashes."""
+    """Ensure the base images are in the registry under their recipe hashes."""
     mirror = apt_mirror()
     debian_recipe = {"suite": SUITE, "variant": "minbase", "mirror": mirror, "v": 1}
     debian_tag = f"{SUITE}-{recipe_hash(debian_recipe)}"
-    build_recipe = {"from": debian_tag, "packages": BUILD_PACKAGES, "v": 1}
+    index = {"mirror": MIRROR, "index": CUDA_INDEX, "torch": TORCH_STANDIN}
+    build_recipe = {"from": debian_tag, "packages": BUILD_PACKAGES, "python": MANYLINUX_PYTHON, "cuda": CUDA_VERSION, **index, "v": 2}
     build_tag = f"{SUITE}-{recipe_hash(build_recipe)}"
+    runtime_tag = f"{SUITE}-{recipe_hash({'from': debian_tag, **index, 'v': 1})}"
 
-    have_debian = await tag_exists(registry, DEBIAN_REPO, debian_tag)
-    have_build = await tag_exists(registry, BUILD_REPO, build_tag)
-    if have_debian and have_build:
-        print(f"up to date: {registry}/{DEBIAN_REPO}:{debian_tag}, {registry}/{BUILD_REPO}:{build_tag}")
+    have = [await tag_exists(registry, repo, tag) for repo, tag in
+            ((DEBIAN_REPO, debian_tag), (BUILD_REPO, build_tag), (RUNTIME_REPO, runtime_tag))]
+    if all(have):
+        print(f"up to date: {registry}/{DEBIAN_REPO}:{debian_tag}, {registry}/{BUILD_REPO}:{build_tag}, "
+              f"{registry}/{RUNTIME_REPO}:{runtime_tag}")
         return
+    index_dir = cache_dir / f"cuda-index-{recipe_hash(index)}" / CUDA_INDEX / TORCH_STANDIN[0]
+    standin_wheel(index_dir, *TORCH_STANDIN)
 
     async with dagger.connection(dagger.Config(log_output=sys.stderr)):
-        if have_debian:
+        if have[0]:
             debian = dag.container().from_(f"{registry}/{DEBIAN_REPO}:{debian_tag}")
         else:
             rootfs = cache_dir / f"rootfs-debian-{debian_tag}"
@@ -108,14 +150,22 @@ async def main(registry: str, cache_dir: pathlib.Path) -> None:
                 .with_env_variable("PATH", PATH_ENV)
             )
             print("published", await publish_both(debian, registry, DEBIAN_REPO, SUITE, debian_tag))
-        if not have_build:
+        with_index = debian.with_directory(f"{MIRROR}/{CUDA_INDEX}/{TORCH_STANDIN[0]}", dag.host().directory(str(index_dir)))
+        if not have[1]:
             build = (
-                debian.with_env_variable("DEBIAN_FRONTEND", "noninteractive")
+                with_index.with_env_variable("DEBIAN_FRONTEND", "noninteractive")
                 .with_exec(["apt-get", "update"])
                 .with_exec(["apt-get", "install", "-y", "--no-install-recommends", *BUILD_PACKAGES])
                 .with_exec(["sh", "-c", "rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb"])
+                .with_exec(["sh", "-c", f'mkdir -p "$(dirname {MANYLINUX_PYTHON})" && ln -s /usr/bin/python{PYTHON_VERSION} {MANYLINUX_PYTHON}'])
+                # uv reads the system's CA store (where the engine puts this network's CA), not its own.
+                .with_env_variable("UV_NATIVE_TLS", "1")
+                # As the manylinux CUDA builder, which csrc-build's cu index is derived from.
+                .with_env_variable("CUDA_VERSION", CUDA_VERSION)
             )
             print("published", await publish_both(build, registry, BUILD_REPO, SUITE, build_tag))
+        if not have[2]:
+            print("published", await publish_both(with_index, registry, RUNTIME_REPO, SUITE, runtime_tag))
 
 
 if __name__ == "__main__":

@@ -72,7 +72,7 @@ def test_every_stage_of_the_real_file_is_named_and_the_missing_ones_are_the_audi
     froms = {r.stage: r.status for r in report.rows if r.instruction.startswith("FROM ")}
     assert len(froms) == 16
     assert {s for s, status in froms.items() if status == MISSING} == {
-        "rust-build-cache", "rust-build", "kernel-symbol-map", "extensions-build", "dev", "vllm-openai-base",
+        "rust-build-cache", "rust-build", "extensions-build", "dev", "vllm-openai-base",
         "vllm-sagemaker", "vllm-openai-nonroot",
     }
 
@@ -92,10 +92,12 @@ def test_a_changed_arg_default_is_named_with_the_old_and_new_default(upstream_do
         "csrc-build", 388, CHANGED, "ARG max_jobs=16", "ARG max_jobs=2")
 
 
-def test_a_changed_global_arg_default_is_named(upstream_dockerfile: str) -> None:
+def test_a_changed_global_arg_default_is_named_at_its_line_and_in_every_stage_that_reads_it(upstream_dockerfile: str) -> None:
     edited = upstream_dockerfile.replace("ARG CUDA_VERSION=13.0.3", "ARG CUDA_VERSION=13.1.0")
-    [row] = new_rows(report_on(edited), report_on(upstream_dockerfile))
-    assert (row.stage, row.line, row.status, row.declared) == ("(global)", 25, CHANGED, "ARG CUDA_VERSION=13.0.3")
+    rows = new_rows(report_on(edited), report_on(upstream_dockerfile))
+    assert [(r.stage, r.line, r.status, r.declared) for r in rows] == [
+        ("(global)", 25, CHANGED, "ARG CUDA_VERSION=13.0.3"), ("base", 107, CHANGED, "ARG CUDA_VERSION=13.0.3"),
+        ("vllm-runtime-base", 746, CHANGED, "ARG CUDA_VERSION=13.0.3")]
 
 
 def test_a_new_arg_is_named_as_missing(upstream_dockerfile: str) -> None:

@@ -76,14 +76,14 @@ def test_a_changed_arg_moves_only_the_stages_that_read_it_and_their_descendants(
     before = keys(stage_graph(BuildArgs()))
     after = keys(stage_graph(BuildArgs(max_jobs=16)))
     moved = {s for s in before if before[s] != after[s]}
-    assert moved == {"csrc-build", "build", "extension", "vllm-base", "test", "vllm-openai"}
+    assert moved == {"csrc-build", "kernel-symbol-map", "build", "extension", "vllm-base", "test", "vllm-openai"}
     assert "max_jobs" in dict(next(s for s in stage_graph(BuildArgs()) if s.name == "csrc-build").args)
 
 
 def test_an_arg_no_stage_reads_moves_no_key() -> None:
-    # CUDA_VERSION reaches the runtime's FROM (FINAL_BASE_IMAGE) only; csrc-build never reads it.
-    before = keys(stage_graph(BuildArgs(final_base_image="127.0.0.1:5000/x:1")))
-    after = keys(stage_graph(BuildArgs(final_base_image="127.0.0.1:5000/x:1", cuda_version="12.9.1")))
+    # VLLM_IMAGE_TAG is read by vllm-openai-base only, which no stage function builds yet.
+    before = keys(stage_graph(BuildArgs()))
+    after = keys(stage_graph(BuildArgs(vllm_image_tag="v9.9.9")))
     assert before == after
 
 
@@ -102,14 +102,15 @@ def test_editing_one_stage_function_moves_its_key_and_its_descendants_and_no_oth
 def test_editing_a_step_moves_the_stages_that_call_it_and_their_descendants(
     tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from vllm_ci import stages, steps
+    from vllm_ci import steps
+    from vllm_ci.stages import runtime
 
     before = keys(stage_graph(BuildArgs()))
-    edited = _edited_copy(steps.run, '["/bin/sh", "-c", script]', '["/bin/sh", "-ec", script]', tmp_path)
-    monkeypatch.setattr(stages, "run", edited)  # only base runs a RUN through steps.run today
+    edited = _edited_copy(steps.with_apt_packages, "apt-get update -qq &&", "apt-get update &&", tmp_path)
+    monkeypatch.setattr(runtime, "with_apt_packages", edited)  # only vllm-runtime-base installs apt packages today
     after = keys(stage_graph(BuildArgs()))
     assert {s for s in before if before[s] != after[s]} == {
-        "base", "csrc-build", "build", "extension", "vllm-base", "test", "vllm-openai"}
+        "vllm-runtime-base", "vllm-base", "test-deps", "test", "openai-deps", "vllm-openai"}
 
 
 def _edited_copy(function, old: str, new: str, folder: pathlib.Path):  # type: ignore[no-untyped-def]

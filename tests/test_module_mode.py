@@ -23,7 +23,7 @@ SDK_VARIABLES = ("DAGGER_GO_SDK_MANIFEST_DIGEST", "DAGGER_PYTHON_SDK_MANIFEST_DI
 
 def example_flags() -> list[str]:
     """The example's constructor flags (examples/mini-vllm/vllm-ci.args), one per line."""
-    return (EXAMPLE / "vllm-ci.args").read_text().split()
+    return (EXAMPLE / "vllm-ci.args").read_text().splitlines()
 
 
 def cli_env() -> dict[str, str]:

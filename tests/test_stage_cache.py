@@ -177,7 +177,7 @@ def test_a_failing_stage_is_named_in_one_error_line(engine: None, example_dir: p
     from conftest import EXAMPLE as example
 
     edit(example_dir / "csrc" / "ops.c", "this is not C;")
-    flags = (example / "vllm-ci.args").read_text().split()
+    flags = (example / "vllm-ci.args").read_text().splitlines()
     result = subprocess.run([sys.executable, "-m", "vllm_ci", *flags, "test-image", "--source", str(example_dir)],
                             capture_output=True, text=True, timeout=600, env={**os.environ, "BUILDKITE": "true"})
     assert result.returncode == 1

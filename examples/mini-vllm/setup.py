@@ -16,16 +16,17 @@ ROOT = Path(__file__).parent.resolve()
 EXT_RE = re.compile(r"^vllm/_C[^/]*\.so$")
 
 
-def load_envs() -> ModuleType:
-    """Load vllm/envs.py without importing the vllm package (as vLLM's setup.py does)."""
-    spec = importlib.util.spec_from_file_location("vllm_envs", ROOT / "vllm" / "envs.py")
+def load_module_from_path(name: str, path: Path) -> ModuleType:
+    """Load a module by path without importing the vllm package (as vLLM's setup.py does)."""
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-envs = load_envs()
+envs = load_module_from_path("vllm_envs", ROOT / "vllm" / "envs.py")
+rust_build = load_module_from_path("rust_build", ROOT / "tools" / "build_rust.py")
 
 
 class CMakeExtension(Extension):

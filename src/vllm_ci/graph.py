@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 
 import dagger
+from dagger import dag
 
 from stagecache import Stage
 from stagecache.fingerprint import code_fingerprint
@@ -42,7 +43,12 @@ def stage_graph(args: BuildArgs) -> list[Stage]:
     ]
 
 
-def secrets_of(aws_access_key_id: dagger.Secret | None, aws_secret_access_key: dagger.Secret | None) -> dict[str, dagger.Secret]:
-    """The build's secrets by the names stage functions look them up with."""
-    given = {stages.AWS_KEY_ID: aws_access_key_id, stages.AWS_SECRET: aws_secret_access_key}
-    return {name: secret for name, secret in given.items() if secret is not None}
+async def secrets_of(aws_access_key_id: dagger.Secret | None, aws_secret_access_key: dagger.Secret | None) -> dict[str, dagger.Secret]:
+    """The build's secrets by the id upstream's RUNs mount them with: the AWS keys as the one
+    credentials file sccache reads (--mount=type=secret,id=aws-credentials). The file is made as a
+    secret; its text never reaches a layer, a log or the report."""
+    if aws_access_key_id is None or aws_secret_access_key is None:
+        return {}
+    text = (f"[default]\naws_access_key_id = {await aws_access_key_id.plaintext()}\n"
+            f"aws_secret_access_key = {await aws_secret_access_key.plaintext()}\n")
+    return {stages.AWS_CREDENTIALS: dag.set_secret(stages.AWS_CREDENTIALS, text)}

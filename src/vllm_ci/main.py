@@ -81,7 +81,7 @@ class VllmCi(BuildArgs):
             strict=strict,
             registry_username=registry_username,
             registry_password=registry_password,
-            secrets=secrets_of(aws_access_key_id, aws_secret_access_key),
+            secrets=await secrets_of(aws_access_key_id, aws_secret_access_key),
             # In a Buildkite job each stage is a collapsible log group; elsewhere plain lines.
             progress=Progress(sys.stderr, groups=os.environ.get("BUILDKITE") == "true"),
             registry_attempts=registry_attempts,

@@ -14,7 +14,6 @@ from vllm_ci.args import BuildArgs
 Step = Callable[[dagger.Container], dagger.Container]
 
 PIP_CACHE = "/root/.cache/pip"
-CCACHE_DIR = "/root/.cache/ccache"
 
 
 def with_apt_packages(packages: Sequence[str]) -> Step:
@@ -39,53 +38,16 @@ def with_pip_cache() -> Step:
 
 
 def with_pip_install(args: BuildArgs, requirements: Sequence[str], *, system: bool = False) -> Step:
-    """pip install -r each requirements file (paths inside the container)."""
+    """pip install -r each requirements file (paths inside the container), with the CUDA index
+    upstream adds to every install (PYTORCH_CUDA_INDEX_BASE_URL/cuXY from CUDA_VERSION)."""
 
     def step(ctr: dagger.Container) -> dagger.Container:
-        pip = ["python3", "-m", "pip", "install", "--disable-pip-version-check", *args.pip_index_flags()]
+        pip = ["python3", "-m", "pip", "install", "--disable-pip-version-check", *args.pip_index_flags(),
+               "--extra-index-url", args.cuda_index_url()]
         if system:  # the runtime images install into the system Python, as vLLM's `uv pip install --system`
             ctr = ctr.with_env_variable("PIP_BREAK_SYSTEM_PACKAGES", "1")
         flags = [flag for path in requirements for flag in ("-r", path)]
         return ctr.with_(with_pip_cache()).with_exec([*pip, *flags])
-
-    return step
-
-
-def with_compiler_cache(
-    args: BuildArgs,
-    aws_access_key_id: dagger.Secret | None,
-    aws_secret_access_key: dagger.Secret | None,
-) -> Step:
-    """ccache in a cache volume, or sccache with a remote backend when USE_SCCACHE is set."""
-
-    def step(ctr: dagger.Container) -> dagger.Container:
-        if args.use_sccache != "1":
-            return (
-                ctr.with_mounted_cache(CCACHE_DIR, dag.cache_volume("vllm-ci-ccache"))
-                .with_env_variable("CCACHE_DIR", CCACHE_DIR)
-            )
-        ctr = (
-            ctr.with_env_variable("SCCACHE_BUCKET", args.sccache_bucket_name)
-            .with_env_variable("SCCACHE_REGION", args.sccache_region_name)
-            .with_env_variable("SCCACHE_S3_NO_CREDENTIALS", str(args.sccache_s3_no_credentials))
-            .with_env_variable("SCCACHE_IDLE_TIMEOUT", "0")
-            .with_env_variable("CMAKE_C_COMPILER_LAUNCHER", "sccache")
-            .with_env_variable("CMAKE_CXX_COMPILER_LAUNCHER", "sccache")
-            .with_env_variable("CMAKE_CUDA_COMPILER_LAUNCHER", "sccache")
-        )
-        if args.sccache_endpoint:
-            ctr = ctr.with_env_variable("SCCACHE_ENDPOINT", args.sccache_endpoint)
-        if args.sccache_download_url:
-            ctr = ctr.with_exec(
-                # One shell line: download, unpack and install the sccache binary, as the Dockerfile does.
-                ["sh", "-c", 'curl -fsSL "$0" | tar -xz -C /tmp && install /tmp/sccache-*/sccache /usr/bin/sccache',
-                 args.sccache_download_url]
-            )
-        if aws_access_key_id is not None and aws_secret_access_key is not None:
-            ctr = ctr.with_secret_variable("AWS_ACCESS_KEY_ID", aws_access_key_id).with_secret_variable(
-                "AWS_SECRET_ACCESS_KEY", aws_secret_access_key
-            )
-        return ctr
 
     return step
 
@@ -121,15 +83,6 @@ def with_env(args: BuildArgs, instructions: Sequence[str]) -> Step:
         for name, value in pairs:
             ctr = ctr.with_env_variable(name, value, expand="$" in value)
         return ctr
-
-    return step
-
-
-def run(script: str) -> Step:
-    """A RUN instruction's shell form: the script as upstream writes it, run by /bin/sh -c."""
-
-    def step(ctr: dagger.Container) -> dagger.Container:
-        return ctr.with_exec(["/bin/sh", "-c", script])
 
     return step
 

@@ -1,0 +1,26 @@
+"""What the stage sections share: paths of the images, the build's secrets by name, and the fast
+path that installs vLLM by file operations (no RUN after it)."""
+
+from __future__ import annotations
+
+import dagger
+
+from vllm_ci.args import BuildArgs
+
+WORKSPACE = "/workspace"
+RUNTIME_WORKSPACE = "/vllm-workspace"
+DIST = f"{WORKSPACE}/dist"
+EXTENSION_ROOT = "/extension-root"
+# The build's secrets, by the id upstream's RUN mounts them with (--mount=type=secret,id=...).
+AWS_CREDENTIALS = "aws-credentials"
+# Wheels are zips with timestamps: pin them so the same inputs give the same bytes.
+SOURCE_DATE_EPOCH = "315532800"  # 1980-01-01, the earliest a zip can hold
+# Excluded from the package layer: what a wheel would not ship.
+PACKAGE_EXCLUDE = ["**/__pycache__", "**/*.pyc", "**/*.so"]
+
+
+def with_vllm(args: BuildArgs, image: dagger.Container, ext: dagger.Container, source: dagger.Directory) -> dagger.Container:
+    """Add vLLM to an image by file operations only: extension layer, then the Python package files."""
+    return image.with_directory("/", ext.rootfs()).with_directory(
+        f"{args.site_packages()}/vllm", source.directory("vllm"), exclude=PACKAGE_EXCLUDE
+    )

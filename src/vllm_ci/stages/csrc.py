@@ -1,0 +1,196 @@
+"""CSRC BUILD IMAGE: `FROM base AS csrc-build`, then `FROM scratch AS kernel-symbol-map`.
+
+csrc-build compiles the C/CUDA extension from only the files it copies in; every instruction runs
+as upstream writes it. Its result keeps only dist/ (the wheel and, on nightly, the kernel symbol
+map): that is all its children take from it. `extension` is this project's: the wheel unpacked
+as the runtime image's system Python lays it out, so images get vLLM's extension by a file copy."""
+
+from __future__ import annotations
+
+import dagger
+from dagger import dag
+
+from stagecache import StageContext
+from vllm_ci.args import BuildArgs
+from vllm_ci.declare import reproduces, stage
+from vllm_ci.instructions import as_written
+from vllm_ci.stages.common import DIST, EXTENSION_ROOT, SOURCE_DATE_EPOCH
+from vllm_ci.steps import scratch_with
+
+READS = (
+    "requirements/build/cuda.txt", "tools/use_existing_torch.py", "pyproject.toml", "setup.py", "CMakeLists.txt",
+    "tools/build_rust.py", "cmake/", "csrc/", "vllm/envs.py", "vllm/__init__.py", "tools/setup_deepgemm_pythons.sh",
+    "tools/build_deepgemm_C.py", "tools/ci/kernel_symbol_map.py",
+)
+
+COPY_BUILD_REQUIREMENTS = (
+    'COPY requirements/build/cuda.txt requirements/build/cuda.txt',
+    'COPY tools/use_existing_torch.py tools/use_existing_torch.py',
+    'COPY --from=base /workspace/torch_lib_versions.txt torch_lib_versions.txt',
+)
+UV_BUILD_ENV = (
+    'ENV UV_HTTP_TIMEOUT=500',
+    'ENV UV_INDEX_STRATEGY="unsafe-best-match"',
+    'ENV UV_LINK_MODE=copy',
+)
+INSTALL_BUILD_REQUIREMENTS = """\
+RUN --mount=type=cache,target=/opt/uv/cache \\
+    if [ "${INSTALL_RUBIN_PRERELEASE}" = "true" ]; then \\
+        echo "Installing build requirements with Rubin prerelease PyTorch..." \\
+        && python3 tools/use_existing_torch.py --prefix \\
+        && uv pip install --python /opt/venv/bin/python3 -r requirements/build/cuda.txt; \\
+    elif [ "${PYTORCH_NIGHTLY}" = "1" ]; then \\
+        echo "Installing build requirements without torch..." \\
+        && python3 tools/use_existing_torch.py --prefix \\
+        && uv pip install --python /opt/venv/bin/python3 -r requirements/build/cuda.txt \\
+        && echo "Installing torch nightly..." \\
+        && uv pip install --python /opt/venv/bin/python3 $(cat torch_lib_versions.txt | grep -i "^torch=" | xargs) --pre \\
+        --index-url ${PYTORCH_CUDA_INDEX_BASE_URL}/nightly/cu$(echo $CUDA_VERSION | cut -d. -f1,2 | tr -d '.'); \\
+    else \\
+        echo "Installing build requirements..." \\
+        && uv pip install --python /opt/venv/bin/python3 -r requirements/build/cuda.txt \\
+        --extra-index-url ${PYTORCH_CUDA_INDEX_BASE_URL}/cu$(echo $CUDA_VERSION | cut -d. -f1,2 | tr -d '.'); \\
+    fi
+"""
+WORKDIR = 'WORKDIR /workspace'
+COPY_CSRC_INPUTS = (
+    'COPY pyproject.toml setup.py CMakeLists.txt ./',
+    'COPY tools/build_rust.py tools/build_rust.py',
+    'COPY cmake cmake/',
+    'COPY csrc csrc/',
+    'COPY vllm/envs.py vllm/envs.py',
+    'COPY vllm/__init__.py vllm/__init__.py',
+)
+MAX_JOBS = 'ENV MAX_JOBS=${max_jobs}'
+NVCC_THREADS = 'ENV NVCC_THREADS=$nvcc_threads'
+PRETEND_VERSION = 'ENV SETUPTOOLS_SCM_PRETEND_VERSION="0.0.0+csrc.build"'
+USE_EXISTING_TORCH = """\
+RUN --mount=type=cache,target=/opt/uv/cache \\
+    if [ "${PYTORCH_NIGHTLY}" = "1" ] || \\
+        [ "${INSTALL_RUBIN_PRERELEASE}" = "true" ]; then \\
+        python3 tools/use_existing_torch.py --prefix; \\
+    fi
+"""
+COPY_DEEPGEMM_TOOLS = 'COPY tools/setup_deepgemm_pythons.sh tools/build_deepgemm_C.py tools/'
+DEEPGEMM_PREFIX = 'ENV DEEPGEMM_VENV_PREFIX=/opt/dgenv'
+SETUP_DEEPGEMM_PYTHONS = """\
+RUN --mount=type=cache,target=/root/.cache/uv \\
+    tools/setup_deepgemm_pythons.sh > /tmp/dg_pythons.txt
+"""
+COMPILE_WITH_SCCACHE = """\
+RUN --mount=type=cache,target=/opt/uv/cache \\
+    --mount=type=secret,id=aws-credentials,target=/root/.aws/credentials,required=false \\
+    if [ "$USE_SCCACHE" = "1" ]; then \\
+        if [ -n "${SCCACHE_ENDPOINT}" ]; then export SCCACHE_ENDPOINT="${SCCACHE_ENDPOINT}"; fi \\
+        && export CMAKE_BUILD_TYPE=Release \\
+        && export VLLM_USE_PRECOMPILED="${VLLM_USE_PRECOMPILED}" \\
+        && export VLLM_PRECOMPILED_WHEEL_COMMIT="${VLLM_MERGE_BASE_COMMIT}" \\
+        && export VLLM_MAIN_CUDA_VERSION="${VLLM_MAIN_CUDA_VERSION}" \\
+        && export VLLM_DOCKER_BUILD_CONTEXT=1 \\
+        && export DEEPGEMM_PYTHON_INTERPRETERS=$(cat /tmp/dg_pythons.txt) \\
+        && sccache --show-stats \\
+        && python3 setup.py bdist_wheel --dist-dir=dist --py-limited-api=cp38 \\
+        && sccache --show-stats; \\
+    fi
+"""
+TARGET_DEVICE = 'ENV VLLM_TARGET_DEVICE=${vllm_target_device}'
+CCACHE_DIR = 'ENV CCACHE_DIR=/root/.cache/ccache'
+COMPILE = """\
+RUN --mount=type=cache,target=/root/.cache/ccache \\
+    --mount=type=cache,target=/opt/uv/cache \\
+    if [ "$USE_SCCACHE" != "1" ]; then \\
+        rm -rf .deps && \\
+        mkdir -p .deps && \\
+        export VLLM_USE_PRECOMPILED="${VLLM_USE_PRECOMPILED}" && \\
+        export VLLM_PRECOMPILED_WHEEL_COMMIT="${VLLM_MERGE_BASE_COMMIT}" && \\
+        export VLLM_DOCKER_BUILD_CONTEXT=1 && \\
+        export DEEPGEMM_PYTHON_INTERPRETERS=$(cat /tmp/dg_pythons.txt) && \\
+        python3 setup.py bdist_wheel --dist-dir=dist --py-limited-api=cp38; \\
+    fi
+"""
+COPY_SYMBOL_MAP_TOOL = 'COPY tools/ci/kernel_symbol_map.py tools/ci/kernel_symbol_map.py'
+KERNEL_SYMBOL_MAP = """\
+RUN if [ "${VLLM_KERNEL_SYMBOL_MAP}" = "1" ]; then \\
+        mkdir -p dist && python3 tools/ci/kernel_symbol_map.py \\
+            --build-root build --source-root . --commit "${buildkite_commit}" \\
+            --out dist/kernel_symbol_map.json.gz; \\
+    else echo "Skipping kernel symbol map (VLLM_KERNEL_SYMBOL_MAP != 1)"; fi
+"""
+SYMBOL_MAP = "COPY --from=csrc-build /workspace/dist/kernel_symbol_map.json.gz /kernel_symbol_map.json.gz"
+
+
+@stage("csrc-build", from_="base", parents=("base",), reads=READS, args=(
+    "INSTALL_RUBIN_PRERELEASE", "PIP_INDEX_URL", "UV_INDEX_URL", "PIP_EXTRA_INDEX_URL", "UV_EXTRA_INDEX_URL",
+    "PYTORCH_CUDA_INDEX_BASE_URL", "PYTORCH_NIGHTLY", "max_jobs", "nvcc_threads", "USE_SCCACHE", "SCCACHE_ENDPOINT",
+    "VLLM_USE_PRECOMPILED", "VLLM_MERGE_BASE_COMMIT", "VLLM_MAIN_CUDA_VERSION", "vllm_target_device",
+    "VLLM_KERNEL_SYMBOL_MAP", "buildkite_commit",
+))
+async def csrc_build(args: BuildArgs, ctx: StageContext) -> dagger.Container:
+    """FROM base AS csrc-build: compile the C/CUDA extension from only the files it needs; keep only dist/."""
+    upstream = as_written("csrc-build", args, ctx)
+    built = (
+        ctx.parents["base"]
+        .with_(reproduces(COPY_BUILD_REQUIREMENTS, upstream))
+        .with_(reproduces(UV_BUILD_ENV, upstream))
+        .with_(reproduces(INSTALL_BUILD_REQUIREMENTS, upstream))
+        .with_(reproduces(WORKDIR, upstream))
+        .with_(reproduces(COPY_CSRC_INPUTS, upstream))
+        .with_(reproduces(MAX_JOBS, upstream))
+        .with_(reproduces(NVCC_THREADS, upstream))
+        .with_(reproduces(PRETEND_VERSION, upstream))
+        .with_(reproduces(USE_EXISTING_TORCH, upstream))
+        .with_(reproduces(COPY_DEEPGEMM_TOOLS, upstream))
+        .with_(reproduces(DEEPGEMM_PREFIX, upstream))
+        .with_(reproduces(SETUP_DEEPGEMM_PYTHONS, upstream))
+        # Wheels are zips with timestamps: the same inputs give the same bytes (not upstream's; no layer).
+        .with_env_variable("SOURCE_DATE_EPOCH", SOURCE_DATE_EPOCH)
+        .with_(reproduces(COMPILE_WITH_SCCACHE, upstream))
+        .with_(reproduces(TARGET_DEVICE, upstream))
+        .with_(reproduces(CCACHE_DIR, upstream))
+        .with_(reproduces(COMPILE, upstream))
+        .with_(reproduces(COPY_SYMBOL_MAP_TOOL, upstream))
+        .with_(reproduces(KERNEL_SYMBOL_MAP, upstream))
+    )
+    return scratch_with(DIST, built.directory(DIST))
+
+
+@stage("kernel-symbol-map", from_="scratch", parents=("csrc-build",))
+async def kernel_symbol_map(args: BuildArgs, ctx: StageContext) -> dagger.Container:
+    """FROM scratch AS kernel-symbol-map: the nightly's kernel symbol map alone (VLLM_KERNEL_SYMBOL_MAP=1)."""
+    return dag.container().with_(reproduces(SYMBOL_MAP, as_written("kernel-symbol-map", args, ctx)))
+
+
+# Installs a wheel into a folder laid out as the runtime image's system Python expects (its
+# site-packages, /usr/local/bin, its interpreter in the scripts' shebang), so the runtime image
+# gets vLLM's extension by a file copy, with no RUN on it. A Python program: the `installer`
+# library has no command line for a custom scheme. argv: wheel, destdir, site-packages, interpreter.
+INSTALL_INTO_RUNTIME_LAYOUT = """
+import sys
+from installer import install
+from installer.destinations import SchemeDictionaryDestination
+from installer.sources import WheelFile
+wheel, destdir, site, python = sys.argv[1:5]
+scheme = {"purelib": site, "platlib": site, "headers": "/usr/local/include", "scripts": "/usr/local/bin",
+          "data": "/usr/local"}
+destination = SchemeDictionaryDestination(scheme, interpreter=python, script_kind="posix", destdir=destdir)
+with WheelFile.open(wheel) as source:
+    install(source, destination, additional_metadata={"INSTALLER": b"pip\\n"})
+"""
+INSTALLER_VERSION = "0.7.0"
+
+
+@stage("extension", from_=None, parents=("base", "csrc-build"), args=("PYTHON_VERSION", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL"))
+async def extension(args: BuildArgs, ctx: StageContext) -> dagger.Container:
+    """The compiled extension, its metadata and console scripts as installed, alone in one layer (no RUN)."""
+    unpacked = (
+        ctx.parents["base"]
+        .with_directory(DIST, ctx.parents["csrc-build"].directory(DIST))
+        .with_exec(["python3", "-m", "pip", "install", "--disable-pip-version-check", *args.pip_index_flags(),
+                    f"installer=={INSTALLER_VERSION}"])
+        .with_exec(
+            # The wheel's file name is only known inside the container: one shell line.
+            ["sh", "-c", 'python3 -c "$0" "$(ls $1/*.whl)" "$2" "$3" "$4"', INSTALL_INTO_RUNTIME_LAYOUT,
+             DIST, EXTENSION_ROOT, args.site_packages(), f"/usr/bin/python{args.python_version}"]
+        )
+    )
+    return scratch_with("/", unpacked.directory(EXTENSION_ROOT))
