@@ -18,6 +18,7 @@ import tempfile
 import time
 from collections.abc import Callable
 
+from vllm_ci.args import read_args_file
 from tools import (BENCH, REPO, WARM, BenchError, BuildKit, Buildkitd, Dagger, Names, ca_bundle, engine_lock, log_mark,
                    stored, traffic_since)
 
@@ -75,8 +76,8 @@ def checkout(workdir: pathlib.Path, scenario: str) -> pathlib.Path:
 
 def base_refs() -> list[str]:
     """The base images the example builds on (its vllm-ci.args)."""
-    flags = dict(line.split("=", 1) for line in (EXAMPLE / "vllm-ci.args").read_text().split())
-    return [flags["--build-base-image"], flags["--final-base-image"]]
+    flags = read_args_file((EXAMPLE / "vllm-ci.args").read_text())
+    return [flags["build_base_image"], flags["final_base_image"]]
 
 
 def base_repos() -> tuple[str, ...]:

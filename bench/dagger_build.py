@@ -14,6 +14,7 @@ import dagger
 from dagger import dag
 
 from stagecache import StageCache
+from vllm_ci.args import read_args_file
 from vllm_ci.cli import use_local_engine
 from vllm_ci.graph import stage_graph
 from vllm_ci.main import SOURCE_IGNORE, VllmCi
@@ -21,11 +22,7 @@ from vllm_ci.main import SOURCE_IGNORE, VllmCi
 
 def example_args(path: pathlib.Path) -> dict[str, object]:
     """The constructor flags of a vllm-ci.args file, as VllmCi keyword arguments."""
-    parser = argparse.ArgumentParser()
-    for line in path.read_text().split():
-        parser.add_argument(line.split("=")[0])
-    flags = vars(parser.parse_args(path.read_text().split()))
-    return {name: int(value) if value.isdigit() else value for name, value in flags.items()}
+    return {name: int(value) if value.isdigit() else value for name, value in read_args_file(path.read_text()).items()}
 
 
 async def build(source: pathlib.Path, image: str, cache_from: list[str], cache_to: str, log: pathlib.Path) -> str:

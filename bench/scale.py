@@ -55,7 +55,7 @@ def on_heavy_base(source: pathlib.Path, ref: str) -> pathlib.Path:
     """A checkout whose args file names the heavy base as FINAL_BASE_IMAGE (what ours reads)."""
     args = source / "vllm-ci.args"
     lines = [f"--final-base-image={ref}" if line.startswith("--final-base-image=") else line
-             for line in args.read_text().split()]
+             for line in args.read_text().splitlines()]
     args.write_text("\n".join(lines) + "\n")
     return source
 

@@ -14,7 +14,7 @@ import dagger
 import pytest
 from dagger import dag
 
-from vllm_ci.args import BuildArgs
+from vllm_ci.args import BuildArgs, read_args_file
 from vllm_ci.cli import use_local_engine
 from vllm_ci.main import SOURCE_IGNORE, VllmCi
 
@@ -29,9 +29,7 @@ def example_args() -> dict[str, object]:
     """The example's constructor arguments (examples/mini-vllm/vllm-ci.args), typed as BuildArgs declares."""
     types = {f.name: f.type for f in dataclasses.fields(BuildArgs)}
     values: dict[str, object] = {}
-    for line in (EXAMPLE / "vllm-ci.args").read_text().splitlines():
-        flag, _, value = line.partition("=")
-        name = flag.removeprefix("--").replace("-", "_")
+    for name, value in read_args_file((EXAMPLE / "vllm-ci.args").read_text()).items():
         values[name] = int(value) if "int" in str(types[name]).split("[")[-1][:4] else value
     return values
 

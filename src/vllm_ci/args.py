@@ -136,6 +136,16 @@ AUTOMATIC_ARGS: Final = frozenset({"TARGETPLATFORM", "TARGETARCH", "TARGETOS", "
 PROJECT_ARGS: Final = frozenset({"openai_extras", "manylinux_packages_command", "uv_installer_command"})
 
 
+def read_args_file(text: str) -> dict[str, str]:
+    """A constructor-flags file (one `--name=value` per line, as examples/mini-vllm/vllm-ci.args; a
+    value may hold spaces) as argument name -> value, names spelled as Python arguments."""
+    flags = {}
+    for line in filter(None, (line.strip() for line in text.splitlines())):
+        flag, _, value = line.partition("=")
+        flags[flag.removeprefix("--").replace("-", "_")] = value
+    return flags
+
+
 def arg_defaults() -> dict[str, str]:
     """Each typed argument's default as the Dockerfile's ARG text, by argument name."""
     return {field.name: str(field.default) for field in dataclasses.fields(BuildArgs)}

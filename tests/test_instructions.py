@@ -1,0 +1,62 @@
+"""Upstream's instruction text run as written (instructions.AsWritten), on the real engine, and the
+pure parts (mount options, ARG expansion) as plain unit tests."""
+
+from __future__ import annotations
+
+import pytest
+from dagger import dag
+
+from conftest import REGISTRY
+from stagecache import StageContext
+from vllm_ci.args import BuildArgs
+from vllm_ci.instructions import AsWritten, mount_options
+
+RUNTIME = f"{REGISTRY}/library/vllm-ci-runtime:bookworm"
+
+
+def test_a_mount_flag_is_read_into_its_options_with_bare_words_as_true() -> None:
+    assert mount_options("--mount=type=bind,source=requirements,target=/tmp/vllm-requirements,ro") == {
+        "type": "bind", "source": "requirements", "target": "/tmp/vllm-requirements", "ro": "true"}
+
+
+def test_an_arg_with_a_modifier_expands_as_buildkit_does_innermost_first() -> None:
+    off, on = BuildArgs(), BuildArgs(use_sccache="1")
+    assert off.expand("${USE_SCCACHE:+${SCCACHE_BUCKET_NAME}}") == ""
+    assert on.expand("${USE_SCCACHE:+${SCCACHE_BUCKET_NAME}}") == "vllm-build-sccache"
+    assert off.expand("${VLLM_MAIN_CUDA_VERSION:-${CUDA_VERSION}}") == "13.0.3"
+    assert off.expand("${UV_INDEX_URL}|$PATH") == "|$PATH"  # UV_INDEX_URL defaults to the empty PIP_INDEX_URL
+
+
+def test_the_cuda_index_is_derived_from_cuda_version_as_upstream_derives_it() -> None:
+    assert BuildArgs().cuda_index_url() == "https://download.pytorch.org/whl/cu130"
+    assert BuildArgs(cuda_version="12.9.1", pytorch_cuda_index_base_url="file:///m").cuda_index_url() == "file:///m/cu129"
+
+
+@pytest.mark.anyio
+async def test_a_run_sees_the_stage_args_unless_an_env_of_that_name_is_set_and_leaves_no_mount_behind(client: None) -> None:
+    parent = dag.container().with_new_file("/out/made-by-parent.txt", "parent\n").with_new_file("/out/lib_a.so", "a")
+    source = dag.directory().with_new_file("tools/x.py", "print('x')\n").with_new_file("cmake/utils.cmake", "# c\n")
+    ctx = StageContext(source=source, parents={"parent": parent})
+    upstream = AsWritten(BuildArgs(python_version="3.11"), ctx, ("PYTHON_VERSION", "CUDA_VERSION", "PIP_INDEX_URL"),
+                         folders=("cmake/",))
+    image = dag.container().from_(RUNTIME).with_(upstream.step((
+        "ENV CUDA_VERSION=from-env",
+        "WORKDIR /workspace",
+        "COPY tools/x.py cmake tools/",
+        "COPY --from=parent /out/made-by-parent.txt /out/lib_*.so ./from-parent/",
+        'RUN --mount=type=cache,target=/opt/uv/cache echo "$PYTHON_VERSION $CUDA_VERSION ${PIP_INDEX_URL-unset}" > seen.txt'
+        " && touch /opt/uv/cache/left-by-run",
+    )))
+    assert await image.file("/workspace/seen.txt").contents() == "3.11 from-env unset\n"
+    assert sorted(await image.directory("/workspace/tools").entries()) == ["utils.cmake", "x.py"]
+    assert sorted(await image.directory("/workspace/from-parent").entries()) == ["lib_a.so", "made-by-parent.txt"]
+    assert not await image.exists("/opt/uv/cache/left-by-run")  # the cache volume is not part of the image
+
+
+@pytest.mark.anyio
+async def test_a_portability_argument_replaces_only_the_upstream_command_it_names(client: None) -> None:
+    ctx = StageContext(source=dag.directory(), parents={})
+    upstream = AsWritten(BuildArgs(), ctx, (), replace={"dnf install -y ccache && dnf clean all": "echo mirror > /replaced"})
+    image = dag.container().from_(RUNTIME).with_(upstream.step(
+        "RUN dnf install -y \\\n    ccache \\\n    && dnf clean all && echo kept > /kept"))
+    assert (await image.file("/replaced").contents(), await image.file("/kept").contents()) == ("mirror\n", "kept\n")
