@@ -6,6 +6,8 @@ import dataclasses
 import os
 import pathlib
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -76,7 +78,8 @@ def test_a_changed_arg_moves_only_the_stages_that_read_it_and_their_descendants(
     before = keys(stage_graph(BuildArgs()))
     after = keys(stage_graph(BuildArgs(max_jobs=16)))
     moved = {s for s in before if before[s] != after[s]}
-    assert moved == {"csrc-build", "kernel-symbol-map", "build", "extension", "vllm-base", "test", "vllm-openai"}
+    assert moved == {"csrc-build", "kernel-symbol-map", "extensions-build", "build", "extension", "vllm-base", "test",
+                     "vllm-openai"}
     assert "max_jobs" in dict(next(s for s in stage_graph(BuildArgs()) if s.name == "csrc-build").args)
 
 
@@ -130,3 +133,13 @@ def _edited_copy(function, old: str, new: str, folder: pathlib.Path):  # type: i
     edited.__dict__["_no_register"] = lambda *a, **k: (lambda f: f)
     spec.loader.exec_module(edited)
     return getattr(edited, function.__name__)
+
+
+def test_a_stage_key_is_the_same_in_every_process_whatever_its_hash_seed() -> None:
+    # Set constants (GLOBAL_DEFAULTS, AUTOMATIC_ARGS) are part of the code fingerprint; their repr
+    # order follows the per-process string hash.
+    script = ("from vllm_ci.graph import stage_graph; from vllm_ci.args import BuildArgs; "
+              "print({s.name: s.code for s in stage_graph(BuildArgs())})")
+    runs = {subprocess.run([sys.executable, "-c", script], env={**os.environ, "PYTHONHASHSEED": seed}, check=True,
+                           capture_output=True, text=True).stdout for seed in ("1", "2", "3")}
+    assert len(runs) == 1

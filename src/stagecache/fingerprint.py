@@ -37,9 +37,19 @@ def code_fingerprint(function: Callable[..., Any], within: Sequence[str]) -> str
             if _is_code(value) and _inside(value.__module__, within):
                 todo.append(value)
             elif isinstance(value, DATA) and _inside(obj.__module__, within):
-                parts[f"{obj.__module__}.{used}"] = repr(value)
+                parts[f"{obj.__module__}.{used}"] = _canonical(value)
     text = "\n".join(f"# {name}\n{parts[name]}" for name in sorted(parts))
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def _canonical(value: Any) -> str:
+    """A constant's text, the same in every process: a set's items sorted (their order follows
+    string hashing, which is randomised per process), inside tuples too."""
+    if isinstance(value, frozenset):
+        return "frozenset({" + ", ".join(sorted(_canonical(item) for item in value)) + "})"
+    if isinstance(value, tuple):
+        return "(" + "".join(_canonical(item) + ", " for item in value) + ")"
+    return repr(value)
 
 
 def _names_used(source: str) -> set[str]:

@@ -132,6 +132,16 @@ _FIELDS: Final = frozenset(field.name for field in dataclasses.fields(BuildArgs)
 AUTOMATIC_ARGS: Final = frozenset({"TARGETPLATFORM", "TARGETARCH", "TARGETOS", "TARGETVARIANT",
                                    "BUILDPLATFORM", "BUILDARCH", "BUILDOS", "BUILDVARIANT"})
 
+# The ARGs the file gives a default in its global scope (even an empty one: `ARG X=`). A stage that
+# declares any other ARG without a default of its own leaves it unset unless the build passes it,
+# whatever the typed argument's default (that is some other stage's default).
+GLOBAL_DEFAULTS: Final = frozenset({
+    "CUDA_VERSION", "PYTHON_VERSION", "UBUNTU_VERSION", "INSTALL_RUBIN_PRERELEASE", "TRITON_INSTALL_FROM_SOURCE_REPO",
+    "TRITON_INSTALL_FROM_SOURCE_REVISION", "NCCL_VERSION", "BUILD_BASE_IMAGE", "FINAL_BASE_IMAGE", "GET_PIP_URL",
+    "UV_INDEX_URL", "UV_EXTRA_INDEX_URL", "PYTORCH_CUDA_INDEX_BASE_URL", "PIP_KEYRING_PROVIDER", "UV_KEYRING_PROVIDER",
+    "INSTALL_KV_CONNECTORS", "BUILD_NIXL",
+})
+
 # Typed arguments of this project that no ARG of vLLM's Dockerfile has.
 PROJECT_ARGS: Final = frozenset({"openai_extras", "manylinux_packages_command", "uv_installer_command"})
 

@@ -17,7 +17,7 @@ from typing import Any, Final
 import dockerfile
 
 from stagecache.report import text_table
-from vllm_ci.args import AUTOMATIC_ARGS, PROJECT_ARGS
+from vllm_ci.args import AUTOMATIC_ARGS, GLOBAL_DEFAULTS, PROJECT_ARGS
 from vllm_ci.declare import StageDeclaration
 from vllm_ci.errors import UsageError
 from vllm_ci.steps import unquote
@@ -232,6 +232,9 @@ def _global_arg_row(arg: str, default: str | None, line: int, arg_defaults: Mapp
         return Row(GLOBAL, line, text, MISSING, "new ARG: no typed argument")
     if arg_defaults[arg.lower()] != (default or ""):
         return Row(GLOBAL, line, text, CHANGED, f"ARG {arg} default changed", f"ARG {arg}={arg_defaults[arg.lower()]}")
+    if (default is not None) != (arg in GLOBAL_DEFAULTS):
+        declared = f"ARG {arg}={default or ''}" if arg in GLOBAL_DEFAULTS else f"ARG {arg}"
+        return Row(GLOBAL, line, text, CHANGED, f"ARG {arg} {'gained' if default is not None else 'lost'} its default", declared)
     return Row(GLOBAL, line, text, REPRODUCED)
 
 
@@ -283,7 +286,8 @@ def _stage_arg_row(
     if arg.lower() not in arg_defaults:
         return Row(stage, line, text, MISSING, "no typed argument")
     ported = decl.stage_default(arg)
-    ported = ported if ported is not None else arg_defaults[arg.lower()]
+    if ported is None:  # as scoped_value: the global default where the file gives one, else unset
+        ported = arg_defaults[arg.lower()] if arg in GLOBAL_DEFAULTS else ""
     if ported != effective:
         return Row(stage, line, text, CHANGED, f"ARG {arg} default changed", f"ARG {arg}={ported}")
     return Row(stage, line, text, REPRODUCED)

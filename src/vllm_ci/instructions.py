@@ -12,7 +12,8 @@ instruction becomes:
   or, with `--from=STAGE`, from that parent's result (a name with no extension is a folder).
 - ENV, WORKDIR, USER, LABEL, ENTRYPOINT, CMD, EXPOSE: the same change to the image's config.
 - ARG: nothing here; the stage declares the ARGs it reads (its key), and RUN sees them.
-Empty ARG values are left unset, as BuildKit leaves an ARG declared without a value.
+An ARG is scoped as BuildKit scopes it (scoped_value): a stage's own default, else the global one,
+else unset; an empty default (`ARG X=`) is set and empty.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ import dockerfile
 from dagger import dag
 
 from stagecache import StageContext
-from vllm_ci.args import AUTOMATIC_ARGS, PROJECT_ARGS, BuildArgs
-from vllm_ci.declare import DECLARED
+from vllm_ci.args import AUTOMATIC_ARGS, GLOBAL_DEFAULTS, PROJECT_ARGS, BuildArgs
+from vllm_ci.declare import DECLARED, StageDeclaration
 from vllm_ci.errors import UsageError
 from vllm_ci.steps import unquote
 
@@ -75,6 +76,7 @@ class AsWritten:
     scope: Sequence[str]  # the ARGs the stage declares, by name: what its RUNs see
     folders: Sequence[str] = ()  # the source paths the stage reads that are folders ("cmake/")
     replace: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    values: Mapping[str, str | None] = dataclasses.field(default_factory=dict)  # ARG -> its value here; None: unset
 
     def step(self, instructions: str | Sequence[str]) -> Step:
         """The container change the instruction(s) make, in order."""
@@ -88,14 +90,17 @@ class AsWritten:
 
         return apply
 
+    def expand(self, text: str) -> str:
+        """A word of an instruction (a mount option, a COPY path) with the stage's ARGs expanded,
+        BuildKit's automatic platform ARGs included."""
+        for name in AUTOMATIC_ARGS & set(self.scope):
+            text = text.replace("${" + name + "}", automatic_value(name)).replace("$" + name, automatic_value(name))
+        scoped = {name.lower(): value or "" for name, value in self.values.items() if name not in AUTOMATIC_ARGS}
+        return dataclasses.replace(self.args, **scoped).expand(text)
+
     def arg_environment(self) -> dict[str, str]:
-        """The stage's ARGs as a RUN sees them, with this build's values; empty ones unset."""
-        values = {}
-        for name in self.scope:
-            value = automatic_value(name) if name in AUTOMATIC_ARGS else self.args.expand(str(getattr(self.args, name.lower())))
-            if value:
-                values[name] = value
-        return values
+        """The stage's ARGs as a RUN sees them: set ones, even empty (`ARG X=`), never unset ones."""
+        return {name: value for name, value in self.values.items() if value is not None}
 
     def _one(self, command: Any) -> Step:
         """One parsed instruction as a container change."""
@@ -121,7 +126,7 @@ class AsWritten:
         # ENV wins over an ARG of the same name: set an ARG only where the image has no such variable.
         preamble = "".join(f'[ -n "${{{name}+set}}" ] || export {name}={shlex.quote(value)}\n'
                            for name, value in self.arg_environment().items())
-        mounts = [mount_options(flag) for flag in command.flags if flag.startswith("--mount=")]
+        mounts = [mount_options(self.expand(flag)) for flag in command.flags if flag.startswith("--mount=")]
 
         def step(ctr: dagger.Container) -> dagger.Container:
             mounted = []
@@ -162,7 +167,7 @@ class AsWritten:
     def _copy(self, command: Any) -> Step:
         """COPY (or ADD of local files): each source to the destination, as BuildKit places them."""
         flags = dict(flag.removeprefix("--").partition("=")[::2] for flag in command.flags)
-        *sources, dest = [self.args.expand(value) for value in command.value]
+        *sources, dest = [self.expand(value) for value in command.value]
         into_folder = dest.endswith("/") or len(sources) > 1
         parent = self.ctx.parents[flags["from"]] if "from" in flags else None
 
@@ -193,7 +198,7 @@ class AsWritten:
     def _env(self, command: Any) -> Step:
         """ENV: each pair, ARGs expanded now and other variables from the image's environment."""
         values = command.value
-        pairs = [(name, unquote(self.args.expand(value))) for name, value in zip(values[::2], values[1::2])]
+        pairs = [(name, unquote(self.expand(value))) for name, value in zip(values[::2], values[1::2])]
 
         def step(ctr: dagger.Container) -> dagger.Container:
             for name, value in pairs:
@@ -204,18 +209,18 @@ class AsWritten:
 
     def _workdir(self, command: Any) -> Step:
         """WORKDIR."""
-        path = self.args.expand(command.value[0])
+        path = self.expand(command.value[0])
         return lambda ctr: ctr.with_workdir(path, expand="$" in path)
 
     def _user(self, command: Any) -> Step:
         """USER."""
-        user = self.args.expand(command.value[0])
+        user = self.expand(command.value[0])
         return lambda ctr: ctr.with_user(user)
 
     def _label(self, command: Any) -> Step:
         """LABEL: each pair."""
         values = command.value
-        pairs = [(unquote(name), unquote(self.args.expand(value))) for name, value in zip(values[::2], values[1::2])]
+        pairs = [(unquote(name), unquote(self.expand(value))) for name, value in zip(values[::2], values[1::2])]
 
         def step(ctr: dagger.Container) -> dagger.Container:
             for name, value in pairs:
@@ -251,6 +256,23 @@ def as_written(stage_name: str, args: BuildArgs, ctx: StageContext, replace: Map
     """The runner of upstream's text for a declared stage: its ARGs (less this project's own) and
     the folders among its reads. replace: upstream text -> this build's, applied when they differ."""
     decl = DECLARED[stage_name]
+    scope = tuple(n for n in decl.arg_names() if n not in PROJECT_ARGS)
     changed = {upstream_text: ours for upstream_text, ours in (replace or {}).items() if ours != upstream_text}
-    return AsWritten(args, ctx, tuple(n for n in decl.arg_names() if n not in PROJECT_ARGS),
-                     tuple(p for p in decl.reads if p.endswith("/")), changed)
+    return AsWritten(args, ctx, scope, tuple(p for p in decl.reads if p.endswith("/")), changed,
+                     {name: scoped_value(decl, name, args) for name in scope})
+
+
+def scoped_value(decl: StageDeclaration, name: str, args: BuildArgs) -> str | None:
+    """An ARG as BuildKit scopes it in one stage: the build's value when it passes one (differs from
+    the typed default), else the stage's own default, else the global default, else unset (None).
+    csrc-build declares `ARG max_jobs=2`: 2; extensions-build a bare `ARG max_jobs`: unset."""
+    if name in AUTOMATIC_ARGS:
+        return automatic_value(name)
+    value = getattr(args, name.lower())
+    default = next(f.default for f in dataclasses.fields(BuildArgs) if f.name == name.lower())
+    if value != default:
+        return args.expand(str(value))
+    own = decl.stage_default(name)
+    if own is not None:
+        return args.expand(own)
+    return args.expand(str(default)) if name in GLOBAL_DEFAULTS else None

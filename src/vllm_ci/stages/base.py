@@ -140,8 +140,9 @@ ARCH_ENV = 'ENV TORCH_CUDA_ARCH_LIST=${torch_cuda_arch_list}'
 
 @stage("base", from_="${BUILD_BASE_IMAGE}", reads=READS, args=(
     "TARGETPLATFORM", "INSTALL_RUBIN_PRERELEASE", "CUDA_VERSION", "PYTHON_VERSION", "USE_SCCACHE", "SCCACHE_DOWNLOAD_URL",
-    "SCCACHE_ENDPOINT", "SCCACHE_BUCKET_NAME", "SCCACHE_REGION_NAME", "SCCACHE_S3_NO_CREDENTIALS",
-    "PYTORCH_CUDA_INDEX_BASE_URL", "PYTORCH_NIGHTLY", "torch_cuda_arch_list",
+    "SCCACHE_ENDPOINT", "SCCACHE_BUCKET_NAME=vllm-build-sccache", "SCCACHE_REGION_NAME=us-west-2",
+    "SCCACHE_S3_NO_CREDENTIALS=0", "PYTORCH_CUDA_INDEX_BASE_URL", "PYTORCH_NIGHTLY",
+    "torch_cuda_arch_list=7.5 8.0 8.6 8.9 9.0 10.0 11.0 12.0",
     "manylinux_packages_command", "uv_installer_command",
 ))
 async def base(args: BuildArgs, ctx: StageContext) -> dagger.Container:

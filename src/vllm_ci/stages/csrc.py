@@ -121,9 +121,9 @@ SYMBOL_MAP = "COPY --from=csrc-build /workspace/dist/kernel_symbol_map.json.gz /
 
 @stage("csrc-build", from_="base", parents=("base",), reads=READS, args=(
     "INSTALL_RUBIN_PRERELEASE", "PIP_INDEX_URL", "UV_INDEX_URL", "PIP_EXTRA_INDEX_URL", "UV_EXTRA_INDEX_URL",
-    "PYTORCH_CUDA_INDEX_BASE_URL", "PYTORCH_NIGHTLY", "max_jobs", "nvcc_threads", "USE_SCCACHE", "SCCACHE_ENDPOINT",
-    "VLLM_USE_PRECOMPILED", "VLLM_MERGE_BASE_COMMIT", "VLLM_MAIN_CUDA_VERSION", "vllm_target_device",
-    "VLLM_KERNEL_SYMBOL_MAP", "buildkite_commit",
+    "PYTORCH_CUDA_INDEX_BASE_URL", "PYTORCH_NIGHTLY", "max_jobs=2", "nvcc_threads=8", "USE_SCCACHE", "SCCACHE_ENDPOINT",
+    "VLLM_USE_PRECOMPILED=", "VLLM_MERGE_BASE_COMMIT=", "VLLM_MAIN_CUDA_VERSION=", "vllm_target_device=cuda",
+    "VLLM_KERNEL_SYMBOL_MAP=", "buildkite_commit=",
 ))
 async def csrc_build(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     """FROM base AS csrc-build: compile the C/CUDA extension from only the files it needs; keep only dist/."""

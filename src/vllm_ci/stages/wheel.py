@@ -19,7 +19,7 @@ WHEEL_INPUTS = ("pyproject.toml", "setup.py", "CMakeLists.txt", "cmake/", "requi
 
 
 @stage("build", from_="base", parents=("base", "csrc-build"), reads=WHEEL_INPUTS,
-       args=("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "CUDA_VERSION", "PYTORCH_CUDA_INDEX_BASE_URL", "vllm_target_device"))
+       args=("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "CUDA_VERSION", "PYTORCH_CUDA_INDEX_BASE_URL", "vllm_target_device=cuda"))
 async def build(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     """FROM base AS build: repackage the wheel from csrc-build's compiled extension plus the Python sources."""
     base_image, csrc, source = ctx.parents["base"], ctx.parents["csrc-build"], ctx.source
