@@ -77,6 +77,9 @@ class BuildArgs:
         "dnf install -y --setopt=install_weak_deps=False ccache git curl sudo elfutils-devel rdma-core-devel"
         " && dnf clean all && rm -rf /var/cache/dnf"
     )
+    rust_packages_command: Annotated[str, Doc("rust-build-cache's native tools install; default: upstream's dnf command")] = (
+        "dnf install -y --setopt=install_weak_deps=False make perl-core && dnf clean all && rm -rf /var/cache/dnf"
+    )
     dev_packages_command: Annotated[str, Doc("dev's system package install; default: upstream's dnf command")] = (
         "dnf install -y numactl-devel && dnf clean all && rm -rf /var/cache/dnf"
     )
@@ -146,7 +149,8 @@ GLOBAL_DEFAULTS: Final = frozenset({
 })
 
 # Typed arguments of this project that no ARG of vLLM's Dockerfile has.
-PROJECT_ARGS: Final = frozenset({"openai_extras", "manylinux_packages_command", "dev_packages_command", "uv_installer_command"})
+PROJECT_ARGS: Final = frozenset({"openai_extras", "manylinux_packages_command", "dev_packages_command",
+                                   "rust_packages_command", "uv_installer_command"})
 
 
 def read_args_file(text: str) -> dict[str, str]:
