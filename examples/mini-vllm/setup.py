@@ -87,4 +87,7 @@ class cmake_build_ext(build_ext):
 
 ext_modules = [] if envs.VLLM_TARGET_DEVICE == "empty" else [CMakeExtension("vllm._C")]
 
-setup(ext_modules=ext_modules, cmdclass={"build_ext": cmake_build_ext})
+# The Rust frontend, when rust-build put it into the tree (vLLM's setup.py ships it as-is).
+package_data = {"vllm": ["vllm-rs"]} if (ROOT / "vllm" / "vllm-rs").exists() else {}
+
+setup(ext_modules=ext_modules, cmdclass={"build_ext": cmake_build_ext}, package_data=package_data)

@@ -8,8 +8,9 @@ instruction becomes:
   ENV of the same name is (BuildKit: ENV wins); `--mount=type=cache` is a cache volume,
   `type=bind` a mounted folder (of the stage's filtered source, or of a parent with `from=`), and
   `type=secret` a mounted secret file when the build has it. Mounts are gone after the RUN.
-- COPY: from the stage's filtered source (a path the stage declares as a folder, "x/", is a folder)
-  or, with `--from=STAGE`, from that parent's result (a name with no extension is a folder).
+- COPY: from the stage's filtered source (a path the stage declares as a folder, "x/", is a folder;
+  "." is all of it) or, with `--from=STAGE`, from that parent's result (an entry copied under its own
+  name is taken as it is, file or folder; otherwise a name with no extension is a folder).
 - ENV, WORKDIR, USER, LABEL, ENTRYPOINT, CMD, EXPOSE: the same change to the image's config.
 - ARG: nothing here; the stage declares the ARGs it reads (its key), and RUN sees them.
 An ARG is scoped as BuildKit scopes it (scoped_value): a stage's own default, else the global one,
@@ -183,15 +184,21 @@ class AsWritten:
     def _copy_one(self, ctr: dagger.Container, parent: dagger.Container | None, source: str, dest: str,
                   into_folder: bool) -> dagger.Container:
         """One COPY source: a folder's contents into dest, a glob's matches into dest, a file to dest."""
+        def origin(path: str) -> dagger.Directory:
+            return parent.directory(path) if parent is not None else self.ctx.source.directory(path)
+
+        if source.rstrip("/") in (".", ""):  # the whole context
+            return ctr.with_directory(dest, origin("/" if parent is not None else "."))
         name = posixpath.basename(source.rstrip("/"))
+        folder = posixpath.dirname(source.rstrip("/")) or "."
         if any(c in name for c in "*?["):
-            folder = posixpath.dirname(source) or "."
-            origin = parent.directory(folder) if parent is not None else self.ctx.source.directory(folder)
-            return ctr.with_directory(dest, origin, include=[name])
+            return ctr.with_directory(dest, origin(folder), include=[name])
+        if parent is not None and posixpath.basename(dest.rstrip("/")) == name:
+            # Same name at the destination: the entry itself, file or folder, without asking which.
+            return ctr.with_directory(posixpath.dirname(dest.rstrip("/")) or ".", origin(folder), include=[name, f"{name}/**"])
         is_folder = ("." not in name) if parent is not None else (source.rstrip("/") + "/") in self.folders
         if is_folder:
-            origin = parent.directory(source) if parent is not None else self.ctx.source.directory(source)
-            return ctr.with_directory(dest, origin)
+            return ctr.with_directory(dest, origin(source))
         file = parent.file(source) if parent is not None else self.ctx.source.file(source)
         return ctr.with_file(posixpath.join(dest, name) if into_folder else dest, file)
 
