@@ -37,12 +37,40 @@ BUILD_PACKAGES: Final = (
 # /opt/python/cpXY-cpXY/bin/pythonX.Y, so the stand-in puts Debian's Python there too.
 PYTHON_VERSION: Final = "3.11"
 MANYLINUX_PYTHON: Final = "/opt/python/cp311-cp311/bin/python3.11"
-# The stand-in for PyTorch's CUDA index (PYTORCH_CUDA_INDEX_BASE_URL), as a fork's mirror would
-# serve it: a simple index under /opt/mirror/whl/cu130 holding a stand-in torch wheel.
-MIRROR: Final = "/opt/mirror/whl"
+# The example's mirror, as a fork's would serve what no machine here reaches, at /opt/mirror in both
+# stand-in images: PyTorch's CUDA index (PYTORCH_CUDA_INDEX_BASE_URL, whl/cu130/) with stand-ins for
+# torch and flashinfer-python (its `flashinfer download-kernels` command), and get-pip.py (GET_PIP_URL).
+MIRROR: Final = "/opt/mirror"
 CUDA_VERSION: Final = "13.0.3"
 CUDA_INDEX: Final = "cu130"
-TORCH_STANDIN: Final = ("torch", "2.14.0+cu130")
+# project, version, module, console scripts
+STANDINS: Final = (
+    ("torch", "2.14.0+cu130", "torch", ()),
+    ("flashinfer-python", "0.6.1", "flashinfer", (("flashinfer", "flashinfer.__main__:main"),)),
+)
+FLASHINFER_MAIN: Final = """\
+import sys
+
+
+def main() -> None:
+    \"\"\"`flashinfer download-kernels`: the stand-in has no kernels to download.\"\"\"
+    print(f"flashinfer stand-in: {' '.join(sys.argv[1:])}: nothing to do")
+
+
+if __name__ == "__main__":
+    main()
+"""
+GET_PIP: Final = '''"""Stand-in for get-pip.py in the example's mirror: installs pip from the pip wheel the distribution
+ships (get-pip.py carries its own; Debian disables ensurepip for the system Python)."""
+import glob
+import sys
+
+wheel = sorted(glob.glob("/usr/share/python-wheels/pip-*.whl"))[-1]
+sys.path.insert(0, wheel)
+from pip._internal.cli.main import main  # noqa: E402
+
+sys.exit(main(["install", "--no-index", "--upgrade", wheel]))
+'''
 PATH_ENV: Final = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -58,14 +86,19 @@ def apt_mirror() -> str:
     raise SystemExit("base images: no Debian mirror found in /etc/apt")
 
 
-def standin_wheel(folder: pathlib.Path, name: str, version: str) -> pathlib.Path:
-    """A minimal, byte-reproducible pure-Python wheel of that name and version (an empty package)."""
-    dist = f"{name}-{version}"
+def standin_wheel(folder: pathlib.Path, project: str, version: str, module: str,
+                  scripts: tuple[tuple[str, str], ...]) -> pathlib.Path:
+    """A minimal, byte-reproducible pure-Python wheel of that name and version, with its console scripts."""
+    dist = f"{project.replace('-', '_')}-{version}"
     files = {
-        f"{name}/__init__.py": f'"""Stand-in for {name} {version}: only its name and version are real."""\n__version__ = "{version}"\n',
-        f"{dist}.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{module}/__init__.py": f'"""Stand-in for {project} {version}: only its name, version and commands are real."""\n'
+                                 f'__version__ = "{version}"\n',
+        f"{dist}.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {project}\nVersion: {version}\n",
         f"{dist}.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: vllm-ci\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
     }
+    if scripts:
+        files[f"{module}/__main__.py"] = FLASHINFER_MAIN
+        files[f"{dist}.dist-info/entry_points.txt"] = "[console_scripts]\n" + "".join(f"{n} = {t}\n" for n, t in scripts)
     record = [f"{path},sha256={urlsafe_digest(text.encode())},{len(text.encode())}" for path, text in files.items()]
     files[f"{dist}.dist-info/RECORD"] = "\n".join([*record, f"{dist}.dist-info/RECORD,,"]) + "\n"
     folder.mkdir(parents=True, exist_ok=True)
@@ -75,6 +108,14 @@ def standin_wheel(folder: pathlib.Path, name: str, version: str) -> pathlib.Path
             archive.writestr(zipfile.ZipInfo(path, date_time=(1980, 1, 1, 0, 0, 0)), text)
     (folder / "index.html").write_text(f'<html><body><a href="{wheel.name}">{wheel.name}</a></body></html>\n')
     return wheel
+
+
+def make_mirror(folder: pathlib.Path) -> pathlib.Path:
+    """The mirror's files, made once per recipe."""
+    for project, version, module, scripts in STANDINS:
+        standin_wheel(folder / "whl" / CUDA_INDEX / project, project, version, module, scripts)
+    (folder / "get-pip.py").write_text(GET_PIP)
+    return folder
 
 
 def urlsafe_digest(data: bytes) -> str:
@@ -124,10 +165,10 @@ async def main(registry: str, cache_dir: pathlib.Path) -> None:
     mirror = apt_mirror()
     debian_recipe = {"suite": SUITE, "variant": "minbase", "mirror": mirror, "v": 1}
     debian_tag = f"{SUITE}-{recipe_hash(debian_recipe)}"
-    index = {"mirror": MIRROR, "index": CUDA_INDEX, "torch": TORCH_STANDIN}
-    build_recipe = {"from": debian_tag, "packages": BUILD_PACKAGES, "python": MANYLINUX_PYTHON, "cuda": CUDA_VERSION, **index, "v": 2}
+    index = {"mirror": MIRROR, "index": CUDA_INDEX, "standins": STANDINS, "get-pip": GET_PIP, "main": FLASHINFER_MAIN}
+    build_recipe = {"from": debian_tag, "packages": BUILD_PACKAGES, "python": MANYLINUX_PYTHON, "cuda": CUDA_VERSION, **index, "v": 3}
     build_tag = f"{SUITE}-{recipe_hash(build_recipe)}"
-    runtime_tag = f"{SUITE}-{recipe_hash({'from': debian_tag, **index, 'v': 1})}"
+    runtime_tag = f"{SUITE}-{recipe_hash({'from': debian_tag, 'cuda': CUDA_VERSION, **index, 'v': 2})}"
 
     have = [await tag_exists(registry, repo, tag) for repo, tag in
             ((DEBIAN_REPO, debian_tag), (BUILD_REPO, build_tag), (RUNTIME_REPO, runtime_tag))]
@@ -135,8 +176,7 @@ async def main(registry: str, cache_dir: pathlib.Path) -> None:
         print(f"up to date: {registry}/{DEBIAN_REPO}:{debian_tag}, {registry}/{BUILD_REPO}:{build_tag}, "
               f"{registry}/{RUNTIME_REPO}:{runtime_tag}")
         return
-    index_dir = cache_dir / f"cuda-index-{recipe_hash(index)}" / CUDA_INDEX / TORCH_STANDIN[0]
-    standin_wheel(index_dir, *TORCH_STANDIN)
+    mirror_dir = make_mirror(cache_dir / f"mirror-{recipe_hash(index)}")
 
     async with dagger.connection(dagger.Config(log_output=sys.stderr)):
         if have[0]:
@@ -150,7 +190,10 @@ async def main(registry: str, cache_dir: pathlib.Path) -> None:
                 .with_env_variable("PATH", PATH_ENV)
             )
             print("published", await publish_both(debian, registry, DEBIAN_REPO, SUITE, debian_tag))
-        with_index = debian.with_directory(f"{MIRROR}/{CUDA_INDEX}/{TORCH_STANDIN[0]}", dag.host().directory(str(index_dir)))
+        # uv reads the system's CA store (where the engine puts this network's CA), not its own;
+        # CUDA_VERSION is in both vendor images' environment (the cu index of several RUNs reads it).
+        with_index = (debian.with_directory(MIRROR, dag.host().directory(str(mirror_dir)))
+                      .with_env_variable("UV_NATIVE_TLS", "1").with_env_variable("CUDA_VERSION", CUDA_VERSION))
         if not have[1]:
             build = (
                 with_index.with_env_variable("DEBIAN_FRONTEND", "noninteractive")
@@ -158,10 +201,6 @@ async def main(registry: str, cache_dir: pathlib.Path) -> None:
                 .with_exec(["apt-get", "install", "-y", "--no-install-recommends", *BUILD_PACKAGES])
                 .with_exec(["sh", "-c", "rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb"])
                 .with_exec(["sh", "-c", f'mkdir -p "$(dirname {MANYLINUX_PYTHON})" && ln -s /usr/bin/python{PYTHON_VERSION} {MANYLINUX_PYTHON}'])
-                # uv reads the system's CA store (where the engine puts this network's CA), not its own.
-                .with_env_variable("UV_NATIVE_TLS", "1")
-                # As the manylinux CUDA builder, which csrc-build's cu index is derived from.
-                .with_env_variable("CUDA_VERSION", CUDA_VERSION)
             )
             print("published", await publish_both(build, registry, BUILD_REPO, SUITE, build_tag))
         if not have[2]:

@@ -9,7 +9,8 @@ from dagger import dag
 from conftest import REGISTRY
 from stagecache import StageContext
 from vllm_ci.args import BuildArgs
-from vllm_ci.instructions import AsWritten, mount_options
+from vllm_ci.declare import DECLARED
+from vllm_ci.instructions import AsWritten, mount_options, scoped_value
 
 RUNTIME = f"{REGISTRY}/library/vllm-ci-runtime:bookworm"
 
@@ -27,6 +28,15 @@ def test_an_arg_with_a_modifier_expands_as_buildkit_does_innermost_first() -> No
     assert off.expand("${UV_INDEX_URL}|$PATH") == "|$PATH"  # UV_INDEX_URL defaults to the empty PIP_INDEX_URL
 
 
+def test_an_arg_is_scoped_per_stage_as_buildkit_scopes_it() -> None:
+    args = BuildArgs()
+    assert scoped_value(DECLARED["csrc-build"], "max_jobs", args) == "2"  # ARG max_jobs=2
+    assert scoped_value(DECLARED["extensions-build"], "max_jobs", args) is None  # bare ARG max_jobs, no global default
+    assert scoped_value(DECLARED["extensions-build"], "max_jobs", BuildArgs(max_jobs=16)) == "16"  # passed: every stage
+    assert scoped_value(DECLARED["csrc-build"], "UV_INDEX_URL", args) == ""  # global ARG UV_INDEX_URL=${PIP_INDEX_URL}
+    assert scoped_value(DECLARED["csrc-build"], "PIP_INDEX_URL", args) is None  # global ARG PIP_INDEX_URL, no default
+
+
 def test_the_cuda_index_is_derived_from_cuda_version_as_upstream_derives_it() -> None:
     assert BuildArgs().cuda_index_url() == "https://download.pytorch.org/whl/cu130"
     assert BuildArgs(cuda_version="12.9.1", pytorch_cuda_index_base_url="file:///m").cuda_index_url() == "file:///m/cu129"
@@ -37,8 +47,9 @@ async def test_a_run_sees_the_stage_args_unless_an_env_of_that_name_is_set_and_l
     parent = dag.container().with_new_file("/out/made-by-parent.txt", "parent\n").with_new_file("/out/lib_a.so", "a")
     source = dag.directory().with_new_file("tools/x.py", "print('x')\n").with_new_file("cmake/utils.cmake", "# c\n")
     ctx = StageContext(source=source, parents={"parent": parent})
+    # As scoped_value gives them: PIP_INDEX_URL declared with no default anywhere is unset (None).
     upstream = AsWritten(BuildArgs(python_version="3.11"), ctx, ("PYTHON_VERSION", "CUDA_VERSION", "PIP_INDEX_URL"),
-                         folders=("cmake/",))
+                         folders=("cmake/",), values={"PYTHON_VERSION": "3.11", "CUDA_VERSION": "13.0.3", "PIP_INDEX_URL": None})
     image = dag.container().from_(RUNTIME).with_(upstream.step((
         "ENV CUDA_VERSION=from-env",
         "WORKDIR /workspace",

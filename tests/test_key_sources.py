@@ -74,20 +74,25 @@ def test_a_symlink_is_recorded_by_its_target(tmp_path: pathlib.Path) -> None:
     assert first.startswith("link:") and manifest_of(str(tree))["link"] != first
 
 
+CSRC_AND_BELOW = {"csrc-build", "kernel-symbol-map", "build", "extension", "vllm-base", "test", "vllm-openai-base",
+                  "vllm-openai", "vllm-openai-nonroot", "vllm-sagemaker"}
+
+
 def test_a_changed_arg_moves_only_the_stages_that_read_it_and_their_descendants() -> None:
+    # buildkite_commit is declared by csrc-build only (the kernel symbol map names it).
     before = keys(stage_graph(BuildArgs()))
-    after = keys(stage_graph(BuildArgs(max_jobs=16)))
-    moved = {s for s in before if before[s] != after[s]}
-    assert moved == {"csrc-build", "kernel-symbol-map", "extensions-build", "build", "extension", "vllm-base", "test",
-                     "vllm-openai"}
-    assert "max_jobs" in dict(next(s for s in stage_graph(BuildArgs()) if s.name == "csrc-build").args)
+    after = keys(stage_graph(BuildArgs(buildkite_commit="0123abc")))
+    assert {s for s in before if before[s] != after[s]} == CSRC_AND_BELOW
+    assert "buildkite_commit" in dict(next(s for s in stage_graph(BuildArgs()) if s.name == "csrc-build").args)
 
 
-def test_an_arg_no_stage_reads_moves_no_key() -> None:
-    # VLLM_IMAGE_TAG is read by vllm-openai-base only, which no stage function builds yet.
+def test_an_arg_of_the_runtime_moves_no_build_stage() -> None:
+    # GGUF_VERSION is declared by vllm-runtime-base only.
     before = keys(stage_graph(BuildArgs()))
-    after = keys(stage_graph(BuildArgs(vllm_image_tag="v9.9.9")))
-    assert before == after
+    after = keys(stage_graph(BuildArgs(gguf_version="==0.19.0")))
+    assert {s for s in before if before[s] != after[s]} == {
+        "vllm-runtime-base", "test-deps", "openai-deps", "vllm-base", "test", "vllm-openai-base", "vllm-openai",
+        "vllm-openai-nonroot", "vllm-sagemaker"}
 
 
 def test_editing_one_stage_function_moves_its_key_and_its_descendants_and_no_other(tmp_path: pathlib.Path) -> None:
@@ -105,15 +110,15 @@ def test_editing_one_stage_function_moves_its_key_and_its_descendants_and_no_oth
 def test_editing_a_step_moves_the_stages_that_call_it_and_their_descendants(
     tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from vllm_ci import steps
-    from vllm_ci.stages import runtime
+    from vllm_ci.stages import common, openai, runtime, test
 
     before = keys(stage_graph(BuildArgs()))
-    edited = _edited_copy(steps.with_apt_packages, "apt-get update -qq &&", "apt-get update &&", tmp_path)
-    monkeypatch.setattr(runtime, "with_apt_packages", edited)  # only vllm-runtime-base installs apt packages today
+    edited = _edited_copy(common.with_vllm, "exclude=PACKAGE_EXCLUDE", "exclude=[*PACKAGE_EXCLUDE, '**/*.pyi']", tmp_path)
+    for module in (runtime, test, openai):  # the stage modules that add vLLM by file layers
+        monkeypatch.setattr(module, "with_vllm", edited)
     after = keys(stage_graph(BuildArgs()))
     assert {s for s in before if before[s] != after[s]} == {
-        "vllm-runtime-base", "vllm-base", "test-deps", "test", "openai-deps", "vllm-openai"}
+        "vllm-base", "test", "vllm-openai-base", "vllm-openai", "vllm-openai-nonroot", "vllm-sagemaker"}
 
 
 def _edited_copy(function, old: str, new: str, folder: pathlib.Path):  # type: ignore[no-untyped-def]

@@ -80,6 +80,12 @@ class BuildArgs:
     rust_packages_command: Annotated[str, Doc("rust-build-cache's native tools install; default: upstream's dnf command")] = (
         "dnf install -y --setopt=install_weak_deps=False make perl-core && dnf clean all && rm -rf /var/cache/dnf"
     )
+    cuda_jit_packages_command: Annotated[str, Doc("vllm-runtime-base's CUDA JIT apt install; default: upstream's command")] = (
+        "CUDA_VERSION_DASH=$(echo $CUDA_VERSION | cut -d. -f1,2 | tr '.' '-') && apt-get update -y && apt-get install -y"
+        " --no-install-recommends --allow-change-held-packages cuda-nvcc-${CUDA_VERSION_DASH} cuda-cudart-${CUDA_VERSION_DASH}"
+        " cuda-nvrtc-${CUDA_VERSION_DASH} cuda-nvrtc-dev-${CUDA_VERSION_DASH} cuda-cuobjdump-${CUDA_VERSION_DASH}"
+        " libcurand-dev-${CUDA_VERSION_DASH} libcublas-dev-${CUDA_VERSION_DASH} libnuma-dev numactl && rm -rf /var/lib/apt/lists/*"
+    )
     dev_packages_command: Annotated[str, Doc("dev's system package install; default: upstream's dnf command")] = (
         "dnf install -y numactl-devel && dnf clean all && rm -rf /var/cache/dnf"
     )
@@ -150,7 +156,7 @@ GLOBAL_DEFAULTS: Final = frozenset({
 
 # Typed arguments of this project that no ARG of vLLM's Dockerfile has.
 PROJECT_ARGS: Final = frozenset({"openai_extras", "manylinux_packages_command", "dev_packages_command",
-                                   "rust_packages_command", "uv_installer_command"})
+                                   "rust_packages_command", "cuda_jit_packages_command", "uv_installer_command"})
 
 
 def read_args_file(text: str) -> dict[str, str]:

@@ -258,8 +258,10 @@ def _stage_rows(
         for arg, default in arg_items(command):
             file_args[arg] = default
             arg_rows.append(_stage_arg_row(stage.name, command.start_line, arg, default, decl, global_args, arg_defaults))
+    for arg in decl.also_reads:
+        arg_rows.append(Row(stage.name, None, f"ARG {arg}", DEVIATION, "read by this project's file-layer install only"))
     for arg in decl.arg_names():
-        if arg not in file_args and arg not in PROJECT_ARGS:  # this project's own arguments have no ARG line
+        if arg not in file_args and arg not in PROJECT_ARGS and arg not in decl.also_reads:  # project arguments have no ARG line
             arg_rows.append(Row(stage.name, None, f"ARG {arg}", CHANGED, f"ARG {arg} is read here but not declared in this stage upstream",
                                 f"ARG {arg}"))
     in_file_order = sorted([*arg_rows, *_instruction_rows(stage, decl, order)], key=lambda r: (r.line is None, r.line or 0))

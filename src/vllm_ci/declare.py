@@ -44,6 +44,9 @@ class StageDeclaration:
     parents: tuple[str, ...] = ()  # the stages whose results it uses
     reads: tuple[str, ...] = ()  # the source files it reads: its COPY set, its filter and its key's input
     thin_over: str = ""  # the parent it only adds file layers onto, never reading its files
+    # ARGs only this project's way of doing a step reads (the file-layer install reads PYTHON_VERSION
+    # for the site-packages path), which upstream's stage does not declare: in the key, not in RUNs.
+    also_reads: tuple[str, ...] = ()
 
     @property
     def upstream(self) -> bool:
@@ -51,8 +54,8 @@ class StageDeclaration:
         return self.from_ is not None
 
     def arg_names(self) -> list[str]:
-        """The ARGs this stage reads, by name."""
-        return [spec.partition("=")[0] for spec in self.args]
+        """The ARGs this stage reads, by name (also_reads included: they are in its key)."""
+        return [spec.partition("=")[0] for spec in self.args] + list(self.also_reads)
 
     def stage_default(self, name: str) -> str | None:
         """The stage's own default for an ARG, or None when the stage gives none."""
@@ -75,17 +78,20 @@ def stage(
     reads: Sequence[str] = (),
     args: Sequence[str] = (),
     thin_over: str = "",
+    also_reads: Sequence[str] = (),
 ) -> Callable[[F], F]:
     """Declare, once and on the function, the stage it builds: its Dockerfile FROM (None for a
     stage of this project only), the stages it builds on, the source files and the ARGs it reads,
-    and the parent it only adds file layers onto (`thin_over`: that parent is never pulled)."""
+    the parent it only adds file layers onto (`thin_over`: that parent is never pulled), and the ARGs
+    only this project's deviation reads (`also_reads`)."""
 
     def register(function: F) -> F:
         if name in DECLARED:
             raise ValueError(f"stage {name!r} is declared twice: {DECLARED[name].function.__qualname__} and {function.__qualname__}")
         if thin_over and thin_over not in parents:
             raise ValueError(f"stage {name!r}: thin_over={thin_over!r} is not one of its parents")
-        DECLARED[name] = StageDeclaration(name, from_, tuple(args), function, tuple(parents), tuple(reads), thin_over)
+        DECLARED[name] = StageDeclaration(name, from_, tuple(args), function, tuple(parents), tuple(reads), thin_over,
+                                          tuple(also_reads))
         return function
 
     return register
@@ -138,7 +144,16 @@ def declared_steps(function: Callable[..., Any]) -> list[DeclaredStep]:
 
 
 def _literal(node: ast.expr, function: Callable[..., Any]) -> Any:
-    """A marker's argument: a literal, or a module-level constant of the function's module."""
+    """A marker's argument: a literal, a module-level constant of the function's module, or a tuple
+    of those (`(*COPIES, INSTALL)`)."""
     if isinstance(node, ast.Name):
         return function.__globals__[node.id]
+    if isinstance(node, (ast.Tuple, ast.List)):
+        items: list[Any] = []
+        for element in node.elts:
+            if isinstance(element, ast.Starred):
+                items.extend(_literal(element.value, function))
+            else:
+                items.append(_literal(element, function))
+        return tuple(items)
     return ast.literal_eval(node)

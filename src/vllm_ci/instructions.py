@@ -169,7 +169,7 @@ class AsWritten:
         """COPY (or ADD of local files): each source to the destination, as BuildKit places them."""
         flags = dict(flag.removeprefix("--").partition("=")[::2] for flag in command.flags)
         *sources, dest = [self.expand(value) for value in command.value]
-        into_folder = dest.endswith("/") or len(sources) > 1
+        into_folder = dest.endswith("/") or dest in (".", "..") or len(sources) > 1
         parent = self.ctx.parents[flags["from"]] if "from" in flags else None
 
         def step(ctr: dagger.Container) -> dagger.Container:
@@ -259,12 +259,14 @@ class AsWritten:
         return step
 
 
-def as_written(stage_name: str, args: BuildArgs, ctx: StageContext, replace: Mapping[str, str] | None = None) -> AsWritten:
+def as_written(stage_name: str, args: BuildArgs, ctx: StageContext, portable: Sequence[str] = ()) -> AsWritten:
     """The runner of upstream's text for a declared stage: its ARGs (less this project's own) and
-    the folders among its reads. replace: upstream text -> this build's, applied when they differ."""
+    the folders among its reads. portable: this project's arguments for commands upstream hard-codes
+    with no ARG; each one's default is upstream's text, replaced by the build's value where it differs."""
     decl = DECLARED[stage_name]
-    scope = tuple(n for n in decl.arg_names() if n not in PROJECT_ARGS)
-    changed = {upstream_text: ours for upstream_text, ours in (replace or {}).items() if ours != upstream_text}
+    scope = tuple(n for n in decl.arg_names() if n not in PROJECT_ARGS and n not in decl.also_reads)
+    defaults = {field.name: str(field.default) for field in dataclasses.fields(BuildArgs)}
+    changed = {defaults[name]: getattr(args, name) for name in portable if getattr(args, name) != defaults[name]}
     return AsWritten(args, ctx, scope, tuple(p for p in decl.reads if p.endswith("/")), changed,
                      {name: scoped_value(decl, name, args) for name in scope})
 

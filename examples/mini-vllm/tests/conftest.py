@@ -1,21 +1,10 @@
 """Shared pytest setup.
 
-The tests exercise the *installed* wheel, not the source tree:
-
-    pip install dist/*.whl -r requirements/test/cuda.txt ./tests/vllm_test_utils
-    python -m pytest tests
-
-The source vllm/ has no compiled _C, so the checkout root is dropped from
-sys.path here (`python -m pytest` puts the cwd on it) to stop it shadowing
-the installed package.
+The tests exercise the *installed* vLLM, not the source tree: in the test image the checkout's
+vllm/ is at src/vllm (as vLLM's test stage moves it), so the /vllm-workspace that tests/__init__.py
+puts on sys.path holds no `vllm` to shadow the installed one, whose compiled _C the tests need.
 """
-import sys
-from pathlib import Path
-
 import pytest
-
-CHECKOUT = Path(__file__).resolve().parent.parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != CHECKOUT]
 
 
 @pytest.fixture(scope="session")

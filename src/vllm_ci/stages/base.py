@@ -21,9 +21,6 @@ from vllm_ci.instructions import as_written
 READS = ("requirements/common.txt", "requirements/cuda.txt", "requirements/rubin-prerelease.txt",
          "tools/use_existing_torch.py", "pyproject.toml")
 PRECISE_BIND = "binds only the files of requirements/ the step reads, so an unrelated requirement never moves base"
-UPSTREAM_DNF = ("dnf install -y --setopt=install_weak_deps=False ccache git curl sudo elfutils-devel rdma-core-devel"
-                " && dnf clean all && rm -rf /var/cache/dnf")
-UPSTREAM_UV_INSTALLER = "curl -LsSf https://astral.sh/uv/install.sh | sh"
 
 UV_ENV = (
     'ENV UV_HTTP_TIMEOUT=500',
@@ -147,8 +144,7 @@ ARCH_ENV = 'ENV TORCH_CUDA_ARCH_LIST=${torch_cuda_arch_list}'
 ))
 async def base(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     """FROM ${BUILD_BASE_IMAGE} AS base: uv, the venv, torch and the CUDA requirements."""
-    upstream = as_written("base", args, ctx, replace={UPSTREAM_DNF: args.manylinux_packages_command,
-                                                      UPSTREAM_UV_INSTALLER: args.uv_installer_command})
+    upstream = as_written("base", args, ctx, portable=("manylinux_packages_command", "uv_installer_command"))
     return (
         dag.container().from_(args.expand(args.build_base_image))
         .with_(reproduces(UV_ENV, upstream))

@@ -19,8 +19,19 @@ SOURCE_DATE_EPOCH = "315532800"  # 1980-01-01, the earliest a zip can hold
 PACKAGE_EXCLUDE = ["**/__pycache__", "**/*.pyc", "**/*.so"]
 
 
-def with_vllm(args: BuildArgs, image: dagger.Container, ext: dagger.Container, source: dagger.Directory) -> dagger.Container:
-    """Add vLLM to an image by file operations only: extension layer, then the Python package files."""
-    return image.with_directory("/", ext.rootfs()).with_directory(
-        f"{args.site_packages()}/vllm", source.directory("vllm"), exclude=PACKAGE_EXCLUDE
+# The deviation every image with vLLM in it makes, in one sentence.
+FLOOR = ("vLLM is added by file layers (csrc-build's extension and the EP kernel wheels as installed, the vllm/ "
+         "files and rust-build's vllm-rs), not by installing build's wheel with a RUN that would pull every layer below")
+RUST_ARTIFACTS = "/workspace/vllm"  # where rust-build leaves vllm-rs and the PyO3 modules
+
+
+def with_vllm(args: BuildArgs, image: dagger.Container, ext: dagger.Container, source: dagger.Directory,
+              rust: dagger.Container) -> dagger.Container:
+    """Add vLLM to an image by file operations only: the extension layer, the Python package files,
+    then rust-build's artifacts (vllm-rs) where the wheel puts them."""
+    site_vllm = f"{args.site_packages()}/vllm"
+    return (
+        image.with_directory("/", ext.rootfs())
+        .with_directory(site_vllm, source.directory("vllm"), exclude=PACKAGE_EXCLUDE)
+        .with_directory(site_vllm, rust.directory(RUST_ARTIFACTS))
     )

@@ -15,6 +15,7 @@ from vllm_ci.args import BuildArgs
 from vllm_ci.declare import reproduces, stage
 from vllm_ci.instructions import as_written
 from vllm_ci.stages.common import DIST, EXTENSION_ROOT, SOURCE_DATE_EPOCH
+from vllm_ci.stages.extensions import EP_DIST
 from vllm_ci.steps import scratch_with
 
 READS = (
@@ -179,18 +180,21 @@ with WheelFile.open(wheel) as source:
 INSTALLER_VERSION = "0.7.0"
 
 
-@stage("extension", from_=None, parents=("base", "csrc-build"), args=("PYTHON_VERSION", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL"))
+@stage("extension", from_=None, parents=("base", "csrc-build", "extensions-build"),
+       args=("PYTHON_VERSION", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL"))
 async def extension(args: BuildArgs, ctx: StageContext) -> dagger.Container:
-    """The compiled extension, its metadata and console scripts as installed, alone in one layer (no RUN)."""
+    """The compiled extension and the EP kernel wheels, with metadata and console scripts, as installed,
+    alone in one layer (no RUN)."""
     unpacked = (
         ctx.parents["base"]
         .with_directory(DIST, ctx.parents["csrc-build"].directory(DIST))
+        .with_directory(EP_DIST, ctx.parents["extensions-build"].directory(EP_DIST))
         .with_exec(["python3", "-m", "pip", "install", "--disable-pip-version-check", *args.pip_index_flags(),
                     f"installer=={INSTALLER_VERSION}"])
         .with_exec(
-            # The wheel's file name is only known inside the container: one shell line.
-            ["sh", "-c", 'python3 -c "$0" "$(ls $1/*.whl)" "$2" "$3" "$4"', INSTALL_INTO_RUNTIME_LAYOUT,
-             DIST, EXTENSION_ROOT, args.site_packages(), f"/usr/bin/python{args.python_version}"]
+            # The wheels' file names are only known inside the container: one shell loop.
+            ["sh", "-c", 'for wheel in $1/*.whl $2/*.whl; do python3 -c "$0" "$wheel" "$3" "$4" "$5" || exit 1; done',
+             INSTALL_INTO_RUNTIME_LAYOUT, DIST, EP_DIST, EXTENSION_ROOT, args.site_packages(), f"/usr/bin/python{args.python_version}"]
         )
     )
     return scratch_with("/", unpacked.directory(EXTENSION_ROOT))

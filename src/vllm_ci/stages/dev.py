@@ -13,7 +13,6 @@ from vllm_ci.instructions import as_written
 
 READS = ("requirements/common.txt", "requirements/lint.txt", "requirements/test/cuda.in", "requirements/test/cuda.txt",
          "requirements/dev.txt", "pyproject.toml", "tools/use_existing_torch.py")
-UPSTREAM_DNF = "dnf install -y numactl-devel && dnf clean all && rm -rf /var/cache/dnf"
 
 UV_BUILD_ENV = (
     'ENV UV_HTTP_TIMEOUT=500',
@@ -60,7 +59,7 @@ RUN --mount=type=cache,target=/opt/uv/cache \\
 ))
 async def dev(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     """FROM base AS dev: the build base with lint and test requirements installed."""
-    upstream = as_written("dev", args, ctx, replace={UPSTREAM_DNF: args.dev_packages_command})
+    upstream = as_written("dev", args, ctx, portable=("dev_packages_command",))
     return (
         ctx.parents["base"]
         .with_(reproduces(UV_BUILD_ENV, upstream))

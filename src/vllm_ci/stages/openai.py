@@ -173,14 +173,14 @@ async def openai_deps(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     )
 
 
-@stage("vllm-openai-base", from_="vllm-base", parents=("openai-deps", "extension"), reads=PACKAGE_INPUTS,
-       args=(*OPENAI_BASE_ARGS, "PYTHON_VERSION"), thin_over="openai-deps")
+@stage("vllm-openai-base", from_="vllm-base", parents=("openai-deps", "extension", "rust-build"), reads=PACKAGE_INPUTS,
+       args=OPENAI_BASE_ARGS, also_reads=("PYTHON_VERSION",), thin_over="openai-deps")
 async def openai_base(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     """FROM vllm-base AS vllm-openai-base: the server's dependencies, vLLM, and the build's ENV and LABELs."""
     deps, ext, source = ctx.parents["openai-deps"], ctx.parents["extension"], ctx.source
     upstream = as_written("vllm-openai-base", args, ctx)
     return (
-        with_vllm(args, deps, ext, source)
+        with_vllm(args, deps, ext, source, ctx.parents["rust-build"])
         .with_(deviates(DEPS_INSTRUCTIONS, BEFORE_VLLM))
         .with_(reproduces(BUILD_ENV, upstream))
         .with_(reproduces(BUILD_LABELS, upstream))

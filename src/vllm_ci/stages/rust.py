@@ -13,10 +13,9 @@ from stagecache import StageContext
 from vllm_ci.args import BuildArgs
 from vllm_ci.declare import deviates, reproduces, stage
 from vllm_ci.instructions import as_written
+from vllm_ci.stages.common import RUST_ARTIFACTS
 
 READS = ("requirements/build/rust.txt", "rust/", "rust-toolchain.toml", "tools/build_rust.py", "tools/build_rust.sh")
-UPSTREAM_DNF = "dnf install -y --setopt=install_weak_deps=False make perl-core && dnf clean all && rm -rf /var/cache/dnf"
-ARTIFACTS = "/workspace/vllm"  # vllm-rs and the PyO3 modules, as build_rust.sh installs them
 NO_GIT = ("binds an empty .git: the uploaded source leaves .git out, so the relink takes its version from "
           "SETUPTOOLS_SCM_PRETEND_METADATA and the package; a key never reads .git")
 
@@ -65,7 +64,7 @@ RUN --mount=type=cache,target=/root/.cargo/registry,sharing=locked \\
        args=("USE_SCCACHE", "SCCACHE_ENDPOINT", "rust_packages_command"))
 async def rust_build_cache(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     """FROM base AS rust-build-cache: the Rust artifacts built with a stable version, keyed only by Rust inputs."""
-    upstream = as_written("rust-build-cache", args, ctx, replace={UPSTREAM_DNF: args.rust_packages_command})
+    upstream = as_written("rust-build-cache", args, ctx, portable=("rust_packages_command",))
     return (
         ctx.parents["base"]
         .with_(reproduces(INSTALL_RUST_TOOLS, upstream))
@@ -85,4 +84,4 @@ async def rust_build(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     # The RELINK RUN as written, its `.git` bind an empty folder: the uploaded source leaves .git out.
     without_git = StageContext(dag.directory().with_new_directory(".git"), ctx.parents, ctx.secrets)
     built = ctx.parents["rust-build-cache"].with_(deviates(RELINK, NO_GIT, as_written("rust-build", args, without_git)))
-    return dag.container().with_directory(ARTIFACTS, built.directory(ARTIFACTS), include=["vllm-rs", "_rust_*.so"])
+    return dag.container().with_directory(RUST_ARTIFACTS, built.directory(RUST_ARTIFACTS), include=["vllm-rs", "_rust_*.so"])

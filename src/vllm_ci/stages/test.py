@@ -1,53 +1,154 @@
-"""TEST IMAGE: `FROM vllm-runtime-base AS test-deps` (the test requirements), then
-`FROM test-deps AS test`: vLLM installed by file operations and the source tree as the last, thin layer."""
+"""TEST IMAGE: `FROM vllm-runtime-base AS test-deps` (every instruction as upstream writes it), then
+`FROM test-deps AS test`: vLLM and the source tree added by file operations, the thin top layers.
+
+What the test stage does differently, and why: it adds vLLM (csrc-build's extension and the vllm/
+files) and the checkout by file layers onto the imported test-deps, with no RUN, so a Python-only
+change pulls none of the layers below; the editable install of tests/vllm_test_utils, the one RUN
+that does not depend on vLLM, is done in test-deps at the same path."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 import dagger
-from dagger import dag
 
 from stagecache import StageContext
 from vllm_ci.args import BuildArgs
 from vllm_ci.declare import deviates, reproduces, stage
-from vllm_ci.stages.common import RUNTIME_WORKSPACE, with_vllm
-from vllm_ci.stages.runtime import LIBRARY_PATHS, UV_BUILD_ENV
-from vllm_ci.steps import with_env, with_files, with_pip_install
+from vllm_ci.instructions import as_written
+from vllm_ci.stages.common import FLOOR, RUNTIME_WORKSPACE, with_vllm
 
-TEST_ENV = ("ENV HF_XET_HIGH_PERFORMANCE 1", "ENV HF_HUB_DOWNLOAD_TIMEOUT 60", "ENV VLLM_GPU_SYNC_CHECK=error")
-TEST_DEPS_INPUTS = ("requirements/", "tests/vllm_test_utils/")
+TEST_DEPS_READS = ("requirements/common.txt", "requirements/lint.txt", "requirements/test/cuda.in",
+                   "requirements/test/cuda.txt", "requirements/dev.txt", "pyproject.toml", "tools/use_existing_torch.py",
+                   "tests/vllm_test_utils/")
 EVERYTHING = ("**",)  # the whole checkout
+INDEX_ARGS = ("PIP_INDEX_URL", "UV_INDEX_URL", "PIP_EXTRA_INDEX_URL", "UV_EXTRA_INDEX_URL", "PYTORCH_CUDA_INDEX_BASE_URL",
+              "PIP_KEYRING_PROVIDER", "UV_KEYRING_PROVIDER")
 SOURCE_TREE = ("ADD . /vllm-workspace/", "RUN mkdir src", "RUN mv vllm src/vllm")
 SOURCE_TREE_BY_FILES = ("the tree is added with vllm/ already at src/vllm: two file layers, no RUN, so a Python-only "
                         "change pulls nothing below them")
+IN_TEST_DEPS = "run as written in test-deps on the same path (/vllm-workspace/tests/vllm_test_utils), so this stage stays thin"
+V1_INCLUDED = "vllm/v1 is already in site-packages: the file layers add all of vllm/ there"
+
+UV_BUILD_ENV = (
+    'ENV UV_HTTP_TIMEOUT=500',
+    'ENV UV_INDEX_STRATEGY="unsafe-best-match"',
+    'ENV UV_LINK_MODE=copy',
+)
+INSTALL_GIT = """\
+RUN apt-get update -y \\
+    && apt-get install -y git
+"""
+COPY_DEV_REQUIREMENTS = (
+    'COPY requirements/common.txt requirements/common.txt',
+    'COPY requirements/lint.txt requirements/lint.txt',
+    'COPY requirements/test/cuda.in requirements/test/cuda.in',
+    'COPY requirements/test/cuda.txt requirements/test/cuda.txt',
+    'COPY requirements/dev.txt requirements/dev.txt',
+    'COPY pyproject.toml pyproject.toml',
+    'COPY tools/use_existing_torch.py tools/use_existing_torch.py',
+    'COPY --from=base /workspace/torch_lib_versions.txt torch_lib_versions.txt',
+)
+INSTALL_DEV_REQUIREMENTS = """\
+RUN --mount=type=cache,target=/opt/uv/cache \\
+    CUDA_MAJOR="${CUDA_VERSION%%.*}"; \\
+    if [ "$CUDA_MAJOR" -ge 12 ]; then \\
+        if [ "${PYTORCH_NIGHTLY}" = "1" ]; then \\
+            echo "Installing dev requirements plus torch nightly..." \\
+            && python3 tools/use_existing_torch.py --prefix \\
+            && cat torch_lib_versions.txt >> requirements/test/cuda.in \\
+            && uv pip compile requirements/test/cuda.in -o requirements/test/cuda.txt --index-strategy unsafe-best-match \\
+            --extra-index-url ${PYTORCH_CUDA_INDEX_BASE_URL}/nightly/cu$(echo $CUDA_VERSION | cut -d. -f1,2 | tr -d '.') \\
+            && uv pip install --system $(cat torch_lib_versions.txt | xargs) --pre \\
+            -r requirements/dev.txt \\
+            --extra-index-url ${PYTORCH_CUDA_INDEX_BASE_URL}/nightly/cu$(echo $CUDA_VERSION | cut -d. -f1,2 | tr -d '.'); \\
+        else \\
+            echo "Installing dev requirements..." \\
+            && if [ "$TARGETPLATFORM" = "linux/arm64" ]; then \\
+                echo "Recompiling test requirements for arm64..." \\
+                && uv pip compile requirements/test/cuda.in -o requirements/test/cuda.txt --index-strategy unsafe-best-match \\
+                --extra-index-url ${PYTORCH_CUDA_INDEX_BASE_URL}/cu$(echo $CUDA_VERSION | cut -d. -f1,2 | tr -d '.'); \\
+            fi \\
+            && uv pip install --system -r requirements/dev.txt \\
+            --extra-index-url ${PYTORCH_CUDA_INDEX_BASE_URL}/cu$(echo $CUDA_VERSION | cut -d. -f1,2 | tr -d '.'); \\
+        fi \\
+    fi
+"""
+TEST_COPIES = (
+    'COPY --from=base /workspace/torch_lib_versions.txt torch_lib_versions.txt',
+    'COPY --from=build /workspace/dist/wheel.sha256 /tmp/vllm-wheel.sha256',
+)
+INSTALL_WHEEL = """\
+RUN --mount=type=bind,from=build,src=/workspace/dist,target=/vllm-workspace/dist \\
+    --mount=type=cache,target=/opt/uv/cache \\
+    if [ "${PYTORCH_NIGHTLY}" = "1" ]; then \\
+        echo "Installing torch nightly..." \\
+        && uv pip install --system $(cat torch_lib_versions.txt | xargs) --pre \\
+        --index-url ${PYTORCH_CUDA_INDEX_BASE_URL}/nightly/cu$(echo $CUDA_VERSION | cut -d. -f1,2 | tr -d '.') \\
+        && echo "Installing vLLM..." \\
+        && uv pip install --system dist/*.whl --verbose \\
+        --extra-index-url ${PYTORCH_CUDA_INDEX_BASE_URL}/nightly/cu$(echo $CUDA_VERSION | cut -d. -f1,2 | tr -d '.'); \\
+    else \\
+        echo "Installing vLLM..." \\
+        && uv pip install --system dist/*.whl --verbose \\
+        --extra-index-url ${PYTORCH_CUDA_INDEX_BASE_URL}/cu$(echo $CUDA_VERSION | cut -d. -f1,2 | tr -d '.'); \\
+    fi
+"""
+CUDA_LIBRARY_PATH = 'ENV LD_LIBRARY_PATH=/usr/local/cuda/lib64:$LD_LIBRARY_PATH'
+EP_WHEELS = (
+    'COPY --from=build /tmp/ep_kernels_workspace/dist/wheels.sha256 /tmp/ep-kernels-wheels.sha256',
+    """\
+RUN --mount=type=bind,from=build,src=/tmp/ep_kernels_workspace/dist,target=/vllm-workspace/ep_kernels/dist \\
+    --mount=type=cache,target=/opt/uv/cache \\
+    uv pip install --system ep_kernels/dist/*.whl --verbose \\
+        --extra-index-url ${PYTORCH_CUDA_INDEX_BASE_URL}/cu$(echo $CUDA_VERSION | cut -d. -f1,2 | tr -d '.')
+""",
+)
+DRIVER_LIBRARY_PATH = 'ENV LD_LIBRARY_PATH=/usr/local/nvidia/lib64:${LD_LIBRARY_PATH}'
+EDITABLE_TEST_UTILS = """\
+RUN --mount=type=cache,target=/opt/uv/cache \\
+    uv pip install --system -e tests/vllm_test_utils
+"""
+TEST_ENV = (
+    'ENV HF_XET_HIGH_PERFORMANCE 1',
+    'ENV HF_HUB_DOWNLOAD_TIMEOUT 60',
+    'ENV VLLM_GPU_SYNC_CHECK=error',
+)
+COPY_V1 = 'COPY vllm/v1 /usr/local/lib/python${PYTHON_VERSION}/dist-packages/vllm/v1'
 
 
-@stage("test-deps", from_="vllm-runtime-base", parents=("vllm-runtime-base",), reads=TEST_DEPS_INPUTS,
-       args=("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "CUDA_VERSION", "PYTORCH_CUDA_INDEX_BASE_URL"))
+@stage("test-deps", from_="vllm-runtime-base", parents=("vllm-runtime-base", "base"), reads=TEST_DEPS_READS,
+       args=("PYTHON_VERSION", "TARGETPLATFORM", *INDEX_ARGS, "PYTORCH_NIGHTLY"))
 async def test_deps(args: BuildArgs, ctx: StageContext) -> dagger.Container:
-    """FROM vllm-runtime-base AS test-deps: the test requirements and the test utilities package."""
-    runtime, source = ctx.parents["vllm-runtime-base"], ctx.source
+    """FROM vllm-runtime-base AS test-deps: git, the dev requirements (lint and tests) and the test utilities."""
+    upstream = as_written("test-deps", args, ctx)
     return (
-        runtime.with_(reproduces(UV_BUILD_ENV, with_env(args, UV_BUILD_ENV)))
-        .with_(with_files(source, TEST_DEPS_INPUTS, "/tmp"))
-        .with_(with_pip_install(args, ["/tmp/requirements/test/cuda.txt"], system=True))
-        .with_exec(["python3", "-m", "pip", "install", "--no-deps", "/tmp/tests/vllm_test_utils"])
-        .with_exec(["rm", "-rf", "/tmp/requirements", "/tmp/tests"])
+        ctx.parents["vllm-runtime-base"]
+        .with_(reproduces(UV_BUILD_ENV, upstream))
+        .with_(reproduces(INSTALL_GIT, upstream))
+        .with_(reproduces(COPY_DEV_REQUIREMENTS, upstream))
+        .with_(reproduces(INSTALL_DEV_REQUIREMENTS, upstream))
+        # The test stage's editable install of the test utilities, where ADD . will put them.
+        .with_directory(f"{RUNTIME_WORKSPACE}/tests/vllm_test_utils", ctx.source.directory("tests/vllm_test_utils"))
+        .with_(upstream.step(EDITABLE_TEST_UTILS))
     )
 
 
-@stage("test", from_="test-deps", parents=("test-deps", "extension"), reads=EVERYTHING, args=("PYTHON_VERSION",),
-       thin_over="test-deps")
+@stage("test", from_="test-deps", parents=("test-deps", "extension", "rust-build"), reads=EVERYTHING,
+       args=("PYTHON_VERSION", *INDEX_ARGS, "PYTORCH_NIGHTLY"), thin_over="test-deps")
 async def test(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     """FROM test-deps AS test: vLLM installed, then the source tree as the last, thin layer."""
     deps, ext, source = ctx.parents["test-deps"], ctx.parents["extension"], ctx.source
+    upstream = as_written("test", args, ctx)
     return (
-        with_vllm(args, deps, ext, source)
-        .with_(reproduces(LIBRARY_PATHS, with_env(args, LIBRARY_PATHS)))
+        deps.with_(deviates((*TEST_COPIES, INSTALL_WHEEL, *EP_WHEELS), FLOOR,
+                            lambda ctr: with_vllm(args, ctr, ext, source, ctx.parents["rust-build"])))
+        .with_(reproduces(CUDA_LIBRARY_PATH, upstream))
+        .with_(reproduces(DRIVER_LIBRARY_PATH, upstream))
         .with_(deviates(SOURCE_TREE, SOURCE_TREE_BY_FILES, with_source_tree(source)))
-        .with_workdir(RUNTIME_WORKSPACE)
-        .with_(reproduces(TEST_ENV, with_env(args, TEST_ENV)))
+        .with_(deviates(EDITABLE_TEST_UTILS, IN_TEST_DEPS))
+        .with_(reproduces(TEST_ENV, upstream))
+        .with_(deviates(COPY_V1, V1_INCLUDED))
     )
 
 
@@ -60,4 +161,3 @@ def with_source_tree(source: dagger.Directory) -> Callable[[dagger.Container], d
                 .with_directory(f"{RUNTIME_WORKSPACE}/src/vllm", source.directory("vllm")))
 
     return step
-
