@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import platform
 import posixpath
+import re
 import shlex
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
@@ -78,6 +79,8 @@ class AsWritten:
     folders: Sequence[str] = ()  # the source paths the stage reads that are folders ("cmake/")
     replace: Mapping[str, str] = dataclasses.field(default_factory=dict)
     values: Mapping[str, str | None] = dataclasses.field(default_factory=dict)  # ARG -> its value here; None: unset
+    # ENV values this runner has set so far, for the instructions after them (BuildKit: ENV wins over ARG).
+    env: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def step(self, instructions: str | Sequence[str]) -> Step:
         """The container change the instruction(s) make, in order."""
@@ -96,6 +99,8 @@ class AsWritten:
         BuildKit's automatic platform ARGs included."""
         for name in AUTOMATIC_ARGS & set(self.scope):
             text = text.replace("${" + name + "}", automatic_value(name)).replace("$" + name, automatic_value(name))
+        for name, value in self.env.items():
+            text = re.sub(r"\$\{" + name + r"\}|\$" + name + r"\b", lambda _: value, text)
         scoped = {name.lower(): value or "" for name, value in self.values.items() if name not in AUTOMATIC_ARGS}
         return dataclasses.replace(self.args, **scoped).expand(text)
 
@@ -206,6 +211,7 @@ class AsWritten:
         """ENV: each pair, ARGs expanded now and other variables from the image's environment."""
         values = command.value
         pairs = [(name, unquote(self.expand(value))) for name, value in zip(values[::2], values[1::2])]
+        self.env.update((name, value) for name, value in pairs if "$" not in value)
 
         def step(ctr: dagger.Container) -> dagger.Container:
             for name, value in pairs:

@@ -21,7 +21,8 @@ PACKAGE_EXCLUDE = ["**/__pycache__", "**/*.pyc", "**/*.so"]
 
 # The deviation every image with vLLM in it makes, in one sentence.
 FLOOR = ("vLLM is added by file layers (csrc-build's extension and the EP kernel wheels as installed, the vllm/ "
-         "files and rust-build's vllm-rs), not by installing build's wheel with a RUN that would pull every layer below")
+         "files and rust-build's vllm-rs, linked on PATH in vllm-base), not by installing build's wheel with a RUN "
+         "that would pull every layer below")
 RUST_ARTIFACTS = "/workspace/vllm"  # where rust-build leaves vllm-rs and the PyO3 modules
 
 

@@ -13,8 +13,7 @@ from stagecache import StageContext
 from vllm_ci.args import BuildArgs
 from vllm_ci.declare import deviates, reproduces, stage
 from vllm_ci.instructions import as_written
-from vllm_ci.stages.common import with_vllm
-from vllm_ci.stages.runtime import PACKAGE_INPUTS
+from vllm_ci.stages.runtime import COPY_EXTRAS, EXTRAS_READS, LIBRARY_PATHS, PACKAGE_INPUTS, with_vllm_installed
 
 # What vllm-openai-base's RUNs read: of requirements/ (which they bind), only the files they open.
 DEPS_READS = ("requirements/kv_connectors.txt", "requirements/kv_connectors_cu12.txt", "requirements/rubin-prerelease.txt",
@@ -173,14 +172,16 @@ async def openai_deps(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     )
 
 
-@stage("vllm-openai-base", from_="vllm-base", parents=("openai-deps", "extension", "rust-build"), reads=PACKAGE_INPUTS,
+@stage("vllm-openai-base", from_="vllm-base", parents=("openai-deps", "extension", "rust-build"),
+       reads=(*PACKAGE_INPUTS, *EXTRAS_READS),
        args=OPENAI_BASE_ARGS, also_reads=("PYTHON_VERSION",), thin_over="openai-deps")
 async def openai_base(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     """FROM vllm-base AS vllm-openai-base: the server's dependencies, vLLM, and the build's ENV and LABELs."""
-    deps, ext, source = ctx.parents["openai-deps"], ctx.parents["extension"], ctx.source
     upstream = as_written("vllm-openai-base", args, ctx)
     return (
-        with_vllm(args, deps, ext, source, ctx.parents["rust-build"])
+        # What vllm-base adds onto the runtime, added here onto openai-deps (its markers are vllm-base's).
+        ctx.parents["openai-deps"].with_(with_vllm_installed(args, ctx))
+        .with_(as_written("vllm-base", args, ctx).step((*LIBRARY_PATHS, *COPY_EXTRAS)))
         .with_(deviates(DEPS_INSTRUCTIONS, BEFORE_VLLM))
         .with_(reproduces(BUILD_ENV, upstream))
         .with_(reproduces(BUILD_LABELS, upstream))

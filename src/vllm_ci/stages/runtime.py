@@ -8,6 +8,8 @@ PYTORCH_CUDA_INDEX_BASE_URL), which the bundled example overrides."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import dagger
 from dagger import dag
 
@@ -280,7 +282,6 @@ COPY_EXTRAS = (
     'COPY ./vllm/collect_env.py .',
 )
 EXTRAS_READS = ("examples/", "benchmarks/", "vllm/collect_env.py")
-LINK_BY_FILE = "the link is a file operation, not a RUN that would pull every layer below"
 NOT_RUN = "only prints the installed packages; not run, as it would pull every layer below"
 
 
@@ -290,14 +291,22 @@ NOT_RUN = "only prints the installed packages; not run, as it would pull every l
        thin_over="vllm-runtime-base")
 async def vllm_base(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     """FROM vllm-runtime-base AS vllm-base: the runtime image with vLLM installed."""
-    runtime, ext, source = ctx.parents["vllm-runtime-base"], ctx.parents["extension"], ctx.source
     upstream = as_written("vllm-base", args, ctx)
     return (
-        runtime.with_(deviates((*BASE_COPIES, BASE_INSTALL_WHEEL, *BASE_EP_WHEELS), FLOOR,
-                               lambda ctr: with_vllm(args, ctr, ext, source, ctx.parents["rust-build"])))
-        .with_(deviates(VLLM_RS_LINK, LINK_BY_FILE,
-                        lambda ctr: ctr.with_symlink(f"{args.site_packages()}/vllm/vllm-rs", "/usr/local/bin/vllm-rs")))
+        ctx.parents["vllm-runtime-base"]
+        .with_(deviates((*BASE_COPIES, BASE_INSTALL_WHEEL, VLLM_RS_LINK, *BASE_EP_WHEELS), FLOOR, with_vllm_installed(args, ctx)))
         .with_(deviates(UV_PIP_LIST, NOT_RUN))
         .with_(reproduces(LIBRARY_PATHS, upstream))
         .with_(reproduces(COPY_EXTRAS, upstream))
     )
+
+
+def with_vllm_installed(args: BuildArgs, ctx: StageContext) -> Callable[[dagger.Container], dagger.Container]:
+    """vLLM as vllm-base installs it, by file layers: the extension, EP kernels, vllm/ files and vllm-rs,
+    and the vllm-rs link on PATH. vllm-openai-base, which upstream builds on vllm-base, adds the same."""
+
+    def step(ctr: dagger.Container) -> dagger.Container:
+        return (with_vllm(args, ctr, ctx.parents["extension"], ctx.source, ctx.parents["rust-build"])
+                .with_symlink(f"{args.site_packages()}/vllm/vllm-rs", "/usr/local/bin/vllm-rs"))
+
+    return step
