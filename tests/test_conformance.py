@@ -168,7 +168,7 @@ def test_the_client_command_exits_0_on_the_real_file_and_1_with_the_summary_on_a
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1, proc.stderr
     [line] = proc.stderr.strip().splitlines()
-    assert line == f"vllm-ci: error: {report_on(drifted.read_text()).summary()}"
+    assert line == f"vllm-ci: error: {check(drifted.read_text(), 'Dockerfile', DECLARED, arg_defaults(), PROJECT_ARGS).summary()}"
 
 
 @pytest.mark.engine

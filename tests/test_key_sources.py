@@ -110,11 +110,11 @@ def test_editing_one_stage_function_moves_its_key_and_its_descendants_and_no_oth
 def test_editing_a_step_moves_the_stages_that_call_it_and_their_descendants(
     tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from vllm_ci.stages import common, openai, runtime, test
+    from vllm_ci.stages import common, runtime, test
 
     before = keys(stage_graph(BuildArgs()))
     edited = _edited_copy(common.with_vllm, "exclude=PACKAGE_EXCLUDE", "exclude=[*PACKAGE_EXCLUDE, '**/*.pyi']", tmp_path)
-    for module in (runtime, test, openai):  # the stage modules that add vLLM by file layers
+    for module in (runtime, test):  # the stage modules that add vLLM by file layers (openai's through runtime's)
         monkeypatch.setattr(module, "with_vllm", edited)
     after = keys(stage_graph(BuildArgs()))
     assert {s for s in before if before[s] != after[s]} == {
