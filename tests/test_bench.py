@@ -30,10 +30,12 @@ def test_the_bench_compares_ours_with_buildkit_on_a_no_change_build(engine: None
     for tool in ("ours", "buildkit-today"):
         measured = results["results"]["no-change"][tool]
         # Bytes measured at the registry (ints, not "not measured"); a no-change build moves no
-        # layer, only manifests and configs (a few kB: look-ups, and ours publishes the image).
+        # layer, only manifests and configs: look-ups, and ours publishes the image. A config carries
+        # each RUN's text in its history (about 30 kB per stage of the ported file); the smallest
+        # layer a rebuild would move (the runtime's) is hundreds of MB.
         assert measured["seconds"] > 0
         assert isinstance(measured["pulled"], int) and isinstance(measured["pushed"], int), measured
-        assert measured["pulled"] < 100_000 and measured["pushed"] < 100_000, measured
+        assert measured["pulled"] < 500_000 and measured["pushed"] < 100_000, measured
     assert results["results"]["no-change"]["ours"]["rebuilt"].startswith("0/")  # nothing rebuilt
     assert [g["goal"] for g in results["goals"]][2].startswith("No change")
     assert "| no-change | ours |" in proc.stdout

@@ -1,5 +1,6 @@
 """Builds on vllm-ci's `vllm-base` stage: adds a vLLM plugin package and runs its tests."""
 
+import dataclasses
 from typing import Annotated
 
 import dagger
@@ -10,19 +11,13 @@ from dagger import DefaultPath, Doc, dag, function, object_type
 class Consumer:
     """A vLLM plugin, tested in the vLLM image that vllm-ci builds."""
 
-    python_version: Annotated[str, Doc("vllm-ci's PYTHON_VERSION")] = "3.12"
-    build_base_image: Annotated[str, Doc("vllm-ci's BUILD_BASE_IMAGE; empty: its default")] = ""
-    final_base_image: Annotated[str, Doc("vllm-ci's FINAL_BASE_IMAGE; empty: its default")] = ""
-    torch_cuda_arch_list: Annotated[str, Doc("vllm-ci's torch_cuda_arch_list; empty: none")] = ""
+    vllm_ci_args: Annotated[list[str], Doc(
+        "vllm-ci's constructor arguments as NAME=VALUE (its args file's lines without the leading --), "
+        "e.g. build-base-image=REF; a fork passes its mirrors here")] = dataclasses.field(default_factory=list)
 
     def _vllm_ci(self) -> dagger.VllmCi:
-        """The vllm-ci module, with the build arguments this module was given."""
-        args: dict[str, str] = {"python_version": self.python_version,
-                                "torch_cuda_arch_list": self.torch_cuda_arch_list}
-        if self.build_base_image:
-            args["build_base_image"] = self.build_base_image
-        if self.final_base_image:
-            args["final_base_image"] = self.final_base_image
+        """The vllm-ci module, with the build arguments this module was given (all strings)."""
+        args = {name.replace("-", "_"): value for name, _, value in (arg.partition("=") for arg in self.vllm_ci_args)}
         return dag.vllm_ci(**args)
 
     @function
