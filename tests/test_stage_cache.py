@@ -151,7 +151,7 @@ async def test_prune_deletes_only_what_it_should(client: None, cache_repo: str) 
     assert "would delete vllm-runtime-base-" in dry and "kept test-deps-" in dry
     ref = ImageRef.parse(cache_repo)
     async with RegistryClient(ref.registry) as registry:
-        assert len(entry_tags(await registry.tags(ref.repository))) == 2
+        assert len(entry_tags(await registry.tags(ref.repository))) == 3  # base, vllm-runtime-base, test-deps
         await prune(cache_repo, live_keys={live}, keep_days=7, keep_last=0, dry_run=False, now=later)
         runtime_tag = cache_tag("vllm-runtime-base", report.record("vllm-runtime-base").key)
         assert await registry.manifest_digest(ref.repository, runtime_tag) is None
