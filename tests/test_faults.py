@@ -230,6 +230,7 @@ def second_engine(engine: None, tmp_path: pathlib.Path):  # type: ignore[no-unty
     finally:
         subprocess.run([REPO_ENGINE, "stop"], env=env, capture_output=True, timeout=120)
         shutil.rmtree(sock.parent, ignore_errors=True)
+        shutil.rmtree(tmp_path / "agent-2", ignore_errors=True)  # its state: GBs of snapshots
 
 
 def test_two_engines_racing_on_one_cold_key_both_succeed_and_leave_a_whole_entry(second_engine: str) -> None:

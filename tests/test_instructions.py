@@ -37,11 +37,6 @@ def test_an_arg_is_scoped_per_stage_as_buildkit_scopes_it() -> None:
     assert scoped_value(DECLARED["csrc-build"], "PIP_INDEX_URL", args) is None  # global ARG PIP_INDEX_URL, no default
 
 
-def test_the_cuda_index_is_derived_from_cuda_version_as_upstream_derives_it() -> None:
-    assert BuildArgs().cuda_index_url() == "https://download.pytorch.org/whl/cu130"
-    assert BuildArgs(cuda_version="12.9.1", pytorch_cuda_index_base_url="file:///m").cuda_index_url() == "file:///m/cu129"
-
-
 @pytest.mark.anyio
 async def test_a_run_sees_the_stage_args_unless_an_env_of_that_name_is_set_and_leaves_no_mount_behind(client: None) -> None:
     parent = dag.container().with_new_file("/out/made-by-parent.txt", "parent\n").with_new_file("/out/lib_a.so", "a")

@@ -127,11 +127,6 @@ class BuildArgs:
         """Where the runtime image's system pip installs packages (Debian/Ubuntu layout)."""
         return f"/usr/local/lib/python{self.python_version}/dist-packages"
 
-    def cuda_index_url(self) -> str:
-        """PyTorch's CUDA index as upstream derives it: ${PYTORCH_CUDA_INDEX_BASE_URL}/cu$(echo $CUDA_VERSION | cut -d. -f1,2 | tr -d '.')."""
-        major_minor = "".join(self.cuda_version.split(".")[:2])
-        return f"{self.expand(self.pytorch_cuda_index_base_url)}/cu{major_minor}"
-
     def pip_index_flags(self) -> list[str]:
         """pip flags for the configured indexes."""
         flags = ["--index-url", self.pip_index_url] if self.pip_index_url else []

@@ -24,7 +24,7 @@ import platform
 import posixpath
 import re
 import shlex
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import dagger
@@ -35,9 +35,7 @@ from stagecache import StageContext
 from vllm_ci.args import AUTOMATIC_ARGS, GLOBAL_DEFAULTS, PROJECT_ARGS, BuildArgs
 from vllm_ci.declare import DECLARED, StageDeclaration
 from vllm_ci.errors import UsageError
-from vllm_ci.steps import unquote
-
-Step = Callable[[dagger.Container], dagger.Container]
+from vllm_ci.steps import Step, unquote
 
 SHARING: Final = {"shared": dagger.CacheSharingMode.SHARED, "locked": dagger.CacheSharingMode.LOCKED,
                   "private": dagger.CacheSharingMode.PRIVATE}

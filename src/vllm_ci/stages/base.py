@@ -15,6 +15,7 @@ from stagecache import StageContext
 from vllm_ci.args import BuildArgs
 from vllm_ci.declare import deviates, reproduces, stage
 from vllm_ci.instructions import as_written
+from vllm_ci.stages.common import ARCH_ENV, COMPAT, WORKDIR
 
 # What base reads of the checkout: its COPYs, and of the requirements folder it binds, the one
 # file its RUN opens there (rubin-prerelease.txt; cuda.txt's `-r common.txt` is copied).
@@ -78,8 +79,6 @@ RUN mkdir -p "${UV_PYTHON_INSTALL_DIR}" "${UV_CACHE_DIR}" "${UV_INSTALL_DIR}" \\
 """
 LINK_MODE = 'ENV UV_LINK_MODE=copy'
 GCC = 'RUN gcc --version'
-COMPAT = 'ENV VLLM_ENABLE_CUDA_COMPATIBILITY=0'
-WORKDIR = 'WORKDIR /workspace'
 COPY_TORCH_INPUTS = (
     'COPY requirements/common.txt requirements/common.txt',
     'COPY requirements/cuda.txt requirements/cuda.txt',
@@ -132,7 +131,6 @@ RUN --mount=type=cache,target=/opt/uv/cache \\
     && TORCH_LIB_VERSIONS=$(cat torch_lib_versions.txt | xargs) \\
     && echo "Installed torch libs: ${TORCH_LIB_VERSIONS}"
 """
-ARCH_ENV = 'ENV TORCH_CUDA_ARCH_LIST=${torch_cuda_arch_list}'
 
 
 @stage("base", from_="${BUILD_BASE_IMAGE}", reads=READS, args=(

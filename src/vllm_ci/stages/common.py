@@ -3,7 +3,11 @@ path that installs vLLM by file operations (no RUN after it)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import dagger
+
+from stagecache import StageContext
 
 from vllm_ci.args import BuildArgs
 
@@ -11,6 +15,12 @@ WORKSPACE = "/workspace"
 RUNTIME_WORKSPACE = "/vllm-workspace"
 DIST = f"{WORKSPACE}/dist"
 EXTENSION_ROOT = "/extension-root"
+# Instructions upstream writes alike in several stages (the same text, so one constant).
+UV_BUILD_ENV = ("ENV UV_HTTP_TIMEOUT=500", 'ENV UV_INDEX_STRATEGY="unsafe-best-match"', "ENV UV_LINK_MODE=copy")
+WORKDIR = "WORKDIR /workspace"
+COMPAT = "ENV VLLM_ENABLE_CUDA_COMPATIBILITY=0"
+ARCH_ENV = "ENV TORCH_CUDA_ARCH_LIST=${torch_cuda_arch_list}"
+EVERYTHING = ("**",)  # COPY . . / ADD . : the whole checkout (less what the upload leaves out)
 # The build's secrets, by the id upstream's RUN mounts them with (--mount=type=secret,id=...).
 AWS_CREDENTIALS = "aws-credentials"
 # Wheels are zips with timestamps: pin them so the same inputs give the same bytes.
@@ -24,6 +34,12 @@ FLOOR = ("vLLM is added by file layers (csrc-build's extension and the EP kernel
          "files and rust-build's vllm-rs, linked on PATH in vllm-base), not by installing build's wheel with a RUN "
          "that would pull every layer below")
 RUST_ARTIFACTS = "/workspace/vllm"  # where rust-build leaves vllm-rs and the PyO3 modules
+
+
+def without_git(ctx: StageContext) -> StageContext:
+    """The stage's context with an empty .git in its source: what RUNs that bind .git get, since the
+    uploaded source leaves .git out (and a key never reads it)."""
+    return dataclasses.replace(ctx, source=ctx.source.with_new_directory(".git"))
 
 
 def with_vllm(args: BuildArgs, image: dagger.Container, ext: dagger.Container, source: dagger.Directory,

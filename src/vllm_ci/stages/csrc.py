@@ -14,7 +14,7 @@ from stagecache import StageContext
 from vllm_ci.args import BuildArgs
 from vllm_ci.declare import reproduces, stage
 from vllm_ci.instructions import as_written
-from vllm_ci.stages.common import DIST, EXTENSION_ROOT, SOURCE_DATE_EPOCH
+from vllm_ci.stages.common import DIST, EXTENSION_ROOT, SOURCE_DATE_EPOCH, UV_BUILD_ENV, WORKDIR
 from vllm_ci.stages.extensions import EP_DIST
 from vllm_ci.steps import scratch_with
 
@@ -28,11 +28,6 @@ COPY_BUILD_REQUIREMENTS = (
     'COPY requirements/build/cuda.txt requirements/build/cuda.txt',
     'COPY tools/use_existing_torch.py tools/use_existing_torch.py',
     'COPY --from=base /workspace/torch_lib_versions.txt torch_lib_versions.txt',
-)
-UV_BUILD_ENV = (
-    'ENV UV_HTTP_TIMEOUT=500',
-    'ENV UV_INDEX_STRATEGY="unsafe-best-match"',
-    'ENV UV_LINK_MODE=copy',
 )
 INSTALL_BUILD_REQUIREMENTS = """\
 RUN --mount=type=cache,target=/opt/uv/cache \\
@@ -53,7 +48,6 @@ RUN --mount=type=cache,target=/opt/uv/cache \\
         --extra-index-url ${PYTORCH_CUDA_INDEX_BASE_URL}/cu$(echo $CUDA_VERSION | cut -d. -f1,2 | tr -d '.'); \\
     fi
 """
-WORKDIR = 'WORKDIR /workspace'
 COPY_CSRC_INPUTS = (
     'COPY pyproject.toml setup.py CMakeLists.txt ./',
     'COPY tools/build_rust.py tools/build_rust.py',

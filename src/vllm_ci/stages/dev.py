@@ -10,15 +10,11 @@ from stagecache import StageContext
 from vllm_ci.args import BuildArgs
 from vllm_ci.declare import reproduces, stage
 from vllm_ci.instructions import as_written
+from vllm_ci.stages.common import UV_BUILD_ENV
 
 READS = ("requirements/common.txt", "requirements/lint.txt", "requirements/test/cuda.in", "requirements/test/cuda.txt",
          "requirements/dev.txt", "pyproject.toml", "tools/use_existing_torch.py")
 
-UV_BUILD_ENV = (
-    'ENV UV_HTTP_TIMEOUT=500',
-    'ENV UV_INDEX_STRATEGY="unsafe-best-match"',
-    'ENV UV_LINK_MODE=copy',
-)
 INSTALL_NUMA = """\
 RUN dnf install -y numactl-devel \\
     && dnf clean all \\

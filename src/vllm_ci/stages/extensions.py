@@ -11,6 +11,7 @@ from stagecache import StageContext
 from vllm_ci.args import BuildArgs
 from vllm_ci.declare import deviates, reproduces, stage
 from vllm_ci.instructions import as_written
+from vllm_ci.stages.common import UV_BUILD_ENV, WORKDIR
 
 # The three folders children copy or bind from this stage.
 EP_DIST = "/tmp/ep_kernels_workspace/dist"
@@ -20,12 +21,6 @@ READS = ("tools/ep_kernels/install_python_libraries.sh", "tools/build_triton_fro
          "tools/build_nixl_with_torch215_for_rubin.py", "requirements/kv_connectors.txt")
 PRECISE_BIND = "binds only requirements/kv_connectors.txt, the one file of requirements/ the step reads"
 
-UV_BUILD_ENV = (
-    'ENV UV_HTTP_TIMEOUT=500',
-    'ENV UV_INDEX_STRATEGY="unsafe-best-match"',
-    'ENV UV_LINK_MODE=copy',
-)
-WORKDIR = 'WORKDIR /workspace'
 COPY_EP_INSTALLER = 'COPY tools/ep_kernels/install_python_libraries.sh /tmp/install_python_libraries.sh'
 BUILD_EP_KERNELS = """\
 RUN --mount=type=cache,target=/opt/uv/cache \\

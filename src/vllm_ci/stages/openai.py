@@ -13,6 +13,7 @@ from stagecache import StageContext
 from vllm_ci.args import BuildArgs
 from vllm_ci.declare import deviates, reproduces, stage
 from vllm_ci.instructions import as_written
+from vllm_ci.stages.common import ARCH_ENV
 from vllm_ci.stages.runtime import COPY_EXTRAS, EXTRAS_READS, LIBRARY_PATHS, PACKAGE_INPUTS, with_vllm_installed
 
 # What vllm-openai-base's RUNs read: of requirements/ (which they bind), only the files they open.
@@ -28,7 +29,6 @@ BEFORE_VLLM = "run as written on vllm-runtime-base in openai-deps, before vLLM i
 BY_FILE_MODE = "the script is added with mode 0755 in one file layer instead of a chmod RUN that would pull the image"
 
 UV_TIMEOUT = 'ENV UV_HTTP_TIMEOUT=500'
-ARCH_ENV = 'ENV TORCH_CUDA_ARCH_LIST=${torch_cuda_arch_list}'
 INSTALL_KV_CONNECTORS_RUN = """\
 RUN --mount=type=cache,target=/opt/uv/cache \\
     --mount=type=bind,source=requirements,target=/tmp/vllm-requirements,ro \\

@@ -8,8 +8,6 @@ PYTORCH_CUDA_INDEX_BASE_URL), which the bundled example overrides."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import dagger
 from dagger import dag
 
@@ -17,9 +15,9 @@ from stagecache import StageContext
 from vllm_ci.args import BuildArgs
 from vllm_ci.declare import deviates, reproduces, stage
 from vllm_ci.instructions import as_written
-from vllm_ci.stages.common import FLOOR, with_vllm
+from vllm_ci.stages.common import COMPAT, FLOOR, with_vllm
+from vllm_ci.steps import Step
 
-UV_BUILD_ENV = ("ENV UV_HTTP_TIMEOUT=500", 'ENV UV_INDEX_STRATEGY="unsafe-best-match"', "ENV UV_LINK_MODE=copy")
 # After vLLM's wheel is installed (PyTorch's NVSHMEM), then in front of it the driver's path;
 # vllm-base and test set both.
 LIBRARY_PATHS = ("ENV LD_LIBRARY_PATH=/usr/local/cuda/lib64:$LD_LIBRARY_PATH",
@@ -143,7 +141,6 @@ COPY docker/entrypoints/vllm-nonroot-entrypoint.sh \\
     /usr/local/bin/vllm-nonroot-entrypoint.sh
 """
 CHMOD_NONROOT_ENTRYPOINT = 'RUN chmod 0755 /usr/local/bin/vllm-nonroot-entrypoint.sh'
-COMPAT = 'ENV VLLM_ENABLE_CUDA_COMPATIBILITY=0'
 COPY_REQUIREMENTS = (
     'COPY requirements/common.txt /tmp/common.txt',
     'COPY requirements/cuda.txt /tmp/requirements-cuda.txt',
@@ -238,11 +235,11 @@ async def runtime_base(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     )
 
 
-BASE_COPIES = (
+WHEEL_COPIES = (
     'COPY --from=base /workspace/torch_lib_versions.txt torch_lib_versions.txt',
     'COPY --from=build /workspace/dist/wheel.sha256 /tmp/vllm-wheel.sha256',
 )
-BASE_INSTALL_WHEEL = """\
+INSTALL_WHEEL = """\
 RUN --mount=type=bind,from=build,src=/workspace/dist,target=/vllm-workspace/dist \\
     --mount=type=cache,target=/opt/uv/cache \\
     if [ "${PYTORCH_NIGHTLY}" = "1" ]; then \\
@@ -267,7 +264,7 @@ RUN --mount=type=cache,target=/opt/uv/cache \\
 . /etc/environment && \\
 uv pip list
 """
-BASE_EP_WHEELS = (
+EP_WHEELS = (
     'COPY --from=build /tmp/ep_kernels_workspace/dist/wheels.sha256 /tmp/ep-kernels-wheels.sha256',
     """\
 RUN --mount=type=bind,from=build,src=/tmp/ep_kernels_workspace/dist,target=/vllm-workspace/ep_kernels/dist \\
@@ -294,14 +291,14 @@ async def vllm_base(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     upstream = as_written("vllm-base", args, ctx)
     return (
         ctx.parents["vllm-runtime-base"]
-        .with_(deviates((*BASE_COPIES, BASE_INSTALL_WHEEL, VLLM_RS_LINK, *BASE_EP_WHEELS), FLOOR, with_vllm_installed(args, ctx)))
+        .with_(deviates((*WHEEL_COPIES, INSTALL_WHEEL, VLLM_RS_LINK, *EP_WHEELS), FLOOR, with_vllm_installed(args, ctx)))
         .with_(deviates(UV_PIP_LIST, NOT_RUN))
         .with_(reproduces(LIBRARY_PATHS, upstream))
         .with_(reproduces(COPY_EXTRAS, upstream))
     )
 
 
-def with_vllm_installed(args: BuildArgs, ctx: StageContext) -> Callable[[dagger.Container], dagger.Container]:
+def with_vllm_installed(args: BuildArgs, ctx: StageContext) -> Step:
     """vLLM as vllm-base installs it, by file layers: the extension, EP kernels, vllm/ files and vllm-rs,
     and the vllm-rs link on PATH. vllm-openai-base, which upstream builds on vllm-base, adds the same."""
 

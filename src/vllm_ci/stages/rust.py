@@ -13,7 +13,7 @@ from stagecache import StageContext
 from vllm_ci.args import BuildArgs
 from vllm_ci.declare import deviates, reproduces, stage
 from vllm_ci.instructions import as_written
-from vllm_ci.stages.common import RUST_ARTIFACTS
+from vllm_ci.stages.common import RUST_ARTIFACTS, WORKDIR, without_git
 
 READS = ("requirements/build/rust.txt", "rust/", "rust-toolchain.toml", "tools/build_rust.py", "tools/build_rust.sh")
 NO_GIT = ("binds an empty .git: the uploaded source leaves .git out, so the relink takes its version from "
@@ -24,7 +24,6 @@ RUN dnf install -y --setopt=install_weak_deps=False make perl-core \\
     && dnf clean all \\
     && rm -rf /var/cache/dnf
 """
-WORKDIR = 'WORKDIR /workspace'
 COPY_RUST_REQUIREMENTS = 'COPY requirements/build/rust.txt requirements/build/rust.txt'
 INSTALL_RUST_REQUIREMENTS = """\
 RUN --mount=type=cache,target=/opt/uv/cache \\
@@ -81,7 +80,5 @@ async def rust_build_cache(args: BuildArgs, ctx: StageContext) -> dagger.Contain
 @stage("rust-build", from_="rust-build-cache", parents=("rust-build-cache",))
 async def rust_build(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     """FROM rust-build-cache AS rust-build: relink with the exact version; keep only the artifacts."""
-    # The RELINK RUN as written, its `.git` bind an empty folder: the uploaded source leaves .git out.
-    without_git = StageContext(dag.directory().with_new_directory(".git"), ctx.parents, ctx.secrets)
-    built = ctx.parents["rust-build-cache"].with_(deviates(RELINK, NO_GIT, as_written("rust-build", args, without_git)))
+    built = ctx.parents["rust-build-cache"].with_(deviates(RELINK, NO_GIT, as_written("rust-build", args, without_git(ctx))))
     return dag.container().with_directory(RUST_ARTIFACTS, built.directory(RUST_ARTIFACTS), include=["vllm-rs", "_rust_*.so"])

@@ -8,20 +8,21 @@ that does not depend on vLLM, is done in test-deps at the same path."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import dagger
 
 from stagecache import StageContext
 from vllm_ci.args import BuildArgs
 from vllm_ci.declare import deviates, reproduces, stage
 from vllm_ci.instructions import as_written
-from vllm_ci.stages.common import FLOOR, RUNTIME_WORKSPACE, with_vllm
+from vllm_ci.stages.common import EVERYTHING, FLOOR, RUNTIME_WORKSPACE, UV_BUILD_ENV, with_vllm
+# test-deps and test repeat dev's and vllm-base's text for these.
+from vllm_ci.stages.dev import COPY_DEV_REQUIREMENTS
+from vllm_ci.stages.runtime import EP_WHEELS, INSTALL_WHEEL, LIBRARY_PATHS, WHEEL_COPIES
+from vllm_ci.steps import Step
 
 TEST_DEPS_READS = ("requirements/common.txt", "requirements/lint.txt", "requirements/test/cuda.in",
                    "requirements/test/cuda.txt", "requirements/dev.txt", "pyproject.toml", "tools/use_existing_torch.py",
                    "tests/vllm_test_utils/")
-EVERYTHING = ("**",)  # the whole checkout
 INDEX_ARGS = ("PIP_INDEX_URL", "UV_INDEX_URL", "PIP_EXTRA_INDEX_URL", "UV_EXTRA_INDEX_URL", "PYTORCH_CUDA_INDEX_BASE_URL",
               "PIP_KEYRING_PROVIDER", "UV_KEYRING_PROVIDER")
 SOURCE_TREE = ("ADD . /vllm-workspace/", "RUN mkdir src", "RUN mv vllm src/vllm")
@@ -30,25 +31,10 @@ SOURCE_TREE_BY_FILES = ("the tree is added with vllm/ already at src/vllm: two f
 IN_TEST_DEPS = "run as written in test-deps on the same path (/vllm-workspace/tests/vllm_test_utils), so this stage stays thin"
 V1_INCLUDED = "vllm/v1 is already in site-packages: the file layers add all of vllm/ there"
 
-UV_BUILD_ENV = (
-    'ENV UV_HTTP_TIMEOUT=500',
-    'ENV UV_INDEX_STRATEGY="unsafe-best-match"',
-    'ENV UV_LINK_MODE=copy',
-)
 INSTALL_GIT = """\
 RUN apt-get update -y \\
     && apt-get install -y git
 """
-COPY_DEV_REQUIREMENTS = (
-    'COPY requirements/common.txt requirements/common.txt',
-    'COPY requirements/lint.txt requirements/lint.txt',
-    'COPY requirements/test/cuda.in requirements/test/cuda.in',
-    'COPY requirements/test/cuda.txt requirements/test/cuda.txt',
-    'COPY requirements/dev.txt requirements/dev.txt',
-    'COPY pyproject.toml pyproject.toml',
-    'COPY tools/use_existing_torch.py tools/use_existing_torch.py',
-    'COPY --from=base /workspace/torch_lib_versions.txt torch_lib_versions.txt',
-)
 INSTALL_DEV_REQUIREMENTS = """\
 RUN --mount=type=cache,target=/opt/uv/cache \\
     CUDA_MAJOR="${CUDA_VERSION%%.*}"; \\
@@ -74,37 +60,6 @@ RUN --mount=type=cache,target=/opt/uv/cache \\
         fi \\
     fi
 """
-TEST_COPIES = (
-    'COPY --from=base /workspace/torch_lib_versions.txt torch_lib_versions.txt',
-    'COPY --from=build /workspace/dist/wheel.sha256 /tmp/vllm-wheel.sha256',
-)
-INSTALL_WHEEL = """\
-RUN --mount=type=bind,from=build,src=/workspace/dist,target=/vllm-workspace/dist \\
-    --mount=type=cache,target=/opt/uv/cache \\
-    if [ "${PYTORCH_NIGHTLY}" = "1" ]; then \\
-        echo "Installing torch nightly..." \\
-        && uv pip install --system $(cat torch_lib_versions.txt | xargs) --pre \\
-        --index-url ${PYTORCH_CUDA_INDEX_BASE_URL}/nightly/cu$(echo $CUDA_VERSION | cut -d. -f1,2 | tr -d '.') \\
-        && echo "Installing vLLM..." \\
-        && uv pip install --system dist/*.whl --verbose \\
-        --extra-index-url ${PYTORCH_CUDA_INDEX_BASE_URL}/nightly/cu$(echo $CUDA_VERSION | cut -d. -f1,2 | tr -d '.'); \\
-    else \\
-        echo "Installing vLLM..." \\
-        && uv pip install --system dist/*.whl --verbose \\
-        --extra-index-url ${PYTORCH_CUDA_INDEX_BASE_URL}/cu$(echo $CUDA_VERSION | cut -d. -f1,2 | tr -d '.'); \\
-    fi
-"""
-CUDA_LIBRARY_PATH = 'ENV LD_LIBRARY_PATH=/usr/local/cuda/lib64:$LD_LIBRARY_PATH'
-EP_WHEELS = (
-    'COPY --from=build /tmp/ep_kernels_workspace/dist/wheels.sha256 /tmp/ep-kernels-wheels.sha256',
-    """\
-RUN --mount=type=bind,from=build,src=/tmp/ep_kernels_workspace/dist,target=/vllm-workspace/ep_kernels/dist \\
-    --mount=type=cache,target=/opt/uv/cache \\
-    uv pip install --system ep_kernels/dist/*.whl --verbose \\
-        --extra-index-url ${PYTORCH_CUDA_INDEX_BASE_URL}/cu$(echo $CUDA_VERSION | cut -d. -f1,2 | tr -d '.')
-""",
-)
-DRIVER_LIBRARY_PATH = 'ENV LD_LIBRARY_PATH=/usr/local/nvidia/lib64:${LD_LIBRARY_PATH}'
 EDITABLE_TEST_UTILS = """\
 RUN --mount=type=cache,target=/opt/uv/cache \\
     uv pip install --system -e tests/vllm_test_utils
@@ -141,10 +96,9 @@ async def test(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     deps, ext, source = ctx.parents["test-deps"], ctx.parents["extension"], ctx.source
     upstream = as_written("test", args, ctx)
     return (
-        deps.with_(deviates((*TEST_COPIES, INSTALL_WHEEL, *EP_WHEELS), FLOOR,
+        deps.with_(deviates((*WHEEL_COPIES, INSTALL_WHEEL, *EP_WHEELS), FLOOR,
                             lambda ctr: with_vllm(args, ctr, ext, source, ctx.parents["rust-build"])))
-        .with_(reproduces(CUDA_LIBRARY_PATH, upstream))
-        .with_(reproduces(DRIVER_LIBRARY_PATH, upstream))
+        .with_(reproduces(LIBRARY_PATHS, upstream))
         .with_(deviates(SOURCE_TREE, SOURCE_TREE_BY_FILES, with_source_tree(source)))
         .with_(deviates(EDITABLE_TEST_UTILS, IN_TEST_DEPS))
         .with_(reproduces(TEST_ENV, upstream))
@@ -152,7 +106,7 @@ async def test(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     )
 
 
-def with_source_tree(source: dagger.Directory) -> Callable[[dagger.Container], dagger.Container]:
+def with_source_tree(source: dagger.Directory) -> Step:
     """The checkout at /vllm-workspace with vllm/ at src/vllm, so tests import the installed vLLM
     (tests/__init__.py puts /vllm-workspace on sys.path), by two file layers and no RUN."""
 

@@ -5,8 +5,6 @@ only what children take from it: dist/ and the EP kernel wheels."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import dagger
 from dagger import dag
 
@@ -14,43 +12,14 @@ from stagecache import StageContext
 from vllm_ci.args import BuildArgs
 from vllm_ci.declare import deviates, reproduces, stage
 from vllm_ci.instructions import as_written
-from vllm_ci.stages.common import DIST, SOURCE_DATE_EPOCH
+from vllm_ci.stages.common import DIST, EVERYTHING, SOURCE_DATE_EPOCH, UV_BUILD_ENV, WORKDIR, without_git
+# build repeats csrc-build's text for these.
+from vllm_ci.stages.csrc import COPY_BUILD_REQUIREMENTS, INSTALL_BUILD_REQUIREMENTS, TARGET_DEVICE, USE_EXISTING_TORCH
 from vllm_ci.stages.extensions import EP_DIST
 
-EVERYTHING = ("**",)  # COPY . . : the whole checkout (less what the upload leaves out)
 NO_GIT = ("binds an empty .git: the uploaded source leaves .git out, so the version comes from the package "
           "(setuptools-scm needs SETUPTOOLS_SCM_PRETEND_VERSION); a key never reads .git")
 
-COPY_BUILD_REQUIREMENTS = (
-    'COPY requirements/build/cuda.txt requirements/build/cuda.txt',
-    'COPY tools/use_existing_torch.py tools/use_existing_torch.py',
-    'COPY --from=base /workspace/torch_lib_versions.txt torch_lib_versions.txt',
-)
-UV_BUILD_ENV = (
-    'ENV UV_HTTP_TIMEOUT=500',
-    'ENV UV_INDEX_STRATEGY="unsafe-best-match"',
-    'ENV UV_LINK_MODE=copy',
-)
-INSTALL_BUILD_REQUIREMENTS = """\
-RUN --mount=type=cache,target=/opt/uv/cache \\
-    if [ "${INSTALL_RUBIN_PRERELEASE}" = "true" ]; then \\
-        echo "Installing build requirements with Rubin prerelease PyTorch..." \\
-        && python3 tools/use_existing_torch.py --prefix \\
-        && uv pip install --python /opt/venv/bin/python3 -r requirements/build/cuda.txt; \\
-    elif [ "${PYTORCH_NIGHTLY}" = "1" ]; then \\
-        echo "Installing build requirements without torch..." \\
-        && python3 tools/use_existing_torch.py --prefix \\
-        && uv pip install --python /opt/venv/bin/python3 -r requirements/build/cuda.txt \\
-        && echo "Installing torch nightly..." \\
-        && uv pip install --python /opt/venv/bin/python3 $(cat torch_lib_versions.txt | grep -i "^torch=" | xargs) --pre \\
-        --index-url ${PYTORCH_CUDA_INDEX_BASE_URL}/nightly/cu$(echo $CUDA_VERSION | cut -d. -f1,2 | tr -d '.'); \\
-    else \\
-        echo "Installing build requirements..." \\
-        && uv pip install --python /opt/venv/bin/python3 -r requirements/build/cuda.txt \\
-        --extra-index-url ${PYTORCH_CUDA_INDEX_BASE_URL}/cu$(echo $CUDA_VERSION | cut -d. -f1,2 | tr -d '.'); \\
-    fi
-"""
-WORKDIR = 'WORKDIR /workspace'
 COPY_SOURCES = (
     'COPY --from=csrc-build /workspace/dist /precompiled-wheels',
     'COPY . .',
@@ -61,15 +30,7 @@ CHECK_REPO = """\
 RUN --mount=type=bind,source=.git,target=.git \\
     if [ "$GIT_REPO_CHECK" != "0" ]; then bash tools/check_repo.sh ; fi
 """
-TARGET_DEVICE = 'ENV VLLM_TARGET_DEVICE=${vllm_target_device}'
 NO_SUFFIX = 'ENV VLLM_SKIP_PRECOMPILED_VERSION_SUFFIX=1'
-USE_EXISTING_TORCH = """\
-RUN --mount=type=cache,target=/opt/uv/cache \\
-    if [ "${PYTORCH_NIGHTLY}" = "1" ] || \\
-        [ "${INSTALL_RUBIN_PRERELEASE}" = "true" ]; then \\
-        python3 tools/use_existing_torch.py --prefix; \\
-    fi
-"""
 BUILD_WHEEL = """\
 RUN --mount=type=cache,target=/opt/uv/cache \\
     --mount=type=bind,source=.git,target=.git \\
@@ -105,8 +66,7 @@ RUN if [ "$RUN_WHEEL_CHECK" = "true" ] && \\
 async def build(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     """FROM base AS build: the vLLM wheel, repackaged around csrc-build's extension; keep dist/ and the EP wheels."""
     upstream = as_written("build", args, ctx)
-    # Upstream's two RUNs that bind .git, with an empty .git: the uploaded source has none.
-    git_free = as_written("build", args, dataclasses.replace(ctx, source=ctx.source.with_new_directory(".git")))
+    git_free = as_written("build", args, without_git(ctx))  # upstream's two RUNs that bind .git
     built = (
         ctx.parents["base"]
         .with_(reproduces(COPY_BUILD_REQUIREMENTS, upstream))
