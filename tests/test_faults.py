@@ -149,7 +149,9 @@ def test_an_engine_killed_mid_stage_fails_the_build_in_one_line_and_the_next_run
     from test_module_mode import CLIENT, cli_env, example_flags
 
     cache = f"{REGISTRY}/test/killed-{uuid.uuid4().hex[:12]}"
-    command = [str(CLIENT), *example_flags(), "build", "--source", str(EXAMPLE), "--cache-to", cache]
+    # Target csrc-build: the compile is where the engine dies; the runtime stages would only add minutes.
+    command = [str(CLIENT), *example_flags(), "build", "--source", str(EXAMPLE), "--target", "csrc-build",
+               "--cache-to", cache]
     fresh_agent()  # cold: csrc-build compiles for a while
     with subprocess.Popen(command, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as build_:
         assert build_.stderr is not None
@@ -239,7 +241,8 @@ def test_two_engines_racing_on_one_cold_key_both_succeed_and_leave_a_whole_entry
     from test_module_mode import CLIENT, cli_env, example_flags
 
     cache = f"{REGISTRY}/test/race-{uuid.uuid4().hex[:12]}"
-    command = [str(CLIENT), *example_flags(), "build", "--source", str(EXAMPLE), "--target", "test-deps",
+    # Target csrc-build: two stages, both cold on both engines, are the race; the runtime adds only minutes.
+    command = [str(CLIENT), *example_flags(), "build", "--source", str(EXAMPLE), "--target", "csrc-build",
                "--cache-to", cache]
     agents = [cli_env(), {**cli_env(), "_EXPERIMENTAL_DAGGER_RUNNER_HOST": second_engine}]
     fresh_agent()  # the first agent cold too: both build every stage at the same moment

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from stagecache.fingerprint import code_fingerprint
-from stagecache.inputs import manifest_digest, manifest_of
+from stagecache.inputs import ignore_patterns, manifest_digest, manifest_of
 from stagecache.store import stage_preimages
 from vllm_ci.args import BuildArgs
 from vllm_ci.declare import DECLARED
@@ -148,3 +148,8 @@ def test_a_stage_key_is_the_same_in_every_process_whatever_its_hash_seed() -> No
     runs = {subprocess.run([sys.executable, "-c", script], env={**os.environ, "PYTHONHASHSEED": seed}, check=True,
                            capture_output=True, text=True).stdout for seed in ("1", "2", "3")}
     assert len(runs) == 1
+
+
+def test_a_dockerignore_is_read_as_buildkit_reads_it() -> None:
+    text = "\ufeff# a comment\n/build\n  dist  \n\n*.py[cod]\n ! vllm/keep.so\nvllm//x/../*.so\n   # not a comment: a pattern\n/\n"
+    assert ignore_patterns(text) == ["build", "dist", "*.py[cod]", "!vllm/keep.so", "vllm/*.so", "# not a comment: a pattern", "/"]

@@ -139,3 +139,13 @@ def test_look_up_failures_are_summarised_in_the_first_line_and_retries_counted()
     assert report.table().splitlines()[-1].endswith("; 2 registry requests retried")
     again = BuildReport.from_json(report.to_json())
     assert (again.registry_retries, again.lookup_failures) == (2, report.lookup_failures)
+
+
+def test_of_concurrent_failures_the_first_stage_error_is_reported_however_deeply_grouped() -> None:
+    from stagecache.store import StageError, first_stage_error
+
+    export = StageError("registry refused the push", stage="base", phase="export")
+    nested = ExceptionGroup("stages", [ExceptionGroup("parents", [KeyError("base"), export]), StageError("other", stage="rust")])
+    assert first_stage_error(nested) is export
+    plain = ExceptionGroup("no stage", [KeyError("x")])
+    assert first_stage_error(plain) is plain

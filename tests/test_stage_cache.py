@@ -18,7 +18,7 @@ from conftest import EXAMPLE, REGISTRY, edit, example_module, fresh_agent, sourc
 from stagecache.keys import KEY_LABEL, cache_tag
 from stagecache.prune import prune
 from stagecache.registry import ImageRef, RegistryClient
-from stagecache.store import StageCache, StageError
+from stagecache.store import PlannedStage, StageCache, StageError
 from stagecache.why import INPUTS_SUFFIX, LATEST_SUFFIX, inputs_tag
 from vllm_ci.graph import stage_graph
 
@@ -199,25 +199,27 @@ async def test_every_miss_says_why_a_file_an_arg_or_the_code(
     from test_key_sources import _edited_copy
     from vllm_ci.declare import DECLARED
 
-    cold = await build(example_dir, cache_to=cache_repo)
+    # Target extension: it holds every kind of miss (a file, an ARG, a parent, the code) without the
+    # runtime stages, whose exports would only add minutes.
+    cold = await build(example_dir, "extension", cache_to=cache_repo)
     assert cold.record("csrc-build").why == "first build: no entry of stage csrc-build in the cache yet"
 
     edit(example_dir / "csrc" / "ops.c", "/* changed by the test */")
     plan = json.loads(await example_module().plan(source_of(example_dir), cache_from=[cache_repo]))
     assert {s["stage"]: s["why"] for s in plan["stages"]}["csrc-build"] == "files ~csrc/ops.c"
-    report = await build(example_dir, cache_from=[cache_repo], cache_to=cache_repo)
+    report = await build(example_dir, "extension", cache_from=[cache_repo], cache_to=cache_repo)
     assert report.record("csrc-build").why == "files ~csrc/ops.c"
     assert report.record("extension").why == "parent csrc-build changed"
     assert "files ~csrc/ops.c" in report.table()
 
-    report = await build(example_dir, cache_from=[cache_repo], cache_to=cache_repo, max_jobs=4)
+    report = await build(example_dir, "extension", cache_from=[cache_repo], cache_to=cache_repo, max_jobs=4)
     assert report.record("csrc-build").why == "ARG max_jobs: '2' -> '4'"
     assert {s["stage"]: s["why"] for s in json.loads(report.to_json())["stages"]}["csrc-build"] == "ARG max_jobs: '2' -> '4'"
 
     decl = DECLARED["extension"]
     edited = _edited_copy(decl.function, "alone in one layer", "alone in one layer, edited", tmp_path)
     monkeypatch.setitem(DECLARED, "extension", dataclasses.replace(decl, function=edited))
-    report = await build(example_dir, cache_from=[cache_repo], cache_to=cache_repo, max_jobs=4)
+    report = await build(example_dir, "extension", cache_from=[cache_repo], cache_to=cache_repo, max_jobs=4)
     assert report.record("extension").why == "the stage's code changed"
     assert report.record("csrc-build").outcome == "hit"
 
@@ -252,6 +254,25 @@ async def test_an_executable_bit_moves_the_key_of_the_stages_that_read_that_file
     (example_dir / "csrc" / "ops.c").chmod(0o755)
     after = await keys()
     assert {s for s in before if before[s] != after[s]} == {"csrc-build", "extension", "test"}
+
+
+async def test_what_the_checkouts_dockerignore_excludes_moves_no_key_and_reaches_no_stage(
+    client: None, example_dir: pathlib.Path
+) -> None:
+    async def plan() -> dict[str, PlannedStage]:
+        return {p.stage.name: p for p in await cache_for().plan(source_of(example_dir), "test")}
+
+    ignore = example_dir / ".dockerignore"
+    ignore.write_text(ignore.read_text() + "vllm/*.tmp\n!vllm/keep.tmp\n")
+    before = await plan()
+    (example_dir / "vllm" / "scratch.tmp").write_text("a local scratch file\n")
+    after = await plan()
+    assert {s: p.key for s, p in after.items()} == {s: p.key for s, p in before.items()}
+    assert "vllm/scratch.tmp" not in after["test"].inputs
+    (example_dir / "vllm" / "keep.tmp").write_text("an exception to the ignore pattern\n")
+    kept = await plan()
+    assert "vllm/keep.tmp" in kept["test"].inputs
+    assert {s for s in kept if kept[s].key != after[s].key} == {"test"}  # the one stage of the target with COPY . .
 
 
 async def test_a_build_shows_a_start_and_an_end_line_for_each_stage_that_runs(client: None, cache_repo: str) -> None:

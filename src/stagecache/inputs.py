@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import posixpath
 import stat
 import tempfile
 from collections.abc import Mapping
@@ -18,6 +19,36 @@ from collections.abc import Mapping
 import dagger
 
 Manifest = Mapping[str, str]  # path -> "file:<sha256>", "exec:<sha256>" or "link:<sha256 of target>"
+IGNORE_FILE = ".dockerignore"
+
+
+def ignore_patterns(text: str) -> list[str]:
+    """A .dockerignore's patterns, read as BuildKit reads them (moby's ignorefile.ReadAll): comment
+    lines and blanks dropped, each pattern trimmed, cleaned and made relative, `!` kept."""
+    patterns: list[str] = []
+    for line in text.removeprefix("\ufeff").splitlines():
+        if line.startswith("#"):
+            continue
+        pattern = line.strip()
+        if not pattern:
+            continue
+        negated = pattern.startswith("!")
+        if negated:
+            pattern = pattern[1:].strip()
+        if pattern:
+            pattern = posixpath.normpath(pattern)
+            pattern = pattern.lstrip("/") if len(pattern) > 1 else pattern
+        patterns.append("!" + pattern if negated else pattern)
+    return patterns
+
+
+async def build_context(source: dagger.Directory, ignore_file: str = IGNORE_FILE) -> dagger.Directory:
+    """The source as BuildKit sends it as the build context: without what its ignore file excludes.
+    The engine matches the patterns with BuildKit's own matcher (`!` exceptions included)."""
+    if not ignore_file or ignore_file not in await source.entries():
+        return source
+    patterns = ignore_patterns(await source.file(ignore_file).contents())
+    return source.filter(exclude=patterns) if patterns else source
 
 
 async def source_manifest(source: dagger.Directory) -> dict[str, str]:

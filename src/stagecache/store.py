@@ -20,7 +20,7 @@ import anyio
 import dagger
 from dagger import dag
 
-from stagecache.inputs import manifest_digest, selected, source_manifest
+from stagecache.inputs import IGNORE_FILE, build_context, manifest_digest, selected, source_manifest
 from stagecache.keys import CREATED_LABEL, KEY_LABEL, PREIMAGE_LABEL, STAGE_LABEL, KeyPreimage, cache_tag
 from stagecache.registry import DEFAULT_ATTEMPTS, ImageRef, RegistryClient, RegistryError, connect
 from stagecache.report import BuildReport, Progress, StageRecord
@@ -159,8 +159,10 @@ class StageCache:
         progress: Progress | None = None,
         registry_attempts: int = DEFAULT_ATTEMPTS,
         tunnels: Mapping[str, str] | None = None,
+        ignore_file: str = IGNORE_FILE,
     ):
         self.stages = {s.name: s for s in stages}
+        self.ignore_file = ignore_file  # the source's own ignore file (path in it); empty: none
         self.secrets = dict(secrets or {})
         self.cache_from = [_parse_ref(r, "cache repository") for r in cache_from]
         self.cache_to = _parse_ref(cache_to, "cache repository") if cache_to else None
@@ -186,6 +188,10 @@ class StageCache:
 
     async def plan(self, source: dagger.Directory, target: str) -> list[PlannedStage]:
         """Keys for every stage the target needs, and which would hit; no container work."""
+        return await self._plan(await build_context(source, self.ignore_file), target)
+
+    async def _plan(self, source: dagger.Directory, target: str) -> list[PlannedStage]:
+        """plan() on a source already filtered by its ignore file."""
         stages = ordered(self.stages, target)
         manifest = await source_manifest(source) if any(s.inputs for s in stages) else {}
         reads: dict[str, dict[str, str]] = {}
@@ -211,8 +217,8 @@ class StageCache:
             async with anyio.create_task_group() as tg:
                 for preimage in preimages:
                     tg.start_soon(look, preimage)
-        except* StageError as group:  # a strict look-up failed: that error, not a group
-            raise group.exceptions[0] from None
+        except BaseExceptionGroup as group:  # a strict look-up failed: that error, not a group
+            raise first_stage_error(group) from None
         return [PlannedStage(s, p, *found[s.name], reads[s.name], why.get(s.name, "")) for s, p in zip(stages, preimages)]
 
     async def _why_missed(self, preimage: KeyPreimage, reads: Mapping[str, str]) -> str:
@@ -364,22 +370,29 @@ class StageCache:
             _parse_ref(image, "image")  # refuse a bad reference before any work
         meter = RegistryLog(os.environ[LOG_ENV]) if os.environ.get(LOG_ENV) else None
         mark = meter.mark() if meter else 0
-        plan = await self.plan(source, target)
+        source = await build_context(source, self.ignore_file)
+        plan = await self._plan(source, target)
         planned_at = self._now()
         self._pulled = {parent for p in plan if p.hit is None for parent in p.stage.parents if parent != p.stage.thin_over}
         by_name = {p.stage.name: p for p in plan}
         report = BuildReport(target, [StageRecord(p.stage.name, p.key, "unused", note=p.note, why=p.why, queued_at=planned_at)
                                       for p in plan])
         results: dict[str, dagger.Container] = {}
+        failures: dict[str, Exception] = {}  # a stage two children wait for fails both with its own error
         done: dict[str, anyio.Event] = {}
 
         async def resolve(name: str) -> dagger.Container:
             if name in done:
                 await done[name].wait()
+                if name not in results:
+                    raise failures.get(name) or StageError(f"stage {name} did not finish", stage=name)
                 return results[name]
             done[name] = anyio.Event()
             try:
                 results[name] = await self._resolve_one(by_name[name], source, resolve, report.record(name))
+            except Exception as err:
+                failures[name] = err
+                raise
             finally:
                 done[name].set()
             return results[name]
@@ -438,8 +451,8 @@ class StageCache:
             async with anyio.create_task_group() as tg:
                 for parent in stage.parents:
                     tg.start_soon(fetch, parent)
-        except* StageError as group:  # a parent failed: report that stage's error, not a group
-            raise group.exceptions[0] from None
+        except BaseExceptionGroup as group:  # a parent failed: report that stage's error, not a group
+            raise first_stage_error(group) from None
 
         record.started_at = self._now()
         self.progress.started(stage.name, record.why)
@@ -505,6 +518,16 @@ class StageCache:
     def _warn(self, message: str) -> None:
         """One line on the log stream."""
         print(message, file=self.log, flush=True)
+
+
+def first_stage_error(group: BaseExceptionGroup) -> BaseException:
+    """The error to report from concurrent stages' failures: the first StageError in the (possibly
+    nested) group; the group itself when none is one."""
+    for error in group.exceptions:
+        found = first_stage_error(error) if isinstance(error, BaseExceptionGroup) else error
+        if isinstance(found, StageError):
+            return found
+    return group
 
 
 def _parse_ref(text: str, what: str) -> ImageRef:
