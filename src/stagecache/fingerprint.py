@@ -9,6 +9,7 @@ followed; keep such methods free of what changes a stage's result, or call them 
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import inspect
 import textwrap
@@ -29,10 +30,10 @@ def code_fingerprint(function: Callable[..., Any], within: Sequence[str]) -> str
         name = f"{obj.__module__}.{obj.__qualname__}"
         if name in parts:
             continue
-        source = textwrap.dedent(inspect.getsource(obj))
+        source, names = _definition(obj)
         parts[name] = source
         namespace = vars(inspect.getmodule(obj) or types.ModuleType("?"))
-        for used in _names_used(source):
+        for used in sorted(names):
             value = namespace.get(used)
             if _is_code(value) and _inside(value.__module__, within):
                 todo.append(value)
@@ -40,6 +41,14 @@ def code_fingerprint(function: Callable[..., Any], within: Sequence[str]) -> str
                 parts[f"{obj.__module__}.{used}"] = _canonical(value)
     text = "\n".join(f"# {name}\n{parts[name]}" for name in sorted(parts))
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+@functools.cache
+def _definition(obj: Any) -> tuple[str, frozenset[str]]:
+    """A function's or class's source and the names it reads, parsed once per process: the stages
+    share most of what they call, and a graph's fingerprints otherwise parse it once per stage."""
+    source = textwrap.dedent(inspect.getsource(obj))
+    return source, frozenset(_names_used(source))
 
 
 def _canonical(value: Any) -> str:
