@@ -42,7 +42,7 @@ def ignore_patterns(text: str) -> list[str]:
     return patterns
 
 
-async def build_context(source: dagger.Directory, ignore_file: str = IGNORE_FILE) -> dagger.Directory:
+async def build_context(source: dagger.Directory, ignore_file: str) -> dagger.Directory:
     """The source as BuildKit sends it as the build context: without what its ignore file excludes.
     The engine matches the patterns with BuildKit's own matcher (`!` exceptions included)."""
     if not ignore_file or ignore_file not in await source.entries():
