@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REGISTRY, REPO
+from conftest import REGISTRY, REPO, git
 from local_registry import LocalRegistry, RegistryAPI
 from stagecache.keys import KEY_LABEL, PREIMAGE_LABEL, STAGE_LABEL
 from stagecache.why import INPUTS_SUFFIX
@@ -107,12 +107,6 @@ def make_checkout(root: Path) -> Path:
             shutil.copy2(source, checkout / name)
     git(checkout, "init", "-q", "-b", "main")
     return commit(checkout, "snapshot of the working tree")
-
-
-def git(checkout: Path, *args: str) -> str:
-    """Run git in the checkout, with a committer of its own."""
-    return subprocess.run(["git", "-c", "user.name=vllm-ci e2e", "-c", "user.email=e2e@localhost", *args], cwd=checkout,
-                          capture_output=True, text=True, check=True).stdout.strip()
 
 
 def commit(checkout: Path, message: str) -> Path:

@@ -8,11 +8,12 @@ import os
 import pathlib
 import re
 import subprocess
+import sys
 import uuid
 
 import pytest
 
-from conftest import EXAMPLE, REGISTRY, REPO, STATE
+from conftest import EXAMPLE, REGISTRY, REPO, STATE, tagged_checkout
 from vllm_ci.cli import module_functions
 
 DAGGER = "/usr/local/bin/dagger"
@@ -82,6 +83,22 @@ def test_plan_gives_the_client_commands_keys(builtin_sdks: None) -> None:
     client = json.loads(run([CLIENT, *example_flags(), "plan", "--source", "examples/mini-vllm"]))
     assert [(s["stage"], s["key"]) for s in module["stages"]] == [(s["stage"], s["key"]) for s in client["stages"]]
     assert module == client
+
+
+def test_both_modes_key_the_version_a_checkouts_git_gives_and_nothing_else_of_it(
+    builtin_sdks: None, example_dir: pathlib.Path
+) -> None:
+    tagged_checkout(example_dir)
+    version_flags = run([sys.executable, "-m", "vllm_ci.version", example_dir]).split()
+    assert version_flags[0].startswith("--git-version=0.33.1.dev1+g")
+    module = json.loads(run([DAGGER, "call", *example_flags(), *version_flags, "plan", f"--source={example_dir}"]))
+    client = json.loads(run([CLIENT, *example_flags(), "plan", "--source", example_dir]))  # derives them itself
+    plain = json.loads(run([CLIENT, *example_flags(), "plan", "--source", "examples/mini-vllm"]))
+    keys = {mode: {s["stage"]: s["key"] for s in plan["stages"]} for mode, plan in
+            (("module", module), ("client", client), ("plain", plain))}
+    assert keys["module"] == keys["client"]
+    assert keys["client"]["rust-build"] != keys["plain"]["rust-build"]  # the same rust files, another version
+    assert keys["client"]["rust-build-cache"] == keys["plain"]["rust-build-cache"]
 
 
 def test_build_in_module_mode_fills_the_cache_the_client_command_reads_to_the_same_image(builtin_sdks: None) -> None:

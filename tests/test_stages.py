@@ -7,9 +7,10 @@ import pathlib
 import pytest
 from dagger import dag
 
-from conftest import EXAMPLE, edit, example_module, source_of
+from conftest import EXAMPLE, edit, example_module, source_of, tagged_checkout
 from vllm_ci.cli import module_functions
 from vllm_ci.graph import TARGETS, stage_graph
+from vllm_ci.version import git_versions
 
 pytestmark = pytest.mark.anyio
 
@@ -86,9 +87,9 @@ async def test_the_wheel_contains_the_compiled_extension_and_imports(client: Non
     assert "sum 3" in out
 
 
-async def _keys(path: pathlib.Path) -> dict[str, str]:
+async def _keys(path: pathlib.Path, **overrides: object) -> dict[str, str]:
     """Stage keys of a checkout for the test target."""
-    cache = await example_module()._cache()
+    cache = await example_module(**overrides)._cache()
     return {p.stage.name: p.key for p in await cache.plan(source_of(path), "test")}
 
 
@@ -122,6 +123,20 @@ async def test_docs_and_git_never_enter_a_key(client: None, example_dir: pathlib
     (example_dir / ".git").mkdir()
     (example_dir / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
     assert await _keys(example_dir) == before
+
+
+async def test_the_version_derived_from_git_moves_only_the_stages_that_bind_git_and_is_what_vllm_rs_reports(
+    client: None, example_dir: pathlib.Path
+) -> None:
+    tagged_checkout(example_dir)
+    version, clean = git_versions(example_dir)
+    assert clean.startswith("0.33.1.dev1+g")
+    plain = await _keys(example_dir)
+    versioned = await _keys(example_dir, git_version=version, git_version_clean=clean)
+    moved = {name for name in plain if plain[name] != versioned[name]}
+    assert moved == {"rust-build", "test"}  # not build-cache, base, csrc-build: they never bind .git
+    image = await example_module(git_version=version, git_version_clean=clean).vllm_base(source_of(example_dir))
+    assert (await image.with_exec(["vllm-rs", "--version"]).stdout()).strip() == f"vllm-rs {clean}"
 
 
 def test_the_module_lists_a_function_for_every_stage() -> None:

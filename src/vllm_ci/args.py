@@ -95,6 +95,12 @@ class BuildArgs:
     openai_extras: Annotated[str, Doc("Extra packages of the OpenAI server image, space-separated")] = (
         "accelerate hf_transfer modelscope"
     )
+    # What upstream's RUNs that bind .git derive from it (the upload leaves .git out): its version.
+    git_version: Annotated[str, Doc(
+        "The version setuptools-scm derives from the checkout's .git, as build's setup.py does; the client command "
+        "derives it from --source (vllm_ci.version); empty: none, the package's own")] = ""
+    git_version_clean: Annotated[str, Doc(
+        "The same with the tree taken as clean ({dirty=false}), as rust-build relinks with; derived with git_version")] = ""
 
     def final_base(self) -> str:
         """FINAL_BASE_IMAGE as the Dockerfile computes it."""
@@ -151,7 +157,8 @@ GLOBAL_DEFAULTS: Final = frozenset({
 
 # Typed arguments of this project that no ARG of vLLM's Dockerfile has.
 PROJECT_ARGS: Final = frozenset({"openai_extras", "manylinux_packages_command", "dev_packages_command",
-                                   "rust_packages_command", "cuda_jit_packages_command", "uv_installer_command"})
+                                   "rust_packages_command", "cuda_jit_packages_command", "uv_installer_command",
+                                   "git_version", "git_version_clean"})
 
 
 def read_args_file(text: str) -> dict[str, str]:

@@ -31,6 +31,7 @@ from stagecache.report import Progress
 from stagecache.store import StageError, exec_summary
 from vllm_ci.errors import UsageError
 from vllm_ci.main import VllmCi
+from vllm_ci.version import git_versions
 
 PROG = "vllm-ci"
 DEFAULT_ENGINE_SOCK = "/run/dagger/engine.sock"
@@ -168,6 +169,14 @@ def check_inputs(opts: list[Option], values: dict[str, Any]) -> None:
             raise UsageError(f"{opt.flag}: no such file: {value}")
         if opt.kind is dagger.Secret:
             read_secret(opt.flag, value)
+
+
+def derive_git_version(args: argparse.Namespace) -> None:
+    """The version setuptools-scm derives from --source's .git, when the call gives none: the upload
+    leaves .git out, so the host derives it for the stages that bind .git (vllm_ci.version)."""
+    source = getattr(args, "source", None)
+    if isinstance(source, str) and not args.git_version and not args.git_version_clean:
+        args.git_version, args.git_version_clean = git_versions(pathlib.Path(source))
 
 
 def read_secret(flag: str, reference: str) -> str:
@@ -311,6 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.print_help()
             return 2
         check_inputs(per_function[args.function], vars(args))
+        derive_git_version(args)
         check_engine()
         anyio.run(run_unwrapped, args, per_function[args.function], constructor_options())
     except StageError as err:

@@ -10,6 +10,7 @@ import dagger
 from stagecache import StageContext
 
 from vllm_ci.args import BuildArgs
+from vllm_ci.steps import Step
 
 WORKSPACE = "/workspace"
 RUNTIME_WORKSPACE = "/vllm-workspace"
@@ -33,6 +34,7 @@ PACKAGE_EXCLUDE = ["**/__pycache__", "**/*.pyc", "**/*.so"]
 FLOOR = ("vLLM is added by file layers (csrc-build's extension and the EP kernel wheels as installed, the vllm/ "
          "files and rust-build's vllm-rs, linked on PATH in vllm-base), not by installing build's wheel with a RUN "
          "that would pull every layer below")
+PRETEND_VERSION = "SETUPTOOLS_SCM_PRETEND_VERSION"  # setuptools-scm takes this instead of asking git
 RUST_ARTIFACTS = "/workspace/vllm"  # where rust-build leaves vllm-rs and the PyO3 modules
 
 
@@ -40,6 +42,14 @@ def without_git(ctx: StageContext) -> StageContext:
     """The stage's context with an empty .git in its source: what RUNs that bind .git get, since the
     uploaded source leaves .git out (and a key never reads it)."""
     return dataclasses.replace(ctx, source=ctx.source.with_new_directory(".git"))
+
+
+def with_git_version(version: str, step: Step) -> Step:
+    """A RUN that binds .git, given the version setuptools-scm would derive there (the host derived it,
+    vllm_ci.version): SETUPTOOLS_SCM_PRETEND_VERSION for that RUN only; no version: the RUN as it is."""
+    if not version:
+        return step
+    return lambda ctr: step(ctr.with_env_variable(PRETEND_VERSION, version)).without_env_variable(PRETEND_VERSION)
 
 
 def with_vllm(args: BuildArgs, image: dagger.Container, ext: dagger.Container, source: dagger.Directory,

@@ -13,11 +13,12 @@ from stagecache import StageContext
 from vllm_ci.args import BuildArgs
 from vllm_ci.declare import deviates, reproduces, stage
 from vllm_ci.instructions import as_written
-from vllm_ci.stages.common import RUST_ARTIFACTS, WORKDIR, without_git
+from vllm_ci.stages.common import RUST_ARTIFACTS, WORKDIR, with_git_version, without_git
 
 READS = ("requirements/build/rust.txt", "rust/", "rust-toolchain.toml", "tools/build_rust.py", "tools/build_rust.sh")
-NO_GIT = ("binds an empty .git: the uploaded source leaves .git out, so the relink takes its version from "
-          "SETUPTOOLS_SCM_PRETEND_METADATA and the package; a key never reads .git")
+NO_GIT = ("binds an empty .git: the upload leaves .git out, so setuptools-scm gets the version the host derived "
+          "from it with the tree taken as clean (git_version_clean, as SETUPTOOLS_SCM_PRETEND_VERSION for this RUN "
+          "only); the key holds that version, never .git")
 
 INSTALL_RUST_TOOLS = """\
 RUN dnf install -y --setopt=install_weak_deps=False make perl-core \\
@@ -77,8 +78,9 @@ async def rust_build_cache(args: BuildArgs, ctx: StageContext) -> dagger.Contain
     )
 
 
-@stage("rust-build", from_="rust-build-cache", parents=("rust-build-cache",))
+@stage("rust-build", from_="rust-build-cache", parents=("rust-build-cache",), args=("git_version_clean",))
 async def rust_build(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     """FROM rust-build-cache AS rust-build: relink with the exact version; keep only the artifacts."""
-    built = ctx.parents["rust-build-cache"].with_(deviates(RELINK, NO_GIT, as_written("rust-build", args, without_git(ctx))))
+    relink = deviates(RELINK, NO_GIT, as_written("rust-build", args, without_git(ctx)))
+    built = ctx.parents["rust-build-cache"].with_(with_git_version(args.git_version_clean, relink))
     return dag.container().with_directory(RUST_ARTIFACTS, built.directory(RUST_ARTIFACTS), include=["vllm-rs", "_rust_*.so"])

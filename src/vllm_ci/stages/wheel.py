@@ -12,13 +12,14 @@ from stagecache import StageContext
 from vllm_ci.args import BuildArgs
 from vllm_ci.declare import deviates, reproduces, stage
 from vllm_ci.instructions import as_written
-from vllm_ci.stages.common import DIST, EVERYTHING, SOURCE_DATE_EPOCH, UV_BUILD_ENV, WORKDIR, without_git
+from vllm_ci.stages.common import DIST, EVERYTHING, SOURCE_DATE_EPOCH, UV_BUILD_ENV, WORKDIR, with_git_version, without_git
 # build repeats csrc-build's text for these.
 from vllm_ci.stages.csrc import COPY_BUILD_REQUIREMENTS, INSTALL_BUILD_REQUIREMENTS, TARGET_DEVICE, USE_EXISTING_TORCH
 from vllm_ci.stages.extensions import EP_DIST
 
-NO_GIT = ("binds an empty .git: the uploaded source leaves .git out, so the version comes from the package "
-          "(setuptools-scm needs SETUPTOOLS_SCM_PRETEND_VERSION); a key never reads .git")
+NO_GIT = ("binds an empty .git: the upload leaves .git out, so setuptools-scm gets the version the host derived "
+          "from it (git_version, as SETUPTOOLS_SCM_PRETEND_VERSION for this RUN only); the key holds that version, "
+          "never .git")
 
 COPY_SOURCES = (
     'COPY --from=csrc-build /workspace/dist /precompiled-wheels',
@@ -61,7 +62,7 @@ RUN if [ "$RUN_WHEEL_CHECK" = "true" ] && \\
 @stage("build", from_="base", parents=("base", "csrc-build", "rust-build", "extensions-build"), reads=EVERYTHING, args=(
     "TARGETPLATFORM", "INSTALL_RUBIN_PRERELEASE", "PIP_INDEX_URL", "UV_INDEX_URL", "PIP_EXTRA_INDEX_URL", "UV_EXTRA_INDEX_URL",
     "PYTORCH_CUDA_INDEX_BASE_URL", "PYTORCH_NIGHTLY", "GIT_REPO_CHECK=0", "vllm_target_device=cuda", "VLLM_MAX_SIZE_MB=500",
-    "RUN_WHEEL_CHECK=true",
+    "RUN_WHEEL_CHECK=true", "git_version",
 ))
 async def build(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     """FROM base AS build: the vLLM wheel, repackaged around csrc-build's extension; keep dist/ and the EP wheels."""
@@ -80,7 +81,7 @@ async def build(args: BuildArgs, ctx: StageContext) -> dagger.Container:
         .with_(reproduces(USE_EXISTING_TORCH, upstream))
         # Wheels are zips with timestamps: the same inputs give the same bytes (not upstream's; no layer).
         .with_env_variable("SOURCE_DATE_EPOCH", SOURCE_DATE_EPOCH)
-        .with_(deviates(BUILD_WHEEL, NO_GIT, git_free))
+        .with_(with_git_version(args.git_version, deviates(BUILD_WHEEL, NO_GIT, git_free)))
         .with_(reproduces(WHEEL_SHA, upstream))
         .with_(reproduces(COPY_EP_WHEELS, upstream))
         .with_(reproduces(EP_SHA, upstream))
