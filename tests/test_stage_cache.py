@@ -15,7 +15,7 @@ import pytest
 from dagger import dag
 
 from conftest import EXAMPLE, REGISTRY, edit, example_module, fresh_agent, source_of
-from stagecache.keys import KEY_LABEL, cache_tag
+from stagecache.keys import KEY_LABEL, KeyPreimage, cache_tag
 from stagecache.prune import prune
 from stagecache.registry import ImageRef, RegistryClient
 from stagecache.store import PlannedStage, StageCache, StageError
@@ -75,8 +75,19 @@ async def test_a_cold_run_exports_every_stage(client: None, cache_repo: str) -> 
             assert labels[KEY_LABEL] == record.key
 
 
-async def test_a_rerun_with_no_change_hits_and_runs_no_stage_work(client: None, warm_repo: str) -> None:
-    report = await build(EXAMPLE, cache_from=[warm_repo])
+async def test_a_rerun_with_no_change_hits_asks_the_cache_for_the_target_only_and_runs_no_stage_work(
+    client: None, warm_repo: str
+) -> None:
+    cache, asked = cache_for(cache_from=[warm_repo]), []
+    look_up = cache._lookup
+
+    async def counted(preimage: KeyPreimage) -> tuple[str | None, str]:
+        asked.append(preimage.stage)
+        return await look_up(preimage)
+
+    cache._lookup = counted  # type: ignore[method-assign]
+    _, report = await cache.build(source_of(EXAMPLE), "test")
+    assert asked == ["test"]  # its parents' entries are of no use to a hit
     assert report.record("test").outcome == "hit"
     assert report.record("test").ref.startswith(f"{warm_repo}:test-")
     assert not {"exported", "built"} & set(report.outcomes().values())

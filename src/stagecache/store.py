@@ -82,6 +82,7 @@ class PlannedStage:
     note: str = ""
     inputs: Mapping[str, str] = dataclasses.field(default_factory=dict)  # the files it reads: path -> digest
     why: str = ""  # for a miss: what changed since the newest entry of this stage
+    looked_up: bool = True  # False: a build's target hit, so nobody asked the cache for this stage
 
     @property
     def key(self) -> str:
@@ -190,8 +191,9 @@ class StageCache:
         """Keys for every stage the target needs, and which would hit; no container work."""
         return await self._plan(await build_context(source, self.ignore_file), target)
 
-    async def _plan(self, source: dagger.Directory, target: str) -> list[PlannedStage]:
-        """plan() on a source already filtered by its ignore file."""
+    async def _plan(self, source: dagger.Directory, target: str, target_first: bool = False) -> list[PlannedStage]:
+        """plan() on a source already filtered by its ignore file. target_first: look up the target
+        alone first, and the other stages only when it misses (a build needs nothing else of a hit)."""
         stages = ordered(self.stages, target)
         manifest = await source_manifest(source) if any(s.inputs for s in stages) else {}
         reads: dict[str, dict[str, str]] = {}
@@ -213,13 +215,18 @@ class StageCache:
                 why[preimage.stage] = (self._corrupt.get(preimage.stage)
                                        or await self._why_missed(preimage, reads[preimage.stage]))
 
+        pending = preimages
+        if target_first:
+            await look(preimages[-1])  # ordered(): the target comes last
+            pending = preimages[:-1] if found[target][0] is None else []
         try:
             async with anyio.create_task_group() as tg:
-                for preimage in preimages:
+                for preimage in pending:
                     tg.start_soon(look, preimage)
         except BaseExceptionGroup as group:  # a strict look-up failed: that error, not a group
             raise first_stage_error(group) from None
-        return [PlannedStage(s, p, *found[s.name], reads[s.name], why.get(s.name, "")) for s, p in zip(stages, preimages)]
+        return [PlannedStage(s, p, *found.get(s.name, (None, "")), reads[s.name], why.get(s.name, ""), s.name in found)
+                for s, p in zip(stages, preimages)]
 
     async def _why_missed(self, preimage: KeyPreimage, reads: Mapping[str, str]) -> str:
         """What changed since the newest entry of the stage in the read repositories, in one line."""
@@ -371,9 +378,10 @@ class StageCache:
         meter = RegistryLog(os.environ[LOG_ENV]) if os.environ.get(LOG_ENV) else None
         mark = meter.mark() if meter else 0
         source = await build_context(source, self.ignore_file)
-        plan = await self._plan(source, target)
+        plan = await self._plan(source, target, target_first=True)
         planned_at = self._now()
-        self._pulled = {parent for p in plan if p.hit is None for parent in p.stage.parents if parent != p.stage.thin_over}
+        self._pulled = {parent for p in plan if p.hit is None and p.looked_up
+                        for parent in p.stage.parents if parent != p.stage.thin_over}
         by_name = {p.stage.name: p for p in plan}
         report = BuildReport(target, [StageRecord(p.stage.name, p.key, "unused", note=p.note, why=p.why, queued_at=planned_at)
                                       for p in plan])
@@ -427,8 +435,10 @@ class StageCache:
         """Import a hit, or build the stage on its parents and export it."""
         stage = planned.stage
         hit = planned.hit
-        if hit is None:  # someone may have published it since the plan
+        if hit is None:  # someone may have published it since the plan, or the plan did not ask
             hit, _ = await self._lookup(planned.preimage)
+            if hit is None and not planned.looked_up:  # the target's entry was unusable: say why this one misses
+                record.why = self._corrupt.get(stage.name) or await self._why_missed(planned.preimage, planned.inputs)
         if hit is not None:
             imported = self.import_image(hit)
             problem = await self._unusable(imported, pulled=stage.name in self._pulled)
@@ -443,6 +453,7 @@ class StageCache:
             self._warn(f"warning: {reason}; the stage is rebuilt instead")
 
         parents: dict[str, dagger.Container] = {}
+        self._pulled.update(parent for parent in stage.parents if parent != stage.thin_over)  # built on: read whole
 
         async def fetch(parent: str) -> None:
             parents[parent] = await resolve(parent)
