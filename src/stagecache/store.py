@@ -212,8 +212,7 @@ class StageCache:
         async def look(preimage: KeyPreimage) -> None:
             found[preimage.stage] = await self._lookup(preimage)
             if found[preimage.stage][0] is None:
-                why[preimage.stage] = (self._corrupt.get(preimage.stage)
-                                       or await self._why_missed(preimage, reads[preimage.stage]))
+                why[preimage.stage] = await self._miss_reason(preimage, reads[preimage.stage])
 
         pending = preimages
         if target_first:
@@ -227,6 +226,10 @@ class StageCache:
             raise first_stage_error(group) from None
         return [PlannedStage(s, p, *found.get(s.name, (None, "")), reads[s.name], why.get(s.name, ""), s.name in found)
                 for s, p in zip(stages, preimages)]
+
+    async def _miss_reason(self, preimage: KeyPreimage, reads: Mapping[str, str]) -> str:
+        """Why a stage misses: its entry was corrupt, or what changed since the newest entry."""
+        return self._corrupt.get(preimage.stage) or await self._why_missed(preimage, reads)
 
     async def _why_missed(self, preimage: KeyPreimage, reads: Mapping[str, str]) -> str:
         """What changed since the newest entry of the stage in the read repositories, in one line."""
@@ -438,7 +441,7 @@ class StageCache:
         if hit is None:  # someone may have published it since the plan, or the plan did not ask
             hit, _ = await self._lookup(planned.preimage)
             if hit is None and not planned.looked_up:  # the target's entry was unusable: say why this one misses
-                record.why = self._corrupt.get(stage.name) or await self._why_missed(planned.preimage, planned.inputs)
+                record.why = await self._miss_reason(planned.preimage, planned.inputs)
         if hit is not None:
             imported = self.import_image(hit)
             problem = await self._unusable(imported, pulled=stage.name in self._pulled)
