@@ -19,6 +19,8 @@ import time
 from collections.abc import Callable
 
 from vllm_ci.args import read_args_file
+from vllm_ci.conformance import parse, split_stages
+from vllm_ci.graph import TARGETS
 from tools import (BENCH, REPO, WARM, BenchError, BuildKit, Buildkitd, Dagger, Names, ca_bundle, engine_lock, log_mark,
                    stored, traffic_since)
 
@@ -103,8 +105,19 @@ def measure(tool: BuildKit | Dagger, source: pathlib.Path, scenario: str, names:
     return Measure(seconds, pulled, pushed, outcome.rebuilt, cache, own, outcome.inner_seconds, written)
 
 
-def make_tools(names: list[str], workdir: pathlib.Path) -> list[BuildKit | Dagger]:
-    """The tools asked for; BuildKit is built (or found cached) first."""
+def check_target(target: str, tool_names: list[str]) -> None:
+    """Refuse, before any work, a target one of the tools has no stage of (a BenchError)."""
+    layouts = {name.removeprefix("buildkit-") for name in tool_names if name.startswith("buildkit-")}
+    for layout in sorted(layouts):
+        path = BENCH / "dockerfiles" / f"Dockerfile.{layout}"
+        if target not in {stage.name for stage in split_stages(parse(path.read_text(), path.name))[1]}:
+            raise BenchError(f"target {target}: {path.name} has no stage of that name")
+    if target not in TARGETS:
+        raise BenchError(f"target {target}: not a stage of the module ({', '.join(TARGETS)})")
+
+
+def make_tools(names: list[str], workdir: pathlib.Path, target: str = "test") -> list[BuildKit | Dagger]:
+    """The tools asked for, building `target`; BuildKit is built (or found cached) first."""
     tools: list[BuildKit | Dagger] = []
     daemon = None
     for name in names:
@@ -112,9 +125,9 @@ def make_tools(names: list[str], workdir: pathlib.Path) -> list[BuildKit | Dagge
             if daemon is None:
                 out = subprocess.run([str(BENCH / "buildkit-install")], check=True, capture_output=True, text=True)
                 daemon = Buildkitd(pathlib.Path(out.stdout.strip().splitlines()[-1]))
-            tools.append(BuildKit(name.removeprefix("buildkit-"), daemon, ca_bundle(workdir / "ca.pem")))
+            tools.append(BuildKit(name.removeprefix("buildkit-"), daemon, ca_bundle(workdir / "ca.pem"), target))
         else:
-            tools.append(Dagger(stage_cache=name == "ours"))
+            tools.append(Dagger(stage_cache=name == "ours", target=target))
     return tools
 
 
@@ -132,7 +145,7 @@ def load(path: pathlib.Path) -> dict[str, dict[str, list[Measure]]]:
 
 
 def run_bench(tool_names: list[str], scenarios: list[str], runs: int, out: pathlib.Path,
-              resume: bool = False) -> dict[str, dict[str, list[Measure]]]:
+              resume: bool = False, target: str = "test") -> dict[str, dict[str, list[Measure]]]:
     """Every tool through the scenarios, `runs` times; cold first, as it warms the cache the others read.
     Resuming keeps the runs measurements.json holds whole and redoes the rest."""
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -151,7 +164,7 @@ def run_bench(tool_names: list[str], scenarios: list[str], runs: int, out: pathl
             del measured[done[tool_name]:]  # a run cut short is redone whole, on fresh repositories
     with tempfile.TemporaryDirectory(prefix="vllm-ci-bench-") as tmp:
         workdir = pathlib.Path(tmp)
-        tools = make_tools(tool_names, workdir)
+        tools = make_tools(tool_names, workdir, target)
         base = stored(base_refs())
         try:
             for run in range(runs):
@@ -293,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenarios", help=f"comma-separated subset of {','.join(SCENARIOS)}")
     parser.add_argument("--results", type=pathlib.Path, default=BENCH / "results",
                         help="folder for latest.json, latest.png, measurements.json, logs/")
+    parser.add_argument("--target", default="test", help="the stage both tools build (default: the test image)")
     parser.add_argument("--render", action="store_true", help="build nothing: report the measurements.json already there")
     parser.add_argument("--resume", action="store_true", help="keep the whole runs measurements.json holds, measure the rest")
     args = parser.parse_args(argv)
@@ -313,7 +327,8 @@ def main(argv: list[str] | None = None) -> int:
             tools = [t for t in TOOLS if any(per_tool.get(t) for per_tool in results.values())]
             scenarios = list(results)
         else:
-            results = run_bench(tools, [s for s in SCENARIOS if s in scenarios], runs, args.results, args.resume)
+            check_target(args.target, tools)
+            results = run_bench(tools, [s for s in SCENARIOS if s in scenarios], runs, args.results, args.resume, args.target)
     except BenchError as err:
         print(f"bench: {err}", file=sys.stderr)
         return 1
@@ -321,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     goal_list = goals(summary)
     table = markdown(summary, goal_list, runs)
     print(table)
-    data = {"runs": runs, "tools": tools, "scenarios": scenarios, "bench_seconds": round(time.monotonic() - started, 1),
+    data = {"runs": runs, "tools": tools, "scenarios": scenarios, "target": args.target, "bench_seconds": round(time.monotonic() - started, 1),
             "results": summary, "goals": goal_list, "markdown": table}
     write_results(args.results, "latest", data, lambda png: chart(summary, png), "bench")
     return 0

@@ -1,4 +1,4 @@
-"""One Dagger build of the example's test image, published; its report as JSON on stdout.
+"""One Dagger build of a target of the example (its test image by default), published; its report as JSON on stdout.
 
 With cache repositories: our stage cache. Without: the stage functions alone, so only the
 engine's own cache (and `_EXPERIMENTAL_DAGGER_CACHE_*` in the environment, if set) helps."""
@@ -25,14 +25,15 @@ def example_args(path: pathlib.Path) -> dict[str, object]:
     return {name: int(value) if value.isdigit() else value for name, value in read_args_file(path.read_text()).items()}
 
 
-async def build(source: pathlib.Path, image: str, cache_from: list[str], cache_to: str, log: pathlib.Path) -> str:
-    """Build and publish the test image; the report as JSON."""
+async def build(source: pathlib.Path, target: str, image: str, cache_from: list[str], cache_to: str,
+                log: pathlib.Path) -> str:
+    """Build and publish the target's image; the report as JSON."""
     with log.open("w") as log_output:
         async with dagger.connection(dagger.Config(log_output=log_output)):
             module = VllmCi(**example_args(source / "vllm-ci.args"))  # type: ignore[arg-type]
             cache = StageCache(stage_graph(module), cache_from=cache_from, cache_to=cache_to, log=log_output)
             directory = dag.host().directory(str(source), exclude=SOURCE_IGNORE)
-            _, report = await cache.build(directory, "test", image)
+            _, report = await cache.build(directory, target, image)
     return report.to_json()
 
 
@@ -40,6 +41,7 @@ def main() -> None:
     """Parse the command line and run one build."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", type=pathlib.Path, required=True)
+    parser.add_argument("--target", default="test")
     parser.add_argument("--image", required=True)
     parser.add_argument("--cache-from", default="", help="comma-separated; empty: no stage cache")
     parser.add_argument("--cache-to", default="")
@@ -47,7 +49,7 @@ def main() -> None:
     args = parser.parse_args()
     use_local_engine()
     cache_from = [r for r in args.cache_from.split(",") if r]
-    print(anyio.run(build, args.source, args.image, cache_from, args.cache_to, args.log))
+    print(anyio.run(build, args.source, args.target, args.image, cache_from, args.cache_to, args.log))
 
 
 if __name__ == "__main__":

@@ -253,8 +253,9 @@ class Buildkitd:
 class BuildKit:
     """buildctl with BuildKit's registry cache (`mode=max`), on one of the Dockerfile layouts."""
 
-    def __init__(self, layout: str, daemon: Buildkitd, ca: pathlib.Path):
+    def __init__(self, layout: str, daemon: Buildkitd, ca: pathlib.Path, target: str = "test"):
         self.name = f"buildkit-{layout}"
+        self.target = target
         self.dockerfile = f"Dockerfile.{layout}"
         self.daemon = daemon
         self.ca = ca
@@ -269,11 +270,11 @@ class BuildKit:
         self.daemon.stop()
 
     def build(self, source: pathlib.Path, scenario: str, names: Names, log: pathlib.Path) -> Outcome:
-        """`buildctl build` of the test target, with BuildKit's registry cache as vLLM CI uses it."""
+        """`buildctl build` of the target, with BuildKit's registry cache as vLLM CI uses it."""
         cmd = [
             str(self.daemon.bin / "buildctl"), "--addr", self.daemon.sock, "build", "--progress=plain",
             "--frontend", "dockerfile.v0", "--local", f"context={source}", "--local", f"dockerfile={BENCH / 'dockerfiles'}",
-            "--opt", f"filename={self.dockerfile}", "--opt", "target=test", "--secret", f"id=ca,src={self.ca}",
+            "--opt", f"filename={self.dockerfile}", "--opt", f"target={self.target}", "--secret", f"id=ca,src={self.ca}",
             "--output", f"type=image,name={names.image(scenario)},push=true",
             *(opt for name, value in self.build_args.items() for opt in ("--opt", f"build-arg:{name}={value}")),
         ]
@@ -316,8 +317,9 @@ class Dagger:
     """The stage functions on the engine: with our stage cache, or with only the engine's own
     BuildKit cache exported to and imported from the registry (`_EXPERIMENTAL_DAGGER_CACHE_*`)."""
 
-    def __init__(self, stage_cache: bool):
+    def __init__(self, stage_cache: bool, target: str = "test"):
         self.stage_cache = stage_cache
+        self.target = target
         self.name = "ours" if stage_cache else "dagger-engine-cache"
 
     def fresh_agent(self) -> None:
@@ -328,8 +330,9 @@ class Dagger:
         """Nothing to stop: the engine stays up for its other users."""
 
     def build(self, source: pathlib.Path, scenario: str, names: Names, log: pathlib.Path) -> Outcome:
-        """Build and publish the test image in a client process of its own."""
-        cmd = [str(PYTHON), str(BENCH / "dagger_build.py"), "--source", str(source), "--image", names.image(scenario),
+        """Build and publish the target's image in a client process of its own."""
+        cmd = [str(PYTHON), str(BENCH / "dagger_build.py"), "--source", str(source), "--target", self.target,
+               "--image", names.image(scenario),
                "--log", str(log.with_suffix(".engine.log"))]
         env = {k: v for k, v in os.environ.items() if not k.startswith("_EXPERIMENTAL_DAGGER_CACHE")}
         written: list[str] = []

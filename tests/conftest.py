@@ -50,6 +50,12 @@ def edit(path: pathlib.Path, line: str) -> None:
     path.write_text(path.read_text() + line + "\n")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the tests that restart the engine empty last, in their order: every test before them reuses
+    what the engine has built (one cold build of the example instead of one after each restart)."""
+    items.sort(key=lambda item: item.get_closest_marker("wipes_engine") is not None)
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     """Run async tests on asyncio (the Dagger SDK's loop)."""
@@ -103,6 +109,16 @@ def example_dir(tmp_path: pathlib.Path) -> pathlib.Path:
 def cache_repo() -> str:
     """A cache repository of this test's own in the local registry."""
     return f"{REGISTRY}/test/cache-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def warm_cache(engine: None) -> str:
+    """main's cache: a repository a cold build of the example has filled, shared by the tests that only read it."""
+    from test_stage_cache import run_cold_build
+
+    repo = f"{REGISTRY}/test/main-{uuid.uuid4().hex[:12]}"
+    run_cold_build(repo)
+    return repo
 
 
 def fresh_agent() -> None:

@@ -23,7 +23,10 @@ from stagecache.report import BuildReport, StageRecord
 from stagecache.why import inputs_tag
 from test_stage_cache import build, cache_for, source_of
 
-BASE = "vllm-runtime-base"
+# The build base and a child that runs commands on it: the smallest pair that pulls a parent's layers
+# (the runtime base would add minutes of apt and pip for nothing the faults need).
+BASE = "base"
+CHILD = "extensions-build"
 REPO_ENGINE = REPO / "ci" / "engine"
 
 
@@ -53,6 +56,7 @@ def engine_pid() -> str:
     return (STATE / "engine" / "pid").read_text().strip()
 
 
+@pytest.mark.wipes_engine
 def test_a_layer_blob_whose_bytes_are_corrupt_is_rebuilt_and_never_reaches_a_command(
     engine: None, tmp_path: pathlib.Path
 ) -> None:
@@ -65,14 +69,14 @@ def test_a_layer_blob_whose_bytes_are_corrupt_is_rebuilt_and_never_reaches_a_com
         content = bytearray(data.read_bytes())
         content[len(content) // 2] ^= 0xFF
         data.write_bytes(bytes(content))
-        fresh_agent()  # an agent that must pull the layer: test-deps runs commands on it
+        fresh_agent()  # an agent that must pull the layer: its child runs commands on it
         pid = engine_pid()
-        report = build_on_its_own_connection("test-deps", cache_from=[repo], cache_to=repo)
+        report = build_on_its_own_connection(CHILD, cache_from=[repo], cache_to=repo)
         assert engine_pid() == pid and pathlib.Path(f"/proc/{pid}").exists()  # the engine lived
         assert report.record(BASE).outcome == "exported"
         assert report.record(BASE).why == (f"unusable entry {repo}:{tag}@{first.record(BASE).ref.partition('@')[2][:19]}: "
                                            f"layer {top[:19]} is corrupt (its bytes do not match its digest); rebuilt")
-        assert report.record("test-deps").outcome == "exported"
+        assert report.record(CHILD).outcome == "exported"
         assert_valid_entry(registry, "faults/cache", tag)
 
 
@@ -144,6 +148,7 @@ def entry_tags_of(registry: RegistryAPI, repository: str) -> list[str]:
     return [t for t in registry.tags(repository) if not t.endswith((".inputs", "-latest"))]
 
 
+@pytest.mark.wipes_engine
 def test_an_engine_killed_mid_stage_fails_the_build_in_one_line_and_the_next_run_works(engine: None) -> None:
     import signal
     import subprocess
@@ -178,6 +183,7 @@ def test_an_engine_killed_mid_stage_fails_the_build_in_one_line_and_the_next_run
     assert {s["outcome"] for s in json.loads(again.stdout)["stages"]} <= {"hit", "exported"}
 
 
+@pytest.mark.wipes_engine
 def test_a_registry_stopped_mid_export_fails_that_export_only_and_leaves_no_invalid_entry(
     engine: None, tmp_path: pathlib.Path
 ) -> None:
@@ -194,25 +200,25 @@ def test_a_registry_stopped_mid_export_fails_that_export_only_and_leaves_no_inva
                     publish = cache.publish
 
                     async def publish_while_the_registry_stops(ctr: dagger.Container, ref: str) -> str:
-                        if ref.startswith(repo) and BASE in ref:  # the first big export: stop the registry mid-way
+                        if ref.startswith(f"{repo}:{BASE}-"):  # the first big export: stop the registry mid-way
                             threading.Timer(0.5, registry.stop).start()
                         return await publish(ctr, ref)
 
                     cache.publish = publish_while_the_registry_stops  # type: ignore[method-assign]
-                    _, report = await cache.build(source_of(EXAMPLE), "test-deps")
+                    _, report = await cache.build(source_of(EXAMPLE), CHILD)
                     return report
 
         fresh_agent()  # the layers are not in the engine: the export uploads them
         report = anyio.run(run)
         assert report.record(BASE).outcome == "export-failed"
-        assert report.record("test-deps").outcome == "export-failed"  # the registry is still down
+        assert report.record(CHILD).outcome == "export-failed"  # the registry is still down
         registry.start()  # same storage, same port
-        again = build_on_its_own_connection("test-deps", cache_from=[repo], cache_to=repo)
-        outcomes = again.outcomes()  # the build base (test-deps copies a file from it) was exported before the stop
-        assert (outcomes[BASE], outcomes["test-deps"]) == ("exported", "exported")  # nothing half-written was used
+        again = build_on_its_own_connection(CHILD, cache_from=[repo], cache_to=repo)
+        outcomes = again.outcomes()
+        assert (outcomes[BASE], outcomes[CHILD]) == ("exported", "exported")  # nothing half-written was used
         for tag in entry_tags_of(registry, "faults/cache"):
             assert_valid_entry(registry, "faults/cache", tag)
-        assert build_on_its_own_connection("test-deps", cache_from=[repo]).record("test-deps").outcome == "hit"
+        assert build_on_its_own_connection(CHILD, cache_from=[repo]).record(CHILD).outcome == "hit"
     finally:
         registry.stop()
 
@@ -237,6 +243,7 @@ def second_engine(engine: None, tmp_path: pathlib.Path):  # type: ignore[no-unty
         shutil.rmtree(tmp_path / "agent-2", ignore_errors=True)  # its state: GBs of snapshots
 
 
+@pytest.mark.wipes_engine
 def test_two_engines_racing_on_one_cold_key_both_succeed_and_leave_a_whole_entry(second_engine: str) -> None:
     import subprocess
 

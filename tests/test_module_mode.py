@@ -164,7 +164,7 @@ def outcomes(report: dict) -> dict[str, str]:
     return {s["stage"]: s["outcome"] for s in report["stages"]}
 
 
-def warm_cache(cache: str, *credentials: str, env: dict[str, str] | None = None) -> dict:
+def fill_cache(cache: str, *credentials: str, env: dict[str, str] | None = None) -> dict:
     """Fill a cache repository with every stage of the example, by the client command."""
     proc = subprocess.run([str(CLIENT), *example_flags(), "build", "--source", "examples/mini-vllm",
                            "--cache-to", cache, *credentials], cwd=REPO, env={**cli_env(), **(env or {})},
@@ -177,7 +177,7 @@ def warm_cache(cache: str, *credentials: str, env: dict[str, str] | None = None)
 
 def test_dagger_call_hits_a_warm_cache_on_the_hosts_loopback_registry(builtin_sdks: None) -> None:
     cache = f"{REGISTRY}/test/module-warm-{uuid.uuid4().hex[:12]}"
-    warm = warm_cache(cache)
+    warm = fill_cache(cache)
     module = json.loads(run([DAGGER, "call", *example_flags(), "build", "--source=examples/mini-vllm",
                              f"--cache-from={cache}", f"--registry-service=tcp://{REGISTRY}"]))
     assert outcomes(module)["test"] == "hit"
@@ -201,7 +201,7 @@ def auth_cache(tmp_path_factory: pytest.TempPathFactory, builtin_sdks: None):
     password = uuid.uuid4().hex
     with LocalRegistry(tmp_path_factory.mktemp("auth-registry"), "bot", password) as registry:
         cache = f"{registry.addr}/test/auth-cache"
-        warm_cache(cache, "--registry-username", "bot", "--registry-password", "env:REGISTRY_PASSWORD",
+        fill_cache(cache, "--registry-username", "bot", "--registry-password", "env:REGISTRY_PASSWORD",
                    env={"REGISTRY_PASSWORD": password})
         yield cache, "bot", password
 

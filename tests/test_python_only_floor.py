@@ -16,7 +16,7 @@ from stagecache.store import LOG_ENV, StageCache
 from stagecache.traffic import RegistryLog
 from vllm_ci.graph import stage_graph
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.wipes_engine]  # each build is on a fresh agent
 HEAVY = ("base", "vllm-runtime-base", "test-deps")
 
 
@@ -29,11 +29,11 @@ async def layers(ref: str) -> dict[str, int]:
     return {layer["digest"]: layer["size"] for layer in found[0]["layers"]}
 
 
-async def pr_build_on_a_fresh_agent(path: pathlib.Path, main_cache: str):  # type: ignore[no-untyped-def]
+async def pr_build_on_a_fresh_agent(path: pathlib.Path, warm_cache: str):  # type: ignore[no-untyped-def]
     """A PR's build on a new agent: reads its own cache then main's, writes its own, publishes the image."""
     pr_cache = f"{REGISTRY}/test/pr-{uuid.uuid4().hex[:12]}"
     image = f"{REGISTRY}/test/image:{uuid.uuid4().hex[:12]}"
-    return await fresh_agent_build(path, [pr_cache, main_cache], pr_cache, image)
+    return await fresh_agent_build(path, [pr_cache, warm_cache], pr_cache, image)
 
 
 async def fresh_agent_build(path: pathlib.Path, cache_from: list[str], cache_to: str, image: str):  # type: ignore[no-untyped-def]
@@ -55,21 +55,11 @@ async def fresh_agent_build(path: pathlib.Path, cache_from: list[str], cache_to:
     return report, traffic, tests, pip_check
 
 
-@pytest.fixture(scope="module")
-def main_cache(engine: None) -> str:
-    """main's cache, warm from a cold build of the example."""
-    from test_stage_cache import run_cold_build
-
-    repo = f"{REGISTRY}/test/main-{uuid.uuid4().hex[:12]}"
-    run_cold_build(repo)
-    return repo
-
-
 async def test_a_one_line_python_change_pulls_no_heavy_layer_and_pushes_little(
-    engine: None, main_cache: str, example_dir: pathlib.Path
+    engine: None, warm_cache: str, example_dir: pathlib.Path
 ) -> None:
     edit(example_dir / "vllm" / "layers.py", "CHANGED_BY_TEST = 1")
-    report, traffic, tests, pip_check = await pr_build_on_a_fresh_agent(example_dir, main_cache)
+    report, traffic, tests, pip_check = await pr_build_on_a_fresh_agent(example_dir, warm_cache)
     outcomes = report.outcomes()
     assert outcomes["test-deps"] == outcomes["extension"] == "hit" and outcomes["test"] == "exported"
     assert outcomes["csrc-build"] == outcomes["base"] == outcomes["vllm-runtime-base"] == "unused"
@@ -85,10 +75,10 @@ async def test_a_one_line_python_change_pulls_no_heavy_layer_and_pushes_little(
 
 
 async def test_a_one_line_csrc_change_rebuilds_the_extension_and_never_reuploads_dependencies(
-    engine: None, main_cache: str, example_dir: pathlib.Path
+    engine: None, warm_cache: str, example_dir: pathlib.Path
 ) -> None:
     edit(example_dir / "csrc" / "ops.c", "int changed_by_a_test(void) { return 42; }")
-    report, traffic, tests, _ = await pr_build_on_a_fresh_agent(example_dir, main_cache)
+    report, traffic, tests, _ = await pr_build_on_a_fresh_agent(example_dir, warm_cache)
     outcomes = report.outcomes()
     assert outcomes["csrc-build"] == outcomes["extension"] == outcomes["test"] == "exported"
     assert outcomes["test-deps"] == "hit"

@@ -56,14 +56,6 @@ def run_cold_build(cache_repo: str) -> None:
     anyio.run(cold)
 
 
-@pytest.fixture(scope="module")
-def warm_repo(engine: None) -> str:
-    """A cache repository a cold build of the example has filled."""
-    repo = f"{REGISTRY}/test/warm-{uuid.uuid4().hex[:12]}"
-    run_cold_build(repo)
-    return repo
-
-
 async def test_a_cold_run_exports_every_stage(client: None, cache_repo: str) -> None:
     report = await build(EXAMPLE, cache_to=cache_repo)
     assert set(report.outcomes()) == TEST_STAGES
@@ -76,9 +68,9 @@ async def test_a_cold_run_exports_every_stage(client: None, cache_repo: str) -> 
 
 
 async def test_a_rerun_with_no_change_hits_asks_the_cache_for_the_target_only_and_runs_no_stage_work(
-    client: None, warm_repo: str
+    client: None, warm_cache: str
 ) -> None:
-    cache, asked = cache_for(cache_from=[warm_repo]), []
+    cache, asked = cache_for(cache_from=[warm_cache]), []
     look_up = cache._lookup
 
     async def counted(preimage: KeyPreimage) -> tuple[str | None, str]:
@@ -89,31 +81,31 @@ async def test_a_rerun_with_no_change_hits_asks_the_cache_for_the_target_only_an
     _, report = await cache.build(source_of(EXAMPLE), "test")
     assert asked == ["test"]  # its parents' entries are of no use to a hit
     assert report.record("test").outcome == "hit"
-    assert report.record("test").ref.startswith(f"{warm_repo}:test-")
+    assert report.record("test").ref.startswith(f"{warm_cache}:test-")
     assert not {"exported", "built"} & set(report.outcomes().values())
 
 
 async def test_a_python_only_change_rebuilds_only_the_stages_that_read_it(
-    client: None, warm_repo: str, example_dir: pathlib.Path
+    client: None, warm_cache: str, example_dir: pathlib.Path
 ) -> None:
     edit(example_dir / "vllm" / "layers.py", "CHANGED_BY_TEST = 1")
-    report = await build(example_dir, cache_from=[warm_repo])
+    report = await build(example_dir, cache_from=[warm_cache])
     rebuilt = {name for name, outcome in report.outcomes().items() if outcome in ("built", "exported")}
     assert rebuilt == {"test"}
     assert report.record("test-deps").outcome == report.record("extension").outcome == "hit"
 
 
-async def test_the_plan_names_keys_and_hits_before_any_container_work(client: None, warm_repo: str) -> None:
-    plan = json.loads(await example_module().plan(source_of(EXAMPLE), cache_from=[warm_repo]))
+async def test_the_plan_names_keys_and_hits_before_any_container_work(client: None, warm_cache: str) -> None:
+    plan = json.loads(await example_module().plan(source_of(EXAMPLE), cache_from=[warm_cache]))
     stages = {s["stage"]: s for s in plan["stages"]}
     assert set(stages) == TEST_STAGES
-    assert all(s["hit"] and s["hit"].startswith(warm_repo) for s in stages.values())
+    assert all(s["hit"] and s["hit"].startswith(warm_cache) for s in stages.values())
     assert json.loads(stages["csrc-build"]["preimage"])["parents"] == {"base": stages["base"]["key"]}
 
 
-async def test_the_first_repository_that_hits_wins(client: None, warm_repo: str, cache_repo: str) -> None:
-    report = await build(EXAMPLE, cache_from=[cache_repo, warm_repo])
-    assert report.record("test").ref.startswith(warm_repo)
+async def test_the_first_repository_that_hits_wins(client: None, warm_cache: str, cache_repo: str) -> None:
+    report = await build(EXAMPLE, cache_from=[cache_repo, warm_cache])
+    assert report.record("test").ref.startswith(warm_cache)
 
 
 async def test_an_unreachable_registry_warns_and_the_build_goes_on(client: None) -> None:
@@ -172,11 +164,12 @@ async def test_prune_deletes_only_what_it_should(client: None, cache_repo: str) 
     assert "kept test-deps-" in kept and "newest 1" in kept
 
 
-async def test_a_fresh_agent_still_hits_from_the_registry(warm_repo: str, engine: None) -> None:
+@pytest.mark.wipes_engine
+async def test_a_fresh_agent_still_hits_from_the_registry(warm_cache: str, engine: None) -> None:
     fresh_agent()
     with open(os.devnull, "w") as log:
         async with dagger.connection(dagger.Config(log_output=log)):
-            report = await build(EXAMPLE, cache_from=[warm_repo])
+            report = await build(EXAMPLE, cache_from=[warm_cache])
             assert report.record("test").outcome == "hit"
             out = await cache_for().import_image(report.record("test").ref).with_exec(["vllm", "--version"]).stdout()
     assert out.strip() == "0.1.0"
@@ -304,10 +297,10 @@ async def test_a_build_shows_a_start_and_an_end_line_for_each_stage_that_runs(cl
     assert report.timeline().splitlines()[0].split() == ["stage", "queued", "running", "exporting", "critical"]
 
 
-async def test_a_registry_answering_503_twice_is_retried_and_the_hit_still_found(client: None, warm_repo: str) -> None:
+async def test_a_registry_answering_503_twice_is_retried_and_the_hit_still_found(client: None, warm_cache: str) -> None:
     from flaky_proxy import FlakyProxy
 
-    ref = ImageRef.parse(warm_repo)
+    ref = ImageRef.parse(warm_cache)
     with FlakyProxy(ref.registry, failures=2) as proxy:
         report = await build(EXAMPLE, "vllm-runtime-base", cache_from=[f"{proxy.addr}/{ref.repository}"])
     assert proxy.answered[:2] == [503, 503] and 200 in proxy.answered
