@@ -21,7 +21,8 @@ from collections.abc import Callable
 from vllm_ci.args import read_args_file
 from vllm_ci.conformance import parse, split_stages
 from vllm_ci.graph import TARGETS
-from tools import (BENCH, REPO, WARM, BenchError, BuildKit, Buildkitd, Dagger, Names, ca_bundle, engine_lock, log_mark,
+from vllm_ci.upstream import git, tagged_checkout
+from tools import (BENCH, REPO, WARM, BenchError, BuildKit, Buildkitd, Dagger, Names, ca_bundle, dockerfile_of, engine_lock, log_mark,
                    stored, traffic_since)
 
 EXAMPLE = REPO / "examples" / "mini-vllm"
@@ -30,6 +31,7 @@ SCENARIOS = ("cold", "no-change", "py-change", "csrc-change", "cold-no-export")
 QUICK_TOOLS = ("ours", "buildkit-today")
 QUICK_SCENARIOS = ("cold", "no-change", "py-change")
 BASELINE = "buildkit-today"
+COMMIT_DATE = "2026-01-01T00:00:00Z"
 MB = 1e6
 
 
@@ -65,14 +67,18 @@ class Measure:
 
 
 def checkout(workdir: pathlib.Path, scenario: str) -> pathlib.Path:
-    """A private copy of the example (no build outputs), with the scenario's edit."""
+    """A private checkout of the example (no build outputs), one commit past the release's tag, with
+    the scenario's edit as a PR's next commit. Fixed dates: every copy has the same commits, as a
+    fresh clone on a new agent has (upstream's Dockerfile binds .git; ours keys the version it gives)."""
     target = workdir / f"src-{scenario}"
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(EXAMPLE, target, ignore=lambda folder, names: [
         n for n in names if n == "__pycache__" or n.endswith(".egg-info") or (folder == str(EXAMPLE) and n in ("build", "dist"))
     ])
+    tagged_checkout(target, date=COMMIT_DATE)
     if scenario in EDITS:
         EDITS[scenario](target)
+        git(target, "commit", "-qam", f"bench: {scenario}", date=COMMIT_DATE)
     return target
 
 
@@ -109,7 +115,7 @@ def check_target(target: str, tool_names: list[str]) -> None:
     """Refuse, before any work, a target one of the tools has no stage of (a BenchError)."""
     layouts = {name.removeprefix("buildkit-") for name in tool_names if name.startswith("buildkit-")}
     for layout in sorted(layouts):
-        path = BENCH / "dockerfiles" / f"Dockerfile.{layout}"
+        path = dockerfile_of(layout)
         if target not in {stage.name for stage in split_stages(parse(path.read_text(), path.name))[1]}:
             raise BenchError(f"target {target}: {path.name} has no stage of that name")
     if target not in TARGETS:

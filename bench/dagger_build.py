@@ -18,6 +18,7 @@ from vllm_ci.args import read_args_file
 from vllm_ci.cli import use_local_engine
 from vllm_ci.graph import stage_graph
 from vllm_ci.main import SOURCE_IGNORE, VllmCi
+from vllm_ci.version import git_versions
 
 
 def example_args(path: pathlib.Path) -> dict[str, object]:
@@ -30,7 +31,9 @@ async def build(source: pathlib.Path, target: str, image: str, cache_from: list[
     """Build and publish the target's image; the report as JSON."""
     with log.open("w") as log_output:
         async with dagger.connection(dagger.Config(log_output=log_output)):
-            module = VllmCi(**example_args(source / "vllm-ci.args"))  # type: ignore[arg-type]
+            # The version .git gives, derived on the host as the client command derives it.
+            version, clean = git_versions(source)
+            module = VllmCi(**example_args(source / "vllm-ci.args"), git_version=version, git_version_clean=clean)  # type: ignore[arg-type]
             cache = StageCache(stage_graph(module), cache_from=cache_from, cache_to=cache_to, log=log_output)
             directory = dag.host().directory(str(source), exclude=SOURCE_IGNORE)
             _, report = await cache.build(directory, target, image)

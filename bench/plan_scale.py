@@ -17,9 +17,7 @@ import tempfile
 import time
 
 from tools import BENCH, REPO, engine_lock
-
-sys.path.insert(0, str(REPO / "tests"))
-from upstream import VLLM_VERSION, vllm_source  # noqa: E402  (the tests' pinned, cached download)
+from vllm_ci.upstream import VLLM_VERSION, vllm_source
 
 CLIENT = REPO / ".venv" / "bin" / "vllm-ci"
 FRACTIONS = (0.25, 0.5, 1.0)

@@ -22,9 +22,10 @@ import anyio
 import dagger
 from dagger import dag
 
-from compare import MB, Measure, base_refs, checkout, make_tools, measure, write_results
+from compare import COMMIT_DATE, MB, Measure, base_refs, checkout, make_tools, measure, write_results
 from stagecache.registry import ImageRef, connect
 from vllm_ci.cli import use_local_engine
+from vllm_ci.upstream import git
 from tools import BENCH, REGISTRY, BenchError, BuildKit, Dagger, Names, engine_lock
 
 GB = 1e9
@@ -52,11 +53,12 @@ async def publish_heavy_base(ref: str, size: int, log: pathlib.Path) -> None:
 
 
 def on_heavy_base(source: pathlib.Path, ref: str) -> pathlib.Path:
-    """A checkout whose args file names the heavy base as FINAL_BASE_IMAGE (what ours reads)."""
+    """A checkout whose args file names the heavy base as FINAL_BASE_IMAGE (what both tools read), committed."""
     args = source / "vllm-ci.args"
     lines = [f"--final-base-image={ref}" if line.startswith("--final-base-image=") else line
              for line in args.read_text().splitlines()]
     args.write_text("\n".join(lines) + "\n")
+    git(source, "commit", "-qam", "bench: the heavy base", date=COMMIT_DATE)
     return source
 
 
@@ -80,8 +82,6 @@ def measure_size(size_gb: float, tools: list[BuildKit | Dagger], workdir: pathli
     try:
         for tool in tools:
             names = Names(run_id, tool.name)
-            if isinstance(tool, BuildKit):
-                tool.build_args = {"FINAL_BASE_IMAGE": heavy}
             for scenario in SCENARIOS:
                 log = out / "logs" / f"scale-{size_gb:g}gb-{tool.name}-{scenario}.log"
                 source = on_heavy_base(checkout(workdir, scenario), heavy)

@@ -20,7 +20,9 @@ from collections.abc import Iterator
 
 import anyio
 
+from fork_dockerfile import fork
 from stagecache.registry import MANIFEST_MEDIA_TYPES, RegistryClient
+from vllm_ci.upstream import vllm_source
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 BENCH = REPO / "bench"
@@ -250,16 +252,25 @@ class Buildkitd:
         pidfile.unlink()
 
 
+UPSTREAM_LAYOUT = "today"  # today's layout is upstream's own Dockerfile, of the release the port follows
+
+
+def dockerfile_of(layout: str) -> pathlib.Path:
+    """A layout's Dockerfile: upstream's real one for today's, else the hand-written one in dockerfiles/."""
+    if layout == UPSTREAM_LAYOUT:
+        return vllm_source() / "docker" / "Dockerfile"
+    return BENCH / "dockerfiles" / f"Dockerfile.{layout}"
+
+
 class BuildKit:
     """buildctl with BuildKit's registry cache (`mode=max`), on one of the Dockerfile layouts."""
 
     def __init__(self, layout: str, daemon: Buildkitd, ca: pathlib.Path, target: str = "test"):
         self.name = f"buildkit-{layout}"
+        self.layout = layout
         self.target = target
-        self.dockerfile = f"Dockerfile.{layout}"
         self.daemon = daemon
         self.ca = ca
-        self.build_args: dict[str, str] = {}  # ARG overrides, as a fork's CI passes them
 
     def fresh_agent(self) -> None:
         """A new buildkitd on an empty root."""
@@ -270,13 +281,20 @@ class BuildKit:
         self.daemon.stop()
 
     def build(self, source: pathlib.Path, scenario: str, names: Names, log: pathlib.Path) -> Outcome:
-        """`buildctl build` of the target, with BuildKit's registry cache as vLLM CI uses it."""
+        """`buildctl build` of the target, with BuildKit's registry cache as vLLM CI uses it. Today's
+        layout is upstream's Dockerfile as the checkout's args file forks it (written beside the log)."""
+        build_args: dict[str, str] = {}
+        dockerfile = dockerfile_of(self.layout)
+        if self.layout == UPSTREAM_LAYOUT:
+            generated = fork(dockerfile.read_text(), (source / "vllm-ci.args").read_text())
+            dockerfile, build_args = log.with_suffix(".Dockerfile"), generated.build_args
+            dockerfile.write_text(generated.dockerfile)
         cmd = [
             str(self.daemon.bin / "buildctl"), "--addr", self.daemon.sock, "build", "--progress=plain",
-            "--frontend", "dockerfile.v0", "--local", f"context={source}", "--local", f"dockerfile={BENCH / 'dockerfiles'}",
-            "--opt", f"filename={self.dockerfile}", "--opt", f"target={self.target}", "--secret", f"id=ca,src={self.ca}",
+            "--frontend", "dockerfile.v0", "--local", f"context={source}", "--local", f"dockerfile={dockerfile.parent}",
+            "--opt", f"filename={dockerfile.name}", "--opt", f"target={self.target}", "--secret", f"id=ca,src={self.ca}",
             "--output", f"type=image,name={names.image(scenario)},push=true",
-            *(opt for name, value in self.build_args.items() for opt in ("--opt", f"build-arg:{name}={value}")),
+            *(opt for name, value in build_args.items() for opt in ("--opt", f"build-arg:{name}={value}")),
         ]
         written = []
         if scenario not in NO_EXPORT:
@@ -284,9 +302,9 @@ class BuildKit:
             written = [f"{names.cache}:{'main' if scenario not in WARM else scenario}"]
             cmd += ["--export-cache", f"type=registry,ref={written[0]},mode=max"]
         _run(cmd, log)
-        return Outcome(self.rebuilt(log.read_text()), written)
+        return Outcome(self.rebuilt(log.read_text(), dockerfile), written)
 
-    def rebuilt(self, progress: str) -> str:
+    def rebuilt(self, progress: str, dockerfile: pathlib.Path) -> str:
         """RUN steps executed out of the Dockerfile's RUN steps, from plain progress. A step neither
         CACHED nor executed is one whose cached result was pulled: only layer lines, no output."""
         names: dict[str, str] = {}
@@ -307,7 +325,7 @@ class BuildKit:
                 output.add(step)
         ran = [n for n, name in names.items() if "] RUN " in name and n in done and n not in cached
                and (n in output or n not in pulled)]
-        total = sum(1 for line in (BENCH / "dockerfiles" / self.dockerfile).read_text().splitlines() if line.startswith("RUN "))
+        total = sum(1 for line in dockerfile.read_text().splitlines() if line.startswith("RUN "))
         return f"{len(ran)}/{total} RUN"
 
 

@@ -72,6 +72,15 @@ from pip._internal.cli.main import main  # noqa: E402
 sys.exit(main(["install", "--no-index", "--upgrade", wheel]))
 '''
 PATH_ENV: Final = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# The machine's extra CA certificates (its egress CA): the images trust them as a corporate mirror's
+# base images trust its CA, so every RUN of any builder reaches PyPI (the engine adds them to its own
+# containers, BuildKit does not). Public certificates, not secrets; in the recipe by their hash.
+CA_DIR: Final = pathlib.Path("/usr/local/share/ca-certificates")
+
+
+def ca_certificates() -> dict[str, str]:
+    """The machine's extra CA certificates: file name -> sha256 of its bytes."""
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(CA_DIR.glob("*.crt"))}
 
 
 def apt_mirror() -> str:
@@ -165,7 +174,8 @@ async def main(registry: str, cache_dir: pathlib.Path) -> None:
     mirror = apt_mirror()
     debian_recipe = {"suite": SUITE, "variant": "minbase", "mirror": mirror, "v": 1}
     debian_tag = f"{SUITE}-{recipe_hash(debian_recipe)}"
-    index = {"mirror": MIRROR, "index": CUDA_INDEX, "standins": STANDINS, "get-pip": GET_PIP, "main": FLASHINFER_MAIN}
+    index = {"mirror": MIRROR, "index": CUDA_INDEX, "standins": STANDINS, "get-pip": GET_PIP, "main": FLASHINFER_MAIN,
+             "ca": ca_certificates()}
     build_recipe = {"from": debian_tag, "packages": BUILD_PACKAGES, "python": MANYLINUX_PYTHON, "cuda": CUDA_VERSION, **index, "v": 3}
     build_tag = f"{SUITE}-{recipe_hash(build_recipe)}"
     runtime_tag = f"{SUITE}-{recipe_hash({'from': debian_tag, 'cuda': CUDA_VERSION, **index, 'v': 2})}"
@@ -190,9 +200,11 @@ async def main(registry: str, cache_dir: pathlib.Path) -> None:
                 .with_env_variable("PATH", PATH_ENV)
             )
             print("published", await publish_both(debian, registry, DEBIAN_REPO, SUITE, debian_tag))
-        # uv reads the system's CA store (where the engine puts this network's CA), not its own;
+        # uv reads the system's CA store (where the engine puts this network's CA, and where the
+        # certificates below go when ca-certificates is installed), not its own;
         # CUDA_VERSION is in both vendor images' environment (the cu index of several RUNs reads it).
         with_index = (debian.with_directory(MIRROR, dag.host().directory(str(mirror_dir)))
+                      .with_directory(str(CA_DIR), dag.host().directory(str(CA_DIR), include=list(ca_certificates())))
                       .with_env_variable("UV_NATIVE_TLS", "1").with_env_variable("CUDA_VERSION", CUDA_VERSION))
         if not have[1]:
             build = (

@@ -17,6 +17,7 @@ from dagger import dag
 from vllm_ci.args import BuildArgs, read_args_file
 from vllm_ci.cli import use_local_engine
 from vllm_ci.main import SOURCE_IGNORE, VllmCi
+from vllm_ci.upstream import git, tagged_checkout  # noqa: F401  (the tests import them from here)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "mini-vllm"
@@ -124,21 +125,3 @@ def warm_cache(engine: None) -> str:
 def fresh_agent() -> None:
     """Restart the engine on an empty state directory: a new CI agent, same registry."""
     subprocess.run([REPO / "ci" / "engine", "fresh"], check=True, capture_output=True)
-
-
-def git(checkout: pathlib.Path, *args: str) -> str:
-    """Run git in a checkout with a fixed identity; its output."""
-    command = ["git", "-C", str(checkout), "-c", "user.name=ci", "-c", "user.email=ci@example.invalid", *args]
-    return subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip()
-
-
-def tagged_checkout(root: pathlib.Path) -> pathlib.Path:
-    """A folder made a git checkout one commit past tag v0.33.0, as a vLLM PR branch is past a release."""
-    git(root, "init", "-q")
-    git(root, "add", "-A")
-    git(root, "commit", "-qm", "release")
-    git(root, "tag", "v0.33.0")
-    (root / "CHANGES").write_text("a PR's commit\n")
-    git(root, "add", "-A")
-    git(root, "commit", "-qm", "a PR's commit")
-    return root

@@ -6,19 +6,43 @@ import json
 import os
 import pathlib
 import subprocess
+import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import EXAMPLE, REPO
+from vllm_ci.args import arg_defaults, read_args_file
+from vllm_ci.conformance import normalise, parse
 from vllm_ci.main import SOURCE_IGNORE
+from vllm_ci.upstream import vllm_source
 
 BENCH = REPO / "bench"
+sys.path.insert(0, str(BENCH))
+from fork_dockerfile import PORTABLE, ForkError, fork  # noqa: E402
 
 
 def test_the_dockerfiles_ignore_what_our_source_ignores() -> None:
-    for layout in ("today", "oct2025"):
-        lines = (BENCH / "dockerfiles" / f"Dockerfile.{layout}.dockerignore").read_text().splitlines()
-        assert [line for line in lines if line and not line.startswith("#")] == SOURCE_IGNORE
+    # Today's layout is upstream's file: BuildKit reads the checkout's own .dockerignore, as ours does.
+    lines = (BENCH / "dockerfiles" / "Dockerfile.oct2025.dockerignore").read_text().splitlines()
+    assert [line for line in lines if line and not line.startswith("#")] == SOURCE_IGNORE
+
+
+def test_todays_layout_is_upstreams_dockerfile_with_only_the_portable_commands_replaced() -> None:
+    upstream = (vllm_source() / "docker" / "Dockerfile").read_text()
+    generated = fork(upstream, (EXAMPLE / "vllm-ci.args").read_text())
+    before, after = parse(upstream, "upstream"), parse(generated.dockerfile, "fork")
+    assert [c.cmd for c in before] == [c.cmd for c in after]  # instruction for instruction
+    changed = [(old, new) for old, new in zip(before, after) if normalise(old.original) != normalise(new.original)]
+    defaults = arg_defaults()
+    # Each portable command the example overrides replaces upstream's text in exactly one RUN, and
+    # nothing else of the file moves; the example's other flags are upstream ARGs, passed as build args.
+    assert sorted(name for name in PORTABLE for old, _ in changed if defaults[name] in normalise(old.original)) == sorted(
+        name for name in PORTABLE if read_args_file((EXAMPLE / "vllm-ci.args").read_text()).get(name, defaults[name]) != defaults[name])
+    assert len(changed) == len(PORTABLE) and all(new.cmd == "RUN" for _, new in changed)
+    assert generated.build_args["BUILD_BASE_IMAGE"].endswith("/library/vllm-ci-build:bookworm")
+    assert generated.build_args["torch_cuda_arch_list"] == ""  # upstream's ARG, in upstream's spelling
+    with pytest.raises(ForkError, match="declares no ARG NO_SUCH_ARG"):
+        fork(upstream, "--no-such-arg=1\n")
 
 
 @pytest.mark.wipes_engine  # each scenario runs on a fresh agent

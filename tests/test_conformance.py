@@ -12,7 +12,7 @@ import subprocess
 import pytest
 
 from conftest import REPO
-from upstream import VLLM_VERSION, vllm_source
+from vllm_ci.upstream import VLLM_VERSION, vllm_source
 from vllm_ci.args import PROJECT_ARGS, arg_defaults
 from vllm_ci.conformance import CHANGED, MISSING, REPRODUCED, ConformanceReport, Row, check
 from vllm_ci.declare import DECLARED

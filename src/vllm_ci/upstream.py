@@ -1,5 +1,6 @@
-"""vLLM's real source, the sdist on the package index: fetched by pinned version and sha256, cached
-by that hash, never committed. The index is pip's own (PIP_INDEX_URL, or pip's default)."""
+"""vLLM's real source, the release this port follows: the sdist on the package index, fetched by
+pinned version and sha256, cached by that hash, never committed. The conformance tests read its
+Dockerfile, the bench builds it with BuildKit. The index is pip's own (PIP_INDEX_URL, or pip's default)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import hashlib
 import json
 import os
 import pathlib
+import subprocess
 import tarfile
 import urllib.request
 from typing import Final
@@ -53,3 +55,23 @@ def vllm_source() -> pathlib.Path:
             archive.extractall(root, filter="data")
         (root / ".complete").touch()
     return tree
+
+
+def git(checkout: pathlib.Path, *args: str, date: str | None = None) -> str:
+    """Run git in a checkout with a fixed identity (and, given one, a fixed date: the same tree then
+    gives the same commits in every copy); its output."""
+    command = ["git", "-C", str(checkout), "-c", "user.name=ci", "-c", "user.email=ci@example.invalid", *args]
+    env = {**os.environ, "GIT_AUTHOR_DATE": date, "GIT_COMMITTER_DATE": date} if date else None
+    return subprocess.run(command, check=True, capture_output=True, text=True, env=env).stdout.strip()
+
+
+def tagged_checkout(root: pathlib.Path, date: str | None = None) -> pathlib.Path:
+    """A folder made a git checkout one commit past the release's tag, as a vLLM PR branch is past a release."""
+    git(root, "init", "-q")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "release", date=date)
+    git(root, "tag", f"v{VLLM_VERSION}")
+    (root / "CHANGES").write_text("a PR's commit\n")
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "a PR's commit", date=date)
+    return root
