@@ -10,6 +10,7 @@ from dagger import dag
 from conftest import EXAMPLE, edit, example_module, source_of, tagged_checkout
 from vllm_ci.cli import module_functions
 from vllm_ci.graph import TARGETS, stage_graph
+from vllm_ci.stages.common import DIST
 from vllm_ci.version import git_versions
 
 pytestmark = pytest.mark.anyio
@@ -96,25 +97,28 @@ async def _keys(path: pathlib.Path, **overrides: object) -> dict[str, str]:
 async def test_a_python_only_change_leaves_csrc_build_identical_and_changes_the_test_image(
     client: None, example_dir: pathlib.Path
 ) -> None:
+    # What csrc-build gives its children is its wheel; the test image's vLLM is its installed package
+    # (digests of those folders: hashing whole root filesystems took minutes and proved no more).
     module = example_module()
+    installed = f"{module.site_packages()}/vllm"
     before_keys = await _keys(example_dir)
-    before_csrc = await (await module.csrc_build(source_of(example_dir))).directory("/").digest()
-    before_test = await (await module.test_image(source_of(example_dir))).rootfs().digest()
+    before_csrc = await (await module.csrc_build(source_of(example_dir))).directory(DIST).digest()
+    before_test = await (await module.test_image(source_of(example_dir))).directory(installed).digest()
     edit(example_dir / "vllm" / "layers.py", "CHANGED_BY_TEST = True")
     after_keys = await _keys(example_dir)
     assert after_keys["csrc-build"] == before_keys["csrc-build"]
-    assert await (await module.csrc_build(source_of(example_dir))).directory("/").digest() == before_csrc
+    assert await (await module.csrc_build(source_of(example_dir))).directory(DIST).digest() == before_csrc
     assert after_keys["test"] != before_keys["test"]
-    assert await (await module.test_image(source_of(example_dir))).rootfs().digest() != before_test
+    assert await (await module.test_image(source_of(example_dir))).directory(installed).digest() != before_test
 
 
 async def test_a_csrc_change_changes_csrc_build(client: None, example_dir: pathlib.Path) -> None:
     module = example_module()
     before_keys = await _keys(example_dir)
-    before = await (await module.csrc_build(source_of(example_dir))).directory("/").digest()
+    before = await (await module.csrc_build(source_of(example_dir))).directory(DIST).digest()
     edit(example_dir / "csrc" / "ops.c", "int changed_by_a_test(void) { return 42; }")
     assert (await _keys(example_dir))["csrc-build"] != before_keys["csrc-build"]
-    assert await (await module.csrc_build(source_of(example_dir))).directory("/").digest() != before
+    assert await (await module.csrc_build(source_of(example_dir))).directory(DIST).digest() != before
 
 
 async def test_docs_and_git_never_enter_a_key(client: None, example_dir: pathlib.Path) -> None:

@@ -1,0 +1,62 @@
+"""An image's filesystem from its layers, as an OCI runtime unpacks them (no engine: tars made here)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+
+from stagecache.imagefs import Entry, apply_layer, difference
+
+
+def layer(*members: tuple[str, str, bytes | str]) -> tarfile.TarFile:
+    """A layer tar of (kind, path, content or link target) members, opened for reading."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for kind, path, content in members:
+            info = tarfile.TarInfo(path)
+            if kind == "dir":
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                archive.addfile(info)
+            elif kind in ("symlink", "hardlink"):
+                info.type = tarfile.SYMTYPE if kind == "symlink" else tarfile.LNKTYPE
+                info.linkname = str(content)
+                archive.addfile(info)
+            else:
+                data = content if isinstance(content, bytes) else content.encode()
+                info.size, info.mode = len(data), 0o644
+                archive.addfile(info, io.BytesIO(data))
+    buffer.seek(0)
+    return tarfile.open(fileobj=buffer, mode="r")
+
+
+def sha(data: bytes) -> str:
+    """A file's content digest as Entry holds it."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_whiteouts_remove_a_path_and_opaque_markers_empty_a_folder_but_keep_it() -> None:
+    files: dict[str, Entry] = {}
+    apply_layer(files, layer(("dir", "etc", ""), ("file", "etc/a", b"a"), ("dir", "opt", ""), ("file", "opt/x/y", b"y"),
+                             ("file", "opt/z", b"z")))
+    apply_layer(files, layer(("file", "etc/.wh.a", b""), ("file", "opt/.wh..wh..opq", b""), ("file", "opt/new", b"n")))
+    assert sorted(files) == ["etc", "opt", "opt/new"]
+
+
+def test_a_hardlink_has_its_targets_content_and_a_file_replacing_a_folder_drops_its_children() -> None:
+    files: dict[str, Entry] = {}
+    apply_layer(files, layer(("file", "bin/tool", b"binary"), ("hardlink", "bin/alias", "bin/tool"),
+                             ("dir", "data", ""), ("file", "data/old", b"old")))
+    apply_layer(files, layer(("symlink", "data", "/elsewhere")))
+    assert files["bin/alias"] == Entry("file", 0o644, 0, 0, sha(b"binary"))
+    assert files["data"].kind == "symlink" and files["data"].content == "/elsewhere"
+    assert "data/old" not in files
+
+
+def test_the_difference_names_each_path_once_and_leaves_out_ignored_prefixes() -> None:
+    ours = {"a": Entry("file", 0o644, 0, 0, sha(b"1")), "b": Entry("file", 0o644, 0, 0, sha(b"2")),
+            "tmp/x": Entry("file", 0o644, 0, 0, sha(b"3"))}
+    theirs = {"a": Entry("file", 0o755, 0, 0, sha(b"1")), "c": Entry("dir", 0o755, 0, 0, "")}
+    lines = difference(ours, theirs, ignore=("tmp/",))
+    assert [line.split(":")[0] for line in lines] == ["differs", "only ours", "only theirs"]
+    assert lines[0].startswith("differs: /a: ours file 644") and "theirs file 755" in lines[0]
