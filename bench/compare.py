@@ -21,7 +21,7 @@ from collections.abc import Callable
 from vllm_ci.args import read_args_file
 from vllm_ci.conformance import parse, split_stages
 from vllm_ci.graph import TARGETS
-from vllm_ci.upstream import git, tagged_checkout
+from vllm_ci.upstream import tagged_checkout
 from tools import (BENCH, REPO, WARM, BenchError, BuildKit, Buildkitd, Dagger, Names, ca_bundle, dockerfile_of, engine_lock, log_mark,
                    stored, traffic_since)
 
@@ -68,8 +68,10 @@ class Measure:
 
 def checkout(workdir: pathlib.Path, scenario: str) -> pathlib.Path:
     """A private checkout of the example (no build outputs), one commit past the release's tag, with
-    the scenario's edit as a PR's next commit. Fixed dates: every copy has the same commits, as a
-    fresh clone on a new agent has (upstream's Dockerfile binds .git; ours keys the version it gives)."""
+    the scenario's edit in the working tree. Fixed dates: every copy has the same commits, as a fresh
+    clone on a new agent has (upstream's Dockerfile binds .git; ours keys the version it gives).
+    The edit is not committed: a new commit is a new version, and rust-build, which links it into
+    vllm-rs, relinks on rust-build-cache (upstream's too); see the README's Performance section."""
     target = workdir / f"src-{scenario}"
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(EXAMPLE, target, ignore=lambda folder, names: [
@@ -78,7 +80,6 @@ def checkout(workdir: pathlib.Path, scenario: str) -> pathlib.Path:
     tagged_checkout(target, date=COMMIT_DATE)
     if scenario in EDITS:
         EDITS[scenario](target)
-        git(target, "commit", "-qam", f"bench: {scenario}", date=COMMIT_DATE)
     return target
 
 

@@ -58,7 +58,7 @@ def on_heavy_base(source: pathlib.Path, ref: str) -> pathlib.Path:
     lines = [f"--final-base-image={ref}" if line.startswith("--final-base-image=") else line
              for line in args.read_text().splitlines()]
     args.write_text("\n".join(lines) + "\n")
-    git(source, "commit", "-qam", "bench: the heavy base", date=COMMIT_DATE)
+    git(source, "commit", "-qm", "bench: the heavy base", "vllm-ci.args", date=COMMIT_DATE)
     return source
 
 
