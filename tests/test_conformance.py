@@ -20,7 +20,6 @@ from vllm_ci.errors import UsageError
 
 EXPECTED = REPO / "tests" / "expected" / f"conformance-vllm-{VLLM_VERSION}.json"
 CLIENT = REPO / ".venv" / "bin" / "vllm-ci"
-BENCH_DOCKERFILE = REPO / "bench" / "dockerfiles" / "Dockerfile.today"
 
 
 @pytest.fixture(scope="module")
@@ -60,11 +59,6 @@ def test_the_report_on_vllm_0_33_0_conforms_with_exactly_the_known_deviations(up
     report = report_on(upstream_dockerfile)
     assert_matches_expectation(report, EXPECTED)
     assert report.ok() and report.counts()[MISSING] == report.counts()[CHANGED] == 0
-
-
-def test_the_report_on_the_example_dockerfile_that_bench_builds_lists_exactly_what_is_known_to_differ() -> None:
-    report = check(BENCH_DOCKERFILE.read_text(), "bench/dockerfiles/Dockerfile.today", DECLARED, arg_defaults(), PROJECT_ARGS)
-    assert_matches_expectation(report, REPO / "tests" / "expected" / "conformance-bench-today.json")
 
 
 def test_every_stage_of_the_real_file_has_its_function_with_the_same_from(upstream_dockerfile: str) -> None:
