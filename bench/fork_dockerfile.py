@@ -7,17 +7,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from vllm_ci.args import PROJECT_ARGS, arg_defaults, read_args_file
+from tools import BenchError
+from vllm_ci.args import PORTABLE_COMMANDS, PROJECT_ARGS, arg_defaults, read_args_file
 from vllm_ci.conformance import arg_items, normalise, parse
-
-# The project's arguments for commands upstream writes with no ARG (each one's default is upstream's text).
-PORTABLE = ("manylinux_packages_command", "uv_installer_command", "rust_packages_command",
-            "cuda_jit_packages_command", "dev_packages_command")
-
-
-class ForkError(ValueError):
-    """Upstream's file and the args file do not fit together (a portable command not found once, an
-    ARG upstream does not declare)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,17 +22,18 @@ class Fork:
 
 def fork(upstream: str, args_file: str) -> Fork:
     """Upstream's Dockerfile with the args file's portable commands in place of upstream's, and the
-    args file's other flags as build args under upstream's ARG names."""
+    args file's other flags as build args under upstream's ARG names. A BenchError when the two do
+    not fit (a portable command not found once, an ARG upstream does not declare)."""
     flags = read_args_file(args_file)
     defaults = arg_defaults()
     commands = parse(upstream, "docker/Dockerfile")
     lines = upstream.splitlines(keepends=True)
-    for name in PORTABLE:
+    for name in PORTABLE_COMMANDS:
         if flags.get(name, defaults[name]) == defaults[name]:
             continue
         found = [c for c in commands if defaults[name] in normalise(c.original)]
         if len(found) != 1:
-            raise ForkError(f"{name}: upstream's command is in {len(found)} instructions, not one")
+            raise BenchError(f"{name}: upstream's command is in {len(found)} instructions, not one")
         command = found[0]
         lines[command.start_line - 1] = normalise(command.original).replace(defaults[name], flags[name]) + "\n"
         for index in range(command.start_line, command.end_line):
@@ -51,6 +44,6 @@ def fork(upstream: str, args_file: str) -> Fork:
         if name in PROJECT_ARGS:
             continue
         if name not in declared:
-            raise ForkError(f"--{name.replace('_', '-')}: upstream's Dockerfile declares no ARG {name.upper()}")
+            raise BenchError(f"--{name.replace('_', '-')}: upstream's Dockerfile declares no ARG {name.upper()}")
         build_args[declared[name]] = value
     return Fork("".join(lines), build_args)

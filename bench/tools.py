@@ -20,7 +20,6 @@ from collections.abc import Iterator
 
 import anyio
 
-from fork_dockerfile import fork
 from stagecache.registry import MANIFEST_MEDIA_TYPES, RegistryClient
 from vllm_ci.upstream import vllm_source
 
@@ -286,6 +285,8 @@ class BuildKit:
         build_args: dict[str, str] = {}
         dockerfile = dockerfile_of(self.layout)
         if self.layout == UPSTREAM_LAYOUT:
+            from fork_dockerfile import fork  # it raises this module's BenchError
+
             generated = fork(dockerfile.read_text(), (source / "vllm-ci.args").read_text())
             dockerfile, build_args = log.with_suffix(".Dockerfile"), generated.build_args
             dockerfile.write_text(generated.dockerfile)

@@ -11,14 +11,15 @@ import sys
 import pytest
 
 from conftest import EXAMPLE, REPO
-from vllm_ci.args import arg_defaults, read_args_file
+from vllm_ci.args import PORTABLE_COMMANDS, arg_defaults, read_args_file
 from vllm_ci.conformance import normalise, parse
 from vllm_ci.main import SOURCE_IGNORE
 from vllm_ci.upstream import vllm_source
 
 BENCH = REPO / "bench"
 sys.path.insert(0, str(BENCH))
-from fork_dockerfile import PORTABLE, ForkError, fork  # noqa: E402
+from fork_dockerfile import fork  # noqa: E402
+from tools import BenchError  # noqa: E402
 
 
 def test_the_dockerfiles_ignore_what_our_source_ignores() -> None:
@@ -36,12 +37,12 @@ def test_todays_layout_is_upstreams_dockerfile_with_only_the_portable_commands_r
     defaults = arg_defaults()
     # Each portable command the example overrides replaces upstream's text in exactly one RUN, and
     # nothing else of the file moves; the example's other flags are upstream ARGs, passed as build args.
-    assert sorted(name for name in PORTABLE for old, _ in changed if defaults[name] in normalise(old.original)) == sorted(
-        name for name in PORTABLE if read_args_file((EXAMPLE / "vllm-ci.args").read_text()).get(name, defaults[name]) != defaults[name])
-    assert len(changed) == len(PORTABLE) and all(new.cmd == "RUN" for _, new in changed)
+    assert sorted(name for name in PORTABLE_COMMANDS for old, _ in changed if defaults[name] in normalise(old.original)) == sorted(
+        name for name in PORTABLE_COMMANDS if read_args_file((EXAMPLE / "vllm-ci.args").read_text()).get(name, defaults[name]) != defaults[name])
+    assert len(changed) == len(PORTABLE_COMMANDS) and all(new.cmd == "RUN" for _, new in changed)
     assert generated.build_args["BUILD_BASE_IMAGE"].endswith("/library/vllm-ci-build:bookworm")
     assert generated.build_args["torch_cuda_arch_list"] == ""  # upstream's ARG, in upstream's spelling
-    with pytest.raises(ForkError, match="declares no ARG NO_SUCH_ARG"):
+    with pytest.raises(BenchError, match="declares no ARG NO_SUCH_ARG"):
         fork(upstream, "--no-such-arg=1\n")
 
 

@@ -53,10 +53,11 @@ def test_a_hardlink_has_its_targets_content_and_a_file_replacing_a_folder_drops_
     assert "data/old" not in files
 
 
-def test_the_difference_names_each_path_once_and_leaves_out_ignored_prefixes() -> None:
+def test_the_difference_names_each_differing_path_once_with_what_differs() -> None:
     ours = {"a": Entry("file", 0o644, 0, 0, sha(b"1")), "b": Entry("file", 0o644, 0, 0, sha(b"2")),
-            "tmp/x": Entry("file", 0o644, 0, 0, sha(b"3"))}
-    theirs = {"a": Entry("file", 0o755, 0, 0, sha(b"1")), "c": Entry("dir", 0o755, 0, 0, "")}
-    lines = difference(ours, theirs, ignore=("tmp/",))
+            "same": Entry("file", 0o644, 0, 0, sha(b"3"))}
+    theirs = {"a": Entry("file", 0o755, 0, 0, sha(b"1")), "c": Entry("dir", 0o755, 0, 0, ""),
+              "same": Entry("file", 0o644, 0, 0, sha(b"3"))}
+    lines = difference(ours, theirs)
     assert [line.split(":")[0] for line in lines] == ["differs", "only ours", "only theirs"]
     assert lines[0].startswith("differs: /a: ours file 644") and "theirs file 755" in lines[0]

@@ -9,7 +9,7 @@ import pathlib
 import posixpath
 import tarfile
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from stagecache.registry import ImageRef, connect
@@ -82,14 +82,13 @@ def apply_layer(files: dict[str, Entry], archive: tarfile.TarFile, keep: Callabl
         if kind == "file":
             extracted = archive.extractfile(member)
             assert extracted is not None
-            digest = hashlib.sha256()
-            chunks = []
+            digest, chunks, keeping = hashlib.sha256(), [], kept is not None and keep(path)
             for chunk in iter(lambda: extracted.read(1 << 20), b""):
                 digest.update(chunk)
-                if kept is not None and keep(path):
+                if keeping:
                     chunks.append(chunk)
-            if kept is not None and keep(path):
-                kept[path] = b"".join(chunks)
+            if keeping:
+                kept[path] = b"".join(chunks)  # type: ignore[index]
             content = digest.hexdigest()
         elif kind == "hardlink":
             target = posixpath.normpath(member.linkname.lstrip("/")).removeprefix("./")
@@ -121,14 +120,10 @@ async def image_files(ref: str, keep: Callable[[str], bool] = lambda path: False
     return ImageFiles(files, config, {path: data for path, data in kept.items() if path in files})
 
 
-def difference(ours: dict[str, Entry], theirs: dict[str, Entry], ignore: Iterable[str] = ()) -> list[str]:
-    """What differs between two filesystems, one line per path, sorted; paths under an ignored
-    prefix are left out."""
-    prefixes = tuple(ignore)
+def difference(ours: dict[str, Entry], theirs: dict[str, Entry]) -> list[str]:
+    """What differs between two filesystems, one line per path, sorted."""
     lines = []
     for path in sorted(set(ours) | set(theirs)):
-        if path.startswith(prefixes):
-            continue
         a, b = ours.get(path), theirs.get(path)
         if a is None:
             lines.append(f"only theirs: /{path} ({b.describe()})")  # type: ignore[union-attr]

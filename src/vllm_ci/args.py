@@ -155,10 +155,12 @@ GLOBAL_DEFAULTS: Final = frozenset({
     "INSTALL_KV_CONNECTORS", "BUILD_NIXL",
 })
 
+# This project's arguments for commands upstream hard-codes with no ARG: each one's default is
+# upstream's exact text, replaced where a build passes another (instructions.as_written).
+PORTABLE_COMMANDS: Final = ("manylinux_packages_command", "uv_installer_command", "rust_packages_command",
+                            "cuda_jit_packages_command", "dev_packages_command")
 # Typed arguments of this project that no ARG of vLLM's Dockerfile has.
-PROJECT_ARGS: Final = frozenset({"openai_extras", "manylinux_packages_command", "dev_packages_command",
-                                   "rust_packages_command", "cuda_jit_packages_command", "uv_installer_command",
-                                   "git_version", "git_version_clean"})
+PROJECT_ARGS: Final = frozenset({"openai_extras", *PORTABLE_COMMANDS, "git_version", "git_version_clean"})
 
 
 def read_args_file(text: str) -> dict[str, str]:
