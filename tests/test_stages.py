@@ -48,8 +48,9 @@ async def test_the_stages_the_test_image_does_not_need_build_the_example_too(cli
     # The user exists, vllm-rs is on PATH, and the second extension wheel (extensions-build's) imports.
     out = await nonroot.with_exec(["sh", "-c", "id -u && vllm-rs --version && "
                                    "python3 -c 'import mini_ep_kernels as ep; print(ep.world_size())'"]).stdout()
-    uid, binary, _version, world_size = out.split()  # the relink has no .git to take a version from
-    assert (uid, binary, world_size) == ("2000", "vllm-rs", "1")
+    uid, binary, version, world_size = out.split()
+    # The relink has no .git to take a version from: the binary reports its crate's, as vLLM's does.
+    assert (uid, binary, version, world_size) == ("2000", "vllm-rs", "0.0.1", "1")
 
 
 async def test_the_test_image_runs_the_examples_tests_green(client: None) -> None:

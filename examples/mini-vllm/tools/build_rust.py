@@ -16,9 +16,23 @@ def rust_py_extension_module_names() -> list[str]:
     return []
 
 
-def version() -> str:
-    """The version the binary reports: setuptools-scm's pretend version when one is set."""
-    return os.environ.get("SETUPTOOLS_SCM_PRETEND_VERSION") or "unknown"
+# vLLM's VLLM_GIT_DESCRIBE_COMMAND: release tags only.
+GIT_DESCRIBE_COMMAND = ["git", "describe", "--dirty", "--tags", "--long", "--abbrev=40", "--match", "v[0-9]*"]
+
+
+def prepare_build_environment() -> str | None:
+    """As vLLM's: VLLM_RS_BUILD_VERSION, else setuptools-scm's version of the checkout (a pretend one
+    when set), else none, and the binary falls back to its crate version."""
+    from setuptools_scm import get_version
+
+    version = os.getenv("VLLM_RS_BUILD_VERSION") or None
+    if version is None:
+        try:
+            version = get_version(root=ROOT, git_describe_command=GIT_DESCRIBE_COMMAND)
+        except LookupError:
+            return None
+    os.environ["VLLM_RS_BUILD_VERSION"] = version
+    return version
 
 
 def main(profile: str) -> None:
@@ -26,7 +40,8 @@ def main(profile: str) -> None:
     release = profile != "--debug"
     target = ROOT / "rust" / "target"
     command = ["cargo", "build", "--locked", "--manifest-path", str(ROOT / "rust" / "Cargo.toml"), "--target-dir", str(target)]
-    subprocess.run(command + (["--release"] if release else []), check=True, env={**os.environ, "VLLM_RS_VERSION": version()})
+    prepare_build_environment()
+    subprocess.run(command + (["--release"] if release else []), check=True)
     built = target / ("release" if release else "debug") / "vllm-rs"
     (ROOT / "vllm").mkdir(exist_ok=True)
     shutil.copy2(built, ROOT / "vllm" / "vllm-rs")
