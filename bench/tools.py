@@ -368,7 +368,9 @@ class Dagger:
             else:
                 env["_EXPERIMENTAL_DAGGER_CACHE_CONFIG"] = f"{main},mode=max"
                 written = [f"{names.cache}:main"]
-        report = json.loads(_run(cmd, log, env))
+        raw = _run(cmd, log, env)
+        log.with_suffix(".report.json").write_text(raw)  # `vllm-ci report --timeline` renders it
+        report = json.loads(raw)
         stages = [s for s in report["stages"] if s["outcome"] != "unused"]
         rebuilt = sum(s["outcome"] in ("exported", "built", "export-failed") for s in stages)
         # Without our cache every stage reads "built": what the engine cache saved shows in time and bytes only.
