@@ -23,6 +23,7 @@ GIT_DESCRIBE_COMMAND = ["git", "describe", "--dirty", "--tags", "--long", "--abb
 def prepare_build_environment() -> str | None:
     """As vLLM's: VLLM_RS_BUILD_VERSION, else setuptools-scm's version of the checkout (a pretend one
     when set), else none, and the binary falls back to its crate version."""
+    # Imported here: csrc-build loads this file by path, and its build requirements lack setuptools-scm.
     from setuptools_scm import get_version
 
     version = os.getenv("VLLM_RS_BUILD_VERSION") or None
