@@ -73,8 +73,9 @@ sys.exit(main(["install", "--no-index", "--upgrade", wheel]))
 '''
 PATH_ENV: Final = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # The machine's extra CA certificates (its egress CA): the images trust them as a corporate mirror's
-# base images trust its CA, so every RUN of any builder reaches PyPI (the engine adds them to its own
-# containers, BuildKit does not). Public certificates, not secrets; in the recipe by their hash.
+# base images trust its CA, so every RUN of any builder reaches PyPI (neither BuildKit nor our engine,
+# which ci/engine keeps from seeing them, adds them to containers). Public certificates, not secrets;
+# in the recipe by their hash.
 CA_DIR: Final = pathlib.Path("/usr/local/share/ca-certificates")
 
 
@@ -200,8 +201,8 @@ async def main(registry: str, cache_dir: pathlib.Path) -> None:
                 .with_env_variable("PATH", PATH_ENV)
             )
             print("published", await publish_both(debian, registry, DEBIAN_REPO, SUITE, debian_tag))
-        # uv reads the system's CA store (where the engine puts this network's CA, and where the
-        # certificates below go when ca-certificates is installed), not its own;
+        # uv reads the system's CA store (where the certificates below go when ca-certificates is
+        # installed), not its own;
         # CUDA_VERSION is in both vendor images' environment (the cu index of several RUNs reads it).
         with_index = (debian.with_directory(MIRROR, dag.host().directory(str(mirror_dir)))
                       .with_directory(str(CA_DIR), dag.host().directory(str(CA_DIR), include=list(ca_certificates())))
