@@ -44,6 +44,17 @@ async def test_a_container_downloads_a_package_from_pypi(client: None) -> None:
     assert "six-1.16.0-py2.py3-none-any.whl" in out
 
 
+async def test_an_exec_sees_no_certificate_the_engine_would_install_around_it(client: None) -> None:
+    # library/debian has no certificates of its own: an engine that saw the machine's CA folder
+    # would copy them in for every exec (two extra containers each; ci/engine hides the folder).
+    listing = await (
+        dag.container().from_(DEBIAN)
+        .with_exec(["sh", "-c", f": {uuid.uuid4().hex}; ls -A /usr/local/share/ca-certificates 2>/dev/null; echo end"])
+        .stdout()
+    )
+    assert listing == "end\n"
+
+
 async def test_the_engine_version_equals_the_sdk_version(client: None) -> None:
     from importlib.metadata import version
 
