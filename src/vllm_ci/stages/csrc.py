@@ -155,23 +155,78 @@ async def kernel_symbol_map(args: BuildArgs, ctx: StageContext) -> dagger.Contai
     return dag.container().with_(reproduces(SYMBOL_MAP, as_written("kernel-symbol-map", args, ctx)))
 
 
-# Installs a wheel into a folder laid out as the runtime image's system Python expects (its
-# site-packages, /usr/local/bin, its interpreter in the scripts' shebang), so the runtime image
-# gets vLLM's extension by a file copy, with no RUN on it. A Python program: the `installer`
-# library has no command line for a custom scheme. argv: wheel, destdir, site-packages, interpreter.
+# Installs wheels into a folder laid out as the runtime image's system Python expects (its
+# site-packages, /usr/local/bin), writing what upstream's `uv pip install --system <wheel>` writes
+# there, so the runtime image gets vLLM's extension and the EP kernels by a file copy, with no RUN
+# on it: uv's INSTALLER, REQUESTED, direct_url.json naming the wheel where upstream's RUN binds it,
+# uv_cache.json with the wheel's mtime, RECORD rows in uv's (sorted) order, uv's console-script
+# launcher for the interpreter --system finds (python3 on PATH), and for the EP kernels, bytecode
+# (UV_COMPILE_BYTECODE=1; vLLM's own .py files are replaced by its package layer, so not theirs).
+# bench/equivalence.py compares the result with upstream's uv install.
+# A Python program: the `installer` library has no command line for a custom scheme.
+# argv: destdir, site-packages, then triples: folder of wheels, where upstream's RUN binds it,
+# whether to compile bytecode (1 or 0).
 INSTALL_INTO_RUNTIME_LAYOUT = """
-import sys
+import glob, io, json, os, sys
 from installer import install
 from installer.destinations import SchemeDictionaryDestination
 from installer.sources import WheelFile
-wheel, destdir, site, python = sys.argv[1:5]
+from installer.utils import Scheme
+
+UV_LAUNCHER = '''#!/usr/bin/python3
+# -*- coding: utf-8 -*-
+import sys
+from {module} import {name}
+if __name__ == "__main__":
+    if sys.argv[0].endswith("-script.pyw"):
+        sys.argv[0] = sys.argv[0][:-11]
+    elif sys.argv[0].endswith(".exe"):
+        sys.argv[0] = sys.argv[0][:-4]
+    sys.exit({attr}())
+'''
+
+
+class AsUvWrites(SchemeDictionaryDestination):
+    def write_script(self, name, module, attr, section):
+        text = UV_LAUNCHER.format(module=module, name=attr.split(".")[0], attr=attr).encode()
+        return self.write_to_fs(Scheme("scripts"), name, io.BytesIO(text), is_executable=True)
+
+    def finalize_installation(self, scheme, record_file_path, records):
+        def written(item):
+            file_scheme, entry = item
+            if file_scheme == scheme:
+                return entry.path
+            return os.path.relpath(self.scheme_dict[file_scheme], self.scheme_dict[scheme]) + "/" + entry.path
+        super().finalize_installation(scheme, record_file_path, sorted(records, key=written))
+
+
+def compact(value):
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+destdir, site, *groups = sys.argv[1:]
 scheme = {"purelib": site, "platlib": site, "headers": "/usr/local/include", "scripts": "/usr/local/bin",
           "data": "/usr/local"}
-destination = SchemeDictionaryDestination(scheme, interpreter=python, script_kind="posix", destdir=destdir)
-with WheelFile.open(wheel) as source:
-    install(source, destination, additional_metadata={"INSTALLER": b"pip\\n"})
+for folder, seen_at, compile_bytecode in zip(groups[::3], groups[1::3], groups[2::3]):
+    for wheel in sorted(glob.glob(os.path.join(folder, "*.whl"))):
+        mtime = os.stat(wheel).st_mtime_ns
+        metadata = {
+            "INSTALLER": b"uv",
+            "REQUESTED": b"",
+            "direct_url.json": compact({"url": "file://" + os.path.join(seen_at, os.path.basename(wheel)), "archive_info": {}}),
+            "uv_cache.json": compact({"timestamp": {"secs_since_epoch": mtime // 10**9, "nanos_since_epoch": mtime % 10**9},
+                                      "commit": None, "tags": None, "env": {}, "directories": {}}),
+        }
+        destination = AsUvWrites(scheme, interpreter="/usr/bin/python3", script_kind="posix", destdir=destdir,
+                                 bytecode_optimization_levels=(0,) if compile_bytecode == "1" else ())
+        with WheelFile.open(wheel) as source:
+            install(source, destination, additional_metadata=metadata)
 """
 INSTALLER_VERSION = "0.7.0"
+# Where upstream's RUNs bind the wheels they install (`dist/*.whl`, `ep_kernels/dist/*.whl` under
+# WORKDIR /vllm-workspace): what direct_url.json names.
+VLLM_WHEEL_SEEN_AT = "/vllm-workspace/dist"
+EP_WHEELS_SEEN_AT = "/vllm-workspace/ep_kernels/dist"
 
 
 @stage("extension", from_=None, parents=("base", "csrc-build", "extensions-build"),
@@ -185,10 +240,7 @@ async def extension(args: BuildArgs, ctx: StageContext) -> dagger.Container:
         .with_directory(EP_DIST, ctx.parents["extensions-build"].directory(EP_DIST))
         .with_exec(["python3", "-m", "pip", "install", "--disable-pip-version-check", *args.pip_index_flags(),
                     f"installer=={INSTALLER_VERSION}"])
-        .with_exec(
-            # The wheels' file names are only known inside the container: one shell loop.
-            ["sh", "-c", 'for wheel in $1/*.whl $2/*.whl; do python3 -c "$0" "$wheel" "$3" "$4" "$5" || exit 1; done',
-             INSTALL_INTO_RUNTIME_LAYOUT, DIST, EP_DIST, EXTENSION_ROOT, args.site_packages(), f"/usr/bin/python{args.python_version}"]
-        )
+        .with_exec(["python3", "-c", INSTALL_INTO_RUNTIME_LAYOUT, EXTENSION_ROOT, args.site_packages(),
+                    DIST, VLLM_WHEEL_SEEN_AT, "0", EP_DIST, EP_WHEELS_SEEN_AT, "1"])
     )
     return scratch_with("/", unpacked.directory(EXTENSION_ROOT))
