@@ -2,14 +2,18 @@
 BuildKit on vLLM's real Dockerfile (bench's today layout), compared file by file (kind, mode,
 owner, content) and by config. BuildKit builds it twice, on empty daemons: what differs between
 its own two builds is run-to-run noise (timestamps in bytecode and caches, machine ids, logs) and
-is left out; what remains is where the port's result differs from upstream's. Prints the
-remaining paths grouped by folder, writes equivalence.json."""
+is left out; what remains is where the port's result differs from upstream's. Each remaining
+difference must be one of EXPECTED, with its reason; the run fails (exit 1) on any other, and on an
+expected one that no longer occurs (so a closed gap leaves the list). Prints the remaining paths
+grouped by folder and by reason, writes equivalence.json."""
 
 from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import datetime
+import fnmatch
 import json
 import pathlib
 import sys
@@ -23,6 +27,49 @@ from tools import BENCH, BenchError, BuildKit, Names, engine_lock
 
 CONFIG_FIELDS = ("Env", "WorkingDir", "Entrypoint", "Cmd", "User", "ExposedPorts", "Volumes", "StopSignal")
 OUR_LABELS = "org.vllm-ci."  # the stage cache's own labels (key, preimage, created)
+
+
+@dataclasses.dataclass(frozen=True)
+class Expected:
+    """A way our test image may differ from upstream's: lines of a kind ("only theirs", "differs",
+    "record", ...) on paths matching a pattern, and why."""
+
+    kind: str
+    pattern: str
+    why: str
+
+    def explains(self, line: str) -> bool:
+        """Whether a difference line is this one."""
+        return line.startswith(self.kind + ":") and fnmatch.fnmatchcase(path_of(line), self.pattern)
+
+
+OUR_WHEEL_FREE_FLOOR = "the Python-only floor never builds the wheels these are the checksums of"
+EXPECTED = (
+    Expected("only theirs", "/vllm-workspace/.git*", "deliberate: the upload leaves .git out (no key reads its "
+             "bytes; the version derived from it is in the keys)"),
+    Expected("only theirs", "/vllm-workspace/docs*", "deliberate: docs never enter a key (SOURCE_IGNORE)"),
+    Expected("only theirs", "/tmp/vllm-wheel.sha256", f"deliberate: {OUR_WHEEL_FREE_FLOOR}"),
+    Expected("only theirs", "/tmp/ep-kernels-wheels.sha256", f"deliberate: {OUR_WHEEL_FREE_FLOOR}"),
+    Expected("only theirs", "/usr/local/lib/python3.*/dist-packages/vllm/*__pycache__*",
+             "open (#14): no bytecode for the files of vLLM's package layer"),
+    # Ours lists nothing theirs does not (the line ends "0 only ours"), see explain().
+    Expected("record", "/usr/local/lib/python3.*/dist-packages/mini_vllm-*.dist-info/RECORD",
+             "open (#14): vLLM's RECORD lacks the files its package layer adds (those not in csrc-build's wheel)"),
+)
+
+
+def explain(report: dict[str, object]) -> tuple[dict[str, int], list[str], list[Expected]]:
+    """Each difference's reason: (count per reason, differences with none, expected ones that did not occur)."""
+    lines = [*report["deviations"], *report["records"], *report["config"]]  # type: ignore[misc]
+    counts: dict[str, int] = collections.Counter()
+    unexplained = []
+    for line in lines:
+        known = [e for e in EXPECTED if e.explains(line) and (e.kind != "record" or line.endswith(", 0 only ours"))]
+        if known:
+            counts[known[0].why] += 1
+        else:
+            unexplained.append(line)
+    return dict(counts), unexplained, [e for e in EXPECTED if e.why not in counts]
 
 
 def config_difference(ours: ImageFiles, theirs: ImageFiles) -> list[str]:
@@ -105,9 +152,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{count:6}  {folder}")
     for line in [*report["records"], *report["config"]]:  # type: ignore[misc]
         print(line)
-    (args.results / "equivalence.json").write_text(json.dumps({"target": args.target, **report}, indent=2))
+    explained, unexplained, absent = explain(report)
+    for why, count in explained.items():
+        print(f"{count:6}  {why}")
+    (args.results / "equivalence.json").write_text(json.dumps(
+        {"target": args.target, **report, "explained": explained, "unexplained": unexplained,
+         "no_longer_differ": [e.why for e in absent]}, indent=2))
     print(f"equivalence: wrote {args.results / 'equivalence.json'}", file=sys.stderr)
-    return 0
+    for line in unexplained:
+        print(f"equivalence: unexplained: {line}", file=sys.stderr)
+    for expected in absent:
+        print(f"equivalence: expected, no longer differs (remove it from EXPECTED): {expected.why}", file=sys.stderr)
+    return 1 if unexplained or absent else 0
 
 
 if __name__ == "__main__":

@@ -85,3 +85,16 @@ def test_the_scale_bench_runs_at_a_tiny_size_and_only_buildkit_pulls_the_heavy_l
     assert results["buildkit-today"]["pulled"] > 50_000_000, results
     assert "| 0.05 GB | ours |" in proc.stdout and "slope (s per GB of image)" in proc.stdout
     assert (tmp_path / "scale.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_our_test_image_differs_from_upstreams_own_build_only_where_a_reason_is_given(engine: None, tmp_path: pathlib.Path) -> None:
+    # The example's test image by ours, and twice by BuildKit on upstream's real Dockerfile (as the
+    # example's args fork it), compared file by file and by config: every difference must be one the
+    # bench names with its reason, and every one it names must still occur.
+    env = {**os.environ, "VLLM_CI_ENGINE_LOCK": ""}
+    proc = subprocess.run([sys.executable, str(BENCH / "equivalence.py"), "--results", str(tmp_path)],
+                          capture_output=True, text=True, env=env, timeout=2400)
+    report = json.loads((tmp_path / "equivalence.json").read_text())
+    assert proc.returncode == 0, (report.get("unexplained"), report.get("no_longer_differ"), proc.stderr[-2000:])
+    assert report["unexplained"] == [] and report["no_longer_differ"] == [] and report["config"] == []
+    assert report["files"]["ours"] > 1000 and report["explained"], report["files"]
