@@ -70,6 +70,13 @@ class Stage:
     # The parent it only adds file layers onto (with_directory, with_file), never reading its files:
     # a hit for that parent is used without being pulled. Every other parent's files are read.
     thin_over: str = ""
+    # Other parents whose files it only adds as layers of its own (with_directory of their folders,
+    # labels read from their configs), never reading their files: hits for them are not pulled either.
+    adds: tuple[str, ...] = ()
+
+    def reads_whole(self, parent: str) -> bool:
+        """Whether building this stage reads a parent's files (so a hit for it is pulled and checked)."""
+        return parent != self.thin_over and parent not in self.adds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -384,7 +391,7 @@ class StageCache:
         plan = await self._plan(source, target, target_first=True)
         planned_at = self._now()
         self._pulled = {parent for p in plan if p.hit is None and p.looked_up
-                        for parent in p.stage.parents if parent != p.stage.thin_over}
+                        for parent in p.stage.parents if p.stage.reads_whole(parent)}
         by_name = {p.stage.name: p for p in plan}
         report = BuildReport(target, [StageRecord(p.stage.name, p.key, "unused", note=p.note, why=p.why, queued_at=planned_at)
                                       for p in plan])
@@ -456,7 +463,7 @@ class StageCache:
             self._warn(f"warning: {reason}; the stage is rebuilt instead")
 
         parents: dict[str, dagger.Container] = {}
-        self._pulled.update(parent for parent in stage.parents if parent != stage.thin_over)  # built on: read whole
+        self._pulled.update(parent for parent in stage.parents if stage.reads_whole(parent))  # built on: read whole
 
         async def fetch(parent: str) -> None:
             parents[parent] = await resolve(parent)

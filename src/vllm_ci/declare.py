@@ -44,6 +44,7 @@ class StageDeclaration:
     parents: tuple[str, ...] = ()  # the stages whose results it uses
     reads: tuple[str, ...] = ()  # the source files it reads: its COPY set, its filter and its key's input
     thin_over: str = ""  # the parent it only adds file layers onto, never reading its files
+    adds: tuple[str, ...] = ()  # other parents whose folders it only adds as layers, never reading their files
     # ARGs only this project's way of doing a step reads (the file-layer install reads PYTHON_VERSION
     # for the site-packages path), which upstream's stage does not declare: in the key, not in RUNs.
     also_reads: tuple[str, ...] = ()
@@ -79,19 +80,23 @@ def stage(
     args: Sequence[str] = (),
     thin_over: str = "",
     also_reads: Sequence[str] = (),
+    adds: Sequence[str] = (),
 ) -> Callable[[F], F]:
     """Declare, once and on the function, the stage it builds: its Dockerfile FROM (None for a
     stage of this project only), the stages it builds on, the source files and the ARGs it reads,
-    the parent it only adds file layers onto (`thin_over`: that parent is never pulled), and the ARGs
-    only this project's deviation reads (`also_reads`)."""
+    the parent it only adds file layers onto (`thin_over`: that parent is never pulled), other parents
+    whose folders it only adds as layers (`adds`: not pulled either), and the ARGs only this project's
+    deviation reads (`also_reads`)."""
 
     def register(function: F) -> F:
         if name in DECLARED:
             raise ValueError(f"stage {name!r} is declared twice: {DECLARED[name].function.__qualname__} and {function.__qualname__}")
         if thin_over and thin_over not in parents:
             raise ValueError(f"stage {name!r}: thin_over={thin_over!r} is not one of its parents")
+        if set(adds) - set(parents):
+            raise ValueError(f"stage {name!r}: adds={sorted(set(adds) - set(parents))!r} are not among its parents")
         DECLARED[name] = StageDeclaration(name, from_, tuple(args), function, tuple(parents), tuple(reads), thin_over,
-                                          tuple(also_reads))
+                                          adds=tuple(adds), also_reads=tuple(also_reads))
         return function
 
     return register

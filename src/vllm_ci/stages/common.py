@@ -3,9 +3,17 @@ path that installs vLLM by file operations (no RUN after it)."""
 
 from __future__ import annotations
 
+import base64
+import csv
 import dataclasses
+import hashlib
+import io
+import json
+import pathlib
+import tempfile
 
 import dagger
+from dagger import dag
 
 from stagecache import StageContext
 
@@ -34,6 +42,9 @@ PACKAGE_EXCLUDE = ["**/__pycache__", "**/*.pyc", "**/*.so"]
 FLOOR = ("vLLM is added by file layers (csrc-build's extension and the EP kernel wheels as installed, the vllm/ "
          "files and rust-build's vllm-rs, linked on PATH in vllm-base), not by installing build's wheel with a RUN "
          "that would pull every layer below")
+# On extension's and rust-build's images: the RECORD rows of what they hold, as JSON in the image
+# config, so the package layer's RECORD is written without pulling either layer.
+RECORD_LABEL = "org.vllm-ci.record"
 PRETEND_VERSION = "SETUPTOOLS_SCM_PRETEND_VERSION"  # setuptools-scm takes this instead of asking git
 RUST_ARTIFACTS = "/workspace/vllm"  # where rust-build leaves vllm-rs and the PyO3 modules
 
@@ -52,13 +63,66 @@ def with_git_version(version: str, step: Step) -> Step:
     return lambda ctr: step(ctr.with_env_variable(PRETEND_VERSION, version)).without_env_variable(PRETEND_VERSION)
 
 
-def with_vllm(args: BuildArgs, image: dagger.Container, ext: dagger.Container, source: dagger.Directory,
-              rust: dagger.Container) -> dagger.Container:
+def package_files(source: dagger.Directory) -> dagger.Directory:
+    """The vllm/ files the package layer adds: the source's, less what a wheel would not ship."""
+    return dag.directory().with_directory(".", source.directory("vllm"), exclude=PACKAGE_EXCLUDE)
+
+
+def record_rows(folder: pathlib.Path, prefix: str) -> list[list[str]]:
+    """RECORD rows (path, sha256=<urlsafe base64>, size) of every file under a folder, as an installer writes them."""
+    rows = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        rows.append([prefix + path.relative_to(folder).as_posix(), f"sha256={digest}", str(len(data))])
+    return rows
+
+
+async def rows_of(directory: dagger.Directory, prefix: str) -> list[list[str]]:
+    """RECORD rows of a directory's files, hashed here (exported to a temporary folder first)."""
+    with tempfile.TemporaryDirectory(prefix="vllm-ci-record-") as tmp:
+        await directory.export(tmp)
+        return record_rows(pathlib.Path(tmp), prefix)
+
+
+@dataclasses.dataclass(frozen=True)
+class Record:
+    """An installed distribution's RECORD file: where it is in the image, and its text."""
+
+    path: str
+    text: str
+
+
+async def installed_record(args: BuildArgs, ctx: StageContext) -> Record | None:
+    """vLLM's RECORD as uv writes it installing build's wheel: extension's rows for csrc-build's wheel,
+    with the package layer's files (the vllm/ sources, rust-build's artifacts) in place of or beside
+    them, sorted as uv sorts them. Read from extension's and rust-build's image configs, never their
+    layers; None when either carries no rows (extension's RECORD then stays)."""
+    label = await ctx.parents["extension"].label(RECORD_LABEL)
+    if not label:
+        return None
+    installed = json.loads(label)
+    rust_rows = await ctx.parents["rust-build"].label(RECORD_LABEL)
+    if not rust_rows:
+        return None
+    rows = {row[0]: row for row in installed["rows"]}
+    rows.update({row[0]: row for row in [*await rows_of(package_files(ctx.source), "vllm/"), *json.loads(rust_rows)]})
+    text = io.StringIO()
+    csv.writer(text, lineterminator="\n").writerows(rows[path] for path in sorted(rows))
+    return Record(f"{args.site_packages()}/{installed['dist_info']}/RECORD", text.getvalue())
+
+
+def with_vllm(args: BuildArgs, image: dagger.Container, ctx: StageContext, record: Record | None) -> dagger.Container:
     """Add vLLM to an image by file operations only: the extension layer, the Python package files,
-    then rust-build's artifacts (vllm-rs) where the wheel puts them."""
+    rust-build's artifacts (vllm-rs) where the wheel puts them, then vLLM's RECORD listing them all."""
     site_vllm = f"{args.site_packages()}/vllm"
-    return (
-        image.with_directory("/", ext.rootfs())
-        .with_directory(site_vllm, source.directory("vllm"), exclude=PACKAGE_EXCLUDE)
-        .with_directory(site_vllm, rust.directory(RUST_ARTIFACTS))
+    installed = (
+        image.with_directory("/", ctx.parents["extension"].rootfs())
+        .with_directory(site_vllm, package_files(ctx.source))
+        .with_directory(site_vllm, ctx.parents["rust-build"].directory(RUST_ARTIFACTS))
     )
+    if not record:
+        return installed
+    # A directory added, not with_new_file: a file op on the imported image would pull all of it.
+    folder, name = record.path.rsplit("/", 1)
+    return installed.with_directory(folder, dag.directory().with_new_file(name, record.text))

@@ -7,6 +7,10 @@ as the runtime image's system Python lays it out, so images get vLLM's extension
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+
 import dagger
 from dagger import dag
 
@@ -14,7 +18,7 @@ from stagecache import StageContext
 from vllm_ci.args import BuildArgs
 from vllm_ci.declare import reproduces, stage
 from vllm_ci.instructions import as_written
-from vllm_ci.stages.common import DIST, EXTENSION_ROOT, SOURCE_DATE_EPOCH, UV_BUILD_ENV, WORKDIR
+from vllm_ci.stages.common import DIST, EXTENSION_ROOT, RECORD_LABEL, SOURCE_DATE_EPOCH, UV_BUILD_ENV, WORKDIR
 from vllm_ci.stages.extensions import EP_DIST
 from vllm_ci.steps import scratch_with
 
@@ -233,7 +237,7 @@ EP_WHEELS_SEEN_AT = "/vllm-workspace/ep_kernels/dist"
        args=("PYTHON_VERSION", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL"))
 async def extension(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     """The compiled extension and the EP kernel wheels, with metadata and console scripts, as installed,
-    alone in one layer (no RUN)."""
+    alone in one layer (no RUN); vLLM's RECORD rows in its config."""
     unpacked = (
         ctx.parents["base"]
         .with_directory(DIST, ctx.parents["csrc-build"].directory(DIST))
@@ -243,4 +247,10 @@ async def extension(args: BuildArgs, ctx: StageContext) -> dagger.Container:
         .with_exec(["python3", "-c", INSTALL_INTO_RUNTIME_LAYOUT, EXTENSION_ROOT, args.site_packages(),
                     DIST, VLLM_WHEEL_SEEN_AT, "0", EP_DIST, EP_WHEELS_SEEN_AT, "1"])
     )
-    return scratch_with("/", unpacked.directory(EXTENSION_ROOT))
+    # csrc-build's wheel's RECORD rows, in the image config: the package layer's RECORD is written from
+    # them without pulling this layer (common.installed_record).
+    wheel = (await ctx.parents["csrc-build"].directory(DIST).glob("*.whl"))[0]
+    dist_info = "-".join(wheel.split("-")[:2]) + ".dist-info"  # a wheel's name starts with its dist-info's
+    record = await unpacked.file(f"{EXTENSION_ROOT}{args.site_packages()}/{dist_info}/RECORD").contents()
+    rows = {"dist_info": dist_info, "rows": list(csv.reader(io.StringIO(record)))}
+    return scratch_with("/", unpacked.directory(EXTENSION_ROOT)).with_label(RECORD_LABEL, json.dumps(rows))

@@ -6,6 +6,8 @@ build copies from it: vllm/vllm-rs and vllm/_rust_*.so."""
 
 from __future__ import annotations
 
+import json
+
 import dagger
 from dagger import dag
 
@@ -13,7 +15,7 @@ from stagecache import StageContext
 from vllm_ci.args import BuildArgs
 from vllm_ci.declare import deviates, reproduces, stage
 from vllm_ci.instructions import as_written
-from vllm_ci.stages.common import RUST_ARTIFACTS, WORKDIR, with_git_version, without_git
+from vllm_ci.stages.common import RECORD_LABEL, RUST_ARTIFACTS, WORKDIR, rows_of, with_git_version, without_git
 
 READS = ("requirements/build/rust.txt", "rust/", "rust-toolchain.toml", "tools/build_rust.py", "tools/build_rust.sh")
 NO_GIT = ("binds an empty .git: the upload leaves .git out, so setuptools-scm gets the version the host derived "
@@ -80,7 +82,10 @@ async def rust_build_cache(args: BuildArgs, ctx: StageContext) -> dagger.Contain
 
 @stage("rust-build", from_="rust-build-cache", parents=("rust-build-cache",), args=("git_version_clean",))
 async def rust_build(args: BuildArgs, ctx: StageContext) -> dagger.Container:
-    """FROM rust-build-cache AS rust-build: relink with the exact version; keep only the artifacts."""
+    """FROM rust-build-cache AS rust-build: relink with the exact version; keep only the artifacts (and
+    their RECORD rows, in the image config, for the package layer's RECORD)."""
     relink = deviates(RELINK, NO_GIT, as_written("rust-build", args, without_git(ctx)))
     built = ctx.parents["rust-build-cache"].with_(with_git_version(args.git_version_clean, relink))
-    return dag.container().with_directory(RUST_ARTIFACTS, built.directory(RUST_ARTIFACTS), include=["vllm-rs", "_rust_*.so"])
+    artifacts = dag.directory().with_directory(".", built.directory(RUST_ARTIFACTS), include=["vllm-rs", "_rust_*.so"])
+    rows = await rows_of(artifacts, "vllm/")
+    return dag.container().with_directory(RUST_ARTIFACTS, artifacts).with_label(RECORD_LABEL, json.dumps(rows))
