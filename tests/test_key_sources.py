@@ -113,7 +113,7 @@ def test_editing_a_step_moves_the_stages_that_call_it_and_their_descendants(
     from vllm_ci.stages import common, runtime, test
 
     before = keys(stage_graph(BuildArgs()))
-    edited = _edited_copy(common.with_vllm, "exclude=PACKAGE_EXCLUDE", "exclude=[*PACKAGE_EXCLUDE, '**/*.pyi']", tmp_path)
+    edited = _edited_copy(common.with_vllm, "package_files(ctx.source))", "package_files(ctx.source), owner='0')", tmp_path)
     for module in (runtime, test):  # the stage modules that add vLLM by file layers (openai's through runtime's)
         monkeypatch.setattr(module, "with_vllm", edited)
     after = keys(stage_graph(BuildArgs()))
@@ -136,6 +136,7 @@ def _edited_copy(function, old: str, new: str, folder: pathlib.Path):  # type: i
     assert spec and spec.loader
     edited = importlib.util.module_from_spec(spec)
     edited.__dict__["_no_register"] = lambda *a, **k: (lambda f: f)
+    sys.modules[spec.name] = edited  # dataclasses look their module up there
     spec.loader.exec_module(edited)
     return getattr(edited, function.__name__)
 
