@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from stagecache.fingerprint import code_fingerprint
-from stagecache.inputs import ignore_patterns, manifest_digest, manifest_of
+from stagecache.inputs import files_of, ignore_patterns, manifest_digest, manifest_of
 from stagecache.store import stage_preimages
 from vllm_ci.args import BuildArgs
 from vllm_ci.declare import DECLARED
@@ -74,6 +74,20 @@ def test_a_symlink_is_recorded_by_its_target(tmp_path: pathlib.Path) -> None:
     assert first.startswith("link:") and manifest_of(str(tree))["link"] != first
 
 
+def test_the_record_row_from_the_clients_hash_of_a_source_file_is_the_one_an_installer_writes(tmp_path: pathlib.Path) -> None:
+    from vllm_ci.stages.common import record_row
+
+    (tmp_path / "vllm").mkdir()
+    (tmp_path / "vllm" / "empty.py").write_bytes(b"")
+    (tmp_path / "vllm" / "model.py").write_bytes(b"x = 1\n" * 1000)
+    files = files_of(str(tmp_path))
+    empty, model = files["vllm/empty.py"], files["vllm/model.py"]
+    # The wheel spec's RECORD hash: urlsafe base64 of the raw sha256, padding stripped; sha256 of b"" is well known.
+    assert record_row("vllm/empty.py", empty.sha256, empty.size) == [
+        "vllm/empty.py", "sha256=47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU", "0"]
+    assert record_row("vllm/model.py", model.sha256, model.size)[2] == "6000"
+
+
 CSRC_AND_BELOW = {"csrc-build", "kernel-symbol-map", "build", "extension", "vllm-base", "test", "vllm-openai-base",
                   "vllm-openai", "vllm-openai-nonroot", "vllm-sagemaker"}
 
@@ -113,9 +127,9 @@ def test_editing_a_step_moves_the_stages_that_call_it_and_their_descendants(
     from vllm_ci.stages import common, runtime, test
 
     before = keys(stage_graph(BuildArgs()))
-    edited = _edited_copy(common.with_vllm, "package_files(ctx.source))", "package_files(ctx.source), owner='0')", tmp_path)
+    edited = _edited_copy(common.vllm_installed, "package_files(ctx.source))", "package_files(ctx.source), owner='0')", tmp_path)
     for module in (runtime, test):  # the stage modules that add vLLM by file layers (openai's through runtime's)
-        monkeypatch.setattr(module, "with_vllm", edited)
+        monkeypatch.setattr(module, "vllm_installed", edited)
     after = keys(stage_graph(BuildArgs()))
     assert {s for s in before if before[s] != after[s]} == {
         "vllm-base", "test", "vllm-openai-base", "vllm-openai", "vllm-openai-nonroot", "vllm-sagemaker"}

@@ -8,6 +8,7 @@ hashed here; the engine only says which paths each stage's include patterns sele
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -20,6 +21,19 @@ import dagger
 
 Manifest = Mapping[str, str]  # path -> "file:<sha256>", "exec:<sha256>" or "link:<sha256 of target>"
 IGNORE_FILE = ".dockerignore"
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceFile:
+    """One file of the source as the client hashed it: its manifest entry and its size."""
+
+    entry: str  # "file:<sha256>", "exec:<sha256>" or "link:<sha256 of target>"
+    size: int  # bytes of its content (of its target, for a link)
+
+    @property
+    def sha256(self) -> str:
+        """The hex sha256 of its content (of its target, for a link)."""
+        return self.entry.partition(":")[2]
 
 
 def ignore_patterns(text: str) -> list[str]:
@@ -51,28 +65,34 @@ async def build_context(source: dagger.Directory, ignore_file: str) -> dagger.Di
     return source.filter(exclude=patterns) if patterns else source
 
 
-async def source_manifest(source: dagger.Directory) -> dict[str, str]:
-    """Every file of a directory with its content digest and kind, as git would record it."""
+async def source_files(source: dagger.Directory) -> dict[str, SourceFile]:
+    """Every file of a directory with its content digest, kind and size (exported here once)."""
     with tempfile.TemporaryDirectory(prefix="stagecache-source-") as folder:
         await source.export(folder)
-        return manifest_of(folder)
+        return files_of(folder)
 
 
-def manifest_of(root: str) -> dict[str, str]:
-    """The manifest of a folder on this machine."""
-    manifest: dict[str, str] = {}
-    for folder, dirs, files in os.walk(root):
-        for name in [*files, *(d for d in dirs if os.path.islink(os.path.join(folder, d)))]:
+def files_of(root: str) -> dict[str, SourceFile]:
+    """Every file of a folder on this machine, hashed as git would record it, with its size."""
+    files: dict[str, SourceFile] = {}
+    for folder, dirs, names in os.walk(root):
+        for name in [*names, *(d for d in dirs if os.path.islink(os.path.join(folder, d)))]:
             path = os.path.join(folder, name)
             relative = os.path.relpath(path, root)
             info = os.lstat(path)
             if stat.S_ISLNK(info.st_mode):
-                manifest[relative] = "link:" + hashlib.sha256(os.readlink(path).encode()).hexdigest()
+                target = os.readlink(path).encode()
+                files[relative] = SourceFile("link:" + hashlib.sha256(target).hexdigest(), len(target))
             elif stat.S_ISREG(info.st_mode):
                 kind = "exec" if info.st_mode & stat.S_IXUSR else "file"  # git's rule: the owner's x bit
                 with open(path, "rb") as handle:
-                    manifest[relative] = f"{kind}:{hashlib.file_digest(handle, 'sha256').hexdigest()}"
-    return manifest
+                    files[relative] = SourceFile(f"{kind}:{hashlib.file_digest(handle, 'sha256').hexdigest()}", info.st_size)
+    return files
+
+
+def manifest_of(root: str) -> dict[str, str]:
+    """The manifest of a folder on this machine: path -> entry."""
+    return {path: file.entry for path, file in files_of(root).items()}
 
 
 async def selected(source: dagger.Directory, include: list[str], manifest: Manifest) -> dict[str, str]:

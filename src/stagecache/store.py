@@ -20,7 +20,7 @@ import anyio
 import dagger
 from dagger import dag
 
-from stagecache.inputs import IGNORE_FILE, build_context, manifest_digest, selected, source_manifest
+from stagecache.inputs import IGNORE_FILE, SourceFile, build_context, manifest_digest, selected, source_files
 from stagecache.keys import CREATED_LABEL, KEY_LABEL, PREIMAGE_LABEL, STAGE_LABEL, KeyPreimage, cache_tag
 from stagecache.registry import DEFAULT_ATTEMPTS, ImageRef, RegistryClient, RegistryError, connect
 from stagecache.report import BuildReport, Progress, StageRecord
@@ -46,12 +46,14 @@ class StageError(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class StageContext:
-    """What a stage's build function gets: its filtered source, its parents' results, and the
-    build's secrets (never part of a key)."""
+    """What a stage's build function gets: its filtered source, its parents' results, the build's
+    secrets (never part of a key), and the files it reads as the client hashed them (path -> digest
+    and size), so a stage that needs their digests does not export them again."""
 
     source: dagger.Directory
     parents: Mapping[str, dagger.Container]
     secrets: Mapping[str, dagger.Secret] = dataclasses.field(default_factory=dict)
+    files: Mapping[str, SourceFile] = dataclasses.field(default_factory=dict)
 
 
 BuildFunction = Callable[[StageContext], Awaitable[dagger.Container]]
@@ -67,16 +69,14 @@ class Stage:
     inputs: tuple[str, ...] = ()  # include patterns over the source; empty: reads no source
     args: Mapping[str, str] = dataclasses.field(default_factory=dict)
     code: str = ""  # fingerprint of the code that builds it (fingerprint.code_fingerprint)
-    # The parent it only adds file layers onto (with_directory, with_file), never reading its files:
-    # a hit for that parent is used without being pulled. Every other parent's files are read.
-    thin_over: str = ""
-    # Other parents whose files it only adds as layers of its own (with_directory of their folders,
-    # labels read from their configs), never reading their files: hits for them are not pulled either.
-    adds: tuple[str, ...] = ()
+    # Parents whose files it never reads: it only adds file layers onto them or merges their folders
+    # in (with_directory, with_file; labels read from their configs). A hit for one is used without
+    # being pulled or checked. Every other parent's files are read.
+    not_read: tuple[str, ...] = ()
 
     def reads_whole(self, parent: str) -> bool:
         """Whether building this stage reads a parent's files (so a hit for it is pulled and checked)."""
-        return parent != self.thin_over and parent not in self.adds
+        return parent not in self.not_read
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,6 +186,7 @@ class StageCache:
         self._mounted: set[tuple[str, str]] = set()  # (repository ref, blob digest) already in place
         self._corrupt: dict[str, str] = {}  # stage -> why its entry could not be used
         self._pulled: set[str] = set()  # stages whose files a stage built in this run reads
+        self._files: dict[str, SourceFile] = {}  # the planned source's files, as hashed on the client
         self.registry_attempts = registry_attempts
         self.tunnels = dict(tunnels or {})  # loopback port -> host:port of a tunnel the engine opened
         self._retries = 0  # registry requests asked again (429, 5xx, resets)
@@ -202,7 +203,8 @@ class StageCache:
         """plan() on a source already filtered by its ignore file. target_first: look up the target
         alone first, and the other stages only when it misses (a build needs nothing else of a hit)."""
         stages = ordered(self.stages, target)
-        manifest = await source_manifest(source) if any(s.inputs for s in stages) else {}
+        self._files = await source_files(source) if any(s.inputs for s in stages) else {}
+        manifest = {path: file.entry for path, file in self._files.items()}
         reads: dict[str, dict[str, str]] = {}
 
         async def select(stage: Stage) -> None:
@@ -478,7 +480,7 @@ class StageCache:
         record.started_at = self._now()
         self.progress.started(stage.name, record.why)
         filtered = source.filter(include=list(stage.inputs)) if stage.inputs else dag.directory()
-        ctr = await stage.build(StageContext(filtered, parents, self.secrets))
+        ctr = await stage.build(StageContext(filtered, parents, self.secrets, {path: self._files[path] for path in planned.inputs}))
         ctr = (
             ctr.with_label(STAGE_LABEL, stage.name)
             .with_label(KEY_LABEL, planned.key)

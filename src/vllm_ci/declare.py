@@ -43,8 +43,8 @@ class StageDeclaration:
     function: Callable[..., Any]
     parents: tuple[str, ...] = ()  # the stages whose results it uses
     reads: tuple[str, ...] = ()  # the source files it reads: its COPY set, its filter and its key's input
-    thin_over: str = ""  # the parent it only adds file layers onto, never reading its files
-    adds: tuple[str, ...] = ()  # other parents whose folders it only adds as layers, never reading their files
+    # Parents whose files it never reads: it only adds file layers onto them or merges their folders in.
+    not_read: tuple[str, ...] = ()
     # ARGs only this project's way of doing a step reads (the file-layer install reads PYTHON_VERSION
     # for the site-packages path), which upstream's stage does not declare: in the key, not in RUNs.
     also_reads: tuple[str, ...] = ()
@@ -78,25 +78,21 @@ def stage(
     parents: Sequence[str] = (),
     reads: Sequence[str] = (),
     args: Sequence[str] = (),
-    thin_over: str = "",
+    not_read: Sequence[str] = (),
     also_reads: Sequence[str] = (),
-    adds: Sequence[str] = (),
 ) -> Callable[[F], F]:
     """Declare, once and on the function, the stage it builds: its Dockerfile FROM (None for a
     stage of this project only), the stages it builds on, the source files and the ARGs it reads,
-    the parent it only adds file layers onto (`thin_over`: that parent is never pulled), other parents
-    whose folders it only adds as layers (`adds`: not pulled either), and the ARGs only this project's
-    deviation reads (`also_reads`)."""
+    the parents whose files it never reads, only adding layers onto them or merging their folders in
+    (`not_read`: those are never pulled), and the ARGs only this project's deviation reads (`also_reads`)."""
 
     def register(function: F) -> F:
         if name in DECLARED:
             raise ValueError(f"stage {name!r} is declared twice: {DECLARED[name].function.__qualname__} and {function.__qualname__}")
-        if thin_over and thin_over not in parents:
-            raise ValueError(f"stage {name!r}: thin_over={thin_over!r} is not one of its parents")
-        if set(adds) - set(parents):
-            raise ValueError(f"stage {name!r}: adds={sorted(set(adds) - set(parents))!r} are not among its parents")
-        DECLARED[name] = StageDeclaration(name, from_, tuple(args), function, tuple(parents), tuple(reads), thin_over,
-                                          adds=tuple(adds), also_reads=tuple(also_reads))
+        if set(not_read) - set(parents):
+            raise ValueError(f"stage {name!r}: not_read={sorted(set(not_read) - set(parents))!r} are not among its parents")
+        DECLARED[name] = StageDeclaration(name, from_, tuple(args), function, tuple(parents), tuple(reads),
+                                          not_read=tuple(not_read), also_reads=tuple(also_reads))
         return function
 
     return register

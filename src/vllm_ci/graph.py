@@ -38,7 +38,7 @@ def stage_graph(args: BuildArgs) -> list[Stage]:
     """Every declared stage, wired to its stage function with this build's arguments."""
     return [
         Stage(decl.name, functools.partial(decl.function, args), decl.parents, include_patterns(decl.reads),
-              key_args(decl, args), code_fingerprint(decl.function, OWN_CODE), decl.thin_over, decl.adds)
+              key_args(decl, args), code_fingerprint(decl.function, OWN_CODE), decl.not_read)
         for decl in DECLARED.values()
     ]
 

@@ -73,9 +73,23 @@ def record_rows(folder: pathlib.Path, prefix: str) -> list[list[str]]:
     rows = []
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         data = path.read_bytes()
-        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-        rows.append([prefix + path.relative_to(folder).as_posix(), f"sha256={digest}", str(len(data))])
+        rows.append(record_row(prefix + path.relative_to(folder).as_posix(), hashlib.sha256(data).hexdigest(), len(data)))
     return rows
+
+
+def record_row(path: str, sha256_hex: str, size: int) -> list[str]:
+    """One RECORD row: path, sha256=<urlsafe base64 of the digest, unpadded>, size."""
+    digest = base64.urlsafe_b64encode(bytes.fromhex(sha256_hex)).rstrip(b"=").decode()
+    return [path, f"sha256={digest}", str(size)]
+
+
+async def package_rows(ctx: StageContext) -> list[list[str]]:
+    """RECORD rows of the package layer's vllm/ files, from the digests the stage cache took of the
+    source (no second export): the paths are the layer's, as the engine filters them."""
+    layer = await package_files(ctx.source).glob("**")
+    files = {path: ctx.files.get(f"vllm/{path}") for path in layer}
+    return [record_row(f"vllm/{path}", file.sha256, file.size)
+            for path, file in sorted(files.items()) if file and not file.entry.startswith("link:")]
 
 
 async def rows_of(directory: dagger.Directory, prefix: str) -> list[list[str]]:
@@ -106,23 +120,28 @@ async def installed_record(args: BuildArgs, ctx: StageContext) -> Record | None:
     if not rust_rows:
         return None
     rows = {row[0]: row for row in installed["rows"]}
-    rows.update({row[0]: row for row in [*await rows_of(package_files(ctx.source), "vllm/"), *json.loads(rust_rows)]})
+    rows.update({row[0]: row for row in [*await package_rows(ctx), *json.loads(rust_rows)]})
     text = io.StringIO()
     csv.writer(text, lineterminator="\n").writerows(rows[path] for path in sorted(rows))
     return Record(f"{args.site_packages()}/{installed['dist_info']}/RECORD", text.getvalue())
 
 
-def with_vllm(args: BuildArgs, image: dagger.Container, ctx: StageContext, record: Record | None) -> dagger.Container:
-    """Add vLLM to an image by file operations only: the extension layer, the Python package files,
-    rust-build's artifacts (vllm-rs) where the wheel puts them, then vLLM's RECORD listing them all."""
+async def vllm_installed(args: BuildArgs, ctx: StageContext) -> Step:
+    """Adding vLLM to an image by file operations only: the extension layer, the Python package files,
+    rust-build's artifacts (vllm-rs) where the wheel puts them, then vLLM's RECORD."""
+    record = await installed_record(args, ctx)
     site_vllm = f"{args.site_packages()}/vllm"
-    installed = (
-        image.with_directory("/", ctx.parents["extension"].rootfs())
-        .with_directory(site_vllm, package_files(ctx.source))
-        .with_directory(site_vllm, ctx.parents["rust-build"].directory(RUST_ARTIFACTS))
-    )
-    if not record:
-        return installed
-    # A directory added, not with_new_file: a file op on the imported image would pull all of it.
-    folder, name = record.path.rsplit("/", 1)
-    return installed.with_directory(folder, dag.directory().with_new_file(name, record.text))
+
+    def step(image: dagger.Container) -> dagger.Container:
+        installed = (
+            image.with_directory("/", ctx.parents["extension"].rootfs())
+            .with_directory(site_vllm, package_files(ctx.source))
+            .with_directory(site_vllm, ctx.parents["rust-build"].directory(RUST_ARTIFACTS))
+        )
+        if not record:
+            return installed
+        # A directory added, not with_new_file: a file op on the imported image would pull all of it.
+        folder, name = record.path.rsplit("/", 1)
+        return installed.with_directory(folder, dag.directory().with_new_file(name, record.text))
+
+    return step

@@ -13,7 +13,7 @@ from stagecache import StageContext
 from vllm_ci.args import BuildArgs
 from vllm_ci.declare import deviates, reproduces, stage
 from vllm_ci.instructions import as_written
-from vllm_ci.stages.common import ARCH_ENV, installed_record
+from vllm_ci.stages.common import ARCH_ENV
 from vllm_ci.stages.runtime import COPY_EXTRAS, EXTRAS_READS, LIBRARY_PATHS, PACKAGE_INPUTS, with_vllm_installed
 
 # What vllm-openai-base's RUNs read: of requirements/ (which they bind), only the files they open.
@@ -174,13 +174,13 @@ async def openai_deps(args: BuildArgs, ctx: StageContext) -> dagger.Container:
 
 @stage("vllm-openai-base", from_="vllm-base", parents=("openai-deps", "extension", "rust-build"),
        reads=(*PACKAGE_INPUTS, *EXTRAS_READS),
-       args=OPENAI_BASE_ARGS, also_reads=("PYTHON_VERSION",), thin_over="openai-deps", adds=("extension", "rust-build"))
+       args=OPENAI_BASE_ARGS, also_reads=("PYTHON_VERSION",), not_read=("openai-deps", "extension", "rust-build"))
 async def openai_base(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     """FROM vllm-base AS vllm-openai-base: the server's dependencies, vLLM, and the build's ENV and LABELs."""
     upstream = as_written("vllm-openai-base", args, ctx)
     return (
         # What vllm-base adds onto the runtime, added here onto openai-deps (its markers are vllm-base's).
-        ctx.parents["openai-deps"].with_(with_vllm_installed(args, ctx, await installed_record(args, ctx)))
+        ctx.parents["openai-deps"].with_(await with_vllm_installed(args, ctx))
         .with_(as_written("vllm-base", args, ctx).step((*LIBRARY_PATHS, *COPY_EXTRAS)))
         .with_(deviates(DEPS_INSTRUCTIONS, BEFORE_VLLM))
         .with_(reproduces(BUILD_ENV, upstream))
@@ -189,7 +189,7 @@ async def openai_base(args: BuildArgs, ctx: StageContext) -> dagger.Container:
 
 
 @stage("vllm-sagemaker", from_="vllm-openai-base", parents=("vllm-openai-base",), reads=("examples/deployment/sagemaker-entrypoint.sh",),
-       thin_over="vllm-openai-base")
+       not_read=("vllm-openai-base",))
 async def sagemaker(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     """FROM vllm-openai-base AS vllm-sagemaker: the server behind SageMaker's entrypoint script."""
     script = ctx.source.file("examples/deployment/sagemaker-entrypoint.sh")
@@ -200,13 +200,13 @@ async def sagemaker(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     )
 
 
-@stage("vllm-openai", from_="vllm-openai-base", parents=("vllm-openai-base",), thin_over="vllm-openai-base")
+@stage("vllm-openai", from_="vllm-openai-base", parents=("vllm-openai-base",), not_read=("vllm-openai-base",))
 async def openai(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     """FROM vllm-openai-base AS vllm-openai: the server image, `vllm serve` as its entrypoint."""
     return ctx.parents["vllm-openai-base"].with_(reproduces(SERVE, as_written("vllm-openai", args, ctx)))
 
 
-@stage("vllm-openai-nonroot", from_="vllm-openai", parents=("vllm-openai",), thin_over="vllm-openai")
+@stage("vllm-openai-nonroot", from_="vllm-openai", parents=("vllm-openai",), not_read=("vllm-openai",))
 async def openai_nonroot(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     """FROM vllm-openai AS vllm-openai-nonroot: the server image run as the `vllm` user (opt-in)."""
     return ctx.parents["vllm-openai"].with_(reproduces(NONROOT, as_written("vllm-openai-nonroot", args, ctx)))

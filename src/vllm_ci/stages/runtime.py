@@ -15,7 +15,7 @@ from stagecache import StageContext
 from vllm_ci.args import BuildArgs
 from vllm_ci.declare import deviates, reproduces, stage
 from vllm_ci.instructions import as_written
-from vllm_ci.stages.common import COMPAT, FLOOR, Record, installed_record, with_vllm
+from vllm_ci.stages.common import COMPAT, FLOOR, vllm_installed
 from vllm_ci.steps import Step
 
 # After vLLM's wheel is installed (PyTorch's NVSHMEM), then in front of it the driver's path;
@@ -285,26 +285,27 @@ NOT_RUN = "only prints the installed packages; not run, as it would pull every l
 @stage("vllm-base", from_="vllm-runtime-base", parents=("vllm-runtime-base", "extension", "rust-build"),
        reads=(*PACKAGE_INPUTS, *EXTRAS_READS), also_reads=("PYTHON_VERSION",), args=("PIP_INDEX_URL", "UV_INDEX_URL", "PIP_EXTRA_INDEX_URL",
        "UV_EXTRA_INDEX_URL", "PYTORCH_CUDA_INDEX_BASE_URL", "PIP_KEYRING_PROVIDER", "UV_KEYRING_PROVIDER", "PYTORCH_NIGHTLY"),
-       thin_over="vllm-runtime-base", adds=("extension", "rust-build"))
+       not_read=("vllm-runtime-base", "extension", "rust-build"))
 async def vllm_base(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     """FROM vllm-runtime-base AS vllm-base: the runtime image with vLLM installed."""
     upstream = as_written("vllm-base", args, ctx)
     return (
         ctx.parents["vllm-runtime-base"]
         .with_(deviates((*WHEEL_COPIES, INSTALL_WHEEL, VLLM_RS_LINK, *EP_WHEELS), FLOOR,
-                        with_vllm_installed(args, ctx, await installed_record(args, ctx))))
+                        await with_vllm_installed(args, ctx)))
         .with_(deviates(UV_PIP_LIST, NOT_RUN))
         .with_(reproduces(LIBRARY_PATHS, upstream))
         .with_(reproduces(COPY_EXTRAS, upstream))
     )
 
 
-def with_vllm_installed(args: BuildArgs, ctx: StageContext, record: Record | None) -> Step:
+async def with_vllm_installed(args: BuildArgs, ctx: StageContext) -> Step:
     """vLLM as vllm-base installs it, by file layers: the extension, EP kernels, vllm/ files and vllm-rs,
     and the vllm-rs link on PATH. vllm-openai-base, which upstream builds on vllm-base, adds the same."""
+    installed = await vllm_installed(args, ctx)
 
     def step(ctr: dagger.Container) -> dagger.Container:
-        return (with_vllm(args, ctr, ctx, record)
+        return (ctr.with_(installed)
                 .with_symlink(f"{args.site_packages()}/vllm/vllm-rs", "/usr/local/bin/vllm-rs"))
 
     return step

@@ -14,7 +14,7 @@ from stagecache import StageContext
 from vllm_ci.args import BuildArgs
 from vllm_ci.declare import deviates, reproduces, stage
 from vllm_ci.instructions import as_written
-from vllm_ci.stages.common import EVERYTHING, FLOOR, RUNTIME_WORKSPACE, UV_BUILD_ENV, installed_record, with_vllm
+from vllm_ci.stages.common import EVERYTHING, FLOOR, RUNTIME_WORKSPACE, UV_BUILD_ENV, vllm_installed
 # test-deps and test repeat dev's and vllm-base's text for these.
 from vllm_ci.stages.dev import COPY_DEV_REQUIREMENTS
 from vllm_ci.stages.runtime import EP_WHEELS, INSTALL_WHEEL, LIBRARY_PATHS, WHEEL_COPIES
@@ -90,13 +90,13 @@ async def test_deps(args: BuildArgs, ctx: StageContext) -> dagger.Container:
 
 
 @stage("test", from_="test-deps", parents=("test-deps", "extension", "rust-build"), reads=EVERYTHING,
-       args=("PYTHON_VERSION", *INDEX_ARGS, "PYTORCH_NIGHTLY"), thin_over="test-deps", adds=("extension", "rust-build"))
+       args=("PYTHON_VERSION", *INDEX_ARGS, "PYTORCH_NIGHTLY"), not_read=("test-deps", "extension", "rust-build"))
 async def test(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     """FROM test-deps AS test: vLLM installed, then the source tree as the last, thin layer."""
-    upstream, record = as_written("test", args, ctx), await installed_record(args, ctx)
+    upstream = as_written("test", args, ctx)
     return (
         ctx.parents["test-deps"]
-        .with_(deviates((*WHEEL_COPIES, INSTALL_WHEEL, *EP_WHEELS), FLOOR, lambda ctr: with_vllm(args, ctr, ctx, record)))
+        .with_(deviates((*WHEEL_COPIES, INSTALL_WHEEL, *EP_WHEELS), FLOOR, await vllm_installed(args, ctx)))
         .with_(reproduces(LIBRARY_PATHS, upstream))
         .with_(deviates(SOURCE_TREE, SOURCE_TREE_BY_FILES, with_source_tree(ctx.source)))
         .with_(deviates(EDITABLE_TEST_UTILS, IN_TEST_DEPS))
