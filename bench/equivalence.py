@@ -50,8 +50,6 @@ EXPECTED = (
     Expected("only theirs", "/vllm-workspace/docs*", "deliberate: docs never enter a key (SOURCE_IGNORE)"),
     Expected("only theirs", "/tmp/vllm-wheel.sha256", f"deliberate: {OUR_WHEEL_FREE_FLOOR}"),
     Expected("only theirs", "/tmp/ep-kernels-wheels.sha256", f"deliberate: {OUR_WHEEL_FREE_FLOOR}"),
-    Expected("only theirs", "/usr/local/lib/python3.*/dist-packages/vllm/*__pycache__*",
-             "open (#14): no bytecode for the files of vLLM's package layer"),
 )
 
 

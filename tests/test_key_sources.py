@@ -105,7 +105,7 @@ def test_an_arg_of_the_runtime_moves_no_build_stage() -> None:
     before = keys(stage_graph(BuildArgs()))
     after = keys(stage_graph(BuildArgs(gguf_version="==0.19.0")))
     assert {s for s in before if before[s] != after[s]} == {
-        "vllm-runtime-base", "test-deps", "openai-deps", "vllm-base", "test", "vllm-openai-base", "vllm-openai",
+        "vllm-runtime-base", "runtime-python", "test-deps", "openai-deps", "vllm-base", "test", "vllm-openai-base", "vllm-openai",
         "vllm-openai-nonroot", "vllm-sagemaker"}
 
 

@@ -77,8 +77,9 @@ async def test_the_test_image_is_what_installing_the_wheel_gives(client: None) -
 async def test_vllms_metadata_record_and_launcher_are_what_uv_writes_installing_builds_wheel(client: None) -> None:
     # Upstream's own install (uv pip install --system dist/*.whl from /vllm-workspace) of build's wheel,
     # on the runtime base, against the test image's file layers. uv_cache.json holds the installed
-    # wheel's mtime, so only its fields are compared, and RECORD's row for it is left out. (Bytecode
-    # for the package layer's files is still open, #14.)
+    # wheel's mtime, so only its fields are compared, and RECORD's row for it is left out. Bytecode
+    # (UV_COMPILE_BYTECODE=1 in the runtime base) records each file's mtime: compared by the files
+    # compiled, and by Python finding every one up to date (compileall recompiles none).
     module, source = example_module(), source_of(EXAMPLE)
     wheel, ours = await module.wheel(source), await module.test_image(source)
     theirs = (
@@ -90,11 +91,13 @@ async def test_vllms_metadata_record_and_launcher_are_what_uv_writes_installing_
     show = ("cd $(python3 -c 'import sysconfig; print(sysconfig.get_path(\"platlib\"))')/mini_vllm-*.dist-info && "
             "for f in INSTALLER REQUESTED direct_url.json METADATA WHEEL entry_points.txt; do echo \"== $f\"; cat $f; "
             "echo; done && grep -v '/uv_cache.json,' RECORD && python3 -c 'import json; print(sorted(json.load(open(\"uv_cache.json\"))))' && "
-            "stat -c '%a' /usr/local/bin/vllm && cat /usr/local/bin/vllm")
+            "stat -c '%a' /usr/local/bin/vllm && cat /usr/local/bin/vllm && "
+            "cd ../vllm && find . -name '*.pyc' | sort && { python3 -m compileall . | grep -c '^Compiling' || true; }")
     expected, got = [await image.with_exec(["sh", "-c", show]).stdout() for image in (theirs, ours)]
     assert got == expected
     assert "== INSTALLER\nuv\n" in got and '"url":"file:///vllm-workspace/dist/mini_vllm-0.1.0-' in got
     assert "#!/usr/bin/python3\n" in got
+    assert "./__pycache__/layers.cpython-" in got and got.endswith("\n0\n")  # compiled, and all up to date
     # RECORD lists the package layer's files (not in csrc-build's wheel) and vllm-rs, with their hashes.
     assert "\nvllm/layers.py,sha256=" in got and "\nvllm/vllm-rs,sha256=" in got
 

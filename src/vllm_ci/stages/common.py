@@ -40,13 +40,19 @@ PACKAGE_EXCLUDE = ["**/__pycache__", "**/*.pyc", "**/*.so"]
 
 # The deviation every image with vLLM in it makes, in one sentence.
 FLOOR = ("vLLM is added by file layers (csrc-build's extension and the EP kernel wheels as installed, the vllm/ "
-         "files and rust-build's vllm-rs, linked on PATH in vllm-base), not by installing build's wheel with a RUN "
-         "that would pull every layer below")
+         "files with their bytecode, compiled by the runtime's own Python in runtime-python, and rust-build's vllm-rs, "
+         "linked on PATH in vllm-base), not by installing build's wheel with a RUN that would pull every layer below")
 # On extension's and rust-build's images: the RECORD rows of what they hold, as JSON in the image
 # config, so the package layer's RECORD is written without pulling either layer.
 RECORD_LABEL = "org.vllm-ci.record"
 PRETEND_VERSION = "SETUPTOOLS_SCM_PRETEND_VERSION"  # setuptools-scm takes this instead of asking git
 RUST_ARTIFACTS = "/workspace/vllm"  # where rust-build leaves vllm-rs and the PyO3 modules
+# The runtime-python stage: the runtime's interpreter alone, in this folder of vllm-runtime-base first.
+RUNTIME_PYTHON_ROOT = "/runtime-python"
+RUNTIME_PYTHON = "/usr/local/bin/runtime-python"  # in runtime-python's image: the runtime's python3
+# What uv's UV_COMPILE_BYTECODE=1 does after an install: compile every .py at optimization level 0,
+# timestamp-checked (no SOURCE_DATE_EPOCH), a file that does not compile skipped, not fatal.
+COMPILE_BYTECODE = "import compileall, sys; compileall.compile_dir(sys.argv[1], quiet=2, workers=0)"
 
 
 def without_git(ctx: StageContext) -> StageContext:
@@ -126,9 +132,22 @@ async def installed_record(args: BuildArgs, ctx: StageContext) -> Record | None:
     return Record(f"{args.site_packages()}/{installed['dist_info']}/RECORD", text.getvalue())
 
 
+def bytecode(site_vllm: str, ctx: StageContext) -> dagger.Directory:
+    """The package layer's bytecode as uv compiles it after installing (UV_COMPILE_BYTECODE=1), by the
+    runtime's own Python (runtime-python), with the files where the image has them: their __pycache__
+    folders, which record each file's mtime and size as the image holds it."""
+    compiled = (
+        ctx.parents["runtime-python"]
+        .with_mounted_directory(site_vllm, package_files(ctx.source))
+        .with_exec([RUNTIME_PYTHON, "-I", "-S", "-c", COMPILE_BYTECODE, site_vllm])
+        .directory(site_vllm)
+    )
+    return dag.directory().with_directory(".", compiled, include=["**/__pycache__/*.pyc"])
+
+
 async def vllm_installed(args: BuildArgs, ctx: StageContext) -> Step:
     """Adding vLLM to an image by file operations only: the extension layer, the Python package files,
-    rust-build's artifacts (vllm-rs) where the wheel puts them, then vLLM's RECORD."""
+    rust-build's artifacts (vllm-rs) where the wheel puts them, their bytecode, then vLLM's RECORD."""
     record = await installed_record(args, ctx)
     site_vllm = f"{args.site_packages()}/vllm"
 
@@ -137,6 +156,7 @@ async def vllm_installed(args: BuildArgs, ctx: StageContext) -> Step:
             image.with_directory("/", ctx.parents["extension"].rootfs())
             .with_directory(site_vllm, package_files(ctx.source))
             .with_directory(site_vllm, ctx.parents["rust-build"].directory(RUST_ARTIFACTS))
+            .with_directory(site_vllm, bytecode(site_vllm, ctx))
         )
         if not record:
             return installed

@@ -172,7 +172,7 @@ async def openai_deps(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     )
 
 
-@stage("vllm-openai-base", from_="vllm-base", parents=("openai-deps", "extension", "rust-build"),
+@stage("vllm-openai-base", from_="vllm-base", parents=("openai-deps", "extension", "rust-build", "runtime-python"),
        reads=(*PACKAGE_INPUTS, *EXTRAS_READS),
        args=OPENAI_BASE_ARGS, also_reads=("PYTHON_VERSION",), not_read=("openai-deps", "extension", "rust-build"))
 async def openai_base(args: BuildArgs, ctx: StageContext) -> dagger.Container:

@@ -15,8 +15,8 @@ from stagecache import StageContext
 from vllm_ci.args import BuildArgs
 from vllm_ci.declare import deviates, reproduces, stage
 from vllm_ci.instructions import as_written
-from vllm_ci.stages.common import COMPAT, FLOOR, vllm_installed
-from vllm_ci.steps import Step
+from vllm_ci.stages.common import COMPAT, FLOOR, RUNTIME_PYTHON, RUNTIME_PYTHON_ROOT, vllm_installed
+from vllm_ci.steps import Step, scratch_with
 
 # After vLLM's wheel is installed (PyTorch's NVSHMEM), then in front of it the driver's path;
 # vllm-base and test set both.
@@ -235,6 +235,28 @@ async def runtime_base(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     )
 
 
+# Copies the runtime's Python alone into RUNTIME_PYTHON_ROOT: the interpreter python3 on PATH is (the
+# one `uv pip install --system` uses), the libraries it links (by ldd) and its standard library.
+COPY_PYTHON_ALONE = f"""\
+set -eu
+python=$(readlink -f "$(command -v python3)")
+stdlib=$(python3 -I -S -c 'import sysconfig; print(sysconfig.get_path("stdlib"))')
+mkdir -p {RUNTIME_PYTHON_ROOT}
+{{ echo "$python"; ldd "$python" | grep -o '/[^ ]*'; }} | tar -c --dereference -P -T - | tar -x -C {RUNTIME_PYTHON_ROOT}
+tar -c -P "$stdlib" | tar -x -C {RUNTIME_PYTHON_ROOT}
+mkdir -p {RUNTIME_PYTHON_ROOT}$(dirname {RUNTIME_PYTHON})
+ln -s "$python" {RUNTIME_PYTHON_ROOT}{RUNTIME_PYTHON}
+"""
+
+
+@stage("runtime-python", from_=None, parents=("vllm-runtime-base",))
+async def runtime_python(args: BuildArgs, ctx: StageContext) -> dagger.Container:
+    """The runtime's own Python alone (interpreter, linked libraries, standard library), tens of MB:
+    it compiles vLLM's bytecode, as upstream's uv install does, without pulling the runtime."""
+    alone = ctx.parents["vllm-runtime-base"].with_exec(["sh", "-c", COPY_PYTHON_ALONE])
+    return scratch_with("/", alone.directory(RUNTIME_PYTHON_ROOT))
+
+
 WHEEL_COPIES = (
     'COPY --from=base /workspace/torch_lib_versions.txt torch_lib_versions.txt',
     'COPY --from=build /workspace/dist/wheel.sha256 /tmp/vllm-wheel.sha256',
@@ -282,7 +304,7 @@ EXTRAS_READS = ("examples/", "benchmarks/", "vllm/collect_env.py")
 NOT_RUN = "only prints the installed packages; not run, as it would pull every layer below"
 
 
-@stage("vllm-base", from_="vllm-runtime-base", parents=("vllm-runtime-base", "extension", "rust-build"),
+@stage("vllm-base", from_="vllm-runtime-base", parents=("vllm-runtime-base", "extension", "rust-build", "runtime-python"),
        reads=(*PACKAGE_INPUTS, *EXTRAS_READS), also_reads=("PYTHON_VERSION",), args=("PIP_INDEX_URL", "UV_INDEX_URL", "PIP_EXTRA_INDEX_URL",
        "UV_EXTRA_INDEX_URL", "PYTORCH_CUDA_INDEX_BASE_URL", "PIP_KEYRING_PROVIDER", "UV_KEYRING_PROVIDER", "PYTORCH_NIGHTLY"),
        not_read=("vllm-runtime-base", "extension", "rust-build"))
