@@ -66,10 +66,11 @@ async def test_a_one_line_python_change_pulls_no_heavy_layer_and_pushes_little(
 
     deps_layers = await layers(report.record("test-deps").ref)
     assert not set(deps_layers) & set(traffic.pulled), "a dependency layer was downloaded"
-    # Nor extension's layer (on vLLM, its compiled kernels): it is merged whole, and vLLM's RECORD is
-    # written from the rows in its image config. (rust-build's vllm-rs is copied out of a subfolder,
-    # a copy that reads it: the one small pull left.)
-    assert not set(await layers(report.record("extension").ref)) & set(traffic.pulled), "extension's layer was downloaded"
+    # Nor extension's layer (on vLLM, its compiled kernels), nor rust-installed's (vllm-rs): each is
+    # merged whole, and vLLM's RECORD is written from the rows in their image configs.
+    for merged in ("extension", "rust-installed"):
+        assert report.record(merged).outcome == "hit"
+        assert not set(await layers(report.record(merged).ref)) & set(traffic.pulled), f"{merged}'s layer was downloaded"
     changed = {d: s for d, s in (await layers(report.record("test").ref)).items() if d not in deps_layers}
     assert report.traffic is not None
     assert report.traffic["pushed"] <= 2 * sum(changed.values())

@@ -23,7 +23,7 @@ from stagecache.why import INPUTS_SUFFIX, LATEST_SUFFIX, inputs_tag
 from vllm_ci.graph import stage_graph
 
 pytestmark = pytest.mark.anyio
-TEST_STAGES = {"base", "rust-build-cache", "rust-build", "csrc-build", "extensions-build", "extension", "vllm-runtime-base", "runtime-python",
+TEST_STAGES = {"base", "rust-build-cache", "rust-build", "csrc-build", "extensions-build", "extension", "vllm-runtime-base", "runtime-python", "rust-installed",
                "test-deps", "test"}
 
 

@@ -167,7 +167,7 @@ async def test_the_version_derived_from_git_moves_only_the_stages_that_bind_git_
     plain = await _keys(example_dir)
     versioned = await _keys(example_dir, git_version=version, git_version_clean=clean)
     moved = {name for name in plain if plain[name] != versioned[name]}
-    assert moved == {"rust-build", "test"}  # not build-cache, base, csrc-build: they never bind .git
+    assert moved == {"rust-build", "rust-installed", "test"}  # not build-cache, base, csrc-build: they never bind .git
     image = await example_module(git_version=version, git_version_clean=clean).vllm_base(source_of(example_dir))
     assert (await image.with_exec(["vllm-rs", "--version"]).stdout()).strip() == f"vllm-rs {clean}"
 

@@ -42,7 +42,7 @@ PACKAGE_EXCLUDE = ["**/__pycache__", "**/*.pyc", "**/*.so"]
 FLOOR = ("vLLM is added by file layers (csrc-build's extension and the EP kernel wheels as installed, the vllm/ "
          "files with their bytecode, compiled by the runtime's own Python in runtime-python, and rust-build's vllm-rs, "
          "linked on PATH in vllm-base), not by installing build's wheel with a RUN that would pull every layer below")
-# On extension's and rust-build's images: the RECORD rows of what they hold, as JSON in the image
+# On extension's and rust-installed's images: the RECORD rows of what they hold, as JSON in the image
 # config, so the package layer's RECORD is written without pulling either layer.
 RECORD_LABEL = "org.vllm-ci.record"
 PRETEND_VERSION = "SETUPTOOLS_SCM_PRETEND_VERSION"  # setuptools-scm takes this instead of asking git
@@ -116,13 +116,13 @@ class Record:
 async def installed_record(args: BuildArgs, ctx: StageContext) -> Record | None:
     """vLLM's RECORD as uv writes it installing build's wheel: extension's rows for csrc-build's wheel,
     with the package layer's files (the vllm/ sources, rust-build's artifacts) in place of or beside
-    them, sorted as uv sorts them. Read from extension's and rust-build's image configs, never their
+    them, sorted as uv sorts them. Read from extension's and rust-installed's image configs, never their
     layers; None when either carries no rows (extension's RECORD then stays)."""
     label = await ctx.parents["extension"].label(RECORD_LABEL)
     if not label:
         return None
     installed = json.loads(label)
-    rust_rows = await ctx.parents["rust-build"].label(RECORD_LABEL)
+    rust_rows = await ctx.parents["rust-installed"].label(RECORD_LABEL)
     if not rust_rows:
         return None
     rows = {row[0]: row for row in installed["rows"]}
@@ -155,7 +155,7 @@ async def vllm_installed(args: BuildArgs, ctx: StageContext) -> Step:
         installed = (
             image.with_directory("/", ctx.parents["extension"].rootfs())
             .with_directory(site_vllm, package_files(ctx.source))
-            .with_directory(site_vllm, ctx.parents["rust-build"].directory(RUST_ARTIFACTS))
+            .with_directory("/", ctx.parents["rust-installed"].rootfs())
             .with_directory(site_vllm, bytecode(site_vllm, ctx))
         )
         if not record:

@@ -16,6 +16,7 @@ from vllm_ci.args import BuildArgs
 from vllm_ci.declare import deviates, reproduces, stage
 from vllm_ci.instructions import as_written
 from vllm_ci.stages.common import RECORD_LABEL, RUST_ARTIFACTS, WORKDIR, rows_of, with_git_version, without_git
+from vllm_ci.steps import scratch_with
 
 READS = ("requirements/build/rust.txt", "rust/", "rust-toolchain.toml", "tools/build_rust.py", "tools/build_rust.sh")
 NO_GIT = ("binds an empty .git: the upload leaves .git out, so setuptools-scm gets the version the host derived "
@@ -82,10 +83,18 @@ async def rust_build_cache(args: BuildArgs, ctx: StageContext) -> dagger.Contain
 
 @stage("rust-build", from_="rust-build-cache", parents=("rust-build-cache",), args=("git_version_clean",))
 async def rust_build(args: BuildArgs, ctx: StageContext) -> dagger.Container:
-    """FROM rust-build-cache AS rust-build: relink with the exact version; keep only the artifacts (and
-    their RECORD rows, in the image config, for the package layer's RECORD)."""
+    """FROM rust-build-cache AS rust-build: relink with the exact version; keep only the artifacts."""
     relink = deviates(RELINK, NO_GIT, as_written("rust-build", args, without_git(ctx)))
     built = ctx.parents["rust-build-cache"].with_(with_git_version(args.git_version_clean, relink))
     artifacts = dag.directory().with_directory(".", built.directory(RUST_ARTIFACTS), include=["vllm-rs", "_rust_*.so"])
+    return dag.container().with_directory(RUST_ARTIFACTS, artifacts)
+
+
+@stage("rust-installed", from_=None, parents=("rust-build",), args=("PYTHON_VERSION",))
+async def rust_installed(args: BuildArgs, ctx: StageContext) -> dagger.Container:
+    """rust-build's artifacts where vLLM's wheel installs them (site-packages/vllm), alone in one layer,
+    with their RECORD rows in the image config: merged into the runtime images whole ("/" onto "/",
+    which the engine does without reading the layer), so a hit is never pulled."""
+    artifacts = ctx.parents["rust-build"].directory(RUST_ARTIFACTS)
     rows = await rows_of(artifacts, "vllm/")
-    return dag.container().with_directory(RUST_ARTIFACTS, artifacts).with_label(RECORD_LABEL, json.dumps(rows))
+    return scratch_with(f"{args.site_packages()}/vllm", artifacts).with_label(RECORD_LABEL, json.dumps(rows))
