@@ -1,4 +1,4 @@
-"""The version vLLM's setup.py derives from a checkout's .git, derived on the host.
+"""The version vLLM's setup.py derives from a checkout's .git (or, outside git, its PKG-INFO), derived on the host.
 
 Upstream's stages `build` and `rust-build` bind .git and let setuptools-scm run `git describe`.
 The upload leaves .git out (it is large, and no key may read its contents), so the client derives
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import tomllib
 from unittest import mock
 
 from vllm_ci.errors import UsageError
@@ -21,20 +22,25 @@ CLEAN_METADATA = "{dirty=false}"
 
 def git_versions(checkout: pathlib.Path) -> tuple[str, str]:
     """(build's version, rust-build's version: the tree taken as clean) as setuptools-scm derives them
-    from the checkout's .git; ("", "") when the folder is not the root of a git checkout."""
-    if not (checkout / ".git").exists():
-        return "", ""
+    for the checkout: from its .git, or outside git from what setuptools-scm falls back to (an sdist's
+    PKG-INFO, the project's fallback_version); ("", "") when a folder outside git gives none."""
     from setuptools_scm import get_version  # imported only on the host, where a checkout is read
 
     def derive() -> str:
-        """setup.py's get_version() on this checkout."""
-        return get_version(root=str(checkout), scm={"git": {"describe_command": VLLM_GIT_DESCRIBE_COMMAND}})
+        """setup.py's get_version() on this checkout, with the project's own [tool.setuptools_scm]
+        settings (vLLM's are empty: its presence enables setuptools-scm; the example's give a fallback)."""
+        pyproject = checkout / "pyproject.toml"
+        toml = tomllib.loads(pyproject.read_text()) if pyproject.is_file() else {}
+        settings = toml.get("tool", {}).get("setuptools_scm", {})
+        return get_version(root=str(checkout), scm={"git": {"describe_command": VLLM_GIT_DESCRIBE_COMMAND}}, **settings)
 
     try:
         version = derive()
         with mock.patch.dict(os.environ, {"SETUPTOOLS_SCM_PRETEND_METADATA": CLEAN_METADATA}):
             return version, derive()
-    except (LookupError, OSError) as error:
+    except (LookupError, OSError, ValueError) as error:
+        if not (checkout / ".git").exists():
+            return "", ""
         why = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise UsageError(f"--source: setuptools-scm derives no version from {checkout}/.git ({why})") from None
 
