@@ -44,12 +44,16 @@ class Expected:
 
 
 OUR_WHEEL_FREE_FLOOR = "the Python-only floor never builds the wheels these are the checksums of"
+NO_COMMIT_ID = ("deliberate: build's RUN gets the version derived from .git, not .git, so setuptools-scm writes "
+                "vllm/_version.py with that version and commit_id None where upstream's has the commit (vLLM never reads it)")
 EXPECTED = (
     Expected("only theirs", "/vllm-workspace/.git*", "deliberate: the upload leaves .git out (no key reads its "
              "bytes; the version derived from it is in the keys)"),
     Expected("only theirs", "/vllm-workspace/docs*", "deliberate: docs never enter a key (SOURCE_IGNORE)"),
     Expected("only theirs", "/tmp/vllm-wheel.sha256", f"deliberate: {OUR_WHEEL_FREE_FLOOR}"),
     Expected("only theirs", "/tmp/ep-kernels-wheels.sha256", f"deliberate: {OUR_WHEEL_FREE_FLOOR}"),
+    Expected("differs", "*-packages/vllm/_version.py", NO_COMMIT_ID),
+    Expected("differs", "*-packages/vllm/__pycache__/_version.*.pyc", NO_COMMIT_ID),
 )
 
 

@@ -17,6 +17,7 @@ from dagger import dag
 from vllm_ci.args import BuildArgs, read_args_file
 from vllm_ci.cli import use_local_engine
 from vllm_ci.main import SOURCE_IGNORE, VllmCi
+from vllm_ci.version import git_versions
 from vllm_ci.upstream import git, tagged_checkout  # noqa: F401  (the tests import them from here)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -36,8 +37,9 @@ def example_args() -> dict[str, object]:
 
 
 def example_module(**overrides: object) -> VllmCi:
-    """The module object configured for the example."""
-    return VllmCi(**{**example_args(), **overrides})
+    """The module object configured for the example, with the version the client command derives for it."""
+    version, clean = git_versions(EXAMPLE)
+    return VllmCi(**{**example_args(), "git_version": version, "git_version_clean": clean, **overrides})
 
 
 def source_of(path: pathlib.Path) -> dagger.Directory:

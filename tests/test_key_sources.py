@@ -127,7 +127,8 @@ def test_editing_a_step_moves_the_stages_that_call_it_and_their_descendants(
     from vllm_ci.stages import common, runtime, test
 
     before = keys(stage_graph(BuildArgs()))
-    edited = _edited_copy(common.vllm_installed, "package_files(ctx.source))", "package_files(ctx.source), owner='0')", tmp_path)
+    edited = _edited_copy(common.vllm_installed, "package = package_files(ctx.source)",
+                          "package = package_files(ctx.source).with_new_directory('edited')", tmp_path)
     for module in (runtime, test):  # the stage modules that add vLLM by file layers (openai's through runtime's)
         monkeypatch.setattr(module, "vllm_installed", edited)
     after = keys(stage_graph(BuildArgs()))

@@ -49,8 +49,9 @@ async def test_the_stages_the_test_image_does_not_need_build_the_example_too(cli
     out = await nonroot.with_exec(["sh", "-c", "id -u && vllm-rs --version && "
                                    "python3 -c 'import mini_ep_kernels as ep; print(ep.world_size())'"]).stdout()
     uid, binary, version, world_size = out.split()
-    # The relink has no .git to take a version from: the binary reports its crate's, as vLLM's does.
-    assert (uid, binary, version, world_size) == ("2000", "vllm-rs", "0.0.1", "1")
+    # The relink takes the version the client derived (outside git, the example's fallback_version, as an
+    # sdist's PKG-INFO gives vLLM's), not its crate's (0.0.1).
+    assert (uid, binary, version, world_size) == ("2000", "vllm-rs", "0.1.0", "1")
 
 
 async def test_the_test_image_runs_the_examples_tests_green(client: None) -> None:
@@ -92,11 +93,13 @@ async def test_vllms_metadata_record_and_launcher_are_what_uv_writes_installing_
             "for f in INSTALLER REQUESTED direct_url.json METADATA WHEEL entry_points.txt; do echo \"== $f\"; cat $f; "
             "echo; done && grep -v '/uv_cache.json,' RECORD && python3 -c 'import json; print(sorted(json.load(open(\"uv_cache.json\"))))' && "
             "stat -c '%a' /usr/local/bin/vllm && cat /usr/local/bin/vllm && "
-            "cd ../vllm && find . -name '*.pyc' | sort && { python3 -m compileall . | grep -c '^Compiling' || true; }")
+            "cd ../vllm && cat _version.py && find . -name '*.pyc' | sort && { python3 -m compileall . | grep -c '^Compiling' || true; }")
     expected, got = [await image.with_exec(["sh", "-c", show]).stdout() for image in (theirs, ours)]
     assert got == expected
     assert "== INSTALLER\nuv\n" in got and '"url":"file:///vllm-workspace/dist/mini_vllm-0.1.0-' in got
     assert "#!/usr/bin/python3\n" in got
+    # build's version (setuptools-scm's), not csrc-build's pretend one, in the dist-info and _version.py.
+    assert "\nVersion: 0.1.0\n" in got and "__version__ = version = '0.1.0'" in got and "csrc.build" not in got
     assert "./__pycache__/layers.cpython-" in got and got.endswith("\n0\n")  # compiled, and all up to date
     # RECORD lists the package layer's files (not in csrc-build's wheel) and vllm-rs, with their hashes.
     assert "\nvllm/layers.py,sha256=" in got and "\nvllm/vllm-rs,sha256=" in got
@@ -170,6 +173,9 @@ async def test_the_version_derived_from_git_moves_only_the_stages_that_bind_git_
     assert moved == {"rust-build", "rust-installed", "test"}  # not build-cache, base, csrc-build: they never bind .git
     image = await example_module(git_version=version, git_version_clean=clean).vllm_base(source_of(example_dir))
     assert (await image.with_exec(["vllm-rs", "--version"]).stdout()).strip() == f"vllm-rs {clean}"
+    # The installed vLLM is build's version too: its metadata and _version.py (setuptools-scm's dev version).
+    script = "import importlib.metadata as m, vllm; print(m.version('mini-vllm'), vllm.__version__)"
+    assert (await image.with_exec(["python3", "-c", script]).stdout()).split() == [version, version]
 
 
 def test_the_module_lists_a_function_for_every_stage() -> None:

@@ -9,6 +9,9 @@ import pytest
 
 from conftest import git, tagged_checkout
 from vllm_ci.cli import main
+from vllm_ci.stages.common import build_version, version_file
+from vllm_ci.stages.csrc import CSRC_VERSION
+from vllm_ci.upstream import VLLM_VERSION, vllm_source
 from vllm_ci.version import git_versions
 
 
@@ -54,3 +57,33 @@ def test_a_git_folder_git_cannot_read_is_one_line_and_exit_2_before_any_containe
     assert main(["plan", "--source", str(checkout)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("vllm-ci: error: --source: setuptools-scm derives no version from ")
+
+
+def test_builds_wheel_version_is_setuptools_scms_with_the_suffix_setup_py_gave_csrc_builds_pretend_one() -> None:
+    pretend = CSRC_VERSION
+    assert build_version(pretend, "0.33.0", pretend) == "0.33.0"
+    assert build_version(f"{pretend}.cu130", "0.33.0", pretend) == "0.33.0+cu130"  # setup.py's sep: "+", or "."
+    assert build_version(f"{pretend}.empty", "0.33.1.dev5+gabc1234", pretend) == "0.33.1.dev5+gabc1234.empty"
+    assert build_version("0.1.0", "0.33.0", pretend) == "0.1.0"  # a static version: csrc-build's is build's
+    assert build_version(f"{pretend}.cu130", "", pretend) == f"{pretend}.cu130"  # no version derived
+
+
+def test_vllms_version_file_is_rewritten_in_its_version_lines_only_with_setuptools_scms_values() -> None:
+    template = (vllm_source() / "vllm" / "_version.py").read_text()  # what setuptools-scm wrote for the sdist
+    text = version_file(template, "0.33.1.dev5+gabc1234")
+    changed = [(a, b) for a, b in zip(template.splitlines(), text.splitlines()) if a != b]
+    assert len(text.splitlines()) == len(template.splitlines()) and len(changed) == 2
+    names: dict[str, object] = {}
+    exec(compile(text, "_version.py", "exec"), names)
+    assert names["__version__"] == "0.33.1.dev5+gabc1234"
+    assert names["__version_tuple__"] == (0, 33, 1, "dev5", "gabc1234")
+
+
+def test_outside_git_the_version_is_what_setuptools_scm_falls_back_to_an_sdists_pkg_info_or_the_projects_fallback(
+    tmp_path: pathlib.Path,
+) -> None:
+    assert git_versions(vllm_source()) == (VLLM_VERSION, VLLM_VERSION)
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "pyproject.toml").write_text('[tool.setuptools_scm]\nfallback_version = "0.1.0"\n')
+    assert git_versions(project) == ("0.1.0", "0.1.0")

@@ -9,11 +9,15 @@ import zipfile
 from pathlib import Path
 from types import ModuleType
 
+import tomllib
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+from setuptools_scm import get_version
 
 ROOT = Path(__file__).parent.resolve()
 EXT_RE = re.compile(r"^vllm/_C[^/]*\.so$")
+# vLLM's VLLM_GIT_DESCRIBE_COMMAND: release tags only.
+VLLM_GIT_DESCRIBE_COMMAND = ["git", "describe", "--dirty", "--tags", "--long", "--abbrev=40", "--match", "v[0-9]*"]
 
 
 def load_module_from_path(name: str, path: Path) -> ModuleType:
@@ -85,9 +89,21 @@ class cmake_build_ext(build_ext):
         subprocess.check_call(["cmake", "--build", str(build_dir), "--parallel", jobs])
 
 
+def get_vllm_version() -> str:
+    """As vLLM's setup.py: setuptools-scm's version (written to vllm/_version.py), with the target's
+    suffix; outside git and with no pretend version, pyproject's fallback_version."""
+    fallback = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools_scm"]["fallback_version"]
+    version = get_version(root=str(ROOT), write_to="vllm/_version.py", git_describe_command=VLLM_GIT_DESCRIBE_COMMAND,
+                          fallback_version=fallback)
+    sep = "+" if "+" not in version else "."  # dev versions might contain +
+    if envs.VLLM_TARGET_DEVICE == "empty":
+        version += f"{sep}empty"
+    return version
+
+
 ext_modules = [] if envs.VLLM_TARGET_DEVICE == "empty" else [CMakeExtension("vllm._C")]
 
 # The Rust frontend, when rust-build put it into the tree (vLLM's setup.py ships it as-is).
 package_data = {"vllm": ["vllm-rs"]} if (ROOT / "vllm" / "vllm-rs").exists() else {}
 
-setup(ext_modules=ext_modules, cmdclass={"build_ext": cmake_build_ext}, package_data=package_data)
+setup(version=get_vllm_version(), ext_modules=ext_modules, cmdclass={"build_ext": cmake_build_ext}, package_data=package_data)

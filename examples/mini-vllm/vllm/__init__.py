@@ -1,7 +1,10 @@
 """mini-vllm: a tiny vLLM-shaped package with a C extension (vllm._C)."""
 from types import ModuleType
 
-__version__ = "0.1.0"
+try:  # written by setuptools-scm when the package is built, as vLLM's
+    from vllm._version import __version__
+except ImportError:
+    __version__ = "dev"
 
 
 def native_ops() -> ModuleType:

@@ -42,8 +42,9 @@ PACKAGE_EXCLUDE = ["**/__pycache__", "**/*.pyc", "**/*.so"]
 FLOOR = ("vLLM is added by file layers (csrc-build's extension and the EP kernel wheels as installed, the vllm/ "
          "files with their bytecode, compiled by the runtime's own Python in runtime-python, and rust-build's vllm-rs, "
          "linked on PATH in vllm-base), not by installing build's wheel with a RUN that would pull every layer below")
-# On extension's and rust-installed's images: the RECORD rows of what they hold, as JSON in the image
-# config, so the package layer's RECORD is written without pulling either layer.
+# On extension's image: csrc-build's installed dist-info (texts, RECORD rows) and _version.py; on
+# rust-installed's: the RECORD rows of what it holds. JSON in the image config, so vLLM's dist-info is
+# written without pulling either layer.
 RECORD_LABEL = "org.vllm-ci.record"
 PRETEND_VERSION = "SETUPTOOLS_SCM_PRETEND_VERSION"  # setuptools-scm takes this instead of asking git
 RUST_ARTIFACTS = "/workspace/vllm"  # where rust-build leaves vllm-rs and the PyO3 modules
@@ -53,6 +54,8 @@ RUNTIME_PYTHON = "/usr/local/bin/runtime-python"  # in runtime-python's image: t
 # What uv's UV_COMPILE_BYTECODE=1 does after an install: compile every .py at optimization level 0,
 # timestamp-checked (no SOURCE_DATE_EPOCH), a file that does not compile skipped, not fatal.
 COMPILE_BYTECODE = "import compileall, sys; compileall.compile_dir(sys.argv[1], quiet=2, workers=0)"
+# The lines of a setuptools-scm _version.py that name the version.
+VERSION_LINES = ("__version__ = ", "__version_tuple__ = ")
 
 
 def without_git(ctx: StageContext) -> StageContext:
@@ -98,6 +101,12 @@ async def package_rows(ctx: StageContext) -> list[list[str]]:
             for path, file in sorted(files.items()) if file and not file.entry.startswith("link:")]
 
 
+def text_row(path: str, text: str) -> list[str]:
+    """The RECORD row of a file this project writes, from its text."""
+    data = text.encode()
+    return record_row(path, hashlib.sha256(data).hexdigest(), len(data))
+
+
 async def rows_of(directory: dagger.Directory, prefix: str) -> list[list[str]]:
     """RECORD rows of a directory's files, hashed here (exported to a temporary folder first)."""
     with tempfile.TemporaryDirectory(prefix="vllm-ci-record-") as tmp:
@@ -105,40 +114,75 @@ async def rows_of(directory: dagger.Directory, prefix: str) -> list[list[str]]:
         return record_rows(pathlib.Path(tmp), prefix)
 
 
+def build_version(csrc_version: str, git_version: str, pretend_version: str) -> str:
+    """The version of build's wheel, from csrc-build's: both come from the same setup.py with the same
+    target, so build's is setuptools-scm's version (git_version) with the suffix setup.py added to
+    csrc-build's pretend one (`+cu130`, `+empty`, or none); csrc-build's own when it was not the pretend
+    one (a project with a static version) or no version was derived."""
+    if not git_version or not csrc_version.startswith(pretend_version):
+        return csrc_version
+    suffix = csrc_version[len(pretend_version):].removeprefix(".")
+    if not suffix:
+        return git_version
+    return git_version + ("." if "+" in git_version else "+") + suffix
+
+
+def version_file(template: str, version: str) -> str:
+    """vllm/_version.py as setuptools-scm writes it for a version: csrc-build's file (the same
+    setuptools-scm release wrote it), with the version lines setuptools-scm renders for this one."""
+    from setuptools_scm import dump_version
+
+    with tempfile.TemporaryDirectory(prefix="vllm-ci-version-") as tmp:
+        dump_version(root=tmp, version=version, write_to="_version.py", scm_version=None)
+        rendered = pathlib.Path(tmp, "_version.py").read_text().splitlines(keepends=True)
+    versions = {line.partition(" = ")[0]: line for line in rendered if line.startswith(VERSION_LINES)}
+    return "".join(versions.get(line.partition(" = ")[0], line) if line.startswith(VERSION_LINES) else line
+                   for line in template.splitlines(keepends=True))
+
+
 @dataclasses.dataclass(frozen=True)
-class Record:
-    """An installed distribution's RECORD file: where it is in the image, and its text."""
+class DistInfo:
+    """An installed distribution's metadata folder: its name and its files' texts, by path in it."""
 
-    path: str
-    text: str
+    name: str
+    files: dict[str, str]
 
 
-async def installed_record(args: BuildArgs, ctx: StageContext) -> Record | None:
-    """vLLM's RECORD as uv writes it installing build's wheel: extension's rows for csrc-build's wheel,
-    with the package layer's files (the vllm/ sources, rust-build's artifacts) in place of or beside
-    them, sorted as uv sorts them. Read from extension's and rust-installed's image configs, never their
-    layers; None when either carries no rows (extension's RECORD then stays)."""
-    label = await ctx.parents["extension"].label(RECORD_LABEL)
-    if not label:
-        return None
-    installed = json.loads(label)
-    rust_rows = await ctx.parents["rust-installed"].label(RECORD_LABEL)
-    if not rust_rows:
-        return None
-    rows = {row[0]: row for row in installed["rows"]}
-    rows.update({row[0]: row for row in [*await package_rows(ctx), *json.loads(rust_rows)]})
+async def dist_info_installed(ctx: StageContext, extension: dict, version: str, version_text: str | None) -> DistInfo:
+    """vLLM's dist-info as uv writes it installing build's wheel: csrc-build's (from extension's image
+    config, never its layer) under build's version, with RECORD rows for the package layer's files (the
+    vllm/ sources, _version.py, rust-build's artifacts) in place of or beside csrc-build's, sorted as uv sorts them."""
+    rust_rows = json.loads(await ctx.parents["rust-installed"].label(RECORD_LABEL))
+    old = extension["dist_info"]
+    files = dict(extension["files"])
+    csrc_version = metadata_version(files["METADATA"])
+    dist_info = old.removesuffix(f"-{csrc_version}.dist-info") + f"-{version}.dist-info"
+    files["METADATA"] = files["METADATA"].replace(f"\nVersion: {csrc_version}\n", f"\nVersion: {version}\n", 1)
+    if "direct_url.json" in files:  # names the wheel installed: build's
+        files["direct_url.json"] = files["direct_url.json"].replace(f"-{csrc_version}-", f"-{version}-")
+    rows = {row[0]: row for row in extension["rows"] if not row[0].startswith(f"{old}/")}
+    rows.update({f"{dist_info}/{path}": text_row(f"{dist_info}/{path}", text) for path, text in files.items()})
+    rows[f"{dist_info}/RECORD"] = [f"{dist_info}/RECORD", "", ""]
+    rows.update({row[0]: row for row in [*await package_rows(ctx), *rust_rows]})
+    if version_text is not None:
+        rows["vllm/_version.py"] = text_row("vllm/_version.py", version_text)
     text = io.StringIO()
     csv.writer(text, lineterminator="\n").writerows(rows[path] for path in sorted(rows))
-    return Record(f"{args.site_packages()}/{installed['dist_info']}/RECORD", text.getvalue())
+    return DistInfo(dist_info, {**files, "RECORD": text.getvalue()})
 
 
-def bytecode(site_vllm: str, ctx: StageContext) -> dagger.Directory:
+def metadata_version(metadata: str) -> str:
+    """The Version field of a METADATA file."""
+    return next(line.partition(": ")[2] for line in metadata.splitlines() if line.startswith("Version: "))
+
+
+def bytecode(site_vllm: str, package: dagger.Directory, ctx: StageContext) -> dagger.Directory:
     """The package layer's bytecode as uv compiles it after installing (UV_COMPILE_BYTECODE=1), by the
     runtime's own Python (runtime-python), with the files where the image has them: their __pycache__
     folders, which record each file's mtime and size as the image holds it."""
     compiled = (
         ctx.parents["runtime-python"]
-        .with_mounted_directory(site_vllm, package_files(ctx.source))
+        .with_mounted_directory(site_vllm, package)
         .with_exec([RUNTIME_PYTHON, "-I", "-S", "-c", COMPILE_BYTECODE, site_vllm])
         .directory(site_vllm)
     )
@@ -146,22 +190,33 @@ def bytecode(site_vllm: str, ctx: StageContext) -> dagger.Directory:
 
 
 async def vllm_installed(args: BuildArgs, ctx: StageContext) -> Step:
-    """Adding vLLM to an image by file operations only: the extension layer, the Python package files,
-    rust-build's artifacts (vllm-rs) where the wheel puts them, their bytecode, then vLLM's RECORD."""
-    record = await installed_record(args, ctx)
-    site_vllm = f"{args.site_packages()}/vllm"
+    """Adding vLLM to an image by file operations only: the extension layer, the Python package files
+    (with build's _version.py), rust-build's artifacts (vllm-rs) where the wheel puts them, their
+    bytecode, then vLLM's dist-info as build's wheel installs it."""
+    extension = json.loads(await ctx.parents["extension"].label(RECORD_LABEL))
+    csrc_version = metadata_version(extension["files"]["METADATA"])
+    version = build_version(csrc_version, args.git_version, extension["pretend_version"])
+    # build's setup.py writes _version.py with setuptools-scm's version (csrc-build's with its pretend one).
+    changed = version != csrc_version and extension["version_file"] is not None
+    version_text = version_file(extension["version_file"], args.git_version) if changed else None
+    package = package_files(ctx.source)
+    if version_text is not None:
+        package = package.with_new_file("_version.py", version_text)
+    dist_info = await dist_info_installed(ctx, extension, version, version_text)
+    site = args.site_packages()
+    site_vllm = f"{site}/vllm"
+    # Directories added, not with_new_file: a file op on the imported image would pull all of it.
+    folder = dag.directory()
+    for path, text in dist_info.files.items():
+        folder = folder.with_new_file(path, text)
 
     def step(image: dagger.Container) -> dagger.Container:
-        installed = (
+        return (
             image.with_directory("/", ctx.parents["extension"].rootfs())
-            .with_directory(site_vllm, package_files(ctx.source))
+            .with_directory(site_vllm, package)
             .with_directory("/", ctx.parents["rust-installed"].rootfs())
-            .with_directory(site_vllm, bytecode(site_vllm, ctx))
+            .with_directory(site_vllm, bytecode(site_vllm, package, ctx))
+            .with_directory(f"{site}/{dist_info.name}", folder)
         )
-        if not record:
-            return installed
-        # A directory added, not with_new_file: a file op on the imported image would pull all of it.
-        folder, name = record.path.rsplit("/", 1)
-        return installed.with_directory(folder, dag.directory().with_new_file(name, record.text))
 
     return step

@@ -7,8 +7,6 @@ as the runtime image's system Python lays it out, so images get vLLM's extension
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 
 import dagger
@@ -20,7 +18,7 @@ from vllm_ci.declare import reproduces, stage
 from vllm_ci.instructions import as_written
 from vllm_ci.stages.common import DIST, EXTENSION_ROOT, RECORD_LABEL, SOURCE_DATE_EPOCH, UV_BUILD_ENV, WORKDIR
 from vllm_ci.stages.extensions import EP_DIST
-from vllm_ci.steps import scratch_with
+from vllm_ci.steps import scratch_with, unquote
 
 READS = (
     "requirements/build/cuda.txt", "tools/use_existing_torch.py", "pyproject.toml", "setup.py", "CMakeLists.txt",
@@ -63,6 +61,7 @@ COPY_CSRC_INPUTS = (
 MAX_JOBS = 'ENV MAX_JOBS=${max_jobs}'
 NVCC_THREADS = 'ENV NVCC_THREADS=$nvcc_threads'
 PRETEND_VERSION = 'ENV SETUPTOOLS_SCM_PRETEND_VERSION="0.0.0+csrc.build"'
+CSRC_VERSION = unquote(PRETEND_VERSION.partition("=")[2])  # what setuptools-scm gives csrc-build's setup.py
 USE_EXISTING_TORCH = """\
 RUN --mount=type=cache,target=/opt/uv/cache \\
     if [ "${PYTORCH_NIGHTLY}" = "1" ] || \\
@@ -227,6 +226,15 @@ for folder, seen_at, compile_bytecode in zip(groups[::3], groups[1::3], groups[2
             install(source, destination, additional_metadata=metadata)
 """
 INSTALLER_VERSION = "0.7.0"
+# argv: an installed dist-info folder, a _version.py; prints their texts as JSON: "files" (the folder's,
+# by relative path, RECORD's as CSV rows under "rows"), "version_file" (null when there is none).
+DIST_INFO_TEXTS = """
+import csv, io, json, pathlib, sys
+folder, version_file = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+files = {p.relative_to(folder).as_posix(): p.read_text() for p in sorted(folder.rglob("*")) if p.is_file()}
+rows = list(csv.reader(io.StringIO(files.pop("RECORD"))))
+print(json.dumps({"files": files, "rows": rows, "version_file": version_file.read_text() if version_file.is_file() else None}))
+"""
 # Where upstream's RUNs bind the wheels they install (`dist/*.whl`, `ep_kernels/dist/*.whl` under
 # WORKDIR /vllm-workspace): what direct_url.json names.
 VLLM_WHEEL_SEEN_AT = "/vllm-workspace/dist"
@@ -237,7 +245,7 @@ EP_WHEELS_SEEN_AT = "/vllm-workspace/ep_kernels/dist"
        args=("PYTHON_VERSION", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL"))
 async def extension(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     """The compiled extension and the EP kernel wheels, with metadata and console scripts, as installed,
-    alone in one layer (no RUN); vLLM's RECORD rows in its config."""
+    alone in one layer (no RUN); vLLM's dist-info in its config instead (written under build's version)."""
     unpacked = (
         ctx.parents["base"]
         .with_directory(DIST, ctx.parents["csrc-build"].directory(DIST))
@@ -247,10 +255,15 @@ async def extension(args: BuildArgs, ctx: StageContext) -> dagger.Container:
         .with_exec(["python3", "-c", INSTALL_INTO_RUNTIME_LAYOUT, EXTENSION_ROOT, args.site_packages(),
                     DIST, VLLM_WHEEL_SEEN_AT, "0", EP_DIST, EP_WHEELS_SEEN_AT, "1"])
     )
-    # csrc-build's wheel's RECORD rows, in the image config: the package layer's RECORD is written from
-    # them without pulling this layer (common.installed_record).
+    # csrc-build's wheel's dist-info (its texts and RECORD rows) and _version.py, in the image config and
+    # not in the layer: the fast path writes them under build's version (csrc-build's is the pretend one)
+    # without pulling this layer (common.vllm_installed).
     wheel = (await ctx.parents["csrc-build"].directory(DIST).glob("*.whl"))[0]
     dist_info = "-".join(wheel.split("-")[:2]) + ".dist-info"  # a wheel's name starts with its dist-info's
-    record = await unpacked.file(f"{EXTENSION_ROOT}{args.site_packages()}/{dist_info}/RECORD").contents()
-    rows = {"dist_info": dist_info, "rows": list(csv.reader(io.StringIO(record)))}
-    return scratch_with("/", unpacked.directory(EXTENSION_ROOT)).with_label(RECORD_LABEL, json.dumps(rows))
+    installed = f"{EXTENSION_ROOT}{args.site_packages()}"
+    texts = json.loads(await unpacked.with_exec(["python3", "-c", DIST_INFO_TEXTS, f"{installed}/{dist_info}",
+                                                 f"{installed}/vllm/_version.py"]).stdout())
+    label = {"dist_info": dist_info, "pretend_version": CSRC_VERSION, **texts}
+    layer = dag.directory().with_directory(".", unpacked.directory(EXTENSION_ROOT),
+                                           exclude=[f"{args.site_packages().lstrip('/')}/{dist_info}"])
+    return scratch_with("/", layer).with_label(RECORD_LABEL, json.dumps(label))

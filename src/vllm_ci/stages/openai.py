@@ -174,7 +174,7 @@ async def openai_deps(args: BuildArgs, ctx: StageContext) -> dagger.Container:
 
 @stage("vllm-openai-base", from_="vllm-base", parents=("openai-deps", "extension", "rust-installed", "runtime-python"),
        reads=(*PACKAGE_INPUTS, *EXTRAS_READS),
-       args=OPENAI_BASE_ARGS, also_reads=("PYTHON_VERSION",), not_read=("openai-deps", "extension", "rust-installed"))
+       args=OPENAI_BASE_ARGS, also_reads=("PYTHON_VERSION", "git_version"), not_read=("openai-deps", "extension", "rust-installed"))
 async def openai_base(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     """FROM vllm-base AS vllm-openai-base: the server's dependencies, vLLM, and the build's ENV and LABELs."""
     upstream = as_written("vllm-openai-base", args, ctx)

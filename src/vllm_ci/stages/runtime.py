@@ -305,7 +305,7 @@ NOT_RUN = "only prints the installed packages; not run, as it would pull every l
 
 
 @stage("vllm-base", from_="vllm-runtime-base", parents=("vllm-runtime-base", "extension", "rust-installed", "runtime-python"),
-       reads=(*PACKAGE_INPUTS, *EXTRAS_READS), also_reads=("PYTHON_VERSION",), args=("PIP_INDEX_URL", "UV_INDEX_URL", "PIP_EXTRA_INDEX_URL",
+       reads=(*PACKAGE_INPUTS, *EXTRAS_READS), also_reads=("PYTHON_VERSION", "git_version"), args=("PIP_INDEX_URL", "UV_INDEX_URL", "PIP_EXTRA_INDEX_URL",
        "UV_EXTRA_INDEX_URL", "PYTORCH_CUDA_INDEX_BASE_URL", "PIP_KEYRING_PROVIDER", "UV_KEYRING_PROVIDER", "PYTORCH_NIGHTLY"),
        not_read=("vllm-runtime-base", "extension", "rust-installed"))
 async def vllm_base(args: BuildArgs, ctx: StageContext) -> dagger.Container:

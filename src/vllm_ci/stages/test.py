@@ -90,7 +90,7 @@ async def test_deps(args: BuildArgs, ctx: StageContext) -> dagger.Container:
 
 
 @stage("test", from_="test-deps", parents=("test-deps", "extension", "rust-installed", "runtime-python"), reads=EVERYTHING,
-       args=("PYTHON_VERSION", *INDEX_ARGS, "PYTORCH_NIGHTLY"), not_read=("test-deps", "extension", "rust-installed"))
+       args=("PYTHON_VERSION", *INDEX_ARGS, "PYTORCH_NIGHTLY"), also_reads=("git_version",), not_read=("test-deps", "extension", "rust-installed"))
 async def test(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     """FROM test-deps AS test: vLLM installed, then the source tree as the last, thin layer."""
     upstream = as_written("test", args, ctx)
