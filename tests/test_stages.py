@@ -122,7 +122,7 @@ async def test_the_wheel_contains_the_compiled_extension_and_imports(client: Non
 
 async def _keys(path: pathlib.Path, **overrides: object) -> dict[str, str]:
     """Stage keys of a checkout for the test target."""
-    cache = await example_module(**overrides)._cache()
+    cache = await example_module(**overrides)._cache(None)
     return {p.stage.name: p.key for p in await cache.plan(source_of(path), "test")}
 
 

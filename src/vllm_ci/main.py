@@ -3,6 +3,7 @@
 `dagger call` lists these functions; the client command (cli.py) is derived from them."""
 
 
+import dataclasses
 import json
 import os
 import sys
@@ -21,6 +22,7 @@ from vllm_ci.conformance import check
 from vllm_ci.declare import DECLARED
 from vllm_ci.errors import ConformanceFailed, UsageError
 from vllm_ci.graph import TARGETS, secrets_of, stage_graph
+from vllm_ci.version import source_versions
 
 # Never part of a key or a layer: VCS data, docs, build outputs, local environments.
 SOURCE_IGNORE = [
@@ -63,6 +65,7 @@ class VllmCi(BuildArgs):
 
     async def _cache(
         self,
+        source: dagger.Directory | None,
         cache_from: list[str] | None = None,
         cache_to: str = "",
         strict: bool = False,
@@ -73,9 +76,9 @@ class VllmCi(BuildArgs):
         registry_attempts: int = DEFAULT_ATTEMPTS,
         registry_service: dagger.Service | None = None,
     ) -> StageCache:
-        """The stage cache over this build's stages."""
+        """The stage cache over this build's stages (for this source's version when none was passed)."""
         return StageCache(
-            stage_graph(self),
+            stage_graph(await self._versioned(source)),
             cache_from=cache_from or [],
             cache_to=cache_to,
             strict=strict,
@@ -88,9 +91,17 @@ class VllmCi(BuildArgs):
             tunnels=await tunnels_of(registry_service),
         )
 
+    async def _versioned(self, source: dagger.Directory | None) -> "VllmCi":
+        """These arguments, with the version the uploaded source gives when none was passed: what
+        setuptools-scm falls back to outside git (the upload has no .git), as the client command derives it."""
+        if self.git_version or source is None:
+            return self
+        version, clean = await source_versions(source)
+        return dataclasses.replace(self, git_version=version, git_version_clean=clean)
+
     async def _stage(self, source: dagger.Directory, target: str, **cache: object) -> dagger.Container:
         """Build one stage (and what it needs), through the cache when one is given."""
-        container, report = await (await self._cache(**cache)).build(source, target)  # type: ignore[arg-type]
+        container, report = await (await self._cache(source, **cache)).build(source, target)  # type: ignore[arg-type]
         print(report.table(), file=sys.stderr)
         return container
 
@@ -164,7 +175,7 @@ class VllmCi(BuildArgs):
         registry_service: RegistryService = None,
     ) -> str:
         """Dry run: the stages the target needs, their keys and which cache refs would hit, as JSON."""
-        cache = await self._cache(cache_from, "", False, registry_username, registry_password,
+        cache = await self._cache(source, cache_from, "", False, registry_username, registry_password,
                                   registry_service=registry_service)
         planned = await cache.plan(source, target)
         return json.dumps({"target": target, "stages": [p.to_dict() for p in planned]}, indent=2)
@@ -187,7 +198,7 @@ class VllmCi(BuildArgs):
     ) -> str:
         """Build the target with the stage cache, publish it, and return the per-stage report as JSON."""
         cache = await self._cache(
-            cache_from, cache_to, cache_strict, registry_username, registry_password,
+            source, cache_from, cache_to, cache_strict, registry_username, registry_password,
             aws_access_key_id, aws_secret_access_key, registry_attempts, registry_service,
         )
         _, report = await cache.build(source, target, image)
@@ -250,7 +261,7 @@ class VllmCi(BuildArgs):
             raise UsageError(f"--cache-repo: {err}") from None
         live: set[str] = set()
         if source is not None:
-            cache = await self._cache([], "", False, registry_username, registry_password)
+            cache = await self._cache(source, [], "", False, registry_username, registry_password)
             for target in ("test", "vllm-openai", "build"):
                 live |= {p.key for p in await cache.plan(source, target)}
         password = await registry_password.plaintext() if registry_password else ""

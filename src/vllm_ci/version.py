@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import os
 import pathlib
+import tempfile
 import tomllib
 from unittest import mock
+
+import dagger
 
 from vllm_ci.errors import UsageError
 
@@ -18,6 +21,8 @@ from vllm_ci.errors import UsageError
 VLLM_GIT_DESCRIBE_COMMAND = ["git", "describe", "--dirty", "--tags", "--long", "--abbrev=40", "--match", "v[0-9]*"]
 # rust-build's RUN sets this: the relinked binaries carry the commit's version, dirty or not.
 CLEAN_METADATA = "{dirty=false}"
+# What setuptools-scm reads of a tree outside git: the project's settings (fallback_version), an sdist's PKG-INFO.
+FALLBACK_FILES = ("pyproject.toml", "PKG-INFO")
 
 
 def git_versions(checkout: pathlib.Path) -> tuple[str, str]:
@@ -43,6 +48,16 @@ def git_versions(checkout: pathlib.Path) -> tuple[str, str]:
             return "", ""
         why = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise UsageError(f"--source: setuptools-scm derives no version from {checkout}/.git ({why})") from None
+
+
+async def source_versions(source: dagger.Directory) -> tuple[str, str]:
+    """git_versions of an uploaded source, which has no .git: from the files setuptools-scm falls back to."""
+    entries = await source.entries()
+    with tempfile.TemporaryDirectory(prefix="vllm-ci-version-") as tmp:
+        for name in FALLBACK_FILES:
+            if name in entries:
+                await source.file(name).export(f"{tmp}/{name}")
+        return git_versions(pathlib.Path(tmp))
 
 
 if __name__ == "__main__":  # the flags for `dagger call`, which cannot read the host's .git itself
