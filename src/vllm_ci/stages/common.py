@@ -11,6 +11,7 @@ import io
 import json
 import pathlib
 import tempfile
+import tomllib
 
 import dagger
 from dagger import dag
@@ -36,6 +37,9 @@ AWS_CREDENTIALS = "aws-credentials"
 SOURCE_DATE_EPOCH = "315532800"  # 1980-01-01, the earliest a zip can hold
 # Excluded from the package layer: what a wheel would not ship.
 PACKAGE_EXCLUDE = ["**/__pycache__", "**/*.pyc", "**/*.so"]
+# What vLLM's installed metadata reads of the checkout beyond csrc-build's wheel: pyproject.toml, and the
+# readme and license files it names (vLLM's and the example's).
+METADATA_INPUTS = ("pyproject.toml", "README.md", "LICENSE")
 
 
 # The deviation every image with vLLM in it makes, in one sentence.
@@ -154,12 +158,9 @@ async def dist_info_installed(ctx: StageContext, extension: dict, version: str, 
     vllm/ sources, _version.py, rust-build's artifacts) in place of or beside csrc-build's, sorted as uv sorts them."""
     rust_rows = json.loads(await ctx.parents["rust-installed"].label(RECORD_LABEL))
     old = extension["dist_info"]
-    files = dict(extension["files"])
-    csrc_version = metadata_version(files["METADATA"])
+    csrc_version = metadata_version(extension["files"]["METADATA"])
     dist_info = old.removesuffix(f"-{csrc_version}.dist-info") + f"-{version}.dist-info"
-    files["METADATA"] = files["METADATA"].replace(f"\nVersion: {csrc_version}\n", f"\nVersion: {version}\n", 1)
-    if "direct_url.json" in files:  # names the wheel installed: build's
-        files["direct_url.json"] = files["direct_url.json"].replace(f"-{csrc_version}-", f"-{version}-")
+    files = dist_info_as_built(extension["files"], version, *await readme_and_licenses(ctx.source))
     rows = {row[0]: row for row in extension["rows"] if not row[0].startswith(f"{old}/")}
     rows.update({f"{dist_info}/{path}": text_row(f"{dist_info}/{path}", text) for path, text in files.items()})
     rows[f"{dist_info}/RECORD"] = [f"{dist_info}/RECORD", "", ""]
@@ -169,6 +170,56 @@ async def dist_info_installed(ctx: StageContext, extension: dict, version: str, 
     text = io.StringIO()
     csv.writer(text, lineterminator="\n").writerows(rows[path] for path in sorted(rows))
     return DistInfo(dist_info, {**files, "RECORD": text.getvalue()})
+
+
+def dist_info_as_built(files: dict[str, str], version: str, readme: str | None, licenses: dict[str, str]) -> dict[str, str]:
+    """csrc-build's dist-info files (RECORD aside, by path in the folder) as build's wheel has them:
+    build's version in METADATA and in direct_url.json's wheel name, the readme and license files."""
+    csrc_version = metadata_version(files["METADATA"])
+    built = {**files, **{f"licenses/{path}": text for path, text in licenses.items()}}
+    metadata = metadata_as_built(files["METADATA"], readme, licenses)
+    built["METADATA"] = metadata.replace(f"\nVersion: {csrc_version}\n", f"\nVersion: {version}\n", 1)
+    if "direct_url.json" in files:  # names the wheel installed: build's
+        built["direct_url.json"] = files["direct_url.json"].replace(f"-{csrc_version}-", f"-{version}-")
+    return built
+
+
+def metadata_inputs(pyproject: str) -> tuple[str | None, list[str]]:
+    """The readme and the license-files patterns a pyproject.toml names."""
+    project = tomllib.loads(pyproject).get("project", {})
+    readme = project.get("readme")
+    return (readme if isinstance(readme, str) else (readme or {}).get("file")), list(project.get("license-files", []))
+
+
+async def readme_and_licenses(source: dagger.Directory) -> tuple[str | None, dict[str, str]]:
+    """The readme and the license files the checkout's pyproject.toml names, as texts: what build's
+    wheel's metadata holds and csrc-build's lacks (it copies in neither)."""
+    readme, patterns = metadata_inputs(await source.file("pyproject.toml").contents())
+    licenses = {path: await source.file(path).contents() for pattern in patterns for path in sorted(await source.glob(pattern))}
+    return (await source.file(readme).contents() if readme else None), licenses
+
+
+def metadata_as_built(metadata: str, readme: str | None, license_files: dict[str, str]) -> str:
+    """csrc-build's METADATA as build's setup.py writes it from the whole checkout: csrc-build copies in
+    neither the readme nor the license files pyproject.toml names, so this adds them where setuptools'
+    writer puts them: License-File after the other headers (before the requirements), `Dynamic:
+    license-file` among the sorted Dynamic lines, the readme as the body after a blank line."""
+    headers, blank, body = metadata.partition("\n\n")
+    lines = headers.splitlines()
+    named = {line for line in lines if line.startswith("License-File: ")}
+    added = [f"License-File: {path}" for path in license_files if f"License-File: {path}" not in named]
+    if added:
+        at = next((i for i, line in enumerate(lines) if line.startswith(("Requires-Dist: ", "Provides-Extra: ", "Dynamic: "))),
+                  len(lines))
+        lines[at:at] = added
+        dynamic = sorted({*(line for line in lines if line.startswith("Dynamic: ")), "Dynamic: license-file"})
+        lines = [line for line in lines if not line.startswith("Dynamic: ")] + dynamic
+    text = "\n".join(lines) + "\n"
+    if body or blank:
+        return text + "\n" + body
+    if readme:
+        return text + "\n" + readme + ("" if readme.endswith("\n") else "\n")
+    return text
 
 
 def metadata_version(metadata: str) -> str:

@@ -15,7 +15,7 @@ from stagecache import StageContext
 from vllm_ci.args import BuildArgs
 from vllm_ci.declare import deviates, reproduces, stage
 from vllm_ci.instructions import as_written
-from vllm_ci.stages.common import COMPAT, FLOOR, RUNTIME_PYTHON, RUNTIME_PYTHON_ROOT, vllm_installed
+from vllm_ci.stages.common import COMPAT, FLOOR, METADATA_INPUTS, RUNTIME_PYTHON, RUNTIME_PYTHON_ROOT, vllm_installed
 from vllm_ci.steps import Step, scratch_with
 
 # After vLLM's wheel is installed (PyTorch's NVSHMEM), then in front of it the driver's path;
@@ -23,7 +23,7 @@ from vllm_ci.steps import Step, scratch_with
 LIBRARY_PATHS = ("ENV LD_LIBRARY_PATH=/usr/local/cuda/lib64:$LD_LIBRARY_PATH",
                  "ENV LD_LIBRARY_PATH=/usr/local/nvidia/lib64:${LD_LIBRARY_PATH}")
 # What the Python package layer reads.
-PACKAGE_INPUTS = ("vllm/",)
+PACKAGE_INPUTS = ("vllm/", *METADATA_INPUTS)
 # What the runtime base reads: its COPYs, and of the requirements folder it binds, the one file its RUN opens.
 READS = ("requirements/common.txt", "requirements/cuda.txt", "requirements/rubin-prerelease.txt",
          "tools/install_snapshot_runtime.sh", "docker/entrypoints/vllm-nonroot-entrypoint.sh", "tools/install_gdrcopy.sh")
