@@ -1,4 +1,6 @@
 """Tests for the `vllm` console script."""
+import importlib.metadata
+
 from vllm_test_utils import run_vllm
 
 import vllm
@@ -23,3 +25,9 @@ def test_collect_env() -> None:
     result = run_vllm(["collect-env"])
     assert result.returncode == 0, result.stderr
     assert "vllm._C: ok" in result.stdout
+
+
+def test_embedded_version() -> None:
+    """As vLLM's test_embedded_commit: the build wrote _version.py, and it is the installed version's."""
+    assert vllm.__version__ != "dev"
+    assert importlib.metadata.version("mini-vllm").startswith(vllm.__version__)
