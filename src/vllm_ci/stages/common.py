@@ -85,8 +85,7 @@ def record_rows(folder: pathlib.Path, prefix: str) -> list[list[str]]:
     """RECORD rows (path, sha256=<urlsafe base64>, size) of every file under a folder, as an installer writes them."""
     rows = []
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        data = path.read_bytes()
-        rows.append(record_row(prefix + path.relative_to(folder).as_posix(), hashlib.sha256(data).hexdigest(), len(data)))
+        rows.append(data_row(prefix + path.relative_to(folder).as_posix(), path.read_bytes()))
     return rows
 
 
@@ -105,9 +104,8 @@ async def package_rows(ctx: StageContext) -> list[list[str]]:
             for path, file in sorted(files.items()) if file and not file.entry.startswith("link:")]
 
 
-def text_row(path: str, text: str) -> list[str]:
-    """The RECORD row of a file this project writes, from its text."""
-    data = text.encode()
+def data_row(path: str, data: bytes) -> list[str]:
+    """The RECORD row of a file, from its bytes."""
     return record_row(path, hashlib.sha256(data).hexdigest(), len(data))
 
 
@@ -162,11 +160,11 @@ async def dist_info_installed(ctx: StageContext, extension: dict, version: str, 
     dist_info = old.removesuffix(f"-{csrc_version}.dist-info") + f"-{version}.dist-info"
     files = dist_info_as_built(extension["files"], version, *await readme_and_licenses(ctx.source))
     rows = {row[0]: row for row in extension["rows"] if not row[0].startswith(f"{old}/")}
-    rows.update({f"{dist_info}/{path}": text_row(f"{dist_info}/{path}", text) for path, text in files.items()})
+    rows.update({f"{dist_info}/{path}": data_row(f"{dist_info}/{path}", text.encode()) for path, text in files.items()})
     rows[f"{dist_info}/RECORD"] = [f"{dist_info}/RECORD", "", ""]
     rows.update({row[0]: row for row in [*await package_rows(ctx), *rust_rows]})
     if version_text is not None:
-        rows["vllm/_version.py"] = text_row("vllm/_version.py", version_text)
+        rows["vllm/_version.py"] = data_row("vllm/_version.py", version_text.encode())
     text = io.StringIO()
     csv.writer(text, lineterminator="\n").writerows(rows[path] for path in sorted(rows))
     return DistInfo(dist_info, {**files, "RECORD": text.getvalue()})
