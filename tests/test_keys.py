@@ -25,17 +25,17 @@ def test_the_key_of_a_fixed_preimage_never_changes() -> None:
     # The key format, documented in src/stagecache/keys.py: sha256 of this canonical JSON.
     assert PREIMAGE.canonical() == (
         '{"args":{"cuda_version":"13.0.3","max_jobs":"2"},"code":"sha256:' + "c" * 64 + '","inputs":"sha256:'
-        + "b" * 64 + '","parents":{"base":"' + "a" * 64
-        + '"},"schema":2,"stage":"csrc-build","type":"stagecache.key"}'
+        + "b" * 64 + '","layers":"zstd","parents":{"base":"' + "a" * 64
+        + '"},"schema":3,"stage":"csrc-build","type":"stagecache.key"}'
     )
-    assert PREIMAGE.key() == "983a691fb343b287dfebd7ed5006379bf6a11c123204bfaaa09e810a3bca6803"
+    assert PREIMAGE.key() == "d22da265903f78842816dbb845cccbfa5a4cfd4cb0355825e6b0be52a9c8af9d"
 
 
 @pytest.mark.parametrize(
     "change",
     [{"code": "sha256:" + "e" * 64}, {"args": {"max_jobs": "4", "cuda_version": "13.0.3"}}, {"parents": {"base": "c" * 64}},
-     {"inputs": "sha256:" + "d" * 64}, {"stage": "build"}],
-    ids=["code", "argument", "parent key", "input files", "stage name"],
+     {"inputs": "sha256:" + "d" * 64}, {"stage": "build"}, {"layers": "gzip"}],
+    ids=["code", "argument", "parent key", "input files", "stage name", "layer compression"],
 )
 def test_every_field_of_the_preimage_changes_the_key(change: dict[str, object]) -> None:
     import dataclasses
@@ -119,6 +119,15 @@ def test_a_miss_names_the_arg_with_its_old_and_new_value_in_one_line() -> None:
     old = json.loads(PREIMAGE.canonical())
     new = json.loads(dataclasses.replace(PREIMAGE, args={"max_jobs": "16", "cuda_version": "13.0.3"}).canonical())
     assert explain(old, new, {}, {}) == "ARG max_jobs: '2' -> '16'"
+
+
+def test_a_miss_names_a_change_of_layer_compression() -> None:
+    import dataclasses
+
+    from stagecache.why import explain
+
+    gzip = json.loads(dataclasses.replace(PREIMAGE, layers="gzip").canonical())
+    assert explain(json.loads(PREIMAGE.canonical()), gzip, {}, {}) == "layer compression: zstd -> gzip"
 
 
 def test_a_miss_names_the_files_changed_added_and_removed_the_parent_and_the_code() -> None:

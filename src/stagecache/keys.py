@@ -11,7 +11,13 @@ from typing import Final
 # Bump when the preimage's shape or meaning changes: every key changes with it.
 # 2: inputs are a manifest digest of content and executable bits (no file modes, no engine version);
 #    code (the stage's code fingerprint) replaces a hand-kept recipe number.
-SCHEMA_VERSION: Final = 2
+# 3: layers, the compression of the entry's layers: an entry is only ever built on entries of its own
+#    compression, which a publish keeps as they are instead of pulling and recompressing them.
+SCHEMA_VERSION: Final = 3
+# How the layers of cache entries are compressed, as the engine's publish names them: zstd makes and
+# unpacks layers several times faster than gzip; gzip is what registries' oldest clients read.
+LAYER_COMPRESSIONS: Final = ("zstd", "gzip")
+DEFAULT_LAYER_COMPRESSION: Final = "zstd"
 
 # Labels written on every cache image: an image whose key label does not match is never used.
 KEY_LABEL: Final = "org.vllm-ci.stagecache.key"
@@ -29,6 +35,7 @@ class KeyPreimage:
     args: Mapping[str, str]
     parents: Mapping[str, str]
     inputs: str  # manifest digest of the files it reads: content, executable bit, symlinks (inputs.py)
+    layers: str = DEFAULT_LAYER_COMPRESSION  # the entry's layer compression (LAYER_COMPRESSIONS)
     # Left out on purpose: timestamps, umask, owners, host paths, the cache repositories,
     # credentials, the engine version (the inputs digest is ours, not the engine's) and the CA
     # certificates the engine injects; none of them changes what the stage produces.
@@ -44,6 +51,7 @@ class KeyPreimage:
                 "args": dict(self.args),
                 "parents": dict(self.parents),
                 "inputs": self.inputs,
+                "layers": self.layers,
             },
             sort_keys=True,
             separators=(",", ":"),

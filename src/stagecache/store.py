@@ -21,7 +21,8 @@ import dagger
 from dagger import dag
 
 from stagecache.inputs import IGNORE_FILE, SourceFile, build_context, manifest_digest, selected, source_files
-from stagecache.keys import CREATED_LABEL, KEY_LABEL, PREIMAGE_LABEL, STAGE_LABEL, KeyPreimage, cache_tag
+from stagecache.keys import (CREATED_LABEL, DEFAULT_LAYER_COMPRESSION, KEY_LABEL, LAYER_COMPRESSIONS, PREIMAGE_LABEL,
+                             STAGE_LABEL, KeyPreimage, cache_tag)
 from stagecache.registry import DEFAULT_ATTEMPTS, ImageRef, RegistryClient, RegistryError, connect
 from stagecache.report import BuildReport, Progress, StageRecord
 from stagecache.why import describe_entry, explain, latest_tag, load_inputs, sealed_digest
@@ -133,8 +134,10 @@ def ordered(stages: Mapping[str, Stage], target: str) -> list[Stage]:
     return order
 
 
-def stage_preimages(stages: Sequence[Stage], reads: Mapping[str, Mapping[str, str]]) -> list[KeyPreimage]:
-    """The key preimages of stages given parents first, from the files each reads (path -> digest)."""
+def stage_preimages(stages: Sequence[Stage], reads: Mapping[str, Mapping[str, str]],
+                    layers: str = DEFAULT_LAYER_COMPRESSION) -> list[KeyPreimage]:
+    """The key preimages of stages given parents first, from the files each reads (path -> digest),
+    for entries whose layers are compressed with `layers`."""
     keys: dict[str, str] = {}
     preimages: list[KeyPreimage] = []
     for stage in stages:
@@ -144,6 +147,7 @@ def stage_preimages(stages: Sequence[Stage], reads: Mapping[str, Mapping[str, st
             args=dict(stage.args),
             parents={p: keys[p] for p in stage.parents},
             inputs=manifest_digest(reads.get(stage.name, {})),
+            layers=layers,
         )
         keys[stage.name] = preimage.key()
         preimages.append(preimage)
@@ -168,7 +172,12 @@ class StageCache:
         registry_attempts: int = DEFAULT_ATTEMPTS,
         tunnels: Mapping[str, str] | None = None,
         ignore_file: str = IGNORE_FILE,
+        layer_compression: str = DEFAULT_LAYER_COMPRESSION,
     ):
+        if layer_compression not in LAYER_COMPRESSIONS:
+            raise ValueError(f"layer compression: {' or '.join(LAYER_COMPRESSIONS)}, not {layer_compression!r}")
+        # Every publish forces it, so an entry is whole in it; the key holds it (keys.KeyPreimage.layers).
+        self.layer_compression = layer_compression
         self.stages = {s.name: s for s in stages}
         self.ignore_file = ignore_file  # the source's own ignore file (path in it); empty: none
         self.secrets = dict(secrets or {})
@@ -214,7 +223,7 @@ class StageCache:
             for stage in stages:
                 tg.start_soon(select, stage)
 
-        preimages = stage_preimages(stages, reads)
+        preimages = stage_preimages(stages, reads, self.layer_compression)
         found: dict[str, tuple[str | None, str]] = {}
         why: dict[str, str] = {}
 
@@ -331,9 +340,12 @@ class StageCache:
         return ctr
 
     async def publish(self, ctr: dagger.Container, ref: str) -> str:
-        """Publish a container to a ref, with this cache's credentials; returns ref@digest."""
+        """Publish a container to a ref, with this cache's credentials and layer compression; returns
+        ref@digest. Layers already in that compression (imported entries) are mounted as they are; the
+        others (new ones, a base image's gzip layers) are compressed once per engine."""
         await self._premount(ImageRef.parse(ref))
-        return await self._authed(ctr, ImageRef.parse(ref).registry).publish(ref)
+        compression = dagger.ImageLayerCompression(self.layer_compression.capitalize())
+        return await self._authed(ctr, ImageRef.parse(ref).registry).publish(ref, forced_compression=compression)
 
     async def _premount(self, target: ImageRef) -> None:
         """Mount the layers of every imported hit into the target repository before a publish.

@@ -81,7 +81,7 @@ async def load_inputs(client: RegistryClient, repository: str, entry_tag: str) -
 
 
 # The order a person reads a miss in: what was asked, what it builds on, how, from which files.
-EXPLAINED_FIELDS: Final = ("args", "parents", "code", "inputs")
+EXPLAINED_FIELDS: Final = ("args", "parents", "code", "inputs", "layers")
 
 
 def explain(old: Mapping[str, Any], new: Mapping[str, Any], old_inputs: Mapping[str, str] | None,
@@ -101,6 +101,8 @@ def explain(old: Mapping[str, Any], new: Mapping[str, Any], old_inputs: Mapping[
             reasons.append(f"parent {name} changed")
         elif kind == "code":
             reasons.append("the stage's code changed")
+        elif kind == "layers":
+            reasons.append(f"layer compression: {old.get('layers')} -> {new.get('layers')}")
         else:
             reasons.append(_files_changed(old_inputs, new_inputs))
     return "; ".join(reasons) or "same inputs as the newest entry (that entry is another key's)"

@@ -7,6 +7,8 @@ from typing import Annotated, Final
 
 from typing_extensions import Doc
 
+from stagecache.keys import DEFAULT_LAYER_COMPRESSION
+
 
 @dataclasses.dataclass(kw_only=True)
 class BuildArgs:
@@ -101,6 +103,10 @@ class BuildArgs:
         "derives it from --source (vllm_ci.version); empty: none, the package's own")] = ""
     git_version_clean: Annotated[str, Doc(
         "The same with the tree taken as clean ({dirty=false}), as rust-build relinks with; derived with git_version")] = ""
+    # How the stage cache stores what it builds; in every key, so entries of two compressions never mix.
+    cache_compression: Annotated[str, Doc(
+        "Compression of the cache entries' and the image's layers: zstd (several times faster to make and to unpack) "
+        "or gzip (for pullers older than Docker 23 or containerd 1.5)")] = DEFAULT_LAYER_COMPRESSION
 
     def final_base(self) -> str:
         """FINAL_BASE_IMAGE as the Dockerfile computes it."""
@@ -160,7 +166,7 @@ GLOBAL_DEFAULTS: Final = frozenset({
 PORTABLE_COMMANDS: Final = ("manylinux_packages_command", "uv_installer_command", "rust_packages_command",
                             "cuda_jit_packages_command", "dev_packages_command")
 # Typed arguments of this project that no ARG of vLLM's Dockerfile has.
-PROJECT_ARGS: Final = frozenset({"openai_extras", *PORTABLE_COMMANDS, "git_version", "git_version_clean"})
+PROJECT_ARGS: Final = frozenset({"openai_extras", *PORTABLE_COMMANDS, "git_version", "git_version_clean", "cache_compression"})
 
 
 def read_args_file(text: str) -> dict[str, str]:

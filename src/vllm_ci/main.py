@@ -14,6 +14,7 @@ from dagger import Doc, Ignore, function, object_type
 
 from stagecache import BuildReport, StageCache
 from stagecache.report import Progress
+from stagecache.keys import LAYER_COMPRESSIONS
 from stagecache.prune import prune as prune_repository
 from stagecache.registry import DEFAULT_ATTEMPTS, ImageRef, RegistryError
 from stagecache.store import StageError
@@ -77,6 +78,8 @@ class VllmCi(BuildArgs):
         registry_service: dagger.Service | None = None,
     ) -> StageCache:
         """The stage cache over this build's stages (for this source's version when none was passed)."""
+        if self.cache_compression not in LAYER_COMPRESSIONS:
+            raise UsageError(f"--cache-compression: {' or '.join(LAYER_COMPRESSIONS)}, not {self.cache_compression!r}")
         return StageCache(
             stage_graph(await self._versioned(source)),
             cache_from=cache_from or [],
@@ -89,6 +92,7 @@ class VllmCi(BuildArgs):
             progress=Progress(sys.stderr, groups=os.environ.get("BUILDKITE") == "true"),
             registry_attempts=registry_attempts,
             tunnels=await tunnels_of(registry_service),
+            layer_compression=self.cache_compression,
         )
 
     async def _versioned(self, source: dagger.Directory | None) -> "VllmCi":

@@ -1,6 +1,7 @@
 """Build this project's image in two cached stages, with the stage cache as a library.
 
     python -m stagecache_user.build --base-image REGISTRY/python-image --cache REGISTRY/REPO [--image REF]
+        [--layer-compression zstd|gzip]
 
 `deps` (a venv with requirements.txt) reads only requirements.txt; `app` (the application,
 tested) builds on it and reads only app/. Each stage's result is published to the cache
@@ -18,6 +19,7 @@ import dagger
 from dagger import dag
 
 from stagecache import Stage, StageCache, StageContext
+from stagecache.keys import DEFAULT_LAYER_COMPRESSION, LAYER_COMPRESSIONS
 
 PROJECT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -49,11 +51,11 @@ def stages(base_image: str) -> list[Stage]:
     ]
 
 
-async def build(project: pathlib.Path, base_image: str, cache: str, image: str) -> str:
-    """Build `app` through the cache; the report as JSON."""
+async def build(project: pathlib.Path, base_image: str, cache: str, image: str, layers: str) -> str:
+    """Build `app` through the cache, its entries' layers compressed with `layers`; the report as JSON."""
     async with dagger.connection(dagger.Config(log_output=sys.stderr)):
         source = dag.host().directory(str(project), include=["requirements.txt", "app/**"], exclude=["**/__pycache__"])
-        stage_cache = StageCache(stages(base_image), cache_from=[cache], cache_to=cache)
+        stage_cache = StageCache(stages(base_image), cache_from=[cache], cache_to=cache, layer_compression=layers)
         _, report = await stage_cache.build(source, "app", image)
         return report.to_json()
 
@@ -64,8 +66,10 @@ def main() -> None:
     parser.add_argument("--cache", required=True, help="the cache repository, registry/repository")
     parser.add_argument("--image", default="", help="where to publish the result; empty: nowhere")
     parser.add_argument("--project", type=pathlib.Path, default=PROJECT, help="the project folder to build")
+    parser.add_argument("--layer-compression", choices=LAYER_COMPRESSIONS, default=DEFAULT_LAYER_COMPRESSION,
+                        help="how the cache entries' layers are compressed (part of their keys)")
     args = parser.parse_args()
-    print(anyio.run(build, args.project, args.base_image, args.cache, args.image))
+    print(anyio.run(build, args.project, args.base_image, args.cache, args.image, args.layer_compression))
 
 
 if __name__ == "__main__":
