@@ -66,3 +66,20 @@ async def test_a_portability_argument_replaces_only_the_upstream_command_it_name
     image = dag.container().from_(RUNTIME).with_(upstream.step(
         "RUN dnf install -y \\\n    ccache \\\n    && dnf clean all && echo kept > /kept"))
     assert (await image.file("/replaced").contents(), await image.file("/kept").contents()) == ("mirror\n", "kept\n")
+
+
+@pytest.mark.anyio
+async def test_a_file_copy_lands_where_buildkit_puts_it_and_leaves_the_folders_it_goes_into_as_they_were(client: None) -> None:
+    source = dag.directory().with_new_file("tools/x.py", "print('x')\n", permissions=0o755).with_new_file("requirements/a.txt", "a\n")
+    upstream = AsWritten(BuildArgs(), StageContext(source=source, parents={}), ())
+    image = dag.container().from_(RUNTIME).with_(upstream.step((
+        "WORKDIR /workspace",
+        "COPY tools/x.py tools/x.py",  # into WORKDIR, same name: a file layer of its own
+        "COPY requirements/a.txt renamed.txt",  # into WORKDIR, another name
+        "COPY requirements/a.txt /tmp/a.txt",  # a system folder, sticky and world-writable
+        "RUN stat -c '%a %U %n' /workspace /workspace/tools /workspace/tools/x.py /workspace/renamed.txt /tmp /tmp/a.txt > /modes",
+    )))
+    assert (await image.file("/modes").contents()).splitlines() == [
+        "755 root /workspace", "755 root /workspace/tools", "755 root /workspace/tools/x.py",
+        "644 root /workspace/renamed.txt", "1777 root /tmp", "644 root /tmp/a.txt"]
+    assert await image.file("/workspace/renamed.txt").contents() == await image.file("/tmp/a.txt").contents() == "a\n"

@@ -203,7 +203,16 @@ class AsWritten:
         if is_folder:
             return ctr.with_directory(dest, origin(source))
         file = parent.file(source) if parent is not None else self.ctx.source.file(source)
-        return ctr.with_file(posixpath.join(dest, name) if into_folder else dest, file)
+        target = posixpath.join(dest, name) if into_folder else dest
+        if posixpath.isabs(target):
+            # A system folder (/tmp, /usr/local/bin) keeps its own mode and owner only this way.
+            return ctr.with_file(target, file)
+        # Into WORKDIR: one lazy file layer. The engine's with_file mounts the whole image to add one
+        # file (4 s a file on the runtime image); this layer's folders are the 0755 root ones COPY makes.
+        folder_in, target_name = posixpath.split(target)
+        if target_name == name:
+            return ctr.with_directory(folder_in or ".", origin(folder), include=[name])
+        return ctr.with_directory(folder_in or ".", dag.directory().with_file(target_name, file))
 
     def _env(self, command: Any) -> Step:
         """ENV: each pair, ARGs expanded now and other variables from the image's environment."""
