@@ -61,3 +61,28 @@ def test_the_difference_names_each_differing_path_once_with_what_differs() -> No
     lines = difference(ours, theirs)
     assert [line.split(":")[0] for line in lines] == ["differs", "only ours", "only theirs"]
     assert lines[0].startswith("differs: /a: ours file 644") and "theirs file 755" in lines[0]
+
+
+def test_a_layer_reads_the_same_whether_its_blob_is_zstd_gzip_or_plain(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import gzip
+
+    import zstandard
+
+    from stagecache.imagefs import layer_tar
+
+    plain = io.BytesIO()
+    with tarfile.open(fileobj=plain, mode="w") as archive:
+        data = b"print('x')\n"
+        info = tarfile.TarInfo("opt/x.py")
+        info.size, info.mode = len(data), 0o755
+        archive.addfile(info, io.BytesIO(data))
+    blobs = {"application/vnd.oci.image.layer.v1.tar+zstd": zstandard.ZstdCompressor().compress(plain.getvalue()),
+             "application/vnd.oci.image.layer.v1.tar+gzip": gzip.compress(plain.getvalue()),
+             "application/vnd.oci.image.layer.v1.tar": plain.getvalue()}
+    for media_type, content in blobs.items():
+        blob = tmp_path / "layer"
+        blob.write_bytes(content)
+        files: dict[str, Entry] = {}
+        with layer_tar(blob, media_type) as archive:
+            apply_layer(files, archive)
+        assert files == {"opt/x.py": Entry("file", 0o755, 0, 0, sha(b"print('x')\n"))}, media_type

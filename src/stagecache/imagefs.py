@@ -9,8 +9,11 @@ import pathlib
 import posixpath
 import tarfile
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
+
+import zstandard
 
 from stagecache.registry import ImageRef, connect
 
@@ -98,6 +101,15 @@ def apply_layer(files: dict[str, Entry], archive: tarfile.TarFile, keep: Callabl
         files[path] = Entry(kind, member.mode & 0o7777, member.uid, member.gid, content)
 
 
+@contextmanager
+def layer_tar(blob: pathlib.Path, media_type: str) -> Iterator[tarfile.TarFile]:
+    """A layer blob as the tar it holds, read as a stream: gzip or none (tarfile's own), or zstd."""
+    with blob.open("rb") as raw:
+        stream = zstandard.ZstdDecompressor().stream_reader(raw) if media_type.endswith("+zstd") else raw
+        with tarfile.open(fileobj=stream, mode="r|*") as archive:
+            yield archive
+
+
 async def image_files(ref: str, keep: Callable[[str], bool] = lambda path: False) -> ImageFiles:
     """Read an image from its registry: every layer applied in order, its config, and the bytes of
     the files `keep` selects."""
@@ -114,7 +126,7 @@ async def image_files(ref: str, keep: Callable[[str], bool] = lambda path: False
             for layer in manifest["layers"]:
                 blob = pathlib.Path(tmp) / "layer"
                 await client.download_blob(image.repository, layer["digest"], blob)
-                with tarfile.open(blob, "r:*") as archive:
+                with layer_tar(blob, layer["mediaType"]) as archive:
                     apply_layer(files, archive, keep, kept)
                 blob.unlink()
     return ImageFiles(files, config, {path: data for path, data in kept.items() if path in files})
