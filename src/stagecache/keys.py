@@ -19,6 +19,13 @@ SCHEMA_VERSION: Final = 3
 LAYER_COMPRESSIONS: Final = ("zstd", "gzip")
 DEFAULT_LAYER_COMPRESSION: Final = "zstd"
 
+
+def checked_compression(name: str) -> str:
+    """A layer compression this cache knows, as given; a ValueError naming the choices otherwise."""
+    if name not in LAYER_COMPRESSIONS:
+        raise ValueError(f"{' or '.join(LAYER_COMPRESSIONS)}, not {name!r}")
+    return name
+
 # Labels written on every cache image: an image whose key label does not match is never used.
 KEY_LABEL: Final = "org.vllm-ci.stagecache.key"
 STAGE_LABEL: Final = "org.vllm-ci.stagecache.stage"

@@ -21,8 +21,8 @@ import dagger
 from dagger import dag
 
 from stagecache.inputs import IGNORE_FILE, SourceFile, build_context, manifest_digest, selected, source_files
-from stagecache.keys import (CREATED_LABEL, DEFAULT_LAYER_COMPRESSION, KEY_LABEL, LAYER_COMPRESSIONS, PREIMAGE_LABEL,
-                             STAGE_LABEL, KeyPreimage, cache_tag)
+from stagecache.keys import (CREATED_LABEL, DEFAULT_LAYER_COMPRESSION, KEY_LABEL, PREIMAGE_LABEL, STAGE_LABEL, KeyPreimage,
+                             cache_tag, checked_compression)
 from stagecache.registry import DEFAULT_ATTEMPTS, ImageRef, RegistryClient, RegistryError, connect
 from stagecache.report import BuildReport, Progress, StageRecord
 from stagecache.why import describe_entry, explain, latest_tag, load_inputs, sealed_digest
@@ -174,10 +174,8 @@ class StageCache:
         ignore_file: str = IGNORE_FILE,
         layer_compression: str = DEFAULT_LAYER_COMPRESSION,
     ):
-        if layer_compression not in LAYER_COMPRESSIONS:
-            raise ValueError(f"layer compression: {' or '.join(LAYER_COMPRESSIONS)}, not {layer_compression!r}")
         # Every publish forces it, so an entry is whole in it; the key holds it (keys.KeyPreimage.layers).
-        self.layer_compression = layer_compression
+        self.layer_compression = checked_compression(layer_compression)
         self.stages = {s.name: s for s in stages}
         self.ignore_file = ignore_file  # the source's own ignore file (path in it); empty: none
         self.secrets = dict(secrets or {})

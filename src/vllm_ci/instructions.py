@@ -207,8 +207,8 @@ class AsWritten:
         if posixpath.isabs(target):
             # A system folder (/tmp, /usr/local/bin) keeps its own mode and owner only this way.
             return ctr.with_file(target, file)
-        # Into WORKDIR: one lazy file layer. The engine's with_file mounts the whole image to add one
-        # file (4 s a file on the runtime image); this layer's folders are the 0755 root ones COPY makes.
+        # Into WORKDIR: one lazy file layer. The engine's with_file mounts the image to add one file
+        # (up to 4 s a file on the runtime image); this layer's folders are the 0755 root ones COPY makes.
         folder_in, target_name = posixpath.split(target)
         if target_name == name:
             return ctr.with_directory(folder_in or ".", origin(folder), include=[name])

@@ -14,7 +14,7 @@ from dagger import Doc, Ignore, function, object_type
 
 from stagecache import BuildReport, StageCache
 from stagecache.report import Progress
-from stagecache.keys import LAYER_COMPRESSIONS
+from stagecache.keys import checked_compression
 from stagecache.prune import prune as prune_repository
 from stagecache.registry import DEFAULT_ATTEMPTS, ImageRef, RegistryError
 from stagecache.store import StageError
@@ -78,8 +78,10 @@ class VllmCi(BuildArgs):
         registry_service: dagger.Service | None = None,
     ) -> StageCache:
         """The stage cache over this build's stages (for this source's version when none was passed)."""
-        if self.cache_compression not in LAYER_COMPRESSIONS:
-            raise UsageError(f"--cache-compression: {' or '.join(LAYER_COMPRESSIONS)}, not {self.cache_compression!r}")
+        try:  # refused before the source is read for its version
+            checked_compression(self.cache_compression)
+        except ValueError as err:
+            raise UsageError(f"--cache-compression: {err}") from None
         return StageCache(
             stage_graph(await self._versioned(source)),
             cache_from=cache_from or [],
