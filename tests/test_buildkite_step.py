@@ -87,7 +87,7 @@ def world(tmp_path):
     shutil.copy(REPO / "ci" / "buildkite-step", repo / "ci" / "buildkite-step")
     (pkg / "__init__.py").write_text("")
     (pkg / "__main__.py").write_text(FAKE_MAIN)
-    for name in ("buildkite.py", "buildkite_step.py"):
+    for name in ("buildkite.py", "buildkite_step.py", "hostgit.py"):
         shutil.copy(REPO / "src" / "vllm_ci" / name, pkg / name)
     shutil.copytree(REPO / "src" / "stagecache", repo / "src" / "stagecache")  # the registry client the step uses
     bindir = tmp_path / "bin"
@@ -212,3 +212,29 @@ def test_the_step_imports_no_dagger():
     done = subprocess.run([sys.executable, "-c", probe], env={"PYTHONPATH": str(REPO / "src")}, capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0, done.stderr or "importing the Buildkite step imported dagger"
+
+
+def test_the_step_in_a_checkout_that_shadows_its_packages_runs_none_of_its_code_and_writes_nothing_there(world):
+    work, env, agent_log = world
+    markers = work.parent / "ran"
+    markers.mkdir()
+    # Every top-level module the step and the CLI it starts import, and Python's startup hooks, planted in the
+    # checkout (the step's working directory), each leaving a marker when run; and a .git that names programs.
+    for name in ("docker", "vllm_ci", "anyio", "stagecache", "httpx", "json", "shlex", "fnmatch", "signal"):
+        (work / name).mkdir()
+        for module in ("__init__", "__main__"):
+            (work / name / f"{module}.py").write_text(f"open({str(markers / name)!r}, 'w').close()\n")
+    for name in ("sitecustomize", "usercustomize", "re", "subprocess"):
+        (work / f"{name}.py").write_text(f"open({str(markers / name)!r}, 'w').close()\n")
+    git = ["git", "-C", str(work), "-c", "user.name=ci", "-c", "user.email=ci@example.invalid"]
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "pr"], ["config", "core.fsmonitor", "./fsm"]):
+        subprocess.run([*git, *args], check=True, capture_output=True)
+    (work / "fsm").write_text(f"#!/bin/sh\ntouch {markers / 'fsmonitor'}\n")
+    (work / "fsm").chmod(0o755)
+    before = {p: p.read_bytes() for p in work.rglob("*") if p.is_file() and p.name != "index"}
+    env = {**env, "BUILDKITE_COMMIT": "HEAD", "VLLM_CI_OUT": str(work.parent / "out")}  # HEAD: the step runs git
+    done = step(work, env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "using the checkout's HEAD" in done.stdout and "fake vllm-ci" in done.stdout
+    assert sorted(p.name for p in markers.iterdir()) == []
+    assert {p: p.read_bytes() for p in work.rglob("*") if p.is_file() and p.name != "index"} == before

@@ -33,6 +33,7 @@ from vllm_ci.buildkite import (
     render_annotation,
     report_style,
 )
+from vllm_ci.hostgit import SAFE_GIT
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -94,7 +95,7 @@ def resolve_commit(env: dict[str, str]) -> None:
     if re.fullmatch(r"[0-9a-fA-F]{7,64}", commit):
         return
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10).stdout.strip()
+        sha = subprocess.run([*SAFE_GIT, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
         return
     if sha:
@@ -125,11 +126,12 @@ async def _manifest_digest(host: str, repo: str, tag: str, username: str, passwo
 
 
 def run_cli(phase: str, args: list[str], env: Mapping[str, str]) -> None:
-    """Run ``python -m vllm_ci ARGS``, streaming its output (password blanked); raise ``StepFailed`` on failure."""
+    """Run ``python -P -m vllm_ci ARGS``, streaming its output (password blanked); raise ``StepFailed`` on failure.
+    -P: the working directory, the checkout, is not on the module path (its docker/ would shadow the package)."""
     redact = redactor(env)
     log(f"$ python -m vllm_ci {shlex.join(args)}")
     error = ""
-    with subprocess.Popen([sys.executable, "-m", "vllm_ci", *args], env={**env, "PYTHONUNBUFFERED": "1"}, text=True,
+    with subprocess.Popen([sys.executable, "-P", "-m", "vllm_ci", *args], env={**env, "PYTHONUNBUFFERED": "1"}, text=True,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=1) as proc:
         assert proc.stdout is not None
         for line in proc.stdout:

@@ -16,8 +16,6 @@ import pathlib
 import subprocess
 from typing import Final
 
-from vllm_ci.errors import UsageError
-
 SAFE_SETTINGS: Final = (
     "core.fsmonitor=false",
     "core.hooksPath=/dev/null",
@@ -41,11 +39,12 @@ def filter_drivers(repo: pathlib.Path) -> list[str]:
 
 
 def safe_git_flags(repo: pathlib.Path) -> list[str]:
-    """`-c` flags for every git run in the checkout: SAFE_SETTINGS and each of its filter drivers switched off."""
+    """`-c` flags for every git run in the checkout: SAFE_SETTINGS and each of its filter drivers switched off;
+    ValueError when one cannot be (vllm_ci.version refuses the checkout). No vllm_ci.errors: the Buildkite step
+    imports this module, and no Dagger."""
     flags = list(SAFE_GIT[1:])
     for name in filter_drivers(repo):
         if "=" in name or "\n" in name:  # `-c` splits at the first "=": this driver could not be switched off
-            raise UsageError(f"--source: {repo}/.git/config: filter driver {name!r} cannot be switched off on "
-                             "git's command line; vllm-ci runs no filter of a checkout")
+            raise ValueError(f"its config's filter driver {name!r} cannot be switched off on git's command line")
         flags += [arg for key in FILTER_OFF for arg in ("-c", f"filter.{name}.{key}")]
     return flags
