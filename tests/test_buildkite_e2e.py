@@ -144,11 +144,11 @@ def example_flags() -> list[str]:
 
 def laptop_call(checkout: Path, report: Path, image: str, cache_to: str, cache_from: list[str], name: str,
                 extra: list[str] | None = None, env: dict[str, str] | None = None) -> tuple[list[str], dict]:
-    """A developer's direct client-mode call in the checkout: `python -m vllm_ci $(flags) -o R build ...`."""
+    """A developer's direct client-mode call in the checkout: `python -P -m vllm_ci $(flags) -o R build ...`."""
     args = [*example_flags(), "-o", str(report), "build", "--source", SOURCE, "--image", image,
             "--cache-to", cache_to, "--cache-from", ",".join(cache_from), *(extra or [])]
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "vllm_ci", *args], cwd=checkout, capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-P", "-m", "vllm_ci", *args], cwd=checkout, capture_output=True, text=True,
                           timeout=900, env={**os.environ, **(env or {})})
     TIMINGS[name] = time.monotonic() - started
     assert done.returncode == 0, done.stdout + done.stderr

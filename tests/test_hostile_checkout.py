@@ -217,3 +217,17 @@ def test_a_malformed_pyproject_is_refused_in_one_line_naming_it(tmp_path: pathli
     (tmp_path / "pyproject.toml").write_text("[tool.setuptools_scm\n")
     with pytest.raises(UsageError, match=rf"^--source: {tmp_path}/pyproject.toml: not readable as TOML \("):
         git_versions(tmp_path)
+
+
+def test_a_filter_driver_git_cannot_switch_off_on_its_command_line_is_refused_with_exit_2_and_never_runs(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    checkout = hostile(tmp_path, monkeypatch)
+    (checkout / ".gitattributes").write_text("setup.py filter=a=b\n")
+    git(checkout, "config", "filter.a=b.clean", f"sh -c 'touch {tmp_path / 'ran' / 'filter'}; cat'")
+    monkeypatch.setenv("_EXPERIMENTAL_DAGGER_RUNNER_HOST", "unix:///nonexistent")
+    assert main(["plan", "--source", str(checkout)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"vllm-ci: error: --source: setuptools-scm derives no version from {checkout}/.git (its config's "
+                   "filter driver 'a=b' cannot be switched off on git's command line)"]
+    assert ran(tmp_path) == []

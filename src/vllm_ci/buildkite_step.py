@@ -95,7 +95,8 @@ def resolve_commit(env: dict[str, str]) -> None:
     if re.fullmatch(r"[0-9a-fA-F]{7,64}", commit):
         return
     try:
-        sha = subprocess.run([*SAFE_GIT, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10).stdout.strip()
+        sha = subprocess.run([*SAFE_GIT, "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=10).stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
         return
     if sha:
@@ -131,8 +132,8 @@ def run_cli(phase: str, args: list[str], env: Mapping[str, str]) -> None:
     redact = redactor(env)
     log(f"$ python -m vllm_ci {shlex.join(args)}")
     error = ""
-    with subprocess.Popen([sys.executable, "-P", "-m", "vllm_ci", *args], env={**env, "PYTHONUNBUFFERED": "1"}, text=True,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=1) as proc:
+    with subprocess.Popen([sys.executable, "-P", "-m", "vllm_ci", *args], env={**env, "PYTHONUNBUFFERED": "1"},
+                          text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=1) as proc:
         assert proc.stdout is not None
         for line in proc.stdout:
             line = redact(line.rstrip("\n"))

@@ -50,7 +50,8 @@ REFUSED: Final = {
     "search_parent_directories": "reads repositories above --source", "project_path": "points to another folder",
 }
 # setuptools-scm's own schemes: the entry points of the distribution that ships them, by group.
-SCHEME_GROUPS: Final = {"version_scheme": "setuptools_scm.version_scheme", "local_scheme": "setuptools_scm.local_scheme"}
+SCHEME_GROUPS: Final = {"version_scheme": "setuptools_scm.version_scheme",
+                         "local_scheme": "setuptools_scm.local_scheme"}
 SCHEMES_DIST: Final = "vcs-versioning"
 
 
