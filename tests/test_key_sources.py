@@ -12,7 +12,8 @@ import sys
 import pytest
 
 from stagecache.fingerprint import code_fingerprint
-from stagecache.inputs import files_of, ignore_patterns, manifest_digest, manifest_of
+from stagecache.inputs import excluding_pattern, files_of, ignore_patterns, manifest_digest, manifest_of, pattern_problem
+from stagecache.why import explain
 from stagecache.store import stage_preimages
 from vllm_ci.args import BuildArgs
 from vllm_ci.declare import DECLARED
@@ -169,3 +170,21 @@ def test_a_stage_key_is_the_same_in_every_process_whatever_its_hash_seed() -> No
 def test_a_dockerignore_is_read_as_buildkit_reads_it() -> None:
     text = "\ufeff# a comment\n/build\n  dist  \n\n*.py[cod]\n ! vllm/keep.so\nvllm//x/../*.so\n   # not a comment: a pattern\n/\n"
     assert ignore_patterns(text) == ["build", "dist", "*.py[cod]", "!vllm/keep.so", "vllm/*.so", "# not a comment: a pattern", "/"]
+
+
+@pytest.mark.parametrize(("pattern", "problem"), [
+    ("[", "its [ class is not closed"), ("vllm/[a-z", "its [ class is not closed"), ("!docs\\", "it ends in a lone \\"),
+    ("*.py[cod]", ""), ("[]]x", ""), ("a\\[b", ""), ("**/*.so", ""),
+])
+def test_an_ignore_pattern_buildkits_matcher_refuses_is_named_with_why(pattern: str, problem: str) -> None:
+    assert pattern_problem(pattern) == problem
+
+
+def test_the_ignore_pattern_named_for_an_excluded_file_is_the_last_that_matches_it_or_a_folder_above() -> None:
+    assert excluding_pattern("requirements/common.txt", ["docs", "requirements", "!requirements/cuda.txt"]) == "requirements"
+    assert excluding_pattern("requirements/common.txt", ["*", "!requirements/common.txt"]) == "?"
+
+
+def test_a_file_name_with_a_newline_stays_on_one_line_of_a_miss() -> None:
+    line = explain({"schema": 3, "inputs": "a"}, {"schema": 3, "inputs": "b"}, {}, {"vllm/evil\nstage base: hit": "x"})
+    assert "\n" not in line and line == "files +'vllm/evil\\nstage base: hit'"

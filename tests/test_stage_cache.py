@@ -18,7 +18,7 @@ from conftest import EXAMPLE, REGISTRY, edit, example_module, fresh_agent, sourc
 from stagecache.keys import KEY_LABEL, KeyPreimage, cache_tag
 from stagecache.prune import prune
 from stagecache.registry import ImageRef, RegistryClient
-from stagecache.store import PlannedStage, StageCache, StageError
+from stagecache.store import InputError, PlannedStage, StageCache, StageError
 from stagecache.why import INPUTS_SUFFIX, LATEST_SUFFIX, inputs_tag
 from vllm_ci.graph import stage_graph
 
@@ -316,3 +316,37 @@ async def test_an_unreachable_cache_is_summarised_in_the_first_line_and_strict_m
         "(under `dagger call`, pass --registry-service=tcp://127.0.0.1:5999 to reach the host's loopback)")
     with pytest.raises(StageError, match="^look-up: registry 127.0.0.1:5999 unreachable"):
         await build(EXAMPLE, "vllm-runtime-base", cache_from=["127.0.0.1:5999/nobody/cache"], strict=True)
+
+
+async def test_an_ignore_file_that_excludes_a_file_a_stage_copies_is_refused_naming_the_file_pattern_and_stage(
+    client: None, example_dir: pathlib.Path
+) -> None:
+    (example_dir / ".dockerignore").write_text("*\n")
+    with pytest.raises(InputError) as refused:
+        await cache_for().plan(source_of(example_dir), "base")
+    line = str(refused.value)
+    assert refused.value.exit_code == 2 and "\n" not in line
+    assert line.startswith("plan: .dockerignore excludes ") and "which stage base reads (pattern *)" in line
+
+
+async def test_an_ignore_pattern_buildkit_cannot_match_is_refused_naming_the_file_and_pattern(
+    client: None, example_dir: pathlib.Path
+) -> None:
+    (example_dir / ".dockerignore").write_text("build\n[\n")
+    with pytest.raises(InputError, match=r"^plan: \.dockerignore: pattern \[ cannot be matched: its \[ class is not closed$"):
+        await cache_for().plan(source_of(example_dir), "base")
+
+
+async def test_a_plan_hashes_only_the_files_its_stages_read_not_a_large_file_beside_them(
+    client: None, example_dir: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import stagecache.inputs
+
+    hashed: list[str] = []
+    files_of = stagecache.inputs.files_of
+    monkeypatch.setattr(stagecache.inputs, "files_of", lambda root: hashed.extend(found := files_of(root)) or found)
+    with open(example_dir / "weights.bin", "wb") as big:
+        big.truncate(64 * 1024 * 1024)  # a checkpoint left in the checkout, read by no stage of base's
+    planned = await cache_for().plan(source_of(example_dir), "base")
+    assert hashed and "weights.bin" not in hashed
+    assert set(planned[-1].inputs) <= set(hashed)

@@ -9,6 +9,7 @@ hashed here; the engine only says which paths each stage's include patterns sele
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import hashlib
 import json
 import os
@@ -18,6 +19,8 @@ import tempfile
 from collections.abc import Mapping
 
 import dagger
+
+from stagecache.report import shown_path
 
 Manifest = Mapping[str, str]  # path -> "file:<sha256>", "exec:<sha256>" or "link:<sha256 of target>"
 IGNORE_FILE = ".dockerignore"
@@ -56,12 +59,57 @@ def ignore_patterns(text: str) -> list[str]:
     return patterns
 
 
-async def build_context(source: dagger.Directory, ignore_file: str) -> dagger.Directory:
-    """The source as BuildKit sends it as the build context: without what its ignore file excludes.
-    The engine matches the patterns with BuildKit's own matcher (`!` exceptions included)."""
+def pattern_problem(pattern: str) -> str:
+    """Why BuildKit's matcher (Go's filepath.Match syntax) would refuse an ignore pattern; empty: it takes it.
+    An unclosed `[` class or a trailing `\\` fail there with a cache-key error that names no file."""
+    chars, at = pattern.lstrip("!"), 0
+    while at < len(chars):
+        if chars[at] == "\\":
+            if at + 1 == len(chars):
+                return "it ends in a lone \\"
+            at += 2
+            continue
+        if chars[at] == "[":
+            at += 1
+            if at < len(chars) and chars[at] == "^":
+                at += 1
+            start = at
+            while at < len(chars) and (chars[at] != "]" or at == start):
+                at += 2 if chars[at] == "\\" else 1
+            if at >= len(chars):
+                return "its [ class is not closed"
+        at += 1
+    return ""
+
+
+def excluding_pattern(path: str, patterns: list[str]) -> str:
+    """The ignore pattern that excludes a path, to name it in a message (the last one matching the path or a
+    folder above it; the engine itself decides what is excluded, with BuildKit's matcher)."""
+    parts = path.split("/")
+    prefixes = ["/".join(parts[: n + 1]) for n in range(len(parts))]
+    found = ""
+    for pattern in patterns:
+        bare = pattern.removeprefix("!")
+        if any(fnmatch.fnmatchcase(prefix, bare) for prefix in prefixes):
+            found = "" if pattern.startswith("!") else pattern
+    return found or "?"
+
+
+async def context_patterns(source: dagger.Directory, ignore_file: str) -> list[str]:
+    """The exclude patterns of the source's ignore file (none without one); ValueError naming the
+    file, line and pattern for one BuildKit would refuse."""
     if not ignore_file or ignore_file not in await source.entries():
-        return source
+        return []
     patterns = ignore_patterns(await source.file(ignore_file).contents())
+    for pattern in patterns:
+        if problem := pattern_problem(pattern):
+            raise ValueError(f"{ignore_file}: pattern {shown_path(pattern)} cannot be matched: {problem}")
+    return patterns
+
+
+def build_context(source: dagger.Directory, patterns: list[str]) -> dagger.Directory:
+    """The source as BuildKit sends it as the build context: without what its ignore patterns exclude.
+    The engine matches the patterns with BuildKit's own matcher (`!` exceptions included)."""
     return source.filter(exclude=patterns) if patterns else source
 
 

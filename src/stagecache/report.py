@@ -9,6 +9,12 @@ import sys
 from typing import Any, ClassVar, TextIO
 
 
+def shown_path(path: str) -> str:
+    """A path as one log line shows it: as is, or quoted with escapes when it holds a newline or
+    another character that is not printable (a file name can hold any byte but / and NUL)."""
+    return path if path.isprintable() else repr(path)
+
+
 @dataclasses.dataclass
 class StageRecord:
     """One stage's outcome in one build."""

@@ -20,11 +20,12 @@ import anyio
 import dagger
 from dagger import dag
 
-from stagecache.inputs import IGNORE_FILE, SourceFile, build_context, manifest_digest, selected, source_files
+from stagecache.inputs import (IGNORE_FILE, SourceFile, build_context, context_patterns, excluding_pattern, manifest_digest,
+                               selected, source_files)
 from stagecache.keys import (CREATED_LABEL, DEFAULT_LAYER_COMPRESSION, KEY_LABEL, PREIMAGE_LABEL, STAGE_LABEL, KeyPreimage,
                              cache_tag, checked_compression)
 from stagecache.registry import DEFAULT_ATTEMPTS, ImageRef, RegistryClient, RegistryError, connect
-from stagecache.report import BuildReport, Progress, StageRecord
+from stagecache.report import BuildReport, Progress, StageRecord, shown_path
 from stagecache.why import describe_entry, explain, latest_tag, load_inputs, sealed_digest
 from stagecache.traffic import RegistryLog, attribute
 
@@ -43,6 +44,12 @@ class StageError(Exception):
         self.stage, self.key, self.ref, self.phase, self.output = stage, key, ref, phase, output
         where = ", ".join(p for p in (f"stage {stage}" if stage else "", f"key {key[:12]}" if key else "", ref) if p)
         super().__init__(f"{phase}: {message}" + (f" ({where})" if where else ""))
+
+
+class InputError(StageError):
+    """Bad input, found before any container work (exit 2): a reference, an ignore file, an argument."""
+
+    exit_code = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -198,28 +205,42 @@ class StageCache:
         self.tunnels = dict(tunnels or {})  # loopback port -> host:port of a tunnel the engine opened
         self._retries = 0  # registry requests asked again (429, 5xx, resets)
         self._lookup_failures: set[str] = set()  # why look-ups found nothing to use, once each
+        self._ignored: list[str] = []  # the source's ignore patterns, read by each plan
         self._started = time.monotonic()  # reset by each build: the timeline's zero
 
     # -- keys and look-ups ------------------------------------------------------------------
 
     async def plan(self, source: dagger.Directory, target: str) -> list[PlannedStage]:
         """Keys for every stage the target needs, and which would hit; no container work."""
-        return await self._plan(await build_context(source, self.ignore_file), target)
+        return await self._plan(source, await self._context(source), target)
 
-    async def _plan(self, source: dagger.Directory, target: str, target_first: bool = False) -> list[PlannedStage]:
-        """plan() on a source already filtered by its ignore file. target_first: look up the target
-        alone first, and the other stages only when it misses (a build needs nothing else of a hit)."""
+    async def _context(self, source: dagger.Directory) -> dagger.Directory:
+        """The source as the build context: less what its ignore file excludes (a pattern BuildKit
+        would refuse is refused here, naming the file and the pattern)."""
+        try:
+            self._ignored = await context_patterns(source, self.ignore_file)
+        except ValueError as err:
+            raise InputError(str(err), phase="plan") from None
+        return build_context(source, self._ignored)
+
+    async def _plan(self, source: dagger.Directory, context: dagger.Directory, target: str,
+                    target_first: bool = False) -> list[PlannedStage]:
+        """plan() on the source and its build context (the source less its ignore file's patterns).
+        target_first: look up the target alone first, and the other stages only when it misses (a build
+        needs nothing else of a hit). Only the files some stage reads are exported and hashed."""
         stages = ordered(self.stages, target)
-        self._files = await source_files(source) if any(s.inputs for s in stages) else {}
+        read_patterns = sorted({pattern for stage in stages for pattern in stage.inputs})
+        self._files = await source_files(context.filter(include=read_patterns)) if read_patterns else {}
         manifest = {path: file.entry for path, file in self._files.items()}
         reads: dict[str, dict[str, str]] = {}
 
         async def select(stage: Stage) -> None:
-            reads[stage.name] = await selected(source, list(stage.inputs), manifest)
+            reads[stage.name] = await selected(context, list(stage.inputs), manifest)
 
         async with anyio.create_task_group() as tg:
             for stage in stages:
                 tg.start_soon(select, stage)
+        await self._refuse_ignored_reads(source, stages, reads)
 
         preimages = stage_preimages(stages, reads, self.layer_compression)
         found: dict[str, tuple[str | None, str]] = {}
@@ -242,6 +263,22 @@ class StageCache:
             raise first_stage_error(group) from None
         return [PlannedStage(s, p, *found.get(s.name, (None, "")), reads[s.name], why.get(s.name, ""), s.name in found)
                 for s, p in zip(stages, preimages)]
+
+    async def _refuse_ignored_reads(self, source: dagger.Directory, stages: Sequence[Stage],
+                                    reads: Mapping[str, Mapping[str, str]]) -> None:
+        """Refuse, naming the ignore file and its pattern, a file a stage reads by name that the
+        checkout has but its ignore file excludes: BuildKit's COPY fails there on a bare `lstat`."""
+        if not self._ignored:
+            return
+        by_path = {pattern: stage.name for stage in reversed(stages) for pattern in stage.inputs
+                   if not any(c in pattern for c in "*?[\\")}
+        unread = sorted(set(by_path) - {path for read in reads.values() for path in read})
+        if not unread:
+            return
+        present = set(await source.filter(include=unread).glob("**"))
+        for path in (p for p in unread if p in present):
+            raise InputError(f"{self.ignore_file} excludes {shown_path(path)}, which stage {by_path[path]} reads "
+                             f"(pattern {shown_path(excluding_pattern(path, self._ignored))})", phase="plan")
 
     async def _miss_reason(self, preimage: KeyPreimage, reads: Mapping[str, str]) -> str:
         """Why a stage misses: its entry was corrupt, or what changed since the newest entry."""
@@ -399,8 +436,8 @@ class StageCache:
             _parse_ref(image, "image")  # refuse a bad reference before any work
         meter = RegistryLog(os.environ[LOG_ENV]) if os.environ.get(LOG_ENV) else None
         mark = meter.mark() if meter else 0
-        source = await build_context(source, self.ignore_file)
-        plan = await self._plan(source, target, target_first=True)
+        checkout, source = source, await self._context(source)
+        plan = await self._plan(checkout, source, target, target_first=True)
         planned_at = self._now()
         self._pulled = {parent for p in plan if p.hit is None and p.looked_up
                         for parent in p.stage.parents if p.stage.reads_whole(parent)}

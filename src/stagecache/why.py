@@ -16,6 +16,7 @@ from typing import Any, Final
 
 from stagecache.keys import explain_difference
 from stagecache.registry import OCI_MANIFEST, RegistryClient
+from stagecache.report import shown_path
 
 LATEST_SUFFIX: Final = "-latest"
 INPUTS_SUFFIX: Final = ".inputs"
@@ -117,9 +118,9 @@ def _files_changed(old: Mapping[str, str] | None, new: Mapping[str, str]) -> str
     """The input files that differ, by path."""
     if old is None:
         return "input files changed (the old entry has no input manifest)"
-    changes = [f"~{p}" for p in sorted(set(old) & set(new)) if old[p] != new[p]]
-    changes += [f"+{p}" for p in sorted(set(new) - set(old))]
-    changes += [f"-{p}" for p in sorted(set(old) - set(new))]
+    changes = [f"~{shown_path(p)}" for p in sorted(set(old) & set(new)) if old[p] != new[p]]
+    changes += [f"+{shown_path(p)}" for p in sorted(set(new) - set(old))]
+    changes += [f"-{shown_path(p)}" for p in sorted(set(old) - set(new))]
     more = f" and {len(changes) - FILES_NAMED} more" if len(changes) > FILES_NAMED else ""
     return "files " + ", ".join(changes[:FILES_NAMED]) + more
 

@@ -4,13 +4,11 @@ with its exit code; cli.main maps every one to one line. Exit codes (README, "Ex
 
 from __future__ import annotations
 
-from stagecache.store import StageError
+from stagecache.store import InputError, StageError
 
 
-class UsageError(StageError):
-    """Bad input, found before any container work (exit 2)."""
-
-    exit_code = 2
+class UsageError(InputError):
+    """Bad input, found before any container work (exit 2), as the command line names it."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message, phase="usage")
