@@ -45,8 +45,8 @@ def vllm_ci(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_a_url_user_info_is_no_part_of_a_key_and_no_part_of_its_preimage() -> None:
     def base_preimage(url: str) -> str:
-        stages = [s for s in stage_graph(example_module(pip_index_url=url, sccache_download_url=url)) if s.name == "base"]
-        return stage_preimages(stages, {})[0].canonical()
+        graph = stage_graph(example_module(pip_index_url=url, sccache_download_url=url))
+        return stage_preimages([s for s in graph if s.name == "base"], {})[0].canonical()
 
     with_token = base_preimage(f"https://bot:{TOKEN}@idx.example/simple")
     assert base_preimage("https://idx.example/simple") == with_token  # the same key, since the same preimage
@@ -60,7 +60,7 @@ def test_a_failing_run_with_a_credentialed_index_url_prints_one_error_line_witho
                      "--use-sccache=1", "build", "--source", str(EXAMPLE), "--target", "base")
     assert failed.returncode == 1, failed.stderr
     errors = [line for line in failed.stderr.splitlines() if line.startswith("vllm-ci: error:")]
-    assert len(errors) == 1 and "curl -L -o sccache.tar.gz ${SCCACHE_DOWNLOAD_URL}" in errors[0]  # the script as written
+    assert len(errors) == 1 and "curl -L -o sccache.tar.gz ${SCCACHE_DOWNLOAD_URL}" in errors[0]  # the script
     assert "export " not in errors[0]  # not the ARG values
     assert TOKEN not in failed.stderr + failed.stdout
 
