@@ -587,14 +587,9 @@ def _unusable_reason(message: str) -> str:
 
 
 def exec_summary(err: dagger.ExecError) -> str:
-    """A failed command in one line, with the last lines of its error output, URL credentials blanked.
-    A shell command (`sh -c SCRIPT ARG...`) is shown as the shell and its script: the arguments after it
-    are data the script reads (a caller's variable values: long, possibly credentials), not what failed."""
-    command = err.command
-    shell = len(command) > 2 and command[1] == "-c" and command[0].endswith("sh")
-    shown = " ".join(command[:3] if shell else command)
+    """A failed command in one line, with the last lines of its error output, URL credentials blanked."""
     tail = " | ".join(line for line in (err.stderr or "").strip().splitlines()[-5:])
-    return without_userinfo(f"command {shown!r} exited {err.exit_code}" + (f": {tail}" if tail else ""))
+    return without_userinfo(f"command {' '.join(err.command)!r} exited {err.exit_code}" + (f": {tail}" if tail else ""))
 
 
 def _export_failure(err: dagger.QueryError, registry: str) -> str:

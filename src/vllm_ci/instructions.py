@@ -40,9 +40,11 @@ from vllm_ci.steps import Step, unquote
 
 SHARING: Final = {"shared": dagger.CacheSharingMode.SHARED, "locked": dagger.CacheSharingMode.LOCKED,
                   "private": dagger.CacheSharingMode.PRIVATE}
-# A RUN's script starts by setting the stage's ARGs, given as the shell's first argument, then drops
-# that argument, so the script sees no positional arguments, as under BuildKit.
-ARG_LOADER: Final = 'eval "$1" && shift\n'
+# A RUN's script starts by setting the stage's ARGs from a variable that holds their exports, set for
+# that one command: not in its arguments, which the image config's history records (created_by) and a
+# failed RUN's error line shows, and gone from the config after it.
+ARGS_VARIABLE: Final = "VLLM_CI_RUN_ARGS"
+ARG_LOADER: Final = f'eval "${ARGS_VARIABLE}" && unset {ARGS_VARIABLE}\n'
 # The build's private-index credentials, a netrc file (secret id, and where every RUN run as written
 # finds it, named by NETRC, which pip and uv read); a secret mount, gone after the RUN.
 INDEX_NETRC: Final = "index-netrc"
@@ -149,9 +151,8 @@ class AsWritten:
                 ctr, target = self._mount(ctr, options)
                 if target:
                     mounted.append(target)
-            # The exports are the shell's first argument, not part of its script: a failed RUN is shown
-            # as its script (stagecache.store.exec_summary), never with the ARG values.
-            ctr = ctr.with_exec(["/bin/sh", "-c", ARG_LOADER + script, "/bin/sh", preamble])
+            ctr = (ctr.with_env_variable(ARGS_VARIABLE, preamble).with_exec(["/bin/sh", "-c", ARG_LOADER + script])
+                   .without_env_variable(ARGS_VARIABLE))
             for target in mounted:
                 ctr = ctr.without_mount(target)
             return ctr
