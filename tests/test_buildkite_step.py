@@ -238,3 +238,19 @@ def test_the_step_in_a_checkout_that_shadows_its_packages_runs_none_of_its_code_
     assert "using the checkout's HEAD" in done.stdout and "fake vllm-ci" in done.stdout
     assert sorted(p.name for p in markers.iterdir()) == []
     assert {p: p.read_bytes() for p in work.rglob("*") if p.is_file() and p.name != "index"} == before
+
+
+def test_url_user_info_and_the_index_netrc_are_in_no_log_line_or_annotation(world):
+    work, env, agent_log = world
+    token, netrc_password = "tok-Qv9-never-shown", "netrc-Pw4-never-shown"
+    url = f"https://bot:{token}@idx.example/simple"
+    env = {**env, "VLLM_CI_FLAGS": f"--pip-index-url={url}",
+           "VLLM_CI_INDEX_NETRC": f"machine idx.example login bot password {netrc_password}\n"}
+    done = step(work, {**env, "FAKE_FAIL": "build", "FAKE_ERROR": f"pip could not reach {url} as bot {netrc_password}"})
+    assert done.returncode == 1
+    assert "--index-netrc env:VLLM_CI_INDEX_NETRC" in done.stdout  # the netrc reaches the CLI by name only
+    assert "--pip-index-url=https://***@idx.example/simple" in done.stdout
+    annotation = (work / "vllm-ci-out/annotation.md").read_text()
+    assert "https://***@idx.example/simple" in annotation
+    for text in (done.stdout, done.stderr, agent_log.read_text(), annotation):
+        assert token not in text and netrc_password not in text

@@ -8,6 +8,8 @@ import json
 from collections.abc import Mapping
 from typing import Final
 
+from stagecache.redact import without_userinfo
+
 # Bump when the preimage's shape or meaning changes: every key changes with it.
 # 2: inputs are a manifest digest of content and executable bits (no file modes, no engine version);
 #    code (the stage's code fingerprint) replaces a hand-kept recipe number.
@@ -55,7 +57,10 @@ class KeyPreimage:
                 "schema": SCHEMA_VERSION,
                 "stage": self.stage,
                 "code": self.code,
-                "args": dict(self.args),
+                # A URL's user-info (`https://user:token@host`) is a credential: it does not change what
+                # is built, and the preimage is stored as a label. Left out, so a key is the same with
+                # and without it, and no key, label, plan or miss explanation holds it.
+                "args": {name: without_userinfo(value, mark="") for name, value in self.args.items()},
                 "parents": dict(self.parents),
                 "inputs": self.inputs,
                 "layers": self.layers,

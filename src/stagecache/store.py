@@ -24,6 +24,7 @@ from stagecache.inputs import (IGNORE_FILE, SourceFile, build_context, context_p
                                selected, source_files)
 from stagecache.keys import (CREATED_LABEL, DEFAULT_LAYER_COMPRESSION, KEY_LABEL, PREIMAGE_LABEL, STAGE_LABEL, KeyPreimage,
                              cache_tag, checked_compression)
+from stagecache.redact import without_userinfo
 from stagecache.registry import DEFAULT_ATTEMPTS, ImageRef, RegistryClient, RegistryError, connect
 from stagecache.report import BuildReport, Progress, StageRecord, shown_path
 from stagecache.why import describe_entry, explain, latest_tag, load_inputs, sealed_digest
@@ -586,8 +587,8 @@ class StageCache:
         return round(time.monotonic() - self._started, 3)
 
     def _warn(self, message: str) -> None:
-        """One line on the log stream."""
-        print(message, file=self.log, flush=True)
+        """One line on the log stream, URL credentials blanked."""
+        print(without_userinfo(message), file=self.log, flush=True)
 
 
 def first_stage_error(group: BaseExceptionGroup) -> BaseException:
@@ -623,9 +624,9 @@ def _unusable_reason(message: str) -> str:
 
 
 def exec_summary(err: dagger.ExecError) -> str:
-    """A failed command in one line, with the last lines of its error output."""
+    """A failed command in one line, with the last lines of its error output, URL credentials blanked."""
     tail = " | ".join(line for line in (err.stderr or "").strip().splitlines()[-5:])
-    return f"command {' '.join(err.command)!r} exited {err.exit_code}" + (f": {tail}" if tail else "")
+    return without_userinfo(f"command {' '.join(err.command)!r} exited {err.exit_code}" + (f": {tail}" if tail else ""))
 
 
 def _export_failure(err: dagger.QueryError, registry: str) -> str:

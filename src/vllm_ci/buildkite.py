@@ -2,7 +2,8 @@
 
 Nothing here talks to Dagger, a registry or the agent; ``buildkite_step`` does the I/O (the one file
 read here is ``VLLM_CI_ARGS_FILE``, the constructor flags).
-The registry password is never read into these values: the CLI gets ``env:VLLM_CI_REGISTRY_PASSWORD``.
+The registry password is never read into these values: the CLI gets ``env:VLLM_CI_REGISTRY_PASSWORD``
+(and the private-index netrc ``env:VLLM_CI_INDEX_NETRC``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from stagecache.report import BuildReport
 PASSWORD_VAR = "VLLM_CI_REGISTRY_PASSWORD"
 ARGS_FILE_VAR = "VLLM_CI_ARGS_FILE"  # constructor flags, one per line (as examples/mini-vllm/vllm-ci.args)
 AWS_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")  # sccache's S3 keys, passed on as secrets
-SECRET_VARS = (PASSWORD_VAR, *AWS_VARS)
+INDEX_NETRC_VAR = "VLLM_CI_INDEX_NETRC"  # a netrc file's text: the private package indexes' credentials
+SECRET_VARS = (PASSWORD_VAR, *AWS_VARS, INDEX_NETRC_VAR)
 DEFAULT_NAMESPACE = "vllm-ci"
 MAX_NAME = 128
 MAIN_CACHE = "cache-main"
@@ -123,6 +125,7 @@ class StepSettings:
     username: str | None
     has_password: bool
     has_aws_keys: bool
+    has_index_netrc: bool
     cache_strict: bool
     verbose: bool
     flags: tuple[str, ...]
@@ -157,6 +160,7 @@ class StepSettings:
             username=username,
             has_password=has_password,
             has_aws_keys=has_aws_keys,
+            has_index_netrc=bool(env.get(INDEX_NETRC_VAR, "").strip()),
             cache_strict=env.get("VLLM_CI_CACHE_STRICT", "").strip().lower() in _TRUE,
             verbose=env.get("VLLM_CI_VERBOSE", "").strip().lower() in _TRUE,
             flags=flags,
@@ -222,6 +226,8 @@ class StepSettings:
         ]
         if self.has_aws_keys:
             args += ["--aws-access-key-id", f"env:{AWS_VARS[0]}", "--aws-secret-access-key", f"env:{AWS_VARS[1]}"]
+        if self.has_index_netrc:
+            args += ["--index-netrc", f"env:{INDEX_NETRC_VAR}"]
         if self.cache_strict:
             args.append("--cache-strict")
         return args

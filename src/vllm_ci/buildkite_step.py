@@ -22,9 +22,11 @@ from pathlib import Path
 
 import anyio
 
+from stagecache.redact import without_userinfo
 from stagecache.registry import RegistryError, connect
 from vllm_ci.buildkite import (
     ANNOTATION_CONTEXT,
+    INDEX_NETRC_VAR,
     PASSWORD_VAR,
     SECRET_VARS,
     SettingsError,
@@ -48,19 +50,21 @@ class StepFailed(Exception):
 
 
 def log(line: str) -> None:
-    """Print one job-log line, unbuffered."""
-    print(line, flush=True)
+    """Print one job-log line, unbuffered, URL credentials blanked (the ARG values a flag or error names)."""
+    print(without_userinfo(line), flush=True)
 
 
 def redactor(env: Mapping[str, str]) -> Callable[[str], str]:
-    """A function that blanks the secrets' values (registry password, AWS keys) out of a string."""
-    secrets = sorted({env[v] for v in SECRET_VARS if env.get(v)}, key=len, reverse=True)
+    """A function that blanks the secrets' values (registry password, AWS keys, the index netrc and each
+    password in it) and every URL's user-info out of a string."""
+    netrc_passwords = re.findall(r"\bpassword\s+(\S+)", env.get(INDEX_NETRC_VAR, ""))
+    secrets = sorted({*(env[v] for v in SECRET_VARS if env.get(v)), *netrc_passwords}, key=len, reverse=True)
 
     def redact(text: str) -> str:
-        """The text with every secret value replaced."""
+        """The text with every secret value and URL user-info replaced."""
         for secret in secrets:
             text = text.replace(secret, "[REDACTED]")
-        return text
+        return without_userinfo(text)
 
     return redact
 
@@ -194,6 +198,8 @@ def run(env: dict[str, str]) -> int:
     log(f"flags       {shlex.join(settings.flags) or '(none)'}")
     login = f"user {settings.username}, password from {PASSWORD_VAR}" if settings.username else "anonymous"
     log(f"registry    {login}")
+    if settings.has_index_netrc:
+        log(f"indexes     netrc from {INDEX_NETRC_VAR}")
 
     out = Path(settings.out_dir)
     out.mkdir(parents=True, exist_ok=True)

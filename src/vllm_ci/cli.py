@@ -27,6 +27,7 @@ import dagger
 from dagger import dag
 from dagger.mod._utils import get_doc, get_ignore
 
+from stagecache.redact import without_userinfo
 from stagecache.report import Progress
 from stagecache.store import StageError, exec_summary
 from vllm_ci.errors import UsageError
@@ -342,8 +343,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def fail(message: str, code: int) -> int:
-    """The one error line, and the exit code to return."""
-    print(f"{PROG}: error: {message}", file=sys.stderr)
+    """The one error line (URL credentials blanked, whatever raised it), and the exit code to return."""
+    print(f"{PROG}: error: {without_userinfo(message)}", file=sys.stderr)
     return code
 
 

@@ -14,6 +14,7 @@ from stagecache.fingerprint import code_fingerprint
 from vllm_ci import stages
 from vllm_ci.args import AUTOMATIC_ARGS, BuildArgs
 from vllm_ci.declare import DECLARED, StageDeclaration
+from vllm_ci.instructions import INDEX_NETRC
 
 TARGETS = tuple(DECLARED)
 # The packages whose code a stage's fingerprint follows.
@@ -43,12 +44,15 @@ def stage_graph(args: BuildArgs) -> list[Stage]:
     ]
 
 
-async def secrets_of(aws_access_key_id: dagger.Secret | None, aws_secret_access_key: dagger.Secret | None) -> dict[str, dagger.Secret]:
-    """The build's secrets by the id upstream's RUNs mount them with: the AWS keys as the one
-    credentials file sccache reads (--mount=type=secret,id=aws-credentials). The file is made as a
-    secret; its text never reaches a layer, a log or the report."""
+async def secrets_of(aws_access_key_id: dagger.Secret | None, aws_secret_access_key: dagger.Secret | None,
+                     index_netrc: dagger.Secret | None = None) -> dict[str, dagger.Secret]:
+    """The build's secrets by the id the RUNs mount them with: the AWS keys as the one credentials file
+    sccache reads (--mount=type=secret,id=aws-credentials), made as a secret; the private-index netrc as
+    given (every RUN run as written mounts it, instructions.INDEX_NETRC). No text of either reaches a
+    layer, a log, a key or the report."""
+    secrets = {INDEX_NETRC: index_netrc} if index_netrc is not None else {}
     if aws_access_key_id is None or aws_secret_access_key is None:
-        return {}
+        return secrets
     text = (f"[default]\naws_access_key_id = {await aws_access_key_id.plaintext()}\n"
             f"aws_secret_access_key = {await aws_secret_access_key.plaintext()}\n")
-    return {stages.AWS_CREDENTIALS: dag.set_secret(stages.AWS_CREDENTIALS, text)}
+    return {**secrets, stages.AWS_CREDENTIALS: dag.set_secret(stages.AWS_CREDENTIALS, text)}

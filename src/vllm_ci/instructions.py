@@ -7,7 +7,8 @@ instruction becomes:
 - RUN: `/bin/sh -c` with the script as written; the stage's ARGs are in its environment unless an
   ENV of the same name is (BuildKit: ENV wins); `--mount=type=cache` is a cache volume,
   `type=bind` a mounted folder (of the stage's filtered source, or of a parent with `from=`), and
-  `type=secret` a mounted secret file when the build has it. Mounts are gone after the RUN.
+  `type=secret` a mounted secret file when the build has it. Mounts are gone after the RUN. With the
+  build's private-index netrc (INDEX_NETRC), every RUN has it mounted and NETRC naming it.
 - COPY: from the stage's filtered source (a path the stage declares as a folder, "x/", is a folder;
   "." is all of it) or, with `--from=STAGE`, from that parent's result (an entry copied under its own
   name is taken as it is, file or folder; otherwise a name with no extension is a folder).
@@ -39,6 +40,15 @@ from vllm_ci.steps import Step, unquote
 
 SHARING: Final = {"shared": dagger.CacheSharingMode.SHARED, "locked": dagger.CacheSharingMode.LOCKED,
                   "private": dagger.CacheSharingMode.PRIVATE}
+# A RUN's script starts by setting the stage's ARGs from a variable that holds their exports, set for
+# that one command: not in its arguments, which the image config's history records (created_by) and a
+# failed RUN's error line shows, and gone from the config after it.
+ARGS_VARIABLE: Final = "VLLM_CI_RUN_ARGS"
+ARG_LOADER: Final = f'eval "${ARGS_VARIABLE}" && unset {ARGS_VARIABLE}\n'
+# The build's private-index credentials, a netrc file (secret id, and where every RUN run as written
+# finds it, named by NETRC, which pip and uv read); a secret mount, gone after the RUN.
+INDEX_NETRC: Final = "index-netrc"
+NETRC_PATH: Final = f"/run/secrets/{INDEX_NETRC}"
 ARCHES: Final = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
 
 
@@ -131,6 +141,9 @@ class AsWritten:
         preamble = "".join(f'[ -n "${{{name}+set}}" ] || export {name}={shlex.quote(value)}\n'
                            for name, value in self.arg_environment().items())
         mounts = [mount_options(self.expand(flag)) for flag in command.flags if flag.startswith("--mount=")]
+        if INDEX_NETRC in self.ctx.secrets:  # private-index credentials: pip and uv read the file NETRC names
+            mounts.append({"type": "secret", "id": INDEX_NETRC, "target": NETRC_PATH})
+            preamble += f"export NETRC={NETRC_PATH}\n"
 
         def step(ctr: dagger.Container) -> dagger.Container:
             mounted = []
@@ -138,7 +151,8 @@ class AsWritten:
                 ctr, target = self._mount(ctr, options)
                 if target:
                     mounted.append(target)
-            ctr = ctr.with_exec(["/bin/sh", "-c", preamble + script])
+            ctr = (ctr.with_env_variable(ARGS_VARIABLE, preamble).with_exec(["/bin/sh", "-c", ARG_LOADER + script])
+                   .without_env_variable(ARGS_VARIABLE))
             for target in mounted:
                 ctr = ctr.without_mount(target)
             return ctr

@@ -44,6 +44,10 @@ RegistryPassword = Annotated[dagger.Secret | None, Doc("Password or token for th
 AwsKeyId = Annotated[dagger.Secret | None, Doc("AWS_ACCESS_KEY_ID for the sccache backend")]
 RegistryAttempts = Annotated[int, Doc("Tries per registry request on a 429, a 5xx or a reset, with backoff")]
 AwsSecret = Annotated[dagger.Secret | None, Doc("AWS_SECRET_ACCESS_KEY for the sccache backend")]
+IndexNetrc = Annotated[dagger.Secret | None, Doc(
+    "A netrc file with the private package indexes' credentials (machine HOST login USER password TOKEN): every "
+    "RUN sees it as $NETRC, which pip and uv read; never in a key, layer, label or log. Give index URLs without "
+    "user-info")]
 RegistryService = Annotated[
     dagger.Service | None,
     Doc("Under `dagger call`: a cache registry on the host's loopback, as tcp://127.0.0.1:PORT, so the "
@@ -76,6 +80,7 @@ class VllmCi(BuildArgs):
         aws_secret_access_key: dagger.Secret | None = None,
         registry_attempts: int = DEFAULT_ATTEMPTS,
         registry_service: dagger.Service | None = None,
+        index_netrc: dagger.Secret | None = None,
     ) -> StageCache:
         """The stage cache over this build's stages (for this source's version when none was passed)."""
         try:  # refused before the source is read for its version
@@ -89,7 +94,7 @@ class VllmCi(BuildArgs):
             strict=strict,
             registry_username=registry_username,
             registry_password=registry_password,
-            secrets=await secrets_of(aws_access_key_id, aws_secret_access_key),
+            secrets=await secrets_of(aws_access_key_id, aws_secret_access_key, index_netrc),
             # In a Buildkite job each stage is a collapsible log group; elsewhere plain lines.
             progress=Progress(sys.stderr, groups=os.environ.get("BUILDKITE") == "true"),
             registry_attempts=registry_attempts,
@@ -201,11 +206,12 @@ class VllmCi(BuildArgs):
         aws_secret_access_key: AwsSecret = None,
         registry_attempts: RegistryAttempts = DEFAULT_ATTEMPTS,
         registry_service: RegistryService = None,
+        index_netrc: IndexNetrc = None,
     ) -> str:
         """Build the target with the stage cache, publish it, and return the per-stage report as JSON."""
         cache = await self._cache(
             source, cache_from, cache_to, cache_strict, registry_username, registry_password,
-            aws_access_key_id, aws_secret_access_key, registry_attempts, registry_service,
+            aws_access_key_id, aws_secret_access_key, registry_attempts, registry_service, index_netrc,
         )
         _, report = await cache.build(source, target, image)
         print(report.table(), file=sys.stderr)
