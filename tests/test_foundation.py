@@ -110,15 +110,6 @@ def test_bad_input_exits_with_one_line_before_any_container_work(args: list[str]
     assert "plain-text-value" not in result.stderr
 
 
-def test_a_malformed_cache_repository_is_one_line_naming_it() -> None:
-    result = run_cli("plan", "--source", str(EXAMPLE), "--cache-from", "not a ref")
-    assert result.returncode != 0
-    assert result.stderr.strip().splitlines() == [
-        "vllm-ci: error: plan: cache repository: not a fully qualified image reference "
-        "(registry/repository[:tag]): 'not a ref'"
-    ]
-
-
 @pytest.mark.parametrize(
     ("args", "code", "says"),
     [
