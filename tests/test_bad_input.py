@@ -28,11 +28,13 @@ def report(stages: str, extra: str = "") -> list[str]:
 
 
 @pytest.mark.parametrize(("args", "says"), [
-    (["-o", "{tmp}/missing/report.json", "build", *SOURCE, "--image", f"{REGISTRY}/x/y:z"], "-o: no such folder: {tmp}/missing"),
+    (["-o", "{tmp}/missing/report.json", "build", *SOURCE, "--image", f"{REGISTRY}/x/y:z"],
+     "-o: no such folder: {tmp}/missing"),
     (["-o", "{tmp}", "build", *SOURCE, "--image", f"{REGISTRY}/x/y:z"], "-o: {tmp} is a folder; build returns text"),
     (["-o", "{tmp}", "wheel", *SOURCE], "-o: {tmp} is a folder; wheel returns a file"),
     (["-o", "{tmp}", "base", *SOURCE], "-o: {tmp} is a folder; base returns an image tarball"),
-    (report('"abc"'), "--report-json: not a build report (ValueError: invalid value for type, expected list @ $.stages)"),
+    (report('"abc"'),
+     "--report-json: not a build report (ValueError: invalid value for type, expected list @ $.stages)"),
     (report("[null]"), "expected StageRecord @ $.stages[0]"),
     (report("[]", '"total_seconds": NaN, '), "expected float @ $.total_seconds"),
     (report(f'[{STAGE}, "ended_at": Infinity}}]'), "expected float | None @ $.stages[0].ended_at"),
@@ -51,9 +53,12 @@ def report(stages: str, extra: str = "") -> list[str]:
     (["build", *SOURCE, "--target", "tset"], "--target: no stage 'tset'"),
     (["prune", "--cache-repo", f"{REGISTRY}/c", "--keep-last", "-5", "--keep-days", "1"],
      "--keep-last: a finite number, 0 or more, not -5"),
-    (["prune", "--cache-repo", f"{REGISTRY}/c", "--keep-days", "-1"], "--keep-days: a finite number, 0 or more, not -1.0"),
-    (["prune", "--cache-repo", f"{REGISTRY}/c", "--keep-days", "nan"], "--keep-days: a finite number, 0 or more, not nan"),
-    (["prune", "--cache-repo", f"{REGISTRY}/c", "--keep-days", "inf"], "--keep-days: a finite number, 0 or more, not inf"),
+    (["prune", "--cache-repo", f"{REGISTRY}/c", "--keep-days",
+     "-1"], "--keep-days: a finite number, 0 or more, not -1.0"),
+    (["prune", "--cache-repo", f"{REGISTRY}/c", "--keep-days",
+     "nan"], "--keep-days: a finite number, 0 or more, not nan"),
+    (["prune", "--cache-repo", f"{REGISTRY}/c", "--keep-days",
+     "inf"], "--keep-days: a finite number, 0 or more, not inf"),
     # 100 kB: a value past 128 kB cannot even reach the client command (exec refuses its own argument).
     (["--pip-index-url", "x" * 100_000, "plan", *SOURCE],
      "--pip-index-url: PIP_INDEX_URL is 100000 bytes; an ARG value may hold at most 65536"),

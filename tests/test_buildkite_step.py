@@ -228,7 +228,8 @@ def test_a_garbage_buildkite_commit_is_refused_in_one_line_not_replaced_by_head(
     done = step(work, {**env, "BUILDKITE_COMMIT": "main; echo x"})
     assert done.returncode == 1
     errors = [line for line in done.stdout.splitlines() if "error" in line]
-    assert errors == ["vllm-ci-step: error: plan: BUILDKITE_COMMIT must be a commit sha (7-64 hex digits), got 'main; echo x'"]
+    assert errors == ["vllm-ci-step: error: plan: BUILDKITE_COMMIT must be a commit sha (7-64 hex digits), "
+                      "got 'main; echo x'"]
     assert "using the checkout's HEAD" not in done.stdout and "fake vllm-ci" not in done.stdout
 
 

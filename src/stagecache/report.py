@@ -151,7 +151,8 @@ def _strict(*kinds: type) -> Callable[[Any, type], Any]:
     itself converts ("3" to 3.0, anything to a string), so a mistyped field would pass."""
 
     def structure(value: Any, kind: type) -> Any:
-        if not isinstance(value, kinds) or isinstance(value, bool) or (isinstance(value, float) and not math.isfinite(value)):
+        infinite = isinstance(value, float) and not math.isfinite(value)
+        if not isinstance(value, kinds) or isinstance(value, bool) or infinite:
             raise ValueError(f"not a {'finite number' if float in kinds else kind.__name__}: {value!r}"[:80])
         return kind(value)
 
