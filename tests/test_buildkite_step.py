@@ -254,3 +254,32 @@ def test_url_user_info_and_the_index_netrc_are_in_no_log_line_or_annotation(worl
     assert "https://***@idx.example/simple" in annotation
     for text in (done.stdout, done.stderr, agent_log.read_text(), annotation):
         assert token not in text and netrc_password not in text
+
+
+def checkout_sha(work: Path) -> str:
+    """Make the work directory a git checkout with one commit; its sha."""
+    git = ["git", "-C", str(work), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "one"], check=True)
+    return subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def test_a_garbage_buildkite_commit_is_refused_in_one_line_not_replaced_by_head(world):
+    work, env, _ = world
+    checkout_sha(work)  # HEAD would resolve: the garbage must not be swapped for it
+    done = step(work, {**env, "BUILDKITE_COMMIT": "main; echo x"})
+    assert done.returncode == 1
+    errors = [line for line in done.stdout.splitlines() if "error" in line]
+    assert errors == ["vllm-ci-step: error: plan: BUILDKITE_COMMIT must be a commit sha (7-64 hex digits), "
+                      "got 'main; echo x'"]
+    assert "using the checkout's HEAD" not in done.stdout and "fake vllm-ci" not in done.stdout
+
+
+@pytest.mark.parametrize("commit", ["HEAD", ""], ids=["HEAD", "unset"])
+def test_a_symbolic_buildkite_commit_builds_the_checkouts_sha_and_says_so(world, commit):
+    work, env, _ = world
+    sha = checkout_sha(work)
+    done = step(work, {**env, "BUILDKITE_COMMIT": commit})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"BUILDKITE_COMMIT is {commit or 'unset'!r}: using the checkout's HEAD {sha}" in done.stdout
+    assert f"/vllm-ci/test:{sha}" in done.stdout

@@ -110,15 +110,6 @@ def test_bad_input_exits_with_one_line_before_any_container_work(args: list[str]
     assert "plain-text-value" not in result.stderr
 
 
-def test_a_malformed_cache_repository_is_one_line_naming_it() -> None:
-    result = run_cli("plan", "--source", str(EXAMPLE), "--cache-from", "not a ref")
-    assert result.returncode != 0
-    assert result.stderr.strip().splitlines() == [
-        "vllm-ci: error: plan: cache repository: not a fully qualified image reference "
-        "(registry/repository[:tag]): 'not a ref'"
-    ]
-
-
 @pytest.mark.parametrize(
     ("args", "code", "says"),
     [
@@ -160,7 +151,8 @@ def test_the_unexpected_and_an_interrupt_have_their_own_exit_codes(
 
     monkeypatch.setattr(cli, "check_engine", lambda: None)
     monkeypatch.setattr(cli, "run_unwrapped", fails)
-    assert cli.main(["report", "--report-json", "{}"]) == code
+    report = '{"target": "test", "stages": []}'  # a valid one: the checks before the call pass
+    assert cli.main(["report", "--report-json", report]) == code
     assert capsys.readouterr().err.strip().splitlines() == [says]
-    assert cli.main(["-v", "report", "--report-json", "{}"]) == code
+    assert cli.main(["-v", "report", "--report-json", report]) == code
     assert ("Traceback" in capsys.readouterr().err) is (code == 3)

@@ -263,3 +263,18 @@ def test_dagger_call_from_a_git_url_in_another_checkout_hits_the_client_commands
     assert [s["key"] for s in module["stages"]] == [s["key"] for s in client["stages"]]
     assert outcomes(module)["test"] == "hit"
     assert module["stages"][-1]["ref"] == client["stages"][-1]["ref"]
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["plan", "--source=examples/mini-vllm", "--target=tset"], "--target: no stage 'tset'; the stages: base, "),
+    (["build", "--source=examples/mini-vllm", "--cache-to=not-a-ref"],
+     "--cache-to: not a fully qualified image reference"),
+], ids=["target", "cache-to"])
+def test_dagger_call_refuses_a_bad_argument_in_the_function_before_any_stage(
+    builtin_sdks: None, args: list[str], says: str
+) -> None:
+    proc = subprocess.run([DAGGER, "call", *args], cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0
+    [error] = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
+    assert error.startswith("Error: FunctionError: ") and says in error, proc.stderr
+    assert "stage base" not in proc.stderr  # refused before the source was read or a stage planned

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 import sys
-from typing import Any, ClassVar, TextIO
+import typing
+from collections.abc import Callable
+from typing import Any, ClassVar, Final, TextIO
+
+import cattrs
+import cattrs.cols
 
 
 def shown_path(path: str) -> str:
@@ -77,16 +83,17 @@ class BuildReport:
 
     @classmethod
     def from_json(cls, text: str) -> BuildReport:
-        """Read a report written by to_json."""
+        """Read a report written by to_json; ValueError naming the first field that is wrong."""
         return cls.from_dict(json.loads(text))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BuildReport:
-        """Read a report as to_dict gives it."""
-        fields = {f.name for f in dataclasses.fields(StageRecord)}
-        stages = [StageRecord(**{k: v for k, v in s.items() if k in fields}) for s in data["stages"]]
-        return cls(data["target"], stages, data.get("image", ""), data.get("total_seconds", 0.0), data.get("traffic"),
-                   data.get("registry_retries", 0), data.get("lookup_failures", []))
+        """Read a report as to_dict gives it (keys it does not know are passed over, as its derived
+        ones: headline, dominated_by); ValueError naming the first field that is missing or mistyped."""
+        try:
+            return _READER.structure(data, cls)
+        except cattrs.BaseValidationError as err:
+            raise ValueError("; ".join(cattrs.transform_error(err)[:2])) from None
 
     def headline(self) -> str:
         """The first line: how many stages came from the cache, and why look-ups failed if they did."""
@@ -143,6 +150,44 @@ class BuildReport:
             f"total {self.total_seconds:.1f} s, {hits}/{len(self.stages)} stages from cache, "
             f"dominated by {self.dominated_by() or 'nothing'}{moved}{retried}"
         )
+
+
+def _strict(*kinds: type) -> Callable[[Any, type], Any]:
+    """A cattrs hook that takes a value only of these JSON types, a number only when finite: cattrs
+    itself converts ("3" to 3.0, anything to a string), so a mistyped field would pass."""
+
+    def structure(value: Any, kind: type) -> Any:
+        infinite = isinstance(value, float) and not math.isfinite(value)
+        if not isinstance(value, kinds) or isinstance(value, bool) or infinite:
+            raise ValueError(f"not a {'finite number' if float in kinds else kind.__name__}: {value!r}"[:80])
+        return kind(value)
+
+    return structure
+
+
+def _reader() -> cattrs.Converter:
+    """The converter that reads reports: types checked field by field from the dataclasses' own
+    hints (cattrs, dagger-io's own dependency), so the record types are the one schema."""
+    reader = cattrs.Converter(forbid_extra_keys=False)
+    reader.register_structure_hook(str, _strict(str))
+    reader.register_structure_hook(int, _strict(int))
+    reader.register_structure_hook(float, _strict(int, float))
+
+    def strict_list(kind: type) -> Callable[[Any, type], Any]:
+        items = cattrs.cols.list_structure_factory(kind, reader)
+
+        def structure(value: Any, kind: type) -> Any:
+            if not isinstance(value, list):
+                raise ValueError(f"not a list: {value!r}"[:80])
+            return items(value, kind)
+
+        return structure
+
+    reader.register_structure_hook_factory(lambda kind: typing.get_origin(kind) is list, strict_list)
+    return reader
+
+
+_READER: Final = _reader()
 
 
 def span(start: float | None, end: float | None) -> str:

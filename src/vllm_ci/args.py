@@ -3,11 +3,13 @@
 
 import dataclasses
 import re
+import shlex
 from typing import Annotated, Final
 
 from typing_extensions import Doc
 
 from stagecache.keys import DEFAULT_LAYER_COMPRESSION
+from vllm_ci.errors import UsageError
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -108,6 +110,15 @@ class BuildArgs:
         "Compression of the cache entries' and the image's layers: zstd (several times faster to make and to unpack) "
         "or gzip (for pullers older than Docker 23 or containerd 1.5)")] = DEFAULT_LAYER_COMPRESSION
 
+    def __post_init__(self) -> None:
+        """Refuse, before any container work, ARG values too long for a RUN to start."""
+        for field in dataclasses.fields(self):
+            size = len(shlex.quote(str(getattr(self, field.name))).encode())
+            if size > ARG_VALUE_LIMIT:
+                raise UsageError(f"{flag_of(field.name)}: {field.name.upper()} is {size} bytes; an ARG value "
+                                 f"may hold at most {ARG_VALUE_LIMIT} (a RUN's one `sh -c` argument holds the ARGs and "
+                                 f"the script, and Linux takes at most {MAX_ARG_STRLEN} bytes in one argument)")
+
     def final_base(self) -> str:
         """FINAL_BASE_IMAGE as the Dockerfile computes it."""
         return self.expand(self.final_base_image)
@@ -145,6 +156,13 @@ class BuildArgs:
         return flags + (["--extra-index-url", self.pip_extra_index_url] if self.pip_extra_index_url else [])
 
 
+# Linux's limit on one argument or environment string (MAX_ARG_STRLEN, 32 pages of 4 KiB); beyond it
+# exec fails with "argument list too long". A RUN is one `sh -c` argument holding every ARG the stage
+# exports (quoted) plus the script (instructions.AsWritten._run), so one value may fill at most half of it:
+# the other half is headroom for the script and the stage's other ARGs (the defaults hold about 3 kB).
+MAX_ARG_STRLEN: Final = 131072
+ARG_VALUE_LIMIT: Final = MAX_ARG_STRLEN // 2
+
 _FIELDS: Final = frozenset(field.name for field in dataclasses.fields(BuildArgs))
 
 # ARGs BuildKit fills in itself from the build's platform: no default to compare, nothing to key.
@@ -167,6 +185,16 @@ PORTABLE_COMMANDS: Final = ("manylinux_packages_command", "uv_installer_command"
                             "cuda_jit_packages_command", "dev_packages_command")
 # Typed arguments of this project that no ARG of vLLM's Dockerfile has.
 PROJECT_ARGS: Final = frozenset({"openai_extras", *PORTABLE_COMMANDS, "git_version", "git_version_clean", "cache_compression"})
+
+
+def kebab(name: str) -> str:
+    """A Python name as a command-line name, as `dagger call` spells it."""
+    return name.rstrip("_").replace("_", "-")
+
+
+def flag_of(name: str) -> str:
+    """A Python argument name as its command-line flag."""
+    return "--" + kebab(name)
 
 
 def read_args_file(text: str) -> dict[str, str]:

@@ -94,9 +94,10 @@ def agent(args: list[str], env: Mapping[str, str], stdin: str | None = None) -> 
 
 
 def resolve_commit(env: dict[str, str]) -> None:
-    """Replace a symbolic ``BUILDKITE_COMMIT`` (``HEAD``, unset) with the checkout's sha."""
+    """Replace a symbolic ``BUILDKITE_COMMIT`` (``HEAD``, unset) with the checkout's sha; anything
+    else is left as given, for the settings to take as a sha or refuse in one line."""
     commit = env.get("BUILDKITE_COMMIT", "")
-    if re.fullmatch(r"[0-9a-fA-F]{7,64}", commit):
+    if commit.strip() not in ("", "HEAD"):
         return
     try:
         sha = subprocess.run([*SAFE_GIT, "rev-parse", "HEAD"], capture_output=True, text=True,

@@ -30,6 +30,8 @@ from dagger.mod._utils import get_doc, get_ignore
 from stagecache.redact import without_userinfo
 from stagecache.report import Progress
 from stagecache.store import StageError, exec_summary
+from vllm_ci.args import flag_of, kebab
+from vllm_ci.checks import check_arguments, empty_secret
 from vllm_ci.errors import UsageError
 from vllm_ci.main import VllmCi
 from vllm_ci.version import git_versions
@@ -44,11 +46,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(message)
-
-
-def kebab(name: str) -> str:
-    """A Python name as a command-line name, as `dagger call` spells it."""
-    return name.rstrip("_").replace("_", "-")
 
 
 def _unwrap(annotation: Any) -> tuple[Any, bool]:
@@ -73,7 +70,7 @@ class Option:
     @property
     def flag(self) -> str:
         """The --flag spelling."""
-        return "--" + kebab(self.python_name)
+        return flag_of(self.python_name)
 
 
 def options_of(func: Any, hints_of: Any = None) -> list[Option]:
@@ -159,7 +156,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, list[Option]]]:
 
 
 def check_inputs(opts: list[Option], values: dict[str, Any]) -> None:
-    """Refuse paths that do not exist and secret references that do not resolve, before any work."""
+    """Refuse paths that do not exist, secret references that do not resolve and what the module's
+    functions refuse (vllm_ci.checks), before any work."""
     for opt in opts:
         value = values.get(opt.python_name)
         if value is None or not isinstance(value, str):
@@ -170,6 +168,23 @@ def check_inputs(opts: list[Option], values: dict[str, Any]) -> None:
             raise UsageError(f"{opt.flag}: no such file: {value}")
         if opt.kind is dagger.Secret:
             read_secret(opt.flag, value)
+    check_arguments({opt.python_name: values.get(opt.python_name) for opt in opts})
+
+
+def check_output(output: str | None, function: str) -> None:
+    """Refuse an --output the function's result cannot be written to, before any work: its folder
+    must exist, and only a Directory result goes to a folder (the others are a file or text)."""
+    if not output:
+        return
+    path = pathlib.Path(output)
+    if not path.parent.is_dir():
+        raise UsageError(f"-o: no such folder: {path.parent}")
+    returns = typing.get_type_hints(module_functions()[function]).get("return")
+    if returns is dagger.Directory and path.exists() and not path.is_dir():
+        raise UsageError(f"-o: {output} is a file; {function} returns a folder")
+    if returns is not dagger.Directory and path.is_dir():
+        what = {dagger.File: "a file", dagger.Container: "an image tarball"}.get(returns, "text")
+        raise UsageError(f"-o: {output} is a folder; {function} returns {what}")
 
 
 def derive_git_version(args: argparse.Namespace) -> None:
@@ -186,12 +201,20 @@ def read_secret(flag: str, reference: str) -> str:
     if scheme == "env" and name:
         if name not in os.environ:
             raise UsageError(f"{flag}: environment variable {name} is not set")
+        if not os.environ[name]:
+            raise empty_secret(flag, name)
         return os.environ[name]
     if scheme == "file" and name:
         path = pathlib.Path(name)
         if not path.is_file():
             raise UsageError(f"{flag}: no such file: {name}")
-        return path.read_text().rstrip("\n")
+        try:
+            value = path.read_text().rstrip("\n")
+        except UnicodeDecodeError:
+            raise UsageError(f"{flag}: {name} is not text (UTF-8)") from None
+        if not value:
+            raise empty_secret(flag, name)
+        return value
     # Never echo the reference: a user may have typed the secret itself.
     raise UsageError(f"{flag}: a secret is given as env:NAME or file:PATH")
 
@@ -241,7 +264,7 @@ async def emit(result: Any, output: str | None) -> None:
         print(result)
 
 
-async def run(args: argparse.Namespace, opts: list[Option], constructor: list[Option]) -> None:
+async def run(args: argparse.Namespace, opts: list[Option], obj: VllmCi) -> None:
     """Connect (to the engine check_engine found), call the function with the parsed arguments, print its result."""
     # The session's progress must go somewhere that is drained: an undrained pipe fills up and
     # blocks the session from exiting.
@@ -251,7 +274,7 @@ async def run(args: argparse.Namespace, opts: list[Option], constructor: list[Op
             async with dagger.connection(dagger.Config(log_output=log_output)):
                 async with anyio.create_task_group() as group:
                     group.start_soon(watch_engine, group.cancel_scope, died)
-                    await call(args, opts, constructor)
+                    await call(args, opts, obj)
                     group.cancel_scope.cancel()
     except BaseException:
         if died:  # whatever the dead session raised on its way out, the engine's death is the news
@@ -291,18 +314,17 @@ def session_processes() -> list[int]:
     return found
 
 
-async def call(args: argparse.Namespace, opts: list[Option], constructor: list[Option]) -> None:
+async def call(args: argparse.Namespace, opts: list[Option], obj: VllmCi) -> None:
     """Call the module function on a connected client and emit its result."""
-    obj = VllmCi(**{opt.python_name: getattr(args, opt.python_name) for opt in constructor})
     kwargs = {opt.python_name: to_dagger(opt, getattr(args, opt.python_name)) for opt in opts}
     result = await getattr(obj, args.function.replace("-", "_"))(**kwargs)
     await emit(result, args.output)
 
 
-async def run_unwrapped(args: argparse.Namespace, opts: list[Option], constructor: list[Option]) -> None:
+async def run_unwrapped(args: argparse.Namespace, opts: list[Option], obj: VllmCi) -> None:
     """run(), with an error raised inside concurrent tasks surfaced as itself, not as a group."""
     try:
-        await run(args, opts, constructor)
+        await run(args, opts, obj)
     except BaseExceptionGroup as group:
         while isinstance(group, BaseExceptionGroup) and len(group.exceptions) == 1:
             group = group.exceptions[0]  # type: ignore[assignment]
@@ -321,9 +343,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.print_help()
             return 2
         check_inputs(per_function[args.function], vars(args))
+        check_output(output, args.function)
         derive_git_version(args)
+        # Constructed here, before the engine is contacted: the constructor refuses bad ARG values.
+        obj = VllmCi(**{opt.python_name: getattr(args, opt.python_name) for opt in constructor_options()})
         check_engine()
-        anyio.run(run_unwrapped, args, per_function[args.function], constructor_options())
+        anyio.run(run_unwrapped, args, per_function[args.function], obj)
     except StageError as err:
         if err.output:
             emit_text(err.output, output)

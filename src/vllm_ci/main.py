@@ -16,9 +16,10 @@ from stagecache import BuildReport, StageCache
 from stagecache.report import Progress
 from stagecache.keys import checked_compression
 from stagecache.prune import prune as prune_repository
-from stagecache.registry import DEFAULT_ATTEMPTS, ImageRef, RegistryError
+from stagecache.registry import DEFAULT_ATTEMPTS, RegistryError
 from stagecache.store import StageError
 from vllm_ci.args import PROJECT_ARGS, BuildArgs, arg_defaults
+from vllm_ci.checks import checked
 from vllm_ci.conformance import check
 from vllm_ci.declare import DECLARED
 from vllm_ci.errors import ConformanceFailed, UsageError
@@ -117,16 +118,19 @@ class VllmCi(BuildArgs):
         return container
 
     @function
+    @checked
     async def base(self, source: Source) -> dagger.Container:
         """The build base: compilers, Python venv and the torch-level dependencies (stage `base`)."""
         return await self._stage(source, "base")
 
     @function
+    @checked
     async def csrc_build(self, source: Source) -> dagger.Container:
         """The compiled extension wheel, from only the files the compile reads (stage `csrc-build`)."""
         return await self._stage(source, "csrc-build")
 
     @function
+    @checked
     async def wheel(self, source: Source) -> dagger.File:
         """The vLLM wheel, repackaged from csrc-build's extension plus the Python sources (stage `build`)."""
         dist = (await self._stage(source, "build")).directory("/workspace/dist")
@@ -134,21 +138,25 @@ class VllmCi(BuildArgs):
         return dist.file(names[0])
 
     @function
+    @checked
     async def runtime_base(self, source: Source) -> dagger.Container:
         """The runtime image with every dependency and no vLLM (stage `vllm-runtime-base`)."""
         return await self._stage(source, "vllm-runtime-base")
 
     @function
+    @checked
     async def test_deps(self, source: Source) -> dagger.Container:
         """The runtime image plus the test requirements (stage `test-deps`)."""
         return await self._stage(source, "test-deps")
 
     @function
+    @checked
     async def vllm_base(self, source: Source) -> dagger.Container:
         """The runtime image with vLLM installed (stage `vllm-base`)."""
         return await self._stage(source, "vllm-base")
 
     @function
+    @checked
     async def test_image(
         self, source: Source, cache_from: CacheFrom = None, cache_to: CacheTo = "",
         registry_service: RegistryService = None,
@@ -158,11 +166,13 @@ class VllmCi(BuildArgs):
                                  registry_service=registry_service)
 
     @function
+    @checked
     async def openai(self, source: Source) -> dagger.Container:
         """The OpenAI-compatible server image, `vllm serve` as entrypoint (stage `vllm-openai`)."""
         return await self._stage(source, "vllm-openai")
 
     @function
+    @checked
     async def run_tests(
         self,
         source: Source,
@@ -176,6 +186,7 @@ class VllmCi(BuildArgs):
         return await image.with_exec(["python3", "-m", "pytest", *tests.split()]).stdout()
 
     @function
+    @checked
     async def plan(
         self,
         source: Source,
@@ -192,6 +203,7 @@ class VllmCi(BuildArgs):
         return json.dumps({"target": target, "stages": [p.to_dict() for p in planned]}, indent=2)
 
     @function
+    @checked
     async def build(
         self,
         source: Source,
@@ -218,6 +230,7 @@ class VllmCi(BuildArgs):
         return report.to_json()
 
     @function
+    @checked
     async def conformance(
         self,
         source: Source,
@@ -239,6 +252,7 @@ class VllmCi(BuildArgs):
         return rendered
 
     @function
+    @checked
     async def report(
         self,
         report_json: Annotated[str, Doc("A report as `build` returns it")],
@@ -246,15 +260,13 @@ class VllmCi(BuildArgs):
         timeline: Annotated[bool, Doc("The per-stage timeline (queued, running, exporting) instead of the table")] = False,
     ) -> str:
         """Render a build's JSON report as a table, or its per-stage timeline."""
-        try:
-            parsed = BuildReport.from_json(report_json)
-        except (ValueError, KeyError, TypeError) as err:
-            raise UsageError(f"--report-json: not a build report ({type(err).__name__}: {err})") from None
+        parsed = BuildReport.from_json(report_json)  # checked (vllm_ci.checks.check_report)
         if timeline:
             return parsed.timeline()
         return parsed.markdown() if markdown else parsed.table()
 
     @function
+    @checked
     async def prune(
         self,
         cache_repo: Annotated[str, Doc("The cache repository to prune, registry/repository")],
@@ -267,10 +279,6 @@ class VllmCi(BuildArgs):
         registry_service: RegistryService = None,
     ) -> str:
         """Delete old cache entries: keep recent ones, the newest per stage and all the current plan uses."""
-        try:
-            ImageRef.parse(cache_repo)
-        except ValueError as err:
-            raise UsageError(f"--cache-repo: {err}") from None
         live: set[str] = set()
         if source is not None:
             cache = await self._cache(source, [], "", False, registry_username, registry_password)

@@ -1,0 +1,101 @@
+"""Checks of what a call was given, where the arguments enter: the client command runs them before it
+contacts the engine, and every module function runs them first (`@checked`), since under `dagger call`
+the function is the entry. Each check refuses with one UsageError (exit 2) naming the flag."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Final, TypeVar
+
+import dagger
+
+from stagecache.registry import ImageRef
+from stagecache.report import BuildReport
+from vllm_ci.args import flag_of
+from vllm_ci.errors import UsageError
+from vllm_ci.graph import TARGETS
+
+
+def check_ref(flag: str, value: str) -> None:
+    """A fully qualified image reference (empty: none given)."""
+    try:
+        if value:
+            ImageRef.parse(value)
+    except ValueError as err:
+        raise UsageError(f"{flag}: {err}") from None
+
+
+def check_refs(flag: str, values: list[str]) -> None:
+    """Each of a list of image references."""
+    for value in values:
+        check_ref(flag, value)
+
+
+def check_target(flag: str, value: str) -> None:
+    """The name of a stage."""
+    if value not in TARGETS:
+        raise UsageError(f"{flag}: no stage {value!r}; the stages: {', '.join(TARGETS)}")
+
+
+def check_count(flag: str, value: float) -> None:
+    """A finite number, zero or more (a negative keep-last would slice to 'all but the oldest')."""
+    if not math.isfinite(value) or value < 0:
+        raise UsageError(f"{flag}: a finite number, 0 or more, not {value}")
+
+
+def check_report(flag: str, value: str) -> None:
+    """A build's JSON report, every field of the type it has (stagecache.report)."""
+    try:
+        BuildReport.from_json(value)
+    except (ValueError, KeyError, TypeError) as err:
+        raise UsageError(f"{flag}: not a build report ({type(err).__name__}: {err})") from None
+
+
+# Argument name -> its check; an argument of that name means the same in every function.
+CHECKS: Final[Mapping[str, Callable[[str, Any], None]]] = {
+    "image": check_ref,
+    "cache_to": check_ref,
+    "cache_repo": check_ref,
+    "cache_from": check_refs,
+    "target": check_target,
+    "keep_days": check_count,
+    "keep_last": check_count,
+    "report_json": check_report,
+}
+
+
+def check_arguments(values: Mapping[str, Any]) -> None:
+    """Refuse a function's bad arguments (by name, see CHECKS) and a password without a username."""
+    for name, value in values.items():
+        if value is not None and name in CHECKS:
+            CHECKS[name](flag_of(name), value)
+    if values.get("registry_password") is not None and not values.get("registry_username"):
+        raise UsageError("--registry-password: given without --registry-username (a registry login needs both)")
+
+
+def empty_secret(flag: str, where: str = "") -> UsageError:
+    """The refusal of an empty secret."""
+    return UsageError(f"{flag}: the secret{' in ' + where if where else ''} is empty")
+
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+def checked(func: F) -> F:
+    """A module function that checks its arguments first (check_arguments), and that no secret is empty."""
+    signature = inspect.signature(func)
+
+    @functools.wraps(func)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        check_arguments(bound.arguments)
+        for name, value in bound.arguments.items():
+            if isinstance(value, dagger.Secret) and not await value.plaintext():
+                raise empty_secret(flag_of(name))
+        return await func(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
