@@ -143,3 +143,22 @@ async def test_an_entry_found_without_its_record_is_used_and_sealed_by_the_next_
     assert writer.record("base").outcome == "hit"
     assert writer.record("base").ref == first.record("base").ref  # the same image, not a rebuild
     assert_valid_entry(registry, ref.repository, tag)  # sealed: its record names the image used
+
+
+def test_sigterm_while_the_session_waits_on_an_engine_that_never_speaks_stops_that_session() -> None:
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts connections, never answers
+        address = f"tcp://127.0.0.1:{silent.getsockname()[1]}"
+        env = {**cli_env(), "_EXPERIMENTAL_DAGGER_RUNNER_HOST": address}
+        with subprocess.Popen([*CLI, *example_flags(), "plan", "--source", str(EXAMPLE)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as client:
+            while not (sessions := sessions_of(client.pid)) and client.poll() is None:
+                time.sleep(0.1)
+            time.sleep(1)  # the session is connecting (it ignores SIGTERM while it does)
+            client.send_signal(signal.SIGTERM)
+            err = client.communicate(timeout=120)[1]
+    assert sessions, err
+    assert client.returncode == 143, err
+    assert err.splitlines() == ["vllm-ci: error: terminated"]
+    assert [pid for pid, started in sessions.items() if alive(pid, started)] == []

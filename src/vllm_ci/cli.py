@@ -39,6 +39,7 @@ from vllm_ci.version import git_versions
 
 DEFAULT_ENGINE_SOCK = "/run/dagger/engine.sock"
 ENGINE_ANSWER_SECONDS = 5
+SESSION_STOP_SECONDS = 3  # after a signal, how long our session has to exit before it is killed
 
 
 class _Parser(argparse.ArgumentParser):
@@ -252,9 +253,11 @@ async def run(args: argparse.Namespace, opts: list[Option], constructor: list[Op
     loop = asyncio.get_running_loop()
 
     def stop() -> None:
-        """On SIGINT or SIGTERM (called from the signal handler): stop our session, cancel the work."""
+        """On SIGINT or SIGTERM (called from the signal handler): stop our session, cancel the work. A
+        session still connecting ignores SIGTERM and holds the SDK's start-up thread: killed after a grace."""
         stop_sessions(signal.SIGTERM)
         loop.call_soon_threadsafe(cancel.cancel)
+        loop.call_soon_threadsafe(loop.call_later, SESSION_STOP_SECONDS, stop_sessions, signal.SIGKILL)
 
     try:
         log = open(os.devnull, "w") if not args.verbose else contextlib.nullcontext(sys.stderr)
@@ -365,7 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return fail("interrupted", 130) if interruption() else 0
 
 
-def end_sessions(grace: float = 3.0) -> None:
+def end_sessions(grace: float = SESSION_STOP_SECONDS) -> None:
     """After an interrupt: wait a little for the sessions we stopped to exit, then kill what is left
     (by pid), so that no `dagger session` outlives the client."""
     deadline = time.monotonic() + grace
