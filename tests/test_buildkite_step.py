@@ -22,6 +22,17 @@ args = sys.argv[1:]
 print("fake vllm-ci", " ".join(args), "password-env-is", os.environ.get("VLLM_CI_REGISTRY_PASSWORD"))
 out = args[args.index("-o") + 1]
 command = "build" if "build" in args else "plan"
+if os.environ.get("FAKE_HANG") == command:  # a long build: a SIGTERM ends it as the real CLI does
+    import signal, time
+    def terminated(signum, frame):
+        with open(os.environ["FAKE_SIGNALS"], "a") as seen:
+            seen.write(f"{signum}\n")
+        print("vllm-ci: error: terminated", file=sys.stderr, flush=True)
+        sys.exit(143)
+    signal.signal(signal.SIGTERM, terminated)
+    print("fake vllm-ci building", flush=True)
+    time.sleep(60)
+    sys.exit(0)
 if os.environ.get("FAKE_FAIL") == command:
     print(f"vllm-ci: error: {os.environ['FAKE_ERROR']}", file=sys.stderr)
     sys.exit(255)
@@ -87,7 +98,7 @@ def world(tmp_path):
     shutil.copy(REPO / "ci" / "buildkite-step", repo / "ci" / "buildkite-step")
     (pkg / "__init__.py").write_text("")
     (pkg / "__main__.py").write_text(FAKE_MAIN)
-    for name in ("buildkite.py", "buildkite_step.py", "hostgit.py"):
+    for name in ("buildkite.py", "buildkite_step.py", "hostgit.py", "entry.py"):
         shutil.copy(REPO / "src" / "vllm_ci" / name, pkg / name)
     shutil.copytree(REPO / "src" / "stagecache", repo / "src" / "stagecache")  # the registry client the step uses
     bindir = tmp_path / "bin"
@@ -156,6 +167,30 @@ def test_a_failure_expands_the_log_names_the_phase_and_exits_1_not_255(world, fa
     at = lines.index("^^^ +++")
     assert lines[at + 1] == f"vllm-ci-step: error: {phase}: {error.removeprefix(phase + ': ')}"
     assert "--style error" in agent_log.read_text()
+
+
+def test_a_cancel_is_forwarded_once_to_the_cli_and_the_step_ends_in_one_line_with_143_not_255(world, tmp_path):
+    import os
+    import signal
+
+    work, env, agent_log = world
+    signals = tmp_path / "signals"
+    with subprocess.Popen([env["STEP"]], cwd=work, env={**env, "FAKE_HANG": "build", "FAKE_SIGNALS": str(signals)},
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True) as run:
+        assert run.stdout is not None
+        seen = []
+        for line in run.stdout:
+            seen.append(line)
+            if line.startswith("fake vllm-ci building"):
+                break
+        os.killpg(run.pid, signal.SIGTERM)  # as the agent cancels a job: the step's process group
+        rest = run.communicate(timeout=60)[0]
+    lines = ("".join(seen) + rest).splitlines()
+    assert run.returncode == 143, lines
+    assert signals.read_text() == f"{int(signal.SIGTERM)}\n"  # the CLI got it once, from the step
+    assert [line for line in lines if line.startswith("vllm-ci-step: error:")] == ["vllm-ci-step: error: terminated"]
+    assert "vllm-ci: error: terminated" in lines  # the CLI's own line, streamed before it
+    assert not agent_log.exists() or "annotate" not in agent_log.read_text()
 
 
 def test_the_password_reaches_the_cli_only_through_its_environment_and_is_never_printed(world):

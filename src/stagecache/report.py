@@ -15,6 +15,12 @@ import cattrs
 import cattrs.cols
 
 
+def one_line(text: str) -> str:
+    """Text as one line of a log: each character that is not printable (a newline, one of the other line
+    breaks Python and terminals honour: \\x1c-\\x1e, \\x85, \\u2028) written as its escape."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 def shown_path(path: str) -> str:
     """A path as one log line shows it: as is, or quoted with escapes when it holds a newline or
     another character that is not printable (a file name can hold any byte but / and NUL)."""

@@ -27,7 +27,7 @@ from stagecache.keys import (CREATED_LABEL, DEFAULT_LAYER_COMPRESSION, KEY_LABEL
 from stagecache.redact import without_userinfo
 from stagecache.registry import DEFAULT_ATTEMPTS, ImageRef, RegistryClient, RegistryError, connect
 from stagecache.report import BuildReport, Progress, StageRecord, shown_path
-from stagecache.why import describe_entry, explain, latest_tag, load_inputs, sealed_digest
+from stagecache.why import describe_entry, explain, latest_tag, load_inputs, seal_entry, sealed_digest
 from stagecache.traffic import RegistryLog, attribute
 
 # Where the registry's JSON request log is, when bytes are to be measured (tests, bench).
@@ -207,6 +207,7 @@ class StageCache:
         self._retries = 0  # registry requests asked again (429, 5xx, resets)
         self._lookup_failures: set[str] = set()  # why look-ups found nothing to use, once each
         self._ignored: list[str] = []  # the source's ignore patterns, read by each plan
+        self._unsealed: set[str] = set()  # hits (ref@digest) found without their record: sealed when used
         self._started = time.monotonic()  # reset by each build: the timeline's zero
 
     # -- keys and look-ups ------------------------------------------------------------------
@@ -347,11 +348,14 @@ class StageCache:
             if labels.get(KEY_LABEL) != key:
                 notes.append(f"ignored {repo.repo_ref}:{tag}: no matching key label")
                 continue
-            if sealed is not None and sealed != digest:  # an entry without a record is only unexplained
+            if sealed is not None and sealed != digest:
                 notes.append(f"ignored {repo.repo_ref}:{tag}: not the image this cache exported "
                              f"(its record names {sealed[:19]}, the tag {digest[:19]})")
                 continue
-            return str(repo.with_tag(tag).with_digest(digest)), "; ".join(notes)
+            hit = str(repo.with_tag(tag).with_digest(digest))
+            if sealed is None:  # whole (every blob checked) but unsealed: used, and sealed at its use (why.py)
+                self._unsealed.add(hit)
+            return hit, "; ".join(notes)
         return None, "; ".join(notes)
 
     async def _client(self, registry: str) -> RegistryClient:
@@ -506,6 +510,8 @@ class StageCache:
                 record.outcome, record.ref = "hit", hit
                 record.started_at = record.ended_at = self._now()
                 self._imported.append(ImageRef.parse(hit))
+                if hit in self._unsealed:
+                    await self._seal(planned, hit)
                 self.progress.hit(stage.name, hit)
                 return imported
             reason = f"unusable entry {_short_digest(hit)}: {problem}"
@@ -568,7 +574,8 @@ class StageCache:
             record.outcome, record.note = "export-failed", message
             self._warn(f"warning: cache export of stage {planned.stage.name} failed, build goes on: {message}")
             return ctr
-        await self._describe_entry(planned, ref)
+        with anyio.CancelScope(shield=True):  # a cancel once the entry is stored still seals it (a few requests)
+            await self._describe_entry(planned, ref)
         record.export_seconds = time.monotonic() - began
         record.outcome, record.ref = "exported", published
         return ctr
@@ -581,6 +588,22 @@ class StageCache:
                 await describe_entry(client, target.repository, planned.stage.name, target.tag or "", planned.inputs)
         except RegistryError as err:
             self._warn(f"cache: could not record the inputs of {ref} (a later miss will say less): {err}")
+
+    async def _seal(self, planned: PlannedStage, hit: str) -> None:
+        """Seal a hit found without its record, naming the image used, when this build writes to its
+        repository (a read-only one stays as it is); a failure only warns, as at export."""
+        ref = ImageRef.parse(hit)
+        if self.cache_to is None or ref.repo_ref != self.cache_to.repo_ref:
+            return
+        try:
+            async with await self._client(ref.registry) as client:
+                if await sealed_digest(client, ref.repository, ref.tag or "") is None:  # nobody sealed it since
+                    await seal_entry(client, ref.repository, ref.tag or "", planned.inputs, ref.digest or "")
+        except RegistryError as err:
+            self._warn(f"cache: could not seal {_short_digest(hit)} with its record: {err}")
+            return
+        self._unsealed.discard(hit)
+        self._warn(f"cache: sealed {_short_digest(hit)}, found without its record")
 
     def _now(self) -> float:
         """Seconds since this build started, for the report's timeline."""

@@ -3,7 +3,11 @@
 Each export leaves two things beside the entry: the tag `<stage>-latest` on it, and the manifest
 of the files it read (path -> content digest) as a small OCI artifact tagged `<entry tag>.inputs`,
 whose `subject` names the entry's manifest digest: the record is also the entry's seal, and a look-up
-passes over a tag whose record names another image (an entry without a record is used). A miss
+passes over a tag whose record names another image. An entry without a record (an export interrupted
+between its manifest and its record, a record write that failed, an entry from before records) is
+whole all the same, since a registry shows a tag only once its manifest is stored and the look-up
+checks every blob: it is used, and sealed by the first build that uses it and writes to its
+repository (`seal_entry`). A miss
 reads both back and names, in one line, the ARGs (old -> new), parent stages, code and files
 (changed ~, added +, removed -) that differ."""
 
@@ -53,18 +57,26 @@ async def store_inputs(client: RegistryClient, repository: str, entry_tag: str, 
     await client.put_manifest(repository, inputs_tag(entry_tag), json.dumps(manifest).encode(), OCI_MANIFEST)
 
 
-async def describe_entry(client: RegistryClient, repository: str, stage: str, entry_tag: str,
-                         inputs: Mapping[str, str]) -> None:
-    """Seal an entry with its input manifest and point `<stage>-latest` at it (the same manifest
-    bytes, so the same digest). The manifest is read back from the tag, so that when two builds
-    export one key at once, the record names whichever image the tag ends up on."""
-    found = await client.raw_manifest(repository, entry_tag)
+async def seal_entry(client: RegistryClient, repository: str, entry_tag: str, inputs: Mapping[str, str],
+                     reference: str = "") -> tuple[bytes, str] | None:
+    """Seal an entry with its input manifest, naming the image at `reference` (a digest; the tag when
+    empty); the entry's manifest and media type, or None when there is no such image."""
+    found = await client.raw_manifest(repository, reference or entry_tag)
     if found is None:
-        return
+        return None
     content, media_type = found
     subject = {"mediaType": media_type, "digest": "sha256:" + hashlib.sha256(content).hexdigest(), "size": len(content)}
     await store_inputs(client, repository, entry_tag, inputs, subject)
-    await client.put_manifest(repository, latest_tag(stage), content, media_type)
+    return found
+
+
+async def describe_entry(client: RegistryClient, repository: str, stage: str, entry_tag: str,
+                         inputs: Mapping[str, str]) -> None:
+    """Seal a new entry and point `<stage>-latest` at it (the same manifest bytes, so the same digest).
+    The manifest is read back from the tag, so that when two builds export one key at once, the record
+    names whichever image the tag ends up on."""
+    if found := await seal_entry(client, repository, entry_tag, inputs):
+        await client.put_manifest(repository, latest_tag(stage), *found)
 
 
 async def sealed_digest(client: RegistryClient, repository: str, entry_tag: str) -> str | None:

@@ -2,7 +2,9 @@
 and ``build`` exactly as on a laptop, then annotation, artifacts and meta-data. No Dagger here.
 
 Run by ``ci/buildkite-step``. Exit 0 on success or when the image already exists, 1 on failure
-(never 255 or -1, which the pipeline retries as a lost agent). Writes plan.json, report.json and the
+(never 255 or -1, which the pipeline retries as a lost agent). A cancel (SIGTERM, which the agent
+sends; or SIGINT) is forwarded to the running ``python -m vllm_ci``, which stops its session and
+exits; the step waits for it and ends with one line, exit 143 (SIGTERM) or 130 (SIGINT). Writes plan.json, report.json and the
 annotation body (annotation.md) to ``VLLM_CI_OUT``: the annotation is an artifact too.
 """
 
@@ -24,6 +26,7 @@ import anyio
 
 from stagecache.redact import without_userinfo
 from stagecache.registry import RegistryError, connect
+from vllm_ci.entry import WORDS, Interrupted
 from vllm_ci.buildkite import (
     ANNOTATION_CONTEXT,
     INDEX_NETRC_VAR,
@@ -47,6 +50,30 @@ class StepFailed(Exception):
         """Keep the phase and message."""
         super().__init__(f"{phase}: {message}")
         self.phase, self.message = phase, message
+
+
+class Cancel:
+    """SIGTERM and SIGINT for the step: forwarded to the CLI while it runs (in a session of its own,
+    so a signal to the agent's process group reaches it once, from here), else raised where the step is."""
+
+    received: list[int] = []
+    child: subprocess.Popen[str] | None = None
+    forwarding = False  # between starting the CLI and its exit: the signal is the CLI's to handle
+
+    @classmethod
+    def install(cls) -> None:
+        """Take the signals."""
+        for signum in WORDS:
+            signal.signal(signum, cls.on_signal)
+
+    @classmethod
+    def on_signal(cls, signum: int, frame: object) -> None:
+        """Forward to the CLI when it runs; raise otherwise."""
+        cls.received.append(signum)
+        if not cls.forwarding:
+            raise Interrupted(signum)
+        if cls.child is not None:  # else run_cli forwards it as soon as the CLI has started
+            cls.child.send_signal(signum)
 
 
 def log(line: str) -> None:
@@ -137,14 +164,24 @@ def run_cli(phase: str, args: list[str], env: Mapping[str, str]) -> None:
     redact = redactor(env)
     log(f"$ python -m vllm_ci {shlex.join(args)}")
     error = ""
-    with subprocess.Popen([sys.executable, "-P", "-m", "vllm_ci", *args], env={**env, "PYTHONUNBUFFERED": "1"},
-                          text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=1) as proc:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            line = redact(line.rstrip("\n"))
-            log(line)
-            if line.startswith("vllm-ci: error:"):
-                error = line
+    Cancel.forwarding = True
+    try:
+        with subprocess.Popen([sys.executable, "-P", "-m", "vllm_ci", *args], env={**env, "PYTHONUNBUFFERED": "1"},
+                              text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=1,
+                              start_new_session=True) as proc:
+            Cancel.child = proc
+            if Cancel.received:  # a signal came while it started
+                proc.send_signal(Cancel.received[-1])
+            assert proc.stdout is not None
+            for line in proc.stdout:  # until the CLI exits, cancelled or not
+                line = redact(line.rstrip("\n"))
+                log(line)
+                if line.startswith("vllm-ci: error:"):
+                    error = line
+    finally:
+        Cancel.forwarding, Cancel.child = False, None
+    if Cancel.received:
+        raise Interrupted(Cancel.received[0])
     if proc.returncode != 0:
         failed = failure_phase(phase, error)
         reason = error.removeprefix("vllm-ci: error:").strip().removeprefix(f"{failed}:").strip()
@@ -237,6 +274,10 @@ def run(env: dict[str, str]) -> int:
         log("^^^ +++")
         log(f"vllm-ci-step: error: build: no readable report at {report}: {err}")
         return 1
+    except Interrupted as cancel:  # cancelled: no annotation or upload, the agent kills what outlives its grace
+        log("^^^ +++")
+        log(f"vllm-ci-step: error: {cancel}")
+        return 128 + cancel.signum
     log("--- :buildkite: report")
     log(redactor(env)(body))
     annotate(body, report_style(data), env, note)
@@ -247,7 +288,13 @@ def run(env: dict[str, str]) -> int:
 
 def main() -> None:
     """Entry point of ``ci/buildkite-step``."""
-    sys.exit(run(dict(os.environ)))
+    Cancel.install()
+    try:
+        code = run(dict(os.environ))
+    except Interrupted as cancel:  # before the first phase or after the last
+        log(f"vllm-ci-step: error: {cancel}")
+        code = 128 + cancel.signum
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ container work."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import dataclasses
 import inspect
@@ -16,9 +17,11 @@ import shutil
 import signal
 import socket
 import sys
+import time
 import traceback
 import types
 import typing
+import urllib.parse
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
@@ -28,17 +31,18 @@ from dagger import dag
 from dagger.mod._utils import get_doc, get_ignore
 
 from stagecache.redact import without_userinfo
-from stagecache.report import Progress
+from stagecache.report import Progress, one_line
 from stagecache.store import StageError, exec_summary
 from vllm_ci.args import flag_of, kebab
 from vllm_ci.checks import check_arguments, empty_secret
+from vllm_ci.entry import PROG, install, interruption, stopping_with
 from vllm_ci.errors import UsageError
 from vllm_ci.main import VllmCi
 from vllm_ci.version import git_versions
 
-PROG = "vllm-ci"
 DEFAULT_ENGINE_SOCK = "/run/dagger/engine.sock"
 ENGINE_ANSWER_SECONDS = 5
+SESSION_STOP_SECONDS = 3  # after a signal, how long our session has to exit before it is killed
 
 
 class _Parser(argparse.ArgumentParser):
@@ -269,8 +273,19 @@ async def run(args: argparse.Namespace, opts: list[Option], obj: VllmCi) -> None
     # The session's progress must go somewhere that is drained: an undrained pipe fills up and
     # blocks the session from exiting.
     died: list[StageError] = []  # set by the watchdog when the engine stops answering
+    cancel = anyio.CancelScope()
+    loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        """On SIGINT or SIGTERM (called from the signal handler): stop our session, cancel the work. A
+        session still connecting ignores SIGTERM and holds the SDK's start-up thread: killed after a grace."""
+        stop_sessions(signal.SIGTERM)
+        loop.call_soon_threadsafe(cancel.cancel)
+        loop.call_soon_threadsafe(loop.call_later, SESSION_STOP_SECONDS, stop_sessions, signal.SIGKILL)
+
     try:
-        with open(os.devnull, "w") if not args.verbose else contextlib.nullcontext(sys.stderr) as log_output:
+        log = open(os.devnull, "w") if not args.verbose else contextlib.nullcontext(sys.stderr)
+        with stopping_with(stop), cancel, log as log_output:
             async with dagger.connection(dagger.Config(log_output=log_output)):
                 async with anyio.create_task_group() as group:
                     group.start_soon(watch_engine, group.cancel_scope, died)
@@ -296,10 +311,17 @@ async def watch_engine(call: anyio.CancelScope, died: list[StageError]) -> None:
     died.append(StageError(f"the Dagger engine stopped answering while {doing}; start it again with ci/engine start "
                            "(the cache holds nothing half-written: a registry shows a tag only once its manifest is whole)",
                            phase="engine"))
-    for pid in session_processes():
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    stop_sessions(signal.SIGKILL)
     call.cancel()
+
+
+def stop_sessions(signum: int) -> list[int]:
+    """Send a signal to the `dagger session` processes this client started; their pids."""
+    pids = session_processes()
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+    return pids
 
 
 def session_processes() -> list[int]:
@@ -332,7 +354,9 @@ async def run_unwrapped(args: argparse.Namespace, opts: list[Option], obj: VllmC
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse, check, run; every failure is one line on stderr and a documented exit code."""
+    """Parse, check, run; every failure is one line on stderr and a documented exit code. A signal is
+    an interrupt (vllm_ci.entry): whatever the work raised on its way out, the line is the signal's."""
+    install()
     argv = list(sys.argv[1:] if argv is None else argv)
     output = None
     try:
@@ -350,9 +374,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_engine()
         anyio.run(run_unwrapped, args, per_function[args.function], obj)
     except StageError as err:
-        if err.output:
+        if err.output:  # a report shown before the line; its summary is the message's last line
             emit_text(err.output, output)
-        return fail(str(err).splitlines()[-1], err.exit_code)
+            return fail(str(err).splitlines()[-1], err.exit_code)
+        return fail(str(err), err.exit_code)
     except dagger.ExecError as err:
         return fail(exec_summary(err), 1)
     except dagger.QueryError as err:
@@ -360,16 +385,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return fail("interrupted", 130)
     except Exception as err:  # anything else is a bug of ours: one line, the traceback only on -v
-        if "-v" in argv or "--verbose" in argv:
+        if ("-v" in argv or "--verbose" in argv) and not interruption():
             traceback.print_exc()
         first = (str(err).splitlines() or [""])[0]
         return fail(f"unexpected {type(err).__name__}: {first} (run with -v for the traceback)", 3)
-    return 0
+    finally:
+        if interruption():
+            end_sessions()
+    return fail("interrupted", 130) if interruption() else 0
+
+
+def end_sessions(grace: float = SESSION_STOP_SECONDS) -> None:
+    """After an interrupt: wait a little for the sessions we stopped to exit, then kill what is left
+    (by pid), so that no `dagger session` outlives the client."""
+    deadline = time.monotonic() + grace
+    while session_processes() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stop_sessions(signal.SIGKILL)
 
 
 def fail(message: str, code: int) -> int:
-    """The one error line (URL credentials blanked, whatever raised it), and the exit code to return."""
-    print(f"{PROG}: error: {without_userinfo(message)}", file=sys.stderr)
+    """The one error line (URL credentials blanked, characters that would break the line escaped), and the
+    exit code to return; after a signal, the signal's (vllm_ci.entry)."""
+    message, code = interruption() or (message, code)
+    print(f"{PROG}: error: {one_line(without_userinfo(message))}", file=sys.stderr)
     return code
 
 
@@ -382,27 +421,35 @@ def emit_text(text: str, output: str | None) -> None:
 
 
 def engine_problem() -> str | None:
-    """Why the configured engine does not accept a connection on its unix socket; None when it does
-    (and for transports other than a unix socket, which the session itself checks)."""
-    host = os.environ.get("_EXPERIMENTAL_DAGGER_RUNNER_HOST", "")
-    if not host.startswith("unix://"):
-        return None
-    with socket.socket(socket.AF_UNIX) as probe:
-        probe.settimeout(ENGINE_ANSWER_SECONDS)
-        try:
-            probe.connect(host.removeprefix("unix://"))
-        except OSError as err:
-            return str(err.strerror or err)
+    """Why the configured engine does not accept a connection, found within ENGINE_ANSWER_SECONDS; None
+    when it does. unix:// and tcp:// are probed by a connect; the other transports (ssh://, kube-pod://,
+    docker-container://, image+…://, dagger-cloud://) go through a helper program or a container
+    runtime we cannot probe without doing what the session does: they are left to the session."""
+    address = urllib.parse.urlsplit(os.environ.get("_EXPERIMENTAL_DAGGER_RUNNER_HOST", ""))
+    try:
+        if address.scheme == "unix":
+            with socket.socket(socket.AF_UNIX) as probe:
+                probe.settimeout(ENGINE_ANSWER_SECONDS)
+                probe.connect(address.path)
+        elif address.scheme == "tcp":
+            if not address.hostname or address.port is None:
+                return "the address names no host and port"
+            socket.create_connection((address.hostname, address.port), timeout=ENGINE_ANSWER_SECONDS).close()
+    except TimeoutError:
+        return f"no answer within {ENGINE_ANSWER_SECONDS} s"
+    except (OSError, ValueError) as err:  # ValueError: a port out of range
+        return str(getattr(err, "strerror", None) or err)
     return None
 
 
 def check_engine() -> None:
-    """Fail within seconds, in one line, when no engine answers on the configured socket."""
+    """Fail within seconds, in one line, when no engine answers at the configured address."""
     use_local_engine()
     host = os.environ.get("_EXPERIMENTAL_DAGGER_RUNNER_HOST", "")
     if not host:
         raise StageError(f"no Dagger engine: {DEFAULT_ENGINE_SOCK} is not a socket; start one with ci/up "
                          "(or set _EXPERIMENTAL_DAGGER_RUNNER_HOST)", phase="engine")
     if problem := engine_problem():
-        raise StageError(f"the Dagger engine at {host} does not answer ({problem}); "
-                         "start it with ci/up (or ci/engine start)", phase="engine")
+        raise StageError(f"the Dagger engine at {host} does not answer ({problem}); start it (this machine's: "
+                         "ci/up or ci/engine start), or point _EXPERIMENTAL_DAGGER_RUNNER_HOST at one that runs",
+                         phase="engine")

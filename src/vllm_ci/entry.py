@@ -1,0 +1,86 @@
+"""The client command's entry point (`vllm-ci`, `python -m vllm_ci`), light on purpose: it owns SIGINT
+and SIGTERM before anything heavy is imported (the client imports Dagger's SDK, about 1.5 s), so a
+cancel at any moment ends in one line and its exit code, never a traceback or a silent death.
+
+A signal is an interrupt: SIGINT ends in `interrupted`, exit 130; SIGTERM (a Buildkite cancel, `timeout`,
+`kill`) in `terminated`, exit 143 (128 + the signal's number, as a shell reports it). While the client's
+event loop runs, the first signal calls the hook the client registered (it stops its session and
+cancels its work, so the line comes once the work is unwound); otherwise, and on a second signal, it
+raises `Interrupted` (a KeyboardInterrupt) where the program is. Only the first ~50 ms of the
+interpreter's own start-up, before this module runs, keep Python's defaults."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from types import FrameType
+from typing import Final
+
+PROG: Final = "vllm-ci"
+WORDS: Final = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
+
+received: list[int] = []  # the signals received, in order
+_hook: list[Callable[[], None]] = []  # what stops the running work; empty outside the client's event loop
+
+
+class Interrupted(KeyboardInterrupt):
+    """A signal that ends the command where the program is."""
+
+    def __init__(self, signum: int) -> None:
+        """Keep the signal's number."""
+        super().__init__(WORDS.get(signum, f"signal {signum}"))
+        self.signum = signum
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    """Record the signal; the first one asks the running work to stop, else it stops the program here."""
+    received.append(signum)
+    if len(received) == 1 and _hook:
+        _hook[-1]()
+        return
+    raise Interrupted(signum)
+
+
+def install() -> None:
+    """Take SIGINT and SIGTERM (idempotent; asyncio's runner leaves a handler of ours in place). A signal
+    the command was started with ignored (`nohup`, a shell's background job) stays ignored."""
+    for signum in WORDS:
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, _on_signal)
+
+
+@contextlib.contextmanager
+def stopping_with(stop: Callable[[], None]) -> Iterator[None]:
+    """While the block runs, the first signal calls `stop` (from the signal handler: it must only
+    schedule work, e.g. with loop.call_soon_threadsafe), instead of raising where the program is."""
+    _hook.append(stop)
+    try:
+        yield
+    finally:
+        _hook.remove(stop)
+
+
+def interruption() -> tuple[str, int] | None:
+    """The first signal received as its word and exit code; None when none was."""
+    if not received:
+        return None
+    return WORDS.get(received[0], f"signal {received[0]}"), 128 + received[0]
+
+
+def fail_interrupted() -> int:
+    """The one line of an interrupted command, and its exit code."""
+    word, code = interruption() or ("interrupted", 128 + signal.SIGINT)
+    print(f"{PROG}: error: {word}", file=sys.stderr)
+    return code
+
+
+def main() -> int:
+    """Take the signals, then import and run the client; a signal during the import is one line too."""
+    install()
+    try:
+        from vllm_ci.cli import main as client_main
+    except KeyboardInterrupt:
+        return fail_interrupted()
+    return client_main()

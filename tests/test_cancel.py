@@ -1,0 +1,164 @@
+"""Cancel is an interrupt: SIGINT and SIGTERM at any moment end in one line and 130 or 143, no
+`dagger session` outlives the client, and the cache holds only whole entries, sealed by their record
+(or by the next build that uses them); an engine that does not answer is found before any session."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+import uuid
+
+import pytest
+
+from conftest import EXAMPLE, REGISTRY, REPO
+from local_registry import RegistryAPI
+from stagecache.keys import cache_tag
+from stagecache.registry import ImageRef, RegistryClient
+from stagecache.why import inputs_tag
+from test_faults import assert_valid_entry, entry_tags_of
+from test_module_mode import cli_env, example_flags
+from test_stage_cache import build
+
+CLI = [sys.executable, "-m", "vllm_ci"]  # what ci/buildkite-step runs
+
+
+def console_script() -> list[str]:
+    """The `vllm-ci` console script as pip generates it from pyproject's [project.scripts]."""
+    target = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]["vllm-ci"]
+    module, _, func = target.partition(":")
+    return [sys.executable, "-c", f"import sys; from {module} import {func}; sys.exit({func}())"]
+
+
+def errors(stderr: str) -> list[str]:
+    """The `vllm-ci: error:` lines of an output."""
+    return [line for line in stderr.splitlines() if line.startswith("vllm-ci: error:")]
+
+
+def sessions_of(pid: int) -> dict[int, str]:
+    """The `dagger session` processes whose parent is `pid`: pid -> start time (to tell a reused pid)."""
+    found = {}
+    for proc in pathlib.Path("/proc").glob("[0-9]*"):
+        try:
+            stat = (proc / "stat").read_text().rpartition(")")[2].split()
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if int(stat[1]) == pid and b"session" in argv[1:3]:
+            found[int(proc.name)] = stat[19]
+    return found
+
+
+def alive(pid: int, started: str) -> bool:
+    """Whether the process that had this pid and start time still runs (a zombie does not)."""
+    try:
+        stat = pathlib.Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return False
+    return stat[19] == started and stat[0] != "Z"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("command", ["python -m vllm_ci", "console script"])
+@pytest.mark.parametrize("after", [0.1, 0.3, 0.5])
+def test_a_signal_during_start_up_ends_in_one_line_with_its_exit_code_and_no_traceback(
+    command: str, signum: int, after: float
+) -> None:
+    argv = CLI if command == "python -m vllm_ci" else console_script()
+    with subprocess.Popen([*argv, "--help"], env=os.environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as client:
+        time.sleep(after)  # the client imports Dagger's SDK for about 1.5 s
+        client.send_signal(signum)
+        out, err = client.communicate(timeout=60)
+    assert client.returncode == {signal.SIGINT: 130, signal.SIGTERM: 143}[signum], err
+    word = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}[signum]
+    assert err.splitlines() == [f"vllm-ci: error: {word}"]  # one line: no traceback, nothing else
+    assert "usage" not in out  # it was stopped during start-up, not after the help
+
+
+@pytest.mark.timeout(120)  # a hang guard, not a speed claim
+def test_an_engine_address_where_nothing_answers_over_tcp_fails_in_one_line_with_exit_1_naming_it() -> None:
+    address = "tcp://127.0.0.1:1"
+    done = subprocess.run([*CLI, *example_flags(), "plan", "--source", str(EXAMPLE)],
+                          env={**cli_env(), "_EXPERIMENTAL_DAGGER_RUNNER_HOST": address},
+                          capture_output=True, text=True)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.splitlines() == errors(done.stderr)
+    [line] = errors(done.stderr)
+    assert line.startswith(f"vllm-ci: error: engine: the Dagger engine at {address} does not answer (")
+    assert "ci/engine start" in line
+
+
+def test_sigterm_during_a_build_ends_in_one_line_with_143_stops_its_session_and_leaves_whole_sealed_entries(
+    engine: None,
+) -> None:
+    cache = f"{REGISTRY}/test/cancel-{uuid.uuid4().hex[:12]}"
+    command = [*CLI, *example_flags(), "build", "--source", str(EXAMPLE), "--target", "base", "--cache-to", cache]
+    with subprocess.Popen(command, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as client:
+        assert client.stderr is not None
+        seen = []
+        for line in client.stderr:
+            seen.append(line)
+            if line.startswith("stage base: building"):  # building or exporting: a session is working
+                break
+        sessions = sessions_of(client.pid)
+        client.send_signal(signal.SIGTERM)  # what a Buildkite cancel or `timeout` sends
+        rest = client.communicate(timeout=300)[1]
+    assert sessions, "".join(seen)  # the client had started its session
+    assert client.returncode == 143, "".join(seen) + rest
+    assert errors("".join(seen) + rest) == ["vllm-ci: error: terminated"]
+    assert "Traceback" not in rest
+    assert [pid for pid, started in sessions.items() if alive(pid, started)] == []
+    # The next build uses what the cancelled one left (hit, and sealed at its use) or rebuilds it.
+    again = subprocess.run([*command, "--cache-from", cache], env=cli_env(), capture_output=True, text=True,
+                           timeout=1800)
+    assert again.returncode == 0, again.stderr[-3000:]
+    ref = ImageRef.parse(cache)
+    registry = RegistryAPI(ref.registry)
+    assert entry_tags_of(registry, ref.repository)
+    for tag in entry_tags_of(registry, ref.repository):
+        assert_valid_entry(registry, ref.repository, tag)  # whole, and its record names it
+
+
+@pytest.mark.anyio
+async def test_an_entry_found_without_its_record_is_used_and_sealed_by_the_next_build_that_writes_there(
+    client: None, cache_repo: str
+) -> None:
+    first = await build(EXAMPLE, "base", cache_to=cache_repo)
+    ref, tag = ImageRef.parse(cache_repo), cache_tag("base", first.record("base").key)
+    registry = RegistryAPI(ref.registry)
+    record = registry.digest(ref.repository, inputs_tag(tag))
+    assert record is not None
+    async with RegistryClient(ref.registry) as client_:  # an export interrupted between manifest and record
+        await client_.delete_manifest(ref.repository, record)
+    assert registry.digest(ref.repository, inputs_tag(tag)) is None
+    reader = await build(EXAMPLE, "base", cache_from=[cache_repo])  # used, but it may not write there
+    assert reader.record("base").outcome == "hit"
+    assert registry.digest(ref.repository, inputs_tag(tag)) is None
+    writer = await build(EXAMPLE, "base", cache_from=[cache_repo], cache_to=cache_repo)
+    assert writer.record("base").outcome == "hit"
+    assert writer.record("base").ref == first.record("base").ref  # the same image, not a rebuild
+    assert_valid_entry(registry, ref.repository, tag)  # sealed: its record names the image used
+
+
+def test_sigterm_while_the_session_waits_on_an_engine_that_never_speaks_stops_that_session() -> None:
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts connections, never answers
+        address = f"tcp://127.0.0.1:{silent.getsockname()[1]}"
+        env = {**cli_env(), "_EXPERIMENTAL_DAGGER_RUNNER_HOST": address}
+        with subprocess.Popen([*CLI, *example_flags(), "plan", "--source", str(EXAMPLE)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as client:
+            while not (sessions := sessions_of(client.pid)) and client.poll() is None:
+                time.sleep(0.1)
+            time.sleep(1)  # the session is connecting (it ignores SIGTERM while it does)
+            client.send_signal(signal.SIGTERM)
+            err = client.communicate(timeout=120)[1]
+    assert sessions, err
+    assert client.returncode == 143, err
+    assert err.splitlines() == ["vllm-ci: error: terminated"]
+    assert [pid for pid, started in sessions.items() if alive(pid, started)] == []
