@@ -35,7 +35,7 @@ from stagecache.report import Progress, one_line
 from stagecache.store import StageError, exec_summary
 from vllm_ci.args import flag_of, kebab
 from vllm_ci.checks import check_arguments, empty_secret
-from vllm_ci.entry import PROG, install, interruption, stopping_with
+from vllm_ci.entry import PROG, install, interruption, print_error, stopping_with
 from vllm_ci.errors import UsageError
 from vllm_ci.main import VllmCi
 from vllm_ci.version import git_versions
@@ -408,7 +408,7 @@ def fail(message: str, code: int) -> int:
     """The one error line (URL credentials blanked, characters that would break the line escaped), and the
     exit code to return; after a signal, the signal's (vllm_ci.entry)."""
     message, code = interruption() or (message, code)
-    print(f"{PROG}: error: {one_line(without_userinfo(message))}", file=sys.stderr)
+    print_error(one_line(without_userinfo(message)))
     return code
 
 

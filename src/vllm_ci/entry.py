@@ -69,10 +69,15 @@ def interruption() -> tuple[str, int] | None:
     return WORDS.get(received[0], f"signal {received[0]}"), 128 + received[0]
 
 
+def print_error(message: str) -> None:
+    """The command's one error line, as every failure ends (here before the client is imported, and cli.fail)."""
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+
+
 def fail_interrupted() -> int:
     """The one line of an interrupted command, and its exit code."""
     word, code = interruption() or ("interrupted", 128 + signal.SIGINT)
-    print(f"{PROG}: error: {word}", file=sys.stderr)
+    print_error(word)
     return code
 
 
