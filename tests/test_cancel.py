@@ -4,14 +4,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import tomllib
 import uuid
+from collections.abc import Iterator
 
 import pytest
 
@@ -145,11 +149,37 @@ async def test_an_entry_found_without_its_record_is_used_and_sealed_by_the_next_
     assert_valid_entry(registry, ref.repository, tag)  # sealed: its record names the image used
 
 
-def test_sigterm_while_the_session_waits_on_an_engine_that_never_speaks_stops_that_session() -> None:
-    import socket
+@contextlib.contextmanager
+def stalling_engine() -> Iterator[str]:
+    """A tcp:// engine address whose listener answers a gRPC client's first frame (so the client's start-up
+    check passes) and then never again: a session connecting to it waits."""
+    held: list[socket.socket] = []
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        server.settimeout(0.2)
+        done = threading.Event()
 
-    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts connections, never answers
-        address = f"tcp://127.0.0.1:{silent.getsockname()[1]}"
+        def serve() -> None:
+            while not done.is_set():
+                try:
+                    conn, _ = server.accept()
+                except TimeoutError:
+                    continue
+                held.append(conn)
+                conn.sendall(b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")  # an empty SETTINGS frame
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        try:
+            yield f"tcp://127.0.0.1:{server.getsockname()[1]}"
+        finally:
+            done.set()
+            thread.join()
+            for conn in held:
+                conn.close()
+
+
+def test_sigterm_while_the_session_waits_on_an_engine_that_never_speaks_stops_that_session() -> None:
+    with stalling_engine() as address:
         env = {**cli_env(), "_EXPERIMENTAL_DAGGER_RUNNER_HOST": address}
         with subprocess.Popen([*CLI, *example_flags(), "plan", "--source", str(EXAMPLE)], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as client:
@@ -162,3 +192,17 @@ def test_sigterm_while_the_session_waits_on_an_engine_that_never_speaks_stops_th
     assert client.returncode == 143, err
     assert err.splitlines() == ["vllm-ci: error: terminated"]
     assert [pid for pid, started in sessions.items() if alive(pid, started)] == []
+
+
+@pytest.mark.timeout(120)  # a hang guard, not a speed claim
+def test_an_engine_address_that_accepts_and_never_answers_fails_in_one_line_before_any_session() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts connections, never answers
+        address = f"tcp://127.0.0.1:{silent.getsockname()[1]}"
+        env = {**cli_env(), "_EXPERIMENTAL_DAGGER_RUNNER_HOST": address}
+        with subprocess.Popen([*CLI, *example_flags(), "plan", "--source", str(EXAMPLE)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as client:
+            err = client.communicate(timeout=110)[1]
+    assert client.returncode == 1, err
+    assert err.splitlines() == [f"vllm-ci: error: engine: the Dagger engine at {address} does not answer (no answer "
+                                "within 5 s); start it (this machine's: ci/up or ci/engine start), or point "
+                                "_EXPERIMENTAL_DAGGER_RUNNER_HOST at one that runs"]  # check_engine's: no session

@@ -23,7 +23,7 @@ import types
 import typing
 import urllib.parse
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import Any, Final, NoReturn
 
 import anyio
 import dagger
@@ -420,26 +420,49 @@ def emit_text(text: str, output: str | None) -> None:
         print(text)
 
 
-def engine_problem() -> str | None:
-    """Why the configured engine does not accept a connection, found within ENGINE_ANSWER_SECONDS; None
-    when it does. unix:// and tcp:// are probed by a connect; the other transports (ssh://, kube-pod://,
-    docker-container://, image+…://, dagger-cloud://) go through a helper program or a container
-    runtime we cannot probe without doing what the session does: they are left to the session."""
+def engine_problem(handshake: bool = False) -> str | None:
+    """Why the configured engine does not answer, found within ENGINE_ANSWER_SECONDS; None when it does.
+    unix:// and tcp:// are probed by a connect, and with `handshake` (before a session starts) by the first
+    frame of the engine's gRPC server too: a listener that accepts and never answers would keep the session
+    waiting for minutes. The other transports (ssh://, kube-pod://, docker-container://, image+…://,
+    dagger-cloud://) go through a helper program or a container runtime we cannot probe without doing what
+    the session does: they are left to the session."""
     address = urllib.parse.urlsplit(os.environ.get("_EXPERIMENTAL_DAGGER_RUNNER_HOST", ""))
     try:
         if address.scheme == "unix":
-            with socket.socket(socket.AF_UNIX) as probe:
-                probe.settimeout(ENGINE_ANSWER_SECONDS)
-                probe.connect(address.path)
+            probe = socket.socket(socket.AF_UNIX)
+            probe.settimeout(ENGINE_ANSWER_SECONDS)
+            probe.connect(address.path)
         elif address.scheme == "tcp":
             if not address.hostname or address.port is None:
                 return "the address names no host and port"
-            socket.create_connection((address.hostname, address.port), timeout=ENGINE_ANSWER_SECONDS).close()
+            probe = socket.create_connection((address.hostname, address.port), timeout=ENGINE_ANSWER_SECONDS)
+        else:
+            return None
+        with probe:
+            return http2_problem(probe) if handshake else None
     except TimeoutError:
         return f"no answer within {ENGINE_ANSWER_SECONDS} s"
     except (OSError, ValueError) as err:  # ValueError: a port out of range
         return str(getattr(err, "strerror", None) or err)
-    return None
+
+
+# The client preface of HTTP/2 (RFC 9113, 3.4) and an empty SETTINGS frame: what a gRPC client sends first.
+HTTP2_PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+SETTINGS_FRAME: Final = 0x04  # a server's first frame must be SETTINGS (RFC 9113, 3.4)
+
+
+def http2_problem(probe: socket.socket) -> str | None:
+    """Why a connected engine does not answer as a gRPC server (its first frame within the probe's timeout),
+    None when it does: the engine answers in milliseconds."""
+    probe.sendall(HTTP2_PREFACE)
+    header = b""
+    while len(header) < 9:
+        chunk = probe.recv(9 - len(header))
+        if not chunk:
+            return "it closed the connection without a gRPC handshake"
+        header += chunk
+    return None if header[3] == SETTINGS_FRAME else "it answered, but not as a gRPC server"
 
 
 def check_engine() -> None:
@@ -449,7 +472,7 @@ def check_engine() -> None:
     if not host:
         raise StageError(f"no Dagger engine: {DEFAULT_ENGINE_SOCK} is not a socket; start one with ci/up "
                          "(or set _EXPERIMENTAL_DAGGER_RUNNER_HOST)", phase="engine")
-    if problem := engine_problem():
+    if problem := engine_problem(handshake=True):
         raise StageError(f"the Dagger engine at {host} does not answer ({problem}); start it (this machine's: "
                          "ci/up or ci/engine start), or point _EXPERIMENTAL_DAGGER_RUNNER_HOST at one that runs",
                          phase="engine")
