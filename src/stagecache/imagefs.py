@@ -64,8 +64,12 @@ def _remove_under(files: dict[str, Entry], folder: str, itself: bool) -> None:
         del files[path]
 
 
-def apply_layer(files: dict[str, Entry], archive: tarfile.TarFile, keep: Callable[[str], bool] = lambda path: False,
-                kept: dict[str, bytes] | None = None) -> None:
+def apply_layer(
+    files: dict[str, Entry],
+    archive: tarfile.TarFile,
+    keep: Callable[[str], bool] = lambda path: False,
+    kept: dict[str, bytes] | None = None,
+) -> None:
     """Apply one layer's tar to the filesystem so far, as an OCI runtime unpacks it (whiteouts
     included); the bytes of files `keep` selects go to `kept`."""
     for member in archive:
@@ -77,7 +81,7 @@ def apply_layer(files: dict[str, Entry], archive: tarfile.TarFile, keep: Callabl
             _remove_under(files, folder, itself=False)
             continue
         if name.startswith(WHITEOUT):
-            _remove_under(files, posixpath.join(folder, name[len(WHITEOUT):]), itself=True)
+            _remove_under(files, posixpath.join(folder, name[len(WHITEOUT) :]), itself=True)
             continue
         kind = _kind(member)
         if kind != "dir" and path in files and files[path].kind == "dir":

@@ -125,6 +125,8 @@ async def prune(
     lines += [f"{verb} {tag}: the input manifest of an entry that is not kept" for tag in orphans]
     lines += [f"passed over {tag}: not a stage cache entry" for tag in foreign]
     total = sum(d.entry.size for d in doomed)
-    lines.append(f"{verb} {len(doomed)} of {len(entries)} entries, up to {total} bytes "
-                 "(freed by the registry's garbage collection where no kept entry shares the layers)")
+    lines.append(
+        f"{verb} {len(doomed)} of {len(entries)} entries, up to {total} bytes "
+        "(freed by the registry's garbage collection where no kept entry shares the layers)"
+    )
     return "\n".join(lines)

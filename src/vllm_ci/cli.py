@@ -85,10 +85,19 @@ def options_of(func: Any, hints_of: Any = None) -> list[Option]:
         if param.name == "self":
             continue
         annotated = hints[param.name]
-        kind, _ = _unwrap(typing.get_args(annotated)[0] if typing.get_origin(annotated) is typing.Annotated else annotated)
+        kind, _ = _unwrap(
+            typing.get_args(annotated)[0] if typing.get_origin(annotated) is typing.Annotated else annotated
+        )
         required = param.default is inspect.Parameter.empty
         opts.append(
-            Option(param.name, kind, get_doc(annotated) or "", None if required else param.default, required, get_ignore(annotated))
+            Option(
+                param.name,
+                kind,
+                get_doc(annotated) or "",
+                None if required else param.default,
+                required,
+                get_ignore(annotated),
+            )
         )
     return opts
 
@@ -115,16 +124,42 @@ def _add(parser: argparse.ArgumentParser, opt: Option) -> None:
     shown = "" if opt.default in (None, "", ()) else f" (default: {opt.default})"
     help_text = opt.doc + shown
     if kind is bool:
-        parser.add_argument(opt.flag, dest=opt.python_name, type=_parse_bool, nargs="?", const=True,
-                            default=opt.default, help=help_text, metavar="BOOL")
+        parser.add_argument(
+            opt.flag,
+            dest=opt.python_name,
+            type=_parse_bool,
+            nargs="?",
+            const=True,
+            default=opt.default,
+            help=help_text,
+            metavar="BOOL",
+        )
     elif typing.get_origin(kind) is list:
-        parser.add_argument(opt.flag, dest=opt.python_name, type=_parse_list, default=opt.default,
-                            required=opt.required, help=help_text + " (comma-separated)", metavar="A,B")
+        parser.add_argument(
+            opt.flag,
+            dest=opt.python_name,
+            type=_parse_list,
+            default=opt.default,
+            required=opt.required,
+            help=help_text + " (comma-separated)",
+            metavar="A,B",
+        )
     else:
-        metavar = {dagger.Directory: "DIR", dagger.File: "FILE", dagger.Secret: "env:NAME|file:PATH",
-                   dagger.Service: "tcp://HOST:PORT"}.get(kind, kind.__name__.upper())
-        parser.add_argument(opt.flag, dest=opt.python_name, type=kind if kind in (int, float) else str,
-                            default=opt.default, required=opt.required, help=help_text, metavar=metavar)
+        metavar = {
+            dagger.Directory: "DIR",
+            dagger.File: "FILE",
+            dagger.Secret: "env:NAME|file:PATH",
+            dagger.Service: "tcp://HOST:PORT",
+        }.get(kind, kind.__name__.upper())
+        parser.add_argument(
+            opt.flag,
+            dest=opt.python_name,
+            type=kind if kind in (int, float) else str,
+            default=opt.default,
+            required=opt.required,
+            help=help_text,
+            metavar=metavar,
+        )
 
 
 def _parse_bool(text: str) -> bool:
@@ -146,7 +181,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, list[Option]]]:
     parser = _Parser(prog=PROG, description=VllmCi.__doc__)
     for opt in constructor_options():
         _add(parser, opt)
-    parser.add_argument("-o", "--output", help="Write the result to this host path (a file, or a folder for a directory)")
+    parser.add_argument(
+        "-o", "--output", help="Write the result to this host path (a file, or a folder for a directory)"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="Show the engine's progress on stderr")
     subs = parser.add_subparsers(dest="function", metavar="FUNCTION", parser_class=_Parser)
     per_function = {}
@@ -308,9 +345,13 @@ async def watch_engine(call: anyio.CancelScope, died: list[StageError]) -> None:
         await anyio.sleep(1)
         misses = misses + 1 if await anyio.to_thread.run_sync(engine_problem) else 0
     doing = f"building stage {', '.join(Progress.running)}" if Progress.running else "the call"
-    died.append(StageError(f"the Dagger engine stopped answering while {doing}; start it again with ci/engine start "
-                           "(the cache holds nothing half-written: a registry shows a tag only once its manifest is whole)",
-                           phase="engine"))
+    died.append(
+        StageError(
+            f"the Dagger engine stopped answering while {doing}; start it again with ci/engine start "
+            "(the cache holds nothing half-written: a registry shows a tag only once its manifest is whole)",
+            phase="engine",
+        )
+    )
     stop_sessions(signal.SIGKILL)
     call.cancel()
 
@@ -447,9 +488,14 @@ def check_engine() -> None:
     use_local_engine()
     host = os.environ.get("_EXPERIMENTAL_DAGGER_RUNNER_HOST", "")
     if not host:
-        raise StageError(f"no Dagger engine: {DEFAULT_ENGINE_SOCK} is not a socket; start one with ci/up "
-                         "(or set _EXPERIMENTAL_DAGGER_RUNNER_HOST)", phase="engine")
+        raise StageError(
+            f"no Dagger engine: {DEFAULT_ENGINE_SOCK} is not a socket; start one with ci/up "
+            "(or set _EXPERIMENTAL_DAGGER_RUNNER_HOST)",
+            phase="engine",
+        )
     if problem := engine_problem():
-        raise StageError(f"the Dagger engine at {host} does not answer ({problem}); start it (this machine's: "
-                         "ci/up or ci/engine start), or point _EXPERIMENTAL_DAGGER_RUNNER_HOST at one that runs",
-                         phase="engine")
+        raise StageError(
+            f"the Dagger engine at {host} does not answer ({problem}); start it (this machine's: "
+            "ci/up or ci/engine start), or point _EXPERIMENTAL_DAGGER_RUNNER_HOST at one that runs",
+            phase="engine",
+        )
