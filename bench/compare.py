@@ -18,10 +18,6 @@ import tempfile
 import time
 from collections.abc import Callable
 
-from vllm_ci.args import read_args_file
-from vllm_ci.conformance import parse, split_stages
-from vllm_ci.graph import TARGETS
-from vllm_ci.upstream import tagged_checkout
 from tools import (
     BENCH,
     REPO,
@@ -38,6 +34,10 @@ from tools import (
     stored,
     traffic_since,
 )
+from vllm_ci.args import read_args_file
+from vllm_ci.conformance import parse, split_stages
+from vllm_ci.graph import TARGETS
+from vllm_ci.upstream import tagged_checkout
 
 EXAMPLE = REPO / "examples" / "mini-vllm"
 TOOLS = ("ours", "buildkit-oct2025", "buildkit-today", "dagger-engine-cache")

@@ -19,6 +19,7 @@ from vllm_ci.upstream import vllm_source
 BENCH = REPO / "bench"
 sys.path.insert(0, str(BENCH))
 from fork_dockerfile import fork  # noqa: E402
+
 from tools import BenchError  # noqa: E402
 
 

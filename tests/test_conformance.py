@@ -12,11 +12,11 @@ import subprocess
 import pytest
 
 from conftest import REPO
-from vllm_ci.upstream import VLLM_VERSION, vllm_source
 from vllm_ci.args import PROJECT_ARGS, arg_defaults
 from vllm_ci.conformance import CHANGED, MISSING, REPRODUCED, ConformanceReport, Row, check
 from vllm_ci.declare import DECLARED
 from vllm_ci.errors import UsageError
+from vllm_ci.upstream import VLLM_VERSION, vllm_source
 
 EXPECTED = REPO / "tests" / "expected" / f"conformance-vllm-{VLLM_VERSION}.json"
 CLIENT = REPO / ".venv" / "bin" / "vllm-ci"

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import uuid
 
-import dagger
 import pytest
 from dagger import dag
 

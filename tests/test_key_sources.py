@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from stagecache.fingerprint import code_fingerprint
+from conftest import EXAMPLE
 from stagecache.inputs import (
     excluding_pattern,
     files_of,
@@ -20,13 +20,11 @@ from stagecache.inputs import (
     manifest_of,
     pattern_problem,
 )
-from stagecache.why import explain
 from stagecache.store import stage_preimages
+from stagecache.why import explain
 from vllm_ci.args import BuildArgs
 from vllm_ci.declare import DECLARED
-from vllm_ci.graph import OWN_CODE, stage_graph
-
-from conftest import EXAMPLE
+from vllm_ci.graph import stage_graph
 
 
 def checkout(source: pathlib.Path, target: pathlib.Path, umask: int) -> pathlib.Path:

@@ -10,7 +10,7 @@ import uuid
 import dagger
 import pytest
 
-from conftest import EXAMPLE, REGISTRY, REGISTRY_LOG, edit, example_module, fresh_agent, source_of
+from conftest import REGISTRY, REGISTRY_LOG, edit, example_module, fresh_agent, source_of
 from stagecache.registry import ImageRef, RegistryClient
 from stagecache.store import LOG_ENV, StageCache
 from stagecache.traffic import RegistryLog

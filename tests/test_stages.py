@@ -5,7 +5,6 @@ from __future__ import annotations
 import pathlib
 
 import pytest
-from dagger import dag
 
 from conftest import EXAMPLE, edit, example_module, source_of, tagged_checkout
 from vllm_ci.cli import module_functions

@@ -227,16 +227,16 @@ def write_image(
         cfg["Env"] = [f"{k}={v}" for k, v in current.items()]
     if workdir:
         cfg["WorkingDir"] = workdir
-    config["rootfs"]["diff_ids"] = [*config["rootfs"]["diff_ids"], *(l.diff_id for l in layers)]
+    config["rootfs"]["diff_ids"] = [*config["rootfs"]["diff_ids"], *(layer.diff_id for layer in layers)]
     if "history" in config:
-        config["history"] = [*config["history"], *({"created_by": l.comment} for l in layers)]
+        config["history"] = [*config["history"], *({"created_by": layer.comment} for layer in layers)]
     config_digest, config_size = store.put_json(config)
     all_layers = [*(base.layers if base else []), *layers]
     manifest = {
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
         "config": {"mediaType": CONFIG, "digest": config_digest, "size": config_size},
-        "layers": [{"mediaType": l.media_type, "digest": l.digest, "size": l.size} for l in all_layers],
+        "layers": [{"mediaType": layer.media_type, "digest": layer.digest, "size": layer.size} for layer in all_layers],
     }
     return store.put_json(manifest)
 
@@ -250,7 +250,7 @@ def write_layout(store: Store, manifest: tuple[str, int], out: pathlib.Path) -> 
     blobs.mkdir(parents=True)
     wanted = [digest]
     doc = json.loads(store.path(digest).read_bytes())
-    wanted += [doc["config"]["digest"], *(l["digest"] for l in doc["layers"])]
+    wanted += [doc["config"]["digest"], *(layer["digest"] for layer in doc["layers"])]
     for d in wanted:
         os.link(store.path(d), blobs / d.removeprefix("sha256:"))
     (out / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')

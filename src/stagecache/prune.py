@@ -8,8 +8,8 @@ import datetime
 from collections.abc import Collection
 
 from stagecache.keys import CREATED_LABEL, KEY_LABEL, STAGE_LABEL
-from stagecache.why import INPUTS_SUFFIX, LATEST_SUFFIX
 from stagecache.registry import ImageRef, RegistryClient, connect
+from stagecache.why import INPUTS_SUFFIX, LATEST_SUFFIX
 
 
 @dataclasses.dataclass(frozen=True)

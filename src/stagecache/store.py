@@ -43,8 +43,8 @@ from stagecache.keys import (
 from stagecache.redact import without_userinfo
 from stagecache.registry import DEFAULT_ATTEMPTS, ImageRef, RegistryClient, RegistryError, connect
 from stagecache.report import BuildReport, Progress, StageRecord, shown_path
-from stagecache.why import describe_entry, explain, latest_tag, load_inputs, seal_entry, sealed_digest
 from stagecache.traffic import RegistryLog, attribute
+from stagecache.why import describe_entry, explain, latest_tag, load_inputs, seal_entry, sealed_digest
 
 # Where the registry's JSON request log is, when bytes are to be measured (tests, bench).
 LOG_ENV = "STAGECACHE_REGISTRY_LOG"

@@ -26,7 +26,6 @@ import anyio
 
 from stagecache.redact import without_userinfo
 from stagecache.registry import RegistryError, connect
-from vllm_ci.entry import WORDS, Interrupted
 from vllm_ci.buildkite import (
     ANNOTATION_CONTEXT,
     INDEX_NETRC_VAR,
@@ -38,6 +37,7 @@ from vllm_ci.buildkite import (
     render_annotation,
     report_style,
 )
+from vllm_ci.entry import WORDS, Interrupted
 from vllm_ci.hostgit import SAFE_GIT
 
 _TRUE = {"1", "true", "yes", "on"}

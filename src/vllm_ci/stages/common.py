@@ -17,7 +17,6 @@ import dagger
 from dagger import dag
 
 from stagecache import StageContext
-
 from vllm_ci.args import BuildArgs
 from vllm_ci.steps import Step
 
