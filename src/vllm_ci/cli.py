@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import builtins
 import contextlib
 import dataclasses
 import inspect
@@ -28,7 +29,6 @@ from typing import Any, NoReturn
 import anyio
 import dagger
 from dagger import dag
-from dagger.mod._utils import get_doc, get_ignore
 
 from stagecache.redact import without_userinfo
 from stagecache.report import Progress, one_line
@@ -43,6 +43,9 @@ from vllm_ci.version import git_versions
 DEFAULT_ENGINE_SOCK = "/run/dagger/engine.sock"
 ENGINE_ANSWER_SECONDS = 5
 SESSION_STOP_SECONDS = 3  # after a signal, how long our session has to exit before it is killed
+
+
+_M = typing.TypeVar("_M")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -75,6 +78,38 @@ class Option:
     def flag(self) -> str:
         """The --flag spelling."""
         return flag_of(self.python_name)
+
+
+def _last_meta(hint: Any, kind: type[_M]) -> _M | None:
+    """The last metadata of a kind in an Annotated type hint, None when there is none."""
+    if typing.get_origin(hint) is not typing.Annotated:
+        return None
+    return next((meta for meta in reversed(typing.get_args(hint)) if isinstance(meta, kind)), None)
+
+
+def get_doc(hint: Any) -> str | None:
+    """An option's help, read as the SDK reads it for `dagger call` (dagger.mod's private get_doc):
+    the last dagger.Doc of an Annotated hint, else the docstring of a class or function of our own
+    (not a builtin's, nor a dataclass's generated signature)."""
+    if doc := _last_meta(hint, dagger.Doc):
+        return doc.documentation
+    if inspect.getmodule(hint) == builtins or (not inspect.isclass(hint) and not inspect.isroutine(hint)):
+        return None
+    try:
+        text = hint.__doc__
+    except AttributeError:
+        return None
+    if not isinstance(text, str):
+        return None
+    if text and dataclasses.is_dataclass(hint) and text.startswith(f"{hint.__name__}(") and text.endswith(")"):
+        return None
+    return inspect.cleandoc(text)
+
+
+def get_ignore(hint: Any) -> list[str] | None:
+    """The patterns of the last dagger.Ignore of an Annotated hint, as the SDK reads them."""
+    meta = _last_meta(hint, dagger.Ignore)
+    return meta.patterns if meta else None
 
 
 def options_of(func: Any, hints_of: Any = None) -> list[Option]:
