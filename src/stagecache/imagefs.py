@@ -94,8 +94,8 @@ def apply_layer(
                 digest.update(chunk)
                 if keeping:
                     chunks.append(chunk)
-            if keeping:
-                kept[path] = b"".join(chunks)  # type: ignore[index]
+            if keeping and kept is not None:  # keeping implies kept; mypy needs it said
+                kept[path] = b"".join(chunks)
             content = digest.hexdigest()
         elif kind == "hardlink":
             target = posixpath.normpath(member.linkname.lstrip("/")).removeprefix("./")
@@ -142,7 +142,8 @@ def difference(ours: dict[str, Entry], theirs: dict[str, Entry]) -> list[str]:
     for path in sorted(set(ours) | set(theirs)):
         a, b = ours.get(path), theirs.get(path)
         if a is None:
-            lines.append(f"only theirs: /{path} ({b.describe()})")  # type: ignore[union-attr]
+            assert b is not None  # the path is in one of the two
+            lines.append(f"only theirs: /{path} ({b.describe()})")
         elif b is None:
             lines.append(f"only ours: /{path} ({a.describe()})")
         elif a != b:

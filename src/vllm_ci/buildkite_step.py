@@ -149,7 +149,7 @@ def image_digest(settings: StepSettings, env: Mapping[str, str]) -> str | None:
     insecure = env.get("VLLM_CI_REGISTRY_INSECURE", "").lower() in _TRUE
     try:
         return anyio.run(
-            _manifest_digest, host, repo, settings.tag, settings.username, env.get(PASSWORD_VAR, ""), insecure
+            _manifest_digest, host, repo, settings.tag, settings.username or "", env.get(PASSWORD_VAR, ""), insecure
         )
     except RegistryError as err:
         if err.status in (401, 403):

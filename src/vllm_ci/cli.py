@@ -101,7 +101,13 @@ def get_doc(hint: Any) -> str | None:
         return None
     if not isinstance(text, str):
         return None
-    if text and dataclasses.is_dataclass(hint) and text.startswith(f"{hint.__name__}(") and text.endswith(")"):
+    if (
+        text
+        and inspect.isclass(hint)
+        and dataclasses.is_dataclass(hint)
+        and text.startswith(f"{hint.__name__}(")
+        and text.endswith(")")
+    ):
         return None
     return inspect.cleandoc(text)
 
@@ -139,6 +145,7 @@ def options_of(func: Any, hints_of: Any = None) -> list[Option]:
 
 def module_functions() -> dict[str, Any]:
     """The module's @function methods by command name, in the order `dagger functions` lists them."""
+    # @object_type sets __dagger_object_type__ at run time; the SDK declares it nowhere.
     functions = VllmCi.__dagger_object_type__.functions  # type: ignore[attr-defined]
     return {kebab(fn.original_name): getattr(VllmCi, fn.original_name) for fn in functions.values()}
 
@@ -259,7 +266,8 @@ def check_output(output: str | None, function: str) -> None:
     if returns is dagger.Directory and path.exists() and not path.is_dir():
         raise UsageError(f"-o: {output} is a file; {function} returns a folder")
     if returns is not dagger.Directory and path.is_dir():
-        what = {dagger.File: "a file", dagger.Container: "an image tarball"}.get(returns, "text")
+        kinds: dict[Any, str] = {dagger.File: "a file", dagger.Container: "an image tarball"}
+        what = kinds.get(returns, "text")
         raise UsageError(f"-o: {output} is a folder; {function} returns {what}")
 
 
@@ -425,7 +433,7 @@ async def run_unwrapped(args: argparse.Namespace, opts: list[Option], obj: VllmC
         await run(args, opts, obj)
     except BaseExceptionGroup as group:
         while isinstance(group, BaseExceptionGroup) and len(group.exceptions) == 1:
-            group = group.exceptions[0]  # type: ignore[assignment]
+            group = group.exceptions[0]
         raise group from None
 
 

@@ -149,6 +149,7 @@ def declared_steps(function: Callable[..., Any]) -> list[DeclaredStep]:
     ]
     steps = []
     for call in sorted(calls, key=lambda node: (node.lineno, node.col_offset)):
+        assert isinstance(call.func, ast.Name)  # as the filter above chose it
         values = [_literal(node, function) for node in call.args[: MARKERS[call.func.id]]]
         values += [_literal(kw.value, function) for kw in call.keywords if kw.arg in ("instructions", "reason")]
         instructions = values[0]

@@ -118,7 +118,10 @@ class AsWritten:
             text = text.replace("${" + name + "}", automatic_value(name)).replace("$" + name, automatic_value(name))
         for name, value in self.env.items():
             text = re.sub(r"\$\{" + name + r"\}|\$" + name + r"\b", lambda _: value, text)
-        scoped = {name.lower(): value or "" for name, value in self.values.items() if name not in AUTOMATIC_ARGS}
+        # The ARGs' text, whatever the field's type (max_jobs is an int): expand() substitutes text.
+        scoped: dict[str, Any] = {
+            name.lower(): value or "" for name, value in self.values.items() if name not in AUTOMATIC_ARGS
+        }
         return dataclasses.replace(self.args, **scoped).expand(text)
 
     def arg_environment(self) -> dict[str, str]:

@@ -6,7 +6,7 @@ import dataclasses
 import json
 import os
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import dagger
 from dagger import Doc, Ignore, function, object_type
@@ -125,9 +125,9 @@ class VllmCi(BuildArgs):
         version, clean = await source_versions(source)
         return dataclasses.replace(self, git_version=version, git_version_clean=clean)
 
-    async def _stage(self, source: dagger.Directory, target: str, **cache: object) -> dagger.Container:
+    async def _stage(self, source: dagger.Directory, target: str, **cache: Any) -> dagger.Container:
         """Build one stage (and what it needs), through the cache when one is given."""
-        container, report = await (await self._cache(source, **cache)).build(source, target)  # type: ignore[arg-type]
+        container, report = await (await self._cache(source, **cache)).build(source, target)
         print(report.table(), file=sys.stderr)
         return container
 
@@ -200,7 +200,9 @@ class VllmCi(BuildArgs):
         registry_service: RegistryService = None,
     ) -> str:
         """Build the test image and run the tests inside it; returns pytest's output."""
-        image = await self.test_image(source, cache_from, cache_to, registry_service)
+        # dagger-io 0.18.19 types @function's result as an unbound R (Func is an alias without its
+        # parameters), so mypy cannot see the coroutine every @function method here returns.
+        image = await self.test_image(source, cache_from, cache_to, registry_service)  # type: ignore[attr-defined]
         return await image.with_exec(["python3", "-m", "pytest", *tests.split()]).stdout()
 
     @function

@@ -12,6 +12,7 @@ import json
 import pathlib
 import tempfile
 import tomllib
+from typing import Any
 
 import dagger
 from dagger import dag
@@ -148,6 +149,14 @@ def version_file(template: str, version: str) -> str:
     )
 
 
+async def record_of(image: dagger.Container) -> Any:
+    """What a parent stage recorded in its RECORD_LABEL (csrc-build's and rust-build's images carry one)."""
+    text = await image.label(RECORD_LABEL)
+    if text is None:
+        raise ValueError(f"the parent image has no {RECORD_LABEL} label")
+    return json.loads(text)
+
+
 @dataclasses.dataclass(frozen=True)
 class DistInfo:
     """An installed distribution's metadata folder: its name and its files' texts, by path in it."""
@@ -160,7 +169,7 @@ async def dist_info_installed(ctx: StageContext, extension: dict, version: str, 
     """vLLM's dist-info as uv writes it installing build's wheel: csrc-build's (from extension's image
     config, never its layer) under build's version, with RECORD rows for the package layer's files (the
     vllm/ sources, _version.py, rust-build's artifacts) in place of or beside csrc-build's, sorted as uv sorts them."""
-    rust_rows = json.loads(await ctx.parents["rust-installed"].label(RECORD_LABEL))
+    rust_rows = await record_of(ctx.parents["rust-installed"])
     old = extension["dist_info"]
     csrc_version = metadata_version(extension["files"]["METADATA"])
     dist_info = old.removesuffix(f"-{csrc_version}.dist-info") + f"-{version}.dist-info"
@@ -258,7 +267,7 @@ async def vllm_installed(args: BuildArgs, ctx: StageContext) -> Step:
     """Adding vLLM to an image by file operations only: the extension layer, the Python package files
     (with build's _version.py), rust-build's artifacts (vllm-rs) where the wheel puts them, their
     bytecode, then vLLM's dist-info as build's wheel installs it."""
-    extension = json.loads(await ctx.parents["extension"].label(RECORD_LABEL))
+    extension = await record_of(ctx.parents["extension"])
     csrc_version = metadata_version(extension["files"]["METADATA"])
     version = build_version(csrc_version, args.git_version, extension["pretend_version"])
     # build's setup.py writes _version.py with setuptools-scm's version (csrc-build's with its pretend one).
