@@ -18,12 +18,26 @@ import tempfile
 import time
 from collections.abc import Callable
 
+from tools import (
+    BENCH,
+    REPO,
+    WARM,
+    BenchError,
+    BuildKit,
+    Buildkitd,
+    Dagger,
+    Names,
+    ca_bundle,
+    dockerfile_of,
+    engine_lock,
+    log_mark,
+    stored,
+    traffic_since,
+)
 from vllm_ci.args import read_args_file
 from vllm_ci.conformance import parse, split_stages
 from vllm_ci.graph import TARGETS
 from vllm_ci.upstream import tagged_checkout
-from tools import (BENCH, REPO, WARM, BenchError, BuildKit, Buildkitd, Dagger, Names, ca_bundle, dockerfile_of, engine_lock, log_mark,
-                   stored, traffic_since)
 
 EXAMPLE = REPO / "examples" / "mini-vllm"
 TOOLS = ("ours", "buildkit-oct2025", "buildkit-today", "dagger-engine-cache")
@@ -74,9 +88,15 @@ def checkout(workdir: pathlib.Path, scenario: str) -> pathlib.Path:
     vllm-rs, relinks on rust-build-cache (upstream's too); see the README's Performance section."""
     target = workdir / f"src-{scenario}"
     shutil.rmtree(target, ignore_errors=True)
-    shutil.copytree(EXAMPLE, target, ignore=lambda folder, names: [
-        n for n in names if n == "__pycache__" or n.endswith(".egg-info") or (folder == str(EXAMPLE) and n in ("build", "dist"))
-    ])
+    shutil.copytree(
+        EXAMPLE,
+        target,
+        ignore=lambda folder, names: [
+            n
+            for n in names
+            if n == "__pycache__" or n.endswith(".egg-info") or (folder == str(EXAMPLE) and n in ("build", "dist"))
+        ],
+    )
     tagged_checkout(target, date=COMMIT_DATE)
     if scenario in EDITS:
         EDITS[scenario](target)
@@ -94,8 +114,16 @@ def base_repos() -> tuple[str, ...]:
     return tuple(ref.split("/", 1)[1].rsplit(":", 1)[0] + "/" for ref in base_refs())
 
 
-def measure(tool: BuildKit | Dagger, source: pathlib.Path, scenario: str, names: Names, log: pathlib.Path,
-            warm: dict[str, int], base: dict[str, int], extra_repos: tuple[str, ...] = ()) -> Measure:
+def measure(
+    tool: BuildKit | Dagger,
+    source: pathlib.Path,
+    scenario: str,
+    names: Names,
+    log: pathlib.Path,
+    warm: dict[str, int],
+    base: dict[str, int],
+    extra_repos: tuple[str, ...] = (),
+) -> Measure:
     """Fresh agent, then one timed build; bytes from the registry's request log (the tool's
     repositories, the base images' and `extra_repos`)."""
     with engine_lock():
@@ -108,7 +136,9 @@ def measure(tool: BuildKit | Dagger, source: pathlib.Path, scenario: str, names:
     pulled, pushed = traffic_since(mark, end, (names.repos, *base_repos(), *extra_repos))
     written = stored(outcome.cache_written)
     new = {digest: size for digest, size in written.items() if digest not in warm}
-    cache, own = (sum(new.values()), sum(s for d, s in new.items() if d not in base)) if outcome.cache_written else (None, None)
+    cache, own = (
+        (sum(new.values()), sum(s for d, s in new.items() if d not in base)) if outcome.cache_written else (None, None)
+    )
     return Measure(seconds, pulled, pushed, outcome.rebuilt, cache, own, outcome.inner_seconds, written)
 
 
@@ -140,19 +170,32 @@ def make_tools(names: list[str], workdir: pathlib.Path, target: str = "test") ->
 
 def save(results: dict[str, dict[str, list[Measure]]], path: pathlib.Path) -> None:
     """Every measurement so far, so an interrupted bench can still be reported (`--render`)."""
-    plain = {s: {t: [{k: v for k, v in dataclasses.asdict(m).items() if k != "cache_blobs"} for m in runs]
-                 for t, runs in per_tool.items()} for s, per_tool in results.items()}
+    plain = {
+        s: {
+            t: [{k: v for k, v in dataclasses.asdict(m).items() if k != "cache_blobs"} for m in runs]
+            for t, runs in per_tool.items()
+        }
+        for s, per_tool in results.items()
+    }
     path.write_text(json.dumps(plain, indent=1))
 
 
 def load(path: pathlib.Path) -> dict[str, dict[str, list[Measure]]]:
     """Measurements written by save()."""
-    return {s: {t: [Measure(**m) for m in runs] for t, runs in per_tool.items()}
-            for s, per_tool in json.loads(path.read_text()).items()}
+    return {
+        s: {t: [Measure(**m) for m in runs] for t, runs in per_tool.items()}
+        for s, per_tool in json.loads(path.read_text()).items()
+    }
 
 
-def run_bench(tool_names: list[str], scenarios: list[str], runs: int, out: pathlib.Path,
-              resume: bool = False, target: str = "test") -> dict[str, dict[str, list[Measure]]]:
+def run_bench(
+    tool_names: list[str],
+    scenarios: list[str],
+    runs: int,
+    out: pathlib.Path,
+    resume: bool = False,
+    target: str = "test",
+) -> dict[str, dict[str, list[Measure]]]:
     """Every tool through the scenarios, `runs` times; cold first, as it warms the cache the others read.
     Resuming keeps the runs measurements.json holds whole and redoes the rest."""
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -168,7 +211,7 @@ def run_bench(tool_names: list[str], scenarios: list[str], runs: int, out: pathl
     done = {t: min(len(results[s][t]) for s in scenarios) for t in tool_names}
     for per_tool in results.values():
         for tool_name, measured in per_tool.items():
-            del measured[done[tool_name]:]  # a run cut short is redone whole, on fresh repositories
+            del measured[done[tool_name] :]  # a run cut short is redone whole, on fresh repositories
     with tempfile.TemporaryDirectory(prefix="vllm-ci-bench-") as tmp:
         workdir = pathlib.Path(tmp)
         tools = make_tools(tool_names, workdir, target)
@@ -182,13 +225,23 @@ def run_bench(tool_names: list[str], scenarios: list[str], runs: int, out: pathl
                     warm: dict[str, int] = {}
                     for scenario in order:
                         log = out / "logs" / f"{tool.name}-{scenario}-{run}.log"
-                        result = measure(tool, checkout(workdir, scenario), scenario, names, log,
-                                         warm if scenario in WARM else {}, base)
+                        result = measure(
+                            tool,
+                            checkout(workdir, scenario),
+                            scenario,
+                            names,
+                            log,
+                            warm if scenario in WARM else {},
+                            base,
+                        )
                         if scenario == "cold":
                             warm = result.cache_blobs
-                        print(f"bench: run {run + 1}/{runs} {tool.name:20} {scenario:15} {result.seconds:6.1f} s  "
-                              f"pulled {result.pulled / MB:7.1f} MB  pushed {result.pushed / MB:7.1f} MB  {result.rebuilt}",
-                              file=sys.stderr, flush=True)
+                        print(
+                            f"bench: run {run + 1}/{runs} {tool.name:20} {scenario:15} {result.seconds:6.1f} s  "
+                            f"pulled {result.pulled / MB:7.1f} MB  pushed {result.pushed / MB:7.1f} MB  {result.rebuilt}",
+                            file=sys.stderr,
+                            flush=True,
+                        )
                         if scenario in scenarios:
                             results[scenario][tool.name].append(result)
                             save(results, out / "measurements.json")
@@ -230,20 +283,46 @@ def ratio(a: float | None, b: float | None) -> float | None:
 
 def goals(summary: dict[str, dict[str, dict[str, object]]]) -> list[dict[str, object]]:
     """The issue's goals, each with its measured ratio and whether it is met."""
+
     def get(scenario: str, tool: str, field: str) -> float | None:
         return summary.get(scenario, {}).get(tool, {}).get(field)  # type: ignore[return-value]
 
     checks = [
-        ("Python-only change: time ≤ 0.2× BuildKit-today", ratio(get("py-change", "ours", "seconds"), get("py-change", BASELINE, "seconds")), 0.2),
-        ("Python-only change: bytes pulled ≤ 0.05× BuildKit-today", ratio(get("py-change", "ours", "pulled"), get("py-change", BASELINE, "pulled")), 0.05),
-        ("No change: time ≤ 1× BuildKit-today", ratio(get("no-change", "ours", "seconds"), get("no-change", BASELINE, "seconds")), 1.0),
-        ("Cold with cache export: time ≤ 1.1× cold without", ratio(get("cold", "ours", "seconds"), get("cold-no-export", "ours", "seconds")), 1.1),
-        ("Cache storage ≤ 0.5× BuildKit-today mode=max", ratio(get("cold", "ours", "cache_bytes"), get("cold", BASELINE, "cache_bytes")), 0.5),
-        ("Cache storage without the base images ≤ 0.5× BuildKit-today mode=max (informative)",
-         ratio(get("cold", "ours", "cache_bytes_without_base"), get("cold", BASELINE, "cache_bytes_without_base")), 0.5),
+        (
+            "Python-only change: time ≤ 0.2× BuildKit-today",
+            ratio(get("py-change", "ours", "seconds"), get("py-change", BASELINE, "seconds")),
+            0.2,
+        ),
+        (
+            "Python-only change: bytes pulled ≤ 0.05× BuildKit-today",
+            ratio(get("py-change", "ours", "pulled"), get("py-change", BASELINE, "pulled")),
+            0.05,
+        ),
+        (
+            "No change: time ≤ 1× BuildKit-today",
+            ratio(get("no-change", "ours", "seconds"), get("no-change", BASELINE, "seconds")),
+            1.0,
+        ),
+        (
+            "Cold with cache export: time ≤ 1.1× cold without",
+            ratio(get("cold", "ours", "seconds"), get("cold-no-export", "ours", "seconds")),
+            1.1,
+        ),
+        (
+            "Cache storage ≤ 0.5× BuildKit-today mode=max",
+            ratio(get("cold", "ours", "cache_bytes"), get("cold", BASELINE, "cache_bytes")),
+            0.5,
+        ),
+        (
+            "Cache storage without the base images ≤ 0.5× BuildKit-today mode=max (informative)",
+            ratio(get("cold", "ours", "cache_bytes_without_base"), get("cold", BASELINE, "cache_bytes_without_base")),
+            0.5,
+        ),
     ]
-    return [{"goal": goal, "ratio": value, "limit": limit, "met": None if value is None else value <= limit}
-            for goal, value, limit in checks]
+    return [
+        {"goal": goal, "ratio": value, "limit": limit, "met": None if value is None else value <= limit}
+        for goal, value, limit in checks
+    ]
 
 
 def human(n: object) -> str:
@@ -258,21 +337,41 @@ def times(value: float | None) -> str:
 
 def markdown(summary: dict[str, dict[str, dict[str, object]]], goal_list: list[dict[str, object]], runs: int) -> str:
     """The tables the README's Performance section shows."""
-    lines = [f"Median of {runs} run(s), each on a fresh agent; bytes measured at the registry.", "",
-             "| scenario | tool | wall s | pulled | pushed | rebuilt | cache stored (without base images) |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Median of {runs} run(s), each on a fresh agent; bytes measured at the registry.",
+        "",
+        "| scenario | tool | wall s | pulled | pushed | rebuilt | cache stored (without base images) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for scenario, per_tool in summary.items():
         for tool, m in per_tool.items():
-            lines.append(f"| {scenario} | {tool} | {m['seconds']:.1f} | {human(m['pulled'])} | {human(m['pushed'])} "
-                         f"| {m['rebuilt']} | {human(m['cache_bytes'])} ({human(m['cache_bytes_without_base'])}) |")
-    lines += ["", f"| scenario | time ours/{BASELINE} | pulled ours/{BASELINE} | pushed ours/{BASELINE} |", "|---|---|---|---|"]
+            lines.append(
+                f"| {scenario} | {tool} | {m['seconds']:.1f} | {human(m['pulled'])} | {human(m['pushed'])} "
+                f"| {m['rebuilt']} | {human(m['cache_bytes'])} ({human(m['cache_bytes_without_base'])}) |"
+            )
+    lines += [
+        "",
+        f"| scenario | time ours/{BASELINE} | pulled ours/{BASELINE} | pushed ours/{BASELINE} |",
+        "|---|---|---|---|",
+    ]
     for scenario, per_tool in summary.items():
         ours, base = per_tool.get("ours"), per_tool.get(BASELINE)
         if ours and base:
-            lines.append("| " + " | ".join([scenario] + [times(ratio(ours[f], base[f])) for f in ("seconds", "pulled", "pushed")]) + " |")  # type: ignore[arg-type]
+            lines.append(
+                "| "
+                + " | ".join([scenario] + [times(ratio(ours[f], base[f])) for f in ("seconds", "pulled", "pushed")])
+                + " |"
+            )  # type: ignore[arg-type]
     py, cold = summary.get("py-change", {}).get("ours"), summary.get("cold", {}).get("ours")
     if py and cold:
-        lines += ["", "Ours, fresh-agent Python-only change / cold build: " + ", ".join(
-            f"{label} {times(ratio(py[f], cold[f]))}" for label, f in (("time", "seconds"), ("pulled", "pulled"), ("pushed", "pushed")))]  # type: ignore[arg-type]
+        lines += [
+            "",
+            "Ours, fresh-agent Python-only change / cold build: "
+            + ", ".join(
+                f"{label} {times(ratio(py[f], cold[f]))}"
+                for label, f in (("time", "seconds"), ("pulled", "pulled"), ("pushed", "pushed"))
+            ),
+        ]  # type: ignore[arg-type]
     lines += ["", "Goals:"]
     for g in goal_list:
         state = "not measured" if g["met"] is None else "met" if g["met"] else "NOT MET"
@@ -291,7 +390,9 @@ def chart(summary: dict[str, dict[str, dict[str, object]]], path: pathlib.Path) 
     tools = [t for t in TOOLS if any(t in summary[s] for s in scenarios)]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
     width = 0.8 / len(tools)
-    for ax, (field, label, scale) in zip(axes, (("seconds", "wall s", 1), ("pulled", "MB pulled", MB), ("pushed", "MB pushed", MB))):
+    for ax, (field, label, scale) in zip(
+        axes, (("seconds", "wall s", 1), ("pulled", "MB pulled", MB), ("pushed", "MB pushed", MB))
+    ):
         for i, tool in enumerate(tools):
             values = [summary[s][tool][field] / scale if tool in summary[s] else 0 for s in scenarios]  # type: ignore[operator]
             ax.bar([x + i * width for x in range(len(scenarios))], values, width, label=tool)
@@ -308,14 +409,26 @@ def main(argv: list[str] | None = None) -> int:
     """Run the bench and report."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="runs per scenario and tool (median reported)")
-    parser.add_argument("--quick", action="store_true", help=f"1 run; tools {','.join(QUICK_TOOLS)}; scenarios {','.join(QUICK_SCENARIOS)}")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"1 run; tools {','.join(QUICK_TOOLS)}; scenarios {','.join(QUICK_SCENARIOS)}",
+    )
     parser.add_argument("--tools", help=f"comma-separated subset of {','.join(TOOLS)}")
     parser.add_argument("--scenarios", help=f"comma-separated subset of {','.join(SCENARIOS)}")
-    parser.add_argument("--results", type=pathlib.Path, default=BENCH / "results",
-                        help="folder for latest.json, latest.png, measurements.json, logs/")
+    parser.add_argument(
+        "--results",
+        type=pathlib.Path,
+        default=BENCH / "results",
+        help="folder for latest.json, latest.png, measurements.json, logs/",
+    )
     parser.add_argument("--target", default="test", help="the stage both tools build (default: the test image)")
-    parser.add_argument("--render", action="store_true", help="build nothing: report the measurements.json already there")
-    parser.add_argument("--resume", action="store_true", help="keep the whole runs measurements.json holds, measure the rest")
+    parser.add_argument(
+        "--render", action="store_true", help="build nothing: report the measurements.json already there"
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="keep the whole runs measurements.json holds, measure the rest"
+    )
     args = parser.parse_args(argv)
     runs = 1 if args.quick else args.runs
     tools = args.tools.split(",") if args.tools else list(QUICK_TOOLS if args.quick else TOOLS)
@@ -335,7 +448,9 @@ def main(argv: list[str] | None = None) -> int:
             scenarios = list(results)
         else:
             check_target(args.target, tools)
-            results = run_bench(tools, [s for s in SCENARIOS if s in scenarios], runs, args.results, args.resume, args.target)
+            results = run_bench(
+                tools, [s for s in SCENARIOS if s in scenarios], runs, args.results, args.resume, args.target
+            )
     except BenchError as err:
         print(f"bench: {err}", file=sys.stderr)
         return 1
@@ -343,18 +458,30 @@ def main(argv: list[str] | None = None) -> int:
     goal_list = goals(summary)
     table = markdown(summary, goal_list, runs)
     print(table)
-    data = {"runs": runs, "tools": tools, "scenarios": scenarios, "target": args.target, "bench_seconds": round(time.monotonic() - started, 1),
-            "results": summary, "goals": goal_list, "markdown": table}
+    data = {
+        "runs": runs,
+        "tools": tools,
+        "scenarios": scenarios,
+        "target": args.target,
+        "bench_seconds": round(time.monotonic() - started, 1),
+        "results": summary,
+        "goals": goal_list,
+        "markdown": table,
+    }
     write_results(args.results, "latest", data, lambda png: chart(summary, png), "bench")
     return 0
 
 
-def write_results(folder: pathlib.Path, stem: str, data: dict[str, object], draw: Callable[[pathlib.Path], None],
-                  who: str) -> None:
+def write_results(
+    folder: pathlib.Path, stem: str, data: dict[str, object], draw: Callable[[pathlib.Path], None], who: str
+) -> None:
     """Write `<stem>.json` and the chart `<stem>.png` into the results folder, and say so on stderr."""
     (folder / f"{stem}.json").write_text(json.dumps(data, indent=2))
     draw(folder / f"{stem}.png")
-    print(f"\n{who}: {data['bench_seconds']} s; wrote {folder / f'{stem}.json'} and {folder / f'{stem}.png'}", file=sys.stderr)
+    print(
+        f"\n{who}: {data['bench_seconds']} s; wrote {folder / f'{stem}.json'} and {folder / f'{stem}.png'}",
+        file=sys.stderr,
+    )
 
 
 if __name__ == "__main__":

@@ -26,8 +26,9 @@ def example_args(path: pathlib.Path) -> dict[str, object]:
     return {name: int(value) if value.isdigit() else value for name, value in read_args_file(path.read_text()).items()}
 
 
-async def build(source: pathlib.Path, target: str, image: str, cache_from: list[str], cache_to: str,
-                log: pathlib.Path) -> str:
+async def build(
+    source: pathlib.Path, target: str, image: str, cache_from: list[str], cache_to: str, log: pathlib.Path
+) -> str:
     """Build and publish the target's image; the report as JSON."""
     with log.open("w") as log_output:
         async with dagger.connection(dagger.Config(log_output=log_output)):

@@ -44,11 +44,16 @@ class Expected:
 
 
 OUR_WHEEL_FREE_FLOOR = "the Python-only floor never builds the wheels these are the checksums of"
-NO_COMMIT_ID = ("deliberate: build's RUN gets the version derived from .git, not .git, so setuptools-scm writes "
-                "vllm/_version.py with that version and commit_id None where upstream's has the commit (vLLM never reads it)")
+NO_COMMIT_ID = (
+    "deliberate: build's RUN gets the version derived from .git, not .git, so setuptools-scm writes "
+    "vllm/_version.py with that version and commit_id None where upstream's has the commit (vLLM never reads it)"
+)
 EXPECTED = (
-    Expected("only theirs", "/vllm-workspace/.git*", "deliberate: the upload leaves .git out (no key reads its "
-             "bytes; the version derived from it is in the keys)"),
+    Expected(
+        "only theirs",
+        "/vllm-workspace/.git*",
+        "deliberate: the upload leaves .git out (no key reads its bytes; the version derived from it is in the keys)",
+    ),
     Expected("only theirs", "/vllm-workspace/docs*", "deliberate: docs never enter a key (SOURCE_IGNORE)"),
     Expected("only theirs", "/tmp/vllm-wheel.sha256", f"deliberate: {OUR_WHEEL_FREE_FLOOR}"),
     Expected("only theirs", "/tmp/ep-kernels-wheels.sha256", f"deliberate: {OUR_WHEEL_FREE_FLOOR}"),
@@ -74,8 +79,11 @@ def explain(report: dict[str, object]) -> tuple[dict[str, int], list[str], list[
 def config_difference(ours: ImageFiles, theirs: ImageFiles) -> list[str]:
     """The runtime config fields and labels that differ (our cache's own labels left out)."""
     a, b = ours.config.get("config", {}), theirs.config.get("config", {})
-    lines = [f"config {field}: ours {a.get(field)!r}, theirs {b.get(field)!r}"
-             for field in CONFIG_FIELDS if a.get(field) != b.get(field)]
+    lines = [
+        f"config {field}: ours {a.get(field)!r}, theirs {b.get(field)!r}"
+        for field in CONFIG_FIELDS
+        if a.get(field) != b.get(field)
+    ]
     labels_a = {k: v for k, v in (a.get("Labels") or {}).items() if not k.startswith(OUR_LABELS)}
     if labels_a != (b.get("Labels") or {}):
         lines.append(f"config Labels: ours {labels_a!r}, theirs {b.get('Labels')!r}")
@@ -91,10 +99,14 @@ def record_difference(ours: ImageFiles, theirs: ImageFiles) -> list[str]:
     """RECORDs in both images that list different paths: what each lists that the other does not."""
     lines = []
     for path in sorted(set(ours.kept) & set(theirs.kept)):
-        listed = [{row.split(",")[0] for row in image.kept[path].decode().splitlines() if row} for image in (ours, theirs)]
+        listed = [
+            {row.split(",")[0] for row in image.kept[path].decode().splitlines() if row} for image in (ours, theirs)
+        ]
         if listed[0] != listed[1]:
-            lines.append(f"record: /{path}: {len(listed[1] - listed[0])} paths only theirs lists "
-                         f"(e.g. {sorted(listed[1] - listed[0])[:3]}), {len(listed[0] - listed[1])} only ours")
+            lines.append(
+                f"record: /{path}: {len(listed[1] - listed[0])} paths only theirs lists "
+                f"(e.g. {sorted(listed[1] - listed[0])[:3]}), {len(listed[0] - listed[1])} only ours"
+            )
     return lines
 
 
@@ -114,9 +126,16 @@ async def compare_images(ours: str, theirs: str, theirs_again: str) -> dict[str,
     (a path one image has and the other lacks is a deviation however noisy its content)."""
     a, b, c = [await image_files(ref, keep=is_record) for ref in (ours, theirs, theirs_again)]
     noise = {path_of(line) for line in difference(c.files, b.files) if line.startswith("differs")}
-    deviations = [line for line in difference(a.files, b.files) if not (line.startswith("differs") and path_of(line) in noise)]
-    return {"files": {"ours": len(a.files), "theirs": len(b.files)}, "noise_paths": len(noise),
-            "deviations": deviations, "records": record_difference(a, b), "config": config_difference(a, b)}
+    deviations = [
+        line for line in difference(a.files, b.files) if not (line.startswith("differs") and path_of(line) in noise)
+    ]
+    return {
+        "files": {"ours": len(a.files), "theirs": len(b.files)},
+        "noise_paths": len(noise),
+        "deviations": deviations,
+        "records": record_difference(a, b),
+        "config": config_difference(a, b),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,13 +151,19 @@ def main(argv: list[str] | None = None) -> int:
             workdir = pathlib.Path(tmp)
             source = checkout(workdir, "cold")
             refs = []
-            for run, tool in enumerate([*make_tools(["ours", "buildkit-today"], workdir, args.target),
-                                        *make_tools(["buildkit-today"], workdir, args.target)]):
+            for run, tool in enumerate(
+                [
+                    *make_tools(["ours", "buildkit-today"], workdir, args.target),
+                    *make_tools(["buildkit-today"], workdir, args.target),
+                ]
+            ):
                 names = Names(f"equivalence-{stamp}-{run}", tool.name)
                 with engine_lock():
                     if isinstance(tool, BuildKit):
                         tool.fresh_agent()  # the second BuildKit build starts empty too: its noise is honest
-                    tool.build(source, "cold-no-export", names, args.results / "logs" / f"equivalence-{tool.name}-{run}.log")
+                    tool.build(
+                        source, "cold-no-export", names, args.results / "logs" / f"equivalence-{tool.name}-{run}.log"
+                    )
                     tool.done()
                 refs.append(names.image("cold-no-export"))
         report = anyio.run(compare_images, *refs)
@@ -154,9 +179,18 @@ def main(argv: list[str] | None = None) -> int:
     explained, unexplained, absent = explain(report)
     for why, count in explained.items():
         print(f"{count:6}  {why}")
-    (args.results / "equivalence.json").write_text(json.dumps(
-        {"target": args.target, **report, "explained": explained, "unexplained": unexplained,
-         "no_longer_differ": [e.why for e in absent]}, indent=2))
+    (args.results / "equivalence.json").write_text(
+        json.dumps(
+            {
+                "target": args.target,
+                **report,
+                "explained": explained,
+                "unexplained": unexplained,
+                "no_longer_differ": [e.why for e in absent],
+            },
+            indent=2,
+        )
+    )
     print(f"equivalence: wrote {args.results / 'equivalence.json'}", file=sys.stderr)
     for line in unexplained:
         print(f"equivalence: unexplained: {line}", file=sys.stderr)

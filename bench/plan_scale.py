@@ -27,7 +27,7 @@ def cut(tree: pathlib.Path, fraction: float, into: pathlib.Path) -> tuple[int, i
     """A copy of the tree with an even share of its files (every 1/fraction-th, by sorted path);
     its file count and bytes."""
     files = sorted(p for p in tree.rglob("*") if p.is_file() and not p.is_symlink())
-    kept = files[::round(1 / fraction)]
+    kept = files[:: round(1 / fraction)]
     for path in kept:
         target = into / path.relative_to(tree)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -64,16 +64,23 @@ def main(argv: list[str] | None = None) -> int:
                 cold = timed_plan(source)
                 warm = timed_plan(source)
             rows.append({"fraction": fraction, "files": files, "bytes": size, "cold_s": cold, "warm_s": warm})
-            print(f"plan: {files:6} files {size / 1e6:6.1f} MB  cold {cold:5.1f} s  warm {warm:5.1f} s", file=sys.stderr)
+            print(
+                f"plan: {files:6} files {size / 1e6:6.1f} MB  cold {cold:5.1f} s  warm {warm:5.1f} s", file=sys.stderr
+            )
     cold_slope = per_thousand([(r["files"], r["cold_s"]) for r in rows])
     warm_slope = per_thousand([(r["files"], r["warm_s"]) for r in rows])
-    lines = [f"`plan` of vLLM {VLLM_VERSION}'s source, cut by files; client command, fresh agent:", "",
-             "| files | MB | cold s | warm s |", "|---|---|---|---|"]
+    lines = [
+        f"`plan` of vLLM {VLLM_VERSION}'s source, cut by files; client command, fresh agent:",
+        "",
+        "| files | MB | cold s | warm s |",
+        "|---|---|---|---|",
+    ]
     lines += [f"| {r['files']} | {r['bytes'] / 1e6:.1f} | {r['cold_s']:.1f} | {r['warm_s']:.1f} |" for r in rows]
     lines += ["", f"Seconds per 1,000 files: cold {cold_slope:.2f}, warm {warm_slope:.2f}"]
     print("\n".join(lines))
-    (args.results / "plan_scale.json").write_text(json.dumps(
-        {"rows": rows, "cold_s_per_1000_files": cold_slope, "warm_s_per_1000_files": warm_slope}, indent=2))
+    (args.results / "plan_scale.json").write_text(
+        json.dumps({"rows": rows, "cold_s_per_1000_files": cold_slope, "warm_s_per_1000_files": warm_slope}, indent=2)
+    )
     return 0
 
 

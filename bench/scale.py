@@ -24,9 +24,9 @@ from dagger import dag
 
 from compare import COMMIT_DATE, MB, Measure, base_refs, checkout, make_tools, measure, write_results
 from stagecache.registry import ImageRef, connect
+from tools import BENCH, REGISTRY, BenchError, BuildKit, Dagger, Names, engine_lock
 from vllm_ci.cli import use_local_engine
 from vllm_ci.upstream import git
-from tools import BENCH, REGISTRY, BenchError, BuildKit, Dagger, Names, engine_lock
 
 GB = 1e9
 TOOLS = ("ours", "buildkit-today")
@@ -40,23 +40,30 @@ def check_disk(sizes: list[float]) -> None:
     free = shutil.disk_usage(STATE_DIR).free
     needed = DISK_FACTOR * max(sizes) * GB + 5 * GB
     if free < needed:
-        raise BenchError(f"{max(sizes)} GB needs about {needed / GB:.0f} GB free under {STATE_DIR}; {free / GB:.0f} GB are")
+        raise BenchError(
+            f"{max(sizes)} GB needs about {needed / GB:.0f} GB free under {STATE_DIR}; {free / GB:.0f} GB are"
+        )
 
 
 async def publish_heavy_base(ref: str, size: int, log: pathlib.Path) -> None:
     """The example's runtime base image plus one layer of `size` random bytes, published uncompressed."""
     with log.open("w") as log_output:
         async with dagger.connection(dagger.Config(log_output=log_output)):
-            heavy = dag.container().from_(base_refs()[1]).with_exec(
-                ["sh", "-c", f"mkdir -p /opt/heavy && head -c {size} /dev/urandom > /opt/heavy/blob"])
+            heavy = (
+                dag.container()
+                .from_(base_refs()[1])
+                .with_exec(["sh", "-c", f"mkdir -p /opt/heavy && head -c {size} /dev/urandom > /opt/heavy/blob"])
+            )
             await heavy.publish(ref, forced_compression=dagger.ImageLayerCompression.Uncompressed)
 
 
 def on_heavy_base(source: pathlib.Path, ref: str) -> pathlib.Path:
     """A checkout whose args file names the heavy base as FINAL_BASE_IMAGE (what both tools read), committed."""
     args = source / "vllm-ci.args"
-    lines = [f"--final-base-image={ref}" if line.startswith("--final-base-image=") else line
-             for line in args.read_text().splitlines()]
+    lines = [
+        f"--final-base-image={ref}" if line.startswith("--final-base-image=") else line
+        for line in args.read_text().splitlines()
+    ]
     args.write_text("\n".join(lines) + "\n")
     git(source, "commit", "-qm", "bench: the heavy base", "vllm-ci.args", date=COMMIT_DATE)
     return source
@@ -71,8 +78,9 @@ async def forget(repositories: list[str]) -> None:
                     await client.delete_manifest(repository, digest)
 
 
-def measure_size(size_gb: float, tools: list[BuildKit | Dagger], workdir: pathlib.Path, out: pathlib.Path,
-                 stamp: str) -> dict[str, Measure]:
+def measure_size(
+    size_gb: float, tools: list[BuildKit | Dagger], workdir: pathlib.Path, out: pathlib.Path, stamp: str
+) -> dict[str, Measure]:
     """Cold, then the Python-only change on a fresh agent, for each tool, on one heavy base."""
     run_id = f"{stamp}-{size_gb:g}gb"
     heavy = f"{REGISTRY}/bench/{run_id}/heavy/base:bookworm"
@@ -86,9 +94,12 @@ def measure_size(size_gb: float, tools: list[BuildKit | Dagger], workdir: pathli
                 log = out / "logs" / f"scale-{size_gb:g}gb-{tool.name}-{scenario}.log"
                 source = on_heavy_base(checkout(workdir, scenario), heavy)
                 result = measure(tool, source, scenario, names, log, {}, {}, extra_repos=(f"bench/{run_id}/heavy/",))
-                print(f"scale: {size_gb:g} GB {tool.name:15} {scenario:10} {result.seconds:6.1f} s  "
-                      f"pulled {result.pulled / MB:8.1f} MB  pushed {result.pushed / MB:8.1f} MB  {result.rebuilt}",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"scale: {size_gb:g} GB {tool.name:15} {scenario:10} {result.seconds:6.1f} s  "
+                    f"pulled {result.pulled / MB:8.1f} MB  pushed {result.pushed / MB:8.1f} MB  {result.rebuilt}",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 if scenario == "py-change":
                     measured[tool.name] = result
             tool.done()
@@ -96,8 +107,10 @@ def measure_size(size_gb: float, tools: list[BuildKit | Dagger], workdir: pathli
         for tool in tools:
             tool.done()
         repositories = [f"bench/{run_id}/heavy/base"] + [
-            ImageRef.parse(ref).repository for tool in tools for ref in (Names(run_id, tool.name).cache,
-                                                                         Names(run_id, tool.name).image("x"))]
+            ImageRef.parse(ref).repository
+            for tool in tools
+            for ref in (Names(run_id, tool.name).cache, Names(run_id, tool.name).image("x"))
+        ]
         anyio.run(forget, repositories + [r + "-py-change" for r in repositories])
     return measured
 
@@ -112,11 +125,15 @@ def slope(points: list[tuple[float, float]]) -> float | None:
 def report(rows: dict[float, dict[str, Measure]]) -> tuple[str, dict[str, float | None]]:
     """The markdown table and each tool's slope."""
     slopes = {tool: slope([(size, per[tool].seconds) for size, per in rows.items() if tool in per]) for tool in TOOLS}
-    lines = ["| heavy layer | tool | Python-only change, fresh agent: wall s | pulled | pushed | rebuilt |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| heavy layer | tool | Python-only change, fresh agent: wall s | pulled | pushed | rebuilt |",
+        "|---|---|---|---|---|---|",
+    ]
     for size, per in rows.items():
         for tool, m in per.items():
-            lines.append(f"| {size:g} GB | {tool} | {m.seconds:.1f} | {m.pulled / MB:.1f} MB | {m.pushed / MB:.1f} MB | {m.rebuilt} |")
+            lines.append(
+                f"| {size:g} GB | {tool} | {m.seconds:.1f} | {m.pulled / MB:.1f} MB | {m.pushed / MB:.1f} MB | {m.rebuilt} |"
+            )
     lines += ["", "| tool | slope (s per GB of image) |", "|---|---|"]
     lines += [f"| {tool} | {'-' if s is None else f'{s:.2f}'} |" for tool, s in slopes.items()]
     return "\n".join(lines), slopes
@@ -146,7 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run the scale bench and report."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="0.5,2,8", help="heavy layer sizes in GB, comma-separated")
-    parser.add_argument("--results", type=pathlib.Path, default=BENCH / "results", help="folder for scale.json, scale.png, logs/")
+    parser.add_argument(
+        "--results", type=pathlib.Path, default=BENCH / "results", help="folder for scale.json, scale.png, logs/"
+    )
     args = parser.parse_args(argv)
     sizes = [float(s) for s in args.sizes.split(",") if s]
     use_local_engine()
@@ -165,10 +184,19 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     table, slopes = report(rows)
     print(table)
-    data = {"sizes_gb": sizes, "bench_seconds": round(time.monotonic() - started, 1), "slopes_s_per_gb": slopes,
-            "results": {f"{size:g}": {tool: {"seconds": m.seconds, "pulled": m.pulled, "pushed": m.pushed, "rebuilt": m.rebuilt}
-                                      for tool, m in per.items()} for size, per in rows.items()},
-            "markdown": table}
+    data = {
+        "sizes_gb": sizes,
+        "bench_seconds": round(time.monotonic() - started, 1),
+        "slopes_s_per_gb": slopes,
+        "results": {
+            f"{size:g}": {
+                tool: {"seconds": m.seconds, "pulled": m.pulled, "pushed": m.pushed, "rebuilt": m.rebuilt}
+                for tool, m in per.items()
+            }
+            for size, per in rows.items()
+        },
+        "markdown": table,
+    }
     write_results(args.results, "scale", data, lambda png: chart(rows, png), "scale")
     return 0
 

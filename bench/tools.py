@@ -76,6 +76,7 @@ class Names:
 
 # -- the registry ------------------------------------------------------------------------------
 
+
 def stored(refs: list[str]) -> dict[str, int]:
     """Digest -> size of the unique blobs the refs hold."""
     return anyio.run(_stored, refs)
@@ -183,6 +184,7 @@ def _run(cmd: list[str], log: pathlib.Path, env: dict[str, str] | None = None) -
 
 # -- BuildKit ----------------------------------------------------------------------------------
 
+
 class Buildkitd:
     """A buildkitd of our own (own root and socket: the engine owns /run/buildkit), shared by the
     BuildKit tools; one at a time, started and stopped by its pid."""
@@ -208,16 +210,36 @@ class Buildkitd:
         config.write_text(f'[registry."{REGISTRY}"]\n  http = true\n  insecure = true\n')
         with (self.dir / "buildkitd.log").open("a") as log:
             self.proc = subprocess.Popen(
-                [str(self.bin / "buildkitd"), "--config", str(config), "--root", str(self.root), "--addr", self.sock,
-                 "--oci-worker-net", "host", "--oci-worker-binary", "/usr/sbin/runc", "--containerd-worker=false"],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+                [
+                    str(self.bin / "buildkitd"),
+                    "--config",
+                    str(config),
+                    "--root",
+                    str(self.root),
+                    "--addr",
+                    self.sock,
+                    "--oci-worker-net",
+                    "host",
+                    "--oci-worker-binary",
+                    "/usr/sbin/runc",
+                    "--containerd-worker=false",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
             )
         (self.dir / "pid").write_text(str(self.proc.pid))
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise BenchError(f"buildkitd exited during start; read {self.dir / 'buildkitd.log'}")
-            if subprocess.run([str(self.bin / "buildctl"), "--addr", self.sock, "debug", "workers"], capture_output=True).returncode == 0:
+            if (
+                subprocess.run(
+                    [str(self.bin / "buildctl"), "--addr", self.sock, "debug", "workers"], capture_output=True
+                ).returncode
+                == 0
+            ):
                 return
             time.sleep(0.2)
         raise BenchError(f"buildkitd did not answer within 30 s; read {self.dir / 'buildkitd.log'}")
@@ -291,10 +313,25 @@ class BuildKit:
             dockerfile, build_args = log.with_suffix(".Dockerfile"), generated.build_args
             dockerfile.write_text(generated.dockerfile)
         cmd = [
-            str(self.daemon.bin / "buildctl"), "--addr", self.daemon.sock, "build", "--progress=plain",
-            "--frontend", "dockerfile.v0", "--local", f"context={source}", "--local", f"dockerfile={dockerfile.parent}",
-            "--opt", f"filename={dockerfile.name}", "--opt", f"target={self.target}", "--secret", f"id=ca,src={self.ca}",
-            "--output", f"type=image,name={names.image(scenario)},push=true",
+            str(self.daemon.bin / "buildctl"),
+            "--addr",
+            self.daemon.sock,
+            "build",
+            "--progress=plain",
+            "--frontend",
+            "dockerfile.v0",
+            "--local",
+            f"context={source}",
+            "--local",
+            f"dockerfile={dockerfile.parent}",
+            "--opt",
+            f"filename={dockerfile.name}",
+            "--opt",
+            f"target={self.target}",
+            "--secret",
+            f"id=ca,src={self.ca}",
+            "--output",
+            f"type=image,name={names.image(scenario)},push=true",
             *(opt for name, value in build_args.items() for opt in ("--opt", f"build-arg:{name}={value}")),
         ]
         written = []
@@ -324,13 +361,17 @@ class BuildKit:
                 pulled.add(step)
             elif re.match(r"^\d+\.\d+ ", text):
                 output.add(step)
-        ran = [n for n, name in names.items() if "] RUN " in name and n in done and n not in cached
-               and (n in output or n not in pulled)]
+        ran = [
+            n
+            for n, name in names.items()
+            if "] RUN " in name and n in done and n not in cached and (n in output or n not in pulled)
+        ]
         total = sum(1 for line in dockerfile.read_text().splitlines() if line.startswith("RUN "))
         return f"{len(ran)}/{total} RUN"
 
 
 # -- Dagger ------------------------------------------------------------------------------------
+
 
 class Dagger:
     """The stage functions on the engine: with our stage cache, or with only the engine's own
@@ -350,9 +391,18 @@ class Dagger:
 
     def build(self, source: pathlib.Path, scenario: str, names: Names, log: pathlib.Path) -> Outcome:
         """Build and publish the target's image in a client process of its own."""
-        cmd = [str(PYTHON), str(BENCH / "dagger_build.py"), "--source", str(source), "--target", self.target,
-               "--image", names.image(scenario),
-               "--log", str(log.with_suffix(".engine.log"))]
+        cmd = [
+            str(PYTHON),
+            str(BENCH / "dagger_build.py"),
+            "--source",
+            str(source),
+            "--target",
+            self.target,
+            "--image",
+            names.image(scenario),
+            "--log",
+            str(log.with_suffix(".engine.log")),
+        ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("_EXPERIMENTAL_DAGGER_CACHE")}
         written: list[str] = []
         if self.stage_cache and scenario not in NO_EXPORT:
@@ -374,4 +424,6 @@ class Dagger:
         stages = [s for s in report["stages"] if s["outcome"] != "unused"]
         rebuilt = sum(s["outcome"] in ("exported", "built", "export-failed") for s in stages)
         # Without our cache every stage reads "built": what the engine cache saved shows in time and bytes only.
-        return Outcome(f"{rebuilt}/{len(stages)} stages" if self.stage_cache else "n/a", written, report["total_seconds"])
+        return Outcome(
+            f"{rebuilt}/{len(stages)} stages" if self.stage_cache else "n/a", written, report["total_seconds"]
+        )

@@ -30,8 +30,18 @@ BUILD_REPO: Final = "library/vllm-ci-build"
 RUNTIME_REPO: Final = "library/vllm-ci-runtime"
 # What the build image adds: vLLM's build base ships a compiler toolchain and Python.
 BUILD_PACKAGES: Final = (
-    "python3", "python3-venv", "python3-pip", "python3-dev",
-    "gcc", "g++", "make", "cmake", "ccache", "git", "curl", "ca-certificates",
+    "python3",
+    "python3-venv",
+    "python3-pip",
+    "python3-dev",
+    "gcc",
+    "g++",
+    "make",
+    "cmake",
+    "ccache",
+    "git",
+    "curl",
+    "ca-certificates",
 )
 # Where the manylinux builder keeps its interpreters; upstream's base makes its venv from
 # /opt/python/cpXY-cpXY/bin/pythonX.Y, so the stand-in puts Debian's Python there too.
@@ -96,19 +106,22 @@ def apt_mirror() -> str:
     raise SystemExit("base images: no Debian mirror found in /etc/apt")
 
 
-def standin_wheel(folder: pathlib.Path, project: str, version: str, module: str,
-                  scripts: tuple[tuple[str, str], ...]) -> pathlib.Path:
+def standin_wheel(
+    folder: pathlib.Path, project: str, version: str, module: str, scripts: tuple[tuple[str, str], ...]
+) -> pathlib.Path:
     """A minimal, byte-reproducible pure-Python wheel of that name and version, with its console scripts."""
     dist = f"{project.replace('-', '_')}-{version}"
     files = {
         f"{module}/__init__.py": f'"""Stand-in for {project} {version}: only its name, version and commands are real."""\n'
-                                 f'__version__ = "{version}"\n',
+        f'__version__ = "{version}"\n',
         f"{dist}.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {project}\nVersion: {version}\n",
         f"{dist}.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: vllm-ci\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
     }
     if scripts:
         files[f"{module}/__main__.py"] = FLASHINFER_MAIN
-        files[f"{dist}.dist-info/entry_points.txt"] = "[console_scripts]\n" + "".join(f"{n} = {t}\n" for n, t in scripts)
+        files[f"{dist}.dist-info/entry_points.txt"] = "[console_scripts]\n" + "".join(
+            f"{n} = {t}\n" for n, t in scripts
+        )
     record = [f"{path},sha256={urlsafe_digest(text.encode())},{len(text.encode())}" for path, text in files.items()]
     files[f"{dist}.dist-info/RECORD"] = "\n".join([*record, f"{dist}.dist-info/RECORD,,"]) + "\n"
     folder.mkdir(parents=True, exist_ok=True)
@@ -175,17 +188,34 @@ async def main(registry: str, cache_dir: pathlib.Path) -> None:
     mirror = apt_mirror()
     debian_recipe = {"suite": SUITE, "variant": "minbase", "mirror": mirror, "v": 1}
     debian_tag = f"{SUITE}-{recipe_hash(debian_recipe)}"
-    index = {"mirror": MIRROR, "index": CUDA_INDEX, "standins": STANDINS, "get-pip": GET_PIP, "main": FLASHINFER_MAIN,
-             "ca": ca_certificates()}
-    build_recipe = {"from": debian_tag, "packages": BUILD_PACKAGES, "python": MANYLINUX_PYTHON, "cuda": CUDA_VERSION, **index, "v": 3}
+    index = {
+        "mirror": MIRROR,
+        "index": CUDA_INDEX,
+        "standins": STANDINS,
+        "get-pip": GET_PIP,
+        "main": FLASHINFER_MAIN,
+        "ca": ca_certificates(),
+    }
+    build_recipe = {
+        "from": debian_tag,
+        "packages": BUILD_PACKAGES,
+        "python": MANYLINUX_PYTHON,
+        "cuda": CUDA_VERSION,
+        **index,
+        "v": 3,
+    }
     build_tag = f"{SUITE}-{recipe_hash(build_recipe)}"
     runtime_tag = f"{SUITE}-{recipe_hash({'from': debian_tag, 'cuda': CUDA_VERSION, **index, 'v': 2})}"
 
-    have = [await tag_exists(registry, repo, tag) for repo, tag in
-            ((DEBIAN_REPO, debian_tag), (BUILD_REPO, build_tag), (RUNTIME_REPO, runtime_tag))]
+    have = [
+        await tag_exists(registry, repo, tag)
+        for repo, tag in ((DEBIAN_REPO, debian_tag), (BUILD_REPO, build_tag), (RUNTIME_REPO, runtime_tag))
+    ]
     if all(have):
-        print(f"up to date: {registry}/{DEBIAN_REPO}:{debian_tag}, {registry}/{BUILD_REPO}:{build_tag}, "
-              f"{registry}/{RUNTIME_REPO}:{runtime_tag}")
+        print(
+            f"up to date: {registry}/{DEBIAN_REPO}:{debian_tag}, {registry}/{BUILD_REPO}:{build_tag}, "
+            f"{registry}/{RUNTIME_REPO}:{runtime_tag}"
+        )
         return
     mirror_dir = make_mirror(cache_dir / f"mirror-{recipe_hash(index)}")
 
@@ -204,16 +234,25 @@ async def main(registry: str, cache_dir: pathlib.Path) -> None:
         # uv reads the system's CA store (where the certificates below go when ca-certificates is
         # installed), not its own;
         # CUDA_VERSION is in both vendor images' environment (the cu index of several RUNs reads it).
-        with_index = (debian.with_directory(MIRROR, dag.host().directory(str(mirror_dir)))
-                      .with_directory(str(CA_DIR), dag.host().directory(str(CA_DIR), include=list(ca_certificates())))
-                      .with_env_variable("UV_NATIVE_TLS", "1").with_env_variable("CUDA_VERSION", CUDA_VERSION))
+        with_index = (
+            debian.with_directory(MIRROR, dag.host().directory(str(mirror_dir)))
+            .with_directory(str(CA_DIR), dag.host().directory(str(CA_DIR), include=list(ca_certificates())))
+            .with_env_variable("UV_NATIVE_TLS", "1")
+            .with_env_variable("CUDA_VERSION", CUDA_VERSION)
+        )
         if not have[1]:
             build = (
                 with_index.with_env_variable("DEBIAN_FRONTEND", "noninteractive")
                 .with_exec(["apt-get", "update"])
                 .with_exec(["apt-get", "install", "-y", "--no-install-recommends", *BUILD_PACKAGES])
                 .with_exec(["sh", "-c", "rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb"])
-                .with_exec(["sh", "-c", f'mkdir -p "$(dirname {MANYLINUX_PYTHON})" && ln -s /usr/bin/python{PYTHON_VERSION} {MANYLINUX_PYTHON}'])
+                .with_exec(
+                    [
+                        "sh",
+                        "-c",
+                        f'mkdir -p "$(dirname {MANYLINUX_PYTHON})" && ln -s /usr/bin/python{PYTHON_VERSION} {MANYLINUX_PYTHON}',
+                    ]
+                )
             )
             print("published", await publish_both(build, registry, BUILD_REPO, SUITE, build_tag))
         if not have[2]:

@@ -17,8 +17,8 @@ from dagger import dag
 from vllm_ci.args import BuildArgs, read_args_file
 from vllm_ci.cli import use_local_engine
 from vllm_ci.main import SOURCE_IGNORE, VllmCi
-from vllm_ci.version import git_versions
 from vllm_ci.upstream import git, tagged_checkout  # noqa: F401  (the tests import them from here)
+from vllm_ci.version import git_versions
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "mini-vllm"

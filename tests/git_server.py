@@ -52,9 +52,14 @@ class GitServer:
         script.chmod(0o755)
         self.dir.chmod(0o755)
         with open(self.dir / "server.log", "ab") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "http.server", "--cgi", "--bind", "127.0.0.1", str(PORT)],
-                                    cwd=self.dir, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "http.server", "--cgi", "--bind", "127.0.0.1", str(PORT)],
+                cwd=self.dir,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
         self.pid = proc.pid
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:

@@ -121,19 +121,25 @@ log:
   formatter: json
 storage:
   filesystem:
-    rootdirectory: {self.dir / 'data'}
+    rootdirectory: {self.dir / "data"}
   delete:
     enabled: true
   maintenance:
     readonly:
-      enabled: {'true' if self.readonly else 'false'}
+      enabled: {"true" if self.readonly else "false"}
 http:
   addr: {self.addr}
 """
         if self.username:
             htpasswd = self.dir / "htpasswd"
-            line = subprocess.run(["htpasswd", "-iBn", self.username], input=self.password, capture_output=True,
-                                  text=True, check=True, timeout=30).stdout.strip()
+            line = subprocess.run(
+                ["htpasswd", "-iBn", self.username],
+                input=self.password,
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=30,
+            ).stdout.strip()
             htpasswd.write_text(line + "\n")
             htpasswd.chmod(0o600)
             text += f"auth:\n  htpasswd:\n    realm: vllm-ci-test\n    path: {htpasswd}\n"
@@ -145,8 +151,13 @@ http:
         config = self.dir / "config.yml"
         config.write_text(self._config())
         with open(self.log, "ab") as log:
-            proc = subprocess.Popen([DOCKER_REGISTRY, "serve", str(config)], stdin=subprocess.DEVNULL,
-                                    stdout=log, stderr=log, start_new_session=True)
+            proc = subprocess.Popen(
+                [DOCKER_REGISTRY, "serve", str(config)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
         self.pid = proc.pid
         ready = 401 if self.username else 200
         deadline = time.monotonic() + 15

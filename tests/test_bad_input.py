@@ -27,49 +27,92 @@ def report(stages: str, extra: str = "") -> list[str]:
     return ["report", "--report-json", f'{{"target": "test", {extra}"stages": {stages}}}']
 
 
-@pytest.mark.parametrize(("args", "says"), [
-    (["-o", "{tmp}/missing/report.json", "build", *SOURCE, "--image", f"{REGISTRY}/x/y:z"],
-     "-o: no such folder: {tmp}/missing"),
-    (["-o", "{tmp}", "build", *SOURCE, "--image", f"{REGISTRY}/x/y:z"], "-o: {tmp} is a folder; build returns text"),
-    (["-o", "{tmp}", "wheel", *SOURCE], "-o: {tmp} is a folder; wheel returns a file"),
-    (["-o", "{tmp}", "base", *SOURCE], "-o: {tmp} is a folder; base returns an image tarball"),
-    (report('"abc"'),
-     "--report-json: not a build report (ValueError: invalid value for type, expected list @ $.stages)"),
-    (report("[null]"), "expected StageRecord @ $.stages[0]"),
-    (report("[]", '"total_seconds": NaN, '), "expected float @ $.total_seconds"),
-    (report(f'[{STAGE}, "ended_at": Infinity}}]'), "expected float | None @ $.stages[0].ended_at"),
-    (report(f'[{STAGE}, "build_seconds": "3"}}]'), "expected float @ $.stages[0].build_seconds"),
-    (report("[]", '"registry_retries": "2", '), "expected int @ $.registry_retries"),
-    (["build", *SOURCE, *LOGIN, "file:{tmp}/binary"], "--registry-password: {tmp}/binary is not text (UTF-8)"),
-    (["build", *SOURCE, *LOGIN, "file:{tmp}/empty"], "--registry-password: the secret in {tmp}/empty is empty"),
-    (["build", *SOURCE, *LOGIN, "env:EMPTY_SECRET"], "--registry-password: the secret in EMPTY_SECRET is empty"),
-    (["build", *SOURCE, "--registry-password", "file:{tmp}/password"],
-     "--registry-password: given without --registry-username"),
-    (["build", *SOURCE, "--cache-to", "not a ref"], "--cache-to: not a fully qualified image reference"),
-    (["plan", *SOURCE, "--cache-from", f"{REGISTRY}/ok,no-registry/cache"],
-     "--cache-from: not a fully qualified image reference (registry/repository[:tag]): 'no-registry/cache'"),
-    (["build", *SOURCE, "--image", "vllm/test:tag"], "--image: not a fully qualified image reference"),
-    (["plan", *SOURCE, "--target", "tset"], "--target: no stage 'tset'; the stages: base, "),
-    (["build", *SOURCE, "--target", "tset"], "--target: no stage 'tset'"),
-    (["prune", "--cache-repo", f"{REGISTRY}/c", "--keep-last", "-5", "--keep-days", "1"],
-     "--keep-last: a finite number, 0 or more, not -5"),
-    (["prune", "--cache-repo", f"{REGISTRY}/c", "--keep-days",
-     "-1"], "--keep-days: a finite number, 0 or more, not -1.0"),
-    (["prune", "--cache-repo", f"{REGISTRY}/c", "--keep-days",
-     "nan"], "--keep-days: a finite number, 0 or more, not nan"),
-    (["prune", "--cache-repo", f"{REGISTRY}/c", "--keep-days",
-     "inf"], "--keep-days: a finite number, 0 or more, not inf"),
-    # 100 kB: a value past 128 kB cannot even reach the client command (exec refuses its own argument).
-    (["--pip-index-url", "x" * 100_000, "plan", *SOURCE],
-     "--pip-index-url: PIP_INDEX_URL is 100000 bytes; an ARG value may hold at most 65536"),
-], ids=[
-    "-o to a missing folder", "-o a folder for build's report", "-o a folder for a wheel", "-o a folder for an image",
-    "report stages not a list", "report stage null", "report NaN", "report Infinity", "report number as text",
-    "report count as text", "binary password file", "empty password file", "empty password variable",
-    "password without username", "bad cache-to", "bad cache-from", "bad image", "plan target no stage",
-    "build target no stage", "negative keep-last", "negative keep-days", "NaN keep-days", "infinite keep-days",
-    "ARG value too long",
-])
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (
+            ["-o", "{tmp}/missing/report.json", "build", *SOURCE, "--image", f"{REGISTRY}/x/y:z"],
+            "-o: no such folder: {tmp}/missing",
+        ),
+        (
+            ["-o", "{tmp}", "build", *SOURCE, "--image", f"{REGISTRY}/x/y:z"],
+            "-o: {tmp} is a folder; build returns text",
+        ),
+        (["-o", "{tmp}", "wheel", *SOURCE], "-o: {tmp} is a folder; wheel returns a file"),
+        (["-o", "{tmp}", "base", *SOURCE], "-o: {tmp} is a folder; base returns an image tarball"),
+        (
+            report('"abc"'),
+            "--report-json: not a build report (ValueError: invalid value for type, expected list @ $.stages)",
+        ),
+        (report("[null]"), "expected StageRecord @ $.stages[0]"),
+        (report("[]", '"total_seconds": NaN, '), "expected float @ $.total_seconds"),
+        (report(f'[{STAGE}, "ended_at": Infinity}}]'), "expected float | None @ $.stages[0].ended_at"),
+        (report(f'[{STAGE}, "build_seconds": "3"}}]'), "expected float @ $.stages[0].build_seconds"),
+        (report("[]", '"registry_retries": "2", '), "expected int @ $.registry_retries"),
+        (["build", *SOURCE, *LOGIN, "file:{tmp}/binary"], "--registry-password: {tmp}/binary is not text (UTF-8)"),
+        (["build", *SOURCE, *LOGIN, "file:{tmp}/empty"], "--registry-password: the secret in {tmp}/empty is empty"),
+        (["build", *SOURCE, *LOGIN, "env:EMPTY_SECRET"], "--registry-password: the secret in EMPTY_SECRET is empty"),
+        (
+            ["build", *SOURCE, "--registry-password", "file:{tmp}/password"],
+            "--registry-password: given without --registry-username",
+        ),
+        (["build", *SOURCE, "--cache-to", "not a ref"], "--cache-to: not a fully qualified image reference"),
+        (
+            ["plan", *SOURCE, "--cache-from", f"{REGISTRY}/ok,no-registry/cache"],
+            "--cache-from: not a fully qualified image reference (registry/repository[:tag]): 'no-registry/cache'",
+        ),
+        (["build", *SOURCE, "--image", "vllm/test:tag"], "--image: not a fully qualified image reference"),
+        (["plan", *SOURCE, "--target", "tset"], "--target: no stage 'tset'; the stages: base, "),
+        (["build", *SOURCE, "--target", "tset"], "--target: no stage 'tset'"),
+        (
+            ["prune", "--cache-repo", f"{REGISTRY}/c", "--keep-last", "-5", "--keep-days", "1"],
+            "--keep-last: a finite number, 0 or more, not -5",
+        ),
+        (
+            ["prune", "--cache-repo", f"{REGISTRY}/c", "--keep-days", "-1"],
+            "--keep-days: a finite number, 0 or more, not -1.0",
+        ),
+        (
+            ["prune", "--cache-repo", f"{REGISTRY}/c", "--keep-days", "nan"],
+            "--keep-days: a finite number, 0 or more, not nan",
+        ),
+        (
+            ["prune", "--cache-repo", f"{REGISTRY}/c", "--keep-days", "inf"],
+            "--keep-days: a finite number, 0 or more, not inf",
+        ),
+        # 100 kB: a value past 128 kB cannot even reach the client command (exec refuses its own argument).
+        (
+            ["--pip-index-url", "x" * 100_000, "plan", *SOURCE],
+            "--pip-index-url: PIP_INDEX_URL is 100000 bytes; an ARG value may hold at most 65536",
+        ),
+    ],
+    ids=[
+        "-o to a missing folder",
+        "-o a folder for build's report",
+        "-o a folder for a wheel",
+        "-o a folder for an image",
+        "report stages not a list",
+        "report stage null",
+        "report NaN",
+        "report Infinity",
+        "report number as text",
+        "report count as text",
+        "binary password file",
+        "empty password file",
+        "empty password variable",
+        "password without username",
+        "bad cache-to",
+        "bad cache-from",
+        "bad image",
+        "plan target no stage",
+        "build target no stage",
+        "negative keep-last",
+        "negative keep-days",
+        "NaN keep-days",
+        "infinite keep-days",
+        "ARG value too long",
+    ],
+)
 def test_a_bad_input_is_refused_with_exit_2_in_one_line_before_the_engine_is_contacted(
     tmp_path: Path, args: list[str], says: str
 ) -> None:
@@ -78,8 +121,9 @@ def test_a_bad_input_is_refused_with_exit_2_in_one_line_before_the_engine_is_con
     (tmp_path / "password").write_text("pw-never-shown")
     before = sorted(tmp_path.rglob("*"))
     argv = [a.replace("{tmp}", str(tmp_path)) for a in args]
-    result = subprocess.run([sys.executable, "-m", "vllm_ci", *argv], capture_output=True, text=True, env=NO_ENGINE,
-                            timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "vllm_ci", *argv], capture_output=True, text=True, env=NO_ENGINE, timeout=120
+    )
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     [line] = result.stderr.splitlines()
@@ -88,15 +132,23 @@ def test_a_bad_input_is_refused_with_exit_2_in_one_line_before_the_engine_is_con
     assert sorted(tmp_path.rglob("*")) == before  # nothing written, -o included
 
 
-@pytest.mark.parametrize(("function", "kwargs", "says"), [
-    ("build", {"source": None, "cache_to": "not a ref"}, "--cache-to: not a fully qualified image reference"),
-    ("build", {"source": None, "image": "vllm/test"}, "--image: not a fully qualified image reference"),
-    ("test_image", {"source": None, "cache_from": ["no-registry/cache"]}, "--cache-from: not a fully qualified"),
-    ("plan", {"source": None, "target": "tset"}, "--target: no stage 'tset'"),
-    ("prune", {"cache_repo": f"{REGISTRY}/c", "keep_last": -5}, "--keep-last: a finite number, 0 or more"),
-    ("prune", {"cache_repo": f"{REGISTRY}/c", "keep_days": float("nan")}, "--keep-days: a finite number, 0 or more"),
-    ("report", {"report_json": '{"target": "t", "stages": [null]}'}, "expected StageRecord @ $.stages[0]"),
-], ids=["cache-to", "image", "cache-from", "target", "keep-last", "keep-days", "report"])
+@pytest.mark.parametrize(
+    ("function", "kwargs", "says"),
+    [
+        ("build", {"source": None, "cache_to": "not a ref"}, "--cache-to: not a fully qualified image reference"),
+        ("build", {"source": None, "image": "vllm/test"}, "--image: not a fully qualified image reference"),
+        ("test_image", {"source": None, "cache_from": ["no-registry/cache"]}, "--cache-from: not a fully qualified"),
+        ("plan", {"source": None, "target": "tset"}, "--target: no stage 'tset'"),
+        ("prune", {"cache_repo": f"{REGISTRY}/c", "keep_last": -5}, "--keep-last: a finite number, 0 or more"),
+        (
+            "prune",
+            {"cache_repo": f"{REGISTRY}/c", "keep_days": float("nan")},
+            "--keep-days: a finite number, 0 or more",
+        ),
+        ("report", {"report_json": '{"target": "t", "stages": [null]}'}, "expected StageRecord @ $.stages[0]"),
+    ],
+    ids=["cache-to", "image", "cache-from", "target", "keep-last", "keep-days", "report"],
+)
 def test_a_module_function_refuses_its_bad_arguments_first_as_under_dagger_call(
     function: str, kwargs: dict[str, object], says: str
 ) -> None:

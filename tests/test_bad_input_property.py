@@ -25,8 +25,12 @@ from conftest import EXAMPLE
 from vllm_ci import cli
 
 SECRET = "s3cr3t-Value-never-shown"
-SANDBOX_FILES = {"secret.txt": SECRET.encode(), "binary.bin": b"\xff\xfe\x00\x80", "empty.txt": b"",
-                 "report.json": b'{"target": "test", "stages": []}'}
+SANDBOX_FILES = {
+    "secret.txt": SECRET.encode(),
+    "binary.bin": b"\xff\xfe\x00\x80",
+    "empty.txt": b"",
+    "report.json": b'{"target": "test", "stages": []}',
+}
 NO_ENGINE = "unix:///nonexistent/engine.sock"
 FAST_EXAMPLES = 500
 ENGINE_EXAMPLES = 4
@@ -50,34 +54,89 @@ def snapshot(root: pathlib.Path) -> dict[str, bytes]:
 
 
 ODD_TEXT = st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=40)
-WORDS = st.sampled_from(["", " ", "-", "--", "test", "base", "nope", "${CUDA_VERSION}", "$(touch /tmp/x)", "a\nb",
-                         "NaN", "inf", "-5", "0", "1e309", "x" * 300])
+WORDS = st.sampled_from(
+    [
+        "",
+        " ",
+        "-",
+        "--",
+        "test",
+        "base",
+        "nope",
+        "${CUDA_VERSION}",
+        "$(touch /tmp/x)",
+        "a\nb",
+        "NaN",
+        "inf",
+        "-5",
+        "0",
+        "1e309",
+        "x" * 300,
+    ]
+)
 
 
 def paths(root: pathlib.Path) -> st.SearchStrategy[str]:
     """Paths: the example, missing ones, a file where a folder is wanted, odd names."""
-    return st.sampled_from([str(EXAMPLE), str(root / "missing"), str(root / "secret.txt"), str(root / "folder"),
-                            str(root / "missing" / "x"), "", "."]) | ODD_TEXT
+    return (
+        st.sampled_from(
+            [
+                str(EXAMPLE),
+                str(root / "missing"),
+                str(root / "secret.txt"),
+                str(root / "folder"),
+                str(root / "missing" / "x"),
+                "",
+                ".",
+            ]
+        )
+        | ODD_TEXT
+    )
 
 
 def refs() -> st.SearchStrategy[str]:
     """Image and repository references, good and bad."""
-    return st.sampled_from(["127.0.0.1:5000/test/ok", "127.0.0.1:5000/test/ok:tag", "UPPER/Case", "a b", "host:port/x",
-                            "127.0.0.1:5000/x@sha256:abc", "127.0.0.1:5000/", "127.0.0.1:5000/test/ok,,"]) | ODD_TEXT
+    return (
+        st.sampled_from(
+            [
+                "127.0.0.1:5000/test/ok",
+                "127.0.0.1:5000/test/ok:tag",
+                "UPPER/Case",
+                "a b",
+                "host:port/x",
+                "127.0.0.1:5000/x@sha256:abc",
+                "127.0.0.1:5000/",
+                "127.0.0.1:5000/test/ok,,",
+            ]
+        )
+        | ODD_TEXT
+    )
 
 
 def secrets(root: pathlib.Path) -> st.SearchStrategy[str]:
     """Secret references: good, unset, missing, binary, empty, and the secret typed as is."""
-    return st.sampled_from([f"file:{root / 'secret.txt'}", f"file:{root / 'binary.bin'}", f"file:{root / 'empty.txt'}",
-                            f"file:{root / 'missing'}", "env:VLLM_CI_PROPERTY_SECRET", "env:VLLM_CI_UNSET", "env:",
-                            SECRET, "file:"])
+    return st.sampled_from(
+        [
+            f"file:{root / 'secret.txt'}",
+            f"file:{root / 'binary.bin'}",
+            f"file:{root / 'empty.txt'}",
+            f"file:{root / 'missing'}",
+            "env:VLLM_CI_PROPERTY_SECRET",
+            "env:VLLM_CI_UNSET",
+            "env:",
+            SECRET,
+            "file:",
+        ]
+    )
 
 
 def reports() -> st.SearchStrategy[str]:
     """Build reports, whole and mangled."""
-    value = st.recursive(st.none() | st.booleans() | st.floats() | st.integers() | ODD_TEXT,
-                         lambda inner: st.lists(inner, max_size=3) | st.dictionaries(ODD_TEXT, inner, max_size=3),
-                         max_leaves=6)
+    value = st.recursive(
+        st.none() | st.booleans() | st.floats() | st.integers() | ODD_TEXT,
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(ODD_TEXT, inner, max_size=3),
+        max_leaves=6,
+    )
     stage = st.fixed_dictionaries({"stage": value, "key": value, "outcome": value}, optional={"build_seconds": value})
     whole = st.fixed_dictionaries({"target": value, "stages": st.lists(stage, max_size=2) | value})
     return whole.map(json.dumps) | ODD_TEXT
@@ -106,18 +165,31 @@ def argv_for(root: pathlib.Path) -> st.SearchStrategy[list[str]]:
     its required flags, some of its other flags, maybe -o; each as --flag=value, so a value may start
     with a dash."""
     _, per_function = cli.build_parser()
-    constructor = st.lists(st.sampled_from([o for o in cli.constructor_options()
-                                            if o.python_name in ("max_jobs", "pip_index_url", "cache_compression",
-                                                                 "timm_version", "nccl_version")])
-                           .flatmap(lambda o: st.tuples(st.just(o.flag), values_for(o, root))), max_size=2)
-    output = st.sampled_from([[], [f"-o={root / 'missing' / 'out'}"], [f"-o={root / 'folder'}"], [f"-o={root / 'out.txt'}"]])
+    constructor = st.lists(
+        st.sampled_from(
+            [
+                o
+                for o in cli.constructor_options()
+                if o.python_name in ("max_jobs", "pip_index_url", "cache_compression", "timm_version", "nccl_version")
+            ]
+        ).flatmap(lambda o: st.tuples(st.just(o.flag), values_for(o, root))),
+        max_size=2,
+    )
+    output = st.sampled_from(
+        [[], [f"-o={root / 'missing' / 'out'}"], [f"-o={root / 'folder'}"], [f"-o={root / 'out.txt'}"]]
+    )
 
     def call(name: str) -> st.SearchStrategy[list[tuple[str, str]]]:
         options = per_function[name]
         needed = [st.tuples(st.just(o.flag), values_for(o, root)) for o in options if o.required]
         optional = [o for o in options if not o.required]
-        more = st.lists(st.sampled_from(optional).flatmap(lambda o: st.tuples(st.just(o.flag), values_for(o, root))),
-                        max_size=3) if optional else st.just([])
+        more = (
+            st.lists(
+                st.sampled_from(optional).flatmap(lambda o: st.tuples(st.just(o.flag), values_for(o, root))), max_size=3
+            )
+            if optional
+            else st.just([])
+        )
         return st.tuples(st.tuples(*needed), more).map(lambda parts: [*parts[0], *parts[1]])
 
     def line(parts: tuple[list[tuple[str, str]], list[str], str, list[tuple[str, str]]]) -> list[str]:
@@ -157,21 +229,28 @@ def test_generated_bad_input_ends_in_one_line_and_a_documented_code_and_writes_n
     tried: list[list[str]] = []
 
     @seed(31)
-    @settings(max_examples=FAST_EXAMPLES, deadline=None, database=None, derandomize=True,
-              suppress_health_check=[HealthCheck.too_slow])
+    @settings(
+        max_examples=FAST_EXAMPLES,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
     @given(argv_for(sandbox))
     def case(argv: list[str]) -> None:
         tried.append(argv)
         (sandbox / "out.txt").unlink(missing_ok=True)
         code, _, stderr = run_main(argv)
         held(argv, code, stderr)
-        assert snapshot(sandbox) == before | ({"out.txt": (sandbox / "out.txt").read_bytes()}
-                                              if (sandbox / "out.txt").exists() and "-o" in argv else {}), argv
+        assert snapshot(sandbox) == before | (
+            {"out.txt": (sandbox / "out.txt").read_bytes()} if (sandbox / "out.txt").exists() and "-o" in argv else {}
+        ), argv
 
     case()
     assert snapshot(EXAMPLE) == example_before
     request.config.pluginmanager.get_plugin("terminalreporter").write_line(
-        f"bad-input property: {len(tried)} generated command lines, none with exit 3, a traceback or two error lines")
+        f"bad-input property: {len(tried)} generated command lines, none with exit 3, a traceback or two error lines"
+    )
 
 
 @pytest.mark.engine
@@ -181,8 +260,13 @@ def test_generated_build_arguments_plan_on_the_real_engine_or_are_refused_in_one
     tried = 0
 
     @seed(31)
-    @settings(max_examples=ENGINE_EXAMPLES, deadline=None, database=None, derandomize=True,
-              suppress_health_check=[HealthCheck.too_slow])
+    @settings(
+        max_examples=ENGINE_EXAMPLES,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
     @given(st.sampled_from(["--pip-index-url", "--max-jobs", "--timm-version", "--cuda-version"]), WORDS | ODD_TEXT)
     def case(flag: str, value: str) -> None:
         nonlocal tried

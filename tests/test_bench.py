@@ -19,6 +19,7 @@ from vllm_ci.upstream import vllm_source
 BENCH = REPO / "bench"
 sys.path.insert(0, str(BENCH))
 from fork_dockerfile import fork  # noqa: E402
+
 from tools import BenchError  # noqa: E402
 
 
@@ -37,8 +38,13 @@ def test_todays_layout_is_upstreams_dockerfile_with_only_the_portable_commands_r
     defaults = arg_defaults()
     # Each portable command the example overrides replaces upstream's text in exactly one RUN, and
     # nothing else of the file moves; the example's other flags are upstream ARGs, passed as build args.
-    assert sorted(name for name in PORTABLE_COMMANDS for old, _ in changed if defaults[name] in normalise(old.original)) == sorted(
-        name for name in PORTABLE_COMMANDS if read_args_file((EXAMPLE / "vllm-ci.args").read_text()).get(name, defaults[name]) != defaults[name])
+    assert sorted(
+        name for name in PORTABLE_COMMANDS for old, _ in changed if defaults[name] in normalise(old.original)
+    ) == sorted(
+        name
+        for name in PORTABLE_COMMANDS
+        if read_args_file((EXAMPLE / "vllm-ci.args").read_text()).get(name, defaults[name]) != defaults[name]
+    )
     assert len(changed) == len(PORTABLE_COMMANDS) and all(new.cmd == "RUN" for _, new in changed)
     assert generated.build_args["BUILD_BASE_IMAGE"].endswith("/library/vllm-ci-build:bookworm")
     assert generated.build_args["torch_cuda_arch_list"] == ""  # upstream's ARG, in upstream's spelling
@@ -52,8 +58,18 @@ def test_the_bench_compares_ours_with_buildkit_on_a_no_change_build(engine: None
     env = {**os.environ, "VLLM_CI_ENGINE_LOCK": ""}
     # Target csrc-build: both tools have it, and the fixed cost of a no-change build is what is measured;
     # the test image's cold build would only add minutes of the runtime base's apt and pip steps.
-    cmd = [str(BENCH / "run"), "--quick", "--tools", "ours,buildkit-today", "--scenarios", "no-change",
-           "--target", "csrc-build", "--results", str(tmp_path)]
+    cmd = [
+        str(BENCH / "run"),
+        "--quick",
+        "--tools",
+        "ours,buildkit-today",
+        "--scenarios",
+        "no-change",
+        "--target",
+        "csrc-build",
+        "--results",
+        str(tmp_path),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads((tmp_path / "latest.json").read_text())
@@ -74,10 +90,17 @@ def test_the_bench_compares_ours_with_buildkit_on_a_no_change_build(engine: None
 
 
 @pytest.mark.wipes_engine  # each scenario runs on a fresh agent
-def test_the_scale_bench_runs_at_a_tiny_size_and_only_buildkit_pulls_the_heavy_layer(engine: None, tmp_path: pathlib.Path) -> None:
+def test_the_scale_bench_runs_at_a_tiny_size_and_only_buildkit_pulls_the_heavy_layer(
+    engine: None, tmp_path: pathlib.Path
+) -> None:
     env = {**os.environ, "VLLM_CI_ENGINE_LOCK": ""}
-    proc = subprocess.run([str(BENCH / "scale"), "--sizes", "0.05", "--results", str(tmp_path)],
-                          capture_output=True, text=True, env=env, timeout=1800)
+    proc = subprocess.run(
+        [str(BENCH / "scale"), "--sizes", "0.05", "--results", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=1800,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads((tmp_path / "scale.json").read_text())["results"]["0.05"]
     # A Python-only change on a fresh agent: ours pulls none of the 50 MB layer, BuildKit all of it.
@@ -89,13 +112,20 @@ def test_the_scale_bench_runs_at_a_tiny_size_and_only_buildkit_pulls_the_heavy_l
     assert (tmp_path / "scale.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_our_test_image_differs_from_upstreams_own_build_only_where_a_reason_is_given(engine: None, tmp_path: pathlib.Path) -> None:
+def test_our_test_image_differs_from_upstreams_own_build_only_where_a_reason_is_given(
+    engine: None, tmp_path: pathlib.Path
+) -> None:
     # The example's test image by ours, and twice by BuildKit on upstream's real Dockerfile (as the
     # example's args fork it), compared file by file and by config: every difference must be one the
     # bench names with its reason, and every one it names must still occur.
     env = {**os.environ, "VLLM_CI_ENGINE_LOCK": ""}
-    proc = subprocess.run([sys.executable, str(BENCH / "equivalence.py"), "--results", str(tmp_path)],
-                          capture_output=True, text=True, env=env, timeout=2400)
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "equivalence.py"), "--results", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=2400,
+    )
     report = json.loads((tmp_path / "equivalence.json").read_text())
     assert proc.returncode == 0, (report.get("unexplained"), report.get("no_longer_differ"), proc.stderr[-2000:])
     assert report["unexplained"] == [] and report["no_longer_differ"] == [] and report["config"] == []

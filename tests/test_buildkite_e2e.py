@@ -35,8 +35,13 @@ from stagecache.keys import KEY_LABEL, PREIMAGE_LABEL, STAGE_LABEL
 from stagecache.why import INPUTS_SUFFIX
 
 SOURCE = "examples/mini-vllm"  # what the pipeline sets VLLM_CI_SOURCE to
-GROUPS = ["--- :docker: settings", "--- :docker: check image", "--- :docker: plan", "--- :docker: build",
-          "--- :buildkite: report"]
+GROUPS = [
+    "--- :docker: settings",
+    "--- :docker: check image",
+    "--- :docker: plan",
+    "--- :docker: build",
+    "--- :buildkite: report",
+]
 # Off for the secrets test: the agent blanks values of *_PASSWORD variables in the job log itself,
 # which would hide a leak of ours. With this, the log shows exactly what the step printed.
 NO_AGENT_REDACTION = {"BUILDKITE_REDACTED_VARS": "VLLM_CI_TEST_REDACTS_NOTHING"}
@@ -83,7 +88,7 @@ class Job:
     def call(self, function: str) -> list[str]:
         """The arguments of the `python -m vllm_ci ... FUNCTION ...` call the step logged."""
         prefix = "$ python -m vllm_ci "
-        calls = [shlex.split(line[len(prefix):]) for line in self.lines() if line.startswith(prefix)]
+        calls = [shlex.split(line[len(prefix) :]) for line in self.lines() if line.startswith(prefix)]
         (found,) = [args for args in calls if function in args]
         return found
 
@@ -98,8 +103,13 @@ class Job:
 def make_checkout(root: Path) -> Path:
     """A git repository holding this working tree (committed and not), on branch main."""
     checkout = root / "checkout"
-    files = subprocess.run(["git", "ls-files", "-z", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
-                           check=True).stdout.decode().split("\0")
+    files = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, check=True
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for name in filter(None, files):
         source = REPO / name
         if source.is_file():  # deleted-but-tracked files are listed too
@@ -126,8 +136,14 @@ def bk_run(checkout: Path, home: Path, env: dict[str, str], name: str) -> Job:
     home.mkdir(parents=True)
     agent_env = {"VLLM_CI_PYTHON": sys.executable, **env}
     started = time.monotonic()
-    done = subprocess.run(["bk", "local", "run", *(f"--env={k}={v}" for k, v in agent_env.items())], cwd=checkout,
-                          env={"PATH": os.environ["PATH"], "HOME": str(home)}, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        ["bk", "local", "run", *(f"--env={k}={v}" for k, v in agent_env.items())],
+        cwd=checkout,
+        env={"PATH": os.environ["PATH"], "HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     TIMINGS[name] = time.monotonic() - started
     # The agent marks each line with a timestamp (ESC _bk;t=... BEL), colours some and ends them with CR CR LF.
     log = re.sub(r"\x1b_bk;t=\d+\x07|\x1b\[[0-9;]*m|\r", "", done.stdout + done.stderr)
@@ -137,19 +153,49 @@ def bk_run(checkout: Path, home: Path, env: dict[str, str], name: str) -> Job:
 
 def example_flags() -> list[str]:
     """The example's constructor flags exactly as ci/example reads them (`mapfile -t`)."""
-    out = subprocess.run(["bash", "-c", 'mapfile -t a < "$1" && printf "%s\\0" "${a[@]}"', "_",
-                          str(REPO / SOURCE / "vllm-ci.args")], capture_output=True, check=True).stdout.decode()
+    out = subprocess.run(
+        ["bash", "-c", 'mapfile -t a < "$1" && printf "%s\\0" "${a[@]}"', "_", str(REPO / SOURCE / "vllm-ci.args")],
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
     return out.split("\0")[:-1]
 
 
-def laptop_call(checkout: Path, report: Path, image: str, cache_to: str, cache_from: list[str], name: str,
-                extra: list[str] | None = None, env: dict[str, str] | None = None) -> tuple[list[str], dict]:
+def laptop_call(
+    checkout: Path,
+    report: Path,
+    image: str,
+    cache_to: str,
+    cache_from: list[str],
+    name: str,
+    extra: list[str] | None = None,
+    env: dict[str, str] | None = None,
+) -> tuple[list[str], dict]:
     """A developer's direct client-mode call in the checkout: `python -P -m vllm_ci $(flags) -o R build ...`."""
-    args = [*example_flags(), "-o", str(report), "build", "--source", SOURCE, "--image", image,
-            "--cache-to", cache_to, "--cache-from", ",".join(cache_from), *(extra or [])]
+    args = [
+        *example_flags(),
+        "-o",
+        str(report),
+        "build",
+        "--source",
+        SOURCE,
+        "--image",
+        image,
+        "--cache-to",
+        cache_to,
+        "--cache-from",
+        ",".join(cache_from),
+        *(extra or []),
+    ]
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-P", "-m", "vllm_ci", *args], cwd=checkout, capture_output=True, text=True,
-                          timeout=900, env={**os.environ, **(env or {})})
+    done = subprocess.run(
+        [sys.executable, "-P", "-m", "vllm_ci", *args],
+        cwd=checkout,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, **(env or {})},
+    )
     TIMINGS[name] = time.monotonic() - started
     assert done.returncode == 0, done.stdout + done.stderr
     return args, json.loads(report.read_text())
@@ -177,7 +223,9 @@ def test_bk_local_run_pushes_the_image_a_laptop_call_pushes_and_a_rerun_skips(tm
     cache = f"{registry}/cache-main"  # branch main: reads and writes main's cache
 
     # A developer builds first, from cold: the cache now holds every stage.
-    _, cold = laptop_call(checkout, tmp_path / "cold.json", f"{registry}/test:laptop-cold", cache, [cache], "laptop call, cold")
+    _, cold = laptop_call(
+        checkout, tmp_path / "cold.json", f"{registry}/test:laptop-cold", cache, [cache], "laptop call, cold"
+    )
 
     # CI: the pipeline's step in a Buildkite job.
     ci = bk_run(checkout, homes / "home-1", {"VLLM_CI_REGISTRY": registry}, "bk local run, build")
@@ -192,19 +240,24 @@ def test_bk_local_run_pushes_the_image_a_laptop_call_pushes_and_a_rerun_skips(tm
     assert ci_report["image"].startswith(f"{registry}/test:{sha}@sha256:")
 
     # The same developer call again, after CI, in the same cache state: only the image ref differs.
-    laptop_args, laptop = laptop_call(checkout, tmp_path / "laptop.json", f"{registry}/test:laptop", cache, [cache],
-                                      "laptop call, warm")
+    laptop_args, laptop = laptop_call(
+        checkout, tmp_path / "laptop.json", f"{registry}/test:laptop", cache, [cache], "laptop call, warm"
+    )
     ci_args = ci.call("build")
     assert ci_args[ci_args.index("--image") + 1] == f"{registry}/test:{sha}"
     assert same_call_but_output_and_image(ci_args) == same_call_but_output_and_image(laptop_args)
     assert ci.call("plan")[: len(example_flags())] == example_flags()  # the plan gets the same constructor flags
 
     ci_digest, laptop_digest = digest_of(ci_report["image"]), digest_of(laptop["image"])
-    print(f"e2e digest: CI {ci_report['image']}\ne2e digest: laptop {laptop['image']}\ne2e digest: laptop, cold {cold['image']}")
+    print(
+        f"e2e digest: CI {ci_report['image']}\ne2e digest: laptop {laptop['image']}\ne2e digest: laptop, cold {cold['image']}"
+    )
     assert local.digest(f"{namespace}/test", sha) == ci_digest
     assert local.digest(f"{namespace}/test", "laptop") == laptop_digest
     assert ci_digest == laptop_digest  # laptop = CI
-    assert {s["stage"]: s["outcome"] for s in ci_report["stages"]} == {s["stage"]: s["outcome"] for s in laptop["stages"]}
+    assert {s["stage"]: s["outcome"] for s in ci_report["stages"]} == {
+        s["stage"]: s["outcome"] for s in laptop["stages"]
+    }
     # Built from cold or imported from the cache, the filesystem is the same, layer for layer.
     assert local.layers(f"{namespace}/test", "laptop-cold") == local.layers(f"{namespace}/test", sha)
 
@@ -219,9 +272,13 @@ def test_bk_local_run_pushes_the_image_a_laptop_call_pushes_and_a_rerun_skips(tm
 
 def traces(username: str, password: str) -> set[str]:
     """The forms a leaked password would take: itself, in a basic-auth header, base64, URL-quoted, hex."""
-    return {password, base64.b64encode(f"{username}:{password}".encode()).decode(),
-            base64.b64encode(password.encode()).decode().rstrip("="), urllib.parse.quote(password, safe=""),
-            password.encode().hex()}
+    return {
+        password,
+        base64.b64encode(f"{username}:{password}".encode()).decode(),
+        base64.b64encode(password.encode()).decode().rstrip("="),
+        urllib.parse.quote(password, safe=""),
+        password.encode().hex(),
+    }
 
 
 def password_hook(root: Path, username: str, password: str) -> tuple[Path, Path]:
@@ -264,7 +321,9 @@ def test_a_registry_password_in_the_agent_environment_leaves_no_trace(tmp_path: 
         second_report = json.loads(second.artifacts["report.json"].read_text())
         outcomes = {s["stage"]: s["outcome"] for s in second_report["stages"]}
         assert outcomes["test"] == "hit" and not {"exported", "built"} & set(outcomes.values()), outcomes
-        assert next(s for s in second_report["stages"] if s["stage"] == "test")["ref"].startswith(f"{registry.addr}/vllm-ci/cache-main:")
+        assert next(s for s in second_report["stages"] if s["stage"] == "test")["ref"].startswith(
+            f"{registry.addr}/vllm-ci/cache-main:"
+        )
         # Without the password, the registry gives nothing away: every push and pull above was authenticated.
         assert registry.head_status("vllm-ci/test", head(checkout), anonymous=True) == 401
         assert registry.digest("vllm-ci/test", head(checkout)) == digest_of(second_report["image"])
@@ -302,14 +361,26 @@ def test_a_registry_password_in_the_agent_environment_leaves_no_trace(tmp_path: 
         refused = bk_run(checkout, homes / "home-3", env, "bk local run, wrong password")
         assert refused.returncode != 0
         print(f"e2e error line (wrong password): {refused.error_line()}")
-        assert refused.error_line() == f"vllm-ci-step: error: login: registry {registry.addr} refused the credentials (HTTP 401)"
+        assert (
+            refused.error_line()
+            == f"vllm-ci-step: error: login: registry {registry.addr} refused the credentials (HTTP 401)"
+        )
         assert "failed in phase **login**" in refused.artifacts["annotation.md"].read_text()
         assert not [t for t in traces(username, password) | traces(username, wrong) if t in refused.log]
 
 
-@pytest.mark.parametrize(("case", "phase"), [("missing source", "plan"), ("missing base image", "build"),
-                                              ("read-only registry", "push"), ("read-only registry, strict", "export")])
-def test_a_failure_of_the_real_cli_names_its_phase_in_one_line(tmp_path: Path, homes: Path, case: str, phase: str) -> None:
+@pytest.mark.parametrize(
+    ("case", "phase"),
+    [
+        ("missing source", "plan"),
+        ("missing base image", "build"),
+        ("read-only registry", "push"),
+        ("read-only registry, strict", "export"),
+    ],
+)
+def test_a_failure_of_the_real_cli_names_its_phase_in_one_line(
+    tmp_path: Path, homes: Path, case: str, phase: str
+) -> None:
     checkout = make_checkout(tmp_path)
     env = {"VLLM_CI_REGISTRY": f"{REGISTRY}/e2e-{uuid.uuid4().hex[:10]}"}
     registry = None

@@ -40,10 +40,27 @@ def test_a_main_build_writes_and_reads_only_mains_cache():
     s = StepSettings.from_env(env())
     args = s.build_args("out/report.json")
     assert args == [
-        "-o", "out/report.json", "build", "--source", ".", "--image", f"{REG}/test:{SHA}",
-        "--cache-to", f"{REG}/cache-main", "--cache-from", f"{REG}/cache-main",
+        "-o",
+        "out/report.json",
+        "build",
+        "--source",
+        ".",
+        "--image",
+        f"{REG}/test:{SHA}",
+        "--cache-to",
+        f"{REG}/cache-main",
+        "--cache-from",
+        f"{REG}/cache-main",
     ]
-    assert s.plan_args("out/plan.json") == ["-o", "out/plan.json", "plan", "--source", ".", "--cache-from", f"{REG}/cache-main"]
+    assert s.plan_args("out/plan.json") == [
+        "-o",
+        "out/plan.json",
+        "plan",
+        "--source",
+        ".",
+        "--cache-from",
+        f"{REG}/cache-main",
+    ]
 
 
 def test_a_branch_build_writes_its_own_cache_and_reads_its_own_then_mains():
@@ -55,8 +72,13 @@ def test_a_branch_build_writes_its_own_cache_and_reads_its_own_then_mains():
 
 
 def test_a_pr_build_writes_its_pr_cache_and_reads_own_base_and_main_in_order():
-    s = StepSettings.from_env(env(BUILDKITE_BRANCH="alice:feature/Fast_Path", BUILDKITE_PULL_REQUEST="1234",
-                                  BUILDKITE_PULL_REQUEST_BASE_BRANCH="release/v0.9"))
+    s = StepSettings.from_env(
+        env(
+            BUILDKITE_BRANCH="alice:feature/Fast_Path",
+            BUILDKITE_PULL_REQUEST="1234",
+            BUILDKITE_PULL_REQUEST_BASE_BRANCH="release/v0.9",
+        )
+    )
     assert s.cache_to == f"{REG}/cache-pr-1234"
     assert len(s.cache_from) == 3
     assert s.cache_from[0] == f"{REG}/cache-pr-1234"
@@ -65,7 +87,9 @@ def test_a_pr_build_writes_its_pr_cache_and_reads_own_base_and_main_in_order():
 
 
 def test_a_pr_against_main_reads_mains_cache_once():
-    s = StepSettings.from_env(env(BUILDKITE_BRANCH="feat", BUILDKITE_PULL_REQUEST="7", BUILDKITE_PULL_REQUEST_BASE_BRANCH="main"))
+    s = StepSettings.from_env(
+        env(BUILDKITE_BRANCH="feat", BUILDKITE_PULL_REQUEST="7", BUILDKITE_PULL_REQUEST_BASE_BRANCH="main")
+    )
     assert s.cache_from == (f"{REG}/cache-pr-7", f"{REG}/cache-main")
 
 
@@ -87,7 +111,10 @@ def test_a_branch_that_sanitises_to_main_or_a_pr_name_gets_its_own_cache(branch)
 def test_a_custom_main_branch_writes_cache_main():
     s = StepSettings.from_env(env(BUILDKITE_BRANCH="master", VLLM_CI_MAIN_BRANCH="master"))
     assert s.cache_to == f"{REG}/cache-main"
-    assert StepSettings.from_env(env(BUILDKITE_BRANCH="main", VLLM_CI_MAIN_BRANCH="master")).cache_to != f"{REG}/cache-main"
+    assert (
+        StepSettings.from_env(env(BUILDKITE_BRANCH="main", VLLM_CI_MAIN_BRANCH="master")).cache_to
+        != f"{REG}/cache-main"
+    )
 
 
 def test_sanitised_names_are_valid_and_at_most_128_characters():
@@ -125,15 +152,18 @@ def test_a_missing_registry_gives_one_clear_error():
     assert "VLLM_CI_REGISTRY is not set" in message and "\n" not in message
 
 
-@pytest.mark.parametrize(("key", "value", "needle"), [
-    ("VLLM_CI_REGISTRY", "https://ghcr.io/x", "scheme"),
-    ("VLLM_CI_REGISTRY", "127.0.0.1:5000/Upper", "path component"),
-    ("BUILDKITE_COMMIT", "HEAD", "BUILDKITE_COMMIT"),
-    ("BUILDKITE_PULL_REQUEST", "abc", "BUILDKITE_PULL_REQUEST"),
-    ("BUILDKITE_BRANCH", "", "BUILDKITE_BRANCH"),
-    ("VLLM_CI_REGISTRY_USERNAME", "bot", "VLLM_CI_REGISTRY_PASSWORD is not"),
-    ("VLLM_CI_REGISTRY_PASSWORD", PASSWORD, "VLLM_CI_REGISTRY_USERNAME is not"),
-])
+@pytest.mark.parametrize(
+    ("key", "value", "needle"),
+    [
+        ("VLLM_CI_REGISTRY", "https://ghcr.io/x", "scheme"),
+        ("VLLM_CI_REGISTRY", "127.0.0.1:5000/Upper", "path component"),
+        ("BUILDKITE_COMMIT", "HEAD", "BUILDKITE_COMMIT"),
+        ("BUILDKITE_PULL_REQUEST", "abc", "BUILDKITE_PULL_REQUEST"),
+        ("BUILDKITE_BRANCH", "", "BUILDKITE_BRANCH"),
+        ("VLLM_CI_REGISTRY_USERNAME", "bot", "VLLM_CI_REGISTRY_PASSWORD is not"),
+        ("VLLM_CI_REGISTRY_PASSWORD", PASSWORD, "VLLM_CI_REGISTRY_USERNAME is not"),
+    ],
+)
 def test_invalid_settings_give_one_line_errors_naming_the_setting(key, value, needle):
     with pytest.raises(SettingsError, match=re.escape(needle)) as err:
         StepSettings.from_env(env(**{key: value}))
@@ -142,7 +172,9 @@ def test_invalid_settings_give_one_line_errors_naming_the_setting(key, value, ne
 
 
 def test_the_password_value_never_appears_in_the_arguments_only_its_env_reference():
-    s = StepSettings.from_env(env(BUILDKITE_BRANCH="dev", VLLM_CI_REGISTRY_USERNAME="bot", VLLM_CI_REGISTRY_PASSWORD=PASSWORD))
+    s = StepSettings.from_env(
+        env(BUILDKITE_BRANCH="dev", VLLM_CI_REGISTRY_USERNAME="bot", VLLM_CI_REGISTRY_PASSWORD=PASSWORD)
+    )
     for args in (s.build_args("r.json"), s.plan_args("p.json")):
         assert not any(PASSWORD in a for a in args)
         assert flag(args, "--registry-username") == "bot"
@@ -162,27 +194,42 @@ def test_sccache_keys_go_to_the_build_as_env_references_only_when_both_are_set()
 
 
 def test_constructor_flags_and_verbosity_go_before_the_function_name():
-    s = StepSettings.from_env(env(VLLM_CI_FLAGS="--use-sccache --sccache-bucket-name 'vllm cache'", VLLM_CI_VERBOSE="1"))
+    s = StepSettings.from_env(
+        env(VLLM_CI_FLAGS="--use-sccache --sccache-bucket-name 'vllm cache'", VLLM_CI_VERBOSE="1")
+    )
     args = s.build_args("r.json")
-    assert args[:args.index("build")] == ["--use-sccache", "--sccache-bucket-name", "vllm cache", "-o", "r.json", "-v"]
+    assert args[: args.index("build")] == ["--use-sccache", "--sccache-bucket-name", "vllm cache", "-o", "r.json", "-v"]
     with pytest.raises(SettingsError, match="VLLM_CI_FLAGS"):
         StepSettings.from_env(env(VLLM_CI_FLAGS="-o elsewhere.json"))
 
 
 def test_an_args_file_gives_one_flag_per_line_before_the_extra_flags(tmp_path):
     args_file = tmp_path / "vllm-ci.args"
-    args_file.write_text("--build-base-image=127.0.0.1:5000/library/b:x\n\n--torch-cuda-arch-list=\n--openai-extras=a b\n")
+    args_file.write_text(
+        "--build-base-image=127.0.0.1:5000/library/b:x\n\n--torch-cuda-arch-list=\n--openai-extras=a b\n"
+    )
     s = StepSettings.from_env(env(VLLM_CI_ARGS_FILE=str(args_file), VLLM_CI_FLAGS="--max-jobs 4"))
     args = s.build_args("r.json")
-    assert args[:args.index("build")] == [
-        "--build-base-image=127.0.0.1:5000/library/b:x", "--torch-cuda-arch-list=", "--openai-extras=a b",
-        "--max-jobs", "4", "-o", "r.json",
+    assert args[: args.index("build")] == [
+        "--build-base-image=127.0.0.1:5000/library/b:x",
+        "--torch-cuda-arch-list=",
+        "--openai-extras=a b",
+        "--max-jobs",
+        "4",
+        "-o",
+        "r.json",
     ]
     assert s.plan_args("p.json")[:5] == list(args[:3]) + ["--max-jobs", "4"]
 
 
-@pytest.mark.parametrize(("content", "needle"), [(None, "cannot read"), ("-o\nx.json\n", "must not set the output"),
-                                                 ("--output=x.json\n", "must not set the output")])
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        (None, "cannot read"),
+        ("-o\nx.json\n", "must not set the output"),
+        ("--output=x.json\n", "must not set the output"),
+    ],
+)
 def test_a_bad_args_file_gives_one_line_naming_it(tmp_path, content, needle):
     args_file = tmp_path / "vllm-ci.args"
     if content is not None:
@@ -195,6 +242,7 @@ def test_a_bad_args_file_gives_one_line_naming_it(tmp_path, content, needle):
 def test_the_examples_args_file_parses_with_the_real_cli():
     cli = pytest.importorskip("vllm_ci.cli", reason="the client command is not importable")
     from pathlib import Path
+
     repo = Path(__file__).resolve().parent.parent
     s = StepSettings.from_env(env(VLLM_CI_ARGS_FILE=str(repo / "examples/mini-vllm/vllm-ci.args")))
     parsed = vars(cli.build_parser()[0].parse_args(s.build_args("r.json")))
@@ -207,15 +255,18 @@ def test_cache_strict_is_passed_on_when_asked():
     assert "--cache-strict" not in StepSettings.from_env(env()).build_args("r")
 
 
-@pytest.mark.parametrize(("command", "line", "phase"), [
-    ("build", "vllm-ci: error: push: registry said no", "push"),
-    ("build", "vllm-ci: error: 401 Unauthorized from 127.0.0.1:5000", "login"),
-    ("build", "vllm-ci: error: exporting stage base to cache failed", "export"),
-    ("build", "vllm-ci: error: failed to pull cache ref", "import"),
-    ("build", "vllm-ci: error: RUN pip install exited 1", "build"),
-    ("plan", "vllm-ci: error: no Dockerfile in source", "plan"),
-    ("plan", "", "plan"),
-])
+@pytest.mark.parametrize(
+    ("command", "line", "phase"),
+    [
+        ("build", "vllm-ci: error: push: registry said no", "push"),
+        ("build", "vllm-ci: error: 401 Unauthorized from 127.0.0.1:5000", "login"),
+        ("build", "vllm-ci: error: exporting stage base to cache failed", "export"),
+        ("build", "vllm-ci: error: failed to pull cache ref", "import"),
+        ("build", "vllm-ci: error: RUN pip install exited 1", "build"),
+        ("plan", "vllm-ci: error: no Dockerfile in source", "plan"),
+        ("plan", "", "plan"),
+    ],
+)
 def test_the_failed_phase_is_named_from_the_command_and_the_error_line(command, line, phase):
     assert failure_phase(command, line) == phase
 
@@ -224,13 +275,37 @@ REPORT = {  # as BuildReport.to_dict gives it
     "target": "test",
     "image": f"127.0.0.1:5000/vllm-ci/test:{SHA}@sha256:" + "a" * 64,
     "stages": [
-        {"stage": "base", "key": "k1", "outcome": "hit", "ref": f"{REG}/cache-main:base-k1",
-         "build_seconds": 0.04, "export_seconds": 0, "bytes_pushed": None, "bytes_pulled": 1000},
-        {"stage": "build", "key": "k2", "outcome": "exported", "ref": f"{REG}/cache-pr-7:build-k2",
-         "build_seconds": 61.25, "export_seconds": 3.5, "bytes_pushed": 5 * 1024 * 1024, "bytes_pulled": 0,
-         "why": "files ~vllm/envs.py"},
-        {"stage": "test", "key": "k3", "outcome": "export-failed", "ref": "",
-         "build_seconds": 2, "export_seconds": 0.0, "bytes_pushed": None, "bytes_pulled": None},
+        {
+            "stage": "base",
+            "key": "k1",
+            "outcome": "hit",
+            "ref": f"{REG}/cache-main:base-k1",
+            "build_seconds": 0.04,
+            "export_seconds": 0,
+            "bytes_pushed": None,
+            "bytes_pulled": 1000,
+        },
+        {
+            "stage": "build",
+            "key": "k2",
+            "outcome": "exported",
+            "ref": f"{REG}/cache-pr-7:build-k2",
+            "build_seconds": 61.25,
+            "export_seconds": 3.5,
+            "bytes_pushed": 5 * 1024 * 1024,
+            "bytes_pulled": 0,
+            "why": "files ~vllm/envs.py",
+        },
+        {
+            "stage": "test",
+            "key": "k3",
+            "outcome": "export-failed",
+            "ref": "",
+            "build_seconds": 2,
+            "export_seconds": 0.0,
+            "bytes_pushed": None,
+            "bytes_pulled": None,
+        },
     ],
     "total_seconds": 70.1,
 }
@@ -259,14 +334,32 @@ def test_the_annotation_style_follows_the_outcomes():
 
 def test_the_arguments_parse_with_the_real_cli():
     cli = pytest.importorskip("vllm_ci.cli", reason="the client command is not importable")
-    full = env(BUILDKITE_BRANCH="feat", BUILDKITE_PULL_REQUEST="12", BUILDKITE_PULL_REQUEST_BASE_BRANCH="main",
-               VLLM_CI_REGISTRY_USERNAME="bot", VLLM_CI_REGISTRY_PASSWORD=PASSWORD, AWS_ACCESS_KEY_ID="a",
-               AWS_SECRET_ACCESS_KEY="b", VLLM_CI_CACHE_STRICT="1", VLLM_CI_VERBOSE="1", VLLM_CI_FLAGS="--max-jobs 2")
+    full = env(
+        BUILDKITE_BRANCH="feat",
+        BUILDKITE_PULL_REQUEST="12",
+        BUILDKITE_PULL_REQUEST_BASE_BRANCH="main",
+        VLLM_CI_REGISTRY_USERNAME="bot",
+        VLLM_CI_REGISTRY_PASSWORD=PASSWORD,
+        AWS_ACCESS_KEY_ID="a",
+        AWS_SECRET_ACCESS_KEY="b",
+        VLLM_CI_CACHE_STRICT="1",
+        VLLM_CI_VERBOSE="1",
+        VLLM_CI_FLAGS="--max-jobs 2",
+    )
     s = StepSettings.from_env(full)
     parser, _ = cli.build_parser()
     plan = vars(parser.parse_args(s.plan_args("p.json")))
-    assert (plan["function"], plan["output"], plan["registry_password"]) == ("plan", "p.json", "env:VLLM_CI_REGISTRY_PASSWORD")
+    assert (plan["function"], plan["output"], plan["registry_password"]) == (
+        "plan",
+        "p.json",
+        "env:VLLM_CI_REGISTRY_PASSWORD",
+    )
     build = vars(parser.parse_args(s.build_args("r.json")))
-    assert (build["function"], build["output"], build["image"], build["cache_to"]) == ("build", "r.json", s.image_ref, s.cache_to)
+    assert (build["function"], build["output"], build["image"], build["cache_to"]) == (
+        "build",
+        "r.json",
+        s.image_ref,
+        s.cache_to,
+    )
     assert build["cache_from"] == list(s.cache_from) and build["cache_strict"] is True
     assert build["aws_secret_access_key"] == "env:AWS_SECRET_ACCESS_KEY" and build["max_jobs"] == 2

@@ -18,7 +18,9 @@ REPO = Path(__file__).resolve().parent.parent
 PIPELINE = REPO / ".buildkite" / "pipeline.yml"
 SDK_VERSION = "0.12.0"
 SDK_WHEEL = f"buildkite_sdk-{SDK_VERSION}-py3-none-any.whl"
-SDK_WHEEL_SHA256 = "58cfd0901f5f04c6d08f76ec57e8ad959e7eff8dbbadbe2daaa5c7403dc34b01"  # same pin as ci/install-buildkite
+SDK_WHEEL_SHA256 = (
+    "58cfd0901f5f04c6d08f76ec57e8ad959e7eff8dbbadbe2daaa5c7403dc34b01"  # same pin as ci/install-buildkite
+)
 CACHE = Path(os.environ.get("VLLM_CI_CACHE", "/var/cache/vllm-ci")) / f"buildkite-sdk-{SDK_VERSION}"
 
 
@@ -28,8 +30,23 @@ def schema() -> dict:
     wheel = CACHE / SDK_WHEEL
     if not wheel.is_file():
         CACHE.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary", ":all:",
-                        "-d", str(CACHE), f"buildkite-sdk=={SDK_VERSION}"], check=True, timeout=300)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--no-deps",
+                "--only-binary",
+                ":all:",
+                "-d",
+                str(CACHE),
+                f"buildkite-sdk=={SDK_VERSION}",
+            ],
+            check=True,
+            timeout=300,
+        )
     assert hashlib.sha256(wheel.read_bytes()).hexdigest() == SDK_WHEEL_SHA256, f"{wheel} does not match its pin"
     with zipfile.ZipFile(wheel) as zf:
         return json.loads(zf.read("buildkite_sdk/schema.json"))
@@ -72,12 +89,15 @@ def test_the_pipeline_validates_against_buildkites_schema(schema, pipeline):
     assert errors == []
 
 
-@pytest.mark.parametrize("bad_step", [
-    {"label": "x", "comand": "true"},
-    {"command": "true", "agent": {"queue": "q"}},
-    {"command": "true", "retry": {"automatic": {"limit": 11}}},
-    {"command": "true", "timeout_in_minutes": "soon"},
-])
+@pytest.mark.parametrize(
+    "bad_step",
+    [
+        {"label": "x", "comand": "true"},
+        {"command": "true", "agent": {"queue": "q"}},
+        {"command": "true", "retry": {"automatic": {"limit": 11}}},
+        {"command": "true", "timeout_in_minutes": "soon"},
+    ],
+)
 def test_the_schema_catches_typos_so_the_validation_means_something(schema, bad_step):
     assert not validator(schema).is_valid({"steps": [bad_step]})
 
@@ -87,10 +107,17 @@ def test_the_pipeline_breaks_none_of_the_rules_the_schema_misses(pipeline):
 
 
 def test_the_extra_rules_catch_what_they_are_for(schema):
-    bad = {"steps": [{"group": "g", "steps": [
-        {"command": "a", "key": "a", "concurrency": 1},
-        {"command": "b", "key": "b", "if": "build.branch == 'main'", "branches": "main"},
-    ]}]}
+    bad = {
+        "steps": [
+            {
+                "group": "g",
+                "steps": [
+                    {"command": "a", "key": "a", "concurrency": 1},
+                    {"command": "b", "key": "b", "if": "build.branch == 'main'", "branches": "main"},
+                ],
+            }
+        ]
+    }
     assert validator(schema).is_valid(bad)  # the schema lets both through
     assert rule_violations(bad) == ["a: concurrency without concurrency_group", "b: both if and branches"]
 
@@ -110,10 +137,20 @@ def test_the_real_agent_parses_the_pipeline_and_its_output_still_validates(schem
     agent = shutil.which("buildkite-agent")
     if agent is None:
         pytest.skip("buildkite-agent is not installed: run ci/install-buildkite")
-    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root"), "BUILDKITE_AGENT_ACCESS_TOKEN": "dummy",
-           "BUILDKITE_BRANCH": "feature/x", "BUILDKITE_PIPELINE_SLUG": "vllm"}
-    done = subprocess.run([agent, "pipeline", "upload", "--dry-run", "--format", "json", str(PIPELINE)],
-                          env=env, capture_output=True, text=True, timeout=60)
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": os.environ.get("HOME", "/root"),
+        "BUILDKITE_AGENT_ACCESS_TOKEN": "dummy",
+        "BUILDKITE_BRANCH": "feature/x",
+        "BUILDKITE_PIPELINE_SLUG": "vllm",
+    }
+    done = subprocess.run(
+        [agent, "pipeline", "upload", "--dry-run", "--format", "json", str(PIPELINE)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     uploaded = json.loads(done.stdout)
     assert list(validator(schema).iter_errors(uploaded)) == []

@@ -16,7 +16,7 @@ PASSWORD = "pw-Xy7-never-shown"
 DIGEST = "sha256:" + "b" * 64
 
 # Stands in for the lead's CLI: echoes its arguments, fails when FAKE_FAIL says so, writes a report.
-FAKE_MAIN = r'''
+FAKE_MAIN = r"""
 import json, os, sys
 args = sys.argv[1:]
 print("fake vllm-ci", " ".join(args), "password-env-is", os.environ.get("VLLM_CI_REGISTRY_PASSWORD"))
@@ -43,12 +43,12 @@ if command == "build":
          "export_seconds": 0, "bytes_pushed": None, "bytes_pulled": 5}]}, open(out, "w"))
 else:
     json.dump({"stages": []}, open(out, "w"))
-'''
+"""
 
-FAKE_AGENT = '''#!/bin/sh
+FAKE_AGENT = """#!/bin/sh
 [ -n "$FAKE_AGENT_SLEEP" ] && sleep "$FAKE_AGENT_SLEEP"
 { echo "ARGS $*"; [ "$1" = annotate ] && cat; echo END; } >>"$FAKE_AGENT_LOG"
-'''
+"""
 
 
 class Registry(BaseHTTPRequestHandler):
@@ -111,9 +111,13 @@ def world(tmp_path):
     work = tmp_path / "work"
     work.mkdir()
     env = {
-        "PATH": f"{bindir}:/usr/bin:/bin", "VLLM_CI_PYTHON": sys.executable,
-        "BUILDKITE_BRANCH": "feature/x", "BUILDKITE_PULL_REQUEST": "false", "BUILDKITE_COMMIT": SHA,
-        "VLLM_CI_REGISTRY": f"127.0.0.1:{server.server_port}/vllm-ci", "FAKE_DIGEST": DIGEST,
+        "PATH": f"{bindir}:/usr/bin:/bin",
+        "VLLM_CI_PYTHON": sys.executable,
+        "BUILDKITE_BRANCH": "feature/x",
+        "BUILDKITE_PULL_REQUEST": "false",
+        "BUILDKITE_COMMIT": SHA,
+        "VLLM_CI_REGISTRY": f"127.0.0.1:{server.server_port}/vllm-ci",
+        "FAKE_DIGEST": DIGEST,
         "FAKE_AGENT_LOG": str(tmp_path / "agent.log"),
     }
     yield work, {**env, "STEP": str(repo / "ci" / "buildkite-step")}, tmp_path / "agent.log"
@@ -130,8 +134,13 @@ def test_a_successful_build_logs_groups_annotates_uploads_and_passes_the_image_o
     done = step(work, env)
     assert done.returncode == 0, done.stdout + done.stderr
     groups = [line for line in done.stdout.splitlines() if line.startswith("--- ")]
-    assert groups == ["--- :docker: settings", "--- :docker: check image", "--- :docker: plan", "--- :docker: build",
-                      "--- :buildkite: report"]
+    assert groups == [
+        "--- :docker: settings",
+        "--- :docker: check image",
+        "--- :docker: plan",
+        "--- :docker: build",
+        "--- :buildkite: report",
+    ]
     calls = agent_log.read_text()
     assert "ARGS annotate --context vllm-ci-image --style success" in calls
     assert "| base | hit | r:base-k | 0.1 | 0.0 | 5 B | - |  |" in calls
@@ -154,11 +163,14 @@ def test_an_existing_image_is_skipped_with_exit_0_in_the_log_and_the_annotation(
     assert f"/vllm-ci/test:{SHA}@{DIGEST}" in calls
 
 
-@pytest.mark.parametrize(("failing", "error", "phase"), [
-    ("plan", "cannot read Dockerfile", "plan"),
-    ("build", "push: registry answered 500", "push"),
-    ("build", "failed to export stage base", "export"),
-])
+@pytest.mark.parametrize(
+    ("failing", "error", "phase"),
+    [
+        ("plan", "cannot read Dockerfile", "plan"),
+        ("build", "push: registry answered 500", "push"),
+        ("build", "failed to export stage base", "export"),
+    ],
+)
 def test_a_failure_expands_the_log_names_the_phase_and_exits_1_not_255(world, failing, error, phase):
     work, env, agent_log = world
     done = step(work, {**env, "FAKE_FAIL": failing, "FAKE_ERROR": error})
@@ -175,8 +187,15 @@ def test_a_cancel_is_forwarded_once_to_the_cli_and_the_step_ends_in_one_line_wit
 
     work, env, agent_log = world
     signals = tmp_path / "signals"
-    with subprocess.Popen([env["STEP"]], cwd=work, env={**env, "FAKE_HANG": "build", "FAKE_SIGNALS": str(signals)},
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True) as run:
+    with subprocess.Popen(
+        [env["STEP"]],
+        cwd=work,
+        env={**env, "FAKE_HANG": "build", "FAKE_SIGNALS": str(signals)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    ) as run:
         assert run.stdout is not None
         seen = []
         for line in run.stdout:
@@ -212,7 +231,11 @@ def test_a_token_registry_is_asked_for_a_bearer_token_with_the_basic_credentials
     done = step(work, {**env, "VLLM_CI_REGISTRY_USERNAME": "bot", "VLLM_CI_REGISTRY_PASSWORD": PASSWORD})
     assert done.returncode == 0, done.stdout
     assert "already exists: skipping the build" in done.stdout
-    assert Registry.auth[0].startswith("Basic ") and Registry.auth[1].startswith("Basic ") and Registry.auth[2] == "Bearer tok"
+    assert (
+        Registry.auth[0].startswith("Basic ")
+        and Registry.auth[1].startswith("Basic ")
+        and Registry.auth[2] == "Bearer tok"
+    )
 
 
 def test_a_registry_refusing_the_credentials_fails_the_login_phase(world):
@@ -244,8 +267,9 @@ def test_a_missing_registry_setting_fails_with_one_line(world):
 
 def test_the_step_imports_no_dagger():
     probe = "import sys, vllm_ci.buildkite_step; sys.exit('dagger' in sys.modules)"
-    done = subprocess.run([sys.executable, "-c", probe], env={"PYTHONPATH": str(REPO / "src")}, capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", probe], env={"PYTHONPATH": str(REPO / "src")}, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr or "importing the Buildkite step imported dagger"
 
 
@@ -279,8 +303,11 @@ def test_url_user_info_and_the_index_netrc_are_in_no_log_line_or_annotation(worl
     work, env, agent_log = world
     token, netrc_password = "tok-Qv9-never-shown", "netrc-Pw4-never-shown"
     url = f"https://bot:{token}@idx.example/simple"
-    env = {**env, "VLLM_CI_FLAGS": f"--pip-index-url={url}",
-           "VLLM_CI_INDEX_NETRC": f"machine idx.example login bot password {netrc_password}\n"}
+    env = {
+        **env,
+        "VLLM_CI_FLAGS": f"--pip-index-url={url}",
+        "VLLM_CI_INDEX_NETRC": f"machine idx.example login bot password {netrc_password}\n",
+    }
     done = step(work, {**env, "FAKE_FAIL": "build", "FAKE_ERROR": f"pip could not reach {url} as bot {netrc_password}"})
     assert done.returncode == 1
     assert "--index-netrc env:VLLM_CI_INDEX_NETRC" in done.stdout  # the netrc reaches the CLI by name only
@@ -305,8 +332,9 @@ def test_a_garbage_buildkite_commit_is_refused_in_one_line_not_replaced_by_head(
     done = step(work, {**env, "BUILDKITE_COMMIT": "main; echo x"})
     assert done.returncode == 1
     errors = [line for line in done.stdout.splitlines() if "error" in line]
-    assert errors == ["vllm-ci-step: error: plan: BUILDKITE_COMMIT must be a commit sha (7-64 hex digits), "
-                      "got 'main; echo x'"]
+    assert errors == [
+        "vllm-ci-step: error: plan: BUILDKITE_COMMIT must be a commit sha (7-64 hex digits), got 'main; echo x'"
+    ]
     assert "using the checkout's HEAD" not in done.stdout and "fake vllm-ci" not in done.stdout
 
 

@@ -73,8 +73,9 @@ def test_a_signal_during_start_up_ends_in_one_line_with_its_exit_code_and_no_tra
     command: str, signum: int, after: float
 ) -> None:
     argv = CLI if command == "python -m vllm_ci" else console_script()
-    with subprocess.Popen([*argv, "--help"], env=os.environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True) as client:
+    with subprocess.Popen(
+        [*argv, "--help"], env=os.environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as client:
         time.sleep(after)  # the client imports Dagger's SDK for about 1.5 s
         client.send_signal(signum)
         out, err = client.communicate(timeout=60)
@@ -87,9 +88,12 @@ def test_a_signal_during_start_up_ends_in_one_line_with_its_exit_code_and_no_tra
 @pytest.mark.timeout(120)  # a hang guard, not a speed claim
 def test_an_engine_address_where_nothing_answers_over_tcp_fails_in_one_line_with_exit_1_naming_it() -> None:
     address = "tcp://127.0.0.1:1"
-    done = subprocess.run([*CLI, *example_flags(), "plan", "--source", str(EXAMPLE)],
-                          env={**cli_env(), "_EXPERIMENTAL_DAGGER_RUNNER_HOST": address},
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [*CLI, *example_flags(), "plan", "--source", str(EXAMPLE)],
+        env={**cli_env(), "_EXPERIMENTAL_DAGGER_RUNNER_HOST": address},
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 1, done.stderr
     assert done.stderr.splitlines() == errors(done.stderr)
     [line] = errors(done.stderr)
@@ -118,8 +122,9 @@ def test_sigterm_during_a_build_ends_in_one_line_with_143_stops_its_session_and_
     assert "Traceback" not in rest
     assert [pid for pid, started in sessions.items() if alive(pid, started)] == []
     # The next build uses what the cancelled one left (hit, and sealed at its use) or rebuilds it.
-    again = subprocess.run([*command, "--cache-from", cache], env=cli_env(), capture_output=True, text=True,
-                           timeout=1800)
+    again = subprocess.run(
+        [*command, "--cache-from", cache], env=cli_env(), capture_output=True, text=True, timeout=1800
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     ref = ImageRef.parse(cache)
     registry = RegistryAPI(ref.registry)
@@ -181,8 +186,13 @@ def stalling_engine() -> Iterator[str]:
 def test_sigterm_while_the_session_waits_on_an_engine_that_never_speaks_stops_that_session() -> None:
     with stalling_engine() as address:
         env = {**cli_env(), "_EXPERIMENTAL_DAGGER_RUNNER_HOST": address}
-        with subprocess.Popen([*CLI, *example_flags(), "plan", "--source", str(EXAMPLE)], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as client:
+        with subprocess.Popen(
+            [*CLI, *example_flags(), "plan", "--source", str(EXAMPLE)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        ) as client:
             while not (sessions := sessions_of(client.pid)) and client.poll() is None:
                 time.sleep(0.1)
             time.sleep(1)  # the session is connecting (it ignores SIGTERM while it does)
@@ -199,10 +209,17 @@ def test_an_engine_address_that_accepts_and_never_answers_fails_in_one_line_befo
     with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts connections, never answers
         address = f"tcp://127.0.0.1:{silent.getsockname()[1]}"
         env = {**cli_env(), "_EXPERIMENTAL_DAGGER_RUNNER_HOST": address}
-        with subprocess.Popen([*CLI, *example_flags(), "plan", "--source", str(EXAMPLE)], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as client:
+        with subprocess.Popen(
+            [*CLI, *example_flags(), "plan", "--source", str(EXAMPLE)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        ) as client:
             err = client.communicate(timeout=110)[1]
     assert client.returncode == 1, err
-    assert err.splitlines() == [f"vllm-ci: error: engine: the Dagger engine at {address} does not answer (no answer "
-                                "within 5 s); start it (this machine's: ci/up or ci/engine start), or point "
-                                "_EXPERIMENTAL_DAGGER_RUNNER_HOST at one that runs"]  # check_engine's: no session
+    assert err.splitlines() == [
+        f"vllm-ci: error: engine: the Dagger engine at {address} does not answer (no answer "
+        "within 5 s); start it (this machine's: ci/up or ci/engine start), or point "
+        "_EXPERIMENTAL_DAGGER_RUNNER_HOST at one that runs"
+    ]  # check_engine's: no session

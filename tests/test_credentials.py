@@ -40,8 +40,13 @@ def example_flags() -> list[str]:
 
 def vllm_ci(*args: str) -> subprocess.CompletedProcess[str]:
     """The client command as a user runs it (this checkout's sources first on the path)."""
-    return subprocess.run([sys.executable, "-m", "vllm_ci", *example_flags(), *args], capture_output=True, text=True,
-                          env=os.environ, timeout=1800)
+    return subprocess.run(
+        [sys.executable, "-m", "vllm_ci", *example_flags(), *args],
+        capture_output=True,
+        text=True,
+        env=os.environ,
+        timeout=1800,
+    )
 
 
 def test_a_url_user_info_is_no_part_of_a_key_and_no_part_of_its_preimage() -> None:
@@ -57,8 +62,16 @@ def test_a_url_user_info_is_no_part_of_a_key_and_no_part_of_its_preimage() -> No
 
 @pytest.mark.engine
 def test_a_failing_run_with_a_credentialed_index_url_prints_one_error_line_without_the_token(engine: None) -> None:
-    failed = vllm_ci(f"--pip-index-url=https://bot:{TOKEN}@127.0.0.1:9/simple", f"--sccache-download-url={SCCACHE_URL}",
-                     "--use-sccache=1", "build", "--source", str(EXAMPLE), "--target", "base")
+    failed = vllm_ci(
+        f"--pip-index-url=https://bot:{TOKEN}@127.0.0.1:9/simple",
+        f"--sccache-download-url={SCCACHE_URL}",
+        "--use-sccache=1",
+        "build",
+        "--source",
+        str(EXAMPLE),
+        "--target",
+        "base",
+    )
     assert failed.returncode == 1, failed.stderr
     errors = [line for line in failed.stderr.splitlines() if line.startswith("vllm-ci: error:")]
     assert len(errors) == 1 and "curl -L -o sccache.tar.gz ${SCCACHE_DOWNLOAD_URL}" in errors[0]  # the script
@@ -107,9 +120,23 @@ def test_a_build_with_credentials_leaves_them_in_no_label_config_manifest_layer_
     # The first RUN of base checks that it sees the netrc as given, by digest (no secret in the command).
     sees_netrc = f'echo "{hashlib.sha256(NETRC.encode()).hexdigest()}  $NETRC" | sha256sum -c -'
     report = tmp_path / "report.json"
-    done = vllm_ci(f"--sccache-download-url={SCCACHE_URL}", f"--manylinux-packages-command={sees_netrc}",
-                   "-o", str(report), "build", "--source", str(EXAMPLE), "--target", "base",
-                   "--cache-to", f"{repo}-cache", "--image", f"{repo}:image", "--index-netrc", f"file:{netrc}")
+    done = vllm_ci(
+        f"--sccache-download-url={SCCACHE_URL}",
+        f"--manylinux-packages-command={sees_netrc}",
+        "-o",
+        str(report),
+        "build",
+        "--source",
+        str(EXAMPLE),
+        "--target",
+        "base",
+        "--cache-to",
+        f"{repo}-cache",
+        "--image",
+        f"{repo}:image",
+        "--index-netrc",
+        f"file:{netrc}",
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     for text in (report.read_text(), done.stdout, done.stderr):
         assert TOKEN not in text and NETRC_PASSWORD not in text

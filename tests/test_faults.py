@@ -46,7 +46,9 @@ def assert_valid_entry(registry: RegistryAPI, repository: str, tag: str) -> None
     manifest = registry.manifest(repository, tag)
     for blob in [manifest["config"], *manifest["layers"]]:
         content = registry.blob(repository, blob["digest"])
-        assert "sha256:" + hashlib.sha256(content).hexdigest() == blob["digest"], f"{tag}: blob {blob['digest']} is corrupt"
+        assert "sha256:" + hashlib.sha256(content).hexdigest() == blob["digest"], (
+            f"{tag}: blob {blob['digest']} is corrupt"
+        )
     record = registry.manifest(repository, inputs_tag(tag))
     assert record["subject"]["digest"] == registry.digest(repository, tag), f"{tag}: its record names another image"
 
@@ -74,8 +76,10 @@ def test_a_layer_blob_whose_bytes_are_corrupt_is_rebuilt_and_never_reaches_a_com
         report = build_on_its_own_connection(CHILD, cache_from=[repo], cache_to=repo)
         assert engine_pid() == pid and pathlib.Path(f"/proc/{pid}").exists()  # the engine lived
         assert report.record(BASE).outcome == "exported"
-        assert report.record(BASE).why == (f"unusable entry {repo}:{tag}@{first.record(BASE).ref.partition('@')[2][:19]}: "
-                                           f"layer {top[:19]} is corrupt (its bytes do not match its digest); rebuilt")
+        assert report.record(BASE).why == (
+            f"unusable entry {repo}:{tag}@{first.record(BASE).ref.partition('@')[2][:19]}: "
+            f"layer {top[:19]} is corrupt (its bytes do not match its digest); rebuilt"
+        )
         assert report.record(CHILD).outcome == "exported"
         assert_valid_entry(registry, "faults/cache", tag)
 
@@ -157,8 +161,17 @@ def test_an_engine_killed_mid_stage_fails_the_build_in_one_line_and_the_next_run
 
     cache = f"{REGISTRY}/test/killed-{uuid.uuid4().hex[:12]}"
     # Target csrc-build: the compile is where the engine dies; the runtime stages would only add minutes.
-    command = [str(CLIENT), *example_flags(), "build", "--source", str(EXAMPLE), "--target", "csrc-build",
-               "--cache-to", cache]
+    command = [
+        str(CLIENT),
+        *example_flags(),
+        "build",
+        "--source",
+        str(EXAMPLE),
+        "--target",
+        "csrc-build",
+        "--cache-to",
+        cache,
+    ]
     fresh_agent()  # cold: csrc-build compiles for a while
     with subprocess.Popen(command, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as build_:
         assert build_.stderr is not None
@@ -231,8 +244,12 @@ def second_engine(engine: None, tmp_path: pathlib.Path):  # type: ignore[no-unty
     import subprocess
 
     sock = pathlib.Path(f"/run/dagger-{uuid.uuid4().hex[:8]}/engine.sock")
-    env = {**os.environ, "VLLM_CI_STATE": str(tmp_path / "agent-2"), "VLLM_CI_ENGINE_SOCK": str(sock),
-           "VLLM_CI_ENGINE_NETWORK": "daggertwo 10.89.0.0/16"}
+    env = {
+        **os.environ,
+        "VLLM_CI_STATE": str(tmp_path / "agent-2"),
+        "VLLM_CI_ENGINE_SOCK": str(sock),
+        "VLLM_CI_ENGINE_NETWORK": "daggertwo 10.89.0.0/16",
+    }
     started = subprocess.run([REPO_ENGINE, "start"], env=env, capture_output=True, text=True, timeout=180)
     assert started.returncode == 0, started.stdout + started.stderr
     try:
@@ -251,12 +268,22 @@ def test_two_engines_racing_on_one_cold_key_both_succeed_and_leave_a_whole_entry
 
     cache = f"{REGISTRY}/test/race-{uuid.uuid4().hex[:12]}"
     # Target csrc-build: two stages, both cold on both engines, are the race; the runtime adds only minutes.
-    command = [str(CLIENT), *example_flags(), "build", "--source", str(EXAMPLE), "--target", "csrc-build",
-               "--cache-to", cache]
+    command = [
+        str(CLIENT),
+        *example_flags(),
+        "build",
+        "--source",
+        str(EXAMPLE),
+        "--target",
+        "csrc-build",
+        "--cache-to",
+        cache,
+    ]
     agents = [cli_env(), {**cli_env(), "_EXPERIMENTAL_DAGGER_RUNNER_HOST": second_engine}]
     fresh_agent()  # the first agent cold too: both build every stage at the same moment
-    builds = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-              for env in agents]
+    builds = [
+        subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for env in agents
+    ]
     results = [b.communicate(timeout=1800) for b in builds]
     for build_, (out, err) in zip(builds, results):
         assert build_.returncode == 0, err[-3000:]
@@ -265,7 +292,8 @@ def test_two_engines_racing_on_one_cold_key_both_succeed_and_leave_a_whole_entry
     registry = RegistryAPI(ref.registry)
     for tag in entry_tags_of(registry, ref.repository):
         assert_valid_entry(registry, ref.repository, tag)
-    again = subprocess.run(command[:-2] + ["--cache-from", cache], env=agents[1], capture_output=True, text=True,
-                           timeout=1800)
+    again = subprocess.run(
+        command[:-2] + ["--cache-from", cache], env=agents[1], capture_output=True, text=True, timeout=1800
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads(again.stdout)["stages"][-1]["outcome"] == "hit"

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import uuid
 
-import dagger
 import pytest
 from dagger import dag
 
@@ -21,7 +20,12 @@ DEBIAN = f"{REGISTRY}/library/debian:bookworm"
 
 
 async def test_a_container_from_the_local_registry_runs_a_command(client: None) -> None:
-    out = await dag.container().from_(DEBIAN).with_exec(["sh", "-c", "echo hello from $(cat /etc/debian_version)"]).stdout()
+    out = (
+        await dag.container()
+        .from_(DEBIAN)
+        .with_exec(["sh", "-c", "echo hello from $(cat /etc/debian_version)"])
+        .stdout()
+    )
     assert out.startswith("hello from 12.")
 
 
@@ -37,9 +41,11 @@ async def test_publish_then_from_gives_the_same_file_and_digest(client: None) ->
 async def test_a_container_downloads_a_package_from_pypi(client: None) -> None:
     build = f"{REGISTRY}/library/vllm-ci-build:bookworm"
     out = await (
-        dag.container().from_(build)
+        dag.container()
+        .from_(build)
         .with_exec(["python3", "-m", "pip", "download", "--no-deps", "-d", "/tmp/dl", "six==1.16.0"])
-        .with_exec(["ls", "/tmp/dl"]).stdout()
+        .with_exec(["ls", "/tmp/dl"])
+        .stdout()
     )
     assert "six-1.16.0-py2.py3-none-any.whl" in out
 
@@ -48,7 +54,8 @@ async def test_an_exec_sees_no_certificate_the_engine_would_install_around_it(cl
     # library/debian has no certificates of its own: an engine that saw the machine's CA folder
     # would copy them in for every exec (two extra containers each; ci/engine hides the folder).
     listing = await (
-        dag.container().from_(DEBIAN)
+        dag.container()
+        .from_(DEBIAN)
         .with_exec(["sh", "-c", f": {uuid.uuid4().hex}; ls -A /usr/local/share/ca-certificates 2>/dev/null; echo end"])
         .stdout()
     )
@@ -63,7 +70,9 @@ async def test_the_engine_version_equals_the_sdk_version(client: None) -> None:
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """The client command as a user runs it."""
-    return subprocess.run([sys.executable, "-m", "vllm_ci", *args], capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "vllm_ci", *args], capture_output=True, text=True, env=env, timeout=120
+    )
 
 
 def test_the_client_help_lists_every_module_function_with_its_doc() -> None:
@@ -80,7 +89,8 @@ def test_a_function_added_to_the_module_needs_no_other_change() -> None:
     declared = {
         node.name.rstrip("_").replace("_", "-"): [a.arg for a in node.args.args[1:]]
         for node in ast.walk(tree)
-        if isinstance(node, ast.AsyncFunctionDef) and any(isinstance(d, ast.Name) and d.id == "function" for d in node.decorator_list)
+        if isinstance(node, ast.AsyncFunctionDef)
+        and any(isinstance(d, ast.Name) and d.id == "function" for d in node.decorator_list)
     }
     parser, per_function = build_parser()
     subcommands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
@@ -95,7 +105,10 @@ def test_a_function_added_to_the_module_needs_no_other_change() -> None:
         (["plan"], "--source"),
         (["plan", "--source", "/no/such/dir"], "/no/such/dir"),
         (["build", "--source", str(EXAMPLE), "--registry-password", "plain-text-value"], "--registry-password"),
-        (["build", "--source", str(EXAMPLE), "--registry-password", "env:VLLM_CI_UNSET_VARIABLE"], "VLLM_CI_UNSET_VARIABLE"),
+        (
+            ["build", "--source", str(EXAMPLE), "--registry-password", "env:VLLM_CI_UNSET_VARIABLE"],
+            "VLLM_CI_UNSET_VARIABLE",
+        ),
     ],
     ids=["unknown function", "missing argument", "missing path", "malformed secret", "unset secret variable"],
 )
@@ -113,15 +126,24 @@ def test_bad_input_exits_with_one_line_before_any_container_work(args: list[str]
 @pytest.mark.parametrize(
     ("args", "code", "says"),
     [
-        (["prune", "--cache-repo", "not a ref"], 2, "vllm-ci: error: --cache-repo: not a fully qualified image reference"),
+        (
+            ["prune", "--cache-repo", "not a ref"],
+            2,
+            "vllm-ci: error: --cache-repo: not a fully qualified image reference",
+        ),
         (["report", "--report-json", "{bad"], 2, "vllm-ci: error: --report-json: not a build report (JSONDecodeError"),
-        (["prune", "--cache-repo", "127.0.0.1:5999/nobody/cache"], 1,
-         "vllm-ci: error: prune: registry 127.0.0.1:5999 unreachable: ConnectError (under `dagger call`, pass "
-         "--registry-service=tcp://127.0.0.1:5999 to reach the host's loopback) (127.0.0.1:5999/nobody/cache)"),
+        (
+            ["prune", "--cache-repo", "127.0.0.1:5999/nobody/cache"],
+            1,
+            "vllm-ci: error: prune: registry 127.0.0.1:5999 unreachable: ConnectError (under `dagger call`, pass "
+            "--registry-service=tcp://127.0.0.1:5999 to reach the host's loopback) (127.0.0.1:5999/nobody/cache)",
+        ),
     ],
     ids=["malformed prune repository", "malformed report", "unreachable registry"],
 )
-def test_a_failure_is_one_line_with_its_exit_code_not_a_traceback(engine: None, args: list[str], code: int, says: str) -> None:
+def test_a_failure_is_one_line_with_its_exit_code_not_a_traceback(
+    engine: None, args: list[str], code: int, says: str
+) -> None:
     result = run_cli(*args)
     assert result.returncode == code
     [line] = result.stderr.strip().splitlines()
@@ -133,14 +155,24 @@ def test_an_engine_that_does_not_answer_is_one_line_that_says_how_to_start_it() 
     result = run_cli("plan", "--source", str(EXAMPLE), env=env)
     assert result.returncode == 1
     [line] = result.stderr.strip().splitlines()
-    assert line.startswith("vllm-ci: error: engine: the Dagger engine at unix:///nonexistent/engine.sock does not answer")
+    assert line.startswith(
+        "vllm-ci: error: engine: the Dagger engine at unix:///nonexistent/engine.sock does not answer"
+    )
     assert "ci/up" in line
 
 
-@pytest.mark.parametrize(("raised", "code", "says"), [
-    (RuntimeError("boom\nsecond line"), 3, "vllm-ci: error: unexpected RuntimeError: boom (run with -v for the traceback)"),
-    (KeyboardInterrupt(), 130, "vllm-ci: error: interrupted"),
-], ids=["unexpected", "interrupt"])
+@pytest.mark.parametrize(
+    ("raised", "code", "says"),
+    [
+        (
+            RuntimeError("boom\nsecond line"),
+            3,
+            "vllm-ci: error: unexpected RuntimeError: boom (run with -v for the traceback)",
+        ),
+        (KeyboardInterrupt(), 130, "vllm-ci: error: interrupted"),
+    ],
+    ids=["unexpected", "interrupt"],
+)
 def test_the_unexpected_and_an_interrupt_have_their_own_exit_codes(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], raised: BaseException, code: int, says: str
 ) -> None:

@@ -45,8 +45,11 @@ def plant(root: pathlib.Path, markers: pathlib.Path, settings: str = "", shadow:
     for name in STARTUP:
         (root / f"{name}.py").write_text(marker_code(markers, name))
     (root / "mod.py").write_text(
-        marker_code(markers, "mod") + "def func(*args, **kwargs):\n    " + marker_code(markers, "mod.func")
-        + "class Cls(str):\n    pass\n")
+        marker_code(markers, "mod")
+        + "def func(*args, **kwargs):\n    "
+        + marker_code(markers, "mod.func")
+        + "class Cls(str):\n    pass\n"
+    )
     (root / "evil.sh").write_text(marker_script(markers, "command"))
     (root / "evil.sh").chmod(0o755)
     (root / ".gitattributes").write_text("setup.py filter=evil\n")
@@ -80,8 +83,9 @@ def arm_path(tmp_path: pathlib.Path, markers: pathlib.Path, monkeypatch: pytest.
     monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
 
 
-def hostile(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, settings: str = "",
-            importable: bool = True) -> pathlib.Path:
+def hostile(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, settings: str = "", importable: bool = True
+) -> pathlib.Path:
     """A tagged git checkout with every vector planted and armed. In-process (`importable`), its mod.py is on
     the module path, the worst case for a setting naming "mod:func" (then it shadows none of our packages, which
     would break this process); for a new process, it shadows them and the process must not put it on the path."""
@@ -100,8 +104,11 @@ def hostile(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, settings: s
 def snapshot(root: pathlib.Path) -> dict[str, bytes]:
     """Every file of the tree and its content, .git included, except .git/index: git's stat cache of the
     work tree, which describe --dirty refreshes as every `git status` does (content unchanged)."""
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and not p.is_symlink() and p.relative_to(root) != pathlib.Path(".git/index")}
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.is_symlink() and p.relative_to(root) != pathlib.Path(".git/index")
+    }
 
 
 def ran(tmp_path: pathlib.Path) -> list[str]:
@@ -183,8 +190,9 @@ def test_the_client_command_in_a_hostile_checkout_refuses_before_any_engine_cont
     before = snapshot(checkout)
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "_EXPERIMENTAL_DAGGER_RUNNER_HOST": "unix:///nonexistent"}
     for command in ([sys.executable, "-P", "-m", "vllm_ci"], [str(REPO / ".venv" / "bin" / "vllm-ci")]):
-        done = subprocess.run([*command, "plan", "--source", "."], cwd=checkout, env=env, capture_output=True,
-                              text=True, timeout=120)
+        done = subprocess.run(
+            [*command, "plan", "--source", "."], cwd=checkout, env=env, capture_output=True, text=True, timeout=120
+        )
         assert done.returncode == 2, done.stderr
         assert done.stderr.startswith("vllm-ci: error: --source: ") and len(done.stderr.splitlines()) == 1
     assert ran(tmp_path) == [] and snapshot(checkout) == before
@@ -207,8 +215,14 @@ def test_a_plan_of_a_hostile_checkout_runs_nothing_of_it_and_writes_nothing_into
     before = snapshot(checkout)
     flags = (EXAMPLE / "vllm-ci.args").read_text().splitlines()
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    done = subprocess.run([sys.executable, "-P", "-m", "vllm_ci", *flags, "plan", "--source", ".", "--target", "base"],
-                          cwd=checkout, env=env, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [sys.executable, "-P", "-m", "vllm_ci", *flags, "plan", "--source", ".", "--target", "base"],
+        cwd=checkout,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert ran(tmp_path) == [] and snapshot(checkout) == before
 
@@ -228,6 +242,8 @@ def test_a_filter_driver_git_cannot_switch_off_on_its_command_line_is_refused_wi
     monkeypatch.setenv("_EXPERIMENTAL_DAGGER_RUNNER_HOST", "unix:///nonexistent")
     assert main(["plan", "--source", str(checkout)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"vllm-ci: error: --source: setuptools-scm derives no version from {checkout}/.git (its config's "
-                   "filter driver 'a=b' cannot be switched off on git's command line)"]
+    assert err == [
+        f"vllm-ci: error: --source: setuptools-scm derives no version from {checkout}/.git (its config's "
+        "filter driver 'a=b' cannot be switched off on git's command line)"
+    ]
     assert ran(tmp_path) == []

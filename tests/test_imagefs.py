@@ -37,16 +37,31 @@ def sha(data: bytes) -> str:
 
 def test_whiteouts_remove_a_path_and_opaque_markers_empty_a_folder_but_keep_it() -> None:
     files: dict[str, Entry] = {}
-    apply_layer(files, layer(("dir", "etc", ""), ("file", "etc/a", b"a"), ("dir", "opt", ""), ("file", "opt/x/y", b"y"),
-                             ("file", "opt/z", b"z")))
+    apply_layer(
+        files,
+        layer(
+            ("dir", "etc", ""),
+            ("file", "etc/a", b"a"),
+            ("dir", "opt", ""),
+            ("file", "opt/x/y", b"y"),
+            ("file", "opt/z", b"z"),
+        ),
+    )
     apply_layer(files, layer(("file", "etc/.wh.a", b""), ("file", "opt/.wh..wh..opq", b""), ("file", "opt/new", b"n")))
     assert sorted(files) == ["etc", "opt", "opt/new"]
 
 
 def test_a_hardlink_has_its_targets_content_and_a_file_replacing_a_folder_drops_its_children() -> None:
     files: dict[str, Entry] = {}
-    apply_layer(files, layer(("file", "bin/tool", b"binary"), ("hardlink", "bin/alias", "bin/tool"),
-                             ("dir", "data", ""), ("file", "data/old", b"old")))
+    apply_layer(
+        files,
+        layer(
+            ("file", "bin/tool", b"binary"),
+            ("hardlink", "bin/alias", "bin/tool"),
+            ("dir", "data", ""),
+            ("file", "data/old", b"old"),
+        ),
+    )
     apply_layer(files, layer(("symlink", "data", "/elsewhere")))
     assert files["bin/alias"] == Entry("file", 0o644, 0, 0, sha(b"binary"))
     assert files["data"].kind == "symlink" and files["data"].content == "/elsewhere"
@@ -54,10 +69,16 @@ def test_a_hardlink_has_its_targets_content_and_a_file_replacing_a_folder_drops_
 
 
 def test_the_difference_names_each_differing_path_once_with_what_differs() -> None:
-    ours = {"a": Entry("file", 0o644, 0, 0, sha(b"1")), "b": Entry("file", 0o644, 0, 0, sha(b"2")),
-            "same": Entry("file", 0o644, 0, 0, sha(b"3"))}
-    theirs = {"a": Entry("file", 0o755, 0, 0, sha(b"1")), "c": Entry("dir", 0o755, 0, 0, ""),
-              "same": Entry("file", 0o644, 0, 0, sha(b"3"))}
+    ours = {
+        "a": Entry("file", 0o644, 0, 0, sha(b"1")),
+        "b": Entry("file", 0o644, 0, 0, sha(b"2")),
+        "same": Entry("file", 0o644, 0, 0, sha(b"3")),
+    }
+    theirs = {
+        "a": Entry("file", 0o755, 0, 0, sha(b"1")),
+        "c": Entry("dir", 0o755, 0, 0, ""),
+        "same": Entry("file", 0o644, 0, 0, sha(b"3")),
+    }
     lines = difference(ours, theirs)
     assert [line.split(":")[0] for line in lines] == ["differs", "only ours", "only theirs"]
     assert lines[0].startswith("differs: /a: ours file 644") and "theirs file 755" in lines[0]
@@ -76,9 +97,11 @@ def test_a_layer_reads_the_same_whether_its_blob_is_zstd_gzip_or_plain(tmp_path)
         info = tarfile.TarInfo("opt/x.py")
         info.size, info.mode = len(data), 0o755
         archive.addfile(info, io.BytesIO(data))
-    blobs = {"application/vnd.oci.image.layer.v1.tar+zstd": zstandard.ZstdCompressor().compress(plain.getvalue()),
-             "application/vnd.oci.image.layer.v1.tar+gzip": gzip.compress(plain.getvalue()),
-             "application/vnd.oci.image.layer.v1.tar": plain.getvalue()}
+    blobs = {
+        "application/vnd.oci.image.layer.v1.tar+zstd": zstandard.ZstdCompressor().compress(plain.getvalue()),
+        "application/vnd.oci.image.layer.v1.tar+gzip": gzip.compress(plain.getvalue()),
+        "application/vnd.oci.image.layer.v1.tar": plain.getvalue(),
+    }
     for media_type, content in blobs.items():
         blob = tmp_path / "layer"
         blob.write_bytes(content)

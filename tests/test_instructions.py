@@ -17,7 +17,11 @@ RUNTIME = f"{REGISTRY}/library/vllm-ci-runtime:bookworm"
 
 def test_a_mount_flag_is_read_into_its_options_with_bare_words_as_true() -> None:
     assert mount_options("--mount=type=bind,source=requirements,target=/tmp/vllm-requirements,ro") == {
-        "type": "bind", "source": "requirements", "target": "/tmp/vllm-requirements", "ro": "true"}
+        "type": "bind",
+        "source": "requirements",
+        "target": "/tmp/vllm-requirements",
+        "ro": "true",
+    }
 
 
 def test_an_arg_with_a_modifier_expands_as_buildkit_does_innermost_first() -> None:
@@ -38,21 +42,36 @@ def test_an_arg_is_scoped_per_stage_as_buildkit_scopes_it() -> None:
 
 
 @pytest.mark.anyio
-async def test_a_run_sees_the_stage_args_unless_an_env_of_that_name_is_set_and_leaves_no_mount_behind(client: None) -> None:
+async def test_a_run_sees_the_stage_args_unless_an_env_of_that_name_is_set_and_leaves_no_mount_behind(
+    client: None,
+) -> None:
     parent = dag.container().with_new_file("/out/made-by-parent.txt", "parent\n").with_new_file("/out/lib_a.so", "a")
     source = dag.directory().with_new_file("tools/x.py", "print('x')\n").with_new_file("cmake/utils.cmake", "# c\n")
     ctx = StageContext(source=source, parents={"parent": parent})
     # As scoped_value gives them: PIP_INDEX_URL declared with no default anywhere is unset (None).
-    upstream = AsWritten(BuildArgs(python_version="3.11"), ctx, ("PYTHON_VERSION", "CUDA_VERSION", "PIP_INDEX_URL"),
-                         folders=("cmake/",), values={"PYTHON_VERSION": "3.11", "CUDA_VERSION": "13.0.3", "PIP_INDEX_URL": None})
-    image = dag.container().from_(RUNTIME).with_(upstream.step((
-        "ENV CUDA_VERSION=from-env",
-        "WORKDIR /workspace",
-        "COPY tools/x.py cmake tools/",
-        "COPY --from=parent /out/made-by-parent.txt /out/lib_*.so ./from-parent/",
-        'RUN --mount=type=cache,target=/opt/uv/cache echo "$PYTHON_VERSION $CUDA_VERSION ${PIP_INDEX_URL-unset}" > seen.txt'
-        " && touch /opt/uv/cache/left-by-run",
-    )))
+    upstream = AsWritten(
+        BuildArgs(python_version="3.11"),
+        ctx,
+        ("PYTHON_VERSION", "CUDA_VERSION", "PIP_INDEX_URL"),
+        folders=("cmake/",),
+        values={"PYTHON_VERSION": "3.11", "CUDA_VERSION": "13.0.3", "PIP_INDEX_URL": None},
+    )
+    image = (
+        dag.container()
+        .from_(RUNTIME)
+        .with_(
+            upstream.step(
+                (
+                    "ENV CUDA_VERSION=from-env",
+                    "WORKDIR /workspace",
+                    "COPY tools/x.py cmake tools/",
+                    "COPY --from=parent /out/made-by-parent.txt /out/lib_*.so ./from-parent/",
+                    'RUN --mount=type=cache,target=/opt/uv/cache echo "$PYTHON_VERSION $CUDA_VERSION ${PIP_INDEX_URL-unset}" > seen.txt'
+                    " && touch /opt/uv/cache/left-by-run",
+                )
+            )
+        )
+    )
     assert await image.file("/workspace/seen.txt").contents() == "3.11 from-env unset\n"
     assert sorted(await image.directory("/workspace/tools").entries()) == ["utils.cmake", "x.py"]
     assert sorted(await image.directory("/workspace/from-parent").entries()) == ["lib_a.so", "made-by-parent.txt"]
@@ -62,24 +81,48 @@ async def test_a_run_sees_the_stage_args_unless_an_env_of_that_name_is_set_and_l
 @pytest.mark.anyio
 async def test_a_portability_argument_replaces_only_the_upstream_command_it_names(client: None) -> None:
     ctx = StageContext(source=dag.directory(), parents={})
-    upstream = AsWritten(BuildArgs(), ctx, (), replace={"dnf install -y ccache && dnf clean all": "echo mirror > /replaced"})
-    image = dag.container().from_(RUNTIME).with_(upstream.step(
-        "RUN dnf install -y \\\n    ccache \\\n    && dnf clean all && echo kept > /kept"))
+    upstream = AsWritten(
+        BuildArgs(), ctx, (), replace={"dnf install -y ccache && dnf clean all": "echo mirror > /replaced"}
+    )
+    image = (
+        dag.container()
+        .from_(RUNTIME)
+        .with_(upstream.step("RUN dnf install -y \\\n    ccache \\\n    && dnf clean all && echo kept > /kept"))
+    )
     assert (await image.file("/replaced").contents(), await image.file("/kept").contents()) == ("mirror\n", "kept\n")
 
 
 @pytest.mark.anyio
-async def test_a_file_copy_lands_where_buildkit_puts_it_and_leaves_the_folders_it_goes_into_as_they_were(client: None) -> None:
-    source = dag.directory().with_new_file("tools/x.py", "print('x')\n", permissions=0o755).with_new_file("requirements/a.txt", "a\n")
+async def test_a_file_copy_lands_where_buildkit_puts_it_and_leaves_the_folders_it_goes_into_as_they_were(
+    client: None,
+) -> None:
+    source = (
+        dag.directory()
+        .with_new_file("tools/x.py", "print('x')\n", permissions=0o755)
+        .with_new_file("requirements/a.txt", "a\n")
+    )
     upstream = AsWritten(BuildArgs(), StageContext(source=source, parents={}), ())
-    image = dag.container().from_(RUNTIME).with_(upstream.step((
-        "WORKDIR /workspace",
-        "COPY tools/x.py tools/x.py",  # into WORKDIR, same name: a file layer of its own
-        "COPY requirements/a.txt renamed.txt",  # into WORKDIR, another name
-        "COPY requirements/a.txt /tmp/a.txt",  # a system folder, sticky and world-writable
-        "RUN stat -c '%a %U %n' /workspace /workspace/tools /workspace/tools/x.py /workspace/renamed.txt /tmp /tmp/a.txt > /modes",
-    )))
+    image = (
+        dag.container()
+        .from_(RUNTIME)
+        .with_(
+            upstream.step(
+                (
+                    "WORKDIR /workspace",
+                    "COPY tools/x.py tools/x.py",  # into WORKDIR, same name: a file layer of its own
+                    "COPY requirements/a.txt renamed.txt",  # into WORKDIR, another name
+                    "COPY requirements/a.txt /tmp/a.txt",  # a system folder, sticky and world-writable
+                    "RUN stat -c '%a %U %n' /workspace /workspace/tools /workspace/tools/x.py /workspace/renamed.txt /tmp /tmp/a.txt > /modes",
+                )
+            )
+        )
+    )
     assert (await image.file("/modes").contents()).splitlines() == [
-        "755 root /workspace", "755 root /workspace/tools", "755 root /workspace/tools/x.py",
-        "644 root /workspace/renamed.txt", "1777 root /tmp", "644 root /tmp/a.txt"]
+        "755 root /workspace",
+        "755 root /workspace/tools",
+        "755 root /workspace/tools/x.py",
+        "644 root /workspace/renamed.txt",
+        "1777 root /tmp",
+        "644 root /tmp/a.txt",
+    ]
     assert await image.file("/workspace/renamed.txt").contents() == await image.file("/tmp/a.txt").contents() == "a\n"

@@ -11,15 +11,20 @@ import sys
 
 import pytest
 
-from stagecache.fingerprint import code_fingerprint
-from stagecache.inputs import excluding_pattern, files_of, ignore_patterns, manifest_digest, manifest_of, pattern_problem
-from stagecache.why import explain
+from conftest import EXAMPLE
+from stagecache.inputs import (
+    excluding_pattern,
+    files_of,
+    ignore_patterns,
+    manifest_digest,
+    manifest_of,
+    pattern_problem,
+)
 from stagecache.store import stage_preimages
+from stagecache.why import explain
 from vllm_ci.args import BuildArgs
 from vllm_ci.declare import DECLARED
-from vllm_ci.graph import OWN_CODE, stage_graph
-
-from conftest import EXAMPLE
+from vllm_ci.graph import stage_graph
 
 
 def checkout(source: pathlib.Path, target: pathlib.Path, umask: int) -> pathlib.Path:
@@ -47,7 +52,9 @@ def keys(graph: list, reads: dict[str, dict[str, str]] | None = None) -> dict[st
     return {p.stage: p.key() for p in stage_preimages(graph, reads or {})}
 
 
-def test_a_tree_checked_out_under_umask_002_and_022_by_different_owners_has_one_manifest(tmp_path: pathlib.Path) -> None:
+def test_a_tree_checked_out_under_umask_002_and_022_by_different_owners_has_one_manifest(
+    tmp_path: pathlib.Path,
+) -> None:
     laptop = checkout(EXAMPLE, tmp_path / "laptop", 0o002)
     agent = checkout(EXAMPLE, tmp_path / "agent", 0o022)
     os.utime(agent / "setup.py", (1, 1))
@@ -75,7 +82,9 @@ def test_a_symlink_is_recorded_by_its_target(tmp_path: pathlib.Path) -> None:
     assert first.startswith("link:") and manifest_of(str(tree))["link"] != first
 
 
-def test_the_record_row_from_the_clients_hash_of_a_source_file_is_the_one_an_installer_writes(tmp_path: pathlib.Path) -> None:
+def test_the_record_row_from_the_clients_hash_of_a_source_file_is_the_one_an_installer_writes(
+    tmp_path: pathlib.Path,
+) -> None:
     from vllm_ci.stages.common import record_row
 
     (tmp_path / "vllm").mkdir()
@@ -85,12 +94,25 @@ def test_the_record_row_from_the_clients_hash_of_a_source_file_is_the_one_an_ins
     empty, model = files["vllm/empty.py"], files["vllm/model.py"]
     # The wheel spec's RECORD hash: urlsafe base64 of the raw sha256, padding stripped; sha256 of b"" is well known.
     assert record_row("vllm/empty.py", empty.sha256, empty.size) == [
-        "vllm/empty.py", "sha256=47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU", "0"]
+        "vllm/empty.py",
+        "sha256=47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU",
+        "0",
+    ]
     assert record_row("vllm/model.py", model.sha256, model.size)[2] == "6000"
 
 
-CSRC_AND_BELOW = {"csrc-build", "kernel-symbol-map", "build", "extension", "vllm-base", "test", "vllm-openai-base",
-                  "vllm-openai", "vllm-openai-nonroot", "vllm-sagemaker"}
+CSRC_AND_BELOW = {
+    "csrc-build",
+    "kernel-symbol-map",
+    "build",
+    "extension",
+    "vllm-base",
+    "test",
+    "vllm-openai-base",
+    "vllm-openai",
+    "vllm-openai-nonroot",
+    "vllm-sagemaker",
+}
 
 
 def test_a_changed_arg_moves_only_the_stages_that_read_it_and_their_descendants() -> None:
@@ -106,8 +128,17 @@ def test_an_arg_of_the_runtime_moves_no_build_stage() -> None:
     before = keys(stage_graph(BuildArgs()))
     after = keys(stage_graph(BuildArgs(gguf_version="==0.19.0")))
     assert {s for s in before if before[s] != after[s]} == {
-        "vllm-runtime-base", "runtime-python", "test-deps", "openai-deps", "vllm-base", "test", "vllm-openai-base", "vllm-openai",
-        "vllm-openai-nonroot", "vllm-sagemaker"}
+        "vllm-runtime-base",
+        "runtime-python",
+        "test-deps",
+        "openai-deps",
+        "vllm-base",
+        "test",
+        "vllm-openai-base",
+        "vllm-openai",
+        "vllm-openai-nonroot",
+        "vllm-sagemaker",
+    }
 
 
 def test_editing_one_stage_function_moves_its_key_and_its_descendants_and_no_other(tmp_path: pathlib.Path) -> None:
@@ -128,13 +159,23 @@ def test_editing_a_step_moves_the_stages_that_call_it_and_their_descendants(
     from vllm_ci.stages import common, runtime, test
 
     before = keys(stage_graph(BuildArgs()))
-    edited = _edited_copy(common.vllm_installed, "package = package_files(ctx.source)",
-                          "package = package_files(ctx.source).with_new_directory('edited')", tmp_path)
+    edited = _edited_copy(
+        common.vllm_installed,
+        "package = package_files(ctx.source)",
+        "package = package_files(ctx.source).with_new_directory('edited')",
+        tmp_path,
+    )
     for module in (runtime, test):  # the stage modules that add vLLM by file layers (openai's through runtime's)
         monkeypatch.setattr(module, "vllm_installed", edited)
     after = keys(stage_graph(BuildArgs()))
     assert {s for s in before if before[s] != after[s]} == {
-        "vllm-base", "test", "vllm-openai-base", "vllm-openai", "vllm-openai-nonroot", "vllm-sagemaker"}
+        "vllm-base",
+        "test",
+        "vllm-openai-base",
+        "vllm-openai",
+        "vllm-openai-nonroot",
+        "vllm-sagemaker",
+    }
 
 
 def _edited_copy(function, old: str, new: str, folder: pathlib.Path):  # type: ignore[no-untyped-def]
@@ -147,11 +188,16 @@ def _edited_copy(function, old: str, new: str, folder: pathlib.Path):  # type: i
     text = pathlib.Path(module.__file__).read_text()
     assert old in text
     copy = folder / f"edited_{pathlib.Path(module.__file__).name}"
-    copy.write_text(text.replace(old, new, 1).replace("@stage(", "@_no_register(", ))
+    copy.write_text(
+        text.replace(old, new, 1).replace(
+            "@stage(",
+            "@_no_register(",
+        )
+    )
     spec = importlib.util.spec_from_file_location(f"vllm_ci.edited_{module.__name__.rsplit('.', 1)[-1]}", copy)
     assert spec and spec.loader
     edited = importlib.util.module_from_spec(spec)
-    edited.__dict__["_no_register"] = lambda *a, **k: (lambda f: f)
+    edited.__dict__["_no_register"] = lambda *a, **k: lambda f: f
     sys.modules[spec.name] = edited  # dataclasses look their module up there
     spec.loader.exec_module(edited)
     return getattr(edited, function.__name__)
@@ -160,28 +206,57 @@ def _edited_copy(function, old: str, new: str, folder: pathlib.Path):  # type: i
 def test_a_stage_key_is_the_same_in_every_process_whatever_its_hash_seed() -> None:
     # Set constants (GLOBAL_DEFAULTS, AUTOMATIC_ARGS) are part of the code fingerprint; their repr
     # order follows the per-process string hash.
-    script = ("from vllm_ci.graph import stage_graph; from vllm_ci.args import BuildArgs; "
-              "print({s.name: s.code for s in stage_graph(BuildArgs())})")
-    runs = {subprocess.run([sys.executable, "-c", script], env={**os.environ, "PYTHONHASHSEED": seed}, check=True,
-                           capture_output=True, text=True).stdout for seed in ("1", "2", "3")}
+    script = (
+        "from vllm_ci.graph import stage_graph; from vllm_ci.args import BuildArgs; "
+        "print({s.name: s.code for s in stage_graph(BuildArgs())})"
+    )
+    runs = {
+        subprocess.run(
+            [sys.executable, "-c", script],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        for seed in ("1", "2", "3")
+    }
     assert len(runs) == 1
 
 
 def test_a_dockerignore_is_read_as_buildkit_reads_it() -> None:
     text = "\ufeff# a comment\n/build\n  dist  \n\n*.py[cod]\n ! vllm/keep.so\nvllm//x/../*.so\n   # not a comment: a pattern\n/\n"
-    assert ignore_patterns(text) == ["build", "dist", "*.py[cod]", "!vllm/keep.so", "vllm/*.so", "# not a comment: a pattern", "/"]
+    assert ignore_patterns(text) == [
+        "build",
+        "dist",
+        "*.py[cod]",
+        "!vllm/keep.so",
+        "vllm/*.so",
+        "# not a comment: a pattern",
+        "/",
+    ]
 
 
-@pytest.mark.parametrize(("pattern", "problem"), [
-    ("[", "its [ class is not closed"), ("vllm/[a-z", "its [ class is not closed"), ("!docs\\", "it ends in a lone \\"),
-    ("*.py[cod]", ""), ("[]]x", ""), ("a\\[b", ""), ("**/*.so", ""),
-])
+@pytest.mark.parametrize(
+    ("pattern", "problem"),
+    [
+        ("[", "its [ class is not closed"),
+        ("vllm/[a-z", "its [ class is not closed"),
+        ("!docs\\", "it ends in a lone \\"),
+        ("*.py[cod]", ""),
+        ("[]]x", ""),
+        ("a\\[b", ""),
+        ("**/*.so", ""),
+    ],
+)
 def test_an_ignore_pattern_buildkits_matcher_refuses_is_named_with_why(pattern: str, problem: str) -> None:
     assert pattern_problem(pattern) == problem
 
 
 def test_the_ignore_pattern_named_for_an_excluded_file_is_the_last_that_matches_it_or_a_folder_above() -> None:
-    assert excluding_pattern("requirements/common.txt", ["docs", "requirements", "!requirements/cuda.txt"]) == "requirements"
+    assert (
+        excluding_pattern("requirements/common.txt", ["docs", "requirements", "!requirements/cuda.txt"])
+        == "requirements"
+    )
     assert excluding_pattern("requirements/common.txt", ["*", "!requirements/common.txt"]) == "?"
 
 

@@ -24,8 +24,12 @@ PREIMAGE = KeyPreimage(
 def test_the_key_of_a_fixed_preimage_never_changes() -> None:
     # The key format, documented in src/stagecache/keys.py: sha256 of this canonical JSON.
     assert PREIMAGE.canonical() == (
-        '{"args":{"cuda_version":"13.0.3","max_jobs":"2"},"code":"sha256:' + "c" * 64 + '","inputs":"sha256:'
-        + "b" * 64 + '","layers":"zstd","parents":{"base":"' + "a" * 64
+        '{"args":{"cuda_version":"13.0.3","max_jobs":"2"},"code":"sha256:'
+        + "c" * 64
+        + '","inputs":"sha256:'
+        + "b" * 64
+        + '","layers":"zstd","parents":{"base":"'
+        + "a" * 64
         + '"},"schema":3,"stage":"csrc-build","type":"stagecache.key"}'
     )
     assert PREIMAGE.key() == "d22da265903f78842816dbb845cccbfa5a4cfd4cb0355825e6b0be52a9c8af9d"
@@ -33,8 +37,14 @@ def test_the_key_of_a_fixed_preimage_never_changes() -> None:
 
 @pytest.mark.parametrize(
     "change",
-    [{"code": "sha256:" + "e" * 64}, {"args": {"max_jobs": "4", "cuda_version": "13.0.3"}}, {"parents": {"base": "c" * 64}},
-     {"inputs": "sha256:" + "d" * 64}, {"stage": "build"}, {"layers": "gzip"}],
+    [
+        {"code": "sha256:" + "e" * 64},
+        {"args": {"max_jobs": "4", "cuda_version": "13.0.3"}},
+        {"parents": {"base": "c" * 64}},
+        {"inputs": "sha256:" + "d" * 64},
+        {"stage": "build"},
+        {"layers": "gzip"},
+    ],
     ids=["code", "argument", "parent key", "input files", "stage name", "layer compression"],
 )
 def test_every_field_of_the_preimage_changes_the_key(change: dict[str, object]) -> None:
@@ -71,7 +81,9 @@ def test_the_cache_tag_holds_the_stage_and_the_whole_key() -> None:
         ("localhost/x@sha256:" + "e" * 64, "localhost", "x", None, "sha256:" + "e" * 64),
     ],
 )
-def test_image_references_parse_into_their_parts(text: str, registry: str, repository: str, tag: str | None, digest: str | None) -> None:
+def test_image_references_parse_into_their_parts(
+    text: str, registry: str, repository: str, tag: str | None, digest: str | None
+) -> None:
     ref = ImageRef.parse(text)
     assert (ref.registry, ref.repository, ref.tag, ref.digest) == (registry, repository, tag, digest)
     assert str(ref) == text
@@ -84,13 +96,20 @@ def test_a_reference_without_a_registry_or_malformed_is_refused_with_its_text(te
 
 
 def _entry(tag: str, stage: str, days_old: float, now: datetime.datetime) -> CacheEntry:
-    return CacheEntry(tag, "sha256:" + tag.ljust(64, "0")[:64], stage, tag, now - datetime.timedelta(days=days_old), 100)
+    return CacheEntry(
+        tag, "sha256:" + tag.ljust(64, "0")[:64], stage, tag, now - datetime.timedelta(days=days_old), 100
+    )
 
 
 def test_prune_keeps_live_recent_and_newest_entries_and_sweeps_the_rest() -> None:
     now = datetime.datetime(2026, 11, 25, tzinfo=datetime.timezone.utc)
-    entries = [_entry("a", "base", 30, now), _entry("b", "base", 20, now), _entry("c", "base", 1, now),
-               _entry("d", "test", 40, now), _entry("e", "test", 50, now)]
+    entries = [
+        _entry("a", "base", 30, now),
+        _entry("b", "base", 20, now),
+        _entry("c", "base", 1, now),
+        _entry("d", "test", 40, now),
+        _entry("e", "test", 50, now),
+    ]
     decisions = {d.entry.tag: d for d in decide(entries, live_keys={"e"}, keep_days=7, keep_last=1, now=now)}
     assert {tag for tag, d in decisions.items() if not d.keep} == {"a", "b"}
     assert decisions["c"].reason == "younger than 7 days"
@@ -99,14 +118,36 @@ def test_prune_keeps_live_recent_and_newest_entries_and_sweeps_the_rest() -> Non
 
 
 def test_the_report_renders_a_table_markdown_and_json_that_reads_back() -> None:
-    report = BuildReport("test", [StageRecord("base", "k1", "hit", "127.0.0.1:5000/c:base-k1@sha256:" + "f" * 64),
-                                  StageRecord("test", "k2", "exported", "127.0.0.1:5000/c:test-k2", 3.0, 1.0, 0, 2048,
-                                              note="a note", why="files ~vllm/a.py")],
-                         total_seconds=4.5, traffic={"pulled": 0, "pushed": 2048, "mounted_blobs": 3})
+    report = BuildReport(
+        "test",
+        [
+            StageRecord("base", "k1", "hit", "127.0.0.1:5000/c:base-k1@sha256:" + "f" * 64),
+            StageRecord(
+                "test",
+                "k2",
+                "exported",
+                "127.0.0.1:5000/c:test-k2",
+                3.0,
+                1.0,
+                0,
+                2048,
+                note="a note",
+                why="files ~vllm/a.py",
+            ),
+        ],
+        total_seconds=4.5,
+        traffic={"pulled": 0, "pushed": 2048, "mounted_blobs": 3},
+    )
     assert "test   exported" in report.table() and "dominated by test build (4.0 s)" in report.table()
     assert report.markdown().splitlines()[:3] == [
-        "1/2 stages from cache", "", "| stage | outcome | ref | build s | export s | pulled | pushed | why built; note |"]
-    assert report.markdown().splitlines()[5] == "| test | exported | c:test-k2 | 3.0 | 1.0 | 0 B | 2.0 kB | files ~vllm/a.py; a note |"
+        "1/2 stages from cache",
+        "",
+        "| stage | outcome | ref | build s | export s | pulled | pushed | why built; note |",
+    ]
+    assert (
+        report.markdown().splitlines()[5]
+        == "| test | exported | c:test-k2 | 3.0 | 1.0 | 0 B | 2.0 kB | files ~vllm/a.py; a note |"
+    )
     again = BuildReport.from_json(report.to_json())
     assert again.outcomes() == {"base": "hit", "test": "exported"} and again.traffic == report.traffic
 
@@ -135,15 +176,25 @@ def test_a_miss_names_the_files_changed_added_and_removed_the_parent_and_the_cod
 
     from stagecache.why import explain
 
-    changed = dataclasses.replace(PREIMAGE, parents={"base": "d" * 64}, code="sha256:" + "e" * 64, inputs="sha256:" + "f" * 64)
-    line = explain(json.loads(PREIMAGE.canonical()), json.loads(changed.canonical()),
-                   {"csrc/ops.c": "file:1", "csrc/old.c": "file:2"}, {"csrc/ops.c": "file:3", "csrc/new.c": "file:4"})
+    changed = dataclasses.replace(
+        PREIMAGE, parents={"base": "d" * 64}, code="sha256:" + "e" * 64, inputs="sha256:" + "f" * 64
+    )
+    line = explain(
+        json.loads(PREIMAGE.canonical()),
+        json.loads(changed.canonical()),
+        {"csrc/ops.c": "file:1", "csrc/old.c": "file:2"},
+        {"csrc/ops.c": "file:3", "csrc/new.c": "file:4"},
+    )
     assert line == "parent base changed; the stage's code changed; files ~csrc/ops.c, +csrc/new.c, -csrc/old.c"
 
 
 def test_look_up_failures_are_summarised_in_the_first_line_and_retries_counted() -> None:
-    report = BuildReport("test", [StageRecord("base", "k1", "built"), StageRecord("test", "k2", "built")],
-                         registry_retries=2, lookup_failures=["registry 127.0.0.1:5999 unreachable: ConnectError"])
+    report = BuildReport(
+        "test",
+        [StageRecord("base", "k1", "built"), StageRecord("test", "k2", "built")],
+        registry_retries=2,
+        lookup_failures=["registry 127.0.0.1:5999 unreachable: ConnectError"],
+    )
     assert report.table().splitlines()[0] == "0/2 stages from cache: registry 127.0.0.1:5999 unreachable: ConnectError"
     assert report.table().splitlines()[-1].endswith("; 2 registry requests retried")
     again = BuildReport.from_json(report.to_json())
@@ -154,7 +205,9 @@ def test_of_concurrent_failures_the_first_stage_error_is_reported_however_deeply
     from stagecache.store import StageError, first_stage_error
 
     export = StageError("registry refused the push", stage="base", phase="export")
-    nested = ExceptionGroup("stages", [ExceptionGroup("parents", [KeyError("base"), export]), StageError("other", stage="rust")])
+    nested = ExceptionGroup(
+        "stages", [ExceptionGroup("parents", [KeyError("base"), export]), StageError("other", stage="rust")]
+    )
     assert first_stage_error(nested) is export
     plain = ExceptionGroup("no stage", [KeyError("x")])
     assert first_stage_error(plain) is plain

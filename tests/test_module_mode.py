@@ -41,8 +41,9 @@ def cli_env() -> dict[str, str]:
 
 def run(args: list[str], cwd: pathlib.Path = REPO, timeout: float = 1800) -> str:
     """Run a command; its stdout, or a failure that shows the end of its stderr."""
-    proc = subprocess.run([str(a) for a in args], cwd=cwd, env=cli_env(), capture_output=True, text=True,
-                          timeout=timeout)
+    proc = subprocess.run(
+        [str(a) for a in args], cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=timeout
+    )
     if proc.returncode != 0:
         pytest.fail(f"{args[0]} exited {proc.returncode}: {' '.join(map(str, args[1:]))}\n{proc.stderr[-4000:]}")
     return proc.stdout
@@ -94,8 +95,10 @@ def test_both_modes_key_the_version_a_checkouts_git_gives_and_nothing_else_of_it
     module = json.loads(run([DAGGER, "call", *example_flags(), *version_flags, "plan", f"--source={example_dir}"]))
     client = json.loads(run([CLIENT, *example_flags(), "plan", "--source", example_dir]))  # derives them itself
     plain = json.loads(run([CLIENT, *example_flags(), "plan", "--source", "examples/mini-vllm"]))
-    keys = {mode: {s["stage"]: s["key"] for s in plan["stages"]} for mode, plan in
-            (("module", module), ("client", client), ("plain", plain))}
+    keys = {
+        mode: {s["stage"]: s["key"] for s in plan["stages"]}
+        for mode, plan in (("module", module), ("client", client), ("plain", plain))
+    }
     assert keys["module"] == keys["client"]
     assert keys["client"]["rust-build"] != keys["plain"]["rust-build"]  # the same rust files, another version
     assert keys["client"]["rust-build-cache"] == keys["plain"]["rust-build-cache"]
@@ -108,11 +111,35 @@ def test_build_in_module_mode_fills_the_cache_the_client_command_reads_to_the_sa
     # are built anew. The shared stage cache is what makes the two modes one code path.)
     tag = uuid.uuid4().hex[:12]
     cache = f"{REGISTRY}/test/module-mode-{tag}"
-    module = json.loads(run([DAGGER, "call", *example_flags(), "build", "--source=examples/mini-vllm",
-                             f"--cache-to={cache}", f"--image={REGISTRY}/test/mm:module-{tag}"]))
+    module = json.loads(
+        run(
+            [
+                DAGGER,
+                "call",
+                *example_flags(),
+                "build",
+                "--source=examples/mini-vllm",
+                f"--cache-to={cache}",
+                f"--image={REGISTRY}/test/mm:module-{tag}",
+            ]
+        )
+    )
     assert {s["outcome"] for s in module["stages"]} == {"exported"}, module["stages"]
-    client = json.loads(run([CLIENT, *example_flags(), "build", "--source", "examples/mini-vllm",
-                             "--cache-from", cache, "--image", f"{REGISTRY}/test/mm:client-{tag}"]))
+    client = json.loads(
+        run(
+            [
+                CLIENT,
+                *example_flags(),
+                "build",
+                "--source",
+                "examples/mini-vllm",
+                "--cache-from",
+                cache,
+                "--image",
+                f"{REGISTRY}/test/mm:client-{tag}",
+            ]
+        )
+    )
     target = client["stages"][-1]
     assert target["outcome"] == "hit"
     assert target["ref"] == module["stages"][-1]["ref"]
@@ -153,8 +180,14 @@ def test_checkouts_under_umask_002_and_022_by_other_owners_get_the_same_keys_in_
 def test_dagger_call_conformance_reports_on_the_real_dockerfile_and_conforms(builtin_sdks: None) -> None:
     from vllm_ci.upstream import vllm_source
 
-    proc = subprocess.run([DAGGER, "call", "conformance", f"--source={vllm_source()}"], cwd=REPO, env=cli_env(),
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [DAGGER, "call", "conformance", f"--source={vllm_source()}"],
+        cwd=REPO,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "conforms: stages 16/16 built, 0 missing" in proc.stdout + proc.stderr
 
@@ -166,9 +199,14 @@ def outcomes(report: dict) -> dict[str, str]:
 
 def fill_cache(cache: str, *credentials: str, env: dict[str, str] | None = None) -> dict:
     """Fill a cache repository with every stage of the example, by the client command."""
-    proc = subprocess.run([str(CLIENT), *example_flags(), "build", "--source", "examples/mini-vllm",
-                           "--cache-to", cache, *credentials], cwd=REPO, env={**cli_env(), **(env or {})},
-                          capture_output=True, text=True, timeout=1800)
+    proc = subprocess.run(
+        [str(CLIENT), *example_flags(), "build", "--source", "examples/mini-vllm", "--cache-to", cache, *credentials],
+        cwd=REPO,
+        env={**cli_env(), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout)
     assert set(outcomes(report).values()) == {"exported"}, outcomes(report)
@@ -178,8 +216,19 @@ def fill_cache(cache: str, *credentials: str, env: dict[str, str] | None = None)
 def test_dagger_call_hits_a_warm_cache_on_the_hosts_loopback_registry(builtin_sdks: None) -> None:
     cache = f"{REGISTRY}/test/module-warm-{uuid.uuid4().hex[:12]}"
     warm = fill_cache(cache)
-    module = json.loads(run([DAGGER, "call", *example_flags(), "build", "--source=examples/mini-vllm",
-                             f"--cache-from={cache}", f"--registry-service=tcp://{REGISTRY}"]))
+    module = json.loads(
+        run(
+            [
+                DAGGER,
+                "call",
+                *example_flags(),
+                "build",
+                "--source=examples/mini-vllm",
+                f"--cache-from={cache}",
+                f"--registry-service=tcp://{REGISTRY}",
+            ]
+        )
+    )
     assert outcomes(module)["test"] == "hit"
     assert "built" not in outcomes(module).values() and "exported" not in outcomes(module).values()
     assert module["stages"][-1]["ref"] == warm["stages"][-1]["ref"]
@@ -187,8 +236,9 @@ def test_dagger_call_hits_a_warm_cache_on_the_hosts_loopback_registry(builtin_sd
 
 def test_dagger_call_without_the_tunnel_says_how_to_reach_a_loopback_registry(builtin_sdks: None) -> None:
     cache = f"{REGISTRY}/test/module-no-tunnel-{uuid.uuid4().hex[:12]}"
-    plan = json.loads(run([DAGGER, "call", *example_flags(), "plan", "--source=examples/mini-vllm",
-                           f"--cache-from={cache}"]))
+    plan = json.loads(
+        run([DAGGER, "call", *example_flags(), "plan", "--source=examples/mini-vllm", f"--cache-from={cache}"])
+    )
     notes = {s["note"] for s in plan["stages"]}
     assert any(f"pass --registry-service=tcp://{REGISTRY}" in note for note in notes), notes
 
@@ -201,19 +251,38 @@ def auth_cache(tmp_path_factory: pytest.TempPathFactory, builtin_sdks: None):
     password = uuid.uuid4().hex
     with LocalRegistry(tmp_path_factory.mktemp("auth-registry"), "bot", password) as registry:
         cache = f"{registry.addr}/test/auth-cache"
-        fill_cache(cache, "--registry-username", "bot", "--registry-password", "env:REGISTRY_PASSWORD",
-                   env={"REGISTRY_PASSWORD": password})
+        fill_cache(
+            cache,
+            "--registry-username",
+            "bot",
+            "--registry-password",
+            "env:REGISTRY_PASSWORD",
+            env={"REGISTRY_PASSWORD": password},
+        )
         yield cache, "bot", password
 
 
 def test_dagger_call_with_registry_credentials_hits_a_warm_cache_that_needs_them(auth_cache) -> None:
     cache, username, password = auth_cache
     addr = cache.split("/")[0]
-    proc = subprocess.run([DAGGER, "call", *example_flags(), "build", "--source=examples/mini-vllm",
-                           f"--cache-from={cache}", f"--registry-service=tcp://{addr}",
-                           f"--registry-username={username}", "--registry-password=env:REGISTRY_PASSWORD"],
-                          cwd=REPO, env={**cli_env(), "REGISTRY_PASSWORD": password}, capture_output=True, text=True,
-                          timeout=1800)
+    proc = subprocess.run(
+        [
+            DAGGER,
+            "call",
+            *example_flags(),
+            "build",
+            "--source=examples/mini-vllm",
+            f"--cache-from={cache}",
+            f"--registry-service=tcp://{addr}",
+            f"--registry-username={username}",
+            "--registry-password=env:REGISTRY_PASSWORD",
+        ],
+        cwd=REPO,
+        env={**cli_env(), "REGISTRY_PASSWORD": password},
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     module = json.loads(proc.stdout)
     assert outcomes(module)["test"] == "hit", module["stages"]
@@ -230,17 +299,29 @@ def test_the_client_command_uses_docker_logins_credential_helper_for_its_look_up
     helpers = tmp_path / "bin"
     helpers.mkdir()
     helper = helpers / "docker-credential-vllmcitest"
-    helper.write_text("#!/bin/sh\n[ \"$1\" = get ] || exit 1\nread server\n"
-                      f"printf '{{\"ServerURL\":\"%s\",\"Username\":\"{username}\",\"Secret\":\"%s\"}}' "
-                      "\"$server\" \"$HELPER_SECRET\"\n")
+    helper.write_text(
+        '#!/bin/sh\n[ "$1" = get ] || exit 1\nread server\n'
+        f'printf \'{{"ServerURL":"%s","Username":"{username}","Secret":"%s"}}\' '
+        '"$server" "$HELPER_SECRET"\n'
+    )
     helper.chmod(0o755)
     config = tmp_path / "docker"
     config.mkdir()
     (config / "config.json").write_text(json.dumps({"credHelpers": {addr: "vllmcitest"}}))
-    env = {**cli_env(), "DOCKER_CONFIG": str(config), "HELPER_SECRET": password,
-           "PATH": f"{helpers}:{os.environ['PATH']}"}
-    proc = subprocess.run([str(CLIENT), *example_flags(), "build", "--source", "examples/mini-vllm",
-                           "--cache-from", cache], cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
+    env = {
+        **cli_env(),
+        "DOCKER_CONFIG": str(config),
+        "HELPER_SECRET": password,
+        "PATH": f"{helpers}:{os.environ['PATH']}",
+    }
+    proc = subprocess.run(
+        [str(CLIENT), *example_flags(), "build", "--source", "examples/mini-vllm", "--cache-from", cache],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout)
     assert outcomes(report)["test"] == "hit", report["stages"]
@@ -252,24 +333,46 @@ def test_dagger_call_from_a_git_url_in_another_checkout_hits_the_client_commands
 ) -> None:
     from git_server import GitServer
 
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.strip()
     checkout = example_dir  # a separate checkout of the example
     cache = f"{REGISTRY}/test/git-url-{uuid.uuid4().hex[:12]}"
     client = json.loads(run([CLIENT, *example_flags(), "build", "--source", ".", "--cache-to", cache], cwd=checkout))
     with GitServer() as server:
         url = server.publish(REPO, "vllm-ci.git")
-        module = json.loads(run([DAGGER, "call", "-m", f"{url}@{head}", *example_flags(), "build", "--source=.",
-                                 f"--cache-from={cache}", f"--registry-service=tcp://{REGISTRY}"], cwd=checkout))
+        module = json.loads(
+            run(
+                [
+                    DAGGER,
+                    "call",
+                    "-m",
+                    f"{url}@{head}",
+                    *example_flags(),
+                    "build",
+                    "--source=.",
+                    f"--cache-from={cache}",
+                    f"--registry-service=tcp://{REGISTRY}",
+                ],
+                cwd=checkout,
+            )
+        )
     assert [s["key"] for s in module["stages"]] == [s["key"] for s in client["stages"]]
     assert outcomes(module)["test"] == "hit"
     assert module["stages"][-1]["ref"] == client["stages"][-1]["ref"]
 
 
-@pytest.mark.parametrize(("args", "says"), [
-    (["plan", "--source=examples/mini-vllm", "--target=tset"], "--target: no stage 'tset'; the stages: base, "),
-    (["build", "--source=examples/mini-vllm", "--cache-to=not-a-ref"],
-     "--cache-to: not a fully qualified image reference"),
-], ids=["target", "cache-to"])
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["plan", "--source=examples/mini-vllm", "--target=tset"], "--target: no stage 'tset'; the stages: base, "),
+        (
+            ["build", "--source=examples/mini-vllm", "--cache-to=not-a-ref"],
+            "--cache-to: not a fully qualified image reference",
+        ),
+    ],
+    ids=["target", "cache-to"],
+)
 def test_dagger_call_refuses_a_bad_argument_in_the_function_before_any_stage(
     builtin_sdks: None, args: list[str], says: str
 ) -> None:

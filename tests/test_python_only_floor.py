@@ -10,7 +10,7 @@ import uuid
 import dagger
 import pytest
 
-from conftest import EXAMPLE, REGISTRY, REGISTRY_LOG, edit, example_module, fresh_agent, source_of
+from conftest import REGISTRY, REGISTRY_LOG, edit, example_module, fresh_agent, source_of
 from stagecache.registry import ImageRef, RegistryClient
 from stagecache.store import LOG_ENV, StageCache
 from stagecache.traffic import RegistryLog
@@ -70,7 +70,9 @@ async def test_a_one_line_python_change_pulls_no_heavy_layer_and_pushes_little(
     # merged whole, and vLLM's RECORD is written from the rows in their image configs.
     for merged in ("extension", "rust-installed"):
         assert report.record(merged).outcome == "hit"
-        assert not set(await layers(report.record(merged).ref)) & set(traffic.pulled), f"{merged}'s layer was downloaded"
+        assert not set(await layers(report.record(merged).ref)) & set(traffic.pulled), (
+            f"{merged}'s layer was downloaded"
+        )
     changed = {d: s for d, s in (await layers(report.record("test").ref)).items() if d not in deps_layers}
     assert report.traffic is not None
     assert report.traffic["pushed"] <= 2 * sum(changed.values())

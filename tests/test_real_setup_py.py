@@ -19,8 +19,14 @@ import pytest
 
 from vllm_ci.declare import DECLARED
 from vllm_ci.main import VllmCi  # noqa: F401  (declares the stages)
-from vllm_ci.stages.common import (SOURCE_DATE_EPOCH, build_version, dist_info_as_built, metadata_inputs, metadata_version,
-                                   version_file)
+from vllm_ci.stages.common import (
+    SOURCE_DATE_EPOCH,
+    build_version,
+    dist_info_as_built,
+    metadata_inputs,
+    metadata_version,
+    version_file,
+)
 from vllm_ci.stages.csrc import CSRC_VERSION
 from vllm_ci.upstream import CACHE, vllm_source
 from vllm_ci.version import git_versions
@@ -41,16 +47,25 @@ def build_python() -> pathlib.Path:
     if not (venv / ".complete").exists():
         shutil.rmtree(venv, ignore_errors=True)
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([venv / "bin" / "pip", "install", "-q", "--disable-pip-version-check", "-r", requirements],
-                       check=True, timeout=1800)
+        subprocess.run(
+            [venv / "bin" / "pip", "install", "-q", "--disable-pip-version-check", "-r", requirements],
+            check=True,
+            timeout=1800,
+        )
         (venv / ".complete").touch()
     return venv / "bin" / "python"
 
 
 def setup_py_wheel(python: pathlib.Path, tree: pathlib.Path, version: str, **env: str) -> pathlib.Path:
     """setup.py bdist_wheel in a tree with setuptools-scm's pretend version; the wheel's path."""
-    subprocess.run([python, *BDIST_WHEEL], cwd=tree, check=True, capture_output=True, timeout=900,
-                   env={**os.environ, **SETUP_ENV, "SETUPTOOLS_SCM_PRETEND_VERSION": version, **env})
+    subprocess.run(
+        [python, *BDIST_WHEEL],
+        cwd=tree,
+        check=True,
+        capture_output=True,
+        timeout=900,
+        env={**os.environ, **SETUP_ENV, "SETUPTOOLS_SCM_PRETEND_VERSION": version, **env},
+    )
     return next((tree / "dist").glob("*.whl"))
 
 
@@ -69,16 +84,23 @@ def copy_of(source: pathlib.Path, target: pathlib.Path, paths: list[str]) -> pat
 def unpacked(wheel: pathlib.Path) -> dict[str, str]:
     """A wheel's text files by path."""
     with zipfile.ZipFile(wheel) as archive:
-        return {name: archive.read(name).decode() for name in archive.namelist() if name.endswith((".txt", ".py", "METADATA", "WHEEL"))
-                or "/licenses/" in name}
+        return {
+            name: archive.read(name).decode()
+            for name in archive.namelist()
+            if name.endswith((".txt", ".py", "METADATA", "WHEEL")) or "/licenses/" in name
+        }
 
 
 @pytest.fixture(scope="module")
-def wheels(build_python: pathlib.Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[pathlib.Path, pathlib.Path, str]:
+def wheels(
+    build_python: pathlib.Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[pathlib.Path, pathlib.Path, str]:
     """(csrc-build's wheel, build's wheel, the version the client derives) of vLLM 0.33.0's sdist."""
     source = vllm_source()
     # csrc-build's /workspace: what base copies in, then its own COPYs.
-    csrc_tree = copy_of(source, tmp_path_factory.mktemp("csrc-build"), [*DECLARED["base"].reads, *DECLARED["csrc-build"].reads])
+    csrc_tree = copy_of(
+        source, tmp_path_factory.mktemp("csrc-build"), [*DECLARED["base"].reads, *DECLARED["csrc-build"].reads]
+    )
     csrc = setup_py_wheel(build_python, csrc_tree, CSRC_VERSION, VLLM_DOCKER_BUILD_CONTEXT="1")
     build_tree = tmp_path_factory.mktemp("build") / "workspace"
     shutil.copytree(source, build_tree)  # COPY . .
@@ -94,7 +116,9 @@ def test_vllms_dist_info_and_version_file_derived_from_csrc_builds_wheel_are_bui
     theirs, ours_from = unpacked(build), unpacked(csrc)
     csrc_info = next(name.split("/")[0] for name in ours_from if name.endswith(".dist-info/METADATA"))
     build_info = next(name.split("/")[0] for name in theirs if name.endswith(".dist-info/METADATA"))
-    csrc_files = {name.removeprefix(f"{csrc_info}/"): text for name, text in ours_from.items() if name.startswith(f"{csrc_info}/")}
+    csrc_files = {
+        name.removeprefix(f"{csrc_info}/"): text for name, text in ours_from.items() if name.startswith(f"{csrc_info}/")
+    }
     csrc_version = metadata_version(csrc_files["METADATA"])
     assert csrc_version == f"{CSRC_VERSION}.empty"  # setup.py's suffix on the pretend version
 
@@ -102,8 +126,14 @@ def test_vllms_dist_info_and_version_file_derived_from_csrc_builds_wheel_are_bui
     assert installed_version == "0.33.0+empty" and build_info == f"vllm-{installed_version}.dist-info"
     source = vllm_source()
     readme, patterns = metadata_inputs((source / "pyproject.toml").read_text())
-    licenses = {path.relative_to(source).as_posix(): path.read_text() for pattern in patterns for path in sorted(source.glob(pattern))}
+    licenses = {
+        path.relative_to(source).as_posix(): path.read_text()
+        for pattern in patterns
+        for path in sorted(source.glob(pattern))
+    }
     assert readme and list(licenses) == ["LICENSE"]
     ours = dist_info_as_built(csrc_files, installed_version, (source / readme).read_text(), licenses)
-    assert ours == {name.removeprefix(f"{build_info}/"): text for name, text in theirs.items() if name.startswith(f"{build_info}/")}
+    assert ours == {
+        name.removeprefix(f"{build_info}/"): text for name, text in theirs.items() if name.startswith(f"{build_info}/")
+    }
     assert version_file(ours_from["vllm/_version.py"], version) == theirs["vllm/_version.py"]

@@ -7,7 +7,6 @@ import datetime
 import json
 import os
 import pathlib
-import uuid
 
 import anyio
 import dagger
@@ -23,15 +22,28 @@ from stagecache.why import INPUTS_SUFFIX, LATEST_SUFFIX, inputs_tag
 from vllm_ci.graph import stage_graph
 
 pytestmark = pytest.mark.anyio
-TEST_STAGES = {"base", "rust-build-cache", "rust-build", "csrc-build", "extensions-build", "extension", "vllm-runtime-base", "runtime-python", "rust-installed",
-               "test-deps", "test"}
+TEST_STAGES = {
+    "base",
+    "rust-build-cache",
+    "rust-build",
+    "csrc-build",
+    "extensions-build",
+    "extension",
+    "vllm-runtime-base",
+    "runtime-python",
+    "rust-installed",
+    "test-deps",
+    "test",
+}
 
 
 def cache_for(
     *, cache_from: list[str] | None = None, cache_to: str = "", strict: bool = False, **args: object
 ) -> StageCache:
     """A stage cache over the example's stages (constructor arguments overridden by `args`)."""
-    return StageCache(stage_graph(example_module(**args)), cache_from=cache_from or [], cache_to=cache_to, strict=strict)
+    return StageCache(
+        stage_graph(example_module(**args)), cache_from=cache_from or [], cache_to=cache_to, strict=strict
+    )
 
 
 async def build(path: pathlib.Path, target: str = "test", **cache: object):  # type: ignore[no-untyped-def]
@@ -125,7 +137,11 @@ async def test_strict_mode_fails_the_build_when_export_fails(client: None, tmp_p
 async def test_a_foreign_tag_with_the_right_name_is_ignored(client: None, cache_repo: str) -> None:
     planned = {p.stage.name: p for p in await cache_for(cache_from=[cache_repo]).plan(source_of(EXAMPLE), "test")}
     key = planned["vllm-runtime-base"].key
-    await dag.container().from_(f"{REGISTRY}/library/debian:bookworm").publish(f"{cache_repo}:{cache_tag('vllm-runtime-base', key)}")
+    await (
+        dag.container()
+        .from_(f"{REGISTRY}/library/debian:bookworm")
+        .publish(f"{cache_repo}:{cache_tag('vllm-runtime-base', key)}")
+    )
     again = {p.stage.name: p for p in await cache_for(cache_from=[cache_repo]).plan(source_of(EXAMPLE), "test")}
     assert again["vllm-runtime-base"].hit is None
     assert "no matching key label" in again["vllm-runtime-base"].note
@@ -183,8 +199,13 @@ def test_a_failing_stage_is_named_in_one_error_line(engine: None, example_dir: p
 
     edit(example_dir / "csrc" / "ops.c", "this is not C;")
     flags = (example / "vllm-ci.args").read_text().splitlines()
-    result = subprocess.run([sys.executable, "-m", "vllm_ci", *flags, "test-image", "--source", str(example_dir)],
-                            capture_output=True, text=True, timeout=600, env={**os.environ, "BUILDKITE": "true"})
+    result = subprocess.run(
+        [sys.executable, "-m", "vllm_ci", *flags, "test-image", "--source", str(example_dir)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "BUILDKITE": "true"},
+    )
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     [error] = [line for line in lines if line.startswith("vllm-ci: error")]
@@ -194,7 +215,9 @@ def test_a_failing_stage_is_named_in_one_error_line(engine: None, example_dir: p
     assert "python3 setup.py bdist_wheel --dist-dir=dist --py-limited-api=cp38" in error
     assert "(stage csrc-build, key " in error
     # Live view: the failing stage started and failed, each on a line of its own (a Buildkite group).
-    assert "--- stage csrc-build: building" in lines and lines.index("^^^ +++") < lines.index("stage csrc-build: failed")
+    assert "--- stage csrc-build: building" in lines and lines.index("^^^ +++") < lines.index(
+        "stage csrc-build: failed"
+    )
 
 
 async def test_every_miss_says_why_a_file_an_arg_or_the_code(
@@ -218,7 +241,9 @@ async def test_every_miss_says_why_a_file_an_arg_or_the_code(
 
     report = await build(example_dir, "extension", cache_from=[cache_repo], cache_to=cache_repo, max_jobs=4)
     assert report.record("csrc-build").why == "ARG max_jobs: '2' -> '4'"
-    assert {s["stage"]: s["why"] for s in json.loads(report.to_json())["stages"]}["csrc-build"] == "ARG max_jobs: '2' -> '4'"
+    assert {s["stage"]: s["why"] for s in json.loads(report.to_json())["stages"]}[
+        "csrc-build"
+    ] == "ARG max_jobs: '2' -> '4'"
 
     decl = DECLARED["extension"]
     edited = _edited_copy(decl.function, "alone in one layer", "alone in one layer, edited", tmp_path)
@@ -313,7 +338,8 @@ async def test_an_unreachable_cache_is_summarised_in_the_first_line_and_strict_m
     report = await build(EXAMPLE, "vllm-runtime-base", cache_from=["127.0.0.1:5999/nobody/cache"])
     assert report.table().splitlines()[0] == (
         "0/1 stages from cache: registry 127.0.0.1:5999 unreachable: ConnectError "
-        "(under `dagger call`, pass --registry-service=tcp://127.0.0.1:5999 to reach the host's loopback)")
+        "(under `dagger call`, pass --registry-service=tcp://127.0.0.1:5999 to reach the host's loopback)"
+    )
     with pytest.raises(StageError, match="^look-up: registry 127.0.0.1:5999 unreachable"):
         await build(EXAMPLE, "vllm-runtime-base", cache_from=["127.0.0.1:5999/nobody/cache"], strict=True)
 
@@ -333,7 +359,9 @@ async def test_an_ignore_pattern_buildkit_cannot_match_is_refused_naming_the_fil
     client: None, example_dir: pathlib.Path
 ) -> None:
     (example_dir / ".dockerignore").write_text("build\n[\n")
-    with pytest.raises(InputError, match=r"^plan: \.dockerignore: pattern \[ cannot be matched: its \[ class is not closed$"):
+    with pytest.raises(
+        InputError, match=r"^plan: \.dockerignore: pattern \[ cannot be matched: its \[ class is not closed$"
+    ):
         await cache_for().plan(source_of(example_dir), "base")
 
 

@@ -23,13 +23,29 @@ BASE_IMAGE = f"{REGISTRY}/library/vllm-ci-build:bookworm"  # its layers are gzip
 ZSTD, GZIP = "application/vnd.oci.image.layer.v1.tar+zstd", "application/vnd.oci.image.layer.v1.tar+gzip"
 
 
-def build(project: pathlib.Path, cache: str, layers: str = "zstd", whys: dict[str, str] | None = None) -> dict[str, str]:
+def build(
+    project: pathlib.Path, cache: str, layers: str = "zstd", whys: dict[str, str] | None = None
+) -> dict[str, str]:
     """Run the project's build script with plain Python; stage name to outcome (and to why, into `whys`)."""
     env = {**os.environ, "PYTHONPATH": str(PROJECT / "src")}
     proc = subprocess.run(
-        [sys.executable, "-m", "stagecache_user.build", "--project", str(project),
-         "--base-image", f"{BASE_IMAGE}", "--cache", cache, "--layer-compression", layers],
-        env=env, capture_output=True, text=True, timeout=1200,
+        [
+            sys.executable,
+            "-m",
+            "stagecache_user.build",
+            "--project",
+            str(project),
+            "--base-image",
+            f"{BASE_IMAGE}",
+            "--cache",
+            cache,
+            "--layer-compression",
+            layers,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
     )
     if proc.returncode != 0:
         pytest.fail(f"stagecache-user exited {proc.returncode}:\n{proc.stderr[-3000:]}")
@@ -63,7 +79,9 @@ def test_two_stages_of_its_own_are_cached_and_reused(engine: None, tmp_path: pat
     assert build(project, cache) == {"deps": "hit", "app": "exported"}
 
 
-def test_entries_of_each_layer_compression_are_whole_in_it_and_never_mixed(engine: None, tmp_path: pathlib.Path) -> None:
+def test_entries_of_each_layer_compression_are_whole_in_it_and_never_mixed(
+    engine: None, tmp_path: pathlib.Path
+) -> None:
     cache = f"{REGISTRY}/test/stagecache-user-{uuid.uuid4().hex[:12]}"
     project = tmp_path / "stagecache-user"
     shutil.copytree(PROJECT, project, ignore=shutil.ignore_patterns("__pycache__"))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pathlib
 
 import pytest
-from dagger import dag
 
 from conftest import EXAMPLE, edit, example_module, source_of, tagged_checkout
 from vllm_ci.cli import module_functions
@@ -19,11 +18,14 @@ pytestmark = pytest.mark.anyio
 async def test_every_stage_builds_the_example(client: None) -> None:
     module, source = example_module(), source_of(EXAMPLE)
     # The venv the base stage makes is the Python on PATH, and the build requirements are in it.
-    where = await (await module.base(source)).with_exec(
-        ["python3", "-c", "import sys, idna; print(sys.prefix, idna.__file__)"]).stdout()
+    where = (
+        await (await module.base(source))
+        .with_exec(["python3", "-c", "import sys, idna; print(sys.prefix, idna.__file__)"])
+        .stdout()
+    )
     prefix, idna = where.split()
     assert prefix == "/opt/venv" and idna.startswith("/opt/venv/lib/")
-    assert (await (await module.csrc_build(source)).directory("/workspace/dist").glob("*.whl"))
+    assert await (await module.csrc_build(source)).directory("/workspace/dist").glob("*.whl")
     assert "ca-certificates" in await (await module.runtime_base(source)).with_exec(["dpkg", "-l"]).stdout()
     assert "pytest" in await (await module.test_deps(source)).with_exec(["python3", "-m", "pip", "list"]).stdout()
     assert "0.1.0" in await (await module.vllm_base(source)).with_exec(["vllm", "--version"]).stdout()
@@ -42,12 +44,16 @@ async def test_the_stages_the_test_image_does_not_need_build_the_example_too(cli
     assert await sagemaker.entrypoint() == ["./sagemaker-entrypoint.sh"]
     nonroot = await module._stage(source, "vllm-openai-nonroot")
     assert (await nonroot.user(), await nonroot.workdir(), await nonroot.entrypoint()) == (
-        "vllm", "/home/vllm", ["/usr/local/bin/vllm-nonroot-entrypoint.sh"])
+        "vllm",
+        "/home/vllm",
+        ["/usr/local/bin/vllm-nonroot-entrypoint.sh"],
+    )
     labels = {await label.name(): await label.value() for label in await nonroot.labels()}
     assert labels["ai.vllm.image.tag"] == "local/vllm-openai:dev"  # VLLM_IMAGE_TAG's default, as upstream's LABEL
     # The user exists, vllm-rs is on PATH, and the second extension wheel (extensions-build's) imports.
-    out = await nonroot.with_exec(["sh", "-c", "id -u && vllm-rs --version && "
-                                   "python3 -c 'import mini_ep_kernels as ep; print(ep.world_size())'"]).stdout()
+    out = await nonroot.with_exec(
+        ["sh", "-c", "id -u && vllm-rs --version && python3 -c 'import mini_ep_kernels as ep; print(ep.world_size())'"]
+    ).stdout()
     uid, binary, version, world_size = out.split()
     # The relink takes the version the client derived (outside git, the example's fallback_version, as an
     # sdist's PKG-INFO gives vLLM's), not its crate's (0.0.1).
@@ -62,8 +68,7 @@ async def test_the_test_image_runs_the_examples_tests_green(client: None) -> Non
 async def test_the_test_image_is_what_installing_the_wheel_gives(client: None) -> None:
     image = await example_module().test_image(source_of(EXAMPLE))
     script = (
-        "import importlib.metadata as m, vllm, vllm._C;"
-        "print(m.version('mini-vllm'), vllm._C.add(2, 3), vllm.__file__)"
+        "import importlib.metadata as m, vllm, vllm._C;print(m.version('mini-vllm'), vllm._C.add(2, 3), vllm.__file__)"
     )
     out = await (
         image.with_workdir("/")
@@ -72,7 +77,9 @@ async def test_the_test_image_is_what_installing_the_wheel_gives(client: None) -
         .stdout()
     )
     # pip check may name Debian's own python3-gi (software-properties-common's), never vLLM.
-    assert "Name: mini-vllm" in out and "mini-vllm" not in out.split("Required-by:")[1] and out.strip().endswith("0.1.0")
+    assert (
+        "Name: mini-vllm" in out and "mini-vllm" not in out.split("Required-by:")[1] and out.strip().endswith("0.1.0")
+    )
 
 
 async def test_vllms_metadata_record_and_launcher_are_what_uv_writes_installing_builds_wheel(client: None) -> None:
@@ -89,11 +96,13 @@ async def test_vllms_metadata_record_and_launcher_are_what_uv_writes_installing_
         .with_workdir("/vllm-workspace")
         .with_exec(["sh", "-c", "uv pip install --system --no-deps dist/*.whl"])
     )
-    show = ("cd $(python3 -c 'import sysconfig; print(sysconfig.get_path(\"platlib\"))')/mini_vllm-*.dist-info && "
-            "for f in INSTALLER REQUESTED direct_url.json METADATA WHEEL entry_points.txt; do echo \"== $f\"; cat $f; "
-            "echo; done && grep -v '/uv_cache.json,' RECORD && python3 -c 'import json; print(sorted(json.load(open(\"uv_cache.json\"))))' && "
-            "stat -c '%a' /usr/local/bin/vllm && cat /usr/local/bin/vllm && "
-            "cd ../vllm && cat _version.py && find . -name '*.pyc' | sort && { python3 -m compileall . | grep -c '^Compiling' || true; }")
+    show = (
+        "cd $(python3 -c 'import sysconfig; print(sysconfig.get_path(\"platlib\"))')/mini_vllm-*.dist-info && "
+        'for f in INSTALLER REQUESTED direct_url.json METADATA WHEEL entry_points.txt; do echo "== $f"; cat $f; '
+        "echo; done && grep -v '/uv_cache.json,' RECORD && python3 -c 'import json; print(sorted(json.load(open(\"uv_cache.json\"))))' && "
+        "stat -c '%a' /usr/local/bin/vllm && cat /usr/local/bin/vllm && "
+        "cd ../vllm && cat _version.py && find . -name '*.pyc' | sort && { python3 -m compileall . | grep -c '^Compiling' || true; }"
+    )
     expected, got = [await image.with_exec(["sh", "-c", show]).stdout() for image in (theirs, ours)]
     assert got == expected
     assert "== INSTALLER\nuv\n" in got and '"url":"file:///vllm-workspace/dist/mini_vllm-0.1.0-' in got
@@ -113,8 +122,14 @@ async def test_the_wheel_contains_the_compiled_extension_and_imports(client: Non
     out = await (
         runtime.with_file(f"/tmp/{name}", wheel)
         .with_exec(["python3", "-m", "zipfile", "-l", f"/tmp/{name}"])
-        .with_exec(["sh", "-c", f"PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q /tmp/{name} && cd / && "
-                    "python3 -c 'import vllm._C as c; print(\"sum\", c.add(1, 2))'"])
+        .with_exec(
+            [
+                "sh",
+                "-c",
+                f"PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install -q /tmp/{name} && cd / && "
+                "python3 -c 'import vllm._C as c; print(\"sum\", c.add(1, 2))'",
+            ]
+        )
         .stdout()
     )
     assert "sum 3" in out
@@ -180,8 +195,16 @@ async def test_the_version_derived_from_git_moves_only_the_stages_that_bind_git_
 
 def test_the_module_lists_a_function_for_every_stage() -> None:
     functions = module_functions()
-    stage_functions = {"base": "base", "csrc-build": "csrc-build", "build": "wheel", "vllm-runtime-base": "runtime-base",
-                       "test-deps": "test-deps", "vllm-base": "vllm-base", "test": "test-image", "vllm-openai": "openai"}
+    stage_functions = {
+        "base": "base",
+        "csrc-build": "csrc-build",
+        "build": "wheel",
+        "vllm-runtime-base": "runtime-base",
+        "test-deps": "test-deps",
+        "vllm-base": "vllm-base",
+        "test": "test-image",
+        "vllm-openai": "openai",
+    }
     assert set(stage_functions.values()) <= set(functions)
     assert set(stage_functions) <= set(TARGETS)
     assert {s.name for s in stage_graph(example_module())} == set(TARGETS)

@@ -22,7 +22,9 @@ def checkout_at(root: pathlib.Path) -> pathlib.Path:
     return tagged_checkout(root)
 
 
-def test_a_commit_past_a_tag_gets_the_next_dev_version_with_its_node_as_setup_py_derives_it(tmp_path: pathlib.Path) -> None:
+def test_a_commit_past_a_tag_gets_the_next_dev_version_with_its_node_as_setup_py_derives_it(
+    tmp_path: pathlib.Path,
+) -> None:
     checkout = checkout_at(tmp_path / "vllm")
     node = git(checkout, "rev-parse", "HEAD")[:9]
     assert git_versions(checkout) == (f"0.33.1.dev1+g{node}", f"0.33.1.dev1+g{node}")

@@ -106,8 +106,12 @@ def build_codegen(tree: pathlib.Path, goroot: pathlib.Path, out: pathlib.Path) -
         "GOFLAGS": "-mod=mod -buildvcs=false",
         "GONOSUMDB": "github.com/dagger/dagger,dagger.io/dagger",
     }
-    subprocess.run([str(goroot / "bin/go"), "build", "-trimpath", "-ldflags", "-s -w", "-o", str(out), "./cmd/codegen"],
-                   cwd=tree, env=env, check=True)
+    subprocess.run(
+        [str(goroot / "bin/go"), "build", "-trimpath", "-ldflags", "-s -w", "-o", str(out), "./cmd/codegen"],
+        cwd=tree,
+        env=env,
+        check=True,
+    )
 
 
 def codegen_zipapp(sdk: pathlib.Path, graphql_wheel: pathlib.Path, out: pathlib.Path) -> None:
@@ -142,8 +146,9 @@ def uv_binaries(wheel: pathlib.Path, out: pathlib.Path) -> None:
                 target.chmod(0o755)
 
 
-async def warm_go_caches(goroot: pathlib.Path, codegen: pathlib.Path, base_ref: str, runtime: pathlib.Path,
-                         out: pathlib.Path) -> None:
+async def warm_go_caches(
+    goroot: pathlib.Path, codegen: pathlib.Path, base_ref: str, runtime: pathlib.Path, out: pathlib.Path
+) -> None:
     """Build the runtime module once in the Go SDK image (without caches) as the engine's Go
     SDK does (codegen generate-module, go build), and export the module and build caches it
     filled, with the go.mod and go.sum codegen wrote."""
@@ -164,8 +169,20 @@ async def warm_go_caches(goroot: pathlib.Path, codegen: pathlib.Path, base_ref: 
             .with_directory("/src", dag.host().directory(str(runtime), exclude=list(RUNTIME_GENERATED)))
             .with_workdir("/src")
             .with_exec(["codegen", "introspect", "-o", "/schema.json"], experimental_privileged_nesting=True)
-            .with_exec(["codegen", "generate-module", "--output", "/src", "--module-source-path", "/src",
-                        "--module-name", "python-sdk", "--introspection-json-path", "/schema.json"])
+            .with_exec(
+                [
+                    "codegen",
+                    "generate-module",
+                    "--output",
+                    "/src",
+                    "--module-source-path",
+                    "/src",
+                    "--module-name",
+                    "python-sdk",
+                    "--introspection-json-path",
+                    "/schema.json",
+                ]
+            )
             .with_exec(["go", "build", "-ldflags", "-s -w", "-o", "/runtime", "."])
         )
         await ctr.directory("/go/pkg/mod").export(str(out / "gomod"))
@@ -204,8 +221,10 @@ def build(args: argparse.Namespace) -> tuple[dict[str, str], pathlib.Path]:
     base_ref = f"{args.registry}/{args.base_repo}@{base_digest}"
     recipe = {
         "v": 1,
-        "scripts": {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-                    for p in [HERE.parent / "sdk-images", HERE / "images.py", HERE / "oci.py"]},
+        "scripts": {
+            p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in [HERE.parent / "sdk-images", HERE / "images.py", HERE / "oci.py"]
+        },
         "runtime": tree_hash(RUNTIME_SRC, RUNTIME_GENERATED),
         "dagger": [args.dagger_zip_sha256, args.dagger_go_sdk_zip_sha256, tree_hash(HERE.parent / "distconsts")],
         "inputs": {p.name: oci.sha256_file(p) for p in [args.go_zip, args.uv_wheel, args.graphql_wheel]},
@@ -233,8 +252,11 @@ def build(args: argparse.Namespace) -> tuple[dict[str, str], pathlib.Path]:
     anyio.run(warm_go_caches, goroot, stage / "codegen", base_ref, runtime, stage / "warm")
     for name in ("go.mod", "go.sum"):
         if not (runtime / name).exists() or (runtime / name).read_bytes() != (stage / "warm" / name).read_bytes():
-            print(f"note: codegen wrote a different {name} for the runtime; keep its version in "
-                  f"{RUNTIME_SRC / name} (now: {stage / 'warm' / name})", file=sys.stderr)
+            print(
+                f"note: codegen wrote a different {name} for the runtime; keep its version in "
+                f"{RUNTIME_SRC / name} (now: {stage / 'warm' / name})",
+                file=sys.stderr,
+            )
     normalize_go_build_cache(stage / "warm/gobuild")
 
     # -- Go SDK image ------------------------------------------------------------------------
@@ -259,7 +281,9 @@ def build(args: argparse.Namespace) -> tuple[dict[str, str], pathlib.Path]:
     for part in SDK_PARTS:
         src = sdk / part
         if src.is_dir():
-            copy_tree(src, root / part, tuple(p.removeprefix(part + "/") for p in SDK_LEFT_OUT if p.startswith(part + "/")))
+            copy_tree(
+                src, root / part, tuple(p.removeprefix(part + "/") for p in SDK_LEFT_OUT if p.startswith(part + "/"))
+            )
         else:
             shutil.copy2(src, root / part)
     uv_binaries(args.uv_wheel, root / "dist")

@@ -185,8 +185,11 @@ async def _pull_with(client: RegistryClient, store: Store, repo: str, digest: st
         raise SystemExit(f"{client.registry}/{repo}@{digest}: no such manifest")
     manifest, _ = found
     if manifest.get("manifests"):  # an index: take linux/amd64
-        entry = next(m for m in manifest["manifests"]
-                     if m.get("platform", {}).get("os") == "linux" and m["platform"].get("architecture") == "amd64")
+        entry = next(
+            m
+            for m in manifest["manifests"]
+            if m.get("platform", {}).get("os") == "linux" and m["platform"].get("architecture") == "amd64"
+        )
         return await _pull_with(client, store, repo, entry["digest"])
     config = await client.image_config(repo, manifest)
     layers = []
@@ -197,16 +200,26 @@ async def _pull_with(client: RegistryClient, store: Store, repo: str, digest: st
             got, _ = store.put_file(tmp)
             if got != desc["digest"]:
                 raise SystemExit(f"blob {desc['digest']} from {client.registry}/{repo} has digest {got}")
-        layers.append(Layer(desc["digest"], desc["size"], DOCKER_TO_OCI.get(desc["mediaType"], desc["mediaType"]), diff_id))
+        layers.append(
+            Layer(desc["digest"], desc["size"], DOCKER_TO_OCI.get(desc["mediaType"], desc["mediaType"]), diff_id)
+        )
     return BaseImage(f"{client.registry}/{repo}@{digest}", config, layers)
 
 
-def write_image(store: Store, base: BaseImage | None, layers: list[Layer], env: dict[str, str],
-                workdir: str = "") -> tuple[str, int]:
+def write_image(
+    store: Store, base: BaseImage | None, layers: list[Layer], env: dict[str, str], workdir: str = ""
+) -> tuple[str, int]:
     """Config and manifest for base + layers, with env set; returns the manifest's digest and size."""
-    config = json.loads(json.dumps(base.config)) if base else {
-        "architecture": "amd64", "os": "linux", "config": {}, "rootfs": {"type": "layers", "diff_ids": []},
-    }
+    config = (
+        json.loads(json.dumps(base.config))
+        if base
+        else {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {},
+            "rootfs": {"type": "layers", "diff_ids": []},
+        }
+    )
     cfg = config.setdefault("config", {})
     current = dict(e.split("=", 1) for e in cfg.get("Env") or [])
     current.update(env)
@@ -214,16 +227,16 @@ def write_image(store: Store, base: BaseImage | None, layers: list[Layer], env: 
         cfg["Env"] = [f"{k}={v}" for k, v in current.items()]
     if workdir:
         cfg["WorkingDir"] = workdir
-    config["rootfs"]["diff_ids"] = [*config["rootfs"]["diff_ids"], *(l.diff_id for l in layers)]
+    config["rootfs"]["diff_ids"] = [*config["rootfs"]["diff_ids"], *(layer.diff_id for layer in layers)]
     if "history" in config:
-        config["history"] = [*config["history"], *({"created_by": l.comment} for l in layers)]
+        config["history"] = [*config["history"], *({"created_by": layer.comment} for layer in layers)]
     config_digest, config_size = store.put_json(config)
     all_layers = [*(base.layers if base else []), *layers]
     manifest = {
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
         "config": {"mediaType": CONFIG, "digest": config_digest, "size": config_size},
-        "layers": [{"mediaType": l.media_type, "digest": l.digest, "size": l.size} for l in all_layers],
+        "layers": [{"mediaType": layer.media_type, "digest": layer.digest, "size": layer.size} for layer in all_layers],
     }
     return store.put_json(manifest)
 
@@ -237,10 +250,18 @@ def write_layout(store: Store, manifest: tuple[str, int], out: pathlib.Path) -> 
     blobs.mkdir(parents=True)
     wanted = [digest]
     doc = json.loads(store.path(digest).read_bytes())
-    wanted += [doc["config"]["digest"], *(l["digest"] for l in doc["layers"])]
+    wanted += [doc["config"]["digest"], *(layer["digest"] for layer in doc["layers"])]
     for d in wanted:
         os.link(store.path(d), blobs / d.removeprefix("sha256:"))
     (out / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
-    (out / "index.json").write_text(json.dumps(
-        {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [{"mediaType": OCI_MANIFEST, "digest": digest, "size": size}]},
-        sort_keys=True, separators=(",", ":")))
+    (out / "index.json").write_text(
+        json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_INDEX,
+                "manifests": [{"mediaType": OCI_MANIFEST, "digest": digest, "size": size}],
+            },
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+    )

@@ -1,15 +1,16 @@
 """Build mini-vllm: compile csrc/ with CMake, or reuse a precompiled _C from a wheel."""
+
 import importlib.util
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
 from types import ModuleType
 
-import tomllib
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 from setuptools_scm import get_version
@@ -93,8 +94,12 @@ def get_vllm_version() -> str:
     """As vLLM's setup.py: setuptools-scm's version (written to vllm/_version.py), with the target's
     suffix; outside git and with no pretend version, pyproject's fallback_version."""
     fallback = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools_scm"]["fallback_version"]
-    version = get_version(root=str(ROOT), write_to="vllm/_version.py", git_describe_command=VLLM_GIT_DESCRIBE_COMMAND,
-                          fallback_version=fallback)
+    version = get_version(
+        root=str(ROOT),
+        write_to="vllm/_version.py",
+        git_describe_command=VLLM_GIT_DESCRIBE_COMMAND,
+        fallback_version=fallback,
+    )
     sep = "+" if "+" not in version else "."  # dev versions might contain +
     if envs.VLLM_TARGET_DEVICE == "empty":
         version += f"{sep}empty"
@@ -106,4 +111,9 @@ ext_modules = [] if envs.VLLM_TARGET_DEVICE == "empty" else [CMakeExtension("vll
 # The Rust frontend, when rust-build put it into the tree (vLLM's setup.py ships it as-is).
 package_data = {"vllm": ["vllm-rs"]} if (ROOT / "vllm" / "vllm-rs").exists() else {}
 
-setup(version=get_vllm_version(), ext_modules=ext_modules, cmdclass={"build_ext": cmake_build_ext}, package_data=package_data)
+setup(
+    version=get_vllm_version(),
+    ext_modules=ext_modules,
+    cmdclass={"build_ext": cmake_build_ext},
+    package_data=package_data,
+)

@@ -10,9 +10,13 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from stagecache.keys import KeyPreimage
-    from stagecache.report import BuildReport, StageRecord
-    from stagecache.store import Stage, StageCache, StageContext
+    # Re-exported (`as` marks it for linters; __all__ is computed below, out of their sight).
+    from stagecache.keys import KeyPreimage as KeyPreimage
+    from stagecache.report import BuildReport as BuildReport
+    from stagecache.report import StageRecord as StageRecord
+    from stagecache.store import Stage as Stage
+    from stagecache.store import StageCache as StageCache
+    from stagecache.store import StageContext as StageContext
 
 _HOMES = {
     "KeyPreimage": "stagecache.keys",

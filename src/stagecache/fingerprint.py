@@ -71,7 +71,13 @@ def _names_used(source: str) -> set[str]:
             for decorator in node.decorator_list:
                 skipped |= {id(n) for n in ast.walk(decorator)}
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            for arg in [*node.args.args, *node.args.kwonlyargs, *node.args.posonlyargs, node.args.vararg, node.args.kwarg]:
+            for arg in [
+                *node.args.args,
+                *node.args.kwonlyargs,
+                *node.args.posonlyargs,
+                node.args.vararg,
+                node.args.kwarg,
+            ]:
                 if arg is not None and arg.annotation is not None:
                     skipped |= {id(n) for n in ast.walk(arg.annotation)}
             if node.returns is not None:

@@ -64,8 +64,12 @@ def _remove_under(files: dict[str, Entry], folder: str, itself: bool) -> None:
         del files[path]
 
 
-def apply_layer(files: dict[str, Entry], archive: tarfile.TarFile, keep: Callable[[str], bool] = lambda path: False,
-                kept: dict[str, bytes] | None = None) -> None:
+def apply_layer(
+    files: dict[str, Entry],
+    archive: tarfile.TarFile,
+    keep: Callable[[str], bool] = lambda path: False,
+    kept: dict[str, bytes] | None = None,
+) -> None:
     """Apply one layer's tar to the filesystem so far, as an OCI runtime unpacks it (whiteouts
     included); the bytes of files `keep` selects go to `kept`."""
     for member in archive:
@@ -77,7 +81,7 @@ def apply_layer(files: dict[str, Entry], archive: tarfile.TarFile, keep: Callabl
             _remove_under(files, folder, itself=False)
             continue
         if name.startswith(WHITEOUT):
-            _remove_under(files, posixpath.join(folder, name[len(WHITEOUT):]), itself=True)
+            _remove_under(files, posixpath.join(folder, name[len(WHITEOUT) :]), itself=True)
             continue
         kind = _kind(member)
         if kind != "dir" and path in files and files[path].kind == "dir":
@@ -90,8 +94,8 @@ def apply_layer(files: dict[str, Entry], archive: tarfile.TarFile, keep: Callabl
                 digest.update(chunk)
                 if keeping:
                     chunks.append(chunk)
-            if keeping:
-                kept[path] = b"".join(chunks)  # type: ignore[index]
+            if keeping and kept is not None:  # keeping implies kept; mypy needs it said
+                kept[path] = b"".join(chunks)
             content = digest.hexdigest()
         elif kind == "hardlink":
             target = posixpath.normpath(member.linkname.lstrip("/")).removeprefix("./")
@@ -138,7 +142,8 @@ def difference(ours: dict[str, Entry], theirs: dict[str, Entry]) -> list[str]:
     for path in sorted(set(ours) | set(theirs)):
         a, b = ours.get(path), theirs.get(path)
         if a is None:
-            lines.append(f"only theirs: /{path} ({b.describe()})")  # type: ignore[union-attr]
+            assert b is not None  # the path is in one of the two
+            lines.append(f"only theirs: /{path} ({b.describe()})")
         elif b is None:
             lines.append(f"only ours: /{path} ({a.describe()})")
         elif a != b:

@@ -134,7 +134,9 @@ def files_of(root: str) -> dict[str, SourceFile]:
             elif stat.S_ISREG(info.st_mode):
                 kind = "exec" if info.st_mode & stat.S_IXUSR else "file"  # git's rule: the owner's x bit
                 with open(path, "rb") as handle:
-                    files[relative] = SourceFile(f"{kind}:{hashlib.file_digest(handle, 'sha256').hexdigest()}", info.st_size)
+                    files[relative] = SourceFile(
+                        f"{kind}:{hashlib.file_digest(handle, 'sha256').hexdigest()}", info.st_size
+                    )
     return files
 
 
@@ -153,4 +155,7 @@ async def selected(source: dagger.Directory, include: list[str], manifest: Manif
 
 def manifest_digest(manifest: Manifest) -> str:
     """One digest for a manifest: sha256 of its canonical JSON."""
-    return "sha256:" + hashlib.sha256(json.dumps(dict(sorted(manifest.items())), separators=(",", ":")).encode()).hexdigest()
+    return (
+        "sha256:"
+        + hashlib.sha256(json.dumps(dict(sorted(manifest.items())), separators=(",", ":")).encode()).hexdigest()
+    )

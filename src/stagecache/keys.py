@@ -28,6 +28,7 @@ def checked_compression(name: str) -> str:
         raise ValueError(f"{' or '.join(LAYER_COMPRESSIONS)}, not {name!r}")
     return name
 
+
 # Labels written on every cache image: an image whose key label does not match is never used.
 KEY_LABEL: Final = "org.vllm-ci.stagecache.key"
 STAGE_LABEL: Final = "org.vllm-ci.stagecache.stage"
@@ -87,7 +88,9 @@ def explain_difference(old: Mapping[str, object], new: Mapping[str, object]) -> 
         if before == after:
             continue
         if isinstance(before, Mapping) and isinstance(after, Mapping):
-            changed += [f"{field}.{sub}" for sub in sorted(set(before) | set(after)) if before.get(sub) != after.get(sub)]
+            changed += [
+                f"{field}.{sub}" for sub in sorted(set(before) | set(after)) if before.get(sub) != after.get(sub)
+            ]
         else:
             changed.append(field)
     return changed

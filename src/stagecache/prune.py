@@ -8,8 +8,8 @@ import datetime
 from collections.abc import Collection
 
 from stagecache.keys import CREATED_LABEL, KEY_LABEL, STAGE_LABEL
-from stagecache.why import INPUTS_SUFFIX, LATEST_SUFFIX
 from stagecache.registry import ImageRef, RegistryClient, connect
+from stagecache.why import INPUTS_SUFFIX, LATEST_SUFFIX
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,6 +125,8 @@ async def prune(
     lines += [f"{verb} {tag}: the input manifest of an entry that is not kept" for tag in orphans]
     lines += [f"passed over {tag}: not a stage cache entry" for tag in foreign]
     total = sum(d.entry.size for d in doomed)
-    lines.append(f"{verb} {len(doomed)} of {len(entries)} entries, up to {total} bytes "
-                 "(freed by the registry's garbage collection where no kept entry shares the layers)")
+    lines.append(
+        f"{verb} {len(doomed)} of {len(entries)} entries, up to {total} bytes "
+        "(freed by the registry's garbage collection where no kept entry shares the layers)"
+    )
     return "\n".join(lines)

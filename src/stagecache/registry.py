@@ -72,7 +72,12 @@ class ImageRef:
     def parse(cls, text: str) -> ImageRef:
         """Parse a reference that names its registry; raise ValueError naming the text if it does not."""
         match = _REF.match(text)
-        if not match or "." not in match["registry"] and ":" not in match["registry"] and match["registry"] != "localhost":
+        if (
+            not match
+            or "." not in match["registry"]
+            and ":" not in match["registry"]
+            and match["registry"] != "localhost"
+        ):
             raise ValueError(f"not a fully qualified image reference (registry/repository[:tag]): {text!r}")
         return cls(match["registry"], match["repo"], match["tag"], match["digest"])
 
@@ -118,8 +123,9 @@ def docker_login(registry: str) -> tuple[str, str]:
     return (found.get("Username") or found.get("username") or "", found.get("Password") or found.get("password") or "")
 
 
-def connect(registry: str, username: str = "", password: str = "", tunnels: dict[str, str] | None = None,
-            **options: Any) -> RegistryClient:
+def connect(
+    registry: str, username: str = "", password: str = "", tunnels: dict[str, str] | None = None, **options: Any
+) -> RegistryClient:
     """A client for a registry: given credentials, else docker login's; through a tunnel when one
     serves the registry's loopback port (tunnels: port -> host:port the engine opened)."""
     if not username:
@@ -131,9 +137,17 @@ def connect(registry: str, username: str = "", password: str = "", tunnels: dict
 class RegistryClient:
     """Talks to one registry host; plain http on loopback (or when insecure), https elsewhere."""
 
-    def __init__(self, registry: str, username: str = "", password: str = "", timeout: float = 30.0,
-                 attempts: int = DEFAULT_ATTEMPTS, on_retry: Callable[[], None] | None = None,
-                 address: str | None = None, insecure: bool = False):
+    def __init__(
+        self,
+        registry: str,
+        username: str = "",
+        password: str = "",
+        timeout: float = 30.0,
+        attempts: int = DEFAULT_ATTEMPTS,
+        on_retry: Callable[[], None] | None = None,
+        address: str | None = None,
+        insecure: bool = False,
+    ):
         scheme = "http" if is_loopback(registry) or insecure else "https"
         self.registry = registry
         self._tunneled = address is not None
@@ -171,8 +185,10 @@ class RegistryClient:
         refused connection) with bounded exponential backoff (tenacity); the last answer stands."""
         try:
             async for attempt in AsyncRetrying(
-                stop=stop_after_attempt(self._attempts), wait=wait_exponential(multiplier=0.2, max=2.0),
-                retry=retry_if_exception_type((_Transient, httpx.TransportError)), reraise=True,
+                stop=stop_after_attempt(self._attempts),
+                wait=wait_exponential(multiplier=0.2, max=2.0),
+                retry=retry_if_exception_type((_Transient, httpx.TransportError)),
+                reraise=True,
                 before_sleep=lambda _: self._on_retry(),
             ):
                 with attempt:
@@ -194,8 +210,9 @@ class RegistryClient:
         realm = params.pop("realm", "")
         response = await self._http.get(realm, params=params, auth=self._auth)
         if response.status_code != 200:
-            raise RegistryError(f"registry {self.registry}: token request refused ({response.status_code})",
-                                status=response.status_code)
+            raise RegistryError(
+                f"registry {self.registry}: token request refused ({response.status_code})", status=response.status_code
+            )
         body = response.json()
         self._token = body.get("token") or body.get("access_token")
 
@@ -319,8 +336,12 @@ class RegistryClient:
         location = response.headers["location"]
         path = location if location.startswith("/") else "/" + location.split("/", 3)[-1]
         separator = "&" if "?" in path else "?"
-        response = await self._request("PUT", f"{path}{separator}digest={digest}", content=content,
-                                       headers={"Content-Type": "application/octet-stream"})
+        response = await self._request(
+            "PUT",
+            f"{path}{separator}digest={digest}",
+            content=content,
+            headers={"Content-Type": "application/octet-stream"},
+        )
         self._check(response, "PUT blob", repository, ok=(201,))
         return digest
 
@@ -337,8 +358,9 @@ class RegistryClient:
     def _check(self, response: httpx.Response, what: str, repository: str, ok: tuple[int, ...] = (200,)) -> None:
         """Raise a RegistryError naming the registry, repository and operation on an unexpected status."""
         if response.status_code not in ok:
-            raise RegistryError(f"{what} {self.registry}/{repository}: HTTP {response.status_code}",
-                                status=response.status_code)
+            raise RegistryError(
+                f"{what} {self.registry}/{repository}: HTTP {response.status_code}", status=response.status_code
+            )
 
     def _credentials(self, headers: dict[str, str]) -> tuple[dict[str, str], httpx.Auth | None]:
         """The headers and auth a request carries: the bearer token once one was issued, else the basic credentials."""
@@ -353,8 +375,9 @@ class RegistryClient:
         self._check(await self._request("HEAD", blob_path, follow_redirects=True), "HEAD blob", repository)
         headers, auth = self._credentials({})
         try:
-            async with self._http.stream("GET", self._base + blob_path, headers=headers, auth=auth,
-                                         follow_redirects=True) as response:
+            async with self._http.stream(
+                "GET", self._base + blob_path, headers=headers, auth=auth, follow_redirects=True
+            ) as response:
                 self._check(response, "GET blob", repository)
                 async with await anyio.open_file(path, "wb") as file:
                     async for chunk in response.aiter_bytes(1 << 20):

@@ -121,8 +121,16 @@ class BuildReport:
         for r in self.stages:
             why = r.why if r.outcome != "hit" else ""
             rows.append(
-                [r.stage, r.outcome, _short_ref(r.ref), f"{r.build_seconds:.1f}", f"{r.export_seconds:.1f}",
-                 human_bytes(r.bytes_pulled), human_bytes(r.bytes_pushed), "; ".join(filter(None, [why, r.note]))]
+                [
+                    r.stage,
+                    r.outcome,
+                    _short_ref(r.ref),
+                    f"{r.build_seconds:.1f}",
+                    f"{r.export_seconds:.1f}",
+                    human_bytes(r.bytes_pulled),
+                    human_bytes(r.bytes_pushed),
+                    "; ".join(filter(None, [why, r.note])),
+                ]
             )
         return rows
 
@@ -139,9 +147,15 @@ class BuildReport:
         rows = [["stage", "queued", "running", "exporting", "critical"]]
         last = max((r.ended_at or 0.0 for r in self.stages), default=0.0)
         for r in self.stages:
-            rows.append([r.stage, span(r.queued_at, r.started_at), span(r.started_at, r.built_at),
-                         span(r.built_at, r.ended_at) if r.outcome != "built" else "-",
-                         "*" if r.ended_at is not None and r.ended_at == last and last > 0 else ""])
+            rows.append(
+                [
+                    r.stage,
+                    span(r.queued_at, r.started_at),
+                    span(r.started_at, r.built_at),
+                    span(r.built_at, r.ended_at) if r.outcome != "built" else "-",
+                    "*" if r.ended_at is not None and r.ended_at == last and last > 0 else "",
+                ]
+            )
         return text_table(rows)
 
     def _summary(self) -> str:
@@ -149,7 +163,8 @@ class BuildReport:
         hits = sum(r.outcome == "hit" for r in self.stages)
         moved = (
             f"; registry traffic: pulled {human_bytes(self.traffic['pulled'])}, pushed {human_bytes(self.traffic['pushed'])}"
-            if self.traffic else ""
+            if self.traffic
+            else ""
         )
         retried = f"; {self.registry_retries} registry requests retried" if self.registry_retries else ""
         return (

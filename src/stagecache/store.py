@@ -20,15 +20,31 @@ import anyio
 import dagger
 from dagger import dag
 
-from stagecache.inputs import (IGNORE_FILE, SourceFile, build_context, context_patterns, excluding_pattern, manifest_digest,
-                               selected, source_files)
-from stagecache.keys import (CREATED_LABEL, DEFAULT_LAYER_COMPRESSION, KEY_LABEL, PREIMAGE_LABEL, STAGE_LABEL, KeyPreimage,
-                             cache_tag, checked_compression)
+from stagecache.inputs import (
+    IGNORE_FILE,
+    SourceFile,
+    build_context,
+    context_patterns,
+    excluding_pattern,
+    manifest_digest,
+    selected,
+    source_files,
+)
+from stagecache.keys import (
+    CREATED_LABEL,
+    DEFAULT_LAYER_COMPRESSION,
+    KEY_LABEL,
+    PREIMAGE_LABEL,
+    STAGE_LABEL,
+    KeyPreimage,
+    cache_tag,
+    checked_compression,
+)
 from stagecache.redact import without_userinfo
 from stagecache.registry import DEFAULT_ATTEMPTS, ImageRef, RegistryClient, RegistryError, connect
 from stagecache.report import BuildReport, Progress, StageRecord, shown_path
-from stagecache.why import describe_entry, explain, latest_tag, load_inputs, seal_entry, sealed_digest
 from stagecache.traffic import RegistryLog, attribute
+from stagecache.why import describe_entry, explain, latest_tag, load_inputs, seal_entry, sealed_digest
 
 # Where the registry's JSON request log is, when bytes are to be measured (tests, bench).
 LOG_ENV = "STAGECACHE_REGISTRY_LOG"
@@ -40,8 +56,9 @@ class StageError(Exception):
 
     exit_code = 1
 
-    def __init__(self, message: str, *, stage: str = "", key: str = "", ref: str = "", phase: str = "build",
-                 output: str = ""):
+    def __init__(
+        self, message: str, *, stage: str = "", key: str = "", ref: str = "", phase: str = "build", output: str = ""
+    ):
         self.stage, self.key, self.ref, self.phase, self.output = stage, key, ref, phase, output
         where = ", ".join(p for p in (f"stage {stage}" if stage else "", f"key {key[:12]}" if key else "", ref) if p)
         super().__init__(f"{phase}: {message}" + (f" ({where})" if where else ""))
@@ -142,8 +159,9 @@ def ordered(stages: Mapping[str, Stage], target: str) -> list[Stage]:
     return order
 
 
-def stage_preimages(stages: Sequence[Stage], reads: Mapping[str, Mapping[str, str]],
-                    layers: str = DEFAULT_LAYER_COMPRESSION) -> list[KeyPreimage]:
+def stage_preimages(
+    stages: Sequence[Stage], reads: Mapping[str, Mapping[str, str]], layers: str = DEFAULT_LAYER_COMPRESSION
+) -> list[KeyPreimage]:
     """The key preimages of stages given parents first, from the files each reads (path -> digest),
     for entries whose layers are compressed with `layers`."""
     keys: dict[str, str] = {}
@@ -225,8 +243,9 @@ class StageCache:
             raise InputError(str(err), phase="plan") from None
         return build_context(source, self._ignored)
 
-    async def _plan(self, source: dagger.Directory, context: dagger.Directory, target: str,
-                    target_first: bool = False) -> list[PlannedStage]:
+    async def _plan(
+        self, source: dagger.Directory, context: dagger.Directory, target: str, target_first: bool = False
+    ) -> list[PlannedStage]:
         """plan() on the source and its build context (the source less its ignore file's patterns).
         target_first: look up the target alone first, and the other stages only when it misses (a build
         needs nothing else of a hit). Only the files some stage reads are exported and hashed."""
@@ -263,24 +282,34 @@ class StageCache:
                     tg.start_soon(look, preimage)
         except BaseExceptionGroup as group:  # a strict look-up failed: that error, not a group
             raise first_stage_error(group) from None
-        return [PlannedStage(s, p, *found.get(s.name, (None, "")), reads[s.name], why.get(s.name, ""), s.name in found)
-                for s, p in zip(stages, preimages)]
+        return [
+            PlannedStage(s, p, *found.get(s.name, (None, "")), reads[s.name], why.get(s.name, ""), s.name in found)
+            for s, p in zip(stages, preimages)
+        ]
 
-    async def _refuse_ignored_reads(self, source: dagger.Directory, stages: Sequence[Stage],
-                                    reads: Mapping[str, Mapping[str, str]]) -> None:
+    async def _refuse_ignored_reads(
+        self, source: dagger.Directory, stages: Sequence[Stage], reads: Mapping[str, Mapping[str, str]]
+    ) -> None:
         """Refuse, naming the ignore file and its pattern, a file a stage reads by name that the
         checkout has but its ignore file excludes: BuildKit's COPY fails there on a bare `lstat`."""
         if not self._ignored:
             return
-        by_path = {pattern: stage.name for stage in reversed(stages) for pattern in stage.inputs
-                   if not any(c in pattern for c in "*?[\\")}
+        by_path = {
+            pattern: stage.name
+            for stage in reversed(stages)
+            for pattern in stage.inputs
+            if not any(c in pattern for c in "*?[\\")
+        }
         unread = sorted(set(by_path) - {path for read in reads.values() for path in read})
         if not unread:
             return
         present = set(await source.filter(include=unread).glob("**"))
         for path in (p for p in unread if p in present):
-            raise InputError(f"{self.ignore_file} excludes {shown_path(path)}, which stage {by_path[path]} reads "
-                             f"(pattern {shown_path(excluding_pattern(path, self._ignored))})", phase="plan")
+            raise InputError(
+                f"{self.ignore_file} excludes {shown_path(path)}, which stage {by_path[path]} reads "
+                f"(pattern {shown_path(excluding_pattern(path, self._ignored))})",
+                phase="plan",
+            )
 
     async def _miss_reason(self, preimage: KeyPreimage, reads: Mapping[str, str]) -> str:
         """Why a stage misses: its entry was corrupt, or what changed since the newest entry."""
@@ -339,7 +368,9 @@ class StageCache:
                 self._lookup_failures.add(str(err))
                 continue
             if missing:
-                reason = f"corrupt entry {repo.repo_ref}:{tag}: blob {missing[0][:19]} missing ({len(missing)} of its blobs)"
+                reason = (
+                    f"corrupt entry {repo.repo_ref}:{tag}: blob {missing[0][:19]} missing ({len(missing)} of its blobs)"
+                )
                 notes.append(reason)
                 self._corrupt[preimage.stage] = reason + "; rebuilt"
                 self._warn(f"warning: {reason}; the stage is rebuilt instead")
@@ -349,8 +380,10 @@ class StageCache:
                 notes.append(f"ignored {repo.repo_ref}:{tag}: no matching key label")
                 continue
             if sealed is not None and sealed != digest:
-                notes.append(f"ignored {repo.repo_ref}:{tag}: not the image this cache exported "
-                             f"(its record names {sealed[:19]}, the tag {digest[:19]})")
+                notes.append(
+                    f"ignored {repo.repo_ref}:{tag}: not the image this cache exported "
+                    f"(its record names {sealed[:19]}, the tag {digest[:19]})"
+                )
                 continue
             hit = str(repo.with_tag(tag).with_digest(digest))
             if sealed is None:  # whole (every blob checked) but unsealed: used, and sealed at its use (why.py)
@@ -360,8 +393,14 @@ class StageCache:
 
     async def _client(self, registry: str) -> RegistryClient:
         """A registry client with this cache's credentials (read from the secret only here) and tunnels."""
-        return connect(registry, self.username, await self._password(), self.tunnels,
-                       attempts=self.registry_attempts, on_retry=self._count_retry)
+        return connect(
+            registry,
+            self.username,
+            await self._password(),
+            self.tunnels,
+            attempts=self.registry_attempts,
+            on_retry=self._count_retry,
+        )
 
     def _count_retry(self) -> None:
         """One more registry request asked again."""
@@ -444,11 +483,18 @@ class StageCache:
         checkout, source = source, await self._context(source)
         plan = await self._plan(checkout, source, target, target_first=True)
         planned_at = self._now()
-        self._pulled = {parent for p in plan if p.hit is None and p.looked_up
-                        for parent in p.stage.parents if p.stage.reads_whole(parent)}
+        self._pulled = {
+            parent
+            for p in plan
+            if p.hit is None and p.looked_up
+            for parent in p.stage.parents
+            if p.stage.reads_whole(parent)
+        }
         by_name = {p.stage.name: p for p in plan}
-        report = BuildReport(target, [StageRecord(p.stage.name, p.key, "unused", note=p.note, why=p.why, queued_at=planned_at)
-                                      for p in plan])
+        report = BuildReport(
+            target,
+            [StageRecord(p.stage.name, p.key, "unused", note=p.note, why=p.why, queued_at=planned_at) for p in plan],
+        )
         results: dict[str, dagger.Container] = {}
         failures: dict[str, Exception] = {}  # a stage two children wait for fails both with its own error
         done: dict[str, anyio.Event] = {}
@@ -481,7 +527,9 @@ class StageCache:
             try:
                 report.image = await self.publish(published, image)
             except dagger.QueryError as err:
-                raise StageError(_export_failure(err, ImageRef.parse(image).registry), stage=target, ref=image, phase="push") from None
+                raise StageError(
+                    _export_failure(err, ImageRef.parse(image).registry), stage=target, ref=image, phase="push"
+                ) from None
         report.total_seconds = time.monotonic() - started
         report.registry_retries = self._retries
         report.lookup_failures = sorted(self._lookup_failures)
@@ -534,7 +582,9 @@ class StageCache:
         record.started_at = self._now()
         self.progress.started(stage.name, record.why)
         filtered = source.filter(include=list(stage.inputs)) if stage.inputs else dag.directory()
-        ctr = await stage.build(StageContext(filtered, parents, self.secrets, {path: self._files[path] for path in planned.inputs}))
+        ctr = await stage.build(
+            StageContext(filtered, parents, self.secrets, {path: self._files[path] for path in planned.inputs})
+        )
         ctr = (
             ctr.with_label(STAGE_LABEL, stage.name)
             .with_label(KEY_LABEL, planned.key)

@@ -60,8 +60,8 @@ class RegistryLog:
                 if method == "GET" and status == 200 and (m := _BLOB_GET.match(url.path)):
                     digest = m["digest"]
                     traffic.pulled[digest] = traffic.pulled.get(digest, 0) + int(entry.get("http.response.written", 0))
-                elif method == "PUT" and status == 201 and _UPLOAD.match(url.path) and "digest" in query:
-                    traffic.pushed[unquote(query["digest"][0])] = _UPLOAD.match(url.path)["repo"]  # type: ignore[index]
+                elif method == "PUT" and status == 201 and (upload := _UPLOAD.match(url.path)) and "digest" in query:
+                    traffic.pushed[unquote(query["digest"][0])] = upload["repo"]
                 elif method == "POST" and status == 201 and "mount" in query:
                     traffic.mounted.add(query["mount"][0])
         return traffic

@@ -39,8 +39,9 @@ def inputs_tag(entry_tag: str) -> str:
     return entry_tag + INPUTS_SUFFIX
 
 
-async def store_inputs(client: RegistryClient, repository: str, entry_tag: str, inputs: Mapping[str, str],
-                       subject: Mapping[str, Any]) -> None:
+async def store_inputs(
+    client: RegistryClient, repository: str, entry_tag: str, inputs: Mapping[str, str], subject: Mapping[str, Any]
+) -> None:
     """Store an entry's input manifest beside it, as an artifact (outside the image and its config)
     whose subject is the entry's manifest descriptor."""
     content = json.dumps(dict(sorted(inputs.items())), separators=(",", ":")).encode()
@@ -57,8 +58,9 @@ async def store_inputs(client: RegistryClient, repository: str, entry_tag: str, 
     await client.put_manifest(repository, inputs_tag(entry_tag), json.dumps(manifest).encode(), OCI_MANIFEST)
 
 
-async def seal_entry(client: RegistryClient, repository: str, entry_tag: str, inputs: Mapping[str, str],
-                     reference: str = "") -> tuple[bytes, str] | None:
+async def seal_entry(
+    client: RegistryClient, repository: str, entry_tag: str, inputs: Mapping[str, str], reference: str = ""
+) -> tuple[bytes, str] | None:
     """Seal an entry with its input manifest, naming the image at `reference` (a digest; the tag when
     empty); the entry's manifest and media type, or None when there is no such image."""
     found = await client.raw_manifest(repository, reference or entry_tag)
@@ -70,8 +72,9 @@ async def seal_entry(client: RegistryClient, repository: str, entry_tag: str, in
     return found
 
 
-async def describe_entry(client: RegistryClient, repository: str, stage: str, entry_tag: str,
-                         inputs: Mapping[str, str]) -> None:
+async def describe_entry(
+    client: RegistryClient, repository: str, stage: str, entry_tag: str, inputs: Mapping[str, str]
+) -> None:
     """Seal a new entry and point `<stage>-latest` at it (the same manifest bytes, so the same digest).
     The manifest is read back from the tag, so that when two builds export one key at once, the record
     names whichever image the tag ends up on."""
@@ -97,8 +100,9 @@ async def load_inputs(client: RegistryClient, repository: str, entry_tag: str) -
 EXPLAINED_FIELDS: Final = ("args", "parents", "code", "inputs", "layers")
 
 
-def explain(old: Mapping[str, Any], new: Mapping[str, Any], old_inputs: Mapping[str, str] | None,
-            new_inputs: Mapping[str, str]) -> str:
+def explain(
+    old: Mapping[str, Any], new: Mapping[str, Any], old_inputs: Mapping[str, str] | None, new_inputs: Mapping[str, str]
+) -> str:
     """One line naming what differs between an old entry's preimage and the new one."""
     if old.get("schema") != new.get("schema"):
         return f"key format changed (schema {old.get('schema')} -> {new.get('schema')})"

@@ -1,6 +1,5 @@
 """The Dockerfile's ARGs that matter, typed, with vLLM's own defaults (docker/Dockerfile, 0.33.0)."""
 
-
 import dataclasses
 import re
 import shlex
@@ -19,12 +18,12 @@ class BuildArgs:
     cuda_version: Annotated[str, Doc("CUDA_VERSION: the CUDA toolkit version of the images")] = "13.0.3"
     python_version: Annotated[str, Doc("PYTHON_VERSION: the Python the runtime image installs")] = "3.12"
     ubuntu_version: Annotated[str, Doc("UBUNTU_VERSION of the final base image")] = "24.04"
-    build_base_image: Annotated[str, Doc("BUILD_BASE_IMAGE: image with compilers, CUDA and Python for the build stages")] = (
-        "pytorch/manylinux2_28-builder:cuda13.0-78e737ad29420ffc4800e677c51e2a852caf8359"
-    )
-    final_base_image: Annotated[str, Doc("FINAL_BASE_IMAGE: the runtime images' base; ${NAME} expands as in the Dockerfile")] = (
-        "nvidia/cuda:${CUDA_VERSION}-base-ubuntu${UBUNTU_VERSION}"
-    )
+    build_base_image: Annotated[
+        str, Doc("BUILD_BASE_IMAGE: image with compilers, CUDA and Python for the build stages")
+    ] = "pytorch/manylinux2_28-builder:cuda13.0-78e737ad29420ffc4800e677c51e2a852caf8359"
+    final_base_image: Annotated[
+        str, Doc("FINAL_BASE_IMAGE: the runtime images' base; ${NAME} expands as in the Dockerfile")
+    ] = "nvidia/cuda:${CUDA_VERSION}-base-ubuntu${UBUNTU_VERSION}"
     torch_cuda_arch_list: Annotated[str, Doc("torch_cuda_arch_list: the CUDA architectures compiled for")] = (
         "7.5 8.0 8.6 8.9 9.0 10.0 11.0 12.0"
     )
@@ -33,31 +32,49 @@ class BuildArgs:
     vllm_target_device: Annotated[str, Doc("vllm_target_device (VLLM_TARGET_DEVICE)")] = "cuda"
     pip_index_url: Annotated[str, Doc("PIP_INDEX_URL; empty: pip's own configuration")] = ""
     pip_extra_index_url: Annotated[str, Doc("PIP_EXTRA_INDEX_URL")] = ""
-    pytorch_cuda_index_base_url: Annotated[str, Doc("PYTORCH_CUDA_INDEX_BASE_URL: where torch CUDA wheels come from")] = (
-        "https://download.pytorch.org/whl"
-    )
-    use_sccache: Annotated[str, Doc("USE_SCCACHE: 1 compiles through sccache with a remote backend instead of ccache")] = ""
+    pytorch_cuda_index_base_url: Annotated[
+        str, Doc("PYTORCH_CUDA_INDEX_BASE_URL: where torch CUDA wheels come from")
+    ] = "https://download.pytorch.org/whl"
+    use_sccache: Annotated[
+        str, Doc("USE_SCCACHE: 1 compiles through sccache with a remote backend instead of ccache")
+    ] = ""
     sccache_download_url: Annotated[str, Doc("SCCACHE_DOWNLOAD_URL: the sccache release tarball")] = ""
     sccache_endpoint: Annotated[str, Doc("SCCACHE_ENDPOINT: S3-compatible endpoint; empty: AWS")] = ""
     sccache_bucket_name: Annotated[str, Doc("SCCACHE_BUCKET_NAME")] = "vllm-build-sccache"
     sccache_region_name: Annotated[str, Doc("SCCACHE_REGION_NAME")] = "us-west-2"
     sccache_s3_no_credentials: Annotated[int, Doc("SCCACHE_S3_NO_CREDENTIALS: 1 for anonymous reads")] = 0
-    install_rubin_prerelease: Annotated[str, Doc("INSTALL_RUBIN_PRERELEASE: true installs requirements/rubin-prerelease.txt")] = "false"
-    triton_install_from_source_repo: Annotated[str, Doc("TRITON_INSTALL_FROM_SOURCE_REPO: build Triton from this repository")] = ""
+    install_rubin_prerelease: Annotated[
+        str, Doc("INSTALL_RUBIN_PRERELEASE: true installs requirements/rubin-prerelease.txt")
+    ] = "false"
+    triton_install_from_source_repo: Annotated[
+        str, Doc("TRITON_INSTALL_FROM_SOURCE_REPO: build Triton from this repository")
+    ] = ""
     triton_install_from_source_revision: Annotated[str, Doc("TRITON_INSTALL_FROM_SOURCE_REVISION")] = ""
     nccl_version: Annotated[str, Doc("NCCL_VERSION: the NCCL the runtime overrides torch's with")] = "2.31.2"
-    deadsnakes_mirror_url: Annotated[str, Doc("DEADSNAKES_MIRROR_URL: a mirror of the deadsnakes PPA; empty: the PPA")] = ""
+    deadsnakes_mirror_url: Annotated[
+        str, Doc("DEADSNAKES_MIRROR_URL: a mirror of the deadsnakes PPA; empty: the PPA")
+    ] = ""
     deadsnakes_gpgkey_url: Annotated[str, Doc("DEADSNAKES_GPGKEY_URL: the mirror's signing key")] = ""
-    get_pip_url: Annotated[str, Doc("GET_PIP_URL: where get-pip.py comes from")] = "https://bootstrap.pypa.io/get-pip.py"
+    get_pip_url: Annotated[str, Doc("GET_PIP_URL: where get-pip.py comes from")] = (
+        "https://bootstrap.pypa.io/get-pip.py"
+    )
     uv_index_url: Annotated[str, Doc("UV_INDEX_URL; default: PIP_INDEX_URL")] = "${PIP_INDEX_URL}"
-    uv_extra_index_url: Annotated[str, Doc("UV_EXTRA_INDEX_URL; default: PIP_EXTRA_INDEX_URL")] = "${PIP_EXTRA_INDEX_URL}"
+    uv_extra_index_url: Annotated[str, Doc("UV_EXTRA_INDEX_URL; default: PIP_EXTRA_INDEX_URL")] = (
+        "${PIP_EXTRA_INDEX_URL}"
+    )
     pip_keyring_provider: Annotated[str, Doc("PIP_KEYRING_PROVIDER")] = "disabled"
-    uv_keyring_provider: Annotated[str, Doc("UV_KEYRING_PROVIDER; default: PIP_KEYRING_PROVIDER")] = "${PIP_KEYRING_PROVIDER}"
+    uv_keyring_provider: Annotated[str, Doc("UV_KEYRING_PROVIDER; default: PIP_KEYRING_PROVIDER")] = (
+        "${PIP_KEYRING_PROVIDER}"
+    )
     install_kv_connectors: Annotated[str, Doc("INSTALL_KV_CONNECTORS: true adds the KV-connector libraries")] = "false"
     build_nixl: Annotated[str, Doc("BUILD_NIXL: true builds NIXL from source")] = "false"
     pytorch_nightly: Annotated[str, Doc("PYTORCH_NIGHTLY: 1 installs torch nightly")] = ""
-    vllm_use_precompiled: Annotated[str, Doc("VLLM_USE_PRECOMPILED: reuse a published wheel's kernels in csrc-build")] = ""
-    vllm_merge_base_commit: Annotated[str, Doc("VLLM_MERGE_BASE_COMMIT: the commit whose published wheel to reuse")] = ""
+    vllm_use_precompiled: Annotated[
+        str, Doc("VLLM_USE_PRECOMPILED: reuse a published wheel's kernels in csrc-build")
+    ] = ""
+    vllm_merge_base_commit: Annotated[str, Doc("VLLM_MERGE_BASE_COMMIT: the commit whose published wheel to reuse")] = (
+        ""
+    )
     vllm_main_cuda_version: Annotated[str, Doc("VLLM_MAIN_CUDA_VERSION")] = ""
     vllm_kernel_symbol_map: Annotated[str, Doc("VLLM_KERNEL_SYMBOL_MAP: 1 writes the kernel symbol map (nightly)")] = ""
     buildkite_commit: Annotated[str, Doc("buildkite_commit: the commit the kernel symbol map names")] = ""
@@ -77,14 +94,18 @@ class BuildArgs:
     vllm_image_tag: Annotated[str, Doc("VLLM_IMAGE_TAG: recorded in the server image")] = ""
     # Portability: commands upstream hard-codes with no ARG. The default is upstream's exact text,
     # so a real build runs upstream's step; a fork or mirror replaces it (the example does).
-    manylinux_packages_command: Annotated[str, Doc("base's system package install; default: upstream's dnf command")] = (
+    manylinux_packages_command: Annotated[
+        str, Doc("base's system package install; default: upstream's dnf command")
+    ] = (
         "dnf install -y --setopt=install_weak_deps=False ccache git curl sudo elfutils-devel rdma-core-devel"
         " && dnf clean all && rm -rf /var/cache/dnf"
     )
-    rust_packages_command: Annotated[str, Doc("rust-build-cache's native tools install; default: upstream's dnf command")] = (
-        "dnf install -y --setopt=install_weak_deps=False make perl-core && dnf clean all && rm -rf /var/cache/dnf"
-    )
-    cuda_jit_packages_command: Annotated[str, Doc("vllm-runtime-base's CUDA JIT apt install; default: upstream's command")] = (
+    rust_packages_command: Annotated[
+        str, Doc("rust-build-cache's native tools install; default: upstream's dnf command")
+    ] = "dnf install -y --setopt=install_weak_deps=False make perl-core && dnf clean all && rm -rf /var/cache/dnf"
+    cuda_jit_packages_command: Annotated[
+        str, Doc("vllm-runtime-base's CUDA JIT apt install; default: upstream's command")
+    ] = (
         "CUDA_VERSION_DASH=$(echo $CUDA_VERSION | cut -d. -f1,2 | tr '.' '-') && apt-get update -y && apt-get install -y"
         " --no-install-recommends --allow-change-held-packages cuda-nvcc-${CUDA_VERSION_DASH} cuda-cudart-${CUDA_VERSION_DASH}"
         " cuda-nvrtc-${CUDA_VERSION_DASH} cuda-nvrtc-dev-${CUDA_VERSION_DASH} cuda-cuobjdump-${CUDA_VERSION_DASH}"
@@ -93,31 +114,45 @@ class BuildArgs:
     dev_packages_command: Annotated[str, Doc("dev's system package install; default: upstream's dnf command")] = (
         "dnf install -y numactl-devel && dnf clean all && rm -rf /var/cache/dnf"
     )
-    uv_installer_command: Annotated[str, Doc("How base installs uv into UV_INSTALL_DIR; default: upstream's installer")] = (
-        "curl -LsSf https://astral.sh/uv/install.sh | sh"
-    )
+    uv_installer_command: Annotated[
+        str, Doc("How base installs uv into UV_INSTALL_DIR; default: upstream's installer")
+    ] = "curl -LsSf https://astral.sh/uv/install.sh | sh"
     openai_extras: Annotated[str, Doc("Extra packages of the OpenAI server image, space-separated")] = (
         "accelerate hf_transfer modelscope"
     )
     # What upstream's RUNs that bind .git derive from it (the upload leaves .git out): its version.
-    git_version: Annotated[str, Doc(
-        "The version setuptools-scm derives from the checkout's .git, as build's setup.py does; the client command "
-        "derives it from --source (vllm_ci.version); empty: none, the package's own")] = ""
-    git_version_clean: Annotated[str, Doc(
-        "The same with the tree taken as clean ({dirty=false}), as rust-build relinks with; derived with git_version")] = ""
+    git_version: Annotated[
+        str,
+        Doc(
+            "The version setuptools-scm derives from the checkout's .git, as build's setup.py does; the client command "
+            "derives it from --source (vllm_ci.version); empty: none, the package's own"
+        ),
+    ] = ""
+    git_version_clean: Annotated[
+        str,
+        Doc(
+            "The same with the tree taken as clean ({dirty=false}), as rust-build relinks with; derived with git_version"
+        ),
+    ] = ""
     # How the stage cache stores what it builds; in every key, so entries of two compressions never mix.
-    cache_compression: Annotated[str, Doc(
-        "Compression of the cache entries' and the image's layers: zstd (several times faster to make and to unpack) "
-        "or gzip (for pullers older than Docker 23 or containerd 1.5)")] = DEFAULT_LAYER_COMPRESSION
+    cache_compression: Annotated[
+        str,
+        Doc(
+            "Compression of the cache entries' and the image's layers: zstd (several times faster to make and to unpack) "
+            "or gzip (for pullers older than Docker 23 or containerd 1.5)"
+        ),
+    ] = DEFAULT_LAYER_COMPRESSION
 
     def __post_init__(self) -> None:
         """Refuse, before any container work, ARG values too long for a RUN to start."""
         for field in dataclasses.fields(self):
             size = len(shlex.quote(str(getattr(self, field.name))).encode())
             if size > ARG_VALUE_LIMIT:
-                raise UsageError(f"{flag_of(field.name)}: {field.name.upper()} is {size} bytes; an ARG value "
-                                 f"may hold at most {ARG_VALUE_LIMIT} (a RUN's one `sh -c` argument holds the ARGs and "
-                                 f"the script, and Linux takes at most {MAX_ARG_STRLEN} bytes in one argument)")
+                raise UsageError(
+                    f"{flag_of(field.name)}: {field.name.upper()} is {size} bytes; an ARG value "
+                    f"may hold at most {ARG_VALUE_LIMIT} (a RUN's one `sh -c` argument holds the ARGs and "
+                    f"the script, and Linux takes at most {MAX_ARG_STRLEN} bytes in one argument)"
+                )
 
     def final_base(self) -> str:
         """FINAL_BASE_IMAGE as the Dockerfile computes it."""
@@ -166,25 +201,57 @@ ARG_VALUE_LIMIT: Final = MAX_ARG_STRLEN // 2
 _FIELDS: Final = frozenset(field.name for field in dataclasses.fields(BuildArgs))
 
 # ARGs BuildKit fills in itself from the build's platform: no default to compare, nothing to key.
-AUTOMATIC_ARGS: Final = frozenset({"TARGETPLATFORM", "TARGETARCH", "TARGETOS", "TARGETVARIANT",
-                                   "BUILDPLATFORM", "BUILDARCH", "BUILDOS", "BUILDVARIANT"})
+AUTOMATIC_ARGS: Final = frozenset(
+    {
+        "TARGETPLATFORM",
+        "TARGETARCH",
+        "TARGETOS",
+        "TARGETVARIANT",
+        "BUILDPLATFORM",
+        "BUILDARCH",
+        "BUILDOS",
+        "BUILDVARIANT",
+    }
+)
 
 # The ARGs the file gives a default in its global scope (even an empty one: `ARG X=`). A stage that
 # declares any other ARG without a default of its own leaves it unset unless the build passes it,
 # whatever the typed argument's default (that is some other stage's default).
-GLOBAL_DEFAULTS: Final = frozenset({
-    "CUDA_VERSION", "PYTHON_VERSION", "UBUNTU_VERSION", "INSTALL_RUBIN_PRERELEASE", "TRITON_INSTALL_FROM_SOURCE_REPO",
-    "TRITON_INSTALL_FROM_SOURCE_REVISION", "NCCL_VERSION", "BUILD_BASE_IMAGE", "FINAL_BASE_IMAGE", "GET_PIP_URL",
-    "UV_INDEX_URL", "UV_EXTRA_INDEX_URL", "PYTORCH_CUDA_INDEX_BASE_URL", "PIP_KEYRING_PROVIDER", "UV_KEYRING_PROVIDER",
-    "INSTALL_KV_CONNECTORS", "BUILD_NIXL",
-})
+GLOBAL_DEFAULTS: Final = frozenset(
+    {
+        "CUDA_VERSION",
+        "PYTHON_VERSION",
+        "UBUNTU_VERSION",
+        "INSTALL_RUBIN_PRERELEASE",
+        "TRITON_INSTALL_FROM_SOURCE_REPO",
+        "TRITON_INSTALL_FROM_SOURCE_REVISION",
+        "NCCL_VERSION",
+        "BUILD_BASE_IMAGE",
+        "FINAL_BASE_IMAGE",
+        "GET_PIP_URL",
+        "UV_INDEX_URL",
+        "UV_EXTRA_INDEX_URL",
+        "PYTORCH_CUDA_INDEX_BASE_URL",
+        "PIP_KEYRING_PROVIDER",
+        "UV_KEYRING_PROVIDER",
+        "INSTALL_KV_CONNECTORS",
+        "BUILD_NIXL",
+    }
+)
 
 # This project's arguments for commands upstream hard-codes with no ARG: each one's default is
 # upstream's exact text, replaced where a build passes another (instructions.as_written).
-PORTABLE_COMMANDS: Final = ("manylinux_packages_command", "uv_installer_command", "rust_packages_command",
-                            "cuda_jit_packages_command", "dev_packages_command")
+PORTABLE_COMMANDS: Final = (
+    "manylinux_packages_command",
+    "uv_installer_command",
+    "rust_packages_command",
+    "cuda_jit_packages_command",
+    "dev_packages_command",
+)
 # Typed arguments of this project that no ARG of vLLM's Dockerfile has.
-PROJECT_ARGS: Final = frozenset({"openai_extras", *PORTABLE_COMMANDS, "git_version", "git_version_clean", "cache_compression"})
+PROJECT_ARGS: Final = frozenset(
+    {"openai_extras", *PORTABLE_COMMANDS, "git_version", "git_version_clean", "cache_compression"}
+)
 
 
 def kebab(name: str) -> str:

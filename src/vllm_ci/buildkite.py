@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,7 +76,9 @@ def _registry(value: str) -> str:
     parts = path.split("/") if path else [DEFAULT_NAMESPACE]
     bad = [p for p in parts if not _PATH_COMPONENT.fullmatch(p)]
     if bad:
-        raise SettingsError(f"VLLM_CI_REGISTRY has an invalid repository path component {bad[0]!r} (lower-case [a-z0-9._-])")
+        raise SettingsError(
+            f"VLLM_CI_REGISTRY has an invalid repository path component {bad[0]!r} (lower-case [a-z0-9._-])"
+        )
     return "/".join([host, *parts])
 
 
@@ -97,7 +99,9 @@ def _constructor_flags(env: Mapping[str, str]) -> tuple[str, ...]:
     except ValueError as err:
         raise SettingsError(f"VLLM_CI_FLAGS is not valid shell words: {err}") from None
     if any(f == "--output" or f.startswith(("-o", "--output=")) for f in flags):
-        raise SettingsError(f"VLLM_CI_FLAGS and {ARGS_FILE_VAR} must not set the output: the step writes plan.json and report.json")
+        raise SettingsError(
+            f"VLLM_CI_FLAGS and {ARGS_FILE_VAR} must not set the output: the step writes plan.json and report.json"
+        )
     return tuple(flags)
 
 
@@ -143,7 +147,9 @@ class StepSettings:
         username = env.get("VLLM_CI_REGISTRY_USERNAME", "").strip() or None
         has_password = bool(env.get(PASSWORD_VAR, ""))
         if has_password != bool(username):
-            have, lack = ("VLLM_CI_REGISTRY_USERNAME", PASSWORD_VAR) if username else (PASSWORD_VAR, "VLLM_CI_REGISTRY_USERNAME")
+            have, lack = (
+                ("VLLM_CI_REGISTRY_USERNAME", PASSWORD_VAR) if username else (PASSWORD_VAR, "VLLM_CI_REGISTRY_USERNAME")
+            )
             raise SettingsError(f"{have} is set but {lack} is not: set both or neither")
         has_aws_keys = all(env.get(v) for v in AWS_VARS)
         if not has_aws_keys and any(env.get(v) for v in AWS_VARS):
@@ -215,14 +221,30 @@ class StepSettings:
 
     def plan_args(self, output: str) -> list[str]:
         """Arguments of ``python -m vllm_ci`` for the plan."""
-        return [*self._global_args(output), "plan", "--source", self.source,
-                "--cache-from", ",".join(self.cache_from), *self._auth_args()]
+        return [
+            *self._global_args(output),
+            "plan",
+            "--source",
+            self.source,
+            "--cache-from",
+            ",".join(self.cache_from),
+            *self._auth_args(),
+        ]
 
     def build_args(self, output: str) -> list[str]:
         """Arguments of ``python -m vllm_ci`` for the build and publish; secrets only as ``env:`` references."""
         args = [
-            *self._global_args(output), "build", "--source", self.source, "--image", self.image_ref,
-            "--cache-to", self.cache_to, "--cache-from", ",".join(self.cache_from), *self._auth_args(),
+            *self._global_args(output),
+            "build",
+            "--source",
+            self.source,
+            "--image",
+            self.image_ref,
+            "--cache-to",
+            self.cache_to,
+            "--cache-from",
+            ",".join(self.cache_from),
+            *self._auth_args(),
         ]
         if self.has_aws_keys:
             args += ["--aws-access-key-id", f"env:{AWS_VARS[0]}", "--aws-secret-access-key", f"env:{AWS_VARS[1]}"]

@@ -26,7 +26,6 @@ import anyio
 
 from stagecache.redact import without_userinfo
 from stagecache.registry import RegistryError, connect
-from vllm_ci.entry import WORDS, Interrupted
 from vllm_ci.buildkite import (
     ANNOTATION_CONTEXT,
     INDEX_NETRC_VAR,
@@ -38,6 +37,7 @@ from vllm_ci.buildkite import (
     render_annotation,
     report_style,
 )
+from vllm_ci.entry import WORDS, Interrupted
 from vllm_ci.hostgit import SAFE_GIT
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -104,8 +104,14 @@ def agent(args: list[str], env: Mapping[str, str], stdin: str | None = None) -> 
         log(f"buildkite-agent not found: skipping '{what}'")
         return False
     limit = float(env.get("VLLM_CI_AGENT_TIMEOUT", "") or 20)
-    proc = subprocess.Popen([binary, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [binary, *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         output, _ = proc.communicate(stdin or "", timeout=limit)
     except subprocess.TimeoutExpired:
@@ -127,8 +133,9 @@ def resolve_commit(env: dict[str, str]) -> None:
     if commit.strip() not in ("", "HEAD"):
         return
     try:
-        sha = subprocess.run([*SAFE_GIT, "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=10).stdout.strip()
+        sha = subprocess.run(
+            [*SAFE_GIT, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
         return
     if sha:
@@ -141,8 +148,9 @@ def image_digest(settings: StepSettings, env: Mapping[str, str]) -> str | None:
     host, _, repo = settings.image_repo.partition("/")
     insecure = env.get("VLLM_CI_REGISTRY_INSECURE", "").lower() in _TRUE
     try:
-        return anyio.run(_manifest_digest, host, repo, settings.tag, settings.username, env.get(PASSWORD_VAR, ""),
-                         insecure)
+        return anyio.run(
+            _manifest_digest, host, repo, settings.tag, settings.username or "", env.get(PASSWORD_VAR, ""), insecure
+        )
     except RegistryError as err:
         if err.status in (401, 403):
             who = "the credentials" if settings.username else "anonymous access"
@@ -166,9 +174,15 @@ def run_cli(phase: str, args: list[str], env: Mapping[str, str]) -> None:
     error = ""
     Cancel.forwarding = True
     try:
-        with subprocess.Popen([sys.executable, "-P", "-m", "vllm_ci", *args], env={**env, "PYTHONUNBUFFERED": "1"},
-                              text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=1,
-                              start_new_session=True) as proc:
+        with subprocess.Popen(
+            [sys.executable, "-P", "-m", "vllm_ci", *args],
+            env={**env, "PYTHONUNBUFFERED": "1"},
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            bufsize=1,
+            start_new_session=True,
+        ) as proc:
             Cancel.child = proc
             if Cancel.received:  # a signal came while it started
                 proc.send_signal(Cancel.received[-1])
@@ -251,7 +265,9 @@ def run(env: dict[str, str]) -> int:
         if digest is not None:
             ref = f"{settings.image_ref}@{digest}" if digest else settings.image_ref
             log(f"image {ref} already exists: skipping the build")
-            annotate(f"{heading} already exists (`{digest or 'digest not given'}`): build skipped.\n", "info", env, note)
+            annotate(
+                f"{heading} already exists (`{digest or 'digest not given'}`): build skipped.\n", "info", env, note
+            )
             upload_artifacts([note], env)
             agent(["meta-data", "set", "vllm-ci-image", ref], env)
             return 0

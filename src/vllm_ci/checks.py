@@ -98,4 +98,5 @@ def checked(func: F) -> F:
                 raise empty_secret(flag_of(name))
         return await func(*args, **kwargs)
 
+    # The wrapper takes and returns what func does; mypy cannot tie a *args wrapper to the TypeVar.
     return wrapper  # type: ignore[return-value]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import builtins
 import contextlib
 import dataclasses
 import inspect
@@ -28,7 +29,6 @@ from typing import Any, Final, NoReturn
 import anyio
 import dagger
 from dagger import dag
-from dagger.mod._utils import get_doc, get_ignore
 
 from stagecache.redact import without_userinfo
 from stagecache.report import Progress, one_line
@@ -43,6 +43,9 @@ from vllm_ci.version import git_versions
 DEFAULT_ENGINE_SOCK = "/run/dagger/engine.sock"
 ENGINE_ANSWER_SECONDS = 5
 SESSION_STOP_SECONDS = 3  # after a signal, how long our session has to exit before it is killed
+
+
+_M = typing.TypeVar("_M")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -77,6 +80,44 @@ class Option:
         return flag_of(self.python_name)
 
 
+def _last_meta(hint: Any, kind: type[_M]) -> _M | None:
+    """The last metadata of a kind in an Annotated type hint, None when there is none."""
+    if typing.get_origin(hint) is not typing.Annotated:
+        return None
+    return next((meta for meta in reversed(typing.get_args(hint)) if isinstance(meta, kind)), None)
+
+
+def get_doc(hint: Any) -> str | None:
+    """An option's help, read as the SDK reads it for `dagger call` (dagger.mod's private get_doc):
+    the last dagger.Doc of an Annotated hint, else the docstring of a class or function of our own
+    (not a builtin's, nor a dataclass's generated signature)."""
+    if doc := _last_meta(hint, dagger.Doc):
+        return doc.documentation
+    if inspect.getmodule(hint) == builtins or (not inspect.isclass(hint) and not inspect.isroutine(hint)):
+        return None
+    try:
+        text = hint.__doc__
+    except AttributeError:
+        return None
+    if not isinstance(text, str):
+        return None
+    if (
+        text
+        and inspect.isclass(hint)
+        and dataclasses.is_dataclass(hint)
+        and text.startswith(f"{hint.__name__}(")
+        and text.endswith(")")
+    ):
+        return None
+    return inspect.cleandoc(text)
+
+
+def get_ignore(hint: Any) -> list[str] | None:
+    """The patterns of the last dagger.Ignore of an Annotated hint, as the SDK reads them."""
+    meta = _last_meta(hint, dagger.Ignore)
+    return meta.patterns if meta else None
+
+
 def options_of(func: Any, hints_of: Any = None) -> list[Option]:
     """The options of a callable, from its signature and Annotated docs."""
     hints = typing.get_type_hints(hints_of or func, include_extras=True)
@@ -85,16 +126,26 @@ def options_of(func: Any, hints_of: Any = None) -> list[Option]:
         if param.name == "self":
             continue
         annotated = hints[param.name]
-        kind, _ = _unwrap(typing.get_args(annotated)[0] if typing.get_origin(annotated) is typing.Annotated else annotated)
+        kind, _ = _unwrap(
+            typing.get_args(annotated)[0] if typing.get_origin(annotated) is typing.Annotated else annotated
+        )
         required = param.default is inspect.Parameter.empty
         opts.append(
-            Option(param.name, kind, get_doc(annotated) or "", None if required else param.default, required, get_ignore(annotated))
+            Option(
+                param.name,
+                kind,
+                get_doc(annotated) or "",
+                None if required else param.default,
+                required,
+                get_ignore(annotated),
+            )
         )
     return opts
 
 
 def module_functions() -> dict[str, Any]:
     """The module's @function methods by command name, in the order `dagger functions` lists them."""
+    # @object_type sets __dagger_object_type__ at run time; the SDK declares it nowhere.
     functions = VllmCi.__dagger_object_type__.functions  # type: ignore[attr-defined]
     return {kebab(fn.original_name): getattr(VllmCi, fn.original_name) for fn in functions.values()}
 
@@ -115,16 +166,42 @@ def _add(parser: argparse.ArgumentParser, opt: Option) -> None:
     shown = "" if opt.default in (None, "", ()) else f" (default: {opt.default})"
     help_text = opt.doc + shown
     if kind is bool:
-        parser.add_argument(opt.flag, dest=opt.python_name, type=_parse_bool, nargs="?", const=True,
-                            default=opt.default, help=help_text, metavar="BOOL")
+        parser.add_argument(
+            opt.flag,
+            dest=opt.python_name,
+            type=_parse_bool,
+            nargs="?",
+            const=True,
+            default=opt.default,
+            help=help_text,
+            metavar="BOOL",
+        )
     elif typing.get_origin(kind) is list:
-        parser.add_argument(opt.flag, dest=opt.python_name, type=_parse_list, default=opt.default,
-                            required=opt.required, help=help_text + " (comma-separated)", metavar="A,B")
+        parser.add_argument(
+            opt.flag,
+            dest=opt.python_name,
+            type=_parse_list,
+            default=opt.default,
+            required=opt.required,
+            help=help_text + " (comma-separated)",
+            metavar="A,B",
+        )
     else:
-        metavar = {dagger.Directory: "DIR", dagger.File: "FILE", dagger.Secret: "env:NAME|file:PATH",
-                   dagger.Service: "tcp://HOST:PORT"}.get(kind, kind.__name__.upper())
-        parser.add_argument(opt.flag, dest=opt.python_name, type=kind if kind in (int, float) else str,
-                            default=opt.default, required=opt.required, help=help_text, metavar=metavar)
+        metavar = {
+            dagger.Directory: "DIR",
+            dagger.File: "FILE",
+            dagger.Secret: "env:NAME|file:PATH",
+            dagger.Service: "tcp://HOST:PORT",
+        }.get(kind, kind.__name__.upper())
+        parser.add_argument(
+            opt.flag,
+            dest=opt.python_name,
+            type=kind if kind in (int, float) else str,
+            default=opt.default,
+            required=opt.required,
+            help=help_text,
+            metavar=metavar,
+        )
 
 
 def _parse_bool(text: str) -> bool:
@@ -146,7 +223,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, list[Option]]]:
     parser = _Parser(prog=PROG, description=VllmCi.__doc__)
     for opt in constructor_options():
         _add(parser, opt)
-    parser.add_argument("-o", "--output", help="Write the result to this host path (a file, or a folder for a directory)")
+    parser.add_argument(
+        "-o", "--output", help="Write the result to this host path (a file, or a folder for a directory)"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="Show the engine's progress on stderr")
     subs = parser.add_subparsers(dest="function", metavar="FUNCTION", parser_class=_Parser)
     per_function = {}
@@ -187,7 +266,8 @@ def check_output(output: str | None, function: str) -> None:
     if returns is dagger.Directory and path.exists() and not path.is_dir():
         raise UsageError(f"-o: {output} is a file; {function} returns a folder")
     if returns is not dagger.Directory and path.is_dir():
-        what = {dagger.File: "a file", dagger.Container: "an image tarball"}.get(returns, "text")
+        kinds: dict[Any, str] = {dagger.File: "a file", dagger.Container: "an image tarball"}
+        what = kinds.get(returns, "text")
         raise UsageError(f"-o: {output} is a folder; {function} returns {what}")
 
 
@@ -308,9 +388,13 @@ async def watch_engine(call: anyio.CancelScope, died: list[StageError]) -> None:
         await anyio.sleep(1)
         misses = misses + 1 if await anyio.to_thread.run_sync(engine_problem) else 0
     doing = f"building stage {', '.join(Progress.running)}" if Progress.running else "the call"
-    died.append(StageError(f"the Dagger engine stopped answering while {doing}; start it again with ci/engine start "
-                           "(the cache holds nothing half-written: a registry shows a tag only once its manifest is whole)",
-                           phase="engine"))
+    died.append(
+        StageError(
+            f"the Dagger engine stopped answering while {doing}; start it again with ci/engine start "
+            "(the cache holds nothing half-written: a registry shows a tag only once its manifest is whole)",
+            phase="engine",
+        )
+    )
     stop_sessions(signal.SIGKILL)
     call.cancel()
 
@@ -349,7 +433,7 @@ async def run_unwrapped(args: argparse.Namespace, opts: list[Option], obj: VllmC
         await run(args, opts, obj)
     except BaseExceptionGroup as group:
         while isinstance(group, BaseExceptionGroup) and len(group.exceptions) == 1:
-            group = group.exceptions[0]  # type: ignore[assignment]
+            group = group.exceptions[0]
         raise group from None
 
 
@@ -470,9 +554,14 @@ def check_engine() -> None:
     use_local_engine()
     host = os.environ.get("_EXPERIMENTAL_DAGGER_RUNNER_HOST", "")
     if not host:
-        raise StageError(f"no Dagger engine: {DEFAULT_ENGINE_SOCK} is not a socket; start one with ci/up "
-                         "(or set _EXPERIMENTAL_DAGGER_RUNNER_HOST)", phase="engine")
+        raise StageError(
+            f"no Dagger engine: {DEFAULT_ENGINE_SOCK} is not a socket; start one with ci/up "
+            "(or set _EXPERIMENTAL_DAGGER_RUNNER_HOST)",
+            phase="engine",
+        )
     if problem := engine_problem(handshake=True):
-        raise StageError(f"the Dagger engine at {host} does not answer ({problem}); start it (this machine's: "
-                         "ci/up or ci/engine start), or point _EXPERIMENTAL_DAGGER_RUNNER_HOST at one that runs",
-                         phase="engine")
+        raise StageError(
+            f"the Dagger engine at {host} does not answer ({problem}); start it (this machine's: "
+            "ci/up or ci/engine start), or point _EXPERIMENTAL_DAGGER_RUNNER_HOST at one that runs",
+            phase="engine",
+        )

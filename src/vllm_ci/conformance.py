@@ -58,14 +58,18 @@ class ConformanceReport:
 
     def counts(self) -> dict[str, int]:
         """Rows per status."""
-        return {status: sum(r.status == status for r in self.rows) for status in (REPRODUCED, DEVIATION, MISSING, CHANGED)}
+        return {
+            status: sum(r.status == status for r in self.rows) for status in (REPRODUCED, DEVIATION, MISSING, CHANGED)
+        }
 
     def stage_counts(self) -> dict[str, int]:
         """Stages of the file: with a function, missing, and removed upstream."""
         froms = [r for r in self.rows if r.instruction.startswith("FROM ")]
         return {
             "in file": sum(r.line is not None for r in froms),
-            "built": sum(r.status in (REPRODUCED, DEVIATION) or (r.status == CHANGED and r.line is not None) for r in froms),
+            "built": sum(
+                r.status in (REPRODUCED, DEVIATION) or (r.status == CHANGED and r.line is not None) for r in froms
+            ),
             "missing": sum(r.status == MISSING for r in froms),
             "removed upstream": sum(r.line is None for r in froms),
         }
@@ -86,8 +90,14 @@ class ConformanceReport:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for JSON."""
-        return {"dockerfile": self.dockerfile, "ok": self.ok(), "counts": self.counts(), "stages": self.stage_counts(),
-                "summary": self.summary(), "rows": [dataclasses.asdict(r) for r in self.rows]}
+        return {
+            "dockerfile": self.dockerfile,
+            "ok": self.ok(),
+            "counts": self.counts(),
+            "stages": self.stage_counts(),
+            "summary": self.summary(),
+            "rows": [dataclasses.asdict(r) for r in self.rows],
+        }
 
     def to_json(self) -> str:
         """The report as indented JSON, for CI."""
@@ -200,8 +210,16 @@ def check(
     in_file = {a.lower() for s in stages for c in s.commands if c.cmd == "ARG" for a, _ in arg_items(c)}
     in_file |= {a.lower() for a in global_args}
     for arg in sorted(set(arg_defaults) - in_file - set(project_args)):
-        rows.append(Row(GLOBAL, None, f"ARG {arg}={arg_defaults[arg]}", CHANGED, f"ARG {arg} removed upstream",
-                        f"ARG {arg}={arg_defaults[arg]}"))
+        rows.append(
+            Row(
+                GLOBAL,
+                None,
+                f"ARG {arg}={arg_defaults[arg]}",
+                CHANGED,
+                f"ARG {arg} removed upstream",
+                f"ARG {arg}={arg_defaults[arg]}",
+            )
+        )
     for stage in stages:
         if stage.name in not_built:
             rows += _not_built_rows(stage, not_built[stage.name])
@@ -234,7 +252,14 @@ def _global_arg_row(arg: str, default: str | None, line: int, arg_defaults: Mapp
         return Row(GLOBAL, line, text, CHANGED, f"ARG {arg} default changed", f"ARG {arg}={arg_defaults[arg.lower()]}")
     if (default is not None) != (arg in GLOBAL_DEFAULTS):
         declared = f"ARG {arg}={default or ''}" if arg in GLOBAL_DEFAULTS else f"ARG {arg}"
-        return Row(GLOBAL, line, text, CHANGED, f"ARG {arg} {'gained' if default is not None else 'lost'} its default", declared)
+        return Row(
+            GLOBAL,
+            line,
+            text,
+            CHANGED,
+            f"ARG {arg} {'gained' if default is not None else 'lost'} its default",
+            declared,
+        )
     return Row(GLOBAL, line, text, REPRODUCED)
 
 
@@ -248,8 +273,11 @@ def _stage_rows(
     arg_rows: list[Row] = []
     order: list[Any] = []
     declared_from = f"FROM {decl.from_} AS {stage.name}"
-    from_row = (Row(stage.name, stage.line, stage.text, REPRODUCED) if decl.from_ == stage.base
-                else Row(stage.name, stage.line, stage.text, CHANGED, "FROM changed", declared_from))
+    from_row = (
+        Row(stage.name, stage.line, stage.text, REPRODUCED)
+        if decl.from_ == stage.base
+        else Row(stage.name, stage.line, stage.text, CHANGED, "FROM changed", declared_from)
+    )
     file_args: dict[str, str | None] = {}
     for command in stage.commands:
         if command.cmd != "ARG":
@@ -257,14 +285,30 @@ def _stage_rows(
             continue
         for arg, default in arg_items(command):
             file_args[arg] = default
-            arg_rows.append(_stage_arg_row(stage.name, command.start_line, arg, default, decl, global_args, arg_defaults))
+            arg_rows.append(
+                _stage_arg_row(stage.name, command.start_line, arg, default, decl, global_args, arg_defaults)
+            )
     for arg in decl.also_reads:
-        arg_rows.append(Row(stage.name, None, f"ARG {arg}", DEVIATION, "read by this project's file-layer install only"))
+        arg_rows.append(
+            Row(stage.name, None, f"ARG {arg}", DEVIATION, "read by this project's file-layer install only")
+        )
     for arg in decl.arg_names():
-        if arg not in file_args and arg not in PROJECT_ARGS and arg not in decl.also_reads:  # project arguments have no ARG line
-            arg_rows.append(Row(stage.name, None, f"ARG {arg}", CHANGED, f"ARG {arg} is read here but not declared in this stage upstream",
-                                f"ARG {arg}"))
-    in_file_order = sorted([*arg_rows, *_instruction_rows(stage, decl, order)], key=lambda r: (r.line is None, r.line or 0))
+        if (
+            arg not in file_args and arg not in PROJECT_ARGS and arg not in decl.also_reads
+        ):  # project arguments have no ARG line
+            arg_rows.append(
+                Row(
+                    stage.name,
+                    None,
+                    f"ARG {arg}",
+                    CHANGED,
+                    f"ARG {arg} is read here but not declared in this stage upstream",
+                    f"ARG {arg}",
+                )
+            )
+    in_file_order = sorted(
+        [*arg_rows, *_instruction_rows(stage, decl, order)], key=lambda r: (r.line is None, r.line or 0)
+    )
     return [from_row, *in_file_order]
 
 
@@ -314,8 +358,11 @@ def _instruction_rows(stage: FileStage, decl: StageDeclaration, commands: Sequen
     stale: list[Row] = []
     for text, _reason in unmatched:
         kind = text.split(" ", 1)[0]
-        scored = [(difflib.SequenceMatcher(None, text, upstream[i][1]).ratio(), i) for i in leftovers
-                  if upstream[i][1].split(" ", 1)[0] == kind]
+        scored = [
+            (difflib.SequenceMatcher(None, text, upstream[i][1]).ratio(), i)
+            for i in leftovers
+            if upstream[i][1].split(" ", 1)[0] == kind
+        ]
         best = max(scored, default=(0.0, -1))
         if best[0] >= SAME_INSTRUCTION_EDITED:
             line, now = upstream[best[1]]

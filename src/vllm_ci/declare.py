@@ -88,11 +88,23 @@ def stage(
 
     def register(function: F) -> F:
         if name in DECLARED:
-            raise ValueError(f"stage {name!r} is declared twice: {DECLARED[name].function.__qualname__} and {function.__qualname__}")
+            raise ValueError(
+                f"stage {name!r} is declared twice: {DECLARED[name].function.__qualname__} and {function.__qualname__}"
+            )
         if set(not_read) - set(parents):
-            raise ValueError(f"stage {name!r}: not_read={sorted(set(not_read) - set(parents))!r} are not among its parents")
-        DECLARED[name] = StageDeclaration(name, from_, tuple(args), function, tuple(parents), tuple(reads),
-                                          not_read=tuple(not_read), also_reads=tuple(also_reads))
+            raise ValueError(
+                f"stage {name!r}: not_read={sorted(set(not_read) - set(parents))!r} are not among its parents"
+            )
+        DECLARED[name] = StageDeclaration(
+            name,
+            from_,
+            tuple(args),
+            function,
+            tuple(parents),
+            tuple(reads),
+            not_read=tuple(not_read),
+            also_reads=tuple(also_reads),
+        )
         return function
 
     return register
@@ -131,11 +143,13 @@ def declared_steps(function: Callable[..., Any]) -> list[DeclaredStep]:
     """Read the markers from a function's source, in source order, without running it."""
     tree = ast.parse(textwrap.dedent(inspect.getsource(function)))
     calls = [
-        node for node in ast.walk(tree)
+        node
+        for node in ast.walk(tree)
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in MARKERS
     ]
     steps = []
     for call in sorted(calls, key=lambda node: (node.lineno, node.col_offset)):
+        assert isinstance(call.func, ast.Name)  # as the filter above chose it
         values = [_literal(node, function) for node in call.args[: MARKERS[call.func.id]]]
         values += [_literal(kw.value, function) for kw in call.keywords if kw.arg in ("instructions", "reason")]
         instructions = values[0]

@@ -19,7 +19,7 @@ from types import FrameType
 from typing import Final
 
 PROG: Final = "vllm-ci"
-WORDS: Final = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
+WORDS: Final[dict[int, str]] = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
 
 received: list[int] = []  # the signals received, in order
 _hook: list[Callable[[], None]] = []  # what stops the running work; empty outside the client's event loop

@@ -38,14 +38,24 @@ def key_args(decl: StageDeclaration, args: BuildArgs) -> dict[str, str]:
 def stage_graph(args: BuildArgs) -> list[Stage]:
     """Every declared stage, wired to its stage function with this build's arguments."""
     return [
-        Stage(decl.name, functools.partial(decl.function, args), decl.parents, include_patterns(decl.reads),
-              key_args(decl, args), code_fingerprint(decl.function, OWN_CODE), decl.not_read)
+        Stage(
+            decl.name,
+            functools.partial(decl.function, args),
+            decl.parents,
+            include_patterns(decl.reads),
+            key_args(decl, args),
+            code_fingerprint(decl.function, OWN_CODE),
+            decl.not_read,
+        )
         for decl in DECLARED.values()
     ]
 
 
-async def secrets_of(aws_access_key_id: dagger.Secret | None, aws_secret_access_key: dagger.Secret | None,
-                     index_netrc: dagger.Secret | None = None) -> dict[str, dagger.Secret]:
+async def secrets_of(
+    aws_access_key_id: dagger.Secret | None,
+    aws_secret_access_key: dagger.Secret | None,
+    index_netrc: dagger.Secret | None = None,
+) -> dict[str, dagger.Secret]:
     """The build's secrets by the id the RUNs mount them with: the AWS keys as the one credentials file
     sccache reads (--mount=type=secret,id=aws-credentials), made as a secret; the private-index netrc as
     given (every RUN run as written mounts it, instructions.INDEX_NETRC). No text of either reaches a
@@ -53,6 +63,8 @@ async def secrets_of(aws_access_key_id: dagger.Secret | None, aws_secret_access_
     secrets = {INDEX_NETRC: index_netrc} if index_netrc is not None else {}
     if aws_access_key_id is None or aws_secret_access_key is None:
         return secrets
-    text = (f"[default]\naws_access_key_id = {await aws_access_key_id.plaintext()}\n"
-            f"aws_secret_access_key = {await aws_secret_access_key.plaintext()}\n")
+    text = (
+        f"[default]\naws_access_key_id = {await aws_access_key_id.plaintext()}\n"
+        f"aws_secret_access_key = {await aws_secret_access_key.plaintext()}\n"
+    )
     return {**secrets, stages.AWS_CREDENTIALS: dag.set_secret(stages.AWS_CREDENTIALS, text)}

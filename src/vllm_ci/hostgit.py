@@ -32,8 +32,13 @@ FILTER_OFF: Final = ("clean=", "smudge=", "process=", "required=false")
 
 def filter_drivers(repo: pathlib.Path) -> list[str]:
     """The filter drivers the repository's config (with its includes) defines, read as data by `git config`."""
-    listed = subprocess.run([*SAFE_GIT, "config", "--name-only", "--get-regexp", r"^filter\."], cwd=repo,
-                            capture_output=True, text=True, timeout=60)
+    listed = subprocess.run(
+        [*SAFE_GIT, "config", "--name-only", "--get-regexp", r"^filter\."],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     names = {line.removeprefix("filter.").rpartition(".")[0] for line in listed.stdout.splitlines()}
     return sorted(name for name in names if name)
 

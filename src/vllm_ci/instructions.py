@@ -38,8 +38,11 @@ from vllm_ci.declare import DECLARED, StageDeclaration
 from vllm_ci.errors import UsageError
 from vllm_ci.steps import Step, unquote
 
-SHARING: Final = {"shared": dagger.CacheSharingMode.SHARED, "locked": dagger.CacheSharingMode.LOCKED,
-                  "private": dagger.CacheSharingMode.PRIVATE}
+SHARING: Final = {
+    "shared": dagger.CacheSharingMode.SHARED,
+    "locked": dagger.CacheSharingMode.LOCKED,
+    "private": dagger.CacheSharingMode.PRIVATE,
+}
 # A RUN's script starts by setting the stage's ARGs from a variable that holds their exports, set for
 # that one command: not in its arguments, which the image config's history records (created_by) and a
 # failed RUN's error line shows, and gone from the config after it.
@@ -61,8 +64,14 @@ def target_arch() -> str:
 def automatic_value(name: str) -> str:
     """The value BuildKit gives one of its automatic platform ARGs."""
     arch = target_arch()
-    return {"TARGETPLATFORM": f"linux/{arch}", "TARGETARCH": arch, "TARGETOS": "linux", "BUILDPLATFORM": f"linux/{arch}",
-            "BUILDARCH": arch, "BUILDOS": "linux"}.get(name, "")
+    return {
+        "TARGETPLATFORM": f"linux/{arch}",
+        "TARGETARCH": arch,
+        "TARGETOS": "linux",
+        "BUILDPLATFORM": f"linux/{arch}",
+        "BUILDARCH": arch,
+        "BUILDOS": "linux",
+    }.get(name, "")
 
 
 def mount_options(flag: str) -> dict[str, str]:
@@ -109,7 +118,10 @@ class AsWritten:
             text = text.replace("${" + name + "}", automatic_value(name)).replace("$" + name, automatic_value(name))
         for name, value in self.env.items():
             text = re.sub(r"\$\{" + name + r"\}|\$" + name + r"\b", lambda _: value, text)
-        scoped = {name.lower(): value or "" for name, value in self.values.items() if name not in AUTOMATIC_ARGS}
+        # The ARGs' text, whatever the field's type (max_jobs is an int): expand() substitutes text.
+        scoped: dict[str, Any] = {
+            name.lower(): value or "" for name, value in self.values.items() if name not in AUTOMATIC_ARGS
+        }
         return dataclasses.replace(self.args, **scoped).expand(text)
 
     def arg_environment(self) -> dict[str, str]:
@@ -138,8 +150,10 @@ class AsWritten:
             elif " ".join(upstream_text.split()) in " ".join(script.split()):  # upstream spreads it over lines
                 script = " ".join(script.split()).replace(" ".join(upstream_text.split()), ours)
         # ENV wins over an ARG of the same name: set an ARG only where the image has no such variable.
-        preamble = "".join(f'[ -n "${{{name}+set}}" ] || export {name}={shlex.quote(value)}\n'
-                           for name, value in self.arg_environment().items())
+        preamble = "".join(
+            f'[ -n "${{{name}+set}}" ] || export {name}={shlex.quote(value)}\n'
+            for name, value in self.arg_environment().items()
+        )
         mounts = [mount_options(self.expand(flag)) for flag in command.flags if flag.startswith("--mount=")]
         if INDEX_NETRC in self.ctx.secrets:  # private-index credentials: pip and uv read the file NETRC names
             mounts.append({"type": "secret", "id": INDEX_NETRC, "target": NETRC_PATH})
@@ -151,8 +165,11 @@ class AsWritten:
                 ctr, target = self._mount(ctr, options)
                 if target:
                     mounted.append(target)
-            ctr = (ctr.with_env_variable(ARGS_VARIABLE, preamble).with_exec(["/bin/sh", "-c", ARG_LOADER + script])
-                   .without_env_variable(ARGS_VARIABLE))
+            ctr = (
+                ctr.with_env_variable(ARGS_VARIABLE, preamble)
+                .with_exec(["/bin/sh", "-c", ARG_LOADER + script])
+                .without_env_variable(ARGS_VARIABLE)
+            )
             for target in mounted:
                 ctr = ctr.without_mount(target)
             return ctr
@@ -177,8 +194,11 @@ class AsWritten:
             return ctr.with_mounted_secret(target, secret), target
         if kind == "bind":
             source = options.get("source", options.get("src", "."))
-            origin = (self.ctx.parents[options["from"]].directory(source) if "from" in options
-                      else self.ctx.source.directory(source))
+            origin = (
+                self.ctx.parents[options["from"]].directory(source)
+                if "from" in options
+                else self.ctx.source.directory(source)
+            )
             return ctr.with_mounted_directory(options["target"], origin), options["target"]
         raise UsageError(f"--mount type={kind} cannot be run as written")
 
@@ -198,9 +218,11 @@ class AsWritten:
 
     _add = _copy
 
-    def _copy_one(self, ctr: dagger.Container, parent: dagger.Container | None, source: str, dest: str,
-                  into_folder: bool) -> dagger.Container:
+    def _copy_one(
+        self, ctr: dagger.Container, parent: dagger.Container | None, source: str, dest: str, into_folder: bool
+    ) -> dagger.Container:
         """One COPY source: a folder's contents into dest, a glob's matches into dest, a file to dest."""
+
         def origin(path: str) -> dagger.Directory:
             return parent.directory(path) if parent is not None else self.ctx.source.directory(path)
 
@@ -212,7 +234,9 @@ class AsWritten:
             return ctr.with_directory(dest, origin(folder), include=[name])
         if parent is not None and posixpath.basename(dest.rstrip("/")) == name:
             # Same name at the destination: the entry itself, file or folder, without asking which.
-            return ctr.with_directory(posixpath.dirname(dest.rstrip("/")) or ".", origin(folder), include=[name, f"{name}/**"])
+            return ctr.with_directory(
+                posixpath.dirname(dest.rstrip("/")) or ".", origin(folder), include=[name, f"{name}/**"]
+            )
         is_folder = ("." not in name) if parent is not None else (source.rstrip("/") + "/") in self.folders
         if is_folder:
             return ctr.with_directory(dest, origin(source))
@@ -280,7 +304,9 @@ class AsWritten:
         def step(ctr: dagger.Container) -> dagger.Container:
             for port, _, protocol in ports:
                 udp = protocol.lower() == "udp"
-                ctr = ctr.with_exposed_port(int(port), protocol=dagger.NetworkProtocol.UDP if udp else dagger.NetworkProtocol.TCP)
+                ctr = ctr.with_exposed_port(
+                    int(port), protocol=dagger.NetworkProtocol.UDP if udp else dagger.NetworkProtocol.TCP
+                )
             return ctr
 
         return step
@@ -294,8 +320,14 @@ def as_written(stage_name: str, args: BuildArgs, ctx: StageContext, portable: Se
     scope = tuple(n for n in decl.arg_names() if n not in PROJECT_ARGS and n not in decl.also_reads)
     defaults = {field.name: str(field.default) for field in dataclasses.fields(BuildArgs)}
     changed = {defaults[name]: getattr(args, name) for name in portable if getattr(args, name) != defaults[name]}
-    return AsWritten(args, ctx, scope, tuple(p for p in decl.reads if p.endswith("/")), changed,
-                     {name: scoped_value(decl, name, args) for name in scope})
+    return AsWritten(
+        args,
+        ctx,
+        scope,
+        tuple(p for p in decl.reads if p.endswith("/")),
+        changed,
+        {name: scoped_value(decl, name, args) for name in scope},
+    )
 
 
 def scoped_value(decl: StageDeclaration, name: str, args: BuildArgs) -> str | None:

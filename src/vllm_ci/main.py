@@ -2,21 +2,20 @@
 
 `dagger call` lists these functions; the client command (cli.py) is derived from them."""
 
-
 import dataclasses
 import json
 import os
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import dagger
 from dagger import Doc, Ignore, function, object_type
 
 from stagecache import BuildReport, StageCache
-from stagecache.report import Progress
 from stagecache.keys import checked_compression
 from stagecache.prune import prune as prune_repository
 from stagecache.registry import DEFAULT_ATTEMPTS, RegistryError
+from stagecache.report import Progress
 from stagecache.store import StageError
 from vllm_ci.args import PROJECT_ARGS, BuildArgs, arg_defaults
 from vllm_ci.checks import checked
@@ -28,8 +27,17 @@ from vllm_ci.version import source_versions
 
 # Never part of a key or a layer: VCS data, docs, build outputs, local environments.
 SOURCE_IGNORE = [
-    ".git", ".github", "docs", "build", "dist", ".venv", "**/__pycache__", "**/*.pyc",
-    "**/*.egg-info", "**/.pytest_cache", "vllm/**/*.so",
+    ".git",
+    ".github",
+    "docs",
+    "build",
+    "dist",
+    ".venv",
+    "**/__pycache__",
+    "**/*.pyc",
+    "**/*.egg-info",
+    "**/.pytest_cache",
+    "vllm/**/*.so",
 ]
 
 Source = Annotated[
@@ -45,14 +53,20 @@ RegistryPassword = Annotated[dagger.Secret | None, Doc("Password or token for th
 AwsKeyId = Annotated[dagger.Secret | None, Doc("AWS_ACCESS_KEY_ID for the sccache backend")]
 RegistryAttempts = Annotated[int, Doc("Tries per registry request on a 429, a 5xx or a reset, with backoff")]
 AwsSecret = Annotated[dagger.Secret | None, Doc("AWS_SECRET_ACCESS_KEY for the sccache backend")]
-IndexNetrc = Annotated[dagger.Secret | None, Doc(
-    "A netrc file with the private package indexes' credentials (machine HOST login USER password TOKEN): every "
-    "RUN sees it as $NETRC, which pip and uv read; never in a key, layer, label or log. Give index URLs without "
-    "user-info")]
+IndexNetrc = Annotated[
+    dagger.Secret | None,
+    Doc(
+        "A netrc file with the private package indexes' credentials (machine HOST login USER password TOKEN): every "
+        "RUN sees it as $NETRC, which pip and uv read; never in a key, layer, label or log. Give index URLs without "
+        "user-info"
+    ),
+]
 RegistryService = Annotated[
     dagger.Service | None,
-    Doc("Under `dagger call`: a cache registry on the host's loopback, as tcp://127.0.0.1:PORT, so the "
-        "module's look-ups reach what the engine's pulls reach; the client command needs none"),
+    Doc(
+        "Under `dagger call`: a cache registry on the host's loopback, as tcp://127.0.0.1:PORT, so the "
+        "module's look-ups reach what the engine's pulls reach; the client command needs none"
+    ),
 ]
 
 
@@ -111,9 +125,9 @@ class VllmCi(BuildArgs):
         version, clean = await source_versions(source)
         return dataclasses.replace(self, git_version=version, git_version_clean=clean)
 
-    async def _stage(self, source: dagger.Directory, target: str, **cache: object) -> dagger.Container:
+    async def _stage(self, source: dagger.Directory, target: str, **cache: Any) -> dagger.Container:
         """Build one stage (and what it needs), through the cache when one is given."""
-        container, report = await (await self._cache(source, **cache)).build(source, target)  # type: ignore[arg-type]
+        container, report = await (await self._cache(source, **cache)).build(source, target)
         print(report.table(), file=sys.stderr)
         return container
 
@@ -158,12 +172,16 @@ class VllmCi(BuildArgs):
     @function
     @checked
     async def test_image(
-        self, source: Source, cache_from: CacheFrom = None, cache_to: CacheTo = "",
+        self,
+        source: Source,
+        cache_from: CacheFrom = None,
+        cache_to: CacheTo = "",
         registry_service: RegistryService = None,
     ) -> dagger.Container:
         """CI's test image: test dependencies, vLLM, and the source tree last (stage `test`)."""
-        return await self._stage(source, "test", cache_from=cache_from, cache_to=cache_to,
-                                 registry_service=registry_service)
+        return await self._stage(
+            source, "test", cache_from=cache_from, cache_to=cache_to, registry_service=registry_service
+        )
 
     @function
     @checked
@@ -182,7 +200,9 @@ class VllmCi(BuildArgs):
         registry_service: RegistryService = None,
     ) -> str:
         """Build the test image and run the tests inside it; returns pytest's output."""
-        image = await self.test_image(source, cache_from, cache_to, registry_service)
+        # dagger-io 0.18.19 types @function's result as an unbound R (Func is an alias without its
+        # parameters), so mypy cannot see the coroutine every @function method here returns.
+        image = await self.test_image(source, cache_from, cache_to, registry_service)  # type: ignore[attr-defined]
         return await image.with_exec(["python3", "-m", "pytest", *tests.split()]).stdout()
 
     @function
@@ -197,8 +217,9 @@ class VllmCi(BuildArgs):
         registry_service: RegistryService = None,
     ) -> str:
         """Dry run: the stages the target needs, their keys and which cache refs would hit, as JSON."""
-        cache = await self._cache(source, cache_from, "", False, registry_username, registry_password,
-                                  registry_service=registry_service)
+        cache = await self._cache(
+            source, cache_from, "", False, registry_username, registry_password, registry_service=registry_service
+        )
         planned = await cache.plan(source, target)
         return json.dumps({"target": target, "stages": [p.to_dict() for p in planned]}, indent=2)
 
@@ -222,8 +243,17 @@ class VllmCi(BuildArgs):
     ) -> str:
         """Build the target with the stage cache, publish it, and return the per-stage report as JSON."""
         cache = await self._cache(
-            source, cache_from, cache_to, cache_strict, registry_username, registry_password,
-            aws_access_key_id, aws_secret_access_key, registry_attempts, registry_service, index_netrc,
+            source,
+            cache_from,
+            cache_to,
+            cache_strict,
+            registry_username,
+            registry_password,
+            aws_access_key_id,
+            aws_secret_access_key,
+            registry_attempts,
+            registry_service,
+            index_netrc,
         )
         _, report = await cache.build(source, target, image)
         print(report.table(), file=sys.stderr)
@@ -234,7 +264,9 @@ class VllmCi(BuildArgs):
     async def conformance(
         self,
         source: Source,
-        dockerfile: Annotated[dagger.File | None, Doc("The Dockerfile to check against; default: docker/Dockerfile of the source")] = None,
+        dockerfile: Annotated[
+            dagger.File | None, Doc("The Dockerfile to check against; default: docker/Dockerfile of the source")
+        ] = None,
         format_: Annotated[str, Doc("table (for a person) or json (for CI)")] = "table",
     ) -> str:
         """Hold the stage functions against a Dockerfile: each stage, ARG and instruction reproduced, deviating, missing or changed upstream."""
@@ -257,7 +289,9 @@ class VllmCi(BuildArgs):
         self,
         report_json: Annotated[str, Doc("A report as `build` returns it")],
         markdown: Annotated[bool, Doc("Markdown instead of plain text")] = False,
-        timeline: Annotated[bool, Doc("The per-stage timeline (queued, running, exporting) instead of the table")] = False,
+        timeline: Annotated[
+            bool, Doc("The per-stage timeline (queued, running, exporting) instead of the table")
+        ] = False,
     ) -> str:
         """Render a build's JSON report as a table, or its per-stage timeline."""
         parsed = BuildReport.from_json(report_json)  # checked (vllm_ci.checks.check_report)
@@ -272,7 +306,11 @@ class VllmCi(BuildArgs):
         cache_repo: Annotated[str, Doc("The cache repository to prune, registry/repository")],
         keep_days: Annotated[float, Doc("Keep entries younger than this many days")] = 7.0,
         keep_last: Annotated[int, Doc("Keep the newest N entries of each stage")] = 2,
-        source: Annotated[dagger.Directory | None, Doc("A checkout whose current plan's entries are never deleted"), Ignore(SOURCE_IGNORE)] = None,
+        source: Annotated[
+            dagger.Directory | None,
+            Doc("A checkout whose current plan's entries are never deleted"),
+            Ignore(SOURCE_IGNORE),
+        ] = None,
         delete: Annotated[bool, Doc("Really delete; without it, only say what would be deleted")] = False,
         registry_username: RegistryUsername = "",
         registry_password: RegistryPassword = None,
@@ -287,8 +325,14 @@ class VllmCi(BuildArgs):
         password = await registry_password.plaintext() if registry_password else ""
         try:
             return await prune_repository(
-                cache_repo, live_keys=live, keep_days=keep_days, keep_last=keep_last, dry_run=not delete,
-                username=registry_username, password=password, tunnels=await tunnels_of(registry_service),
+                cache_repo,
+                live_keys=live,
+                keep_days=keep_days,
+                keep_last=keep_last,
+                dry_run=not delete,
+                username=registry_username,
+                password=password,
+                tunnels=await tunnels_of(registry_service),
             )
         except RegistryError as err:
             raise StageError(str(err), phase="prune", ref=cache_repo) from None

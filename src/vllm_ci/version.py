@@ -32,33 +32,41 @@ VLLM_GIT_DESCRIBE_COMMAND = ["git", "describe", "--dirty", "--tags", "--long", "
 FALLBACK_FILES = ("pyproject.toml", "PKG-INFO")
 # [tool.setuptools_scm] (setuptools-scm 10 / vcs-versioning 2.6 names), by what is done with each setting:
 # taken: plain values that change the version string (schemes only by the name of a built-in one);
-TAKEN: Final = frozenset({"fallback_version", "parentdir_prefix_version", "tag_regex", "tag", "normalize",
-                          "version_scheme", "local_scheme"})
+TAKEN: Final = frozenset(
+    {"fallback_version", "parentdir_prefix_version", "tag_regex", "tag", "normalize", "version_scheme", "local_scheme"}
+)
 TAG_KEYS: Final = frozenset({"regex", "prefix", "strict"})
 # ignored: they write files (the stage build writes them, in its container) or name the environment variables
 # that would override the version (the host's environment is not the project's to choose);
-IGNORED: Final = frozenset({"write_to", "write_to_template", "version_file", "version_file_template",
-                            "write_to_source", "dist_name"})
+IGNORED: Final = frozenset(
+    {"write_to", "write_to_template", "version_file", "version_file_template", "write_to_source", "dist_name"}
+)
 # refused, each with why: code or commands to run, or another place than --source's root to derive from.
 REFUSED: Final = {
     "parse": "names a function to import and run",
     "version_cls": "names a class to import",
     "git_describe_command": "names a command to run",
     "scm": "names commands (describe_command) or steps (pre_parse: fetch) to run",
-    "root": "points to another repository than --source's", "relative_to": "points to another repository",
-    "fallback_root": "points to another folder", "parent": "points to another repository",
-    "search_parent_directories": "reads repositories above --source", "project_path": "points to another folder",
+    "root": "points to another repository than --source's",
+    "relative_to": "points to another repository",
+    "fallback_root": "points to another folder",
+    "parent": "points to another repository",
+    "search_parent_directories": "reads repositories above --source",
+    "project_path": "points to another folder",
 }
 # setuptools-scm's own schemes: the entry points of the distribution that ships them, by group.
-SCHEME_GROUPS: Final = {"version_scheme": "setuptools_scm.version_scheme",
-                         "local_scheme": "setuptools_scm.local_scheme"}
+SCHEME_GROUPS: Final = {
+    "version_scheme": "setuptools_scm.version_scheme",
+    "local_scheme": "setuptools_scm.local_scheme",
+}
 SCHEMES_DIST: Final = "vcs-versioning"
 
 
 def refuse(pyproject: pathlib.Path, key: str, why: str) -> UsageError:
     """The one-line refusal of a [tool.setuptools_scm] setting, naming it and the file."""
-    return UsageError(f"--source: {pyproject}: [tool.setuptools_scm] {key} {why}; vllm-ci runs nothing of a "
-                      "checkout on the host")
+    return UsageError(
+        f"--source: {pyproject}: [tool.setuptools_scm] {key} {why}; vllm-ci runs nothing of a checkout on the host"
+    )
 
 
 def builtin_scheme(pyproject: pathlib.Path, key: str, value: object) -> Any:
@@ -67,12 +75,15 @@ def builtin_scheme(pyproject: pathlib.Path, key: str, value: object) -> Any:
     names = [value] if isinstance(value, str) else value
     if not isinstance(names, list) or not names or not all(isinstance(name, str) for name in names):
         raise refuse(pyproject, key, "must be the name of a setuptools-scm scheme or a list of such names")
-    own = {ep.name: ep for ep in metadata.distribution(SCHEMES_DIST).entry_points
-           if ep.group == SCHEME_GROUPS[key]}
+    own = {ep.name: ep for ep in metadata.distribution(SCHEMES_DIST).entry_points if ep.group == SCHEME_GROUPS[key]}
     for name in names:
         if name not in own:
-            raise refuse(pyproject, key, f"= {name!r} is not one of setuptools-scm's own schemes "
-                         f"({', '.join(sorted(own))}): it would name code to import and run")
+            raise refuse(
+                pyproject,
+                key,
+                f"= {name!r} is not one of setuptools-scm's own schemes "
+                f"({', '.join(sorted(own))}): it would name code to import and run",
+            )
     functions = [own[name].load() for name in names]
     return functions[0] if len(functions) == 1 else functions
 
@@ -121,15 +132,20 @@ def configuration(checkout: pathlib.Path) -> Any:
     settings = plain(pyproject, "table", settings, dict)
     for key in sorted(settings.keys() - TAKEN - IGNORED):
         raise refuse(pyproject, key, REFUSED.get(key, "is not a setting vllm-ci reads"))
-    taken: dict[str, Any] = {key: builtin_scheme(pyproject, key, settings[key])
-                             for key in SCHEME_GROUPS if key in settings}
+    taken: dict[str, Any] = {
+        key: builtin_scheme(pyproject, key, settings[key]) for key in SCHEME_GROUPS if key in settings
+    }
     for key in ("fallback_version", "parentdir_prefix_version"):
         if key in settings:
             taken[key] = plain(pyproject, key, settings[key], str)
     normalize = plain(pyproject, "normalize", settings.get("normalize", True), bool)
-    config = Configuration(root=str(checkout), version_cls=Version if normalize else NonNormalizedVersion,
-                           tag=tag_settings(pyproject, settings.get("tag", {}), settings.get("tag_regex")),
-                           _env=VcsEnvironment.from_env("SETUPTOOLS_SCM"), **taken)
+    config = Configuration(
+        root=str(checkout),
+        version_cls=Version if normalize else NonNormalizedVersion,
+        tag=tag_settings(pyproject, settings.get("tag", {}), settings.get("tag_regex")),
+        _env=VcsEnvironment.from_env("SETUPTOOLS_SCM"),
+        **taken,
+    )
     config.scm.git.describe_command = VLLM_GIT_DESCRIBE_COMMAND
     return config
 

@@ -1,4 +1,5 @@
 """Fail when a wheel in the folder is larger than VLLM_MAX_SIZE_MB (as vLLM's .buildkite/check-wheel-size.py)."""
+
 import os
 import pathlib
 import sys

@@ -1,4 +1,5 @@
 """Tests for the `vllm` console script."""
+
 import importlib.metadata
 
 from vllm_test_utils import run_vllm

@@ -1,4 +1,5 @@
 """Tests for the Python layers on top of vllm._C."""
+
 import pytest
 from vllm_test_utils import assert_allclose
 

@@ -1,4 +1,5 @@
 """Tests for the compiled extension vllm._C."""
+
 import math
 from pathlib import Path
 

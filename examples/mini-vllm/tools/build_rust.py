@@ -2,6 +2,7 @@
 
 vLLM's setup.py loads tools/build_rust.py by path, so csrc-build copies it in; this example keeps the
 same contract. As a script it builds rust/ with cargo and installs the `vllm-rs` binary into vllm/."""
+
 import os
 import pathlib
 import shutil
@@ -40,7 +41,15 @@ def main(profile: str) -> None:
     """Build rust/ and install vllm/vllm-rs."""
     release = profile != "--debug"
     target = ROOT / "rust" / "target"
-    command = ["cargo", "build", "--locked", "--manifest-path", str(ROOT / "rust" / "Cargo.toml"), "--target-dir", str(target)]
+    command = [
+        "cargo",
+        "build",
+        "--locked",
+        "--manifest-path",
+        str(ROOT / "rust" / "Cargo.toml"),
+        "--target-dir",
+        str(target),
+    ]
     prepare_build_environment()
     subprocess.run(command + (["--release"] if release else []), check=True)
     built = target / ("release" if release else "debug") / "vllm-rs"

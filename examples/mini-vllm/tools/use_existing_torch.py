@@ -1,6 +1,7 @@
 """Drop the torch pins from the requirements files, so an installed torch (nightly, prerelease) is kept.
 
 As vLLM's tools/use_existing_torch.py: `--prefix` also drops torchvision/torchaudio."""
+
 import pathlib
 import re
 import sys

@@ -1,4 +1,5 @@
 """mini-vllm: a tiny vLLM-shaped package with a C extension (vllm._C)."""
+
 from types import ModuleType
 
 try:  # written by setuptools-scm when the package is built, as vLLM's

@@ -1,4 +1,5 @@
 """Print a short environment report (python version, whether vllm._C loads)."""
+
 import platform
 import sys
 

@@ -1,4 +1,5 @@
 """Environment variables read by mini-vllm (and by setup.py at build time)."""
+
 import os
 from typing import Any, Callable, Dict, List
 

@@ -1,4 +1,5 @@
 """Python layers built on top of the native ops in vllm._C."""
+
 import math
 from typing import List, Sequence
 

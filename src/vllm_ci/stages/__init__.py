@@ -5,5 +5,5 @@ Heavy layers come first and are keyed by what they read; everything that changes
 Python sources is added last, by file operations onto imported images (no RUN after it), so a
 Python-only change moves only thin layers (see graph.py for the keys)."""
 
-from vllm_ci.stages import base, rust, csrc, extensions, wheel, dev, runtime, test, openai  # noqa: F401  (declaration order)
+from vllm_ci.stages import base, rust, csrc, extensions, wheel, dev, runtime, test, openai  # noqa: F401  # isort: skip  (declaration order)
 from vllm_ci.stages.common import AWS_CREDENTIALS  # noqa: F401

@@ -19,16 +19,21 @@ from vllm_ci.stages.common import ARCH_ENV, COMPAT, WORKDIR
 
 # What base reads of the checkout: its COPYs, and of the requirements folder it binds, the one
 # file its RUN opens there (rubin-prerelease.txt; cuda.txt's `-r common.txt` is copied).
-READS = ("requirements/common.txt", "requirements/cuda.txt", "requirements/rubin-prerelease.txt",
-         "tools/use_existing_torch.py", "pyproject.toml")
+READS = (
+    "requirements/common.txt",
+    "requirements/cuda.txt",
+    "requirements/rubin-prerelease.txt",
+    "tools/use_existing_torch.py",
+    "pyproject.toml",
+)
 PRECISE_BIND = "binds only the files of requirements/ the step reads, so an unrelated requirement never moves base"
 
 UV_ENV = (
-    'ENV UV_HTTP_TIMEOUT=500',
+    "ENV UV_HTTP_TIMEOUT=500",
     'ENV UV_INDEX_STRATEGY="unsafe-best-match"',
-    'ENV UV_PYTHON_INSTALL_DIR=/opt/uv/python',
-    'ENV UV_CACHE_DIR=/opt/uv/cache',
-    'ENV UV_INSTALL_DIR=/opt/uv/bin',
+    "ENV UV_PYTHON_INSTALL_DIR=/opt/uv/python",
+    "ENV UV_CACHE_DIR=/opt/uv/cache",
+    "ENV UV_INSTALL_DIR=/opt/uv/bin",
     'ENV PATH="/opt/venv/bin:/opt/uv/bin:$PATH"',
     'ENV VIRTUAL_ENV="/opt/venv"',
 )
@@ -59,10 +64,10 @@ RUN if [ "$USE_SCCACHE" = "1" ]; then \\
     fi
 """
 SCCACHE_ENV = (
-    'ENV SCCACHE_BUCKET=${USE_SCCACHE:+${SCCACHE_BUCKET_NAME}}',
-    'ENV SCCACHE_REGION=${USE_SCCACHE:+${SCCACHE_REGION_NAME}}',
-    'ENV SCCACHE_S3_NO_CREDENTIALS=${USE_SCCACHE:+${SCCACHE_S3_NO_CREDENTIALS}}',
-    'ENV SCCACHE_IDLE_TIMEOUT=${USE_SCCACHE:+0}',
+    "ENV SCCACHE_BUCKET=${USE_SCCACHE:+${SCCACHE_BUCKET_NAME}}",
+    "ENV SCCACHE_REGION=${USE_SCCACHE:+${SCCACHE_REGION_NAME}}",
+    "ENV SCCACHE_S3_NO_CREDENTIALS=${USE_SCCACHE:+${SCCACHE_S3_NO_CREDENTIALS}}",
+    "ENV SCCACHE_IDLE_TIMEOUT=${USE_SCCACHE:+0}",
 )
 INSTALL_UV_AND_VENV = """\
 RUN mkdir -p "${UV_PYTHON_INSTALL_DIR}" "${UV_CACHE_DIR}" "${UV_INSTALL_DIR}" \\
@@ -77,13 +82,13 @@ RUN mkdir -p "${UV_PYTHON_INSTALL_DIR}" "${UV_CACHE_DIR}" "${UV_INSTALL_DIR}" \\
     && ln -sf /opt/venv/bin/pip /usr/bin/pip \\
     && python3 --version && python3 -m pip --version
 """
-LINK_MODE = 'ENV UV_LINK_MODE=copy'
-GCC = 'RUN gcc --version'
+LINK_MODE = "ENV UV_LINK_MODE=copy"
+GCC = "RUN gcc --version"
 COPY_TORCH_INPUTS = (
-    'COPY requirements/common.txt requirements/common.txt',
-    'COPY requirements/cuda.txt requirements/cuda.txt',
-    'COPY tools/use_existing_torch.py tools/use_existing_torch.py',
-    'COPY pyproject.toml pyproject.toml',
+    "COPY requirements/common.txt requirements/common.txt",
+    "COPY requirements/cuda.txt requirements/cuda.txt",
+    "COPY tools/use_existing_torch.py tools/use_existing_torch.py",
+    "COPY pyproject.toml pyproject.toml",
 )
 INSTALL_TORCH = """\
 RUN --mount=type=cache,target=/opt/uv/cache \\
@@ -133,18 +138,34 @@ RUN --mount=type=cache,target=/opt/uv/cache \\
 """
 
 
-@stage("base", from_="${BUILD_BASE_IMAGE}", reads=READS, args=(
-    "TARGETPLATFORM", "INSTALL_RUBIN_PRERELEASE", "CUDA_VERSION", "PYTHON_VERSION", "USE_SCCACHE", "SCCACHE_DOWNLOAD_URL",
-    "SCCACHE_ENDPOINT", "SCCACHE_BUCKET_NAME=vllm-build-sccache", "SCCACHE_REGION_NAME=us-west-2",
-    "SCCACHE_S3_NO_CREDENTIALS=0", "PYTORCH_CUDA_INDEX_BASE_URL", "PYTORCH_NIGHTLY",
-    "torch_cuda_arch_list=7.5 8.0 8.6 8.9 9.0 10.0 11.0 12.0",
-    "manylinux_packages_command", "uv_installer_command",
-))
+@stage(
+    "base",
+    from_="${BUILD_BASE_IMAGE}",
+    reads=READS,
+    args=(
+        "TARGETPLATFORM",
+        "INSTALL_RUBIN_PRERELEASE",
+        "CUDA_VERSION",
+        "PYTHON_VERSION",
+        "USE_SCCACHE",
+        "SCCACHE_DOWNLOAD_URL",
+        "SCCACHE_ENDPOINT",
+        "SCCACHE_BUCKET_NAME=vllm-build-sccache",
+        "SCCACHE_REGION_NAME=us-west-2",
+        "SCCACHE_S3_NO_CREDENTIALS=0",
+        "PYTORCH_CUDA_INDEX_BASE_URL",
+        "PYTORCH_NIGHTLY",
+        "torch_cuda_arch_list=7.5 8.0 8.6 8.9 9.0 10.0 11.0 12.0",
+        "manylinux_packages_command",
+        "uv_installer_command",
+    ),
+)
 async def base(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     """FROM ${BUILD_BASE_IMAGE} AS base: uv, the venv, torch and the CUDA requirements."""
     upstream = as_written("base", args, ctx, portable=("manylinux_packages_command", "uv_installer_command"))
     return (
-        dag.container().from_(args.expand(args.build_base_image))
+        dag.container()
+        .from_(args.expand(args.build_base_image))
         .with_(reproduces(UV_ENV, upstream))
         .with_(reproduces(INSTALL_SYSTEM_PACKAGES, upstream))
         .with_(reproduces(INSTALL_SCCACHE, upstream))

@@ -12,12 +12,12 @@ import json
 import pathlib
 import tempfile
 import tomllib
+from typing import Any
 
 import dagger
 from dagger import dag
 
 from stagecache import StageContext
-
 from vllm_ci.args import BuildArgs
 from vllm_ci.steps import Step
 
@@ -43,9 +43,11 @@ METADATA_INPUTS = ("pyproject.toml", "README.md", "LICENSE")
 
 
 # The deviation every image with vLLM in it makes, in one sentence.
-FLOOR = ("vLLM is added by file layers (csrc-build's extension and the EP kernel wheels as installed, the vllm/ "
-         "files with their bytecode, compiled by the runtime's own Python in runtime-python, and rust-build's vllm-rs, "
-         "linked on PATH in vllm-base), not by installing build's wheel with a RUN that would pull every layer below")
+FLOOR = (
+    "vLLM is added by file layers (csrc-build's extension and the EP kernel wheels as installed, the vllm/ "
+    "files with their bytecode, compiled by the runtime's own Python in runtime-python, and rust-build's vllm-rs, "
+    "linked on PATH in vllm-base), not by installing build's wheel with a RUN that would pull every layer below"
+)
 # On extension's image: csrc-build's installed dist-info (texts, RECORD rows) and _version.py; on
 # rust-installed's: the RECORD rows of what it holds. JSON in the image config, so vLLM's dist-info is
 # written without pulling either layer.
@@ -100,8 +102,11 @@ async def package_rows(ctx: StageContext) -> list[list[str]]:
     source (no second export): the paths are the layer's, as the engine filters them."""
     layer = await package_files(ctx.source).glob("**")
     files = {path: ctx.files.get(f"vllm/{path}") for path in layer}
-    return [record_row(f"vllm/{path}", file.sha256, file.size)
-            for path, file in sorted(files.items()) if file and not file.entry.startswith("link:")]
+    return [
+        record_row(f"vllm/{path}", file.sha256, file.size)
+        for path, file in sorted(files.items())
+        if file and not file.entry.startswith("link:")
+    ]
 
 
 def data_row(path: str, data: bytes) -> list[str]:
@@ -123,7 +128,7 @@ def build_version(csrc_version: str, git_version: str, pretend_version: str) -> 
     one (a project with a static version) or no version was derived."""
     if not git_version or not csrc_version.startswith(pretend_version):
         return csrc_version
-    suffix = csrc_version[len(pretend_version):].removeprefix(".")
+    suffix = csrc_version[len(pretend_version) :].removeprefix(".")
     if not suffix:
         return git_version
     return git_version + ("." if "+" in git_version else "+") + suffix
@@ -138,8 +143,18 @@ def version_file(template: str, version: str) -> str:
         dump_version(root=tmp, version=version, write_to="_version.py", scm_version=None)
         rendered = pathlib.Path(tmp, "_version.py").read_text().splitlines(keepends=True)
     versions = {line.partition(" = ")[0]: line for line in rendered if line.startswith(VERSION_LINES)}
-    return "".join(versions.get(line.partition(" = ")[0], line) if line.startswith(VERSION_LINES) else line
-                   for line in template.splitlines(keepends=True))
+    return "".join(
+        versions.get(line.partition(" = ")[0], line) if line.startswith(VERSION_LINES) else line
+        for line in template.splitlines(keepends=True)
+    )
+
+
+async def record_of(image: dagger.Container) -> Any:
+    """What a parent stage recorded in its RECORD_LABEL (csrc-build's and rust-build's images carry one)."""
+    text = await image.label(RECORD_LABEL)
+    if text is None:
+        raise ValueError(f"the parent image has no {RECORD_LABEL} label")
+    return json.loads(text)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,7 +169,7 @@ async def dist_info_installed(ctx: StageContext, extension: dict, version: str, 
     """vLLM's dist-info as uv writes it installing build's wheel: csrc-build's (from extension's image
     config, never its layer) under build's version, with RECORD rows for the package layer's files (the
     vllm/ sources, _version.py, rust-build's artifacts) in place of or beside csrc-build's, sorted as uv sorts them."""
-    rust_rows = json.loads(await ctx.parents["rust-installed"].label(RECORD_LABEL))
+    rust_rows = await record_of(ctx.parents["rust-installed"])
     old = extension["dist_info"]
     csrc_version = metadata_version(extension["files"]["METADATA"])
     dist_info = old.removesuffix(f"-{csrc_version}.dist-info") + f"-{version}.dist-info"
@@ -170,7 +185,9 @@ async def dist_info_installed(ctx: StageContext, extension: dict, version: str, 
     return DistInfo(dist_info, {**files, "RECORD": text.getvalue()})
 
 
-def dist_info_as_built(files: dict[str, str], version: str, readme: str | None, licenses: dict[str, str]) -> dict[str, str]:
+def dist_info_as_built(
+    files: dict[str, str], version: str, readme: str | None, licenses: dict[str, str]
+) -> dict[str, str]:
     """csrc-build's dist-info files (RECORD aside, by path in the folder) as build's wheel has them:
     build's version in METADATA and in direct_url.json's wheel name, the readme and license files."""
     csrc_version = metadata_version(files["METADATA"])
@@ -193,7 +210,9 @@ async def readme_and_licenses(source: dagger.Directory) -> tuple[str | None, dic
     """The readme and the license files the checkout's pyproject.toml names, as texts: what build's
     wheel's metadata holds and csrc-build's lacks (it copies in neither)."""
     readme, patterns = metadata_inputs(await source.file("pyproject.toml").contents())
-    licenses = {path: await source.file(path).contents() for pattern in patterns for path in sorted(await source.glob(pattern))}
+    licenses = {
+        path: await source.file(path).contents() for pattern in patterns for path in sorted(await source.glob(pattern))
+    }
     return (await source.file(readme).contents() if readme else None), licenses
 
 
@@ -207,8 +226,14 @@ def metadata_as_built(metadata: str, readme: str | None, license_files: dict[str
     named = {line for line in lines if line.startswith("License-File: ")}
     added = [f"License-File: {path}" for path in license_files if f"License-File: {path}" not in named]
     if added:
-        at = next((i for i, line in enumerate(lines) if line.startswith(("Requires-Dist: ", "Provides-Extra: ", "Dynamic: "))),
-                  len(lines))
+        at = next(
+            (
+                i
+                for i, line in enumerate(lines)
+                if line.startswith(("Requires-Dist: ", "Provides-Extra: ", "Dynamic: "))
+            ),
+            len(lines),
+        )
         lines[at:at] = added
         dynamic = sorted({*(line for line in lines if line.startswith("Dynamic: ")), "Dynamic: license-file"})
         lines = [line for line in lines if not line.startswith("Dynamic: ")] + dynamic
@@ -242,7 +267,7 @@ async def vllm_installed(args: BuildArgs, ctx: StageContext) -> Step:
     """Adding vLLM to an image by file operations only: the extension layer, the Python package files
     (with build's _version.py), rust-build's artifacts (vllm-rs) where the wheel puts them, their
     bytecode, then vLLM's dist-info as build's wheel installs it."""
-    extension = json.loads(await ctx.parents["extension"].label(RECORD_LABEL))
+    extension = await record_of(ctx.parents["extension"])
     csrc_version = metadata_version(extension["files"]["METADATA"])
     version = build_version(csrc_version, args.git_version, extension["pretend_version"])
     # build's setup.py writes _version.py with setuptools-scm's version (csrc-build's with its pretend one).

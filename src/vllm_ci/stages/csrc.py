@@ -21,15 +21,25 @@ from vllm_ci.stages.extensions import EP_DIST
 from vllm_ci.steps import scratch_with, unquote
 
 READS = (
-    "requirements/build/cuda.txt", "tools/use_existing_torch.py", "pyproject.toml", "setup.py", "CMakeLists.txt",
-    "tools/build_rust.py", "cmake/", "csrc/", "vllm/envs.py", "vllm/__init__.py", "tools/setup_deepgemm_pythons.sh",
-    "tools/build_deepgemm_C.py", "tools/ci/kernel_symbol_map.py",
+    "requirements/build/cuda.txt",
+    "tools/use_existing_torch.py",
+    "pyproject.toml",
+    "setup.py",
+    "CMakeLists.txt",
+    "tools/build_rust.py",
+    "cmake/",
+    "csrc/",
+    "vllm/envs.py",
+    "vllm/__init__.py",
+    "tools/setup_deepgemm_pythons.sh",
+    "tools/build_deepgemm_C.py",
+    "tools/ci/kernel_symbol_map.py",
 )
 
 COPY_BUILD_REQUIREMENTS = (
-    'COPY requirements/build/cuda.txt requirements/build/cuda.txt',
-    'COPY tools/use_existing_torch.py tools/use_existing_torch.py',
-    'COPY --from=base /workspace/torch_lib_versions.txt torch_lib_versions.txt',
+    "COPY requirements/build/cuda.txt requirements/build/cuda.txt",
+    "COPY tools/use_existing_torch.py tools/use_existing_torch.py",
+    "COPY --from=base /workspace/torch_lib_versions.txt torch_lib_versions.txt",
 )
 INSTALL_BUILD_REQUIREMENTS = """\
 RUN --mount=type=cache,target=/opt/uv/cache \\
@@ -51,15 +61,15 @@ RUN --mount=type=cache,target=/opt/uv/cache \\
     fi
 """
 COPY_CSRC_INPUTS = (
-    'COPY pyproject.toml setup.py CMakeLists.txt ./',
-    'COPY tools/build_rust.py tools/build_rust.py',
-    'COPY cmake cmake/',
-    'COPY csrc csrc/',
-    'COPY vllm/envs.py vllm/envs.py',
-    'COPY vllm/__init__.py vllm/__init__.py',
+    "COPY pyproject.toml setup.py CMakeLists.txt ./",
+    "COPY tools/build_rust.py tools/build_rust.py",
+    "COPY cmake cmake/",
+    "COPY csrc csrc/",
+    "COPY vllm/envs.py vllm/envs.py",
+    "COPY vllm/__init__.py vllm/__init__.py",
 )
-MAX_JOBS = 'ENV MAX_JOBS=${max_jobs}'
-NVCC_THREADS = 'ENV NVCC_THREADS=$nvcc_threads'
+MAX_JOBS = "ENV MAX_JOBS=${max_jobs}"
+NVCC_THREADS = "ENV NVCC_THREADS=$nvcc_threads"
 PRETEND_VERSION = 'ENV SETUPTOOLS_SCM_PRETEND_VERSION="0.0.0+csrc.build"'
 CSRC_VERSION = unquote(PRETEND_VERSION.partition("=")[2])  # what setuptools-scm gives csrc-build's setup.py
 USE_EXISTING_TORCH = """\
@@ -69,8 +79,8 @@ RUN --mount=type=cache,target=/opt/uv/cache \\
         python3 tools/use_existing_torch.py --prefix; \\
     fi
 """
-COPY_DEEPGEMM_TOOLS = 'COPY tools/setup_deepgemm_pythons.sh tools/build_deepgemm_C.py tools/'
-DEEPGEMM_PREFIX = 'ENV DEEPGEMM_VENV_PREFIX=/opt/dgenv'
+COPY_DEEPGEMM_TOOLS = "COPY tools/setup_deepgemm_pythons.sh tools/build_deepgemm_C.py tools/"
+DEEPGEMM_PREFIX = "ENV DEEPGEMM_VENV_PREFIX=/opt/dgenv"
 SETUP_DEEPGEMM_PYTHONS = """\
 RUN --mount=type=cache,target=/root/.cache/uv \\
     tools/setup_deepgemm_pythons.sh > /tmp/dg_pythons.txt
@@ -91,8 +101,8 @@ RUN --mount=type=cache,target=/opt/uv/cache \\
         && sccache --show-stats; \\
     fi
 """
-TARGET_DEVICE = 'ENV VLLM_TARGET_DEVICE=${vllm_target_device}'
-CCACHE_DIR = 'ENV CCACHE_DIR=/root/.cache/ccache'
+TARGET_DEVICE = "ENV VLLM_TARGET_DEVICE=${vllm_target_device}"
+CCACHE_DIR = "ENV CCACHE_DIR=/root/.cache/ccache"
 COMPILE = """\
 RUN --mount=type=cache,target=/root/.cache/ccache \\
     --mount=type=cache,target=/opt/uv/cache \\
@@ -106,7 +116,7 @@ RUN --mount=type=cache,target=/root/.cache/ccache \\
         python3 setup.py bdist_wheel --dist-dir=dist --py-limited-api=cp38; \\
     fi
 """
-COPY_SYMBOL_MAP_TOOL = 'COPY tools/ci/kernel_symbol_map.py tools/ci/kernel_symbol_map.py'
+COPY_SYMBOL_MAP_TOOL = "COPY tools/ci/kernel_symbol_map.py tools/ci/kernel_symbol_map.py"
 KERNEL_SYMBOL_MAP = """\
 RUN if [ "${VLLM_KERNEL_SYMBOL_MAP}" = "1" ]; then \\
         mkdir -p dist && python3 tools/ci/kernel_symbol_map.py \\
@@ -117,12 +127,31 @@ RUN if [ "${VLLM_KERNEL_SYMBOL_MAP}" = "1" ]; then \\
 SYMBOL_MAP = "COPY --from=csrc-build /workspace/dist/kernel_symbol_map.json.gz /kernel_symbol_map.json.gz"
 
 
-@stage("csrc-build", from_="base", parents=("base",), reads=READS, args=(
-    "INSTALL_RUBIN_PRERELEASE", "PIP_INDEX_URL", "UV_INDEX_URL", "PIP_EXTRA_INDEX_URL", "UV_EXTRA_INDEX_URL",
-    "PYTORCH_CUDA_INDEX_BASE_URL", "PYTORCH_NIGHTLY", "max_jobs=2", "nvcc_threads=8", "USE_SCCACHE", "SCCACHE_ENDPOINT",
-    "VLLM_USE_PRECOMPILED=", "VLLM_MERGE_BASE_COMMIT=", "VLLM_MAIN_CUDA_VERSION=", "vllm_target_device=cuda",
-    "VLLM_KERNEL_SYMBOL_MAP=", "buildkite_commit=",
-))
+@stage(
+    "csrc-build",
+    from_="base",
+    parents=("base",),
+    reads=READS,
+    args=(
+        "INSTALL_RUBIN_PRERELEASE",
+        "PIP_INDEX_URL",
+        "UV_INDEX_URL",
+        "PIP_EXTRA_INDEX_URL",
+        "UV_EXTRA_INDEX_URL",
+        "PYTORCH_CUDA_INDEX_BASE_URL",
+        "PYTORCH_NIGHTLY",
+        "max_jobs=2",
+        "nvcc_threads=8",
+        "USE_SCCACHE",
+        "SCCACHE_ENDPOINT",
+        "VLLM_USE_PRECOMPILED=",
+        "VLLM_MERGE_BASE_COMMIT=",
+        "VLLM_MAIN_CUDA_VERSION=",
+        "vllm_target_device=cuda",
+        "VLLM_KERNEL_SYMBOL_MAP=",
+        "buildkite_commit=",
+    ),
+)
 async def csrc_build(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     """FROM base AS csrc-build: compile the C/CUDA extension from only the files it needs; keep only dist/."""
     upstream = as_written("csrc-build", args, ctx)
@@ -241,8 +270,12 @@ VLLM_WHEEL_SEEN_AT = "/vllm-workspace/dist"
 EP_WHEELS_SEEN_AT = "/vllm-workspace/ep_kernels/dist"
 
 
-@stage("extension", from_=None, parents=("base", "csrc-build", "extensions-build"),
-       args=("PYTHON_VERSION", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL"))
+@stage(
+    "extension",
+    from_=None,
+    parents=("base", "csrc-build", "extensions-build"),
+    args=("PYTHON_VERSION", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL"),
+)
 async def extension(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     """The compiled extension and the EP kernel wheels, with metadata and console scripts, as installed,
     alone in one layer (no RUN); vLLM's dist-info in its config instead (written under build's version)."""
@@ -250,10 +283,32 @@ async def extension(args: BuildArgs, ctx: StageContext) -> dagger.Container:
         ctx.parents["base"]
         .with_directory(DIST, ctx.parents["csrc-build"].directory(DIST))
         .with_directory(EP_DIST, ctx.parents["extensions-build"].directory(EP_DIST))
-        .with_exec(["python3", "-m", "pip", "install", "--disable-pip-version-check", *args.pip_index_flags(),
-                    f"installer=={INSTALLER_VERSION}"])
-        .with_exec(["python3", "-c", INSTALL_INTO_RUNTIME_LAYOUT, EXTENSION_ROOT, args.site_packages(),
-                    DIST, VLLM_WHEEL_SEEN_AT, "0", EP_DIST, EP_WHEELS_SEEN_AT, "1"])
+        .with_exec(
+            [
+                "python3",
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                *args.pip_index_flags(),
+                f"installer=={INSTALLER_VERSION}",
+            ]
+        )
+        .with_exec(
+            [
+                "python3",
+                "-c",
+                INSTALL_INTO_RUNTIME_LAYOUT,
+                EXTENSION_ROOT,
+                args.site_packages(),
+                DIST,
+                VLLM_WHEEL_SEEN_AT,
+                "0",
+                EP_DIST,
+                EP_WHEELS_SEEN_AT,
+                "1",
+            ]
+        )
     )
     # csrc-build's wheel's dist-info (its texts and RECORD rows) and _version.py, in the image config and
     # not in the layer: the fast path writes them under build's version (csrc-build's is the pretend one)
@@ -261,9 +316,13 @@ async def extension(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     wheel = (await ctx.parents["csrc-build"].directory(DIST).glob("*.whl"))[0]
     dist_info = "-".join(wheel.split("-")[:2]) + ".dist-info"  # a wheel's name starts with its dist-info's
     installed = f"{EXTENSION_ROOT}{args.site_packages()}"
-    texts = json.loads(await unpacked.with_exec(["python3", "-c", DIST_INFO_TEXTS, f"{installed}/{dist_info}",
-                                                 f"{installed}/vllm/_version.py"]).stdout())
+    texts = json.loads(
+        await unpacked.with_exec(
+            ["python3", "-c", DIST_INFO_TEXTS, f"{installed}/{dist_info}", f"{installed}/vllm/_version.py"]
+        ).stdout()
+    )
     label = {"dist_info": dist_info, "pretend_version": CSRC_VERSION, **texts}
-    layer = dag.directory().with_directory(".", unpacked.directory(EXTENSION_ROOT),
-                                           exclude=[f"{args.site_packages().lstrip('/')}/{dist_info}"])
+    layer = dag.directory().with_directory(
+        ".", unpacked.directory(EXTENSION_ROOT), exclude=[f"{args.site_packages().lstrip('/')}/{dist_info}"]
+    )
     return scratch_with("/", layer).with_label(RECORD_LABEL, json.dumps(label))

@@ -12,8 +12,15 @@ from vllm_ci.declare import reproduces, stage
 from vllm_ci.instructions import as_written
 from vllm_ci.stages.common import UV_BUILD_ENV
 
-READS = ("requirements/common.txt", "requirements/lint.txt", "requirements/test/cuda.in", "requirements/test/cuda.txt",
-         "requirements/dev.txt", "pyproject.toml", "tools/use_existing_torch.py")
+READS = (
+    "requirements/common.txt",
+    "requirements/lint.txt",
+    "requirements/test/cuda.in",
+    "requirements/test/cuda.txt",
+    "requirements/dev.txt",
+    "pyproject.toml",
+    "tools/use_existing_torch.py",
+)
 
 INSTALL_NUMA = """\
 RUN dnf install -y numactl-devel \\
@@ -21,14 +28,14 @@ RUN dnf install -y numactl-devel \\
     && rm -rf /var/cache/dnf
 """
 COPY_DEV_REQUIREMENTS = (
-    'COPY requirements/common.txt requirements/common.txt',
-    'COPY requirements/lint.txt requirements/lint.txt',
-    'COPY requirements/test/cuda.in requirements/test/cuda.in',
-    'COPY requirements/test/cuda.txt requirements/test/cuda.txt',
-    'COPY requirements/dev.txt requirements/dev.txt',
-    'COPY pyproject.toml pyproject.toml',
-    'COPY tools/use_existing_torch.py tools/use_existing_torch.py',
-    'COPY --from=base /workspace/torch_lib_versions.txt torch_lib_versions.txt',
+    "COPY requirements/common.txt requirements/common.txt",
+    "COPY requirements/lint.txt requirements/lint.txt",
+    "COPY requirements/test/cuda.in requirements/test/cuda.in",
+    "COPY requirements/test/cuda.txt requirements/test/cuda.txt",
+    "COPY requirements/dev.txt requirements/dev.txt",
+    "COPY pyproject.toml pyproject.toml",
+    "COPY tools/use_existing_torch.py tools/use_existing_torch.py",
+    "COPY --from=base /workspace/torch_lib_versions.txt torch_lib_versions.txt",
 )
 INSTALL_DEV_REQUIREMENTS = """\
 RUN --mount=type=cache,target=/opt/uv/cache \\
@@ -49,10 +56,21 @@ RUN --mount=type=cache,target=/opt/uv/cache \\
 """
 
 
-@stage("dev", from_="base", parents=("base",), reads=READS, args=(
-    "PIP_INDEX_URL", "UV_INDEX_URL", "PIP_EXTRA_INDEX_URL", "UV_EXTRA_INDEX_URL", "PYTORCH_CUDA_INDEX_BASE_URL",
-    "PYTORCH_NIGHTLY", "dev_packages_command",
-))
+@stage(
+    "dev",
+    from_="base",
+    parents=("base",),
+    reads=READS,
+    args=(
+        "PIP_INDEX_URL",
+        "UV_INDEX_URL",
+        "PIP_EXTRA_INDEX_URL",
+        "UV_EXTRA_INDEX_URL",
+        "PYTORCH_CUDA_INDEX_BASE_URL",
+        "PYTORCH_NIGHTLY",
+        "dev_packages_command",
+    ),
+)
 async def dev(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     """FROM base AS dev: the build base with lint and test requirements installed."""
     upstream = as_written("dev", args, ctx, portable=("dev_packages_command",))

@@ -17,11 +17,15 @@ from vllm_ci.stages.common import UV_BUILD_ENV, WORKDIR
 EP_DIST = "/tmp/ep_kernels_workspace/dist"
 TRITON_DIST = "/tmp/triton_from_source_workspace/dist"
 NIXL_DIST = "/tmp/nixl_workspace/dist"
-READS = ("tools/ep_kernels/install_python_libraries.sh", "tools/build_triton_from_source.sh",
-         "tools/build_nixl_with_torch215_for_rubin.py", "requirements/kv_connectors.txt")
+READS = (
+    "tools/ep_kernels/install_python_libraries.sh",
+    "tools/build_triton_from_source.sh",
+    "tools/build_nixl_with_torch215_for_rubin.py",
+    "requirements/kv_connectors.txt",
+)
 PRECISE_BIND = "binds only requirements/kv_connectors.txt, the one file of requirements/ the step reads"
 
-COPY_EP_INSTALLER = 'COPY tools/ep_kernels/install_python_libraries.sh /tmp/install_python_libraries.sh'
+COPY_EP_INSTALLER = "COPY tools/ep_kernels/install_python_libraries.sh /tmp/install_python_libraries.sh"
 BUILD_EP_KERNELS = """\
 RUN --mount=type=cache,target=/opt/uv/cache \\
     mkdir -p /tmp/ep_kernels_workspace/dist && \\
@@ -46,7 +50,7 @@ RUN --mount=type=cache,target=/opt/uv/cache \\
         ${NVSHMEM_VER:+--nvshmem-ver "$NVSHMEM_VER"} && \\
     find /tmp/ep_kernels_workspace/nvshmem -name '*.a' -delete
 """
-COPY_TRITON_BUILDER = 'COPY tools/build_triton_from_source.sh /tmp/build_triton_from_source.sh'
+COPY_TRITON_BUILDER = "COPY tools/build_triton_from_source.sh /tmp/build_triton_from_source.sh"
 BUILD_TRITON = """\
 RUN --mount=type=cache,target=/opt/uv/cache \\
     --mount=type=cache,id=triton-source-${TARGETARCH},target=/root/.triton,sharing=locked \\
@@ -87,7 +91,7 @@ RUN --mount=type=cache,target=/opt/uv/cache \\
             && sha256sum build-state > wheel.sha256); \\
     fi
 """
-COPY_NIXL_BUILDER = 'COPY tools/build_nixl_with_torch215_for_rubin.py /tmp/build_nixl_for_rubin.py'
+COPY_NIXL_BUILDER = "COPY tools/build_nixl_with_torch215_for_rubin.py /tmp/build_nixl_for_rubin.py"
 BUILD_NIXL_WHEEL = """\
 RUN --mount=type=bind,source=requirements,target=/tmp/vllm-requirements,ro \\
     set -eux; \\
@@ -105,10 +109,24 @@ RUN --mount=type=bind,source=requirements,target=/tmp/vllm-requirements,ro \\
 """
 
 
-@stage("extensions-build", from_="base", parents=("base",), reads=READS, args=(
-    "TARGETARCH", "CUDA_VERSION", "INSTALL_RUBIN_PRERELEASE", "TRITON_INSTALL_FROM_SOURCE_REPO",
-    "TRITON_INSTALL_FROM_SOURCE_REVISION", "max_jobs", "DEEPEP_COMMIT_HASH=d4f41e4e93", "NVSHMEM_VER", "NCCL_VERSION", "BUILD_NIXL",
-))
+@stage(
+    "extensions-build",
+    from_="base",
+    parents=("base",),
+    reads=READS,
+    args=(
+        "TARGETARCH",
+        "CUDA_VERSION",
+        "INSTALL_RUBIN_PRERELEASE",
+        "TRITON_INSTALL_FROM_SOURCE_REPO",
+        "TRITON_INSTALL_FROM_SOURCE_REVISION",
+        "max_jobs",
+        "DEEPEP_COMMIT_HASH=d4f41e4e93",
+        "NVSHMEM_VER",
+        "NCCL_VERSION",
+        "BUILD_NIXL",
+    ),
+)
 async def extensions_build(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     """FROM base AS extensions-build: the EP kernel wheels, Triton and NIXL; keep only their dist/ folders."""
     upstream = as_written("extensions-build", args, ctx)
@@ -123,6 +141,9 @@ async def extensions_build(args: BuildArgs, ctx: StageContext) -> dagger.Contain
         .with_(reproduces(COPY_NIXL_BUILDER, upstream))
         .with_(deviates(BUILD_NIXL_WHEEL, PRECISE_BIND, upstream))
     )
-    return (dag.container().with_directory(EP_DIST, built.directory(EP_DIST))
-            .with_directory(TRITON_DIST, built.directory(TRITON_DIST))
-            .with_directory(NIXL_DIST, built.directory(NIXL_DIST)))
+    return (
+        dag.container()
+        .with_directory(EP_DIST, built.directory(EP_DIST))
+        .with_directory(TRITON_DIST, built.directory(TRITON_DIST))
+        .with_directory(NIXL_DIST, built.directory(NIXL_DIST))
+    )

@@ -17,18 +17,35 @@ from vllm_ci.stages.common import ARCH_ENV
 from vllm_ci.stages.runtime import COPY_EXTRAS, EXTRAS_READS, LIBRARY_PATHS, PACKAGE_INPUTS, with_vllm_installed
 
 # What vllm-openai-base's RUNs read: of requirements/ (which they bind), only the files they open.
-DEPS_READS = ("requirements/kv_connectors.txt", "requirements/kv_connectors_cu12.txt", "requirements/rubin-prerelease.txt",
-              "tools/install_triton_from_source.sh")
+DEPS_READS = (
+    "requirements/kv_connectors.txt",
+    "requirements/kv_connectors_cu12.txt",
+    "requirements/rubin-prerelease.txt",
+    "tools/install_triton_from_source.sh",
+)
 OPENAI_BASE_ARGS = (
-    "TARGETPLATFORM", "INSTALL_KV_CONNECTORS=false", "INSTALL_RUBIN_PRERELEASE", "TRITON_INSTALL_FROM_SOURCE_REPO",
-    "CUDA_VERSION", "VLLM_BUILD_COMMIT", "VLLM_BUILD_PIPELINE", "VLLM_BUILD_URL", "VLLM_IMAGE_TAG", "PIP_INDEX_URL",
-    "UV_INDEX_URL", "PIP_EXTRA_INDEX_URL", "UV_EXTRA_INDEX_URL", "torch_cuda_arch_list=7.5 8.0 8.6 8.9 9.0 10.0 11.0 12.0",
+    "TARGETPLATFORM",
+    "INSTALL_KV_CONNECTORS=false",
+    "INSTALL_RUBIN_PRERELEASE",
+    "TRITON_INSTALL_FROM_SOURCE_REPO",
+    "CUDA_VERSION",
+    "VLLM_BUILD_COMMIT",
+    "VLLM_BUILD_PIPELINE",
+    "VLLM_BUILD_URL",
+    "VLLM_IMAGE_TAG",
+    "PIP_INDEX_URL",
+    "UV_INDEX_URL",
+    "PIP_EXTRA_INDEX_URL",
+    "UV_EXTRA_INDEX_URL",
+    "torch_cuda_arch_list=7.5 8.0 8.6 8.9 9.0 10.0 11.0 12.0",
     "BUILD_NIXL",
 )
-BEFORE_VLLM = "run as written on vllm-runtime-base in openai-deps, before vLLM is added, so a new vLLM never redoes them"
+BEFORE_VLLM = (
+    "run as written on vllm-runtime-base in openai-deps, before vLLM is added, so a new vLLM never redoes them"
+)
 BY_FILE_MODE = "the script is added with mode 0755 in one file layer instead of a chmod RUN that would pull the image"
 
-UV_TIMEOUT = 'ENV UV_HTTP_TIMEOUT=500'
+UV_TIMEOUT = "ENV UV_HTTP_TIMEOUT=500"
 INSTALL_KV_CONNECTORS_RUN = """\
 RUN --mount=type=cache,target=/opt/uv/cache \\
     --mount=type=bind,source=requirements,target=/tmp/vllm-requirements,ro \\
@@ -78,7 +95,7 @@ COPY --from=extensions-build \\
     /tmp/triton_from_source_workspace/dist/wheel.sha256 \\
     /tmp/triton-source-wheel.sha256
 """,
-    'COPY tools/install_triton_from_source.sh /tmp/install_triton_from_source.sh',
+    "COPY tools/install_triton_from_source.sh /tmp/install_triton_from_source.sh",
 )
 INSTALL_TRITON = """\
 RUN --mount=type=cache,target=/opt/uv/cache \\
@@ -126,7 +143,7 @@ RUN --mount=type=cache,target=/opt/uv/cache \\
     fi
 """
 BUILD_ENV = (
-    'ENV VLLM_USAGE_SOURCE production-docker-image',
+    "ENV VLLM_USAGE_SOURCE production-docker-image",
     """\
 ENV VLLM_BUILD_COMMIT=${VLLM_BUILD_COMMIT:-unknown} \\
     VLLM_BUILD_PIPELINE=${VLLM_BUILD_PIPELINE:-local} \\
@@ -145,22 +162,34 @@ LABEL org.opencontainers.image.source="https://github.com/vllm-project/vllm" \\
       ai.vllm.image.tag="${VLLM_IMAGE_TAG}"
 """
 SAGEMAKER = (
-    'COPY examples/deployment/sagemaker-entrypoint.sh .',
-    'RUN chmod +x sagemaker-entrypoint.sh',
+    "COPY examples/deployment/sagemaker-entrypoint.sh .",
+    "RUN chmod +x sagemaker-entrypoint.sh",
 )
 SAGEMAKER_ENTRYPOINT = 'ENTRYPOINT ["./sagemaker-entrypoint.sh"]'
 SERVE = 'ENTRYPOINT ["vllm", "serve"]'
 NONROOT = (
-    'USER vllm',
-    'WORKDIR /home/vllm',
+    "USER vllm",
+    "WORKDIR /home/vllm",
     'ENTRYPOINT ["/usr/local/bin/vllm-nonroot-entrypoint.sh"]',
 )
-DEPS_INSTRUCTIONS = (UV_TIMEOUT, ARCH_ENV, INSTALL_KV_CONNECTORS_RUN, INSTALL_RUBIN, *COPY_TRITON_INPUTS, INSTALL_TRITON,
-                     INSTALL_NIXL)
+DEPS_INSTRUCTIONS = (
+    UV_TIMEOUT,
+    ARCH_ENV,
+    INSTALL_KV_CONNECTORS_RUN,
+    INSTALL_RUBIN,
+    *COPY_TRITON_INPUTS,
+    INSTALL_TRITON,
+    INSTALL_NIXL,
+)
 
 
-@stage("openai-deps", from_=None, parents=("vllm-runtime-base", "extensions-build"), reads=DEPS_READS,
-       args=(*OPENAI_BASE_ARGS, "openai_extras"))
+@stage(
+    "openai-deps",
+    from_=None,
+    parents=("vllm-runtime-base", "extensions-build"),
+    reads=DEPS_READS,
+    args=(*OPENAI_BASE_ARGS, "openai_extras"),
+)
 async def openai_deps(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     """vllm-openai-base's RUNs, as written, on the runtime base (and this project's extra packages)."""
     deps = ctx.parents["vllm-runtime-base"].with_(as_written("openai-deps", args, ctx).step(DEPS_INSTRUCTIONS))
@@ -172,15 +201,22 @@ async def openai_deps(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     )
 
 
-@stage("vllm-openai-base", from_="vllm-base", parents=("openai-deps", "extension", "rust-installed", "runtime-python"),
-       reads=(*PACKAGE_INPUTS, *EXTRAS_READS),
-       args=OPENAI_BASE_ARGS, also_reads=("PYTHON_VERSION", "git_version"), not_read=("openai-deps", "extension", "rust-installed"))
+@stage(
+    "vllm-openai-base",
+    from_="vllm-base",
+    parents=("openai-deps", "extension", "rust-installed", "runtime-python"),
+    reads=(*PACKAGE_INPUTS, *EXTRAS_READS),
+    args=OPENAI_BASE_ARGS,
+    also_reads=("PYTHON_VERSION", "git_version"),
+    not_read=("openai-deps", "extension", "rust-installed"),
+)
 async def openai_base(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     """FROM vllm-base AS vllm-openai-base: the server's dependencies, vLLM, and the build's ENV and LABELs."""
     upstream = as_written("vllm-openai-base", args, ctx)
     return (
         # What vllm-base adds onto the runtime, added here onto openai-deps (its markers are vllm-base's).
-        ctx.parents["openai-deps"].with_(await with_vllm_installed(args, ctx))
+        ctx.parents["openai-deps"]
+        .with_(await with_vllm_installed(args, ctx))
         .with_(as_written("vllm-base", args, ctx).step((*LIBRARY_PATHS, *COPY_EXTRAS)))
         .with_(deviates(DEPS_INSTRUCTIONS, BEFORE_VLLM))
         .with_(reproduces(BUILD_ENV, upstream))
@@ -188,14 +224,23 @@ async def openai_base(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     )
 
 
-@stage("vllm-sagemaker", from_="vllm-openai-base", parents=("vllm-openai-base",), reads=("examples/deployment/sagemaker-entrypoint.sh",),
-       not_read=("vllm-openai-base",))
+@stage(
+    "vllm-sagemaker",
+    from_="vllm-openai-base",
+    parents=("vllm-openai-base",),
+    reads=("examples/deployment/sagemaker-entrypoint.sh",),
+    not_read=("vllm-openai-base",),
+)
 async def sagemaker(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     """FROM vllm-openai-base AS vllm-sagemaker: the server behind SageMaker's entrypoint script."""
     script = ctx.source.file("examples/deployment/sagemaker-entrypoint.sh")
     return (
         ctx.parents["vllm-openai-base"]
-        .with_(deviates(SAGEMAKER, BY_FILE_MODE, lambda ctr: ctr.with_file("sagemaker-entrypoint.sh", script, permissions=0o755)))
+        .with_(
+            deviates(
+                SAGEMAKER, BY_FILE_MODE, lambda ctr: ctr.with_file("sagemaker-entrypoint.sh", script, permissions=0o755)
+            )
+        )
         .with_(reproduces(SAGEMAKER_ENTRYPOINT, as_written("vllm-sagemaker", args, ctx)))
     )
 

@@ -20,17 +20,27 @@ from vllm_ci.steps import Step, scratch_with
 
 # After vLLM's wheel is installed (PyTorch's NVSHMEM), then in front of it the driver's path;
 # vllm-base and test set both.
-LIBRARY_PATHS = ("ENV LD_LIBRARY_PATH=/usr/local/cuda/lib64:$LD_LIBRARY_PATH",
-                 "ENV LD_LIBRARY_PATH=/usr/local/nvidia/lib64:${LD_LIBRARY_PATH}")
+LIBRARY_PATHS = (
+    "ENV LD_LIBRARY_PATH=/usr/local/cuda/lib64:$LD_LIBRARY_PATH",
+    "ENV LD_LIBRARY_PATH=/usr/local/nvidia/lib64:${LD_LIBRARY_PATH}",
+)
 # What the Python package layer reads.
 PACKAGE_INPUTS = ("vllm/", *METADATA_INPUTS)
 # What the runtime base reads: its COPYs, and of the requirements folder it binds, the one file its RUN opens.
-READS = ("requirements/common.txt", "requirements/cuda.txt", "requirements/rubin-prerelease.txt",
-         "tools/install_snapshot_runtime.sh", "docker/entrypoints/vllm-nonroot-entrypoint.sh", "tools/install_gdrcopy.sh")
-PRECISE_BIND = "binds only the files of requirements/ the step reads, so an unrelated requirement never moves the runtime"
+READS = (
+    "requirements/common.txt",
+    "requirements/cuda.txt",
+    "requirements/rubin-prerelease.txt",
+    "tools/install_snapshot_runtime.sh",
+    "docker/entrypoints/vllm-nonroot-entrypoint.sh",
+    "tools/install_gdrcopy.sh",
+)
+PRECISE_BIND = (
+    "binds only the files of requirements/ the step reads, so an unrelated requirement never moves the runtime"
+)
 
-FRONTEND = 'ENV DEBIAN_FRONTEND=noninteractive'
-WORKDIR = 'WORKDIR /vllm-workspace'
+FRONTEND = "ENV DEBIAN_FRONTEND=noninteractive"
+WORKDIR = "WORKDIR /vllm-workspace"
 PYTHON_VERSION_STR = """\
 RUN PYTHON_VERSION_STR=$(echo ${PYTHON_VERSION} | sed 's/\\.//g') && \\
     echo "export PYTHON_VERSION_STR=${PYTHON_VERSION_STR}" >> /etc/environment
@@ -89,11 +99,11 @@ RUN CUDA_VERSION_DASH=$(echo $CUDA_VERSION | cut -d. -f1,2 | tr '.' '-') && \\
     rm -rf /var/lib/apt/lists/*
 """
 CUDA_ENV = (
-    'ENV CUDA_HOME=/usr/local/cuda',
+    "ENV CUDA_HOME=/usr/local/cuda",
     'ENV PATH="${CUDA_HOME}/bin:${PATH}"',
     'ENV LD_LIBRARY_PATH="${CUDA_HOME}/lib64:${LD_LIBRARY_PATH}"',
 )
-COPY_SNAPSHOT_INSTALLER = 'COPY tools/install_snapshot_runtime.sh /usr/local/bin/install_snapshot_runtime.sh'
+COPY_SNAPSHOT_INSTALLER = "COPY tools/install_snapshot_runtime.sh /usr/local/bin/install_snapshot_runtime.sh"
 INSTALL_SNAPSHOT_RUNTIME = """\
 RUN if [ "${TARGETPLATFORM}" = "linux/amd64" ] \\
         && [ "${CUDA_VERSION%%.*}" -ge 13 ]; then \\
@@ -102,15 +112,15 @@ RUN if [ "${TARGETPLATFORM}" = "linux/amd64" ] \\
         echo "Initialized snapshots are not installed for ${TARGETPLATFORM} with CUDA ${CUDA_VERSION}"; \\
     fi
 """
-CRIU_ENV = 'ENV CRIU_CUDA_PLUGIN_DIR=/usr/local/lib/criu'
-INSTALL_UV = 'RUN python3 -m pip install uv'
+CRIU_ENV = "ENV CRIU_CUDA_PLUGIN_DIR=/usr/local/lib/criu"
+INSTALL_UV = "RUN python3 -m pip install uv"
 UV_ENV = (
-    'ENV UV_HTTP_TIMEOUT=500',
+    "ENV UV_HTTP_TIMEOUT=500",
     'ENV UV_INDEX_STRATEGY="unsafe-best-match"',
-    'ENV UV_LINK_MODE=copy',
-    'ENV UV_PYTHON_INSTALL_DIR=/opt/uv/python',
-    'ENV UV_CACHE_DIR=/opt/uv/cache',
-    'ENV UV_COMPILE_BYTECODE=1',
+    "ENV UV_LINK_MODE=copy",
+    "ENV UV_PYTHON_INSTALL_DIR=/opt/uv/python",
+    "ENV UV_CACHE_DIR=/opt/uv/cache",
+    "ENV UV_COMPILE_BYTECODE=1",
 )
 UV_DIRS = """\
 RUN mkdir -p "${UV_PYTHON_INSTALL_DIR}" "${UV_CACHE_DIR}" \\
@@ -126,7 +136,7 @@ RUN CUDA_MAJOR=$(echo $CUDA_VERSION | cut -d. -f1) && \\
         touch /etc/uv-overrides.txt; \\
     fi
 """
-UV_OVERRIDE = 'ENV UV_OVERRIDE=/etc/uv-overrides.txt'
+UV_OVERRIDE = "ENV UV_OVERRIDE=/etc/uv-overrides.txt"
 ADD_USER = """\
 RUN useradd --uid 2000 --gid 0 --create-home --home-dir /home/vllm \\
         --shell /bin/bash vllm \\
@@ -140,10 +150,10 @@ COPY_NONROOT_ENTRYPOINT = """\
 COPY docker/entrypoints/vllm-nonroot-entrypoint.sh \\
     /usr/local/bin/vllm-nonroot-entrypoint.sh
 """
-CHMOD_NONROOT_ENTRYPOINT = 'RUN chmod 0755 /usr/local/bin/vllm-nonroot-entrypoint.sh'
+CHMOD_NONROOT_ENTRYPOINT = "RUN chmod 0755 /usr/local/bin/vllm-nonroot-entrypoint.sh"
 COPY_REQUIREMENTS = (
-    'COPY requirements/common.txt /tmp/common.txt',
-    'COPY requirements/cuda.txt /tmp/requirements-cuda.txt',
+    "COPY requirements/common.txt /tmp/common.txt",
+    "COPY requirements/cuda.txt /tmp/requirements-cuda.txt",
 )
 INSTALL_REQUIREMENTS = """\
 RUN --mount=type=cache,target=/opt/uv/cache \\
@@ -178,7 +188,7 @@ FLASHINFER_KERNELS = """\
 RUN --mount=type=cache,target=/opt/pip/cache \\
     PIP_CACHE_DIR=/opt/pip/cache flashinfer download-kernels
 """
-COPY_GDRCOPY_INSTALLER = 'COPY tools/install_gdrcopy.sh /tmp/install_gdrcopy.sh'
+COPY_GDRCOPY_INSTALLER = "COPY tools/install_gdrcopy.sh /tmp/install_gdrcopy.sh"
 INSTALL_GDRCOPY = """\
 RUN set -eux; \\
     case "${TARGETPLATFORM}" in \\
@@ -197,17 +207,35 @@ RUN --mount=type=cache,target=/opt/uv/cache \\
 """
 
 
-@stage("vllm-runtime-base", from_="${FINAL_BASE_IMAGE}", reads=READS, args=(
-    "INSTALL_RUBIN_PRERELEASE", "TARGETPLATFORM", "max_jobs=2", "CUDA_VERSION", "PYTHON_VERSION", "NCCL_VERSION",
-    "DEADSNAKES_MIRROR_URL", "DEADSNAKES_GPGKEY_URL", "GET_PIP_URL", "PYTORCH_CUDA_INDEX_BASE_URL",
-    "GDRCOPY_CUDA_VERSION=12.8", "GDRCOPY_OS_VERSION=Ubuntu24_04", "TIMM_VERSION=>=1.0.17",
-    "RUNAI_MODEL_STREAMER_VERSION=>=0.15.7", "GGUF_VERSION=>=0.19.0", "cuda_jit_packages_command",
-))
+@stage(
+    "vllm-runtime-base",
+    from_="${FINAL_BASE_IMAGE}",
+    reads=READS,
+    args=(
+        "INSTALL_RUBIN_PRERELEASE",
+        "TARGETPLATFORM",
+        "max_jobs=2",
+        "CUDA_VERSION",
+        "PYTHON_VERSION",
+        "NCCL_VERSION",
+        "DEADSNAKES_MIRROR_URL",
+        "DEADSNAKES_GPGKEY_URL",
+        "GET_PIP_URL",
+        "PYTORCH_CUDA_INDEX_BASE_URL",
+        "GDRCOPY_CUDA_VERSION=12.8",
+        "GDRCOPY_OS_VERSION=Ubuntu24_04",
+        "TIMM_VERSION=>=1.0.17",
+        "RUNAI_MODEL_STREAMER_VERSION=>=0.15.7",
+        "GGUF_VERSION=>=0.19.0",
+        "cuda_jit_packages_command",
+    ),
+)
 async def runtime_base(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     """FROM FINAL_BASE_IMAGE AS vllm-runtime-base: Python, uv, the CUDA JIT tools and every runtime dependency, no vLLM."""
     upstream = as_written("vllm-runtime-base", args, ctx, portable=("cuda_jit_packages_command",))
     return (
-        dag.container().from_(args.final_base())
+        dag.container()
+        .from_(args.final_base())
         .with_(reproduces(FRONTEND, upstream))
         .with_(reproduces(WORKDIR, upstream))
         .with_(reproduces(PYTHON_VERSION_STR, upstream))
@@ -258,8 +286,8 @@ async def runtime_python(args: BuildArgs, ctx: StageContext) -> dagger.Container
 
 
 WHEEL_COPIES = (
-    'COPY --from=base /workspace/torch_lib_versions.txt torch_lib_versions.txt',
-    'COPY --from=build /workspace/dist/wheel.sha256 /tmp/vllm-wheel.sha256',
+    "COPY --from=base /workspace/torch_lib_versions.txt torch_lib_versions.txt",
+    "COPY --from=build /workspace/dist/wheel.sha256 /tmp/vllm-wheel.sha256",
 )
 INSTALL_WHEEL = """\
 RUN --mount=type=bind,from=build,src=/workspace/dist,target=/vllm-workspace/dist \\
@@ -287,7 +315,7 @@ RUN --mount=type=cache,target=/opt/uv/cache \\
 uv pip list
 """
 EP_WHEELS = (
-    'COPY --from=build /tmp/ep_kernels_workspace/dist/wheels.sha256 /tmp/ep-kernels-wheels.sha256',
+    "COPY --from=build /tmp/ep_kernels_workspace/dist/wheels.sha256 /tmp/ep-kernels-wheels.sha256",
     """\
 RUN --mount=type=bind,from=build,src=/tmp/ep_kernels_workspace/dist,target=/vllm-workspace/ep_kernels/dist \\
     --mount=type=cache,target=/opt/uv/cache \\
@@ -296,25 +324,42 @@ RUN --mount=type=bind,from=build,src=/tmp/ep_kernels_workspace/dist,target=/vllm
 """,
 )
 COPY_EXTRAS = (
-    'COPY examples examples',
-    'COPY benchmarks benchmarks',
-    'COPY ./vllm/collect_env.py .',
+    "COPY examples examples",
+    "COPY benchmarks benchmarks",
+    "COPY ./vllm/collect_env.py .",
 )
 EXTRAS_READS = ("examples/", "benchmarks/", "vllm/collect_env.py")
 NOT_RUN = "only prints the installed packages; not run, as it would pull every layer below"
 
 
-@stage("vllm-base", from_="vllm-runtime-base", parents=("vllm-runtime-base", "extension", "rust-installed", "runtime-python"),
-       reads=(*PACKAGE_INPUTS, *EXTRAS_READS), also_reads=("PYTHON_VERSION", "git_version"), args=("PIP_INDEX_URL", "UV_INDEX_URL", "PIP_EXTRA_INDEX_URL",
-       "UV_EXTRA_INDEX_URL", "PYTORCH_CUDA_INDEX_BASE_URL", "PIP_KEYRING_PROVIDER", "UV_KEYRING_PROVIDER", "PYTORCH_NIGHTLY"),
-       not_read=("vllm-runtime-base", "extension", "rust-installed"))
+@stage(
+    "vllm-base",
+    from_="vllm-runtime-base",
+    parents=("vllm-runtime-base", "extension", "rust-installed", "runtime-python"),
+    reads=(*PACKAGE_INPUTS, *EXTRAS_READS),
+    also_reads=("PYTHON_VERSION", "git_version"),
+    args=(
+        "PIP_INDEX_URL",
+        "UV_INDEX_URL",
+        "PIP_EXTRA_INDEX_URL",
+        "UV_EXTRA_INDEX_URL",
+        "PYTORCH_CUDA_INDEX_BASE_URL",
+        "PIP_KEYRING_PROVIDER",
+        "UV_KEYRING_PROVIDER",
+        "PYTORCH_NIGHTLY",
+    ),
+    not_read=("vllm-runtime-base", "extension", "rust-installed"),
+)
 async def vllm_base(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     """FROM vllm-runtime-base AS vllm-base: the runtime image with vLLM installed."""
     upstream = as_written("vllm-base", args, ctx)
     return (
         ctx.parents["vllm-runtime-base"]
-        .with_(deviates((*WHEEL_COPIES, INSTALL_WHEEL, VLLM_RS_LINK, *EP_WHEELS), FLOOR,
-                        await with_vllm_installed(args, ctx)))
+        .with_(
+            deviates(
+                (*WHEEL_COPIES, INSTALL_WHEEL, VLLM_RS_LINK, *EP_WHEELS), FLOOR, await with_vllm_installed(args, ctx)
+            )
+        )
         .with_(deviates(UV_PIP_LIST, NOT_RUN))
         .with_(reproduces(LIBRARY_PATHS, upstream))
         .with_(reproduces(COPY_EXTRAS, upstream))
@@ -327,7 +372,6 @@ async def with_vllm_installed(args: BuildArgs, ctx: StageContext) -> Step:
     installed = await vllm_installed(args, ctx)
 
     def step(ctr: dagger.Container) -> dagger.Container:
-        return (ctr.with_(installed)
-                .with_symlink(f"{args.site_packages()}/vllm/vllm-rs", "/usr/local/bin/vllm-rs"))
+        return ctr.with_(installed).with_symlink(f"{args.site_packages()}/vllm/vllm-rs", "/usr/local/bin/vllm-rs")
 
     return step

@@ -19,28 +19,30 @@ from vllm_ci.stages.common import RECORD_LABEL, RUST_ARTIFACTS, WORKDIR, rows_of
 from vllm_ci.steps import scratch_with
 
 READS = ("requirements/build/rust.txt", "rust/", "rust-toolchain.toml", "tools/build_rust.py", "tools/build_rust.sh")
-NO_GIT = ("binds an empty .git: the upload leaves .git out, so setuptools-scm gets the version the host derived "
-          "from it with the tree taken as clean (git_version_clean, as SETUPTOOLS_SCM_PRETEND_VERSION for this RUN "
-          "only); the key holds that version, never .git")
+NO_GIT = (
+    "binds an empty .git: the upload leaves .git out, so setuptools-scm gets the version the host derived "
+    "from it with the tree taken as clean (git_version_clean, as SETUPTOOLS_SCM_PRETEND_VERSION for this RUN "
+    "only); the key holds that version, never .git"
+)
 
 INSTALL_RUST_TOOLS = """\
 RUN dnf install -y --setopt=install_weak_deps=False make perl-core \\
     && dnf clean all \\
     && rm -rf /var/cache/dnf
 """
-COPY_RUST_REQUIREMENTS = 'COPY requirements/build/rust.txt requirements/build/rust.txt'
+COPY_RUST_REQUIREMENTS = "COPY requirements/build/rust.txt requirements/build/rust.txt"
 INSTALL_RUST_REQUIREMENTS = """\
 RUN --mount=type=cache,target=/opt/uv/cache \\
     uv pip install --python /opt/venv/bin/python3 -r requirements/build/rust.txt
 """
 COPY_RUST_INPUTS = (
-    'COPY rust rust',
-    'COPY rust-toolchain.toml rust-toolchain.toml',
-    'COPY tools/build_rust.py tools/build_rust.py',
-    'COPY tools/build_rust.sh tools/build_rust.sh',
+    "COPY rust rust",
+    "COPY rust-toolchain.toml rust-toolchain.toml",
+    "COPY tools/build_rust.py tools/build_rust.py",
+    "COPY tools/build_rust.sh tools/build_rust.sh",
 )
-CARGO_JOBS = 'ENV CARGO_BUILD_JOBS=4'
-SCCACHE_PORT = 'ENV SCCACHE_SERVER_PORT=4227'
+CARGO_JOBS = "ENV CARGO_BUILD_JOBS=4"
+SCCACHE_PORT = "ENV SCCACHE_SERVER_PORT=4227"
 BUILD_RUST = """\
 RUN --mount=type=cache,target=/root/.cargo/registry,sharing=locked \\
     --mount=type=cache,target=/root/.cargo/git,sharing=locked \\
@@ -63,8 +65,13 @@ RUN --mount=type=cache,target=/root/.cargo/registry,sharing=locked \\
 """
 
 
-@stage("rust-build-cache", from_="base", parents=("base",), reads=READS,
-       args=("USE_SCCACHE", "SCCACHE_ENDPOINT", "rust_packages_command"))
+@stage(
+    "rust-build-cache",
+    from_="base",
+    parents=("base",),
+    reads=READS,
+    args=("USE_SCCACHE", "SCCACHE_ENDPOINT", "rust_packages_command"),
+)
 async def rust_build_cache(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     """FROM base AS rust-build-cache: the Rust artifacts built with a stable version, keyed only by Rust inputs."""
     upstream = as_written("rust-build-cache", args, ctx, portable=("rust_packages_command",))

@@ -15,20 +15,39 @@ from vllm_ci.args import BuildArgs
 from vllm_ci.declare import deviates, reproduces, stage
 from vllm_ci.instructions import as_written
 from vllm_ci.stages.common import EVERYTHING, FLOOR, RUNTIME_WORKSPACE, UV_BUILD_ENV, vllm_installed
+
 # test-deps and test repeat dev's and vllm-base's text for these.
 from vllm_ci.stages.dev import COPY_DEV_REQUIREMENTS
 from vllm_ci.stages.runtime import EP_WHEELS, INSTALL_WHEEL, LIBRARY_PATHS, WHEEL_COPIES
 from vllm_ci.steps import Step
 
-TEST_DEPS_READS = ("requirements/common.txt", "requirements/lint.txt", "requirements/test/cuda.in",
-                   "requirements/test/cuda.txt", "requirements/dev.txt", "pyproject.toml", "tools/use_existing_torch.py",
-                   "tests/vllm_test_utils/")
-INDEX_ARGS = ("PIP_INDEX_URL", "UV_INDEX_URL", "PIP_EXTRA_INDEX_URL", "UV_EXTRA_INDEX_URL", "PYTORCH_CUDA_INDEX_BASE_URL",
-              "PIP_KEYRING_PROVIDER", "UV_KEYRING_PROVIDER")
+TEST_DEPS_READS = (
+    "requirements/common.txt",
+    "requirements/lint.txt",
+    "requirements/test/cuda.in",
+    "requirements/test/cuda.txt",
+    "requirements/dev.txt",
+    "pyproject.toml",
+    "tools/use_existing_torch.py",
+    "tests/vllm_test_utils/",
+)
+INDEX_ARGS = (
+    "PIP_INDEX_URL",
+    "UV_INDEX_URL",
+    "PIP_EXTRA_INDEX_URL",
+    "UV_EXTRA_INDEX_URL",
+    "PYTORCH_CUDA_INDEX_BASE_URL",
+    "PIP_KEYRING_PROVIDER",
+    "UV_KEYRING_PROVIDER",
+)
 SOURCE_TREE = ("ADD . /vllm-workspace/", "RUN mkdir src", "RUN mv vllm src/vllm")
-SOURCE_TREE_BY_FILES = ("the tree is added with vllm/ already at src/vllm: two file layers, no RUN, so a Python-only "
-                        "change pulls nothing below them")
-IN_TEST_DEPS = "run as written in test-deps on the same path (/vllm-workspace/tests/vllm_test_utils), so this stage stays thin"
+SOURCE_TREE_BY_FILES = (
+    "the tree is added with vllm/ already at src/vllm: two file layers, no RUN, so a Python-only "
+    "change pulls nothing below them"
+)
+IN_TEST_DEPS = (
+    "run as written in test-deps on the same path (/vllm-workspace/tests/vllm_test_utils), so this stage stays thin"
+)
 V1_INCLUDED = "vllm/v1 is already in site-packages: the file layers add all of vllm/ there"
 
 INSTALL_GIT = """\
@@ -65,15 +84,20 @@ RUN --mount=type=cache,target=/opt/uv/cache \\
     uv pip install --system -e tests/vllm_test_utils
 """
 TEST_ENV = (
-    'ENV HF_XET_HIGH_PERFORMANCE 1',
-    'ENV HF_HUB_DOWNLOAD_TIMEOUT 60',
-    'ENV VLLM_GPU_SYNC_CHECK=error',
+    "ENV HF_XET_HIGH_PERFORMANCE 1",
+    "ENV HF_HUB_DOWNLOAD_TIMEOUT 60",
+    "ENV VLLM_GPU_SYNC_CHECK=error",
 )
-COPY_V1 = 'COPY vllm/v1 /usr/local/lib/python${PYTHON_VERSION}/dist-packages/vllm/v1'
+COPY_V1 = "COPY vllm/v1 /usr/local/lib/python${PYTHON_VERSION}/dist-packages/vllm/v1"
 
 
-@stage("test-deps", from_="vllm-runtime-base", parents=("vllm-runtime-base", "base"), reads=TEST_DEPS_READS,
-       args=("PYTHON_VERSION", "TARGETPLATFORM", *INDEX_ARGS, "PYTORCH_NIGHTLY"))
+@stage(
+    "test-deps",
+    from_="vllm-runtime-base",
+    parents=("vllm-runtime-base", "base"),
+    reads=TEST_DEPS_READS,
+    args=("PYTHON_VERSION", "TARGETPLATFORM", *INDEX_ARGS, "PYTORCH_NIGHTLY"),
+)
 async def test_deps(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     """FROM vllm-runtime-base AS test-deps: git, the dev requirements (lint and tests) and the test utilities."""
     upstream = as_written("test-deps", args, ctx)
@@ -89,8 +113,15 @@ async def test_deps(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     )
 
 
-@stage("test", from_="test-deps", parents=("test-deps", "extension", "rust-installed", "runtime-python"), reads=EVERYTHING,
-       args=("PYTHON_VERSION", *INDEX_ARGS, "PYTORCH_NIGHTLY"), also_reads=("git_version",), not_read=("test-deps", "extension", "rust-installed"))
+@stage(
+    "test",
+    from_="test-deps",
+    parents=("test-deps", "extension", "rust-installed", "runtime-python"),
+    reads=EVERYTHING,
+    args=("PYTHON_VERSION", *INDEX_ARGS, "PYTORCH_NIGHTLY"),
+    also_reads=("git_version",),
+    not_read=("test-deps", "extension", "rust-installed"),
+)
 async def test(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     """FROM test-deps AS test: vLLM installed, then the source tree as the last, thin layer."""
     upstream = as_written("test", args, ctx)
@@ -110,7 +141,8 @@ def with_source_tree(source: dagger.Directory) -> Step:
     (tests/__init__.py puts /vllm-workspace on sys.path), by two file layers and no RUN."""
 
     def step(ctr: dagger.Container) -> dagger.Container:
-        return (ctr.with_directory(RUNTIME_WORKSPACE, source, exclude=["vllm/"])
-                .with_directory(f"{RUNTIME_WORKSPACE}/src/vllm", source.directory("vllm")))
+        return ctr.with_directory(RUNTIME_WORKSPACE, source, exclude=["vllm/"]).with_directory(
+            f"{RUNTIME_WORKSPACE}/src/vllm", source.directory("vllm")
+        )
 
     return step

@@ -12,26 +12,37 @@ from stagecache import StageContext
 from vllm_ci.args import BuildArgs
 from vllm_ci.declare import deviates, reproduces, stage
 from vllm_ci.instructions import as_written
-from vllm_ci.stages.common import DIST, EVERYTHING, SOURCE_DATE_EPOCH, UV_BUILD_ENV, WORKDIR, with_git_version, without_git
+from vllm_ci.stages.common import (
+    DIST,
+    EVERYTHING,
+    SOURCE_DATE_EPOCH,
+    UV_BUILD_ENV,
+    WORKDIR,
+    with_git_version,
+    without_git,
+)
+
 # build repeats csrc-build's text for these.
 from vllm_ci.stages.csrc import COPY_BUILD_REQUIREMENTS, INSTALL_BUILD_REQUIREMENTS, TARGET_DEVICE, USE_EXISTING_TORCH
 from vllm_ci.stages.extensions import EP_DIST
 
-NO_GIT = ("binds an empty .git: the upload leaves .git out, so setuptools-scm gets the version the host derived "
-          "from it (git_version, as SETUPTOOLS_SCM_PRETEND_VERSION for this RUN only); the key holds that version, "
-          "never .git")
+NO_GIT = (
+    "binds an empty .git: the upload leaves .git out, so setuptools-scm gets the version the host derived "
+    "from it (git_version, as SETUPTOOLS_SCM_PRETEND_VERSION for this RUN only); the key holds that version, "
+    "never .git"
+)
 
 COPY_SOURCES = (
-    'COPY --from=csrc-build /workspace/dist /precompiled-wheels',
-    'COPY . .',
-    'COPY --from=rust-build /workspace/vllm/vllm-rs vllm/vllm-rs',
-    'COPY --from=rust-build /workspace/vllm/_rust_*.so vllm/',
+    "COPY --from=csrc-build /workspace/dist /precompiled-wheels",
+    "COPY . .",
+    "COPY --from=rust-build /workspace/vllm/vllm-rs vllm/vllm-rs",
+    "COPY --from=rust-build /workspace/vllm/_rust_*.so vllm/",
 )
 CHECK_REPO = """\
 RUN --mount=type=bind,source=.git,target=.git \\
     if [ "$GIT_REPO_CHECK" != "0" ]; then bash tools/check_repo.sh ; fi
 """
-NO_SUFFIX = 'ENV VLLM_SKIP_PRECOMPILED_VERSION_SUFFIX=1'
+NO_SUFFIX = "ENV VLLM_SKIP_PRECOMPILED_VERSION_SUFFIX=1"
 BUILD_WHEEL = """\
 RUN --mount=type=cache,target=/opt/uv/cache \\
     --mount=type=bind,source=.git,target=.git \\
@@ -41,14 +52,14 @@ RUN --mount=type=cache,target=/opt/uv/cache \\
     fi && \\
     python3 setup.py bdist_wheel --dist-dir=dist --py-limited-api=cp38
 """
-WHEEL_SHA = 'RUN sha256sum dist/*.whl > dist/wheel.sha256'
-COPY_EP_WHEELS = 'COPY --from=extensions-build /tmp/ep_kernels_workspace/dist /tmp/ep_kernels_workspace/dist'
+WHEEL_SHA = "RUN sha256sum dist/*.whl > dist/wheel.sha256"
+COPY_EP_WHEELS = "COPY --from=extensions-build /tmp/ep_kernels_workspace/dist /tmp/ep_kernels_workspace/dist"
 EP_SHA = """\
 RUN sha256sum /tmp/ep_kernels_workspace/dist/*.whl \\
     > /tmp/ep_kernels_workspace/dist/wheels.sha256
 """
-COPY_SIZE_CHECK = 'COPY .buildkite/check-wheel-size.py check-wheel-size.py'
-MAX_SIZE = 'ENV VLLM_MAX_SIZE_MB=$VLLM_MAX_SIZE_MB'
+COPY_SIZE_CHECK = "COPY .buildkite/check-wheel-size.py check-wheel-size.py"
+MAX_SIZE = "ENV VLLM_MAX_SIZE_MB=$VLLM_MAX_SIZE_MB"
 SIZE_CHECK = """\
 RUN if [ "$RUN_WHEEL_CHECK" = "true" ] && \\
         [ "${CUDA_VERSION%%.*}" = "13" ]; then \\
@@ -59,11 +70,27 @@ RUN if [ "$RUN_WHEEL_CHECK" = "true" ] && \\
 """
 
 
-@stage("build", from_="base", parents=("base", "csrc-build", "rust-build", "extensions-build"), reads=EVERYTHING, args=(
-    "TARGETPLATFORM", "INSTALL_RUBIN_PRERELEASE", "PIP_INDEX_URL", "UV_INDEX_URL", "PIP_EXTRA_INDEX_URL", "UV_EXTRA_INDEX_URL",
-    "PYTORCH_CUDA_INDEX_BASE_URL", "PYTORCH_NIGHTLY", "GIT_REPO_CHECK=0", "vllm_target_device=cuda", "VLLM_MAX_SIZE_MB=500",
-    "RUN_WHEEL_CHECK=true", "git_version",
-))
+@stage(
+    "build",
+    from_="base",
+    parents=("base", "csrc-build", "rust-build", "extensions-build"),
+    reads=EVERYTHING,
+    args=(
+        "TARGETPLATFORM",
+        "INSTALL_RUBIN_PRERELEASE",
+        "PIP_INDEX_URL",
+        "UV_INDEX_URL",
+        "PIP_EXTRA_INDEX_URL",
+        "UV_EXTRA_INDEX_URL",
+        "PYTORCH_CUDA_INDEX_BASE_URL",
+        "PYTORCH_NIGHTLY",
+        "GIT_REPO_CHECK=0",
+        "vllm_target_device=cuda",
+        "VLLM_MAX_SIZE_MB=500",
+        "RUN_WHEEL_CHECK=true",
+        "git_version",
+    ),
+)
 async def build(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     """FROM base AS build: the vLLM wheel, repackaged around csrc-build's extension; keep dist/ and the EP wheels."""
     upstream = as_written("build", args, ctx)

@@ -11,9 +11,13 @@ from dagger import DefaultPath, Doc, dag, function, object_type
 class Consumer:
     """A vLLM plugin, tested in the vLLM image that vllm-ci builds."""
 
-    vllm_ci_args: Annotated[list[str], Doc(
-        "vllm-ci's constructor arguments as NAME=VALUE (its args file's lines without the leading --), "
-        "e.g. build-base-image=REF; a fork passes its mirrors here")] = dataclasses.field(default_factory=list)
+    vllm_ci_args: Annotated[
+        list[str],
+        Doc(
+            "vllm-ci's constructor arguments as NAME=VALUE (its args file's lines without the leading --), "
+            "e.g. build-base-image=REF; a fork passes its mirrors here"
+        ),
+    ] = dataclasses.field(default_factory=list)
 
     def _vllm_ci(self) -> dagger.VllmCi:
         """The vllm-ci module, with the build arguments this module was given (all strings)."""

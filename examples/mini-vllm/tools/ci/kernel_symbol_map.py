@@ -2,6 +2,7 @@
 
 The example has no GPU kernels, so the map is empty: an empty map is the signal vLLM's CI reads as
 "nothing known"."""
+
 import argparse
 import gzip
 import json

@@ -1,4 +1,5 @@
 """The `vllm` command line: `vllm --version`, `vllm serve <model>`, `vllm collect-env`."""
+
 import argparse
 from typing import List, Optional
 

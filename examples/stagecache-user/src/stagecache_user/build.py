@@ -66,8 +66,12 @@ def main() -> None:
     parser.add_argument("--cache", required=True, help="the cache repository, registry/repository")
     parser.add_argument("--image", default="", help="where to publish the result; empty: nowhere")
     parser.add_argument("--project", type=pathlib.Path, default=PROJECT, help="the project folder to build")
-    parser.add_argument("--layer-compression", choices=LAYER_COMPRESSIONS, default=DEFAULT_LAYER_COMPRESSION,
-                        help="how the cache entries' layers are compressed (part of their keys)")
+    parser.add_argument(
+        "--layer-compression",
+        choices=LAYER_COMPRESSIONS,
+        default=DEFAULT_LAYER_COMPRESSION,
+        help="how the cache entries' layers are compressed (part of their keys)",
+    )
     args = parser.parse_args()
     print(anyio.run(build, args.project, args.base_image, args.cache, args.image, args.layer_compression))
 

@@ -1,4 +1,5 @@
 """Helpers shared by the mini-vllm tests."""
+
 import shutil
 import subprocess
 from typing import List, Sequence
