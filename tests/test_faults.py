@@ -131,8 +131,8 @@ async def test_an_entry_pruned_between_look_up_and_use_is_rebuilt_not_a_failure(
     cache = cache_for(cache_from=[cache_repo], cache_to=cache_repo)
     planned = cache._plan  # the look-ups, on the filtered context
 
-    async def plan_then_prune(source: dagger.Directory, target: str, **options: bool):  # type: ignore[no-untyped-def]
-        found = await planned(source, target, **options)
+    async def plan_then_prune(checkout: dagger.Directory, source: dagger.Directory, target: str, **options: bool):  # type: ignore[no-untyped-def]
+        found = await planned(checkout, source, target, **options)
         assert [p.hit for p in found if p.stage.name == "test-deps"][0] is not None  # looked up: a hit
         async with RegistryClient(ref.registry) as client_:  # what a prune run does, right then
             await client_.delete_manifest(ref.repository, registry.digest(ref.repository, tag))
