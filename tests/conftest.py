@@ -54,8 +54,14 @@ def edit(path: pathlib.Path, line: str) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run the tests that restart the engine empty last, in their order: every test before them reuses
-    what the engine has built (one cold build of the example instead of one after each restart)."""
+    """Mark every test that uses the engine (its fixture, however reached) `engine`, so `-m "not engine"`
+    leaves out each one, a `wipes_engine` test above all (one that restarted the shared engine under a
+    running suite was let through by its markers alone); then run the tests that restart the engine empty
+    last, in their order: every test before them reuses what the engine has built (one cold build of the
+    example instead of one after each restart)."""
+    for item in items:
+        if "engine" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.engine)
     items.sort(key=lambda item: item.get_closest_marker("wipes_engine") is not None)
 
 
