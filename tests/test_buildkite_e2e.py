@@ -372,7 +372,7 @@ def test_a_registry_password_in_the_agent_environment_leaves_no_trace(tmp_path: 
 @pytest.mark.parametrize(
     ("case", "phase"),
     [
-        ("missing source", "plan"),
+        ("missing source", "usage"),  # the CLI refuses it, exit 2, before any work
         ("missing base image", "build"),
         ("read-only registry", "push"),
         ("read-only registry, strict", "export"),

@@ -1,5 +1,7 @@
 """The Buildkite environment -> vllm-ci arguments mapping, and the report annotation."""
 
+import contextlib
+import io
 import re
 
 import pytest
@@ -255,20 +257,31 @@ def test_cache_strict_is_passed_on_when_asked():
     assert "--cache-strict" not in StepSettings.from_env(env()).build_args("r")
 
 
-@pytest.mark.parametrize(
-    ("command", "line", "phase"),
-    [
-        ("build", "vllm-ci: error: push: registry said no", "push"),
-        ("build", "vllm-ci: error: 401 Unauthorized from 127.0.0.1:5000", "login"),
-        ("build", "vllm-ci: error: exporting stage base to cache failed", "export"),
-        ("build", "vllm-ci: error: failed to pull cache ref", "import"),
-        ("build", "vllm-ci: error: RUN pip install exited 1", "build"),
-        ("plan", "vllm-ci: error: no Dockerfile in source", "plan"),
-        ("plan", "", "plan"),
-    ],
-)
-def test_the_failed_phase_is_named_from_the_command_and_the_error_line(command, line, phase):
-    assert failure_phase(command, line) == phase
+def cli_error_line(error: Exception, code: int) -> str:
+    """The one line the client command prints for an error (cli.fail, as cli.main calls it)."""
+    from vllm_ci import cli
+
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        cli.fail(str(error), code)
+    return stderr.getvalue().strip()
+
+
+@pytest.mark.parametrize("phase", ["plan", "look-up", "engine", "build", "export", "push"])
+def test_the_failed_phase_is_the_one_the_clis_error_line_leads_with(phase):
+    from stagecache.store import StageError
+
+    line = cli_error_line(StageError("registry 127.0.0.1:5000 unreachable", stage="base", phase=phase), 1)
+    assert failure_phase("build", line, 1) == phase
+
+
+def test_a_usage_error_is_the_usage_phase_and_a_line_without_a_phase_is_the_commands():
+    from vllm_ci.errors import UsageError
+
+    assert failure_phase("build", cli_error_line(UsageError("--image: not a reference"), 2), 2) == "usage"
+    summary = "command '/bin/sh -c …' exited 1: pip: no such package"  # a failed command, as exec_summary puts it
+    assert failure_phase("plan", cli_error_line(ValueError(summary), 1), 1) == "plan"
+    assert failure_phase("build", "", 1) == "build"
 
 
 REPORT = {  # as BuildReport.to_dict gives it

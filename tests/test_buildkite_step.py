@@ -168,7 +168,7 @@ def test_an_existing_image_is_skipped_with_exit_0_in_the_log_and_the_annotation(
     [
         ("plan", "cannot read Dockerfile", "plan"),
         ("build", "push: registry answered 500", "push"),
-        ("build", "failed to export stage base", "export"),
+        ("build", "export: registry 127.0.0.1:5000 unreachable (stage base)", "export"),
     ],
 )
 def test_a_failure_expands_the_log_names_the_phase_and_exits_1_not_255(world, failing, error, phase):

@@ -27,7 +27,10 @@ DEFAULT_NAMESPACE = "vllm-ci"
 MAX_NAME = 128
 MAIN_CACHE = "cache-main"
 ANNOTATION_CONTEXT = "vllm-ci-image"
-PHASES = ("login", "plan", "import", "build", "export", "push")
+# The phases a failed step names: the step's own registry login, and those the CLI's one error line leads
+# with (its StageError's phase; a usage error, exit 2, leads with the flag instead). One vocabulary.
+PHASES = ("login", "usage", "plan", "look-up", "engine", "build", "export", "push")
+USAGE_EXIT = 2
 
 _HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]+)?|\[[0-9A-Fa-f:]+\](:[0-9]+)?")
 _PATH_COMPONENT = re.compile(r"[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*")
@@ -255,22 +258,13 @@ class StepSettings:
         return args
 
 
-def failure_phase(command: str, error_line: str) -> str:
-    """Name the failed phase from the command (plan/build) and the CLI's ``vllm-ci: error:`` line."""
-    text = error_line.split("error:", 1)[-1].strip().lower()
-    lead = re.match(r"([a-z]+)\s*:", text)
-    if lead and lead[1] in PHASES:
-        return lead[1]
-    keywords = (
-        ("login", r"unauthori[sz]ed|authenticat|credential|login|denied|\b401\b|\b403\b"),
-        ("push", r"push|publish"),
-        ("export", r"export"),
-        ("import", r"import|pull|cache-from"),
-    )
-    for phase, pattern in keywords:
-        if re.search(pattern, text):
-            return phase
-    return command if command in PHASES else "build"
+def failure_phase(command: str, error_line: str, exit_code: int) -> str:
+    """The failed phase: `usage` for the CLI's bad-input exit, else the phase its `vllm-ci: error:` line leads
+    with, else the command (plan/build) that failed."""
+    if exit_code == USAGE_EXIT:
+        return "usage"
+    lead = re.match(r"([a-z-]+): ", error_line.removeprefix("vllm-ci: error:").strip())
+    return lead[1] if lead and lead[1] in PHASES else command
 
 
 def report_style(report: Mapping[str, Any]) -> str:

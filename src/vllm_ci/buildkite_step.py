@@ -197,7 +197,7 @@ def run_cli(phase: str, args: list[str], env: Mapping[str, str]) -> None:
     if Cancel.received:
         raise Interrupted(Cancel.received[0])
     if proc.returncode != 0:
-        failed = failure_phase(phase, error)
+        failed = failure_phase(phase, error, proc.returncode)
         reason = error.removeprefix("vllm-ci: error:").strip().removeprefix(f"{failed}:").strip()
         raise StepFailed(failed, reason or f"python -m vllm_ci {phase} exited {proc.returncode}")
 
