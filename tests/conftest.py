@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import pathlib
 import shutil
 import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 
+import anyio
 import dagger
 import pytest
 from dagger import dag
 
+from local_registry import RegistryAPI
+from stagecache.store import StageCache
+from stagecache.why import INPUTS_SUFFIX, LATEST_SUFFIX, inputs_tag
 from vllm_ci.args import BuildArgs, read_args_file
 from vllm_ci.cli import use_local_engine
+from vllm_ci.graph import stage_graph
 from vllm_ci.main import SOURCE_IGNORE, VllmCi
 from vllm_ci.upstream import git, tagged_checkout  # noqa: F401  (the tests import them from here)
 from vllm_ci.version import git_versions
@@ -25,6 +32,8 @@ EXAMPLE = REPO / "examples" / "mini-vllm"
 REGISTRY = os.environ.get("VLLM_CI_REGISTRY", "127.0.0.1:5000").split("/")[0]
 STATE = pathlib.Path(os.environ.get("VLLM_CI_STATE", "/var/lib/vllm-ci"))
 REGISTRY_LOG = STATE / "registry" / "registry.log"
+DAGGER = "/usr/local/bin/dagger"
+CLIENT = REPO / ".venv" / "bin" / "vllm-ci"
 
 
 def example_args() -> dict[str, object]:
@@ -123,8 +132,6 @@ def cache_repo() -> str:
 @pytest.fixture(scope="session")
 def warm_cache(engine: None) -> str:
     """main's cache: a repository a cold build of the example has filled, shared by the tests that only read it."""
-    from test_stage_cache import run_cold_build
-
     repo = f"{REGISTRY}/test/main-{uuid.uuid4().hex[:12]}"
     run_cold_build(repo)
     return repo
@@ -133,3 +140,116 @@ def warm_cache(engine: None) -> str:
 def fresh_agent() -> None:
     """Restart the engine on an empty state directory: a new CI agent, same registry."""
     subprocess.run([REPO / "ci" / "engine", "fresh"], check=True, capture_output=True)
+
+
+# Helpers the test modules share (one copy, here, not imported from one test module by another).
+
+
+def cache_for(
+    *, cache_from: list[str] | None = None, cache_to: str = "", strict: bool = False, **args: object
+) -> StageCache:
+    """A stage cache over the example's stages (constructor arguments overridden by `args`)."""
+    return StageCache(
+        stage_graph(example_module(**args)), cache_from=cache_from or [], cache_to=cache_to, strict=strict
+    )
+
+
+async def build(path: pathlib.Path, target: str = "test", **cache: object):  # type: ignore[no-untyped-def]
+    """Build a target of a checkout through the cache; the report."""
+    _, report = await cache_for(**cache).build(source_of(path), target)  # type: ignore[arg-type]
+    return report
+
+
+def entry_tags(tags: list[str]) -> list[str]:
+    """Tags of cache entries, without what explains them (`.inputs`, `-latest`)."""
+    return [t for t in tags if not t.endswith((INPUTS_SUFFIX, LATEST_SUFFIX))]
+
+
+def run_cold_build(cache_repo: str) -> None:
+    """A cold build into a repository, on its own connection (for module-scoped fixtures)."""
+
+    async def cold() -> None:
+        with open(os.devnull, "w") as log:
+            async with dagger.connection(dagger.Config(log_output=log)):
+                await build(EXAMPLE, cache_to=cache_repo)
+
+    anyio.run(cold)
+
+
+def example_flags() -> list[str]:
+    """The example's constructor flags (examples/mini-vllm/vllm-ci.args), one per line."""
+    return (EXAMPLE / "vllm-ci.args").read_text().splitlines()
+
+
+def cli_env() -> dict[str, str]:
+    """The environment of a `dagger` or client command against this machine's engine."""
+    return {
+        **os.environ,
+        "_EXPERIMENTAL_DAGGER_RUNNER_HOST": "unix:///run/dagger/engine.sock",
+        "_EXPERIMENTAL_DAGGER_CLI_BIN": DAGGER,
+        "DAGGER_NO_UPDATE_CHECK": "1",
+        "DAGGER_NO_NAG": "1",
+        "DO_NOT_TRACK": "1",
+    }
+
+
+def assert_valid_entry(registry: RegistryAPI, repository: str, tag: str) -> None:
+    """The entry under a tag is whole: each blob's bytes hash to its digest, and its record names it."""
+    manifest = registry.manifest(repository, tag)
+    for blob in [manifest["config"], *manifest["layers"]]:
+        content = registry.blob(repository, blob["digest"])
+        assert "sha256:" + hashlib.sha256(content).hexdigest() == blob["digest"], (
+            f"{tag}: blob {blob['digest']} is corrupt"
+        )
+    record = registry.manifest(repository, inputs_tag(tag))
+    assert record["subject"]["digest"] == registry.digest(repository, tag), f"{tag}: its record names another image"
+
+
+def entry_tags_of(registry: RegistryAPI, repository: str) -> list[str]:
+    """The tags of a cache repository that name entries (not their records or `-latest`)."""
+    return [t for t in registry.tags(repository) if not t.endswith((".inputs", "-latest"))]
+
+
+def checkout(source: pathlib.Path, target: pathlib.Path, umask: int) -> pathlib.Path:
+    """A copy of a tree made as `git clone` would under a umask: fresh modes, owners and mtimes."""
+    previous = os.umask(umask)
+    try:
+        for path in sorted(source.rglob("*")):
+            if "__pycache__" in path.parts:
+                continue
+            dest = target / path.relative_to(source)
+            if path.is_dir():
+                dest.mkdir(parents=True, exist_ok=True)
+            else:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest.write_bytes(path.read_bytes())
+                if os.access(path, os.X_OK):
+                    dest.chmod(0o777 & ~umask)
+    finally:
+        os.umask(previous)
+    return target
+
+
+def edited_copy(function, old: str, new: str, folder: pathlib.Path):  # type: ignore[no-untyped-def]
+    """The function recompiled from its module's source with one edit, as if the file were edited."""
+    import importlib.util
+    import inspect
+
+    module = inspect.getmodule(function)
+    assert module is not None and module.__file__
+    text = pathlib.Path(module.__file__).read_text()
+    assert old in text
+    copy = folder / f"edited_{pathlib.Path(module.__file__).name}"
+    copy.write_text(
+        text.replace(old, new, 1).replace(
+            "@stage(",
+            "@_no_register(",
+        )
+    )
+    spec = importlib.util.spec_from_file_location(f"vllm_ci.edited_{module.__name__.rsplit('.', 1)[-1]}", copy)
+    assert spec and spec.loader
+    edited = importlib.util.module_from_spec(spec)
+    edited.__dict__["_no_register"] = lambda *a, **k: lambda f: f
+    sys.modules[spec.name] = edited  # dataclasses look their module up there
+    spec.loader.exec_module(edited)
+    return getattr(edited, function.__name__)

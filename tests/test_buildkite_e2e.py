@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REGISTRY, REPO, git
+from conftest import REGISTRY, REPO, example_flags, git
 from local_registry import LocalRegistry, RegistryAPI
 from stagecache.keys import KEY_LABEL, PREIMAGE_LABEL, STAGE_LABEL
 from stagecache.why import INPUTS_SUFFIX
@@ -149,16 +149,6 @@ def bk_run(checkout: Path, home: Path, env: dict[str, str], name: str) -> Job:
     log = re.sub(r"\x1b_bk;t=\d+\x07|\x1b\[[0-9;]*m|\r", "", done.stdout + done.stderr)
     artifacts = {p.name: p for p in (home / ".buildkite" / "local" / "artifacts").glob("*/*") if p.is_file()}
     return Job(done.returncode, log, artifacts)
-
-
-def example_flags() -> list[str]:
-    """The example's constructor flags exactly as ci/example reads them (`mapfile -t`)."""
-    out = subprocess.run(
-        ["bash", "-c", 'mapfile -t a < "$1" && printf "%s\\0" "${a[@]}"', "_", str(REPO / SOURCE / "vllm-ci.args")],
-        capture_output=True,
-        check=True,
-    ).stdout.decode()
-    return out.split("\0")[:-1]
 
 
 def laptop_call(

@@ -19,14 +19,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from conftest import EXAMPLE, REGISTRY, REPO
+from conftest import EXAMPLE, REGISTRY, REPO, assert_valid_entry, build, cli_env, entry_tags_of, example_flags
 from local_registry import RegistryAPI
 from stagecache.keys import cache_tag
 from stagecache.registry import ImageRef, RegistryClient
 from stagecache.why import inputs_tag
-from test_faults import assert_valid_entry, entry_tags_of
-from test_module_mode import cli_env, example_flags
-from test_stage_cache import build
 
 CLI = [sys.executable, "-m", "vllm_ci"]  # what ci/buildkite-step runs
 

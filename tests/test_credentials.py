@@ -15,7 +15,7 @@ import uuid
 import anyio
 import pytest
 
-from conftest import EXAMPLE, REGISTRY, example_module
+from conftest import EXAMPLE, REGISTRY, example_flags, example_module
 from stagecache.imagefs import layer_tar
 from stagecache.keys import PREIMAGE_LABEL
 from stagecache.registry import ImageRef, RegistryClient
@@ -31,11 +31,6 @@ NETRC_PASSWORD = NETRC.rsplit(" ", 1)[1]
 # is off; with it on, the first RUN that reads it fails: port 9 of the loopback answers nothing.
 SCCACHE_URL = f"https://{USER}:{TOKEN}@127.0.0.1:9/sccache.tar.gz"
 BUILD_BASE = f"{REGISTRY}/library/vllm-ci-build:bookworm"
-
-
-def example_flags() -> list[str]:
-    """The example's constructor flags, one per line of its vllm-ci.args."""
-    return [line for line in (EXAMPLE / "vllm-ci.args").read_text().splitlines() if line]
 
 
 def vllm_ci(*args: str) -> subprocess.CompletedProcess[str]:

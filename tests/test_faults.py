@@ -4,7 +4,6 @@ with bytes that match its digest, and sealed by its record (README: "A broken ca
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pathlib
@@ -15,13 +14,25 @@ import dagger
 import pytest
 from dagger import dag
 
-from conftest import EXAMPLE, REGISTRY, REPO, STATE, fresh_agent
+from conftest import (
+    CLIENT,
+    EXAMPLE,
+    REGISTRY,
+    REPO,
+    STATE,
+    assert_valid_entry,
+    build,
+    cache_for,
+    cli_env,
+    entry_tags_of,
+    example_flags,
+    fresh_agent,
+    source_of,
+)
 from local_registry import LocalRegistry, RegistryAPI
 from stagecache.keys import cache_tag
 from stagecache.registry import ImageRef, RegistryClient
 from stagecache.report import BuildReport, StageRecord
-from stagecache.why import inputs_tag
-from test_stage_cache import build, cache_for, source_of
 
 # The build base and a child that runs commands on it: the smallest pair that pulls a parent's layers
 # (the runtime base would add minutes of apt and pip for nothing the faults need).
@@ -39,18 +50,6 @@ def build_on_its_own_connection(target: str, **cache: object) -> BuildReport:
                 return await build(EXAMPLE, target, **cache)
 
     return anyio.run(run)
-
-
-def assert_valid_entry(registry: RegistryAPI, repository: str, tag: str) -> None:
-    """The entry under a tag is whole: each blob's bytes hash to its digest, and its record names it."""
-    manifest = registry.manifest(repository, tag)
-    for blob in [manifest["config"], *manifest["layers"]]:
-        content = registry.blob(repository, blob["digest"])
-        assert "sha256:" + hashlib.sha256(content).hexdigest() == blob["digest"], (
-            f"{tag}: blob {blob['digest']} is corrupt"
-        )
-    record = registry.manifest(repository, inputs_tag(tag))
-    assert record["subject"]["digest"] == registry.digest(repository, tag), f"{tag}: its record names another image"
 
 
 def engine_pid() -> str:
@@ -147,17 +146,10 @@ async def test_an_entry_pruned_between_look_up_and_use_is_rebuilt_not_a_failure(
     assert_valid_entry(registry, ref.repository, tag)
 
 
-def entry_tags_of(registry: RegistryAPI, repository: str) -> list[str]:
-    """The tags of a cache repository that name entries (not their records or `-latest`)."""
-    return [t for t in registry.tags(repository) if not t.endswith((".inputs", "-latest"))]
-
-
 @pytest.mark.wipes_engine
 def test_an_engine_killed_mid_stage_fails_the_build_in_one_line_and_the_next_run_works(engine: None) -> None:
     import signal
     import subprocess
-
-    from test_module_mode import CLIENT, cli_env, example_flags
 
     cache = f"{REGISTRY}/test/killed-{uuid.uuid4().hex[:12]}"
     # Target csrc-build: the compile is where the engine dies; the runtime stages would only add minutes.
@@ -263,8 +255,6 @@ def second_engine(engine: None, tmp_path: pathlib.Path):  # type: ignore[no-unty
 @pytest.mark.wipes_engine
 def test_two_engines_racing_on_one_cold_key_both_succeed_and_leave_a_whole_entry(second_engine: str) -> None:
     import subprocess
-
-    from test_module_mode import CLIENT, cli_env, example_flags
 
     cache = f"{REGISTRY}/test/race-{uuid.uuid4().hex[:12]}"
     # Target csrc-build: two stages, both cold on both engines, are the race; the runtime adds only minutes.

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from conftest import EXAMPLE
+from conftest import EXAMPLE, checkout, edited_copy
 from stagecache.inputs import (
     excluding_pattern,
     files_of,
@@ -25,26 +25,6 @@ from stagecache.why import explain
 from vllm_ci.args import BuildArgs
 from vllm_ci.declare import DECLARED
 from vllm_ci.graph import stage_graph
-
-
-def checkout(source: pathlib.Path, target: pathlib.Path, umask: int) -> pathlib.Path:
-    """A copy of a tree made as `git clone` would under a umask: fresh modes, owners and mtimes."""
-    previous = os.umask(umask)
-    try:
-        for path in sorted(source.rglob("*")):
-            if "__pycache__" in path.parts:
-                continue
-            dest = target / path.relative_to(source)
-            if path.is_dir():
-                dest.mkdir(parents=True, exist_ok=True)
-            else:
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                dest.write_bytes(path.read_bytes())
-                if os.access(path, os.X_OK):
-                    dest.chmod(0o777 & ~umask)
-    finally:
-        os.umask(previous)
-    return target
 
 
 def keys(graph: list, reads: dict[str, dict[str, str]] | None = None) -> dict[str, str]:
@@ -144,7 +124,7 @@ def test_an_arg_of_the_runtime_moves_no_build_stage() -> None:
 def test_editing_one_stage_function_moves_its_key_and_its_descendants_and_no_other(tmp_path: pathlib.Path) -> None:
     decl = DECLARED["test-deps"]
     before = keys(stage_graph(BuildArgs()))
-    edited = _edited_copy(decl.function, '"""FROM vllm-runtime-base', '"""Edited: FROM vllm-runtime-base', tmp_path)
+    edited = edited_copy(decl.function, '"""FROM vllm-runtime-base', '"""Edited: FROM vllm-runtime-base', tmp_path)
     DECLARED["test-deps"] = dataclasses.replace(decl, function=edited)
     try:
         after = keys(stage_graph(BuildArgs()))
@@ -159,7 +139,7 @@ def test_editing_a_step_moves_the_stages_that_call_it_and_their_descendants(
     from vllm_ci.stages import common, runtime, test
 
     before = keys(stage_graph(BuildArgs()))
-    edited = _edited_copy(
+    edited = edited_copy(
         common.vllm_installed,
         "package = package_files(ctx.source)",
         "package = package_files(ctx.source).with_new_directory('edited')",
@@ -176,31 +156,6 @@ def test_editing_a_step_moves_the_stages_that_call_it_and_their_descendants(
         "vllm-openai-nonroot",
         "vllm-sagemaker",
     }
-
-
-def _edited_copy(function, old: str, new: str, folder: pathlib.Path):  # type: ignore[no-untyped-def]
-    """The function recompiled from its module's source with one edit, as if the file were edited."""
-    import importlib.util
-    import inspect
-
-    module = inspect.getmodule(function)
-    assert module is not None and module.__file__
-    text = pathlib.Path(module.__file__).read_text()
-    assert old in text
-    copy = folder / f"edited_{pathlib.Path(module.__file__).name}"
-    copy.write_text(
-        text.replace(old, new, 1).replace(
-            "@stage(",
-            "@_no_register(",
-        )
-    )
-    spec = importlib.util.spec_from_file_location(f"vllm_ci.edited_{module.__name__.rsplit('.', 1)[-1]}", copy)
-    assert spec and spec.loader
-    edited = importlib.util.module_from_spec(spec)
-    edited.__dict__["_no_register"] = lambda *a, **k: lambda f: f
-    sys.modules[spec.name] = edited  # dataclasses look their module up there
-    spec.loader.exec_module(edited)
-    return getattr(edited, function.__name__)
 
 
 def test_a_stage_key_is_the_same_in_every_process_whatever_its_hash_seed() -> None:

@@ -13,30 +13,11 @@ import uuid
 
 import pytest
 
-from conftest import EXAMPLE, REGISTRY, REPO, STATE, tagged_checkout
+from conftest import CLIENT, DAGGER, EXAMPLE, REGISTRY, REPO, STATE, checkout, cli_env, example_flags, tagged_checkout
 from vllm_ci.cli import module_functions
 
-DAGGER = "/usr/local/bin/dagger"
-CLIENT = REPO / ".venv" / "bin" / "vllm-ci"
 CONSUMER = REPO / "examples" / "consumer"
 SDK_VARIABLES = ("DAGGER_GO_SDK_MANIFEST_DIGEST", "DAGGER_PYTHON_SDK_MANIFEST_DIGEST")
-
-
-def example_flags() -> list[str]:
-    """The example's constructor flags (examples/mini-vllm/vllm-ci.args), one per line."""
-    return (EXAMPLE / "vllm-ci.args").read_text().splitlines()
-
-
-def cli_env() -> dict[str, str]:
-    """The environment of a `dagger` or client command against this machine's engine."""
-    return {
-        **os.environ,
-        "_EXPERIMENTAL_DAGGER_RUNNER_HOST": "unix:///run/dagger/engine.sock",
-        "_EXPERIMENTAL_DAGGER_CLI_BIN": DAGGER,
-        "DAGGER_NO_UPDATE_CHECK": "1",
-        "DAGGER_NO_NAG": "1",
-        "DO_NOT_TRACK": "1",
-    }
 
 
 def run(args: list[str], cwd: pathlib.Path = REPO, timeout: float = 1800) -> str:
@@ -161,7 +142,6 @@ def test_a_consumer_module_builds_on_vllm_base(builtin_sdks: None) -> None:
 def test_checkouts_under_umask_002_and_022_by_other_owners_get_the_same_keys_in_both_modes(
     builtin_sdks: None, tmp_path: pathlib.Path
 ) -> None:
-    from test_key_sources import checkout
 
     laptop = checkout(EXAMPLE, tmp_path / "laptop", 0o002)
     agent = checkout(EXAMPLE, tmp_path / "agent", 0o022)

@@ -13,12 +13,23 @@ import dagger
 import pytest
 from dagger import dag
 
-from conftest import EXAMPLE, REGISTRY, edit, example_module, fresh_agent, source_of
+from conftest import (
+    EXAMPLE,
+    REGISTRY,
+    build,
+    cache_for,
+    edit,
+    edited_copy,
+    entry_tags,
+    example_module,
+    fresh_agent,
+    source_of,
+)
 from stagecache.keys import KEY_LABEL, KeyPreimage, cache_tag
 from stagecache.prune import prune
 from stagecache.registry import ImageRef, RegistryClient
 from stagecache.store import InputError, PlannedStage, StageCache, StageError
-from stagecache.why import INPUTS_SUFFIX, LATEST_SUFFIX, inputs_tag
+from stagecache.why import inputs_tag
 from vllm_ci.graph import stage_graph
 
 pytestmark = pytest.mark.anyio
@@ -35,37 +46,6 @@ TEST_STAGES = {
     "test-deps",
     "test",
 }
-
-
-def cache_for(
-    *, cache_from: list[str] | None = None, cache_to: str = "", strict: bool = False, **args: object
-) -> StageCache:
-    """A stage cache over the example's stages (constructor arguments overridden by `args`)."""
-    return StageCache(
-        stage_graph(example_module(**args)), cache_from=cache_from or [], cache_to=cache_to, strict=strict
-    )
-
-
-async def build(path: pathlib.Path, target: str = "test", **cache: object):  # type: ignore[no-untyped-def]
-    """Build a target of a checkout through the cache; the report."""
-    _, report = await cache_for(**cache).build(source_of(path), target)  # type: ignore[arg-type]
-    return report
-
-
-def entry_tags(tags: list[str]) -> list[str]:
-    """Tags of cache entries, without what explains them (`.inputs`, `-latest`)."""
-    return [t for t in tags if not t.endswith((INPUTS_SUFFIX, LATEST_SUFFIX))]
-
-
-def run_cold_build(cache_repo: str) -> None:
-    """A cold build into a repository, on its own connection (for module-scoped fixtures)."""
-
-    async def cold() -> None:
-        with open(os.devnull, "w") as log:
-            async with dagger.connection(dagger.Config(log_output=log)):
-                await build(EXAMPLE, cache_to=cache_repo)
-
-    anyio.run(cold)
 
 
 async def test_a_cold_run_exports_every_stage(client: None, cache_repo: str) -> None:
@@ -223,7 +203,6 @@ def test_a_failing_stage_is_named_in_one_error_line(engine: None, example_dir: p
 async def test_every_miss_says_why_a_file_an_arg_or_the_code(
     client: None, cache_repo: str, example_dir: pathlib.Path, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from test_key_sources import _edited_copy
     from vllm_ci.declare import DECLARED
 
     # Target extension: it holds every kind of miss (a file, an ARG, a parent, the code) without the
@@ -246,7 +225,7 @@ async def test_every_miss_says_why_a_file_an_arg_or_the_code(
     ] == "ARG max_jobs: '2' -> '4'"
 
     decl = DECLARED["extension"]
-    edited = _edited_copy(decl.function, "alone in one layer", "alone in one layer, edited", tmp_path)
+    edited = edited_copy(decl.function, "alone in one layer", "alone in one layer, edited", tmp_path)
     monkeypatch.setitem(DECLARED, "extension", dataclasses.replace(decl, function=edited))
     report = await build(example_dir, "extension", cache_from=[cache_repo], cache_to=cache_repo, max_jobs=4)
     assert report.record("extension").why == "the stage's code changed"
