@@ -14,16 +14,11 @@ import dagger
 from dagger import dag
 
 from stagecache import StageCache
-from vllm_ci.args import read_args_file
+from vllm_ci.args import build_args_of
 from vllm_ci.cli import use_local_engine
 from vllm_ci.graph import stage_graph
 from vllm_ci.main import SOURCE_IGNORE, VllmCi
 from vllm_ci.version import git_versions
-
-
-def example_args(path: pathlib.Path) -> dict[str, object]:
-    """The constructor flags of a vllm-ci.args file, as VllmCi keyword arguments."""
-    return {name: int(value) if value.isdigit() else value for name, value in read_args_file(path.read_text()).items()}
 
 
 async def build(
@@ -34,7 +29,9 @@ async def build(
         async with dagger.connection(dagger.Config(log_output=log_output)):
             # The version .git gives, derived on the host as the client command derives it.
             version, clean = git_versions(source)
-            module = VllmCi(**example_args(source / "vllm-ci.args"), git_version=version, git_version_clean=clean)  # type: ignore[arg-type]
+            module = VllmCi(
+                **build_args_of((source / "vllm-ci.args").read_text()), git_version=version, git_version_clean=clean
+            )
             cache = StageCache(stage_graph(module), cache_from=cache_from, cache_to=cache_to, log=log_output)
             directory = dag.host().directory(str(source), exclude=SOURCE_IGNORE)
             _, report = await cache.build(directory, target, image)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import os
 import pathlib
@@ -20,7 +19,7 @@ from dagger import dag
 from local_registry import RegistryAPI
 from stagecache.store import StageCache
 from stagecache.why import INPUTS_SUFFIX, LATEST_SUFFIX, inputs_tag
-from vllm_ci.args import BuildArgs, read_args_file
+from vllm_ci.args import build_args_of
 from vllm_ci.cli import use_local_engine
 from vllm_ci.graph import stage_graph
 from vllm_ci.main import SOURCE_IGNORE, VllmCi
@@ -38,11 +37,7 @@ CLIENT = REPO / ".venv" / "bin" / "vllm-ci"
 
 def example_args() -> dict[str, object]:
     """The example's constructor arguments (examples/mini-vllm/vllm-ci.args), typed as BuildArgs declares."""
-    types = {f.name: f.type for f in dataclasses.fields(BuildArgs)}
-    values: dict[str, object] = {}
-    for name, value in read_args_file((EXAMPLE / "vllm-ci.args").read_text()).items():
-        values[name] = int(value) if "int" in str(types[name]).split("[")[-1][:4] else value
-    return values
+    return build_args_of((EXAMPLE / "vllm-ci.args").read_text())
 
 
 def example_module(**overrides: object) -> VllmCi:

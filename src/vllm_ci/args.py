@@ -3,7 +3,8 @@
 import dataclasses
 import re
 import shlex
-from typing import Annotated, Final
+import typing
+from typing import Annotated, Any, Final
 
 from typing_extensions import Doc
 
@@ -272,6 +273,18 @@ def read_args_file(text: str) -> dict[str, str]:
         flag, _, value = line.partition("=")
         flags[flag.removeprefix("--").replace("-", "_")] = value
     return flags
+
+
+def build_args_of(text: str) -> dict[str, Any]:
+    """A constructor-flags file's values as BuildArgs keyword arguments, each of its field's type (an int
+    field's value an int), as the command line would parse them; ValueError naming a flag it has no field for."""
+    kinds = typing.get_type_hints(BuildArgs)
+    values: dict[str, Any] = {}
+    for name, value in read_args_file(text).items():
+        if name not in kinds:
+            raise ValueError(f"{flag_of(name)}: no such constructor argument")
+        values[name] = kinds[name](value) if kinds[name] in (int, float) else value
+    return values
 
 
 def arg_defaults() -> dict[str, str]:
