@@ -15,12 +15,12 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.parse
 from collections.abc import Iterator
 
 import anyio
 
 from stagecache.registry import MANIFEST_MEDIA_TYPES, RegistryClient
+from stagecache.traffic import RegistryLog
 from vllm_ci.upstream import vllm_source
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -145,25 +145,10 @@ def log_mark() -> int:
 
 def traffic_since(mark: int, end: int, repos: tuple[str, ...]) -> tuple[int, int]:
     """Blob bytes the registry served and received between two log marks, on repositories starting
-    with one of `repos` only (others may share the registry meanwhile). Read from its JSON request
-    log as src/stagecache/traffic.py does; an upload counts once per repository it went to."""
-    pulled, pushes = 0, set()
-    with REGISTRY_LOG.open("rb") as log:
-        log.seek(mark)
-        for raw in log.read(end - mark).splitlines():
-            try:
-                entry = json.loads(raw)
-            except ValueError:
-                continue  # the access-log lines are not JSON
-            url = urllib.parse.urlparse(entry.get("http.request.uri", ""))
-            method, status = entry.get("http.request.method"), entry.get("http.response.status")
-            if entry.get("msg") != "response completed" or not url.path.startswith(tuple(f"/v2/{r}" for r in repos)):
-                continue
-            if method == "GET" and status in (200, 206) and re.match(r"^/v2/.+/blobs/sha256:[0-9a-f]{64}$", url.path):
-                pulled += int(entry.get("http.response.written", 0))
-            elif method == "PUT" and status == 201 and (m := re.match(r"^/v2/(.+)/blobs/uploads/", url.path)):
-                pushes |= {(m[1], d) for d in urllib.parse.parse_qs(url.query).get("digest", [])}
-    return pulled, anyio.run(_pushed_bytes, pushes)
+    with one of `repos` only (others may share the registry meanwhile), read by stagecache's one reader
+    of the registry's log; an upload counts once per repository it went to."""
+    traffic = RegistryLog(REGISTRY_LOG).since(mark, end, repos)
+    return traffic.pulled_bytes, anyio.run(_pushed_bytes, traffic.uploads)
 
 
 def ca_bundle(path: pathlib.Path) -> pathlib.Path:

@@ -23,7 +23,7 @@ class Traffic:
     """What crossed the registry between two marks."""
 
     pulled: dict[str, int] = dataclasses.field(default_factory=dict)  # blob digest -> bytes sent
-    pushed: dict[str, str] = dataclasses.field(default_factory=dict)  # blob digest -> repository
+    uploads: set[tuple[str, str]] = dataclasses.field(default_factory=set)  # (repository, blob digest) uploaded
     mounted: set[str] = dataclasses.field(default_factory=set)  # cross-repository mounts: no bytes moved
 
     @property
@@ -31,9 +31,15 @@ class Traffic:
         """All blob bytes the registry sent."""
         return sum(self.pulled.values())
 
+    @property
+    def pushed(self) -> set[str]:
+        """The digests of the blobs uploaded, to whichever repository."""
+        return {digest for _, digest in self.uploads}
+
 
 class RegistryLog:
-    """A registry's JSON log file (docker-registry's `log.formatter: json`)."""
+    """A registry's JSON log file (docker-registry's `log.formatter: json`): the one reader of it, for the
+    build report and the bench alike."""
 
     def __init__(self, path: str | pathlib.Path):
         self.path = pathlib.Path(path)
@@ -42,26 +48,29 @@ class RegistryLog:
         """A position to measure from."""
         return self.path.stat().st_size if self.path.exists() else 0
 
-    def since(self, mark: int) -> Traffic:
-        """The blob traffic logged after a mark."""
+    def since(self, mark: int, end: int | None = None, repositories: tuple[str, ...] = ()) -> Traffic:
+        """The blob traffic logged after a mark (up to `end`), on the repositories starting with one of
+        `repositories` only (all when none: others may share the registry meanwhile). A blob GET counts
+        whole (200) or in part (206); an upload once per repository it went to."""
         traffic = Traffic()
+        prefixes = tuple(f"/v2/{repository}" for repository in repositories) or ("/v2/",)
         with self.path.open("rb") as log:
             log.seek(mark)
-            for raw in log:
+            for raw in (log.read(end - mark) if end is not None else log.read()).splitlines():
                 try:
                     entry = json.loads(raw)
                 except ValueError:
                     continue  # the access-log lines are not JSON
-                if entry.get("msg") != "response completed":
+                url = urlparse(entry.get("http.request.uri", ""))
+                if entry.get("msg") != "response completed" or not url.path.startswith(prefixes):
                     continue
                 method, status = entry.get("http.request.method"), entry.get("http.response.status")
-                url = urlparse(entry.get("http.request.uri", ""))
                 query = parse_qs(url.query)
-                if method == "GET" and status == 200 and (m := _BLOB_GET.match(url.path)):
+                if method == "GET" and status in (200, 206) and (m := _BLOB_GET.match(url.path)):
                     digest = m["digest"]
                     traffic.pulled[digest] = traffic.pulled.get(digest, 0) + int(entry.get("http.response.written", 0))
                 elif method == "PUT" and status == 201 and (upload := _UPLOAD.match(url.path)) and "digest" in query:
-                    traffic.pushed[unquote(query["digest"][0])] = upload["repo"]
+                    traffic.uploads |= {(upload["repo"], unquote(digest)) for digest in query["digest"]}
                 elif method == "POST" and status == 201 and "mount" in query:
                     traffic.mounted.add(query["mount"][0])
         return traffic
@@ -88,7 +97,7 @@ async def attribute(report: BuildReport, traffic: Traffic, username: str = "", p
         record.bytes_pulled = sum(traffic.pulled.get(d, 0) for d in mine)
         record.bytes_pushed = sum(blobs[d] for d in mine if d in traffic.pushed)
     pushed = 0
-    for digest, repo in traffic.pushed.items():
+    for repo, digest in traffic.uploads:
         async with connect(report_registry(report), username, password) as client:
             pushed += await client.blob_size(repo, digest) or 0
     report.traffic = {"pulled": traffic.pulled_bytes, "pushed": pushed, "mounted_blobs": len(traffic.mounted)}
