@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 import pathlib
+import re
 
 import pytest
 
-from conftest import EXAMPLE, edit, example_module, source_of, tagged_checkout
+from conftest import EXAMPLE, REPO, edit, example_module, source_of, tagged_checkout
 from vllm_ci.cli import module_functions
 from vllm_ci.graph import TARGETS, stage_graph
 from vllm_ci.stages.common import DIST
@@ -193,18 +195,31 @@ async def test_the_version_derived_from_git_moves_only_the_stages_that_bind_git_
     assert (await image.with_exec(["python3", "-c", script]).stdout()).split() == [version, version]
 
 
-def test_the_module_lists_a_function_for_every_stage() -> None:
-    functions = module_functions()
-    stage_functions = {
+def test_each_stage_function_of_the_module_builds_a_stage_its_source_declares() -> None:
+    # Read independently of the registry the decorators fill: the `(stage `x`)` each function's doc names,
+    # and the names the `@stage(...)` lines of src/vllm_ci/stages/ give.
+    named = {
+        name: m[1]
+        for name, method in module_functions().items()
+        if (m := re.search(r"\(stage `([a-z-]+)`\)", method.__doc__ or ""))
+    }
+    assert named == {
         "base": "base",
         "csrc-build": "csrc-build",
-        "build": "wheel",
-        "vllm-runtime-base": "runtime-base",
+        "wheel": "build",
+        "runtime-base": "vllm-runtime-base",
         "test-deps": "test-deps",
         "vllm-base": "vllm-base",
-        "test": "test-image",
-        "vllm-openai": "openai",
+        "test-image": "test",
+        "openai": "vllm-openai",
     }
-    assert set(stage_functions.values()) <= set(functions)
-    assert set(stage_functions) <= set(TARGETS)
-    assert {s.name for s in stage_graph(example_module())} == set(TARGETS)
+    declared = {
+        decorator.args[0].value
+        for path in (REPO / "src" / "vllm_ci" / "stages").glob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.AsyncFunctionDef)
+        for decorator in node.decorator_list
+        if isinstance(decorator, ast.Call) and getattr(decorator.func, "id", "") == "stage"
+    }
+    assert set(named.values()) <= declared
+    assert set(TARGETS) == declared == {s.name for s in stage_graph(example_module())}
