@@ -180,16 +180,16 @@ def stalling_engine() -> Iterator[str]:
                 conn.close()
 
 
+def plan_against(address: str) -> subprocess.Popen[str]:
+    """The client command planning the example against an engine address, its output piped."""
+    env = {**cli_env(), "_EXPERIMENTAL_DAGGER_RUNNER_HOST": address}
+    command = [*CLI, *example_flags(), "plan", "--source", str(EXAMPLE)]
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 def test_sigterm_while_the_session_waits_on_an_engine_that_never_speaks_stops_that_session() -> None:
     with stalling_engine() as address:
-        env = {**cli_env(), "_EXPERIMENTAL_DAGGER_RUNNER_HOST": address}
-        with subprocess.Popen(
-            [*CLI, *example_flags(), "plan", "--source", str(EXAMPLE)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        ) as client:
+        with plan_against(address) as client:
             while not (sessions := sessions_of(client.pid)) and client.poll() is None:
                 time.sleep(0.1)
             time.sleep(1)  # the session is connecting (it ignores SIGTERM while it does)
@@ -205,14 +205,7 @@ def test_sigterm_while_the_session_waits_on_an_engine_that_never_speaks_stops_th
 def test_an_engine_address_that_accepts_and_never_answers_fails_in_one_line_before_any_session() -> None:
     with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts connections, never answers
         address = f"tcp://127.0.0.1:{silent.getsockname()[1]}"
-        env = {**cli_env(), "_EXPERIMENTAL_DAGGER_RUNNER_HOST": address}
-        with subprocess.Popen(
-            [*CLI, *example_flags(), "plan", "--source", str(EXAMPLE)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        ) as client:
+        with plan_against(address) as client:
             err = client.communicate(timeout=110)[1]
     assert client.returncode == 1, err
     assert err.splitlines() == [
