@@ -3,10 +3,17 @@ pure parts (mount options, ARG expansion) as plain unit tests."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import uuid
+
+import anyio
 import pytest
 from dagger import dag
 
-from conftest import REGISTRY
+from cache_mount_holder import run_with_cache_mount
+from conftest import REGISTRY, REPO, cli_env
 from stagecache import StageContext
 from vllm_ci.args import BuildArgs
 from vllm_ci.declare import DECLARED
@@ -126,3 +133,26 @@ async def test_a_file_copy_lands_where_buildkit_puts_it_and_leaves_the_folders_i
         "644 root /tmp/a.txt",
     ]
     assert await image.file("/workspace/renamed.txt").contents() == await image.file("/tmp/a.txt").contents() == "a\n"
+
+
+@pytest.mark.anyio
+async def test_a_locked_cache_mount_whose_client_was_killed_mid_run_is_free_for_the_next_run(client: None) -> None:
+    # Engine v0.18.19 never releases a LOCKED volume whose client left mid-exec: the next RUN on it hung
+    # for good (every later build on that agent). `sharing=locked` must not reach the engine as LOCKED.
+    volume = f"locked-{uuid.uuid4().hex[:8]}"
+    holder = subprocess.Popen(
+        [sys.executable, str(REPO / "tests" / "cache_mount_holder.py"), volume, "locked", "300"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**cli_env(), "PYTHONPATH": f"{REPO / 'tests'}:{REPO / 'src'}"},
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "started\n"
+        await anyio.sleep(10)  # the RUN is running (the base image is local and cached)
+    finally:
+        holder.send_signal(signal.SIGINT)  # a cancelled job: the client goes away mid-RUN
+        holder.wait(30)
+    upstream = AsWritten(BuildArgs(), StageContext(source=dag.directory(), parents={}), ())
+    after = dag.container().from_(RUNTIME).with_(upstream.step(run_with_cache_mount(volume, "locked", "0")))
+    with anyio.fail_after(180):  # a hang guard, not a speed claim: the RUN takes a second
+        await after.sync()

@@ -5,7 +5,8 @@ A stage function marks such a step `reproduces(TEXT, upstream)` (declare.py): th
 compares with the real file is the text that runs, so the two cannot drift apart. What each
 instruction becomes:
 - RUN: `/bin/sh -c` with the script as written; the stage's ARGs are in its environment unless an
-  ENV of the same name is (BuildKit: ENV wins); `--mount=type=cache` is a cache volume,
+  ENV of the same name is (BuildKit: ENV wins); `--mount=type=cache` is a cache volume (`locked`
+  one private copy per concurrent RUN, see SHARING),
   `type=bind` a mounted folder (of the stage's filtered source, or of a parent with `from=`), and
   `type=secret` a mounted secret file when the build has it. Mounts are gone after the RUN. With the
   build's private-index netrc (INDEX_NETRC), every RUN has it mounted and NETRC naming it.
@@ -38,9 +39,14 @@ from vllm_ci.declare import DECLARED, StageDeclaration
 from vllm_ci.errors import UsageError
 from vllm_ci.steps import Step, unquote
 
+# `sharing=locked` is run as PRIVATE: the engine (v0.18.19) never releases a LOCKED volume whose exec's
+# client went away mid-RUN (a cancelled job), and every later RUN mounting it waits forever (seen on this
+# machine: a client killed during `sleep`, then the same volume's next exec hung past 120 s; PRIVATE did
+# not). PRIVATE keeps what `locked` is for, one writer at a time per copy: a second concurrent RUN gets
+# its own copy instead of waiting.
 SHARING: Final = {
     "shared": dagger.CacheSharingMode.SHARED,
-    "locked": dagger.CacheSharingMode.LOCKED,
+    "locked": dagger.CacheSharingMode.PRIVATE,
     "private": dagger.CacheSharingMode.PRIVATE,
 }
 # A RUN's script starts by setting the stage's ARGs from a variable that holds their exports, set for
