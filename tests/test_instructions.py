@@ -156,3 +156,38 @@ async def test_a_locked_cache_mount_whose_client_was_killed_mid_run_is_free_for_
     after = dag.container().from_(RUNTIME).with_(upstream.step(run_with_cache_mount(volume, "locked", "0")))
     with anyio.fail_after(180):  # a hang guard, not a speed claim: the RUN takes a second
         await after.sync()
+
+
+@pytest.mark.anyio
+async def test_each_stages_runs_see_exactly_the_arg_values_its_key_holds_byte_for_byte(client: None) -> None:
+    from vllm_ci.graph import key_args
+    from vllm_ci.instructions import as_written
+
+    odd = "${CUDA_VERSION} $(touch /tmp/ran) 'q' \"d\" `x` ;|&"  # passed values are never expanded or run
+    builds = {"defaults": BuildArgs(), "passed": BuildArgs(max_jobs=4, timm_version=odd, pip_index_url=odd)}
+    base = dag.container().from_(RUNTIME)
+    seen: dict[tuple[str, str], dict[str, str]] = {}
+
+    async def run(build: str, name: str) -> None:
+        upstream = as_written(name, builds[build], StageContext(source=dag.directory(), parents={}))
+        dump = await base.with_(upstream.step("RUN env -0 > /seen")).file("/seen").contents()
+        variables = dict(entry.partition("=")[::2] for entry in dump.split("\0") if entry)
+        seen[build, name] = {arg: variables[arg] for arg in upstream.scope if arg in variables}
+        assert not await base.with_(upstream.step("RUN env -0 > /seen")).exists("/tmp/ran")
+
+    async with anyio.create_task_group() as group:
+        for build in builds:
+            for name, decl in DECLARED.items():
+                if decl.upstream:
+                    group.start_soon(run, build, name)
+    for (build, name), values in seen.items():
+        key = key_args(DECLARED[name], builds[build])
+        assert values == {
+            arg: key[arg]
+            for arg in as_written(name, builds[build], StageContext(dag.directory(), {})).scope
+            if arg in key
+        }, (build, name)
+    assert "max_jobs" not in seen["defaults", "extensions-build"]  # a bare `ARG max_jobs`: unset, in key and RUN
+    assert seen["defaults", "csrc-build"]["max_jobs"] == "2"  # `ARG max_jobs=2`
+    assert seen["passed", "extensions-build"]["max_jobs"] == "4"
+    assert seen["passed", "vllm-runtime-base"]["TIMM_VERSION"] == odd

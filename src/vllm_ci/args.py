@@ -159,28 +159,41 @@ class BuildArgs:
         """FINAL_BASE_IMAGE as the Dockerfile computes it."""
         return self.expand(self.final_base_image)
 
+    def value_of(self, name: str) -> str:
+        """An argument's value as a RUN would see it: a passed one exactly as given, never expanded
+        again (BuildKit's --build-arg); a default that names other ARGs (FINAL_BASE_IMAGE names
+        CUDA_VERSION) expanded."""
+        value, default = getattr(self, name), _DEFAULTS[name]
+        return str(value) if value != default else self.expand(str(default))
+
     def expand(self, text: str) -> str:
         """$NAME, ${NAME}, ${NAME:-word} and ${NAME:+word} of a build argument replaced as BuildKit
-        expands ARGs (innermost first, so a word may name another ARG); any other variable is left
-        for the image's environment."""
+        expands ARGs (innermost first, so a modifier's word may name another ARG), each value once: a
+        value is never read for variables again; any other variable is left for the image's environment."""
+        values: list[str] = []  # what was substituted, held out of the text until the end
+
+        def held(value: str) -> str:
+            values.append(value)
+            return f"\0{len(values) - 1}\0"
 
         def value(match: re.Match[str]) -> str:
             name = (match.group(1) or match.group(4)).lower()
-            if name not in _FIELDS:
-                return match.group(0)
-            own, modifier, word = str(getattr(self, name)), match.group(2), match.group(3)
+            if name not in _DEFAULTS:
+                return match.group(0).replace("$", "\1")  # left as written, and not matched again
+            own, modifier, word = self.value_of(name), match.group(2), match.group(3)
             if modifier == "+":
                 return word if own else ""
             if modifier == "-":
-                return own or word
-            return own
+                return held(own) if own else word
+            return held(own)
 
-        for _ in range(4 * len(_FIELDS)):  # a default may name another ARG (FINAL_BASE_IMAGE names CUDA_VERSION)
+        while True:
             expanded = re.sub(r"\$\{(\w+)(?::([-+])([^{}$]*))?\}|\$(\w+)", value, text)
             if expanded == text:
                 break
             text = expanded
-        return text
+        text = re.sub(r"\0(\d+)\0", lambda m: values[int(m.group(1))], text)
+        return text.replace("\1", "$")
 
     def site_packages(self) -> str:
         """Where the runtime image's system pip installs packages (Debian/Ubuntu layout)."""
@@ -199,7 +212,7 @@ class BuildArgs:
 MAX_ARG_STRLEN: Final = 131072
 ARG_VALUE_LIMIT: Final = MAX_ARG_STRLEN // 2
 
-_FIELDS: Final = frozenset(field.name for field in dataclasses.fields(BuildArgs))
+_DEFAULTS: Final = {field.name: field.default for field in dataclasses.fields(BuildArgs)}
 
 # ARGs BuildKit fills in itself from the build's platform: no default to compare, nothing to key.
 AUTOMATIC_ARGS: Final = frozenset(

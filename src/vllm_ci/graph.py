@@ -12,9 +12,9 @@ from dagger import dag
 from stagecache import Stage
 from stagecache.fingerprint import code_fingerprint
 from vllm_ci import stages
-from vllm_ci.args import AUTOMATIC_ARGS, BuildArgs
+from vllm_ci.args import AUTOMATIC_ARGS, PROJECT_ARGS, BuildArgs
 from vllm_ci.declare import DECLARED, StageDeclaration
-from vllm_ci.instructions import INDEX_NETRC
+from vllm_ci.instructions import INDEX_NETRC, scoped_value
 
 TARGETS = tuple(DECLARED)
 # The packages whose code a stage's fingerprint follows.
@@ -27,9 +27,18 @@ def include_patterns(reads: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def key_args(decl: StageDeclaration, args: BuildArgs) -> dict[str, str]:
-    """The ARGs a stage reads, with this build's values; the image a stage without parents starts
-    from counts as read (expanded), since no parent key covers it."""
-    values = {name: str(getattr(args, name.lower())) for name in decl.arg_names() if name not in AUTOMATIC_ARGS}
+    """The ARGs a stage reads, each with the value its RUNs see (scoped_value, the one function both
+    use, so the key and the build cannot disagree; an unset ARG is not in the key); this project's own
+    arguments as given; the image a stage without parents starts from counts as read (expanded),
+    since no parent key covers it."""
+    values: dict[str, str] = {}
+    for name in decl.arg_names():
+        if name in AUTOMATIC_ARGS:
+            continue
+        own = name in PROJECT_ARGS or name in decl.also_reads
+        seen = str(getattr(args, name.lower())) if own else scoped_value(decl, name, args)
+        if seen is not None:
+            values[name] = seen
     if decl.from_ is not None and not decl.parents:
         values["FROM"] = args.expand(decl.from_)
     return values

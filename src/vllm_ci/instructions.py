@@ -344,8 +344,8 @@ def scoped_value(decl: StageDeclaration, name: str, args: BuildArgs) -> str | No
         return automatic_value(name)
     value = getattr(args, name.lower())
     default = next(f.default for f in dataclasses.fields(BuildArgs) if f.name == name.lower())
-    if value != default:
-        return args.expand(str(value))
+    if value != default:  # passed: exactly as given, never expanded again (BuildKit's --build-arg)
+        return str(value)
     own = decl.stage_default(name)
     if own is not None:
         return args.expand(own)
