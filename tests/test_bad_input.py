@@ -162,3 +162,26 @@ def test_a_module_function_refuses_its_bad_arguments_first_as_under_dagger_call(
 def test_an_arg_value_too_long_for_a_run_is_refused_by_the_module_object() -> None:
     with pytest.raises(UsageError, match=r"--openai-extras: OPENAI_EXTRAS is 70000 bytes; .* at most 65536"):
         VllmCi(openai_extras="a" * 70_000)
+
+
+def test_a_repository_check_that_could_only_fail_is_refused_by_the_module_object() -> None:
+    # build's RUN runs tools/check_repo.sh against an empty .git (the upload leaves .git out): "Repo is dirty".
+    with pytest.raises(UsageError, match=r"--git-repo-check: tools/check_repo.sh .* only 0 is supported") as refused:
+        VllmCi(git_repo_check="1")
+    assert refused.value.exit_code == 2
+    VllmCi(git_repo_check="0")
+
+
+@pytest.mark.parametrize(
+    "instruction", ["COPY --chmod=755 tools/x.py /x.py", "RUN --network=none true", "ADD --chown=1:1 a b"]
+)
+def test_an_instruction_flag_the_runner_does_not_apply_is_refused_naming_its_line(instruction: str) -> None:
+    from stagecache import StageContext
+    from vllm_ci.args import BuildArgs
+    from vllm_ci.instructions import AsWritten
+
+    upstream = AsWritten(BuildArgs(), StageContext(source=None, parents={}), ())  # type: ignore[arg-type]
+    flag = instruction.split()[1]
+    with pytest.raises(UsageError, match=rf"line 1: {instruction.split()[0]} {flag} cannot be run as written"):
+        upstream.step(instruction)
+    upstream.step("COPY --link tools/x.py /x.py")  # the same files, only layered apart: run

@@ -118,9 +118,13 @@ class BuildArgs:
     uv_installer_command: Annotated[
         str, Doc("How base installs uv into UV_INSTALL_DIR; default: upstream's installer")
     ] = "curl -LsSf https://astral.sh/uv/install.sh | sh"
-    openai_extras: Annotated[str, Doc("Extra packages of the OpenAI server image, space-separated")] = (
-        "accelerate hf_transfer modelscope"
-    )
+    openai_extras: Annotated[
+        str,
+        Doc(
+            "Extra packages of the OpenAI server image, space-separated, beyond what upstream's RUNs install "
+            "(none by default: the image is upstream's)"
+        ),
+    ] = ""
     # What upstream's RUNs that bind .git derive from it (the upload leaves .git out): its version.
     git_version: Annotated[
         str,
@@ -145,7 +149,13 @@ class BuildArgs:
     ] = DEFAULT_LAYER_COMPRESSION
 
     def __post_init__(self) -> None:
-        """Refuse, before any container work, ARG values too long for a RUN to start."""
+        """Refuse, before any container work, ARG values too long for a RUN to start, and a repository
+        check that could only fail (the upload leaves .git out: build's check_repo.sh sees an empty one)."""
+        if self.git_repo_check not in ("", "0"):
+            raise UsageError(
+                f"{flag_of('git_repo_check')}: tools/check_repo.sh asks git whether the checkout is clean and "
+                f"tagged, and the build never uploads .git (the version comes from the host); only 0 is supported"
+            )
         for field in dataclasses.fields(self):
             size = len(shlex.quote(str(getattr(self, field.name))).encode())
             if size > ARG_VALUE_LIMIT:

@@ -89,6 +89,14 @@ def mount_options(flag: str) -> dict[str, str]:
     return options
 
 
+def refuse_flags(command: Any, known: Sequence[str]) -> None:
+    """Refuse an instruction flag this runner does not apply (`--chmod`, `--network`, ...), naming its
+    line: dropping it would build something else than the file says."""
+    unknown = [flag for flag in command.flags if not flag.startswith(tuple(known))]
+    if unknown:
+        raise UsageError(f"line {command.start_line}: {command.cmd} {' '.join(unknown)} cannot be run as written")
+
+
 @dataclasses.dataclass(frozen=True)
 class AsWritten:
     """Runs upstream's instructions for one stage, in that stage's ARG scope.
@@ -149,6 +157,7 @@ class AsWritten:
         """RUN: the script as written, its mounts, the stage's ARGs in its environment."""
         if command.json:
             raise UsageError(f"line {command.start_line}: RUN in exec form is not run as written")
+        refuse_flags(command, ("--mount=",))
         script = command.value[0]
         for upstream_text, ours in self.replace.items():
             if upstream_text in script:
@@ -210,6 +219,7 @@ class AsWritten:
 
     def _copy(self, command: Any) -> Step:
         """COPY (or ADD of local files): each source to the destination, as BuildKit places them."""
+        refuse_flags(command, ("--from=", "--link"))  # --link: the same files, only layered apart
         flags = dict(flag.removeprefix("--").partition("=")[::2] for flag in command.flags)
         *sources, dest = [self.expand(value) for value in command.value]
         into_folder = dest.endswith("/") or dest in (".", "..") or len(sources) > 1

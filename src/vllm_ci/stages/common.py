@@ -46,7 +46,9 @@ METADATA_INPUTS = ("pyproject.toml", "README.md", "LICENSE")
 FLOOR = (
     "vLLM is added by file layers (csrc-build's extension and the EP kernel wheels as installed, the vllm/ "
     "files with their bytecode, compiled by the runtime's own Python in runtime-python, and rust-build's vllm-rs, "
-    "linked on PATH in vllm-base), not by installing build's wheel with a RUN that would pull every layer below"
+    "linked on PATH in vllm-base), not by installing build's wheel with a RUN that would pull every layer below. "
+    "Not done: with PYTORCH_NIGHTLY=1 upstream's RUN first swaps torch for the nightly named in base's "
+    "torch_lib_versions.txt; these layers keep vllm-runtime-base's torch"
 )
 # On extension's image: csrc-build's installed dist-info (texts, RECORD rows) and _version.py; on
 # rust-installed's: the RECORD rows of what it holds. JSON in the image config, so vLLM's dist-info is

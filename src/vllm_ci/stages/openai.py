@@ -191,7 +191,7 @@ DEPS_INSTRUCTIONS = (
     args=(*OPENAI_BASE_ARGS, "openai_extras"),
 )
 async def openai_deps(args: BuildArgs, ctx: StageContext) -> dagger.Container:
-    """vllm-openai-base's RUNs, as written, on the runtime base (and this project's extra packages)."""
+    """vllm-openai-base's RUNs, as written, on the runtime base (and the packages --openai-extras names, if any)."""
     deps = ctx.parents["vllm-runtime-base"].with_(as_written("openai-deps", args, ctx).step(DEPS_INSTRUCTIONS))
     extras = args.openai_extras.split()
     if not extras:
