@@ -15,6 +15,7 @@ from dagger import dag
 from stagecache import StageContext
 from vllm_ci.args import BuildArgs
 from vllm_ci.declare import deviates, reproduces, stage
+from vllm_ci.fastpath import program
 from vllm_ci.instructions import as_written
 from vllm_ci.stages.common import DIST, EXTENSION_ROOT, RECORD_LABEL, SOURCE_DATE_EPOCH, UV_BUILD_ENV, WORKDIR
 from vllm_ci.stages.extensions import EP_DIST
@@ -191,83 +192,12 @@ async def kernel_symbol_map(args: BuildArgs, ctx: StageContext) -> dagger.Contai
     return dag.container().with_(reproduces(SYMBOL_MAP, as_written("kernel-symbol-map", args, ctx)))
 
 
-# Installs wheels into a folder laid out as the runtime image's system Python expects (its
-# site-packages, /usr/local/bin), writing what upstream's `uv pip install --system <wheel>` writes
-# there, so the runtime image gets vLLM's extension and the EP kernels by a file copy, with no RUN
-# on it: uv's INSTALLER, REQUESTED, direct_url.json naming the wheel where upstream's RUN binds it,
-# uv_cache.json with the wheel's mtime, RECORD rows in uv's (sorted) order, uv's console-script
-# launcher for the interpreter --system finds (python3 on PATH), and for the EP kernels, bytecode
-# (UV_COMPILE_BYTECODE=1; vLLM's own .py files are replaced by its package layer, so not theirs).
-# bench/equivalence.py compares the result with upstream's uv install.
-# A Python program: the `installer` library has no command line for a custom scheme.
-# argv: destdir, site-packages, then triples: folder of wheels, where upstream's RUN binds it,
-# whether to compile bytecode (1 or 0).
-INSTALL_INTO_RUNTIME_LAYOUT = """
-import glob, io, json, os, sys
-from installer import install
-from installer.destinations import SchemeDictionaryDestination
-from installer.sources import WheelFile
-from installer.utils import Scheme
-
-UV_LAUNCHER = '''#!/usr/bin/python3
-# -*- coding: utf-8 -*-
-import sys
-from {module} import {name}
-if __name__ == "__main__":
-    if sys.argv[0].endswith("-script.pyw"):
-        sys.argv[0] = sys.argv[0][:-11]
-    elif sys.argv[0].endswith(".exe"):
-        sys.argv[0] = sys.argv[0][:-4]
-    sys.exit({attr}())
-'''
-
-
-class AsUvWrites(SchemeDictionaryDestination):
-    def write_script(self, name, module, attr, section):
-        text = UV_LAUNCHER.format(module=module, name=attr.split(".")[0], attr=attr).encode()
-        return self.write_to_fs(Scheme("scripts"), name, io.BytesIO(text), is_executable=True)
-
-    def finalize_installation(self, scheme, record_file_path, records):
-        def written(item):
-            file_scheme, entry = item
-            if file_scheme == scheme:
-                return entry.path
-            return os.path.relpath(self.scheme_dict[file_scheme], self.scheme_dict[scheme]) + "/" + entry.path
-        super().finalize_installation(scheme, record_file_path, sorted(records, key=written))
-
-
-def compact(value):
-    return json.dumps(value, separators=(",", ":")).encode()
-
-
-destdir, site, *groups = sys.argv[1:]
-scheme = {"purelib": site, "platlib": site, "headers": "/usr/local/include", "scripts": "/usr/local/bin",
-          "data": "/usr/local"}
-for folder, seen_at, compile_bytecode in zip(groups[::3], groups[1::3], groups[2::3]):
-    for wheel in sorted(glob.glob(os.path.join(folder, "*.whl"))):
-        mtime = os.stat(wheel).st_mtime_ns
-        metadata = {
-            "INSTALLER": b"uv",
-            "REQUESTED": b"",
-            "direct_url.json": compact({"url": "file://" + os.path.join(seen_at, os.path.basename(wheel)), "archive_info": {}}),
-            "uv_cache.json": compact({"timestamp": {"secs_since_epoch": mtime // 10**9, "nanos_since_epoch": mtime % 10**9},
-                                      "commit": None, "tags": None, "env": {}, "directories": {}}),
-        }
-        destination = AsUvWrites(scheme, interpreter="/usr/bin/python3", script_kind="posix", destdir=destdir,
-                                 bytecode_optimization_levels=(0,) if compile_bytecode == "1" else ())
-        with WheelFile.open(wheel) as source:
-            install(source, destination, additional_metadata=metadata)
-"""
+# Installs wheels into the runtime image's layout as upstream's uv install writes them (the program
+# says what it writes); bench/equivalence.py compares the result with upstream's uv install.
+INSTALL_INTO_RUNTIME_LAYOUT = program("install_into_runtime_layout.py")
 INSTALLER_VERSION = "0.7.0"
-# argv: an installed dist-info folder, a _version.py; prints their texts as JSON: "files" (the folder's,
-# by relative path, RECORD's as CSV rows under "rows"), "version_file" (null when there is none).
-DIST_INFO_TEXTS = """
-import csv, io, json, pathlib, sys
-folder, version_file = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
-files = {p.relative_to(folder).as_posix(): p.read_text() for p in sorted(folder.rglob("*")) if p.is_file()}
-rows = list(csv.reader(io.StringIO(files.pop("RECORD"))))
-print(json.dumps({"files": files, "rows": rows, "version_file": version_file.read_text() if version_file.is_file() else None}))
-"""
+# An installed dist-info folder's texts and a _version.py, as JSON.
+DIST_INFO_TEXTS = program("dist_info_texts.py")
 # Where upstream's RUNs bind the wheels they install (`dist/*.whl`, `ep_kernels/dist/*.whl` under
 # WORKDIR /vllm-workspace): what direct_url.json names.
 VLLM_WHEEL_SEEN_AT = "/vllm-workspace/dist"

@@ -14,6 +14,7 @@ from dagger import dag
 from stagecache import StageContext
 from vllm_ci.args import BuildArgs
 from vllm_ci.declare import deviates, reproduces, stage
+from vllm_ci.fastpath import program
 from vllm_ci.instructions import as_written
 from vllm_ci.stages.common import COMPAT, FLOOR, METADATA_INPUTS, RUNTIME_PYTHON, RUNTIME_PYTHON_ROOT, vllm_installed
 from vllm_ci.steps import Step, scratch_with
@@ -263,25 +264,17 @@ async def runtime_base(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     )
 
 
-# Copies the runtime's Python alone into RUNTIME_PYTHON_ROOT: the interpreter python3 on PATH is (the
-# one `uv pip install --system` uses), the libraries it links (by ldd) and its standard library.
-COPY_PYTHON_ALONE = f"""\
-set -eu
-python=$(readlink -f "$(command -v python3)")
-stdlib=$(python3 -I -S -c 'import sysconfig; print(sysconfig.get_path("stdlib"))')
-mkdir -p {RUNTIME_PYTHON_ROOT}
-{{ echo "$python"; ldd "$python" | grep -o '/[^ ]*'; }} | tar -c --dereference -P -T - | tar -x -C {RUNTIME_PYTHON_ROOT}
-tar -c -P "$stdlib" | tar -x -C {RUNTIME_PYTHON_ROOT}
-mkdir -p {RUNTIME_PYTHON_ROOT}$(dirname {RUNTIME_PYTHON})
-ln -s "$python" {RUNTIME_PYTHON_ROOT}{RUNTIME_PYTHON}
-"""
+# Copies the runtime's Python alone (interpreter, linked libraries, standard library) into a folder.
+COPY_PYTHON_ALONE = program("copy_python_alone.sh")
 
 
 @stage("runtime-python", from_=None, parents=("vllm-runtime-base",))
 async def runtime_python(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     """The runtime's own Python alone (interpreter, linked libraries, standard library), tens of MB:
     it compiles vLLM's bytecode, as upstream's uv install does, without pulling the runtime."""
-    alone = ctx.parents["vllm-runtime-base"].with_exec(["sh", "-c", COPY_PYTHON_ALONE])
+    alone = ctx.parents["vllm-runtime-base"].with_exec(
+        ["sh", "-c", COPY_PYTHON_ALONE, "sh", RUNTIME_PYTHON_ROOT, RUNTIME_PYTHON]
+    )
     return scratch_with("/", alone.directory(RUNTIME_PYTHON_ROOT))
 
 
