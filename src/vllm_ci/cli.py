@@ -30,9 +30,9 @@ import anyio
 import dagger
 from dagger import dag
 
+from stagecache.errors import StageError, exec_summary
 from stagecache.redact import without_userinfo
 from stagecache.report import Progress, one_line
-from stagecache.store import StageError, exec_summary
 from vllm_ci.args import flag_of, kebab
 from vllm_ci.checks import check_arguments, empty_secret
 from vllm_ci.entry import PROG, install, interruption, print_error, stopping_with
