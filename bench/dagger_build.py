@@ -15,7 +15,7 @@ from dagger import dag
 
 from stagecache import StageCache
 from vllm_ci.args import build_args_of
-from vllm_ci.cli import use_local_engine
+from vllm_ci.engine import use_local_engine
 from vllm_ci.graph import stage_graph
 from vllm_ci.main import SOURCE_IGNORE, VllmCi
 from vllm_ci.version import git_versions

@@ -25,7 +25,7 @@ from dagger import dag
 from compare import COMMIT_DATE, MB, Measure, base_refs, checkout, make_tools, measure, write_results
 from stagecache.registry import ImageRef, connect
 from tools import BENCH, REGISTRY, BenchError, BuildKit, Dagger, Names, engine_lock
-from vllm_ci.cli import use_local_engine
+from vllm_ci.engine import use_local_engine
 from vllm_ci.upstream import git
 
 GB = 1e9

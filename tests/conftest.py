@@ -20,7 +20,7 @@ from local_registry import RegistryAPI
 from stagecache.store import StageCache
 from stagecache.why import INPUTS_SUFFIX, LATEST_SUFFIX, inputs_tag
 from vllm_ci.args import build_args_of
-from vllm_ci.cli import use_local_engine
+from vllm_ci.engine import use_local_engine
 from vllm_ci.graph import stage_graph
 from vllm_ci.main import SOURCE_IGNORE, VllmCi
 from vllm_ci.upstream import git, tagged_checkout  # noqa: F401  (the tests import them from here)

@@ -269,7 +269,7 @@ def cli_error_line(error: Exception, code: int) -> str:
 
 @pytest.mark.parametrize("phase", ["plan", "look-up", "engine", "build", "export", "push"])
 def test_the_failed_phase_is_the_one_the_clis_error_line_leads_with(phase):
-    from stagecache.store import StageError
+    from stagecache.errors import StageError
 
     line = cli_error_line(StageError("registry 127.0.0.1:5000 unreachable", stage="base", phase=phase), 1)
     assert failure_phase("build", line, 1) == phase

@@ -19,7 +19,7 @@ from conftest import EXAMPLE, REGISTRY, example_flags, example_module
 from stagecache.imagefs import layer_tar
 from stagecache.keys import PREIMAGE_LABEL
 from stagecache.registry import ImageRef, RegistryClient
-from stagecache.store import stage_preimages
+from stagecache.stages import stage_preimages
 from vllm_ci.graph import stage_graph
 from vllm_ci.instructions import NETRC_PATH
 

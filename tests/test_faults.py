@@ -128,7 +128,7 @@ async def test_an_entry_pruned_between_look_up_and_use_is_rebuilt_not_a_failure(
     ref, tag = ImageRef.parse(cache_repo), cache_tag("test-deps", first.record("test-deps").key)
     registry = RegistryAPI(ref.registry)
     cache = cache_for(cache_from=[cache_repo], cache_to=cache_repo)
-    planned = cache._plan  # the look-ups, on the filtered context
+    planned = cache.planner.plan  # the look-ups, on the filtered context
 
     async def plan_then_prune(checkout: dagger.Directory, source: dagger.Directory, target: str, **options: bool):  # type: ignore[no-untyped-def]
         found = await planned(checkout, source, target, **options)
@@ -137,7 +137,7 @@ async def test_an_entry_pruned_between_look_up_and_use_is_rebuilt_not_a_failure(
             await client_.delete_manifest(ref.repository, registry.digest(ref.repository, tag))
         return found
 
-    cache._plan = plan_then_prune  # type: ignore[method-assign]
+    cache.planner.plan = plan_then_prune  # type: ignore[method-assign]
     _, report = await cache.build(source_of(EXAMPLE), "test-deps")
     assert report.record("test-deps").outcome == "exported"
     assert report.record("test-deps").why.startswith(f"unusable entry {cache_repo}:{tag}@")

@@ -13,7 +13,7 @@ import pytest
 from dagger import dag
 
 from conftest import EXAMPLE, REGISTRY, REPO
-from vllm_ci.cli import build_parser, module_functions
+from vllm_ci.options import build_parser, module_functions
 
 pytestmark = pytest.mark.anyio
 DEBIAN = f"{REGISTRY}/library/debian:bookworm"

@@ -20,7 +20,7 @@ from stagecache.inputs import (
     manifest_of,
     pattern_problem,
 )
-from stagecache.store import stage_preimages
+from stagecache.stages import stage_preimages
 from stagecache.why import explain
 from vllm_ci.args import BuildArgs
 from vllm_ci.declare import DECLARED

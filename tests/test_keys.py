@@ -202,7 +202,7 @@ def test_look_up_failures_are_summarised_in_the_first_line_and_retries_counted()
 
 
 def test_of_concurrent_failures_the_first_stage_error_is_reported_however_deeply_grouped() -> None:
-    from stagecache.store import StageError, first_stage_error
+    from stagecache.errors import StageError, first_stage_error
 
     export = StageError("registry refused the push", stage="base", phase="export")
     nested = ExceptionGroup(

@@ -14,7 +14,7 @@ import uuid
 import pytest
 
 from conftest import CLIENT, DAGGER, EXAMPLE, REGISTRY, REPO, STATE, checkout, cli_env, example_flags, tagged_checkout
-from vllm_ci.cli import module_functions
+from vllm_ci.options import module_functions
 
 CONSUMER = REPO / "examples" / "consumer"
 SDK_VARIABLES = ("DAGGER_GO_SDK_MANIFEST_DIGEST", "DAGGER_PYTHON_SDK_MANIFEST_DIGEST")

@@ -25,10 +25,12 @@ from conftest import (
     fresh_agent,
     source_of,
 )
+from stagecache.errors import InputError, StageError
 from stagecache.keys import KEY_LABEL, KeyPreimage, cache_tag
 from stagecache.prune import prune
 from stagecache.registry import ImageRef, RegistryClient
-from stagecache.store import InputError, PlannedStage, StageCache, StageError
+from stagecache.stages import PlannedStage
+from stagecache.store import StageCache
 from stagecache.why import inputs_tag
 from vllm_ci.graph import stage_graph
 
@@ -63,13 +65,13 @@ async def test_a_rerun_with_no_change_hits_asks_the_cache_for_the_target_only_an
     client: None, warm_cache: str
 ) -> None:
     cache, asked = cache_for(cache_from=[warm_cache]), []
-    look_up = cache._lookup
+    look_up = cache.planner.lookup
 
     async def counted(preimage: KeyPreimage) -> tuple[str | None, str]:
         asked.append(preimage.stage)
         return await look_up(preimage)
 
-    cache._lookup = counted  # type: ignore[method-assign]
+    cache.planner.lookup = counted  # type: ignore[method-assign]
     _, report = await cache.build(source_of(EXAMPLE), "test")
     assert asked == ["test"]  # its parents' entries are of no use to a hit
     assert report.record("test").outcome == "hit"

@@ -9,8 +9,8 @@ import re
 import pytest
 
 from conftest import EXAMPLE, REPO, edit, example_module, source_of, tagged_checkout
-from vllm_ci.cli import module_functions
 from vllm_ci.graph import TARGETS, stage_graph
+from vllm_ci.options import module_functions
 from vllm_ci.stages.common import DIST
 from vllm_ci.version import git_versions
 

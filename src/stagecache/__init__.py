@@ -14,17 +14,17 @@ if TYPE_CHECKING:
     from stagecache.keys import KeyPreimage as KeyPreimage
     from stagecache.report import BuildReport as BuildReport
     from stagecache.report import StageRecord as StageRecord
-    from stagecache.store import Stage as Stage
+    from stagecache.stages import Stage as Stage
+    from stagecache.stages import StageContext as StageContext
     from stagecache.store import StageCache as StageCache
-    from stagecache.store import StageContext as StageContext
 
 _HOMES = {
     "KeyPreimage": "stagecache.keys",
     "BuildReport": "stagecache.report",
     "StageRecord": "stagecache.report",
-    "Stage": "stagecache.store",
+    "Stage": "stagecache.stages",
     "StageCache": "stagecache.store",
-    "StageContext": "stagecache.store",
+    "StageContext": "stagecache.stages",
 }
 __all__ = sorted(_HOMES)
 

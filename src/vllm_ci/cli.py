@@ -2,240 +2,38 @@
 
 Same names (kebab-case), arguments, types, defaults and docs as `dagger call`; a function added to
 the module appears here with no other change. Bad input is refused with one line before any
-container work."""
+container work. The options are read from the module in options.py; the engine is found and
+watched in engine.py."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import builtins
 import contextlib
-import dataclasses
-import inspect
 import os
 import pathlib
-import shutil
 import signal
-import socket
 import sys
-import time
 import traceback
-import types
 import typing
-import urllib.parse
 from collections.abc import Sequence
-from typing import Any, Final, NoReturn
+from typing import Any
 
 import anyio
 import dagger
 from dagger import dag
 
+from stagecache.errors import StageError, exec_summary
 from stagecache.redact import without_userinfo
-from stagecache.report import Progress, one_line
-from stagecache.store import StageError, exec_summary
-from vllm_ci.args import flag_of, kebab
+from stagecache.report import one_line
+from vllm_ci.args import kebab
 from vllm_ci.checks import check_arguments, empty_secret
-from vllm_ci.entry import PROG, install, interruption, print_error, stopping_with
+from vllm_ci.engine import SESSION_STOP_SECONDS, check_engine, end_sessions, stop_sessions, watch_engine
+from vllm_ci.entry import install, interruption, print_error, stopping_with
 from vllm_ci.errors import UsageError
 from vllm_ci.main import VllmCi
+from vllm_ci.options import Option, build_parser, constructor_options, module_functions
 from vllm_ci.version import git_versions
-
-DEFAULT_ENGINE_SOCK = "/run/dagger/engine.sock"
-ENGINE_ANSWER_SECONDS = 5
-SESSION_STOP_SECONDS = 3  # after a signal, how long our session has to exit before it is killed
-
-
-_M = typing.TypeVar("_M")
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports a usage error in one line."""
-
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
-
-
-def _unwrap(annotation: Any) -> tuple[Any, bool]:
-    """The type behind Optional[...], and whether None was allowed."""
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        return args[0], len(args) < len(typing.get_args(annotation))
-    return annotation, False
-
-
-@dataclasses.dataclass(frozen=True)
-class Option:
-    """One argument of a function or the constructor, as the command line sees it."""
-
-    python_name: str
-    kind: Any
-    doc: str
-    default: Any
-    required: bool
-    ignore: list[str] | None
-
-    @property
-    def flag(self) -> str:
-        """The --flag spelling."""
-        return flag_of(self.python_name)
-
-
-def _last_meta(hint: Any, kind: type[_M]) -> _M | None:
-    """The last metadata of a kind in an Annotated type hint, None when there is none."""
-    if typing.get_origin(hint) is not typing.Annotated:
-        return None
-    return next((meta for meta in reversed(typing.get_args(hint)) if isinstance(meta, kind)), None)
-
-
-def get_doc(hint: Any) -> str | None:
-    """An option's help, read as the SDK reads it for `dagger call` (dagger.mod's private get_doc):
-    the last dagger.Doc of an Annotated hint, else the docstring of a class or function of our own
-    (not a builtin's, nor a dataclass's generated signature)."""
-    if doc := _last_meta(hint, dagger.Doc):
-        return doc.documentation
-    if inspect.getmodule(hint) == builtins or (not inspect.isclass(hint) and not inspect.isroutine(hint)):
-        return None
-    try:
-        text = hint.__doc__
-    except AttributeError:
-        return None
-    if not isinstance(text, str):
-        return None
-    if (
-        text
-        and inspect.isclass(hint)
-        and dataclasses.is_dataclass(hint)
-        and text.startswith(f"{hint.__name__}(")
-        and text.endswith(")")
-    ):
-        return None
-    return inspect.cleandoc(text)
-
-
-def get_ignore(hint: Any) -> list[str] | None:
-    """The patterns of the last dagger.Ignore of an Annotated hint, as the SDK reads them."""
-    meta = _last_meta(hint, dagger.Ignore)
-    return meta.patterns if meta else None
-
-
-def options_of(func: Any, hints_of: Any = None) -> list[Option]:
-    """The options of a callable, from its signature and Annotated docs."""
-    hints = typing.get_type_hints(hints_of or func, include_extras=True)
-    opts = []
-    for param in inspect.signature(func).parameters.values():
-        if param.name == "self":
-            continue
-        annotated = hints[param.name]
-        kind, _ = _unwrap(
-            typing.get_args(annotated)[0] if typing.get_origin(annotated) is typing.Annotated else annotated
-        )
-        required = param.default is inspect.Parameter.empty
-        opts.append(
-            Option(
-                param.name,
-                kind,
-                get_doc(annotated) or "",
-                None if required else param.default,
-                required,
-                get_ignore(annotated),
-            )
-        )
-    return opts
-
-
-def module_functions() -> dict[str, Any]:
-    """The module's @function methods by command name, in the order `dagger functions` lists them."""
-    # @object_type sets __dagger_object_type__ at run time; the SDK declares it nowhere.
-    functions = VllmCi.__dagger_object_type__.functions  # type: ignore[attr-defined]
-    return {kebab(fn.original_name): getattr(VllmCi, fn.original_name) for fn in functions.values()}
-
-
-def constructor_options() -> list[Option]:
-    """The module object's constructor arguments (the Dockerfile's ARGs)."""
-    hints = typing.get_type_hints(VllmCi, include_extras=True)
-    opts = []
-    for field in dataclasses.fields(VllmCi):
-        kind, _ = _unwrap(typing.get_args(hints[field.name])[0])
-        opts.append(Option(field.name, kind, get_doc(hints[field.name]) or "", field.default, False, None))
-    return opts
-
-
-def _add(parser: argparse.ArgumentParser, opt: Option) -> None:
-    """Add one option to a parser, typed as the module declares it."""
-    kind = opt.kind
-    shown = "" if opt.default in (None, "", ()) else f" (default: {opt.default})"
-    help_text = opt.doc + shown
-    if kind is bool:
-        parser.add_argument(
-            opt.flag,
-            dest=opt.python_name,
-            type=_parse_bool,
-            nargs="?",
-            const=True,
-            default=opt.default,
-            help=help_text,
-            metavar="BOOL",
-        )
-    elif typing.get_origin(kind) is list:
-        parser.add_argument(
-            opt.flag,
-            dest=opt.python_name,
-            type=_parse_list,
-            default=opt.default,
-            required=opt.required,
-            help=help_text + " (comma-separated)",
-            metavar="A,B",
-        )
-    else:
-        metavar = {
-            dagger.Directory: "DIR",
-            dagger.File: "FILE",
-            dagger.Secret: "env:NAME|file:PATH",
-            dagger.Service: "tcp://HOST:PORT",
-        }.get(kind, kind.__name__.upper())
-        parser.add_argument(
-            opt.flag,
-            dest=opt.python_name,
-            type=kind if kind in (int, float) else str,
-            default=opt.default,
-            required=opt.required,
-            help=help_text,
-            metavar=metavar,
-        )
-
-
-def _parse_bool(text: str) -> bool:
-    """true/false, as `dagger call` takes them."""
-    if text.lower() in ("true", "1", "yes"):
-        return True
-    if text.lower() in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"not a boolean: {text!r}")
-
-
-def _parse_list(text: str) -> list[str]:
-    """A comma-separated list."""
-    return [item for item in text.split(",") if item]
-
-
-def build_parser() -> tuple[argparse.ArgumentParser, dict[str, list[Option]]]:
-    """The whole command line: constructor flags, then one sub-command per module function."""
-    parser = _Parser(prog=PROG, description=VllmCi.__doc__)
-    for opt in constructor_options():
-        _add(parser, opt)
-    parser.add_argument(
-        "-o", "--output", help="Write the result to this host path (a file, or a folder for a directory)"
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="Show the engine's progress on stderr")
-    subs = parser.add_subparsers(dest="function", metavar="FUNCTION", parser_class=_Parser)
-    per_function = {}
-    for name, method in module_functions().items():
-        doc = (inspect.getdoc(method) or "").splitlines()[0]
-        sub = subs.add_parser(name, help=doc, description=doc)
-        per_function[name] = options_of(method)
-        for opt in per_function[name]:
-            _add(sub, opt)
-    return parser, per_function
 
 
 def check_inputs(opts: list[Option], values: dict[str, Any]) -> None:
@@ -319,16 +117,6 @@ def to_dagger(opt: Option, value: Any) -> Any:
     return value
 
 
-def use_local_engine() -> None:
-    """Point the SDK at the engine and CLI on this machine when nothing else is configured."""
-    if "_EXPERIMENTAL_DAGGER_RUNNER_HOST" not in os.environ and pathlib.Path(DEFAULT_ENGINE_SOCK).is_socket():
-        os.environ["_EXPERIMENTAL_DAGGER_RUNNER_HOST"] = f"unix://{DEFAULT_ENGINE_SOCK}"
-    if "_EXPERIMENTAL_DAGGER_CLI_BIN" not in os.environ and (found := shutil.which("dagger")):
-        os.environ["_EXPERIMENTAL_DAGGER_CLI_BIN"] = found
-    os.environ.setdefault("DAGGER_NO_UPDATE_CHECK", "1")
-    os.environ.setdefault("DO_NOT_TRACK", "1")
-
-
 async def emit(result: Any, output: str | None) -> None:
     """Print a result, or write it to --output."""
     if isinstance(result, str):
@@ -377,47 +165,6 @@ async def run(args: argparse.Namespace, opts: list[Option], obj: VllmCi) -> None
         raise
     if died:
         raise died[0]
-
-
-async def watch_engine(call: anyio.CancelScope, died: list[StageError]) -> None:
-    """Stop the call with one line when the engine stops answering: a dead engine leaves its session
-    waiting for minutes otherwise. Probed every second; two misses in a row are a death. The
-    session process this client started is stopped too (by its pid), as it would wait 300 s."""
-    misses = 0
-    while misses < 2:
-        await anyio.sleep(1)
-        misses = misses + 1 if await anyio.to_thread.run_sync(engine_problem) else 0
-    doing = f"building stage {', '.join(Progress.running)}" if Progress.running else "the call"
-    died.append(
-        StageError(
-            f"the Dagger engine stopped answering while {doing}; start it again with ci/engine start "
-            "(the cache holds nothing half-written: a registry shows a tag only once its manifest is whole)",
-            phase="engine",
-        )
-    )
-    stop_sessions(signal.SIGKILL)
-    call.cancel()
-
-
-def stop_sessions(signum: int) -> list[int]:
-    """Send a signal to the `dagger session` processes this client started; their pids."""
-    pids = session_processes()
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signum)
-    return pids
-
-
-def session_processes() -> list[int]:
-    """The pids of the `dagger session` processes this client started (its children)."""
-    found = []
-    for proc in pathlib.Path("/proc").glob("[0-9]*"):
-        with contextlib.suppress(OSError):
-            ppid = int((proc / "stat").read_text().rpartition(")")[2].split()[1])
-            argv = (proc / "cmdline").read_bytes().split(b"\0")
-            if ppid == os.getpid() and b"session" in argv[1:3]:
-                found.append(int(proc.name))
-    return found
 
 
 async def call(args: argparse.Namespace, opts: list[Option], obj: VllmCi) -> None:
@@ -479,15 +226,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     return fail("interrupted", 130) if interruption() else 0
 
 
-def end_sessions(grace: float = SESSION_STOP_SECONDS) -> None:
-    """After an interrupt: wait a little for the sessions we stopped to exit, then kill what is left
-    (by pid), so that no `dagger session` outlives the client."""
-    deadline = time.monotonic() + grace
-    while session_processes() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    stop_sessions(signal.SIGKILL)
-
-
 def fail(message: str, code: int) -> int:
     """The one error line (URL credentials blanked, characters that would break the line escaped), and the
     exit code to return; after a signal, the signal's (vllm_ci.entry)."""
@@ -502,66 +240,3 @@ def emit_text(text: str, output: str | None) -> None:
         pathlib.Path(output).write_text(text)
     else:
         print(text)
-
-
-def engine_problem(handshake: bool = False) -> str | None:
-    """Why the configured engine does not answer, found within ENGINE_ANSWER_SECONDS; None when it does.
-    unix:// and tcp:// are probed by a connect, and with `handshake` (before a session starts) by the first
-    frame of the engine's gRPC server too: a listener that accepts and never answers would keep the session
-    waiting for minutes. The other transports (ssh://, kube-pod://, docker-container://, image+…://,
-    dagger-cloud://) go through a helper program or a container runtime we cannot probe without doing what
-    the session does: they are left to the session."""
-    address = urllib.parse.urlsplit(os.environ.get("_EXPERIMENTAL_DAGGER_RUNNER_HOST", ""))
-    try:
-        if address.scheme == "unix":
-            probe = socket.socket(socket.AF_UNIX)
-            probe.settimeout(ENGINE_ANSWER_SECONDS)
-            probe.connect(address.path)
-        elif address.scheme == "tcp":
-            if not address.hostname or address.port is None:
-                return "the address names no host and port"
-            probe = socket.create_connection((address.hostname, address.port), timeout=ENGINE_ANSWER_SECONDS)
-        else:
-            return None
-        with probe:
-            return http2_problem(probe) if handshake else None
-    except TimeoutError:
-        return f"no answer within {ENGINE_ANSWER_SECONDS} s"
-    except (OSError, ValueError) as err:  # ValueError: a port out of range
-        return str(getattr(err, "strerror", None) or err)
-
-
-# The client preface of HTTP/2 (RFC 9113, 3.4) and an empty SETTINGS frame: what a gRPC client sends first.
-HTTP2_PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
-SETTINGS_FRAME: Final = 0x04  # a server's first frame must be SETTINGS (RFC 9113, 3.4)
-
-
-def http2_problem(probe: socket.socket) -> str | None:
-    """Why a connected engine does not answer as a gRPC server (its first frame within the probe's timeout),
-    None when it does: the engine answers in milliseconds."""
-    probe.sendall(HTTP2_PREFACE)
-    header = b""
-    while len(header) < 9:
-        chunk = probe.recv(9 - len(header))
-        if not chunk:
-            return "it closed the connection without a gRPC handshake"
-        header += chunk
-    return None if header[3] == SETTINGS_FRAME else "it answered, but not as a gRPC server"
-
-
-def check_engine() -> None:
-    """Fail within seconds, in one line, when no engine answers at the configured address."""
-    use_local_engine()
-    host = os.environ.get("_EXPERIMENTAL_DAGGER_RUNNER_HOST", "")
-    if not host:
-        raise StageError(
-            f"no Dagger engine: {DEFAULT_ENGINE_SOCK} is not a socket; start one with ci/up "
-            "(or set _EXPERIMENTAL_DAGGER_RUNNER_HOST)",
-            phase="engine",
-        )
-    if problem := engine_problem(handshake=True):
-        raise StageError(
-            f"the Dagger engine at {host} does not answer ({problem}); start it (this machine's: "
-            "ci/up or ci/engine start), or point _EXPERIMENTAL_DAGGER_RUNNER_HOST at one that runs",
-            phase="engine",
-        )

@@ -4,7 +4,7 @@ with its exit code; cli.main maps every one to one line. Exit codes (README, "Ex
 
 from __future__ import annotations
 
-from stagecache.store import InputError, StageError
+from stagecache.errors import InputError, StageError
 
 
 class UsageError(InputError):

@@ -12,11 +12,11 @@ import dagger
 from dagger import Doc, Ignore, function, object_type
 
 from stagecache import BuildReport, StageCache
+from stagecache.errors import StageError
 from stagecache.keys import checked_compression
 from stagecache.prune import prune as prune_repository
 from stagecache.registry import DEFAULT_ATTEMPTS, RegistryError
 from stagecache.report import Progress
-from stagecache.store import StageError
 from vllm_ci.args import PROJECT_ARGS, BuildArgs, arg_defaults
 from vllm_ci.checks import checked
 from vllm_ci.conformance import check

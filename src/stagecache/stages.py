@@ -1,0 +1,123 @@
+"""A build's stages as data: what a stage is and gets, a planned stage with its key and hit, the
+order a target needs them in, and their key preimages."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+
+import dagger
+
+from stagecache.errors import StageError
+from stagecache.inputs import SourceFile, manifest_digest
+from stagecache.keys import DEFAULT_LAYER_COMPRESSION, KeyPreimage
+
+
+@dataclasses.dataclass(frozen=True)
+class StageContext:
+    """What a stage's build function gets: its filtered source, its parents' results, the build's
+    secrets (never part of a key), and the files it reads as the client hashed them (path -> digest
+    and size), so a stage that needs their digests does not export them again."""
+
+    source: dagger.Directory
+    parents: Mapping[str, dagger.Container]
+    secrets: Mapping[str, dagger.Secret] = dataclasses.field(default_factory=dict)
+    files: Mapping[str, SourceFile] = dataclasses.field(default_factory=dict)
+
+
+BuildFunction = Callable[[StageContext], Awaitable[dagger.Container]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """A stage as data: its inputs are declared once and feed both the source filter and the key."""
+
+    name: str
+    build: BuildFunction
+    parents: tuple[str, ...] = ()
+    inputs: tuple[str, ...] = ()  # include patterns over the source; empty: reads no source
+    args: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    code: str = ""  # fingerprint of the code that builds it (fingerprint.code_fingerprint)
+    # Parents whose files it never reads: it only adds file layers onto them or merges their folders
+    # in (with_directory, with_file; labels read from their configs). A hit for one is used without
+    # being pulled or checked. Every other parent's files are read.
+    not_read: tuple[str, ...] = ()
+
+    def reads_whole(self, parent: str) -> bool:
+        """Whether building this stage reads a parent's files (so a hit for it is pulled and checked)."""
+        return parent not in self.not_read
+
+
+@dataclasses.dataclass(frozen=True)
+class PlannedStage:
+    """A stage with its key, and the cache ref that would be imported if there is one."""
+
+    stage: Stage
+    preimage: KeyPreimage
+    hit: str | None
+    note: str = ""
+    inputs: Mapping[str, str] = dataclasses.field(default_factory=dict)  # the files it reads: path -> digest
+    why: str = ""  # for a miss: what changed since the newest entry of this stage
+    looked_up: bool = True  # False: a build's target hit, so nobody asked the cache for this stage
+
+    @property
+    def key(self) -> str:
+        """The stage's cache key."""
+        return self.preimage.key()
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain data for `plan` output."""
+        return {
+            "stage": self.stage.name,
+            "parents": list(self.stage.parents),
+            "key": self.key,
+            "hit": self.hit,
+            "why": self.why,
+            "note": self.note,
+            "preimage": self.preimage.canonical(),
+        }
+
+
+def ordered(stages: Mapping[str, Stage], target: str) -> list[Stage]:
+    """The stages the target needs, parents before children; graph errors name both ends."""
+    if target not in stages:
+        raise StageError(f"unknown target stage {target!r}; stages: {', '.join(stages)}", phase="plan")
+    order: list[Stage] = []
+    visiting: set[str] = set()
+
+    def visit(name: str, child: str) -> None:
+        if any(s.name == name for s in order):
+            return
+        if name not in stages:
+            raise StageError(f"stage {child!r} cannot build on unknown stage {name!r}", phase="plan")
+        if name in visiting:
+            raise StageError(f"stage {child!r} and stage {name!r} depend on each other", phase="plan")
+        visiting.add(name)
+        for parent in stages[name].parents:
+            visit(parent, name)
+        visiting.discard(name)
+        order.append(stages[name])
+
+    visit(target, target)
+    return order
+
+
+def stage_preimages(
+    stages: Sequence[Stage], reads: Mapping[str, Mapping[str, str]], layers: str = DEFAULT_LAYER_COMPRESSION
+) -> list[KeyPreimage]:
+    """The key preimages of stages given parents first, from the files each reads (path -> digest),
+    for entries whose layers are compressed with `layers`."""
+    keys: dict[str, str] = {}
+    preimages: list[KeyPreimage] = []
+    for stage in stages:
+        preimage = KeyPreimage(
+            stage=stage.name,
+            code=stage.code,
+            args=dict(stage.args),
+            parents={p: keys[p] for p in stage.parents},
+            inputs=manifest_digest(reads.get(stage.name, {})),
+            layers=layers,
+        )
+        keys[stage.name] = preimage.key()
+        preimages.append(preimage)
+    return preimages
