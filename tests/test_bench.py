@@ -52,6 +52,7 @@ def test_todays_layout_is_upstreams_dockerfile_with_only_the_portable_commands_r
         fork(upstream, "--no-such-arg=1\n")
 
 
+@pytest.mark.bench
 @pytest.mark.wipes_engine  # each scenario runs on a fresh agent
 def test_the_bench_compares_ours_with_buildkit_on_a_no_change_build(engine: None, tmp_path: pathlib.Path) -> None:
     # The test run already holds the engine lock (or runs alone): the bench must not wait for it.
@@ -89,6 +90,7 @@ def test_the_bench_compares_ours_with_buildkit_on_a_no_change_build(engine: None
     assert (tmp_path / "latest.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.bench
 @pytest.mark.wipes_engine  # each scenario runs on a fresh agent
 def test_the_scale_bench_runs_at_a_tiny_size_and_only_buildkit_pulls_the_heavy_layer(
     engine: None, tmp_path: pathlib.Path
