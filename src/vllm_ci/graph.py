@@ -12,7 +12,7 @@ from dagger import dag
 from stagecache import Stage
 from stagecache.fingerprint import code_fingerprint
 from vllm_ci import stages
-from vllm_ci.args import AUTOMATIC_ARGS, PROJECT_ARGS, BuildArgs
+from vllm_ci.args import PROJECT_ARGS, BuildArgs
 from vllm_ci.declare import DECLARED, StageDeclaration
 from vllm_ci.instructions import INDEX_NETRC, scoped_value
 
@@ -28,13 +28,13 @@ def include_patterns(reads: tuple[str, ...]) -> tuple[str, ...]:
 
 def key_args(decl: StageDeclaration, args: BuildArgs) -> dict[str, str]:
     """The ARGs a stage reads, each with the value its RUNs see (scoped_value, the one function both
-    use, so the key and the build cannot disagree; an unset ARG is not in the key); this project's own
+    use, so the key and the build cannot disagree; an unset ARG is not in the key; BuildKit's platform
+    ARGs too, so an arm64 agent never hits an amd64 entry: base and the runtime base read
+    TARGETPLATFORM, and every stage descends from one of them); this project's own
     arguments as given; the image a stage without parents starts from counts as read (expanded),
     since no parent key covers it."""
     values: dict[str, str] = {}
     for name in decl.arg_names():
-        if name in AUTOMATIC_ARGS:
-            continue
         own = name in PROJECT_ARGS or name in decl.also_reads
         seen = str(getattr(args, name.lower())) if own else scoped_value(decl, name, args)
         if seen is not None:
