@@ -202,14 +202,14 @@ def test_a_registry_stopped_mid_export_fails_that_export_only_and_leaves_no_inva
             with open(os.devnull, "w") as log:
                 async with dagger.connection(dagger.Config(log_output=log)):
                     cache = cache_for(cache_to=repo)
-                    publish = cache.publish
+                    publish = cache.publisher.publish
 
                     async def publish_while_the_registry_stops(ctr: dagger.Container, ref: str) -> str:
                         if ref.startswith(f"{repo}:{BASE}-"):  # the first big export: stop the registry mid-way
                             threading.Timer(0.5, registry.stop).start()
                         return await publish(ctr, ref)
 
-                    cache.publish = publish_while_the_registry_stops  # type: ignore[method-assign]
+                    cache.publisher.publish = publish_while_the_registry_stops  # type: ignore[method-assign]
                     _, report = await cache.build(source_of(EXAMPLE), CHILD)
                     return report
 
