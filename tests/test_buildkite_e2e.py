@@ -38,7 +38,6 @@ SOURCE = "examples/mini-vllm"  # what the pipeline sets VLLM_CI_SOURCE to
 GROUPS = [
     "--- :docker: settings",
     "--- :docker: check image",
-    "--- :docker: plan",
     "--- :docker: build",
     "--- :buildkite: report",
 ]
@@ -224,7 +223,7 @@ def test_bk_local_run_pushes_the_image_a_laptop_call_pushes_and_a_rerun_skips(tm
     assert "^^^ +++" not in ci.log
     ci_report = json.loads((checkout / "vllm-ci-out" / "report.json").read_text())
     assert json.loads(ci.artifacts["report.json"].read_text()) == ci_report
-    assert {"plan.json", "report.json", "annotation.md"} <= set(ci.artifacts)
+    assert {"report.json", "annotation.md"} <= set(ci.artifacts)
     annotation = ci.artifacts["annotation.md"].read_text()
     assert ci_report["image"] in annotation and "| test | hit |" in annotation
     assert ci_report["image"].startswith(f"{registry}/test:{sha}@sha256:")
@@ -335,7 +334,7 @@ def test_a_registry_password_in_the_agent_environment_leaves_no_trace(tmp_path: 
         assert stages_seen == set(outcomes)
         # The annotation bodies, reports and plans (artifacts), and whatever else the jobs left behind.
         for job, home in ((first, homes / "home-1"), (second, homes / "home-2")):
-            assert {"plan.json", "report.json", "annotation.md"} <= set(job.artifacts)
+            assert {"report.json", "annotation.md"} <= set(job.artifacts)
             for path in home.rglob("*"):
                 if path.is_file():
                     texts[str(path)] = path.read_text(errors="replace")

@@ -137,14 +137,14 @@ def test_a_successful_build_logs_groups_annotates_uploads_and_passes_the_image_o
     assert groups == [
         "--- :docker: settings",
         "--- :docker: check image",
-        "--- :docker: plan",
         "--- :docker: build",
         "--- :buildkite: report",
     ]
     calls = agent_log.read_text()
     assert "ARGS annotate --context vllm-ci-image --style success" in calls
     assert "| base | hit | r:base-k | 0.1 | 0.0 | 5 B | - |  |" in calls
-    assert "ARGS artifact upload vllm-ci-out/plan.json;vllm-ci-out/report.json;vllm-ci-out/annotation.md" in calls
+    assert "ARGS artifact upload vllm-ci-out/report.json;vllm-ci-out/annotation.md" in calls
+    assert done.stdout.count("fake vllm-ci ") == 1  # one CLI run: the build plans itself, once
     assert (work / "vllm-ci-out/annotation.md").read_text() in calls  # the annotation body, kept as an artifact
     assert "-o vllm-ci-out/report.json build --source ." in done.stdout
     assert "ARGS meta-data set vllm-ci-image 127.0.0.1:" in calls and f"/vllm-ci/test:{SHA}@{DIGEST}" in calls
@@ -166,7 +166,7 @@ def test_an_existing_image_is_skipped_with_exit_0_in_the_log_and_the_annotation(
 @pytest.mark.parametrize(
     ("failing", "error", "phase"),
     [
-        ("plan", "cannot read Dockerfile", "plan"),
+        ("build", "plan: cannot read Dockerfile", "plan"),
         ("build", "push: registry answered 500", "push"),
         ("build", "export: registry 127.0.0.1:5000 unreachable (stage base)", "export"),
     ],

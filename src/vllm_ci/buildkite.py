@@ -102,9 +102,7 @@ def _constructor_flags(env: Mapping[str, str]) -> tuple[str, ...]:
     except ValueError as err:
         raise SettingsError(f"VLLM_CI_FLAGS is not valid shell words: {err}") from None
     if any(f == "--output" or f.startswith(("-o", "--output=")) for f in flags):
-        raise SettingsError(
-            f"VLLM_CI_FLAGS and {ARGS_FILE_VAR} must not set the output: the step writes plan.json and report.json"
-        )
+        raise SettingsError(f"VLLM_CI_FLAGS and {ARGS_FILE_VAR} must not set the output: the step writes report.json")
     return tuple(flags)
 
 
@@ -221,18 +219,6 @@ class StepSettings:
         if not self.username:
             return []
         return ["--registry-username", self.username, "--registry-password", f"env:{PASSWORD_VAR}"]
-
-    def plan_args(self, output: str) -> list[str]:
-        """Arguments of ``python -m vllm_ci`` for the plan."""
-        return [
-            *self._global_args(output),
-            "plan",
-            "--source",
-            self.source,
-            "--cache-from",
-            ",".join(self.cache_from),
-            *self._auth_args(),
-        ]
 
     def build_args(self, output: str) -> list[str]:
         """Arguments of ``python -m vllm_ci`` for the build and publish; secrets only as ``env:`` references."""

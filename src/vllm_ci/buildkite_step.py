@@ -1,10 +1,11 @@
-"""The Buildkite image-build step: settings from the agent environment, then ``python -m vllm_ci plan``
-and ``build`` exactly as on a laptop, then annotation, artifacts and meta-data. No Dagger here.
+"""The Buildkite image-build step: settings from the agent environment, then ``python -m vllm_ci build``
+exactly as on a laptop (it plans once, itself, and names each stage's hit or miss as it goes), then
+annotation, artifacts and meta-data. No Dagger here.
 
 Run by ``ci/buildkite-step``. Exit 0 on success or when the image already exists, 1 on failure
 (never 255 or -1, which the pipeline retries as a lost agent). A cancel (SIGTERM, which the agent
 sends; or SIGINT) is forwarded to the running ``python -m vllm_ci``, which stops its session and
-exits; the step waits for it and ends with one line, exit 143 (SIGTERM) or 130 (SIGINT). Writes plan.json, report.json and the
+exits; the step waits for it and ends with one line, exit 143 (SIGTERM) or 130 (SIGINT). Writes report.json and the
 annotation body (annotation.md) to ``VLLM_CI_OUT``: the annotation is an artifact too.
 """
 
@@ -202,16 +203,6 @@ def run_cli(phase: str, args: list[str], env: Mapping[str, str]) -> None:
         raise StepFailed(failed, reason or f"python -m vllm_ci {phase} exited {proc.returncode}")
 
 
-def log_plan(path: Path) -> None:
-    """One line per planned stage: the cache ref it would import, or that it is to be built."""
-    try:
-        stages = json.loads(path.read_text()).get("stages", [])
-    except (OSError, ValueError, AttributeError):
-        return
-    for stage in stages:
-        log(f"  {stage.get('stage', '?'):<18} {'hit ' + stage['hit'] if stage.get('hit') else 'to build'}")
-
-
 def upload_artifacts(paths: list[Path], env: Mapping[str, str]) -> None:
     """Upload the files the step's ``artifact_paths`` does not cover (the agent uploads those after the step)."""
     present = [p for p in paths if p.is_file()]
@@ -255,8 +246,8 @@ def run(env: dict[str, str]) -> int:
 
     out = Path(settings.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    plan, report, note = out / "plan.json", out / "report.json", out / "annotation.md"
-    for stale in (plan, report, note):
+    report, note = out / "report.json", out / "annotation.md"
+    for stale in (report, note):
         stale.unlink(missing_ok=True)
     heading = f"**:docker: test image** `{settings.image_ref}`"
     try:
@@ -272,9 +263,6 @@ def run(env: dict[str, str]) -> int:
             agent(["meta-data", "set", "vllm-ci-image", ref], env)
             return 0
         log(f"image {settings.image_ref} not found: building")
-        log("--- :docker: plan")
-        run_cli("plan", settings.plan_args(str(plan)), env)
-        log_plan(plan)
         log("--- :docker: build")
         run_cli("build", settings.build_args(str(report)), env)
         data = json.loads(report.read_text())
@@ -284,7 +272,7 @@ def run(env: dict[str, str]) -> int:
         log(f"vllm-ci-step: error: {failed.phase}: {redactor(env)(failed.message)}")
         log("--- :buildkite: report")
         annotate(f"{heading} failed in phase **{failed.phase}**: {failed.message}\n", "error", env, note)
-        upload_artifacts([plan, report, note], env)
+        upload_artifacts([report, note], env)
         return 1
     except (OSError, ValueError, KeyError, TypeError) as err:
         log("^^^ +++")
@@ -297,7 +285,7 @@ def run(env: dict[str, str]) -> int:
     log("--- :buildkite: report")
     log(redactor(env)(body))
     annotate(body, report_style(data), env, note)
-    upload_artifacts([plan, report, note], env)
+    upload_artifacts([report, note], env)
     agent(["meta-data", "set", "vllm-ci-image", str(data.get("image") or settings.image_ref)], env)
     return 0
 
