@@ -84,11 +84,14 @@ class Job:
         """The job log's lines, without the blank ones the agent's line endings leave."""
         return [line for line in self.log.splitlines() if line.strip()]
 
+    def calls(self) -> list[list[str]]:
+        """The arguments of each `python -m vllm_ci ...` call the step logged."""
+        prefix = "$ python -m vllm_ci "
+        return [shlex.split(line[len(prefix) :]) for line in self.lines() if line.startswith(prefix)]
+
     def call(self, function: str) -> list[str]:
         """The arguments of the `python -m vllm_ci ... FUNCTION ...` call the step logged."""
-        prefix = "$ python -m vllm_ci "
-        calls = [shlex.split(line[len(prefix) :]) for line in self.lines() if line.startswith(prefix)]
-        (found,) = [args for args in calls if function in args]
+        (found,) = [args for args in self.calls() if function in args]
         return found
 
     def error_line(self) -> str:
@@ -235,7 +238,8 @@ def test_bk_local_run_pushes_the_image_a_laptop_call_pushes_and_a_rerun_skips(tm
     ci_args = ci.call("build")
     assert ci_args[ci_args.index("--image") + 1] == f"{registry}/test:{sha}"
     assert same_call_but_output_and_image(ci_args) == same_call_but_output_and_image(laptop_args)
-    assert ci.call("plan")[: len(example_flags())] == example_flags()  # the plan gets the same constructor flags
+    assert ci.call("build")[: len(example_flags())] == example_flags()  # the example's constructor flags
+    assert not any("plan" in args for args in ci.calls())  # one CLI call: the build plans itself, once
 
     ci_digest, laptop_digest = digest_of(ci_report["image"]), digest_of(laptop["image"])
     print(
