@@ -14,21 +14,24 @@ class BuildState:
     """The mutable state of a cache's plans and builds. It lives as long as the cache (one per
     command); a plan resets `files` and `ignored`, a build `started` and `pulled`; the rest grows."""
 
-    imported: list[ImageRef] = dataclasses.field(default_factory=list)  # cache hits this build imported
-    mounted: set[tuple[str, str]] = dataclasses.field(
-        default_factory=set
-    )  # (repository ref, blob digest) already in place
-    corrupt: dict[str, str] = dataclasses.field(default_factory=dict)  # stage -> why its entry could not be used
-    pulled: set[str] = dataclasses.field(default_factory=set)  # stages whose files a stage built in this run reads
-    files: dict[str, SourceFile] = dataclasses.field(
-        default_factory=dict
-    )  # the planned source's files, as hashed on the client
-    lookup_failures: set[str] = dataclasses.field(default_factory=set)  # why look-ups found nothing to use, once each
-    ignored: list[str] = dataclasses.field(default_factory=list)  # the source's ignore patterns, read by each plan
-    unsealed: set[str] = dataclasses.field(
-        default_factory=set
-    )  # hits (ref@digest) found without their record: sealed when used
-    started: float = dataclasses.field(default_factory=time.monotonic)  # reset by each build: the timeline's zero
+    # cache hits this build imported
+    imported: list[ImageRef] = dataclasses.field(default_factory=list)
+    # (repository ref, blob digest) already in place
+    mounted: set[tuple[str, str]] = dataclasses.field(default_factory=set)
+    # stage -> why its entry could not be used
+    corrupt: dict[str, str] = dataclasses.field(default_factory=dict)
+    # stages whose files a stage built in this run reads
+    pulled: set[str] = dataclasses.field(default_factory=set)
+    # the planned source's files, as hashed on the client
+    files: dict[str, SourceFile] = dataclasses.field(default_factory=dict)
+    # why look-ups found nothing to use, once each
+    lookup_failures: set[str] = dataclasses.field(default_factory=set)
+    # the source's ignore patterns, read by each plan
+    ignored: list[str] = dataclasses.field(default_factory=list)
+    # hits (ref@digest) found without their record: sealed when used
+    unsealed: set[str] = dataclasses.field(default_factory=set)
+    # reset by each build: the timeline's zero
+    started: float = dataclasses.field(default_factory=time.monotonic)
 
     def now(self) -> float:
         """Seconds since this build started, for the report's timeline."""

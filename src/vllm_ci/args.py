@@ -169,12 +169,15 @@ class BuildArgs:
         """FINAL_BASE_IMAGE as the Dockerfile computes it."""
         return self.expand(self.final_base_image)
 
+    def passed(self, name: str) -> bool:
+        """Whether the build passes this argument (its value differs from the typed default)."""
+        return getattr(self, name) != _DEFAULTS[name]
+
     def value_of(self, name: str) -> str:
         """An argument's value as a RUN would see it: a passed one exactly as given, never expanded
         again (BuildKit's --build-arg); a default that names other ARGs (FINAL_BASE_IMAGE names
         CUDA_VERSION) expanded."""
-        value, default = getattr(self, name), _DEFAULTS[name]
-        return str(value) if value != default else self.expand(str(default))
+        return str(getattr(self, name)) if self.passed(name) else self.expand(str(_DEFAULTS[name]))
 
     def expand(self, text: str) -> str:
         """$NAME, ${NAME}, ${NAME:-word} and ${NAME:+word} of a build argument replaced as BuildKit
@@ -312,4 +315,4 @@ def build_args_of(text: str) -> dict[str, Any]:
 
 def arg_defaults() -> dict[str, str]:
     """Each typed argument's default as the Dockerfile's ARG text, by argument name."""
-    return {field.name: str(field.default) for field in dataclasses.fields(BuildArgs)}
+    return {name: str(default) for name, default in _DEFAULTS.items()}

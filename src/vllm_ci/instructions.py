@@ -34,7 +34,7 @@ import dockerfile
 from dagger import dag
 
 from stagecache import StageContext
-from vllm_ci.args import AUTOMATIC_ARGS, GLOBAL_DEFAULTS, PROJECT_ARGS, BuildArgs
+from vllm_ci.args import AUTOMATIC_ARGS, GLOBAL_DEFAULTS, PROJECT_ARGS, BuildArgs, arg_defaults
 from vllm_ci.declare import DECLARED, StageDeclaration
 from vllm_ci.errors import UsageError
 from vllm_ci.steps import Step, unquote
@@ -334,7 +334,7 @@ def as_written(stage_name: str, args: BuildArgs, ctx: StageContext, portable: Se
     with no ARG; each one's default is upstream's text, replaced by the build's value where it differs."""
     decl = DECLARED[stage_name]
     scope = tuple(n for n in decl.arg_names() if n not in PROJECT_ARGS and n not in decl.also_reads)
-    defaults = {field.name: str(field.default) for field in dataclasses.fields(BuildArgs)}
+    defaults = arg_defaults()
     changed = {defaults[name]: getattr(args, name) for name in portable if getattr(args, name) != defaults[name]}
     return AsWritten(
         args,
@@ -352,11 +352,9 @@ def scoped_value(decl: StageDeclaration, name: str, args: BuildArgs) -> str | No
     csrc-build declares `ARG max_jobs=2`: 2; extensions-build a bare `ARG max_jobs`: unset."""
     if name in AUTOMATIC_ARGS:
         return automatic_value(name)
-    value = getattr(args, name.lower())
-    default = next(f.default for f in dataclasses.fields(BuildArgs) if f.name == name.lower())
-    if value != default:  # passed: exactly as given, never expanded again (BuildKit's --build-arg)
-        return str(value)
+    if args.passed(name.lower()):  # exactly as given, never expanded again (BuildKit's --build-arg)
+        return str(getattr(args, name.lower()))
     own = decl.stage_default(name)
     if own is not None:
         return args.expand(own)
-    return args.expand(str(default)) if name in GLOBAL_DEFAULTS else None
+    return args.value_of(name.lower()) if name in GLOBAL_DEFAULTS else None
