@@ -10,10 +10,8 @@ import anyio
 import dagger
 from dagger import dag
 
-from conftest import REGISTRY
+from conftest import REGISTRY, walk_of
 from stagecache import StageContext
-from vllm_ci.args import BuildArgs
-from vllm_ci.instructions import AsWritten
 
 
 def run_with_cache_mount(volume: str, sharing: str, seconds: str) -> str:
@@ -25,9 +23,8 @@ async def hold(volume: str, sharing: str, seconds: str) -> None:
     """Start the RUN on the engine, say so on stdout, and wait for it."""
     with open(os.devnull, "w") as log:
         async with dagger.connection(dagger.Config(log_output=log)):
-            upstream = AsWritten(BuildArgs(), StageContext(source=dag.directory(), parents={}), ())
-            ctr = dag.container().from_(f"{REGISTRY}/library/vllm-ci-runtime:bookworm")
-            running = ctr.with_(upstream.step(run_with_cache_mount(volume, sharing, seconds)))
+            upstream = walk_of(run_with_cache_mount(volume, sharing, seconds), StageContext(dag.directory(), {}))
+            running = upstream.walk(dag.container().from_(f"{REGISTRY}/library/vllm-ci-runtime:bookworm"))
             print("started", flush=True)
             await running.sync()
 

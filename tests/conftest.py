@@ -17,13 +17,18 @@ import pytest
 from dagger import dag
 
 from local_registry import RegistryAPI
+from stagecache import StageContext
 from stagecache.store import StageCache
 from stagecache.why import INPUTS_SUFFIX, LATEST_SUFFIX, inputs_tag
-from vllm_ci.args import build_args_of
+from vllm_ci.args import read_args_file
+from vllm_ci.build import Build
+from vllm_ci.deviations import Deviation
 from vllm_ci.engine import use_local_engine
 from vllm_ci.graph import stage_graph
+from vllm_ci.instructions import AsWritten
 from vllm_ci.main import SOURCE_IGNORE, VllmCi
 from vllm_ci.upstream import git, tagged_checkout  # noqa: F401  (the tests import them from here)
+from vllm_ci.upstream_file import UpstreamFile
 from vllm_ci.version import git_versions
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -36,14 +41,41 @@ CLIENT = REPO / ".venv" / "bin" / "vllm-ci"
 
 
 def example_args() -> dict[str, object]:
-    """The example's constructor arguments (examples/mini-vllm/vllm-ci.args), typed as BuildArgs declares."""
-    return build_args_of((EXAMPLE / "vllm-ci.args").read_text())
+    """The example's constructor arguments (examples/mini-vllm/vllm-ci.args)."""
+    return read_args_file((EXAMPLE / "vllm-ci.args").read_text())
 
 
 def example_module(**overrides: object) -> VllmCi:
-    """The module object configured for the example, with the version the client command derives for it."""
+    """The module object configured for the example, with the version the client command derives for it;
+    a `build_arg` override adds to the example's --build-arg values (a later one of a name wins)."""
     version, clean = git_versions(EXAMPLE)
-    return VllmCi(**{**example_args(), "git_version": version, "git_version_clean": clean, **overrides})
+    args = {**example_args(), "git_version": version, "git_version_clean": clean, **overrides}
+    args["build_arg"] = [*example_args().get("build_arg", []), *overrides.get("build_arg", [])]  # type: ignore[misc]
+    return VllmCi(**args)
+
+
+def example_file(folder: pathlib.Path = EXAMPLE) -> UpstreamFile:
+    """A checkout's docker/Dockerfile, parsed (the example's is upstream's, placed by ci/up)."""
+    return UpstreamFile.parse((folder / "docker" / "Dockerfile").read_text(), "docker/Dockerfile")
+
+
+def walk_of(
+    instructions: str,
+    ctx: StageContext,
+    passed: dict[str, str] | None = None,
+    deviations: tuple[Deviation, ...] = (),
+    portable: dict[str, str] | None = None,
+    folders: tuple[str, ...] = (),
+    preamble: str = "",
+) -> AsWritten:
+    """A runner of one stage whose instructions are these lines (global ARGs in `preamble`)."""
+    file = UpstreamFile.parse(f"{preamble}FROM scratch AS s\n{instructions}\n", "Dockerfile")
+    return AsWritten(file.stage("s"), file, passed or {}, ctx, deviations, portable or {}, folders)
+
+
+def example_build(folder: pathlib.Path = EXAMPLE, **overrides: object) -> Build:
+    """The example's build: its module arguments and a checkout's Dockerfile."""
+    return Build(example_module(**overrides), example_file(folder))
 
 
 def source_of(path: pathlib.Path) -> dagger.Directory:
@@ -141,17 +173,22 @@ def fresh_agent() -> None:
 
 
 def cache_for(
-    *, cache_from: list[str] | None = None, cache_to: str = "", strict: bool = False, **args: object
+    *,
+    folder: pathlib.Path = EXAMPLE,
+    cache_from: list[str] | None = None,
+    cache_to: str = "",
+    strict: bool = False,
+    **args: object,
 ) -> StageCache:
-    """A stage cache over the example's stages (constructor arguments overridden by `args`)."""
+    """A stage cache over a checkout's stages, as its Dockerfile has them (constructor arguments overridden by `args`)."""
     return StageCache(
-        stage_graph(example_module(**args)), cache_from=cache_from or [], cache_to=cache_to, strict=strict
+        stage_graph(example_build(folder, **args)), cache_from=cache_from or [], cache_to=cache_to, strict=strict
     )
 
 
 async def build(path: pathlib.Path, target: str = "test", **cache: object):  # type: ignore[no-untyped-def]
     """Build a target of a checkout through the cache; the report."""
-    _, report = await cache_for(**cache).build(source_of(path), target)  # type: ignore[arg-type]
+    _, report = await cache_for(folder=path, **cache).build(source_of(path), target)  # type: ignore[arg-type]
     return report
 
 

@@ -7,18 +7,18 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Sequence
 
 import anyio
 import pytest
 from dagger import dag
 
 from cache_mount_holder import run_with_cache_mount
-from conftest import REGISTRY, REPO, cli_env
+from conftest import REGISTRY, REPO, cli_env, example_build, walk_of
 from stagecache import StageContext
-from vllm_ci.args import BuildArgs
 from vllm_ci.declare import DECLARED
-from vllm_ci.instructions import AsWritten, mount_options, scoped_value
+from vllm_ci.deviations import Deviation
+from vllm_ci.instructions import AUTOMATIC_VALUES, mount_options
+from vllm_ci.upstream_file import UpstreamFile, expand
 
 RUNTIME = f"{REGISTRY}/library/vllm-ci-runtime:bookworm"
 
@@ -33,20 +33,24 @@ def test_a_mount_flag_is_read_into_its_options_with_bare_words_as_true() -> None
 
 
 def test_an_arg_with_a_modifier_expands_as_buildkit_does_innermost_first() -> None:
-    off, on = BuildArgs(), BuildArgs(use_sccache="1")
-    assert off.expand("${USE_SCCACHE:+${SCCACHE_BUCKET_NAME}}") == ""
-    assert on.expand("${USE_SCCACHE:+${SCCACHE_BUCKET_NAME}}") == "vllm-build-sccache"
-    assert off.expand("${VLLM_MAIN_CUDA_VERSION:-${CUDA_VERSION}}") == "13.0.3"
-    assert off.expand("${UV_INDEX_URL}|$PATH") == "|$PATH"  # UV_INDEX_URL defaults to the empty PIP_INDEX_URL
+    off = {"USE_SCCACHE": "", "SCCACHE_BUCKET_NAME": "bucket", "CUDA_VERSION": "13.0.3", "VLLM_MAIN_CUDA_VERSION": ""}
+    on = {**off, "USE_SCCACHE": "1"}
+    assert expand("${USE_SCCACHE:+${SCCACHE_BUCKET_NAME}}", off) == ""
+    assert expand("${USE_SCCACHE:+${SCCACHE_BUCKET_NAME}}", on) == "bucket"
+    assert expand("${VLLM_MAIN_CUDA_VERSION:-${CUDA_VERSION}}", off) == "13.0.3"
+    assert expand("${UV_INDEX_URL}|$PATH", {"UV_INDEX_URL": None}) == "|$PATH"  # unset: empty; not an ARG: left
 
 
-def test_an_arg_is_scoped_per_stage_as_buildkit_scopes_it() -> None:
-    args = BuildArgs()
-    assert scoped_value(DECLARED["csrc-build"], "max_jobs", args) == "2"  # ARG max_jobs=2
-    assert scoped_value(DECLARED["extensions-build"], "max_jobs", args) is None  # bare ARG max_jobs, no global default
-    assert scoped_value(DECLARED["extensions-build"], "max_jobs", BuildArgs(max_jobs=16)) == "16"  # passed: every stage
-    assert scoped_value(DECLARED["csrc-build"], "UV_INDEX_URL", args) == ""  # global ARG UV_INDEX_URL=${PIP_INDEX_URL}
-    assert scoped_value(DECLARED["csrc-build"], "PIP_INDEX_URL", args) is None  # global ARG PIP_INDEX_URL, no default
+def test_an_arg_is_scoped_per_stage_from_its_line_on_as_buildkit_scopes_it() -> None:
+    file = example_build().file
+    csrc, extensions = file.stage("csrc-build"), file.stage("extensions-build")
+    assert file.stage_values(csrc, {}, AUTOMATIC_VALUES)["max_jobs"] == "2"  # ARG max_jobs=2
+    assert file.stage_values(extensions, {}, AUTOMATIC_VALUES)["max_jobs"] is None  # bare ARG max_jobs: unset
+    assert file.stage_values(extensions, {"max_jobs": "16"}, AUTOMATIC_VALUES)["max_jobs"] == "16"  # passed
+    assert file.stage_values(csrc, {}, AUTOMATIC_VALUES)["UV_INDEX_URL"] == ""  # global UV_INDEX_URL=${PIP_INDEX_URL}
+    assert file.stage_values(csrc, {}, AUTOMATIC_VALUES)["PIP_INDEX_URL"] is None  # global, no default
+    first_arg = min(line for line, _ in ((i.line, n) for i, n, _ in csrc.args()))
+    assert file.stage_values(csrc, {}, AUTOMATIC_VALUES, until_line=first_arg - 1) == {}  # nothing above its line
 
 
 @pytest.mark.anyio
@@ -56,46 +60,35 @@ async def test_a_run_sees_the_stage_args_unless_an_env_of_that_name_is_set_and_l
     parent = dag.container().with_new_file("/out/made-by-parent.txt", "parent\n").with_new_file("/out/lib_a.so", "a")
     source = dag.directory().with_new_file("tools/x.py", "print('x')\n").with_new_file("cmake/utils.cmake", "# c\n")
     ctx = StageContext(source=source, parents={"parent": parent})
-    # As scoped_value gives them: PIP_INDEX_URL declared with no default anywhere is unset (None).
-    upstream = AsWritten(
-        BuildArgs(python_version="3.11"),
+    # PYTHON_VERSION passed; CUDA_VERSION's ENV wins over its ARG; PIP_INDEX_URL declared, no default: unset;
+    # LATE is declared below the RUN, so the RUN does not see it.
+    upstream = walk_of(
+        "ARG PYTHON_VERSION CUDA_VERSION=13.0.3 PIP_INDEX_URL\n"
+        "ENV CUDA_VERSION=from-env\n"
+        "WORKDIR /workspace\n"
+        "COPY tools/x.py cmake tools/\n"
+        "COPY --from=parent /out/made-by-parent.txt /out/lib_*.so ./from-parent/\n"
+        'RUN --mount=type=cache,target=/opt/uv/cache echo "$PYTHON_VERSION $CUDA_VERSION ${PIP_INDEX_URL-unset}'
+        ' ${LATE-unset}" > seen.txt && touch /opt/uv/cache/left-by-run\n'
+        "ARG LATE=late",
         ctx,
-        ("PYTHON_VERSION", "CUDA_VERSION", "PIP_INDEX_URL"),
+        passed={"PYTHON_VERSION": "3.11"},
         folders=("cmake/",),
-        values={"PYTHON_VERSION": "3.11", "CUDA_VERSION": "13.0.3", "PIP_INDEX_URL": None},
     )
-    image = (
-        dag.container()
-        .from_(RUNTIME)
-        .with_(
-            upstream.step(
-                (
-                    "ENV CUDA_VERSION=from-env",
-                    "WORKDIR /workspace",
-                    "COPY tools/x.py cmake tools/",
-                    "COPY --from=parent /out/made-by-parent.txt /out/lib_*.so ./from-parent/",
-                    'RUN --mount=type=cache,target=/opt/uv/cache echo "$PYTHON_VERSION $CUDA_VERSION ${PIP_INDEX_URL-unset}" > seen.txt'
-                    " && touch /opt/uv/cache/left-by-run",
-                )
-            )
-        )
-    )
-    assert await image.file("/workspace/seen.txt").contents() == "3.11 from-env unset\n"
+    image = upstream.walk(dag.container().from_(RUNTIME))
+    assert await image.file("/workspace/seen.txt").contents() == "3.11 from-env unset unset\n"
     assert sorted(await image.directory("/workspace/tools").entries()) == ["utils.cmake", "x.py"]
     assert sorted(await image.directory("/workspace/from-parent").entries()) == ["lib_a.so", "made-by-parent.txt"]
     assert not await image.exists("/opt/uv/cache/left-by-run")  # the cache volume is not part of the image
 
 
 @pytest.mark.anyio
-async def test_a_portability_argument_replaces_only_the_upstream_command_it_names(client: None) -> None:
+async def test_a_portability_argument_replaces_only_the_commands_holding_its_anchor(client: None) -> None:
     ctx = StageContext(source=dag.directory(), parents={})
-    upstream = AsWritten(
-        BuildArgs(), ctx, (), replace={"dnf install -y ccache && dnf clean all": "echo mirror > /replaced"}
-    )
-    image = (
-        dag.container()
-        .from_(RUNTIME)
-        .with_(upstream.step("RUN dnf install -y \\\n    ccache \\\n    && dnf clean all && echo kept > /kept"))
+    mirror = Deviation("RUN", "dnf install", portable="packages_command")
+    text = "RUN dnf install -y \\\n    ccache \\\n    && echo kept > /kept"
+    image = walk_of(text, ctx, deviations=(mirror,), portable={"packages_command": "echo mirror > /replaced"}).walk(
+        dag.container().from_(RUNTIME)
     )
     assert (await image.file("/replaced").contents(), await image.file("/kept").contents()) == ("mirror\n", "kept\n")
 
@@ -109,22 +102,15 @@ async def test_a_file_copy_lands_where_buildkit_puts_it_and_leaves_the_folders_i
         .with_new_file("tools/x.py", "print('x')\n", permissions=0o755)
         .with_new_file("requirements/a.txt", "a\n")
     )
-    upstream = AsWritten(BuildArgs(), StageContext(source=source, parents={}), ())
-    image = (
-        dag.container()
-        .from_(RUNTIME)
-        .with_(
-            upstream.step(
-                (
-                    "WORKDIR /workspace",
-                    "COPY tools/x.py tools/x.py",  # into WORKDIR, same name: a file layer of its own
-                    "COPY requirements/a.txt renamed.txt",  # into WORKDIR, another name
-                    "COPY requirements/a.txt /tmp/a.txt",  # a system folder, sticky and world-writable
-                    "RUN stat -c '%a %U %n' /workspace /workspace/tools /workspace/tools/x.py /workspace/renamed.txt /tmp /tmp/a.txt > /modes",
-                )
-            )
-        )
+    upstream = walk_of(
+        "WORKDIR /workspace\n"
+        "COPY tools/x.py tools/x.py\n"  # into WORKDIR, same name: a file layer of its own
+        "COPY requirements/a.txt renamed.txt\n"  # into WORKDIR, another name
+        "COPY requirements/a.txt /tmp/a.txt\n"  # a system folder, sticky and world-writable
+        "RUN stat -c '%a %U %n' /workspace /workspace/tools /workspace/tools/x.py /workspace/renamed.txt /tmp /tmp/a.txt > /modes",
+        StageContext(source=source, parents={}),
     )
+    image = upstream.walk(dag.container().from_(RUNTIME))
     assert (await image.file("/modes").contents()).splitlines() == [
         "755 root /workspace",
         "755 root /workspace/tools",
@@ -153,30 +139,31 @@ async def test_a_locked_cache_mount_whose_client_was_killed_mid_run_is_free_for_
     finally:
         holder.send_signal(signal.SIGINT)  # a cancelled job: the client goes away mid-RUN
         holder.wait(30)
-    upstream = AsWritten(BuildArgs(), StageContext(source=dag.directory(), parents={}), ())
-    after = dag.container().from_(RUNTIME).with_(upstream.step(run_with_cache_mount(volume, "locked", "0")))
+    upstream = walk_of(run_with_cache_mount(volume, "locked", "0"), StageContext(source=dag.directory(), parents={}))
+    after = upstream.walk(dag.container().from_(RUNTIME))
     with anyio.fail_after(180):  # a hang guard, not a speed claim: the RUN takes a second
         await after.sync()
 
 
 @pytest.mark.anyio
 async def test_each_stages_runs_see_exactly_the_arg_values_its_key_holds_byte_for_byte(client: None) -> None:
-    from vllm_ci.graph import key_args
-    from vllm_ci.instructions import as_written
-
     odd = "${CUDA_VERSION} $(touch /tmp/ran) 'q' \"d\" `x` ;|&"  # passed values are never expanded or run
-    builds = {"defaults": BuildArgs(), "passed": BuildArgs(max_jobs=4, timm_version=odd, pip_index_url=odd)}
+    builds = {
+        "defaults": example_build(),
+        "passed": example_build(build_arg=["max_jobs=4", f"TIMM_VERSION={odd}", f"PIP_INDEX_URL={odd}"]),
+    }
+    dump_env = UpstreamFile.parse("FROM scratch\nRUN env -0 > /seen\n", "probe").stages[0].instructions[0]
     base = dag.container().from_(RUNTIME)
-    seen: dict[tuple[str, str], dict[str, str]] = {}  # what each stage's RUN saw of its ARGs
-    scopes: dict[tuple[str, str], Sequence[str]] = {}  # the ARGs each stage's runner puts in scope
+    seen: dict[tuple[str, str], dict[str, str]] = {}  # what a RUN after the stage's ARG lines saw of them
 
     async def run(build: str, name: str) -> None:
-        upstream = as_written(name, builds[build], StageContext(source=dag.directory(), parents={}))
-        ran = base.with_(upstream.step("RUN env -0 > /seen"))
-        dump = await ran.file("/seen").contents()
-        variables = dict(entry.partition("=")[::2] for entry in dump.split("\0") if entry)
-        seen[build, name] = {arg: variables[arg] for arg in upstream.scope if arg in variables}
-        scopes[build, name] = upstream.scope
+        upstream = builds[build].upstream(name, StageContext(source=dag.directory(), parents={}), register=False)
+        for instruction in upstream.stage.instructions:
+            if instruction.kind == "ARG":
+                upstream.step_of(instruction)
+        ran = base.with_(upstream.step_of(dump_env))
+        variables = dict(entry.partition("=")[::2] for entry in (await ran.file("/seen").contents()).split("\0"))
+        seen[build, name] = {arg: variables[arg] for arg in upstream.values if arg in variables}
         assert not await ran.exists("/tmp/ran")
 
     async with anyio.create_task_group() as group:
@@ -185,8 +172,9 @@ async def test_each_stages_runs_see_exactly_the_arg_values_its_key_holds_byte_fo
                 if decl.upstream:
                     group.start_soon(run, build, name)
     for (build, name), values in seen.items():
-        key = key_args(DECLARED[name], builds[build])
-        assert values == {arg: key[arg] for arg in scopes[build, name] if arg in key}, (build, name)
+        key = builds[build].key_values(DECLARED[name])
+        assert values == {arg: key[arg] for arg in values}, (build, name)
+        assert set(values) == {arg for arg in key if arg in values}
     assert "max_jobs" not in seen["defaults", "extensions-build"]  # a bare `ARG max_jobs`: unset, in key and RUN
     assert seen["defaults", "csrc-build"]["max_jobs"] == "2"  # `ARG max_jobs=2`
     assert seen["passed", "extensions-build"]["max_jobs"] == "4"

@@ -15,7 +15,9 @@ from stagecache.redact import without_userinfo
 #    code (the stage's code fingerprint) replaces a hand-kept recipe number.
 # 3: layers, the compression of the entry's layers: an entry is only ever built on entries of its own
 #    compression, which a publish keeps as they are instead of pulling and recompressing them.
-SCHEMA_VERSION: Final = 3
+# 4: steps, the text of the steps a stage runs as its build was given them (a Dockerfile's instructions):
+#    label -> digest, so an edited instruction changes its stage's key and its miss names it.
+SCHEMA_VERSION: Final = 4
 # How the layers of cache entries are compressed, as the engine's publish names them: zstd makes and
 # unpacks layers several times faster than gzip; gzip is what registries' oldest clients read.
 LAYER_COMPRESSIONS: Final = ("zstd", "gzip")
@@ -46,6 +48,8 @@ class KeyPreimage:
     parents: Mapping[str, str]
     inputs: str  # manifest digest of the files it reads: content, executable bit, symlinks (inputs.py)
     layers: str = DEFAULT_LAYER_COMPRESSION  # the entry's layer compression (LAYER_COMPRESSIONS)
+    # The steps the stage runs as text given to the build (a Dockerfile's instructions): label -> digest.
+    steps: Mapping[str, str] = dataclasses.field(default_factory=dict)
     # Left out on purpose: timestamps, umask, owners, host paths, the cache repositories,
     # credentials, the engine version (the inputs digest is ours, not the engine's) and the CA
     # certificates the engine injects; none of them changes what the stage produces.
@@ -65,6 +69,7 @@ class KeyPreimage:
                 "parents": dict(self.parents),
                 "inputs": self.inputs,
                 "layers": self.layers,
+                "steps": dict(self.steps),
             },
             sort_keys=True,
             separators=(",", ":"),

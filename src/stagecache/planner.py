@@ -149,7 +149,8 @@ class Planner:
         except RegistryError:
             old_inputs = None
         old = json.loads(labels.get(PREIMAGE_LABEL) or "{}")
-        return explain(old, json.loads(preimage.canonical()), old_inputs, reads)
+        notes = self.stages[preimage.stage].step_notes if preimage.stage in self.stages else {}
+        return explain(old, json.loads(preimage.canonical()), old_inputs, reads, notes)
 
     async def lookup(self, preimage: KeyPreimage) -> tuple[str | None, str]:
         """First valid hit in the read repositories, as ref@digest, with a note on what was passed over."""

@@ -42,6 +42,10 @@ class Stage:
     # in (with_directory, with_file; labels read from their configs). A hit for one is used without
     # being pulled or checked. Every other parent's files are read.
     not_read: tuple[str, ...] = ()
+    # The steps it runs as text the build was given (a Dockerfile's instructions), label -> digest: in its
+    # key; and, for a person reading a miss, label -> where the step is now ("line 912").
+    steps: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    step_notes: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def reads_whole(self, parent: str) -> bool:
         """Whether building this stage reads a parent's files (so a hit for it is pulled and checked)."""
@@ -117,6 +121,7 @@ def stage_preimages(
             parents={p: keys[p] for p in stage.parents},
             inputs=manifest_digest(reads.get(stage.name, {})),
             layers=layers,
+            steps=dict(stage.steps),
         )
         keys[stage.name] = preimage.key()
         preimages.append(preimage)

@@ -97,13 +97,18 @@ async def load_inputs(client: RegistryClient, repository: str, entry_tag: str) -
 
 
 # The order a person reads a miss in: what was asked, what it builds on, how, from which files.
-EXPLAINED_FIELDS: Final = ("args", "parents", "code", "inputs", "layers")
+EXPLAINED_FIELDS: Final = ("args", "steps", "parents", "code", "inputs", "layers")
 
 
 def explain(
-    old: Mapping[str, Any], new: Mapping[str, Any], old_inputs: Mapping[str, str] | None, new_inputs: Mapping[str, str]
+    old: Mapping[str, Any],
+    new: Mapping[str, Any],
+    old_inputs: Mapping[str, str] | None,
+    new_inputs: Mapping[str, str],
+    step_notes: Mapping[str, str] | None = None,
 ) -> str:
-    """One line naming what differs between an old entry's preimage and the new one."""
+    """One line naming what differs between an old entry's preimage and the new one (step_notes: where
+    each of the stage's steps is now, to name a changed one)."""
     if old.get("schema") != new.get("schema"):
         return f"key format changed (schema {old.get('schema')} -> {new.get('schema')})"
     old, new = _with_mappings(old), _with_mappings(new)
@@ -114,6 +119,10 @@ def explain(
         kind, _, name = field.partition(".")
         if kind == "args":
             reasons.append(f"ARG {name}: {_shown(old['args'].get(name))} -> {_shown(new['args'].get(name))}")
+        elif kind == "steps":
+            now = "added" if name not in old["steps"] else "removed" if name not in new["steps"] else "changed"
+            where = (step_notes or {}).get(name)
+            reasons.append(f"{name} {now}" + (f" ({where})" if where else ""))
         elif kind == "parents":
             reasons.append(f"parent {name} changed")
         elif kind == "code":
@@ -127,7 +136,12 @@ def explain(
 
 def _with_mappings(preimage: Mapping[str, Any]) -> dict[str, Any]:
     """A preimage whose args and parents are mappings even when absent, so they differ by name."""
-    return {**preimage, "args": preimage.get("args") or {}, "parents": preimage.get("parents") or {}}
+    return {
+        **preimage,
+        "args": preimage.get("args") or {},
+        "steps": preimage.get("steps") or {},
+        "parents": preimage.get("parents") or {},
+    }
 
 
 def _files_changed(old: Mapping[str, str] | None, new: Mapping[str, str]) -> str:

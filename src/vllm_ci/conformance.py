@@ -1,26 +1,26 @@
-"""Conformance: hold the stage functions against a real docker/Dockerfile and name what drifted.
-
-The Dockerfile is read with `dockerfile` (PyPI), a binding of BuildKit's own Go parser, so a file
-is read exactly as BuildKit reads it (continuations joined, comments dropped, heredocs kept).
-Each stage of the file is matched to the function that declares it (declare.py); each ARG to a
-typed argument (args.py) with the same default, read by the same stages; each other instruction
-to a `reproduces`/`deviates` marker by content (normalised text), never by line number."""
+"""Conformance: hold the stage functions' declarations against a Dockerfile, statically, and name what
+needs a person. A build runs every instruction of the file as written except those a deviation claims
+(instructions.AsWritten.walk), so what can drift is only what this project declares: a stage with no
+function, a changed FROM, a deviation whose anchor names no instruction or several, a deviated
+instruction whose text is no longer the one accepted (pinned by digest in ACCEPTED), and an instruction
+the runner cannot run as written. The same check refuses a build before any container work."""
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.resources
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, Final
 
-import dockerfile
-
 from stagecache.report import text_table
-from vllm_ci.args import AUTOMATIC_ARGS, GLOBAL_DEFAULTS, PROJECT_ARGS
+from vllm_ci.args import flag_of
 from vllm_ci.declare import StageDeclaration
+from vllm_ci.deviations import Deviation, claimed
 from vllm_ci.errors import UsageError
-from vllm_ci.steps import unquote
+from vllm_ci.instructions import unrunnable
+from vllm_ci.upstream_file import FileStage, Instruction, UpstreamFile, digest
 
 REPRODUCED: Final = "reproduced"
 DEVIATION: Final = "deviation"
@@ -29,12 +29,8 @@ CHANGED: Final = "changed upstream"
 FAILING: Final = (MISSING, CHANGED)
 
 GLOBAL: Final = "(global)"
-KNOWN_INSTRUCTIONS: Final = frozenset(
-    "ADD ARG CMD COPY ENTRYPOINT ENV EXPOSE FROM HEALTHCHECK LABEL MAINTAINER ONBUILD RUN SHELL "
-    "STOPSIGNAL USER VOLUME WORKDIR".split()
-)
-# How close a declared instruction must be to an upstream one to be read as its edited version.
-SAME_INSTRUCTION_EDITED: Final = 0.6
+# The digests of the deviated instructions as last accepted (`vllm-ci accept`): deviation id -> digest.
+ACCEPTED: Final = "accepted-deviations.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +42,9 @@ class Row:
     instruction: str  # normalised text as the file has it now, or as it was declared
     status: str
     reason: str = ""  # a deviation's reason, or what exactly is missing or changed
-    declared: str = ""  # for "changed upstream": the text the step was written for
+    declared: str = ""  # for "changed upstream": what was declared or accepted (text, or a digest)
+    diff: str = ""  # for a changed deviated instruction: the unified diff from the accepted text, when known
+    holder: str = ""  # the function that holds what needs a person (module:function)
 
 
 @dataclasses.dataclass
@@ -112,9 +110,8 @@ class ConformanceReport:
         changed = [r for r in self.rows if r.status == CHANGED]
         details = [f"\nchanged upstream ({len(changed)}): port the new text" if changed else ""]
         for r in changed:
-            details.append(f"- {r.stage}, line {'-' if r.line is None else r.line}: {r.reason}")
-            details.append(f"    was: {r.declared or '(nothing)'}")
-            details.append(f"    now: {r.instruction if r.line is not None else '(nothing)'}")
+            details.append(f"- {r.stage}, line {'-' if r.line is None else r.line}: {r.reason} [{r.holder}]")
+            details.append(r.diff or f"    was: {r.declared or '(nothing)'}\n    now: {r.instruction or '(nothing)'}")
         return "\n".join([text_table(rows), *filter(None, details), self.summary()])
 
 
@@ -123,252 +120,146 @@ def _short(text: str, width: int = 72) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def normalise(original: str) -> str:
-    """An instruction's text with all white space runs made one space."""
-    return " ".join(original.split())
+def deviation_id(stage: str, deviation: Deviation) -> str:
+    """How the accepted digests name a deviation: its stage, kind and anchor."""
+    return f"{stage} {deviation.kind} {deviation.anchor}"
 
 
-def parse(text: str, name: str) -> tuple[Any, ...]:
-    """The file's instructions as BuildKit reads them; a file that is not a Dockerfile is a UsageError."""
-    try:
-        commands = dockerfile.parse_string(text)
-    except dockerfile.GoParseError as err:
-        raise UsageError(f"{name}: not a Dockerfile: {err}") from None
-    for command in commands:
-        if command.cmd not in KNOWN_INSTRUCTIONS:
-            raise UsageError(f"{name}:{command.start_line}: not a Dockerfile: unknown instruction {command.cmd}")
-    if not any(command.cmd == "FROM" for command in commands):
-        raise UsageError(f"{name}: not a Dockerfile: no FROM instruction")
-    return commands
+def accepted_digests() -> dict[str, str]:
+    """The accepted digests of the deviated instructions, as this package holds them."""
+    return json.loads(importlib.resources.files("vllm_ci").joinpath(ACCEPTED).read_text())["digests"]
 
 
-def parse_instruction(text: str) -> str:
-    """A declared instruction, normalised exactly as the file's are (by the same parser)."""
-    commands = dockerfile.parse_string(text)
-    if len(commands) != 1:
-        raise ValueError(f"a marker must hold one instruction per string, got {len(commands)}: {text[:60]!r}")
-    return normalise(commands[0].original)
+def released_file() -> UpstreamFile | None:
+    """The Dockerfile of the release the accepted digests were taken from, when its sdist is unpacked in
+    this machine's cache (the tests and bench keep it there), for diffs; None otherwise."""
+    from vllm_ci.upstream import unpacked_source  # noqa: PLC0415  (only where the cache may be)
+
+    tree = unpacked_source()
+    if tree is None or not (tree / "docker" / "Dockerfile").is_file():
+        return None
+    return UpstreamFile.parse((tree / "docker" / "Dockerfile").read_text(), f"vLLM {tree.name}'s docker/Dockerfile")
 
 
-@dataclasses.dataclass
-class FileStage:
-    """One stage of the file: its FROM and the instructions under it."""
-
-    name: str
-    base: str
-    line: int
-    text: str
-    commands: list[Any]
+def claimed_digest(instructions: list[Instruction]) -> str:
+    """The digest that pins what a deviation claims (one instruction, or all above an anchor)."""
+    return digest("\n".join(i.text for i in instructions))
 
 
-def split_stages(commands: Sequence[Any]) -> tuple[list[Any], list[FileStage]]:
-    """The global ARGs (before the first FROM) and the stages, in file order."""
-    preamble: list[Any] = []
-    stages: list[FileStage] = []
-    for command in commands:
-        if command.cmd == "FROM":
-            value = [v for v in command.value]
-            name = value[2].lower() if len(value) >= 3 and value[1].upper() == "AS" else f"stage-{len(stages)}"
-            stages.append(FileStage(name, value[0], command.start_line, normalise(command.original), []))
-        elif stages:
-            stages[-1].commands.append(command)
-        else:
-            preamble.append(command)
-    return preamble, stages
-
-
-def arg_items(command: Any) -> list[tuple[str, str | None]]:
-    """An ARG line's names and defaults (None: no default on the line)."""
-    items = []
-    for item in command.value:
-        name, has_default, default = item.partition("=")
-        items.append((name, unquote(default) if has_default else None))
-    return items
+def holder(decl: StageDeclaration) -> str:
+    """Where a stage's declaration is, for a person: module:function."""
+    return f"{decl.function.__module__}:{decl.function.__qualname__}"
 
 
 def check(
-    text: str,
-    name: str,
+    file: UpstreamFile,
     declarations: Mapping[str, StageDeclaration],
-    arg_defaults: Mapping[str, str],
-    project_args: Iterable[str] = (),
-    not_built: Mapping[str, str] | None = None,
+    accepted: Mapping[str, str] | None = None,
+    released: UpstreamFile | None = None,
 ) -> ConformanceReport:
-    """Hold a Dockerfile's text against the declared stage functions and typed arguments.
-
-    arg_defaults: ARG name -> the typed argument's default as text; project_args: typed arguments
-    of this project with no ARG upstream (both keyed by the ARG's name in lower case, as a Python
-    argument spells it; no two of upstream's ARGs differ only in case); not_built: stage -> the reason it is not built."""
-    preamble, stages = split_stages(parse(text, name))
-    declarations = {n: d for n, d in declarations.items() if d.upstream}
-    not_built = not_built or {}
-    global_lines = {n: (d, c.start_line) for c in preamble if c.cmd == "ARG" for n, d in arg_items(c)}
-    global_args = {n: (d or "", line) for n, (d, line) in global_lines.items()}
-    rows: list[Row] = []
-    for arg, (default, line) in global_lines.items():
-        rows.append(_global_arg_row(arg, default, line, arg_defaults))
-    in_file = {a.lower() for s in stages for c in s.commands if c.cmd == "ARG" for a, _ in arg_items(c)}
-    in_file |= {a.lower() for a in global_args}
-    for arg in sorted(set(arg_defaults) - in_file - set(project_args)):
-        rows.append(
-            Row(
-                GLOBAL,
-                None,
-                f"ARG {arg}={arg_defaults[arg]}",
-                CHANGED,
-                f"ARG {arg} removed upstream",
-                f"ARG {arg}={arg_defaults[arg]}",
-            )
-        )
-    for stage in stages:
-        if stage.name in not_built:
-            rows += _not_built_rows(stage, not_built[stage.name])
-        elif stage.name not in declarations:
-            rows.append(Row(stage.name, stage.line, stage.text, MISSING, "new stage: no stage function"))
-            rows += [Row(stage.name, c.start_line, normalise(c.original), MISSING) for c in stage.commands]
+    """Hold a Dockerfile against the declared stage functions. accepted: deviation id -> accepted digest
+    (default: this package's); released: the file those digests were accepted for, if at hand, for diffs."""
+    accepted = accepted_digests() if accepted is None else accepted
+    upstream = {n: d for n, d in declarations.items() if d.upstream}
+    rows: list[Row] = [Row(GLOBAL, i.line, i.text, REPRODUCED) for i in file.global_args]
+    for stage in file.stages:
+        if stage.name not in upstream:
+            rows.append(Row(stage.name, stage.line, stage.from_text, MISSING, "new stage: no stage function"))
+            rows += [Row(stage.name, i.line, i.text, MISSING) for i in stage.instructions]
         else:
-            rows += _stage_rows(stage, declarations[stage.name], global_args, arg_defaults)
-    for removed in sorted(set(declarations) - {s.name for s in stages}):
-        decl = declarations[removed]
+            rows += _stage_rows(file, stage, upstream[stage.name], accepted, released)
+    for removed in sorted(set(upstream) - {s.name for s in file.stages}):
+        decl = upstream[removed]
         declared = f"FROM {decl.from_} AS {removed}"
-        rows.append(Row(removed, None, declared, CHANGED, f"stage {removed} removed upstream", declared))
-    return ConformanceReport(name, rows)
-
-
-def _not_built_rows(stage: FileStage, reason: str) -> list[Row]:
-    """Every instruction of a stage this project decided not to build, as deviations."""
-    note = f"stage not built: {reason}"
-    return [Row(stage.name, stage.line, stage.text, DEVIATION, note)] + [
-        Row(stage.name, c.start_line, normalise(c.original), DEVIATION, note) for c in stage.commands
-    ]
-
-
-def _global_arg_row(arg: str, default: str | None, line: int, arg_defaults: Mapping[str, str]) -> Row:
-    """A global ARG against its typed argument."""
-    text = f"ARG {arg}" if default is None else f"ARG {arg}={default}"
-    if arg.lower() not in arg_defaults:
-        return Row(GLOBAL, line, text, MISSING, "new ARG: no typed argument")
-    if arg_defaults[arg.lower()] != (default or ""):
-        return Row(GLOBAL, line, text, CHANGED, f"ARG {arg} default changed", f"ARG {arg}={arg_defaults[arg.lower()]}")
-    if (default is not None) != (arg in GLOBAL_DEFAULTS):
-        declared = f"ARG {arg}={default or ''}" if arg in GLOBAL_DEFAULTS else f"ARG {arg}"
-        return Row(
-            GLOBAL,
-            line,
-            text,
-            CHANGED,
-            f"ARG {arg} {'gained' if default is not None else 'lost'} its default",
-            declared,
-        )
-    return Row(GLOBAL, line, text, REPRODUCED)
+        rows.append(Row(removed, None, "", CHANGED, f"stage {removed} removed upstream", declared, holder=holder(decl)))
+    return ConformanceReport(file.path, rows)
 
 
 def _stage_rows(
+    file: UpstreamFile,
     stage: FileStage,
     decl: StageDeclaration,
-    global_args: Mapping[str, tuple[str, int]],
-    arg_defaults: Mapping[str, str],
+    accepted: Mapping[str, str],
+    released: UpstreamFile | None,
 ) -> list[Row]:
-    """A declared stage's FROM, ARGs and instructions against its function."""
-    arg_rows: list[Row] = []
-    order: list[Any] = []
-    declared_from = f"FROM {decl.from_} AS {stage.name}"
-    from_row = (
-        Row(stage.name, stage.line, stage.text, REPRODUCED)
+    """A declared stage's FROM and instructions: run as written, deviated, or needing a person."""
+    where = holder(decl)
+    rows = [
+        Row(stage.name, stage.line, stage.from_text, REPRODUCED)
         if decl.from_ == stage.base
-        else Row(stage.name, stage.line, stage.text, CHANGED, "FROM changed", declared_from)
-    )
-    file_args: dict[str, str | None] = {}
-    for command in stage.commands:
-        if command.cmd != "ARG":
-            order.append(command)
+        else Row(stage.name, stage.line, stage.from_text, CHANGED, "FROM changed", f"FROM {decl.from_}", holder=where)
+    ]
+    claimed_lines: dict[int, Deviation] = {}
+    for deviation in decl.deviations:
+        try:
+            instructions = claimed(file.path, stage, deviation)
+        except UsageError as err:
+            rows.append(Row(stage.name, None, deviation.label(), CHANGED, str(err).rpartition(": ")[2], holder=where))
             continue
-        for arg, default in arg_items(command):
-            file_args[arg] = default
-            arg_rows.append(
-                _stage_arg_row(stage.name, command.start_line, arg, default, decl, global_args, arg_defaults)
-            )
-    for arg in decl.also_reads:
-        arg_rows.append(
-            Row(stage.name, None, f"ARG {arg}", DEVIATION, "read by this project's file-layer install only")
-        )
-    for arg in decl.arg_names():
-        if (
-            arg not in file_args and arg not in PROJECT_ARGS and arg not in decl.also_reads
-        ):  # project arguments have no ARG line
-            arg_rows.append(
+        claimed_lines |= dict.fromkeys((i.line for i in instructions), deviation)
+        if deviation.portable:
+            continue  # upstream's step unless the build passes the override: nothing to pin
+        pin = accepted.get(deviation_id(stage.name, deviation))
+        now = claimed_digest(instructions)
+        if pin != now:
+            rows.append(
                 Row(
                     stage.name,
-                    None,
-                    f"ARG {arg}",
+                    instructions[0].line if instructions else None,
+                    deviation.label(),
                     CHANGED,
-                    f"ARG {arg} is read here but not declared in this stage upstream",
-                    f"ARG {arg}",
+                    "deviated instruction changed since it was accepted" if pin else "deviation never accepted",
+                    pin or "",
+                    _diff(released, stage.name, deviation, instructions),
+                    where,
                 )
             )
-    in_file_order = sorted(
-        [*arg_rows, *_instruction_rows(stage, decl, order)], key=lambda r: (r.line is None, r.line or 0)
-    )
-    return [from_row, *in_file_order]
-
-
-def _stage_arg_row(
-    stage: str,
-    line: int,
-    arg: str,
-    default: str | None,
-    decl: StageDeclaration,
-    global_args: Mapping[str, tuple[str, int]],
-    arg_defaults: Mapping[str, str],
-) -> Row:
-    """One ARG of a stage: read by its function, with a typed argument and the same default."""
-    # As BuildKit scopes it: the stage's own default, else the global one, else unset.
-    effective = default if default is not None else global_args.get(arg, ("", 0))[0]
-    text = f"ARG {arg}" if default is None else f"ARG {arg}={default}"
-    if arg not in decl.arg_names():
-        return Row(stage, line, text, MISSING, "not read by the stage function")
-    if arg in AUTOMATIC_ARGS:
-        return Row(stage, line, text, REPRODUCED)
-    if arg.lower() not in arg_defaults:
-        return Row(stage, line, text, MISSING, "no typed argument")
-    ported = decl.stage_default(arg)
-    if ported is None:  # as scoped_value: the global default where the file gives one, else unset
-        ported = arg_defaults[arg.lower()] if arg in GLOBAL_DEFAULTS else ""
-    if ported != effective:
-        return Row(stage, line, text, CHANGED, f"ARG {arg} default changed", f"ARG {arg}={ported}")
-    return Row(stage, line, text, REPRODUCED)
-
-
-def _instruction_rows(stage: FileStage, decl: StageDeclaration, commands: Sequence[Any]) -> list[Row]:
-    """Match a stage's instructions to its function's markers by content; pair edited ones."""
-    upstream = [(c.start_line, normalise(c.original)) for c in commands]
-    declared = [(parse_instruction(text), step.reason) for step in decl.steps() for text in step.instructions]
-    status: dict[int, Row] = {}
-    unmatched: list[tuple[str, str]] = []
-    for text, reason in declared:
-        match = next((i for i, (_, up) in enumerate(upstream) if up == text and i not in status), None)
-        if match is None:
-            unmatched.append((text, reason))
-            continue
-        line = upstream[match][0]
-        status[match] = Row(stage.name, line, text, DEVIATION if reason else REPRODUCED, reason)
-    # A declared instruction with no exact match was written for an older text: pair it with the
-    # most similar unmatched upstream instruction of the same kind.
-    leftovers = [i for i in range(len(upstream)) if i not in status]
-    stale: list[Row] = []
-    for text, _reason in unmatched:
-        kind = text.split(" ", 1)[0]
-        scored = [
-            (difflib.SequenceMatcher(None, text, upstream[i][1]).ratio(), i)
-            for i in leftovers
-            if upstream[i][1].split(" ", 1)[0] == kind
-        ]
-        best = max(scored, default=(0.0, -1))
-        if best[0] >= SAME_INSTRUCTION_EDITED:
-            line, now = upstream[best[1]]
-            status[best[1]] = Row(stage.name, line, now, CHANGED, f"{kind} changed", text)
-            leftovers.remove(best[1])
+    for instruction in stage.instructions:
+        claimer = claimed_lines.get(instruction.line)
+        problem = unrunnable(instruction)
+        if claimer is not None and not claimer.portable:
+            rows.append(Row(stage.name, instruction.line, instruction.text, DEVIATION, claimer.reason))
+        elif problem:
+            rows.append(Row(stage.name, instruction.line, instruction.text, MISSING, problem, holder=where))
         else:
-            stale.append(Row(stage.name, None, text, CHANGED, f"{kind} removed upstream", text))
-    rows = [status.get(i) or Row(stage.name, line, text, MISSING) for i, (line, text) in enumerate(upstream)]
-    return rows + stale
+            note = f"portable: {flag_of(claimer.portable)} replaces it when given" if claimer else ""
+            rows.append(Row(stage.name, instruction.line, instruction.text, REPRODUCED, note))
+    return sorted(rows, key=lambda r: (r.line is None, r.line or 0))
+
+
+def _diff(released: UpstreamFile | None, stage: str, deviation: Deviation, now: list[Instruction]) -> str:
+    """The unified diff from the accepted release's instruction(s) to the file's, when that release is at hand."""
+    if released is None or stage not in {s.name for s in released.stages}:
+        return ""
+    try:
+        was = claimed(released.path, released.stage(stage), deviation)
+    except UsageError:
+        return ""
+    lines = difflib.unified_diff(
+        [i.text for i in was], [i.text for i in now], f"{released.path} (accepted)", "this file", lineterm="", n=0
+    )
+    return "\n".join(lines)
+
+
+def accept(file: UpstreamFile, declarations: Mapping[str, StageDeclaration]) -> dict[str, str]:
+    """The accepted digests for this file: every deviation's claimed instructions as the file has them now."""
+    digests = {}
+    for decl in declarations.values():
+        if not decl.upstream or decl.name not in {s.name for s in file.stages}:
+            continue
+        for deviation in decl.deviations:
+            if not deviation.portable:
+                instructions = claimed(file.path, file.stage(decl.name), deviation)
+                digests[deviation_id(decl.name, deviation)] = claimed_digest(instructions)
+    return dict(sorted(digests.items()))
+
+
+def refusal(report: ConformanceReport) -> str:
+    """A failing report as the one line a build is refused with (the first row that needs a person, and
+    how many more), followed by that row's diff when there is one."""
+    failing = [r for r in report.rows if r.status in FAILING]
+    first = failing[0]
+    where = f"{report.dockerfile}:{first.line}" if first.line is not None else report.dockerfile
+    more = f" (and {len(failing) - 1} more: vllm-ci conformance)" if len(failing) > 1 else ""
+    line = f"{where}: stage {first.stage}: {first.reason or first.status}: {_short(first.instruction)} [{first.holder}]{more}"
+    return line + (f"\n{first.diff}" if first.diff else "")

@@ -1,20 +1,20 @@
-"""vLLM's stages as data for the stage cache, derived from each stage function's one declaration
-(declare.py): parents, the source files it reads (its filter and its key's input), the ARGs it
-reads (its key's arguments) and its code fingerprint (no recipe number to bump)."""
+"""vLLM's stages as data for the stage cache, from each stage function's one declaration (declare.py)
+and the Dockerfile being built: parents, the source files it reads (its filter and its key's input),
+the ARG values its RUNs see and the text of its instructions (its key), its code fingerprint."""
 
 from __future__ import annotations
-
-import functools
 
 import dagger
 from dagger import dag
 
-from stagecache import Stage
+from stagecache import Stage, StageContext
+from stagecache.errors import StageError
 from stagecache.fingerprint import code_fingerprint
+from stagecache.stages import BuildFunction
 from vllm_ci import stages
-from vllm_ci.args import PROJECT_ARGS, BuildArgs
+from vllm_ci.build import Build
 from vllm_ci.declare import DECLARED, StageDeclaration
-from vllm_ci.instructions import INDEX_NETRC, scoped_value
+from vllm_ci.instructions import INDEX_NETRC
 
 TARGETS = tuple(DECLARED)
 # The packages whose code a stage's fingerprint follows.
@@ -26,38 +26,67 @@ def include_patterns(reads: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(p + "**" if p.endswith("/") else p for p in reads)
 
 
-def key_args(decl: StageDeclaration, args: BuildArgs) -> dict[str, str]:
-    """The ARGs a stage reads, each with the value its RUNs see (scoped_value, the one function both
-    use, so the key and the build cannot disagree; an unset ARG is not in the key; BuildKit's platform
-    ARGs too, so an arm64 agent never hits an amd64 entry: base and the runtime base read
-    TARGETPLATFORM, and every stage descends from one of them); this project's own
-    arguments as given; the image a stage without parents starts from counts as read (expanded),
-    since no parent key covers it."""
-    values: dict[str, str] = {}
-    for name in decl.arg_names():
-        own = name in PROJECT_ARGS or name in decl.also_reads
-        seen = str(getattr(args, name.lower())) if own else scoped_value(decl, name, args)
-        if seen is not None:
-            values[name] = seen
-    if decl.from_ is not None and not decl.parents:
-        values["FROM"] = args.expand(decl.from_)
-    return values
+def steps_of(decl: StageDeclaration, build: Build) -> tuple[dict[str, str], dict[str, str]]:
+    """An upstream stage's instructions as its key reads them, label ("RUN 3": the third RUN) -> digest,
+    and where each is now ("line 912"); ARG lines are in the key as their values instead."""
+    steps: dict[str, str] = {}
+    notes: dict[str, str] = {}
+    stage = build.file.stage(decl.name) if decl.upstream else None
+    if stage is not None:
+        steps["FROM"] = build.from_image(decl.name) if not decl.parents else stage.base
+        notes["FROM"] = f"line {stage.line}"
+    seen: dict[str, int] = {}
+    for instruction in stage.instructions if stage is not None else ():
+        if instruction.kind == "ARG":
+            continue
+        seen[instruction.kind] = seen.get(instruction.kind, 0) + 1
+        label = f"{instruction.kind} {seen[instruction.kind]}"
+        steps[label], notes[label] = instruction.digest, f"line {instruction.line}"
+    for other, deviation in decl.runs_from:
+        counted: dict[str, int] = {}
+        for instruction in build.instructions_run_from(other, deviation):
+            counted[instruction.kind] = counted.get(instruction.kind, 0) + 1
+            label = f"{other} {instruction.kind} {counted[instruction.kind]}"
+            steps[label], notes[label] = instruction.digest, f"line {instruction.line}"
+    return steps, notes
 
 
-def stage_graph(args: BuildArgs) -> list[Stage]:
-    """Every declared stage, wired to its stage function with this build's arguments."""
-    return [
-        Stage(
-            decl.name,
-            functools.partial(decl.function, args),
-            decl.parents,
-            include_patterns(decl.reads),
-            key_args(decl, args),
-            code_fingerprint(decl.function, OWN_CODE),
-            decl.not_read,
+def walked(decl: StageDeclaration, build: Build) -> BuildFunction:
+    """The stage function, checked when it returns: an upstream stage's function must have walked every
+    instruction of the stage (instructions.AsWritten.walk), or the build fails naming the stage."""
+
+    async def run(ctx: StageContext) -> dagger.Container:
+        result = await decl.function(build, ctx)
+        if decl.upstream and not (decl.name in build.walks and build.walks[decl.name].complete()):
+            raise StageError(
+                f"stage {decl.name}: its function did not walk every instruction of {build.file.path}'s stage "
+                f"(an instruction neither run as written nor deviated)",
+                phase="build",
+            )
+        return result
+
+    return run
+
+
+def stage_graph(build: Build) -> list[Stage]:
+    """Every declared stage, wired to its stage function with this build."""
+    graph = []
+    for decl in DECLARED.values():
+        steps, notes = steps_of(decl, build)
+        graph.append(
+            Stage(
+                decl.name,
+                walked(decl, build),
+                decl.parents,
+                include_patterns(decl.reads),
+                build.key_values(decl),
+                code_fingerprint(decl.function, OWN_CODE),
+                decl.not_read,
+                steps,
+                notes,
+            )
         )
-        for decl in DECLARED.values()
-    ]
+    return graph
 
 
 async def secrets_of(

@@ -1,22 +1,22 @@
-"""Upstream's instructions run as written: a Dockerfile instruction's own text, read by BuildKit's
-parser (`dockerfile` on PyPI), applied to a Dagger container with BuildKit's meaning.
+"""A stage of the Dockerfile being built, walked in file order: each instruction is run as written,
+with BuildKit's meaning, unless a deviation the stage function declares claims it.
 
-A stage function marks such a step `reproduces(TEXT, upstream)` (declare.py): the text conformance
-compares with the real file is the text that runs, so the two cannot drift apart. What each
-instruction becomes:
-- RUN: `/bin/sh -c` with the script as written; the stage's ARGs are in its environment unless an
-  ENV of the same name is (BuildKit: ENV wins); `--mount=type=cache` is a cache volume (`locked`
-  one private copy per concurrent RUN, see SHARING),
-  `type=bind` a mounted folder (of the stage's filtered source, or of a parent with `from=`), and
-  `type=secret` a mounted secret file when the build has it. Mounts are gone after the RUN. With the
-  build's private-index netrc (INDEX_NETRC), every RUN has it mounted and NETRC naming it.
+What each instruction becomes:
+- RUN: `/bin/sh -c` with the script as written; the ARGs the stage has declared above it are in its
+  environment unless an ENV of the same name is (BuildKit: ENV wins); `--mount=type=cache` is a cache
+  volume (`locked` one private copy per concurrent RUN, see SHARING), `type=bind` a mounted folder (of
+  the stage's filtered source, or of a parent with `from=`), and `type=secret` a mounted secret file
+  when the build has it. Mounts are gone after the RUN. With the build's private-index netrc
+  (INDEX_NETRC), every RUN has it mounted and NETRC naming it.
 - COPY: from the stage's filtered source (a path the stage declares as a folder, "x/", is a folder;
   "." is all of it) or, with `--from=STAGE`, from that parent's result (an entry copied under its own
   name is taken as it is, file or folder; otherwise a name with no extension is a folder).
 - ENV, WORKDIR, USER, LABEL, ENTRYPOINT, CMD, EXPOSE: the same change to the image's config.
-- ARG: nothing here; the stage declares the ARGs it reads (its key), and RUN sees them.
-An ARG is scoped as BuildKit scopes it (scoped_value): a stage's own default, else the global one,
-else unset; an empty default (`ARG X=`) is set and empty.
+- ARG: in scope from its line on, valued as upstream_file scopes it.
+A deviation (declared on the stage function with `@stage(deviations=...)`) names one instruction by
+its kind and a short anchor of its text; the walk hands that instruction, as written, to the
+function's handler, or runs it as written when the deviation only changes what is around it. The
+walk records what it ran; a stage whose instructions were not all walked fails its build.
 """
 
 from __future__ import annotations
@@ -24,20 +24,18 @@ from __future__ import annotations
 import dataclasses
 import platform
 import posixpath
-import re
 import shlex
-from collections.abc import Mapping, Sequence
-from typing import Any, Final
+from collections.abc import Callable, Mapping, Sequence
+from typing import Final
 
 import dagger
-import dockerfile
 from dagger import dag
 
 from stagecache import StageContext
-from vllm_ci.args import AUTOMATIC_ARGS, GLOBAL_DEFAULTS, PROJECT_ARGS, BuildArgs, arg_defaults
-from vllm_ci.declare import DECLARED, StageDeclaration
+from vllm_ci.deviations import Deviation, Handler, anchored, claimed
 from vllm_ci.errors import UsageError
 from vllm_ci.steps import Step, unquote
+from vllm_ci.upstream_file import FileStage, Instruction, UpstreamFile, arg_value, expand
 
 # `sharing=locked` is run as PRIVATE: the engine (v0.18.19) never releases a LOCKED volume whose exec's
 # client went away mid-RUN (a cancelled job), and every later RUN mounting it waits forever (seen on this
@@ -67,17 +65,22 @@ def target_arch() -> str:
     return ARCHES.get(machine, machine)
 
 
-def automatic_value(name: str) -> str:
-    """The value BuildKit gives one of its automatic platform ARGs."""
+def automatic_values() -> dict[str, str]:
+    """BuildKit's automatic platform ARGs, as it fills them for a build on this machine's platform."""
     arch = target_arch()
     return {
         "TARGETPLATFORM": f"linux/{arch}",
         "TARGETARCH": arch,
         "TARGETOS": "linux",
+        "TARGETVARIANT": "",
         "BUILDPLATFORM": f"linux/{arch}",
         "BUILDARCH": arch,
         "BUILDOS": "linux",
-    }.get(name, "")
+        "BUILDVARIANT": "",
+    }
+
+
+AUTOMATIC_VALUES: Final = automatic_values()
 
 
 def mount_options(flag: str) -> dict[str, str]:
@@ -89,81 +92,117 @@ def mount_options(flag: str) -> dict[str, str]:
     return options
 
 
-def refuse_flags(command: Any, known: Sequence[str]) -> None:
-    """Refuse an instruction flag this runner does not apply (`--chmod`, `--network`, ...), naming its
-    line: dropping it would build something else than the file says."""
-    unknown = [flag for flag in command.flags if not flag.startswith(tuple(known))]
-    if unknown:
-        raise UsageError(f"line {command.start_line}: {command.cmd} {' '.join(unknown)} cannot be run as written")
+# The flags each instruction this runner applies takes (COPY --link: the same files, only layered apart).
+FLAGS: Final = {"RUN": ("--mount=",), "COPY": ("--from=", "--link"), "ADD": ("--from=", "--link")}
+RUNNABLE: Final = frozenset("ARG RUN COPY ADD ENV WORKDIR USER LABEL ENTRYPOINT CMD EXPOSE".split())
+
+
+def unrunnable(instruction: Instruction) -> str:
+    """Why the runner cannot run an instruction as written (a kind or flag it does not apply: dropping it
+    would build something else than the file says); empty when it can."""
+    if instruction.kind not in RUNNABLE:
+        return f"{instruction.kind} cannot be run as written"
+    if instruction.kind == "RUN" and instruction.json:
+        return "RUN in exec form cannot be run as written"
+    unknown = [f for f in instruction.flags if not f.startswith(FLAGS.get(instruction.kind, ("\0",)))]
+    return f"{instruction.kind} {' '.join(unknown)} cannot be run as written" if unknown else ""
 
 
 @dataclasses.dataclass(frozen=True)
 class AsWritten:
-    """Runs upstream's instructions for one stage, in that stage's ARG scope.
+    """Runs one stage's instructions of the Dockerfile, in file order, in that stage's ARG scope."""
 
-    replace: upstream text -> this build's text, for the few commands upstream hard-codes with no
-    ARG (the portability arguments, whose default is upstream's exact text)."""
-
-    args: BuildArgs
+    stage: FileStage
+    file: UpstreamFile
+    passed: Mapping[str, str]  # --build-arg values, exactly as given
     ctx: StageContext
-    scope: Sequence[str]  # the ARGs the stage declares, by name: what its RUNs see
+    deviations: Sequence[Deviation] = ()
+    portable: Mapping[str, str] = dataclasses.field(default_factory=dict)  # argument -> this build's value
     folders: Sequence[str] = ()  # the source paths the stage reads that are folders ("cmake/")
-    replace: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    values: Mapping[str, str | None] = dataclasses.field(default_factory=dict)  # ARG -> its value here; None: unset
+    # The ARGs declared so far in the walk, with their values (None: unset): what the next RUN sees.
+    values: dict[str, str | None] = dataclasses.field(default_factory=dict)
     # ENV values this runner has set so far, for the instructions after them (BuildKit: ENV wins over ARG).
     env: dict[str, str] = dataclasses.field(default_factory=dict)
+    walked: list[int] = dataclasses.field(default_factory=list)  # lines walked, in order
 
-    def step(self, instructions: str | Sequence[str]) -> Step:
-        """The container change the instruction(s) make, in order."""
-        texts = [instructions] if isinstance(instructions, str) else list(instructions)
-        steps = [self._one(command) for text in texts for command in dockerfile.parse_string(text)]
+    def walk(self, start: dagger.Container, handlers: Mapping[Deviation, Handler] | None = None) -> dagger.Container:
+        """Every instruction of the stage onto `start`, in file order: each as written, or through the
+        handler of the deviation that claims it. A handler for a deviation the stage does not declare,
+        or a deviation that claims no instruction or several, is refused."""
+        handlers = handlers or {}
+        undeclared = [d.label() for d in handlers if d not in self.deviations]
+        if undeclared:
+            raise UsageError(f"stage {self.stage.name}: handlers for undeclared deviations {undeclared}")
+        claimed = {i.line: d for d in self.deviations for i in self.claimed_by(d)}
+        ctr = start
+        for instruction in self.stage.instructions:
+            deviation = claimed.get(instruction.line)
+            handler = handlers.get(deviation) if deviation is not None else None
+            if handler is None:
+                ctr = self.step_of(instruction)(ctr)
+            else:  # the instruction's own step is made only if the handler runs it, in the scope of its line
+                ctr = handler(ctr, lambda c, i=instruction: self.step_of(i)(c))  # type: ignore[misc]
+            self.walked.append(instruction.line)
+        return ctr
 
-        def apply(ctr: dagger.Container) -> dagger.Container:
-            for one in steps:
-                ctr = one(ctr)
-            return ctr
+    def walk_above(self, start: dagger.Container, deviation: Deviation) -> dagger.Container:
+        """The instructions above the one a deviation anchors, each as written (the part of a stage that
+        another stage does first); not recorded as the stage's walk."""
+        line = self.anchored(deviation).line
+        ctr = start
+        for instruction in self.stage.instructions:
+            if instruction.line < line:
+                ctr = self.step_of(instruction)(ctr)
+        return ctr
 
-        return apply
+    def anchored(self, deviation: Deviation) -> Instruction:
+        """The one instruction a deviation's anchor names in this stage."""
+        return anchored(self.file.path, self.stage, deviation)
+
+    def claimed_by(self, deviation: Deviation) -> list[Instruction]:
+        """The instructions a deviation claims in this stage."""
+        return claimed(self.file.path, self.stage, deviation)
+
+    def step_in(self, ctx: StageContext, deviation: Deviation) -> Step:
+        """The as-written step of the instruction a deviation claims, over another context (an empty .git
+        bound): for a handler to call in the walk, so the step sees the walk's scope at its line."""
+        return dataclasses.replace(self, ctx=ctx).step_of(self.anchored(deviation))
+
+    def complete(self) -> bool:
+        """Whether the walk ran every instruction of the stage."""
+        return self.walked == [i.line for i in self.stage.instructions]
+
+    def step_of(self, instruction: Instruction) -> Step:
+        """The container change one instruction makes, as written (ARG: it enters the scope now)."""
+        return self._one(instruction)
 
     def expand(self, text: str) -> str:
-        """A word of an instruction (a mount option, a COPY path) with the stage's ARGs expanded,
-        BuildKit's automatic platform ARGs included."""
-        for name in AUTOMATIC_ARGS & set(self.scope):
-            text = text.replace("${" + name + "}", automatic_value(name)).replace("$" + name, automatic_value(name))
-        for name, value in self.env.items():
-            text = re.sub(r"\$\{" + name + r"\}|\$" + name + r"\b", lambda _: value, text)
-        # The ARGs' text, whatever the field's type (max_jobs is an int): expand() substitutes text.
-        scoped: dict[str, Any] = {
-            name.lower(): value or "" for name, value in self.values.items() if name not in AUTOMATIC_ARGS
-        }
-        return dataclasses.replace(self.args, **scoped).expand(text)
+        """A word of an instruction (a mount option, a COPY path, an ENV value) with the ARGs in scope and
+        the ENV values set so far expanded (ENV wins, as in BuildKit)."""
+        return expand(text, {**self.values, **self.env})
 
     def arg_environment(self) -> dict[str, str]:
-        """The stage's ARGs as a RUN sees them: set ones, even empty (`ARG X=`), never unset ones."""
+        """The ARGs in scope as a RUN sees them: set ones, even empty (`ARG X=`), never unset ones."""
         return {name: value for name, value in self.values.items() if value is not None}
 
-    def _one(self, command: Any) -> Step:
+    def _one(self, command: Instruction) -> Step:
         """One parsed instruction as a container change."""
-        handler = getattr(self, f"_{command.cmd.lower()}", None)
-        if handler is None:
-            raise UsageError(f"line {command.start_line}: {command.cmd} cannot be run as written")
+        problem = unrunnable(command)
+        if problem:
+            raise UsageError(f"{self.file.path}:{command.line}: {problem}")
+        handler: Callable[[Instruction], Step] = getattr(self, f"_{command.kind.lower()}")
         return handler(command)
 
-    def _arg(self, command: Any) -> Step:
-        """ARG: the stage's declaration carries it; nothing changes in the image."""
+    def _arg(self, command: Instruction) -> Step:
+        """ARG: each name enters the scope here, valued as BuildKit values it; nothing changes in the image."""
+        global_values = self.file.global_values(self.passed)
+        for name, default in command.arg_items():
+            self.values[name] = arg_value(name, default, self.passed, AUTOMATIC_VALUES, global_values, self.values)
         return lambda ctr: ctr
 
-    def _run(self, command: Any) -> Step:
+    def _run(self, command: Instruction) -> Step:
         """RUN: the script as written, its mounts, the stage's ARGs in its environment."""
-        if command.json:
-            raise UsageError(f"line {command.start_line}: RUN in exec form is not run as written")
-        refuse_flags(command, ("--mount=",))
-        script = command.value[0]
-        for upstream_text, ours in self.replace.items():
-            if upstream_text in script:
-                script = script.replace(upstream_text, ours)
-            elif " ".join(upstream_text.split()) in " ".join(script.split()):  # upstream spreads it over lines
-                script = " ".join(script.split()).replace(" ".join(upstream_text.split()), ours)
+        script = self.portable_script(command)
         # ENV wins over an ARG of the same name: set an ARG only where the image has no such variable.
         preamble = "".join(
             f'[ -n "${{{name}+set}}" ] || export {name}={shlex.quote(value)}\n'
@@ -191,6 +230,21 @@ class AsWritten:
 
         return step
 
+    def portable_script(self, command: Instruction) -> str:
+        """A RUN's script, with a portability override applied where the build passes one: the commands
+        (between `&&`) that hold the deviation's anchor, or the whole script, become the override's value."""
+        script = command.value[0]
+        for deviation in self.deviations:
+            value = self.portable.get(deviation.portable, "") if deviation.portable else ""
+            if not value or not deviation.claims(command):
+                continue
+            if deviation.whole:
+                return value
+            parts = [part.strip() for part in " ".join(script.split()).split("&&")]
+            kept = [value if deviation.anchor in part else part for part in parts]
+            script = " && ".join(dict.fromkeys(kept))  # the anchor's commands become one
+        return script
+
     def _mount(self, ctr: dagger.Container, options: Mapping[str, str]) -> tuple[dagger.Container, str]:
         """One RUN mount; returns the container and the path mounted (empty: nothing mounted)."""
         kind = options.get("type", "bind")
@@ -217,9 +271,8 @@ class AsWritten:
             return ctr.with_mounted_directory(options["target"], origin), options["target"]
         raise UsageError(f"--mount type={kind} cannot be run as written")
 
-    def _copy(self, command: Any) -> Step:
+    def _copy(self, command: Instruction) -> Step:
         """COPY (or ADD of local files): each source to the destination, as BuildKit places them."""
-        refuse_flags(command, ("--from=", "--link"))  # --link: the same files, only layered apart
         flags = dict(flag.removeprefix("--").partition("=")[::2] for flag in command.flags)
         *sources, dest = [self.expand(value) for value in command.value]
         into_folder = dest.endswith("/") or dest in (".", "..") or len(sources) > 1
@@ -268,7 +321,7 @@ class AsWritten:
             return ctr.with_directory(folder_in or ".", origin(folder), include=[name])
         return ctr.with_directory(folder_in or ".", dag.directory().with_file(target_name, file))
 
-    def _env(self, command: Any) -> Step:
+    def _env(self, command: Instruction) -> Step:
         """ENV: each pair, ARGs expanded now and other variables from the image's environment."""
         values = command.value
         pairs = [(name, unquote(self.expand(value))) for name, value in zip(values[::2], values[1::2])]
@@ -281,17 +334,17 @@ class AsWritten:
 
         return step
 
-    def _workdir(self, command: Any) -> Step:
+    def _workdir(self, command: Instruction) -> Step:
         """WORKDIR."""
         path = self.expand(command.value[0])
         return lambda ctr: ctr.with_workdir(path, expand="$" in path)
 
-    def _user(self, command: Any) -> Step:
+    def _user(self, command: Instruction) -> Step:
         """USER."""
         user = self.expand(command.value[0])
         return lambda ctr: ctr.with_user(user)
 
-    def _label(self, command: Any) -> Step:
+    def _label(self, command: Instruction) -> Step:
         """LABEL: each pair."""
         values = command.value
         pairs = [(unquote(name), unquote(self.expand(value))) for name, value in zip(values[::2], values[1::2])]
@@ -303,17 +356,17 @@ class AsWritten:
 
         return step
 
-    def _entrypoint(self, command: Any) -> Step:
+    def _entrypoint(self, command: Instruction) -> Step:
         """ENTRYPOINT (exec form as is; shell form through /bin/sh -c)."""
         entry = list(command.value) if command.json else ["/bin/sh", "-c", command.value[0]]
         return lambda ctr: ctr.with_entrypoint(entry)
 
-    def _cmd(self, command: Any) -> Step:
+    def _cmd(self, command: Instruction) -> Step:
         """CMD (exec form as is; shell form through /bin/sh -c)."""
         default = list(command.value) if command.json else ["/bin/sh", "-c", command.value[0]]
         return lambda ctr: ctr.with_default_args(default)
 
-    def _expose(self, command: Any) -> Step:
+    def _expose(self, command: Instruction) -> Step:
         """EXPOSE: each port (tcp unless it says udp)."""
         ports = [value.partition("/") for value in command.value]
 
@@ -326,35 +379,3 @@ class AsWritten:
             return ctr
 
         return step
-
-
-def as_written(stage_name: str, args: BuildArgs, ctx: StageContext, portable: Sequence[str] = ()) -> AsWritten:
-    """The runner of upstream's text for a declared stage: its ARGs (less this project's own) and
-    the folders among its reads. portable: this project's arguments for commands upstream hard-codes
-    with no ARG; each one's default is upstream's text, replaced by the build's value where it differs."""
-    decl = DECLARED[stage_name]
-    scope = tuple(n for n in decl.arg_names() if n not in PROJECT_ARGS and n not in decl.also_reads)
-    defaults = arg_defaults()
-    changed = {defaults[name]: getattr(args, name) for name in portable if getattr(args, name) != defaults[name]}
-    return AsWritten(
-        args,
-        ctx,
-        scope,
-        tuple(p for p in decl.reads if p.endswith("/")),
-        changed,
-        {name: scoped_value(decl, name, args) for name in scope},
-    )
-
-
-def scoped_value(decl: StageDeclaration, name: str, args: BuildArgs) -> str | None:
-    """An ARG as BuildKit scopes it in one stage: the build's value when it passes one (differs from
-    the typed default), else the stage's own default, else the global default, else unset (None).
-    csrc-build declares `ARG max_jobs=2`: 2; extensions-build a bare `ARG max_jobs`: unset."""
-    if name in AUTOMATIC_ARGS:
-        return automatic_value(name)
-    if args.passed(name.lower()):  # exactly as given, never expanded again (BuildKit's --build-arg)
-        return str(getattr(args, name.lower()))
-    own = decl.stage_default(name)
-    if own is not None:
-        return args.expand(own)
-    return args.value_of(name.lower()) if name in GLOBAL_DEFAULTS else None

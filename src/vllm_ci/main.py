@@ -17,12 +17,14 @@ from stagecache.keys import checked_compression
 from stagecache.prune import prune as prune_repository
 from stagecache.registry import DEFAULT_ATTEMPTS, RegistryError
 from stagecache.report import Progress
-from vllm_ci.args import PROJECT_ARGS, BuildArgs, arg_defaults
+from vllm_ci.args import BuildArgs
+from vllm_ci.build import Build
 from vllm_ci.checks import checked
-from vllm_ci.conformance import check
+from vllm_ci.conformance import accept, check, refusal, released_file
 from vllm_ci.declare import DECLARED
 from vllm_ci.errors import ConformanceFailed, UsageError
 from vllm_ci.graph import TARGETS, secrets_of, stage_graph
+from vllm_ci.upstream_file import UpstreamFile
 from vllm_ci.version import source_versions
 
 # Never part of a key or a layer: VCS data, docs, build outputs, local environments.
@@ -45,7 +47,6 @@ Source = Annotated[
     Doc("The vLLM checkout (or the bundled example's); required: pass --source=."),
     Ignore(SOURCE_IGNORE),
 ]
-UPSTREAM_DOCKERFILE = "docker/Dockerfile"
 CacheFrom = Annotated[list[str] | None, Doc("Cache repositories to read, in order; the first valid hit wins")]
 CacheTo = Annotated[str, Doc("Cache repository that misses are published to; empty: export nothing")]
 RegistryUsername = Annotated[str, Doc("Username for the cache and image registry")]
@@ -103,7 +104,7 @@ class VllmCi(BuildArgs):
         except ValueError as err:
             raise UsageError(f"--cache-compression: {err}") from None
         return StageCache(
-            stage_graph(await self._versioned(source)),
+            stage_graph(await self._build(source)),
             cache_from=cache_from or [],
             cache_to=cache_to,
             strict=strict,
@@ -116,6 +117,26 @@ class VllmCi(BuildArgs):
             tunnels=await tunnels_of(registry_service),
             layer_compression=self.cache_compression,
         )
+
+    async def _file(self, source: dagger.Directory | None) -> UpstreamFile:
+        """The Dockerfile being built, read from the source; a missing or unreadable one is one line (exit 2)."""
+        if source is None:
+            raise UsageError("--source is required")
+        try:
+            text = await source.file(self.dockerfile).contents()
+        except dagger.QueryError:
+            raise UsageError(f"--dockerfile {self.dockerfile}: no such file in the source") from None
+        return UpstreamFile.parse(text, self.dockerfile)
+
+    async def _build(self, source: dagger.Directory | None) -> Build:
+        """This build: the arguments (with the source's version), the source's Dockerfile, refused in one
+        line before any container work when it needs a person (a new stage, a changed FROM or deviated
+        instruction, an instruction that cannot run as written) or names no ARG a --build-arg sets."""
+        build = Build(await self._versioned(source), await self._file(source))
+        report = check(build.file, DECLARED)
+        if not report.ok():
+            raise UsageError(refusal(report))
+        return build
 
     async def _versioned(self, source: dagger.Directory | None) -> "VllmCi":
         """These arguments, with the version the uploaded source gives when none was passed: what
@@ -264,24 +285,24 @@ class VllmCi(BuildArgs):
     async def conformance(
         self,
         source: Source,
-        dockerfile: Annotated[
-            dagger.File | None, Doc("The Dockerfile to check against; default: docker/Dockerfile of the source")
-        ] = None,
         format_: Annotated[str, Doc("table (for a person) or json (for CI)")] = "table",
     ) -> str:
-        """Hold the stage functions against a Dockerfile: each stage, ARG and instruction reproduced, deviating, missing or changed upstream."""
+        """Hold the stage functions against the Dockerfile: each instruction run as written or deviated, and what needs a person."""
         if format_ not in ("table", "json"):
             raise UsageError(f"--format: table or json, not {format_!r}")
-        name = await dockerfile.name() if dockerfile is not None else UPSTREAM_DOCKERFILE
-        try:
-            text = await (dockerfile or source.file(UPSTREAM_DOCKERFILE)).contents()
-        except dagger.QueryError:
-            raise UsageError(f"no such file: {name} in the source") from None
-        report = check(text, name, DECLARED, arg_defaults(), PROJECT_ARGS)
+        report = check(await self._file(source), DECLARED, released=released_file())
         rendered = report.to_json() if format_ == "json" else report.table()
         if not report.ok():
             raise ConformanceFailed(report.summary(), rendered)
         return rendered
+
+    @function
+    @checked
+    async def accept(self, source: Source) -> str:
+        """The accepted digests of every deviated instruction as the Dockerfile has them now (JSON): written
+        over src/vllm_ci/accepted-deviations.json once a person has checked each deviation still holds."""
+        file = await self._file(source)
+        return json.dumps({"release": f"{file.path} of the source", "digests": accept(file, DECLARED)}, indent=1)
 
     @function
     @checked

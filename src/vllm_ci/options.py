@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import builtins
+import csv
 import dataclasses
 import inspect
 import types
@@ -154,9 +155,10 @@ def _add(parser: argparse.ArgumentParser, opt: Option) -> None:
             opt.flag,
             dest=opt.python_name,
             type=_parse_list,
+            action="extend",
             default=opt.default,
             required=opt.required,
-            help=help_text + " (comma-separated)",
+            help=help_text + " (comma-separated, or the flag repeated)",
             metavar="A,B",
         )
     else:
@@ -187,8 +189,8 @@ def _parse_bool(text: str) -> bool:
 
 
 def _parse_list(text: str) -> list[str]:
-    """A comma-separated list."""
-    return [item for item in text.split(",") if item]
+    """A comma-separated list, as `dagger call` reads one (CSV: an item in double quotes may hold commas)."""
+    return [item for row in csv.reader([text]) for item in row if item]
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, list[Option]]]:

@@ -46,6 +46,12 @@ def vllm_sdist() -> pathlib.Path:
     return path
 
 
+def unpacked_source() -> pathlib.Path | None:
+    """The pinned release's source tree if it is already unpacked here (never downloads)."""
+    root = CACHE / f"vllm-{VLLM_VERSION}-{VLLM_SDIST_SHA256[:16]}"
+    return root / f"vllm-{VLLM_VERSION}" if (root / ".complete").exists() else None
+
+
 def vllm_source() -> pathlib.Path:
     """The sdist unpacked (once per hash): vLLM's source tree as a checkout has it, less .git."""
     root = CACHE / f"vllm-{VLLM_VERSION}-{VLLM_SDIST_SHA256[:16]}"
@@ -75,3 +81,19 @@ def tagged_checkout(root: pathlib.Path, date: str | None = None) -> pathlib.Path
     git(root, "add", "-A")
     git(root, "commit", "-qm", "a PR's commit", date=date)
     return root
+
+
+def place_dockerfile(target: pathlib.Path) -> None:
+    """Copy the pinned release's docker/Dockerfile to target (the bundled example's), if it differs."""
+    text = (vllm_source() / "docker" / "Dockerfile").read_bytes()
+    if not target.exists() or target.read_bytes() != text:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(text)
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:2] != ["dockerfile"] or len(sys.argv) != 3:
+        sys.exit("usage: python -m vllm_ci.upstream dockerfile TARGET")
+    place_dockerfile(pathlib.Path(sys.argv[2]))

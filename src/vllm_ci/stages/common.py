@@ -18,18 +18,14 @@ import dagger
 from dagger import dag
 
 from stagecache import StageContext
-from vllm_ci.args import BuildArgs
+from vllm_ci.build import Build
+from vllm_ci.deviations import Deviation, Handler, skipped
 from vllm_ci.steps import Step
 
 WORKSPACE = "/workspace"
 RUNTIME_WORKSPACE = "/vllm-workspace"
 DIST = f"{WORKSPACE}/dist"
 EXTENSION_ROOT = "/extension-root"
-# Instructions upstream writes alike in several stages (the same text, so one constant).
-UV_BUILD_ENV = ("ENV UV_HTTP_TIMEOUT=500", 'ENV UV_INDEX_STRATEGY="unsafe-best-match"', "ENV UV_LINK_MODE=copy")
-WORKDIR = "WORKDIR /workspace"
-COMPAT = "ENV VLLM_ENABLE_CUDA_COMPATIBILITY=0"
-ARCH_ENV = "ENV TORCH_CUDA_ARCH_LIST=${torch_cuda_arch_list}"
 EVERYTHING = ("**",)  # COPY . . / ADD . : the whole checkout (less what the upload leaves out)
 # The build's secrets, by the id upstream's RUN mounts them with (--mount=type=secret,id=...).
 AWS_CREDENTIALS = "aws-credentials"
@@ -50,6 +46,24 @@ FLOOR = (
     "Not done: with PYTORCH_NIGHTLY=1 upstream's RUN first swaps torch for the nightly named in base's "
     "torch_lib_versions.txt; these layers keep vllm-runtime-base's torch"
 )
+# The instructions that install build's wheels, as vllm-base and test write them (vllm-openai-base gets
+# them from vllm-base): each image with vLLM in it adds it by the FLOOR's file layers instead.
+INSTALLS_VLLM = (
+    Deviation("COPY", "torch_lib_versions.txt", FLOOR),
+    Deviation("COPY", "dist/wheel.sha256", FLOOR),
+    Deviation("RUN", "--system dist/*.whl", FLOOR),
+    Deviation("COPY", "dist/wheels.sha256", FLOOR),
+    Deviation("RUN", "--system ep_kernels/dist/*.whl", FLOOR),
+)
+
+
+def installing_vllm(installed: Step, deviations: tuple[Deviation, ...] = INSTALLS_VLLM) -> dict[Deviation, Handler]:
+    """Handlers that add vLLM's file layers where the first of these instructions stands; the rest are
+    done by them."""
+    first, *rest = deviations
+    return {first: lambda ctr, _: installed(ctr), **dict.fromkeys(rest, skipped)}
+
+
 # On extension's image: csrc-build's installed dist-info (texts, RECORD rows) and _version.py; on
 # rust-installed's: the RECORD rows of what it holds. JSON in the image config, so vLLM's dist-info is
 # written without pulling either layer.
@@ -265,21 +279,21 @@ def bytecode(site_vllm: str, package: dagger.Directory, ctx: StageContext) -> da
     return dag.directory().with_directory(".", compiled, include=["**/__pycache__/*.pyc"])
 
 
-async def vllm_installed(args: BuildArgs, ctx: StageContext) -> Step:
+async def vllm_installed(build: Build, ctx: StageContext) -> Step:
     """Adding vLLM to an image by file operations only: the extension layer, the Python package files
     (with build's _version.py), rust-build's artifacts (vllm-rs) where the wheel puts them, their
     bytecode, then vLLM's dist-info as build's wheel installs it."""
     extension = await record_of(ctx.parents["extension"])
     csrc_version = metadata_version(extension["files"]["METADATA"])
-    version = build_version(csrc_version, args.git_version, extension["pretend_version"])
+    version = build_version(csrc_version, build.args.git_version, extension["pretend_version"])
     # build's setup.py writes _version.py with setuptools-scm's version (csrc-build's with its pretend one).
     changed = version != csrc_version and extension["version_file"] is not None
-    version_text = version_file(extension["version_file"], args.git_version) if changed else None
+    version_text = version_file(extension["version_file"], build.args.git_version) if changed else None
     package = package_files(ctx.source)
     if version_text is not None:
         package = package.with_new_file("_version.py", version_text)
     dist_info = await dist_info_installed(ctx, extension, version, version_text)
-    site = args.site_packages()
+    site = build.site_packages()
     site_vllm = f"{site}/vllm"
     # Directories added, not with_new_file: a file op on the imported image would pull all of it.
     folder = dag.directory()

@@ -1,4 +1,4 @@
-"""TEST IMAGE: `FROM vllm-runtime-base AS test-deps` (every instruction as upstream writes it), then
+"""TEST IMAGE: `FROM vllm-runtime-base AS test-deps` (every instruction as the file writes it), then
 `FROM test-deps AS test`: vLLM and the source tree added by file operations, the thin top layers.
 
 What the test stage does differently, and why: it adds vLLM (csrc-build's extension and the vllm/
@@ -11,14 +11,10 @@ from __future__ import annotations
 import dagger
 
 from stagecache import StageContext
-from vllm_ci.args import BuildArgs
-from vllm_ci.declare import deviates, reproduces, stage
-from vllm_ci.instructions import as_written
-from vllm_ci.stages.common import EVERYTHING, FLOOR, RUNTIME_WORKSPACE, UV_BUILD_ENV, vllm_installed
-
-# test-deps and test repeat dev's and vllm-base's text for these.
-from vllm_ci.stages.dev import COPY_DEV_REQUIREMENTS
-from vllm_ci.stages.runtime import EP_WHEELS, INSTALL_WHEEL, LIBRARY_PATHS, WHEEL_COPIES
+from vllm_ci.build import Build
+from vllm_ci.declare import stage
+from vllm_ci.deviations import Deviation, Handler, skipped
+from vllm_ci.stages.common import EVERYTHING, INSTALLS_VLLM, RUNTIME_WORKSPACE, installing_vllm, vllm_installed
 from vllm_ci.steps import Step
 
 TEST_DEPS_READS = (
@@ -31,16 +27,6 @@ TEST_DEPS_READS = (
     "tools/use_existing_torch.py",
     "tests/vllm_test_utils/",
 )
-INDEX_ARGS = (
-    "PIP_INDEX_URL",
-    "UV_INDEX_URL",
-    "PIP_EXTRA_INDEX_URL",
-    "UV_EXTRA_INDEX_URL",
-    "PYTORCH_CUDA_INDEX_BASE_URL",
-    "PIP_KEYRING_PROVIDER",
-    "UV_KEYRING_PROVIDER",
-)
-SOURCE_TREE = ("ADD . /vllm-workspace/", "RUN mkdir src", "RUN mv vllm src/vllm")
 SOURCE_TREE_BY_FILES = (
     "the tree is added with vllm/ already at src/vllm: two file layers, no RUN, so a Python-only "
     "change pulls nothing below them"
@@ -48,47 +34,11 @@ SOURCE_TREE_BY_FILES = (
 IN_TEST_DEPS = (
     "run as written in test-deps on the same path (/vllm-workspace/tests/vllm_test_utils), so this stage stays thin"
 )
-V1_INCLUDED = "vllm/v1 is already in site-packages: the file layers add all of vllm/ there"
-
-INSTALL_GIT = """\
-RUN apt-get update -y \\
-    && apt-get install -y git
-"""
-INSTALL_DEV_REQUIREMENTS = """\
-RUN --mount=type=cache,target=/opt/uv/cache \\
-    CUDA_MAJOR="${CUDA_VERSION%%.*}"; \\
-    if [ "$CUDA_MAJOR" -ge 12 ]; then \\
-        if [ "${PYTORCH_NIGHTLY}" = "1" ]; then \\
-            echo "Installing dev requirements plus torch nightly..." \\
-            && python3 tools/use_existing_torch.py --prefix \\
-            && cat torch_lib_versions.txt >> requirements/test/cuda.in \\
-            && uv pip compile requirements/test/cuda.in -o requirements/test/cuda.txt --index-strategy unsafe-best-match \\
-            --extra-index-url ${PYTORCH_CUDA_INDEX_BASE_URL}/nightly/cu$(echo $CUDA_VERSION | cut -d. -f1,2 | tr -d '.') \\
-            && uv pip install --system $(cat torch_lib_versions.txt | xargs) --pre \\
-            -r requirements/dev.txt \\
-            --extra-index-url ${PYTORCH_CUDA_INDEX_BASE_URL}/nightly/cu$(echo $CUDA_VERSION | cut -d. -f1,2 | tr -d '.'); \\
-        else \\
-            echo "Installing dev requirements..." \\
-            && if [ "$TARGETPLATFORM" = "linux/arm64" ]; then \\
-                echo "Recompiling test requirements for arm64..." \\
-                && uv pip compile requirements/test/cuda.in -o requirements/test/cuda.txt --index-strategy unsafe-best-match \\
-                --extra-index-url ${PYTORCH_CUDA_INDEX_BASE_URL}/cu$(echo $CUDA_VERSION | cut -d. -f1,2 | tr -d '.'); \\
-            fi \\
-            && uv pip install --system -r requirements/dev.txt \\
-            --extra-index-url ${PYTORCH_CUDA_INDEX_BASE_URL}/cu$(echo $CUDA_VERSION | cut -d. -f1,2 | tr -d '.'); \\
-        fi \\
-    fi
-"""
-EDITABLE_TEST_UTILS = """\
-RUN --mount=type=cache,target=/opt/uv/cache \\
-    uv pip install --system -e tests/vllm_test_utils
-"""
-TEST_ENV = (
-    "ENV HF_XET_HIGH_PERFORMANCE 1",
-    "ENV HF_HUB_DOWNLOAD_TIMEOUT 60",
-    "ENV VLLM_GPU_SYNC_CHECK=error",
-)
-COPY_V1 = "COPY vllm/v1 /usr/local/lib/python${PYTHON_VERSION}/dist-packages/vllm/v1"
+SOURCE_TREE = Deviation("ADD", ". /vllm-workspace/", SOURCE_TREE_BY_FILES)
+MAKE_SRC = Deviation("RUN", "mkdir src", SOURCE_TREE_BY_FILES)
+MOVE_TO_SRC = Deviation("RUN", "mv vllm src/vllm", SOURCE_TREE_BY_FILES)
+EDITABLE_TEST_UTILS = Deviation("RUN", "tests/vllm_test_utils", IN_TEST_DEPS)
+COPY_V1 = Deviation("COPY", "vllm/v1", "vllm/v1 is already in site-packages: the file layers add all of vllm/ there")
 
 
 @stage(
@@ -96,20 +46,16 @@ COPY_V1 = "COPY vllm/v1 /usr/local/lib/python${PYTHON_VERSION}/dist-packages/vll
     from_="vllm-runtime-base",
     parents=("vllm-runtime-base", "base"),
     reads=TEST_DEPS_READS,
-    args=("PYTHON_VERSION", "TARGETPLATFORM", *INDEX_ARGS, "PYTORCH_NIGHTLY"),
+    runs_from=(("test", EDITABLE_TEST_UTILS),),
 )
-async def test_deps(args: BuildArgs, ctx: StageContext) -> dagger.Container:
+async def test_deps(build: Build, ctx: StageContext) -> dagger.Container:
     """FROM vllm-runtime-base AS test-deps: git, the dev requirements (lint and tests) and the test utilities."""
-    upstream = as_written("test-deps", args, ctx)
     return (
-        ctx.parents["vllm-runtime-base"]
-        .with_(reproduces(UV_BUILD_ENV, upstream))
-        .with_(reproduces(INSTALL_GIT, upstream))
-        .with_(reproduces(COPY_DEV_REQUIREMENTS, upstream))
-        .with_(reproduces(INSTALL_DEV_REQUIREMENTS, upstream))
+        build.upstream("test-deps", ctx)
+        .walk(ctx.parents["vllm-runtime-base"])
         # The test stage's editable install of the test utilities, where ADD . will put them.
         .with_directory(f"{RUNTIME_WORKSPACE}/tests/vllm_test_utils", ctx.source.directory("tests/vllm_test_utils"))
-        .with_(upstream.step(EDITABLE_TEST_UTILS))
+        .with_(build.step_elsewhere("test", EDITABLE_TEST_UTILS, ctx))
     )
 
 
@@ -118,22 +64,19 @@ async def test_deps(args: BuildArgs, ctx: StageContext) -> dagger.Container:
     from_="test-deps",
     parents=("test-deps", "extension", "rust-installed", "runtime-python"),
     reads=EVERYTHING,
-    args=("PYTHON_VERSION", *INDEX_ARGS, "PYTORCH_NIGHTLY"),
-    also_reads=("git_version",),
+    deviations=(*INSTALLS_VLLM, SOURCE_TREE, EDITABLE_TEST_UTILS, COPY_V1, MAKE_SRC, MOVE_TO_SRC),
+    also_reads=("PYTHON_VERSION", "git_version"),
     not_read=("test-deps", "extension", "rust-installed"),
 )
-async def test(args: BuildArgs, ctx: StageContext) -> dagger.Container:
+async def test(build: Build, ctx: StageContext) -> dagger.Container:
     """FROM test-deps AS test: vLLM installed, then the source tree as the last, thin layer."""
-    upstream = as_written("test", args, ctx)
-    return (
-        ctx.parents["test-deps"]
-        .with_(deviates((*WHEEL_COPIES, INSTALL_WHEEL, *EP_WHEELS), FLOOR, await vllm_installed(args, ctx)))
-        .with_(reproduces(LIBRARY_PATHS, upstream))
-        .with_(deviates(SOURCE_TREE, SOURCE_TREE_BY_FILES, with_source_tree(ctx.source)))
-        .with_(deviates(EDITABLE_TEST_UTILS, IN_TEST_DEPS))
-        .with_(reproduces(TEST_ENV, upstream))
-        .with_(deviates(COPY_V1, V1_INCLUDED))
-    )
+    source_tree = with_source_tree(ctx.source)
+    handlers: dict[Deviation, Handler] = {
+        **installing_vllm(await vllm_installed(build, ctx)),
+        SOURCE_TREE: lambda ctr, _: source_tree(ctr),
+        **dict.fromkeys((EDITABLE_TEST_UTILS, COPY_V1, MAKE_SRC, MOVE_TO_SRC), skipped),
+    }
+    return build.upstream("test", ctx).walk(ctx.parents["test-deps"], handlers)
 
 
 def with_source_tree(source: dagger.Directory) -> Step:

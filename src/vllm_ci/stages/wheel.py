@@ -1,6 +1,6 @@
 """WHEEL BUILD IMAGE: `FROM base AS build`: vLLM's wheel, repackaged by upstream's own setup.py from
 csrc-build's compiled extension, rust-build's frontend and the Python sources, with its checksum, the
-EP kernel wheels and the size check. Every instruction runs as upstream writes it. The result keeps
+EP kernel wheels and the size check. Every instruction runs as the file writes it. The result keeps
 only what children take from it: dist/ and the EP kernel wheels."""
 
 from __future__ import annotations
@@ -9,22 +9,12 @@ import dagger
 from dagger import dag
 
 from stagecache import StageContext
-from vllm_ci.args import BuildArgs
-from vllm_ci.declare import deviates, reproduces, stage
-from vllm_ci.instructions import as_written
-from vllm_ci.stages.common import (
-    DIST,
-    EVERYTHING,
-    SOURCE_DATE_EPOCH,
-    UV_BUILD_ENV,
-    WORKDIR,
-    with_git_version,
-    without_git,
-)
-
-# build repeats csrc-build's text for these.
-from vllm_ci.stages.csrc import COPY_BUILD_REQUIREMENTS, INSTALL_BUILD_REQUIREMENTS, TARGET_DEVICE, USE_EXISTING_TORCH
+from vllm_ci.build import Build
+from vllm_ci.declare import stage
+from vllm_ci.deviations import Deviation
+from vllm_ci.stages.common import DIST, EVERYTHING, SOURCE_DATE_EPOCH, with_git_version, without_git
 from vllm_ci.stages.extensions import EP_DIST
+from vllm_ci.steps import Step
 
 NO_GIT = (
     "binds an empty .git: the upload leaves .git out, so setuptools-scm gets the version the host derived "
@@ -40,42 +30,9 @@ WITHOUT_UNREAD = (
     "(no step of the stage reads them; main.SOURCE_IGNORE)"
 )
 
-COPY_PRECOMPILED = "COPY --from=csrc-build /workspace/dist /precompiled-wheels"
-COPY_ALL = "COPY . ."
-COPY_RUST = (
-    "COPY --from=rust-build /workspace/vllm/vllm-rs vllm/vllm-rs",
-    "COPY --from=rust-build /workspace/vllm/_rust_*.so vllm/",
-)
-CHECK_REPO = """\
-RUN --mount=type=bind,source=.git,target=.git \\
-    if [ "$GIT_REPO_CHECK" != "0" ]; then bash tools/check_repo.sh ; fi
-"""
-NO_SUFFIX = "ENV VLLM_SKIP_PRECOMPILED_VERSION_SUFFIX=1"
-BUILD_WHEEL = """\
-RUN --mount=type=cache,target=/opt/uv/cache \\
-    --mount=type=bind,source=.git,target=.git \\
-    if [ "${vllm_target_device}" = "cuda" ]; then \\
-        export VLLM_USE_PRECOMPILED=1; \\
-        export VLLM_PRECOMPILED_WHEEL_LOCATION=$(ls /precompiled-wheels/*.whl); \\
-    fi && \\
-    python3 setup.py bdist_wheel --dist-dir=dist --py-limited-api=cp38
-"""
-WHEEL_SHA = "RUN sha256sum dist/*.whl > dist/wheel.sha256"
-COPY_EP_WHEELS = "COPY --from=extensions-build /tmp/ep_kernels_workspace/dist /tmp/ep_kernels_workspace/dist"
-EP_SHA = """\
-RUN sha256sum /tmp/ep_kernels_workspace/dist/*.whl \\
-    > /tmp/ep_kernels_workspace/dist/wheels.sha256
-"""
-COPY_SIZE_CHECK = "COPY .buildkite/check-wheel-size.py check-wheel-size.py"
-MAX_SIZE = "ENV VLLM_MAX_SIZE_MB=$VLLM_MAX_SIZE_MB"
-SIZE_CHECK = """\
-RUN if [ "$RUN_WHEEL_CHECK" = "true" ] && \\
-        [ "${CUDA_VERSION%%.*}" = "13" ]; then \\
-        python3 check-wheel-size.py dist; \\
-    else \\
-        echo "Skipping wheel size check."; \\
-    fi
-"""
+COPY_ALL = Deviation("COPY", "COPY . .", WITHOUT_UNREAD)
+CHECK_REPO = Deviation("RUN", "tools/check_repo.sh", NO_GIT_CHECK)
+BUILD_WHEEL = Deviation("RUN", "setup.py bdist_wheel", NO_GIT)
 
 
 @stage(
@@ -83,47 +40,21 @@ RUN if [ "$RUN_WHEEL_CHECK" = "true" ] && \\
     from_="base",
     parents=("base", "csrc-build", "rust-build", "extensions-build"),
     reads=EVERYTHING,
-    args=(
-        "TARGETPLATFORM",
-        "INSTALL_RUBIN_PRERELEASE",
-        "PIP_INDEX_URL",
-        "UV_INDEX_URL",
-        "PIP_EXTRA_INDEX_URL",
-        "UV_EXTRA_INDEX_URL",
-        "PYTORCH_CUDA_INDEX_BASE_URL",
-        "PYTORCH_NIGHTLY",
-        "GIT_REPO_CHECK=0",
-        "vllm_target_device=cuda",
-        "VLLM_MAX_SIZE_MB=500",
-        "RUN_WHEEL_CHECK=true",
-        "git_version",
-    ),
+    deviations=(COPY_ALL, CHECK_REPO, BUILD_WHEEL),
+    also_reads=("git_version",),
 )
-async def build(args: BuildArgs, ctx: StageContext) -> dagger.Container:
+async def build(run: Build, ctx: StageContext) -> dagger.Container:
     """FROM base AS build: the vLLM wheel, repackaged around csrc-build's extension; keep dist/ and the EP wheels."""
-    upstream = as_written("build", args, ctx)
-    git_free = as_written("build", args, without_git(ctx))  # upstream's two RUNs that bind .git
-    built = (
-        ctx.parents["base"]
-        .with_(reproduces(COPY_BUILD_REQUIREMENTS, upstream))
-        .with_(reproduces(UV_BUILD_ENV, upstream))
-        .with_(reproduces(INSTALL_BUILD_REQUIREMENTS, upstream))
-        .with_(reproduces(WORKDIR, upstream))
-        .with_(reproduces(COPY_PRECOMPILED, upstream))
-        .with_(deviates(COPY_ALL, WITHOUT_UNREAD, upstream))
-        .with_(reproduces(COPY_RUST, upstream))
-        .with_(deviates(CHECK_REPO, NO_GIT_CHECK, git_free))
-        .with_(reproduces(TARGET_DEVICE, upstream))
-        .with_(reproduces(NO_SUFFIX, upstream))
-        .with_(reproduces(USE_EXISTING_TORCH, upstream))
+    upstream = run.upstream("build", ctx)
+    git_free = without_git(ctx)  # upstream's two RUNs that bind .git
+
+    def check_repo(ctr: dagger.Container, _: Step) -> dagger.Container:
+        return upstream.step_in(git_free, CHECK_REPO)(ctr)
+
+    def build_wheel(ctr: dagger.Container, _: Step) -> dagger.Container:
         # Wheels are zips with timestamps: the same inputs give the same bytes (declared in NO_GIT; no layer).
-        .with_env_variable("SOURCE_DATE_EPOCH", SOURCE_DATE_EPOCH)
-        .with_(with_git_version(args.git_version, deviates(BUILD_WHEEL, NO_GIT, git_free)))
-        .with_(reproduces(WHEEL_SHA, upstream))
-        .with_(reproduces(COPY_EP_WHEELS, upstream))
-        .with_(reproduces(EP_SHA, upstream))
-        .with_(reproduces(COPY_SIZE_CHECK, upstream))
-        .with_(reproduces(MAX_SIZE, upstream))
-        .with_(reproduces(SIZE_CHECK, upstream))
-    )
+        wheel = with_git_version(run.args.git_version, upstream.step_in(git_free, BUILD_WHEEL))
+        return wheel(ctr.with_env_variable("SOURCE_DATE_EPOCH", SOURCE_DATE_EPOCH))
+
+    built = upstream.walk(ctx.parents["base"], {CHECK_REPO: check_repo, BUILD_WHEEL: build_wheel})
     return dag.container().with_directory(DIST, built.directory(DIST)).with_directory(EP_DIST, built.directory(EP_DIST))

@@ -1,0 +1,118 @@
+"""One build: this project's arguments, the Dockerfile being built (the checkout's), and the ARG values
+passed to it; and, per stage, the walk of that stage's instructions (instructions.AsWritten)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from dagger import dag
+
+from stagecache import StageContext
+from vllm_ci.args import BuildArgs
+from vllm_ci.declare import DECLARED, StageDeclaration
+from vllm_ci.deviations import Deviation
+from vllm_ci.errors import UsageError
+from vllm_ci.instructions import AUTOMATIC_VALUES, AsWritten
+from vllm_ci.steps import Step, unquote
+from vllm_ci.upstream_file import Instruction, UpstreamFile, arg_value
+
+
+@dataclasses.dataclass(frozen=True)
+class Build:
+    """A build's arguments and the file they apply to; refuses a --build-arg the file never declares."""
+
+    args: BuildArgs
+    file: UpstreamFile
+    # Each upstream stage's walk, by stage name: what its function ran (checked when it returns).
+    walks: dict[str, AsWritten] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """Refuse, in one line and before any container work, an ARG name the file does not declare."""
+        unknown = sorted(set(self.passed) - self.file.names())
+        if unknown:
+            raise UsageError(f"--build-arg {unknown[0]}: {self.file.path} declares no ARG {unknown[0]}")
+
+    @property
+    def passed(self) -> dict[str, str]:
+        """The --build-arg values, exactly as given."""
+        return self.args.passed()
+
+    def value(self, name: str) -> str:
+        """A global ARG's value in this build (passed, else the file's default expanded); empty when unset."""
+        return self.file.global_values(self.passed).get(name) or ""
+
+    def site_packages(self) -> str:
+        """Where the runtime image's system pip installs packages (Debian/Ubuntu layout)."""
+        return f"/usr/local/lib/python{self.value('PYTHON_VERSION')}/dist-packages"
+
+    def pip_index_flags(self) -> list[str]:
+        """pip flags for the indexes the build's PIP_INDEX_URL and PIP_EXTRA_INDEX_URL name."""
+        index, extra = self.value("PIP_INDEX_URL"), self.value("PIP_EXTRA_INDEX_URL")
+        return (["--index-url", index] if index else []) + (["--extra-index-url", extra] if extra else [])
+
+    def from_image(self, stage: str) -> str:
+        """What a stage's FROM names, expanded with the global ARGs."""
+        return self.file.from_image(self.file.stage(stage), self.passed)
+
+    def env_value(self, stage: str, name: str) -> str:
+        """The value the stage's last `ENV name=...` gives (as written, unquoted); empty when it sets none."""
+        value = ""
+        for instruction in self.file.stage(stage).instructions:
+            if instruction.kind == "ENV":
+                pairs = dict(zip(instruction.value[::2], instruction.value[1::2]))
+                value = unquote(pairs.get(name, value))
+        return value
+
+    def upstream(self, stage: str, ctx: StageContext, register: bool = True) -> AsWritten:
+        """The walk of a stage's instructions for its function (one per build of the stage; register=False:
+        another stage's function walks them, and the stage's own check does not count it)."""
+        decl = DECLARED[stage]
+        walk = AsWritten(
+            self.file.stage(stage),
+            self.file,
+            self.passed,
+            ctx,
+            decl.deviations,
+            self.args.portable(),
+            tuple(p for p in decl.reads if p.endswith("/")),
+        )
+        if register:
+            self.walks[stage] = walk
+        return walk
+
+    def instructions_run_from(self, stage: str, deviation: Deviation | None) -> list[Instruction]:
+        """Instructions of a stage another stage runs: the ones a deviation of it claims (None: all but ARGs)."""
+        file_stage = self.file.stage(stage)
+        if deviation is None:
+            return [i for i in file_stage.instructions if i.kind != "ARG"]
+        return AsWritten(file_stage, self.file, self.passed, StageContext(dag.directory(), {})).claimed_by(deviation)
+
+    def step_elsewhere(self, stage: str, deviation: Deviation, ctx: StageContext) -> Step:
+        """The as-written step of an instruction another stage declares as done here (test's editable
+        install of the test utilities, run in test-deps), in that stage's ARG scope at its line."""
+        walk = AsWritten(self.file.stage(stage), self.file, self.passed, ctx, DECLARED[stage].deviations)
+        instruction = walk.anchored(deviation)
+        walk.values.update(self.file.stage_values(walk.stage, self.passed, AUTOMATIC_VALUES, instruction.line))
+        return walk.step_of(instruction)
+
+    def key_values(self, decl: StageDeclaration) -> dict[str, str]:
+        """The ARGs a stage reads, each with the value its RUNs see at its line (unset ones left out;
+        one declared twice keyed `NAME@2`), and what only this project's steps read (also_reads)."""
+        values: dict[str, str] = {}
+        if decl.upstream:
+            stage = self.file.stage(decl.name)
+            global_values = self.file.global_values(self.passed)
+            scope: dict[str, str | None] = {}
+            for _, name, default in stage.args():
+                scope[name] = arg_value(name, default, self.passed, AUTOMATIC_VALUES, global_values, scope)
+                key = name if name not in values else f"{name}@{sum(k.split('@')[0] == name for k in values) + 1}"
+                if scope[name] is not None:
+                    values[key] = scope[name] or ""
+        for other, _ in decl.runs_from:
+            for name, value in self.file.stage_values(self.file.stage(other), self.passed, AUTOMATIC_VALUES).items():
+                if value is not None:
+                    values[f"{other}:{name}"] = value
+        for name in decl.also_reads:
+            own = name in {field.name for field in dataclasses.fields(self.args)}
+            values[name] = str(getattr(self.args, name)) if own else self.value(name)
+        return values
