@@ -34,10 +34,10 @@ from tools import (
     stored,
     traffic_since,
 )
-from vllm_ci.args import read_args_file
-from vllm_ci.conformance import parse, split_stages
+from vllm_ci.args import BuildArgs, read_args_file
 from vllm_ci.graph import TARGETS
 from vllm_ci.upstream import tagged_checkout
+from vllm_ci.upstream_file import UpstreamFile
 
 EXAMPLE = REPO / "examples" / "mini-vllm"
 TOOLS = ("ours", "buildkit-oct2025", "buildkit-today", "dagger-engine-cache")
@@ -105,8 +105,8 @@ def checkout(workdir: pathlib.Path, scenario: str) -> pathlib.Path:
 
 def base_refs() -> list[str]:
     """The base images the example builds on (its vllm-ci.args)."""
-    flags = read_args_file((EXAMPLE / "vllm-ci.args").read_text())
-    return [flags["build_base_image"], flags["final_base_image"]]
+    passed = BuildArgs(**read_args_file((EXAMPLE / "vllm-ci.args").read_text())).passed()
+    return [passed["BUILD_BASE_IMAGE"], passed["FINAL_BASE_IMAGE"]]
 
 
 def base_repos() -> tuple[str, ...]:
@@ -147,7 +147,7 @@ def check_target(target: str, tool_names: list[str]) -> None:
     layouts = {name.removeprefix("buildkit-") for name in tool_names if name.startswith("buildkit-")}
     for layout in sorted(layouts):
         path = dockerfile_of(layout)
-        if target not in {stage.name for stage in split_stages(parse(path.read_text(), path.name))[1]}:
+        if target not in {stage.name for stage in UpstreamFile.parse(path.read_text(), path.name).stages}:
             raise BenchError(f"target {target}: {path.name} has no stage of that name")
     if target not in TARGETS:
         raise BenchError(f"target {target}: not a stage of the module ({', '.join(TARGETS)})")

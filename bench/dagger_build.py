@@ -1,4 +1,5 @@
-"""One Dagger build of a target of the example (its test image by default), published; its report as JSON on stdout.
+"""One Dagger build of a target of the example (its test image by default), published, by the module's
+own build function; its report as JSON on stdout.
 
 With cache repositories: our stage cache. Without: the stage functions alone, so only the
 engine's own cache (and `_EXPERIMENTAL_DAGGER_CACHE_*` in the environment, if set) helps."""
@@ -13,10 +14,8 @@ import anyio
 import dagger
 from dagger import dag
 
-from stagecache import StageCache
-from vllm_ci.args import build_args_of
+from vllm_ci.args import read_args_file
 from vllm_ci.engine import use_local_engine
-from vllm_ci.graph import stage_graph
 from vllm_ci.main import SOURCE_IGNORE, VllmCi
 from vllm_ci.version import git_versions
 
@@ -30,12 +29,14 @@ async def build(
             # The version .git gives, derived on the host as the client command derives it.
             version, clean = git_versions(source)
             module = VllmCi(
-                **build_args_of((source / "vllm-ci.args").read_text()), git_version=version, git_version_clean=clean
+                **read_args_file((source / "vllm-ci.args").read_text()), git_version=version, git_version_clean=clean
             )
-            cache = StageCache(stage_graph(module), cache_from=cache_from, cache_to=cache_to, log=log_output)
             directory = dag.host().directory(str(source), exclude=SOURCE_IGNORE)
-            _, report = await cache.build(directory, target, image)
-    return report.to_json()
+            # The module's own build function, as `dagger call` and the client command run it.
+            report: str = await module.build(  # type: ignore[attr-defined]  # @function hides the coroutine
+                directory, image=image, target=target, cache_from=cache_from, cache_to=cache_to
+            )
+    return report
 
 
 def main() -> None:

@@ -1,15 +1,26 @@
 """vLLM's real docker/Dockerfile as a fork runs it on this machine: upstream's file, byte for byte,
-except the few commands upstream hard-codes with no ARG (the project's portable arguments, whose
-defaults are upstream's exact text); the fork's values for them, and for every upstream ARG its
-args file sets, come from that file. What BuildKit builds when the bench compares like with like."""
+except the few commands upstream hard-codes with no ARG (the portable deviations the stage functions
+declare, vllm_ci.deviations.Deviation.portable), each replaced as ours replaces it when the args file
+sets its argument; the args file's --build-arg values are the build args. What BuildKit builds when the
+bench compares like with like."""
 
 from __future__ import annotations
 
 import dataclasses
 
+import dockerfile
+from dagger import dag
+
+from stagecache import StageContext
 from tools import BenchError
-from vllm_ci.args import PORTABLE_COMMANDS, PROJECT_ARGS, arg_defaults, read_args_file
-from vllm_ci.conformance import arg_items, normalise, parse
+from vllm_ci import stages  # noqa: F401  (the stage functions, each declaring its deviations)
+from vllm_ci.args import BuildArgs, read_args_file
+from vllm_ci.build import Build
+from vllm_ci.declare import DECLARED
+from vllm_ci.errors import UsageError
+from vllm_ci.upstream_file import Instruction, UpstreamFile
+
+PATH = "docker/Dockerfile"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,30 +31,41 @@ class Fork:
     build_args: dict[str, str]
 
 
+def replaced(upstream: str, args_file: str) -> list[tuple[str, Instruction, str]]:
+    """Each instruction of upstream's Dockerfile a portable command of the args file replaces: its stage,
+    the instruction, and the script ours runs instead (AsWritten.portable_script). A BenchError when the
+    two do not fit (a flag that is no constructor argument, an ARG upstream does not declare, a deviation
+    whose anchor names no instruction or several)."""
+    try:
+        build = Build(BuildArgs(**read_args_file(args_file)), UpstreamFile.parse(upstream, PATH))
+    except (ValueError, UsageError) as err:
+        raise BenchError(str(err)) from None
+    portable = build.args.portable()
+    found = []
+    for decl in DECLARED.values():
+        deviations = [d for d in decl.deviations if d.portable and portable[d.portable]]
+        if not decl.upstream or not deviations:
+            continue
+        try:
+            walk = build.upstream(decl.name, StageContext(dag.directory(), {}), register=False)
+            for deviation in deviations:
+                instruction = walk.anchored(deviation)
+                found.append((decl.name, instruction, walk.portable_script(instruction)))
+        except (KeyError, UsageError) as err:
+            raise BenchError(f"stage {decl.name}: {err}") from None
+    return found
+
+
 def fork(upstream: str, args_file: str) -> Fork:
-    """Upstream's Dockerfile with the args file's portable commands in place of upstream's, and the
-    args file's other flags as build args under upstream's ARG names. A BenchError when the two do
-    not fit (a portable command not found once, an ARG upstream does not declare)."""
-    flags = read_args_file(args_file)
-    defaults = arg_defaults()
-    commands = parse(upstream, "docker/Dockerfile")
+    """Upstream's Dockerfile with the args file's portable commands in place of upstream's (each
+    instruction rewritten as one line, its continuation lines dropped), and the args file's --build-arg
+    values as build args, exactly as given."""
+    ends = {command.start_line: command.end_line for command in dockerfile.parse_string(upstream)}
     lines = upstream.splitlines(keepends=True)
-    for name in PORTABLE_COMMANDS:
-        if flags.get(name, defaults[name]) == defaults[name]:
-            continue
-        found = [c for c in commands if defaults[name] in normalise(c.original)]
-        if len(found) != 1:
-            raise BenchError(f"{name}: upstream's command is in {len(found)} instructions, not one")
-        command = found[0]
-        lines[command.start_line - 1] = normalise(command.original).replace(defaults[name], flags[name]) + "\n"
-        for index in range(command.start_line, command.end_line):
+    for stage, instruction, script in replaced(upstream, args_file):
+        if instruction.kind != "RUN" or instruction.json or "\n" in script:
+            raise BenchError(f"stage {stage}: line {instruction.line} is no one-line shell-form RUN to replace")
+        lines[instruction.line - 1] = " ".join(["RUN", *instruction.flags, script]) + "\n"
+        for index in range(instruction.line, ends[instruction.line]):
             lines[index] = ""
-    declared = {arg.lower(): arg for c in commands if c.cmd == "ARG" for arg, _ in arg_items(c)}
-    build_args = {}
-    for name, value in flags.items():
-        if name in PROJECT_ARGS:
-            continue
-        if name not in declared:
-            raise BenchError(f"--{name.replace('_', '-')}: upstream's Dockerfile declares no ARG {name.upper()}")
-        build_args[declared[name]] = value
-    return Fork("".join(lines), build_args)
+    return Fork("".join(lines), BuildArgs(**read_args_file(args_file)).passed())

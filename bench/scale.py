@@ -60,10 +60,10 @@ async def publish_heavy_base(ref: str, size: int, log: pathlib.Path) -> None:
 def on_heavy_base(source: pathlib.Path, ref: str) -> pathlib.Path:
     """A checkout whose args file names the heavy base as FINAL_BASE_IMAGE (what both tools read), committed."""
     args = source / "vllm-ci.args"
-    lines = [
-        f"--final-base-image={ref}" if line.startswith("--final-base-image=") else line
-        for line in args.read_text().splitlines()
-    ]
+    flag = "--build-arg=FINAL_BASE_IMAGE="
+    lines = [f"{flag}{ref}" if line.startswith(flag) else line for line in args.read_text().splitlines()]
+    if sum(line.startswith(flag) for line in lines) != 1:
+        raise BenchError(f"{args}: expected one {flag}... line")
     args.write_text("\n".join(lines) + "\n")
     git(source, "commit", "-qm", "bench: the heavy base", "vllm-ci.args", date=COMMIT_DATE)
     return source

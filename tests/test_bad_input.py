@@ -4,6 +4,7 @@ checks before it contacts the engine, and the module's functions check first und
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -82,8 +83,14 @@ def report(stages: str, extra: str = "") -> list[str]:
         ),
         # 100 kB: a value past 128 kB cannot even reach the client command (exec refuses its own argument).
         (
-            ["--pip-index-url", "x" * 100_000, "plan", *SOURCE],
-            "--pip-index-url: PIP_INDEX_URL is 100000 bytes; an ARG value may hold at most 65536",
+            ["--build-arg", "PIP_INDEX_URL=" + "x" * 100_000, "plan", *SOURCE],
+            "--build-arg PIP_INDEX_URL: the value is 100000 bytes; an ARG value may hold at most 65536",
+        ),
+        (["--build-arg", "max_jobs", "plan", *SOURCE], "--build-arg 'max_jobs': expected NAME=VALUE"),
+        (["--build-arg", "=4", "plan", *SOURCE], "--build-arg '=4': expected NAME=VALUE"),
+        (
+            ["--build-arg", "GIT_REPO_CHECK=1", "build", *SOURCE],
+            "--build-arg GIT_REPO_CHECK: tools/check_repo.sh asks git whether the checkout is clean",
         ),
     ],
     ids=[
@@ -111,6 +118,9 @@ def report(stages: str, extra: str = "") -> list[str]:
         "NaN keep-days",
         "infinite keep-days",
         "ARG value too long",
+        "build-arg without a value",
+        "build-arg without a name",
+        "repository check",
     ],
 )
 def test_a_bad_input_is_refused_with_exit_2_in_one_line_before_the_engine_is_contacted(
@@ -160,28 +170,60 @@ def test_a_module_function_refuses_its_bad_arguments_first_as_under_dagger_call(
 
 
 def test_an_arg_value_too_long_for_a_run_is_refused_by_the_module_object() -> None:
-    with pytest.raises(UsageError, match=r"--openai-extras: OPENAI_EXTRAS is 70000 bytes; .* at most 65536"):
+    with pytest.raises(UsageError, match=r"^--openai-extras: the value is 70000 bytes; .* at most 65536 "):
         VllmCi(openai_extras="a" * 70_000)
+    # A --build-arg value is measured as the RUN's preamble holds it: shell-quoted.
+    with pytest.raises(UsageError, match=r"^--build-arg TIMM_VERSION: the value is 70002 bytes; .* at most 65536 "):
+        VllmCi(build_arg=["PYTHON_VERSION=3.12", "TIMM_VERSION=" + "a b" * 23_333 + "c"])
+    VllmCi(build_arg=["TIMM_VERSION=" + "a" * 65_536])  # at the limit: taken
+
+
+def test_a_build_arg_that_is_not_name_equals_value_is_refused_by_the_module_object() -> None:
+    for pair in ("max_jobs", "=4", "1max_jobs=4", "max-jobs=4"):
+        with pytest.raises(UsageError, match=rf"^--build-arg {re.escape(repr(pair))}: expected NAME=VALUE$"):
+            VllmCi(build_arg=[pair])
+    # The value is used exactly as given: empty, or holding `=` and spaces (the last of a name wins).
+    passed = VllmCi(build_arg=["torch_cuda_arch_list=", "X=a=b c", "X=d"]).passed()
+    assert passed == {"torch_cuda_arch_list": "", "X": "d"}
+
+
+def test_a_build_arg_the_dockerfile_does_not_declare_is_refused_when_the_file_is_read() -> None:
+    from conftest import example_build
+
+    with pytest.raises(UsageError, match=r"^--build-arg NO_SUCH_ARG: docker/Dockerfile declares no ARG NO_SUCH_ARG$"):
+        example_build(build_arg=["NO_SUCH_ARG=1"])
+    # ARG names are the file's own spelling: case matters, as in BuildKit.
+    with pytest.raises(UsageError, match=r"declares no ARG MAX_JOBS$"):
+        example_build(build_arg=["MAX_JOBS=4"])
+    assert example_build(build_arg=["max_jobs=4"]).passed["max_jobs"] == "4"
 
 
 def test_a_repository_check_that_could_only_fail_is_refused_by_the_module_object() -> None:
     # build's RUN runs tools/check_repo.sh against an empty .git (the upload leaves .git out): "Repo is dirty".
-    with pytest.raises(UsageError, match=r"--git-repo-check: tools/check_repo.sh .* only 0 is supported") as refused:
-        VllmCi(git_repo_check="1")
+    with pytest.raises(
+        UsageError, match=r"--build-arg GIT_REPO_CHECK: tools/check_repo.sh .* only 0 is supported"
+    ) as refused:
+        VllmCi(build_arg=["GIT_REPO_CHECK=1"])
     assert refused.value.exit_code == 2
-    VllmCi(git_repo_check="0")
+    VllmCi(build_arg=["GIT_REPO_CHECK=0"])
+    VllmCi(build_arg=["GIT_REPO_CHECK="])
 
 
 @pytest.mark.parametrize(
     "instruction", ["COPY --chmod=755 tools/x.py /x.py", "RUN --network=none true", "ADD --chown=1:1 a b"]
 )
 def test_an_instruction_flag_the_runner_does_not_apply_is_refused_naming_its_line(instruction: str) -> None:
+    from conftest import walk_of
     from stagecache import StageContext
-    from vllm_ci.args import BuildArgs
-    from vllm_ci.instructions import AsWritten
+    from vllm_ci.instructions import unrunnable
 
-    upstream = AsWritten(BuildArgs(), StageContext(source=None, parents={}), ())  # type: ignore[arg-type]
-    flag = instruction.split()[1]
-    with pytest.raises(UsageError, match=rf"line 1: {instruction.split()[0]} {flag} cannot be run as written"):
-        upstream.step(instruction)
-    upstream.step("COPY --link tools/x.py /x.py")  # the same files, only layered apart: run
+    # Line 2 of the file: line 1 is the stage's FROM.
+    ctx = StageContext(source=None, parents={})  # type: ignore[arg-type]  # nothing is run
+    upstream = walk_of(f"{instruction}\nCOPY --link tools/x.py /x.py", ctx)
+    refused, linked = upstream.stage.instructions
+    kind, flag = instruction.split()[:2]
+    assert unrunnable(refused) == f"{kind} {flag} cannot be run as written"
+    with pytest.raises(UsageError, match=rf"^Dockerfile:2: {kind} {flag} cannot be run as written$"):
+        upstream.step_of(refused)
+    assert unrunnable(linked) == ""
+    upstream.step_of(linked)  # the same files, only layered apart: run

@@ -142,6 +142,27 @@ def reports() -> st.SearchStrategy[str]:
     return whole.map(json.dumps) | ODD_TEXT
 
 
+# --build-arg NAME=VALUE: names the example's Dockerfile declares (in its spelling), one it does not, one
+# spelled in the wrong case, GIT_REPO_CHECK (only 0 is supported), names that are no names; and no `=` at all.
+ARG_NAMES = st.sampled_from(
+    [
+        "max_jobs",
+        "PIP_INDEX_URL",
+        "TIMM_VERSION",
+        "NCCL_VERSION",
+        "CUDA_VERSION",
+        "torch_cuda_arch_list",
+        "GIT_REPO_CHECK",
+        "MAX_JOBS",
+        "NO_SUCH_ARG",
+        "",
+        "1x",
+        "a b",
+        "--max-jobs",
+    ]
+)
+BUILD_ARGS = st.tuples(ARG_NAMES, WORDS | ODD_TEXT).map("=".join) | WORDS | ODD_TEXT
+
 NUMBERS = st.sampled_from(["-5", "0", "2", "NaN", "inf", "-inf", "1e309", "3.5", "", "x"]) | st.integers().map(str)
 
 
@@ -153,6 +174,8 @@ def values_for(option: cli.Option, root: pathlib.Path) -> st.SearchStrategy[str]
         return secrets(root)
     if option.kind in (int, float):
         return NUMBERS
+    if option.python_name == "build_arg":
+        return BUILD_ARGS
     if "report" in option.python_name:
         return st.just(SANDBOX_FILES["report.json"].decode()) | reports()
     if any(word in option.python_name for word in ("cache", "image", "repo")):
@@ -170,10 +193,10 @@ def argv_for(root: pathlib.Path) -> st.SearchStrategy[list[str]]:
             [
                 o
                 for o in cli.constructor_options()
-                if o.python_name in ("max_jobs", "pip_index_url", "cache_compression", "timm_version", "nccl_version")
+                if o.python_name in ("build_arg", "cache_compression", "openai_extras")
             ]
         ).flatmap(lambda o: st.tuples(st.just(o.flag), values_for(o, root))),
-        max_size=2,
+        max_size=3,
     )
     output = st.sampled_from(
         [[], [f"-o={root / 'missing' / 'out'}"], [f"-o={root / 'folder'}"], [f"-o={root / 'out.txt'}"]]
@@ -267,12 +290,13 @@ def test_generated_build_arguments_plan_on_the_real_engine_or_are_refused_in_one
         derandomize=True,
         suppress_health_check=[HealthCheck.too_slow],
     )
-    @given(st.sampled_from(["--pip-index-url", "--max-jobs", "--timm-version", "--cuda-version"]), WORDS | ODD_TEXT)
-    def case(flag: str, value: str) -> None:
+    @given(st.sampled_from(["PIP_INDEX_URL", "max_jobs", "TIMM_VERSION", "CUDA_VERSION"]), WORDS | ODD_TEXT)
+    def case(name: str, value: str) -> None:
         nonlocal tried
         tried += 1
-        code, stdout, stderr = run_main([f"{flag}={value}", "plan", "--source", str(EXAMPLE), "--target", "base"])
-        held([flag, value], code, stderr)
+        argv = [f"--build-arg={name}={value}", "plan", "--source", str(EXAMPLE), "--target", "base"]
+        code, stdout, stderr = run_main(argv)
+        held(argv, code, stderr)
         assert code in (0, 2), stderr
         if code == 0:
             assert json.loads(stdout)["stages"][0]["stage"] == "base"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -9,12 +10,18 @@ import subprocess
 import sys
 
 import pytest
+from dagger import dag
 
 from conftest import EXAMPLE, REPO
-from vllm_ci.args import PORTABLE_COMMANDS, arg_defaults, read_args_file
-from vllm_ci.conformance import normalise, parse
+from stagecache import StageContext
+from vllm_ci import stages  # noqa: F401  (the stage functions, each declaring its deviations)
+from vllm_ci.args import PORTABLE_COMMANDS, BuildArgs, read_args_file
+from vllm_ci.declare import DECLARED
+from vllm_ci.deviations import anchored
+from vllm_ci.instructions import AsWritten
 from vllm_ci.main import SOURCE_IGNORE
 from vllm_ci.upstream import vllm_source
+from vllm_ci.upstream_file import UpstreamFile
 
 BENCH = REPO / "bench"
 sys.path.insert(0, str(BENCH))
@@ -31,25 +38,55 @@ def test_the_dockerfiles_ignore_what_our_source_ignores() -> None:
 
 def test_todays_layout_is_upstreams_dockerfile_with_only_the_portable_commands_replaced() -> None:
     upstream = (vllm_source() / "docker" / "Dockerfile").read_text()
+    example = BuildArgs(**read_args_file((EXAMPLE / "vllm-ci.args").read_text()))
+    portable = example.portable()
     generated = fork(upstream, (EXAMPLE / "vllm-ci.args").read_text())
-    before, after = parse(upstream, "upstream"), parse(generated.dockerfile, "fork")
-    assert [c.cmd for c in before] == [c.cmd for c in after]  # instruction for instruction
-    changed = [(old, new) for old, new in zip(before, after) if normalise(old.original) != normalise(new.original)]
-    defaults = arg_defaults()
-    # Each portable command the example overrides replaces upstream's text in exactly one RUN, and
-    # nothing else of the file moves; the example's other flags are upstream ARGs, passed as build args.
-    assert sorted(
-        name for name in PORTABLE_COMMANDS for old, _ in changed if defaults[name] in normalise(old.original)
-    ) == sorted(
-        name
-        for name in PORTABLE_COMMANDS
-        if read_args_file((EXAMPLE / "vllm-ci.args").read_text()).get(name, defaults[name]) != defaults[name]
-    )
-    assert len(changed) == len(PORTABLE_COMMANDS) and all(new.cmd == "RUN" for _, new in changed)
+    before, after = UpstreamFile.parse(upstream, "upstream"), UpstreamFile.parse(generated.dockerfile, "fork")
+    # Stage for stage and instruction for instruction (ARGs and FROMs included): only some RUNs' text differs.
+    assert [i.text for i in before.global_args] == [i.text for i in after.global_args]
+    assert [s.from_text for s in before.stages] == [s.from_text for s in after.stages]
+    assert [[i.kind for i in s.instructions] for s in before.stages] == [
+        [i.kind for i in s.instructions] for s in after.stages
+    ]
+    changed = {
+        (stage.name, old.line): (old, new)
+        for stage, forked in zip(before.stages, after.stages)
+        for old, new in zip(stage.instructions, forked.instructions)
+        if old.text != new.text
+    }
+    # The RUNs that differ are exactly the ones the stage functions' portable deviations anchor, one for
+    # each portable command the example sets (it sets all five), found as ours finds them.
+    replaced = {
+        (name, anchored("upstream", before.stage(name), deviation).line): deviation
+        for name, decl in DECLARED.items()
+        for deviation in decl.deviations
+        if deviation.portable and portable[deviation.portable]
+    }
+    assert sorted(d.portable for d in replaced.values()) == sorted(n for n in PORTABLE_COMMANDS if portable[n])
+    assert len(replaced) == len(PORTABLE_COMMANDS) and set(changed) == set(replaced)
+    for (name, line), deviation in replaced.items():
+        old, new = changed[(name, line)]
+        script, value = new.value[0], portable[deviation.portable]
+        assert new.kind == "RUN" and not new.json and new.flags == old.flags, new.original
+        if deviation.whole:  # the whole script is the example's command
+            assert script == value, (name, script)
+        else:  # the commands holding the anchor are the example's; upstream's others stay, in order
+            others = [c.strip() for c in " ".join(old.value[0].split()).split("&&") if deviation.anchor not in c]
+            assert deviation.anchor not in script and script.count(value) == 1, (name, script)
+            assert [c.strip() for c in script.split("&&") if c.strip() in others] == others, (name, script)
+        # What BuildKit runs from the fork is what ours runs from upstream's file with the example's arguments.
+        walk = AsWritten(
+            before.stage(name), before, example.passed(), StageContext(dag.directory(), {}), DECLARED[name].deviations
+        )
+        assert script == dataclasses.replace(walk, portable=portable).portable_script(old) != walk.portable_script(old)
+    # The example's --build-arg values are the build args, under upstream's ARG names as given.
+    assert generated.build_args == example.passed() and set(generated.build_args) <= before.names()
     assert generated.build_args["BUILD_BASE_IMAGE"].endswith("/library/vllm-ci-build:bookworm")
     assert generated.build_args["torch_cuda_arch_list"] == ""  # upstream's ARG, in upstream's spelling
     with pytest.raises(BenchError, match="declares no ARG NO_SUCH_ARG"):
-        fork(upstream, "--no-such-arg=1\n")
+        fork(upstream, "--build-arg=NO_SUCH_ARG=1\n")
+    with pytest.raises(BenchError, match="--max-jobs: no such constructor argument"):
+        fork(upstream, "--max-jobs=4\n")
 
 
 @pytest.mark.bench

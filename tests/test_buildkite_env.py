@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from vllm_ci.args import read_args_file
 from vllm_ci.buildkite import (
     SettingsError,
     StepSettings,
@@ -188,10 +189,18 @@ def test_sccache_keys_go_to_the_build_as_env_references_only_when_both_are_set()
 
 def test_constructor_flags_and_verbosity_go_before_the_function_name():
     s = StepSettings.from_env(
-        env(VLLM_CI_FLAGS="--use-sccache --sccache-bucket-name 'vllm cache'", VLLM_CI_VERBOSE="1")
+        env(VLLM_CI_FLAGS="--build-arg USE_SCCACHE=1 --build-arg 'SCCACHE_BUCKET_NAME=vllm cache'", VLLM_CI_VERBOSE="1")
     )
     args = s.build_args("r.json")
-    assert args[: args.index("build")] == ["--use-sccache", "--sccache-bucket-name", "vllm cache", "-o", "r.json", "-v"]
+    assert args[: args.index("build")] == [
+        "--build-arg",
+        "USE_SCCACHE=1",
+        "--build-arg",
+        "SCCACHE_BUCKET_NAME=vllm cache",
+        "-o",
+        "r.json",
+        "-v",
+    ]
     with pytest.raises(SettingsError, match="VLLM_CI_FLAGS"):
         StepSettings.from_env(env(VLLM_CI_FLAGS="-o elsewhere.json"))
 
@@ -199,16 +208,17 @@ def test_constructor_flags_and_verbosity_go_before_the_function_name():
 def test_an_args_file_gives_one_flag_per_line_before_the_extra_flags(tmp_path):
     args_file = tmp_path / "vllm-ci.args"
     args_file.write_text(
-        "--build-base-image=127.0.0.1:5000/library/b:x\n\n--torch-cuda-arch-list=\n--openai-extras=a b\n"
+        "--build-arg=BUILD_BASE_IMAGE=127.0.0.1:5000/library/b:x\n\n"
+        "--build-arg=torch_cuda_arch_list=\n--openai-extras=a b\n"
     )
-    s = StepSettings.from_env(env(VLLM_CI_ARGS_FILE=str(args_file), VLLM_CI_FLAGS="--max-jobs 4"))
+    s = StepSettings.from_env(env(VLLM_CI_ARGS_FILE=str(args_file), VLLM_CI_FLAGS="--build-arg max_jobs=4"))
     args = s.build_args("r.json")
     assert args[: args.index("build")] == [
-        "--build-base-image=127.0.0.1:5000/library/b:x",
-        "--torch-cuda-arch-list=",
+        "--build-arg=BUILD_BASE_IMAGE=127.0.0.1:5000/library/b:x",
+        "--build-arg=torch_cuda_arch_list=",
         "--openai-extras=a b",
-        "--max-jobs",
-        "4",
+        "--build-arg",
+        "max_jobs=4",
         "-o",
         "r.json",
     ]
@@ -238,8 +248,10 @@ def test_the_examples_args_file_parses_with_the_real_cli():
     repo = Path(__file__).resolve().parent.parent
     s = StepSettings.from_env(env(VLLM_CI_ARGS_FILE=str(repo / "examples/mini-vllm/vllm-ci.args")))
     parsed = vars(cli.build_parser()[0].parse_args(s.build_args("r.json")))
-    assert parsed["build_base_image"] == "127.0.0.1:5000/library/vllm-ci-build:bookworm"
-    assert parsed["torch_cuda_arch_list"] == "" and parsed["python_version"] == "3.11"
+    # One --build-arg per line, in the file's order, each exactly as written (an empty value kept).
+    assert "BUILD_BASE_IMAGE=127.0.0.1:5000/library/vllm-ci-build:bookworm" in parsed["build_arg"]
+    assert "torch_cuda_arch_list=" in parsed["build_arg"] and "PYTHON_VERSION=3.11" in parsed["build_arg"]
+    assert parsed["build_arg"] == read_args_file((repo / "examples/mini-vllm/vllm-ci.args").read_text())["build_arg"]
 
 
 def test_cache_strict_is_passed_on_when_asked():
@@ -347,7 +359,7 @@ def test_the_arguments_parse_with_the_real_cli():
         AWS_SECRET_ACCESS_KEY="b",
         VLLM_CI_CACHE_STRICT="1",
         VLLM_CI_VERBOSE="1",
-        VLLM_CI_FLAGS="--max-jobs 2",
+        VLLM_CI_FLAGS="--build-arg max_jobs=2 --build-arg USE_SCCACHE=1,SCCACHE_REGION_NAME=eu-west-1",
     )
     s = StepSettings.from_env(full)
     parser, _ = cli.build_parser()
@@ -359,4 +371,6 @@ def test_the_arguments_parse_with_the_real_cli():
         s.cache_to,
     )
     assert build["cache_from"] == list(s.cache_from) and build["cache_strict"] is True
-    assert build["aws_secret_access_key"] == "env:AWS_SECRET_ACCESS_KEY" and build["max_jobs"] == 2
+    assert build["aws_secret_access_key"] == "env:AWS_SECRET_ACCESS_KEY"
+    # Repeated and comma-separated --build-arg values add up, each a string as given (buildx's --build-arg).
+    assert build["build_arg"] == ["max_jobs=2", "USE_SCCACHE=1", "SCCACHE_REGION_NAME=eu-west-1"]

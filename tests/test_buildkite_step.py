@@ -305,13 +305,13 @@ def test_url_user_info_and_the_index_netrc_are_in_no_log_line_or_annotation(worl
     url = f"https://bot:{token}@idx.example/simple"
     env = {
         **env,
-        "VLLM_CI_FLAGS": f"--pip-index-url={url}",
+        "VLLM_CI_FLAGS": f"--build-arg=PIP_INDEX_URL={url}",
         "VLLM_CI_INDEX_NETRC": f"machine idx.example login bot password {netrc_password}\n",
     }
     done = step(work, {**env, "FAKE_FAIL": "build", "FAKE_ERROR": f"pip could not reach {url} as bot {netrc_password}"})
     assert done.returncode == 1
     assert "--index-netrc env:VLLM_CI_INDEX_NETRC" in done.stdout  # the netrc reaches the CLI by name only
-    assert "--pip-index-url=https://***@idx.example/simple" in done.stdout
+    assert "--build-arg=PIP_INDEX_URL=https://***@idx.example/simple" in done.stdout
     annotation = (work / "vllm-ci-out/annotation.md").read_text()
     assert "https://***@idx.example/simple" in annotation
     for text in (done.stdout, done.stderr, agent_log.read_text(), annotation):

@@ -15,7 +15,7 @@ import uuid
 import anyio
 import pytest
 
-from conftest import EXAMPLE, REGISTRY, example_flags, example_module
+from conftest import EXAMPLE, REGISTRY, example_build, example_flags
 from stagecache.imagefs import layer_tar
 from stagecache.keys import PREIMAGE_LABEL
 from stagecache.registry import ImageRef, RegistryClient
@@ -44,23 +44,30 @@ def vllm_ci(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_a_url_user_info_is_no_part_of_a_key_and_no_part_of_its_preimage() -> None:
-    def base_preimage(url: str) -> str:
-        graph = stage_graph(example_module(pip_index_url=url, sccache_download_url=url))
-        return stage_preimages([s for s in graph if s.name == "base"], {})[0].canonical()
+@pytest.mark.parametrize(
+    ("stage", "arg"),
+    # A stage's key holds the ARGs it declares: base's SCCACHE_DOWNLOAD_URL; csrc-build's PIP_INDEX_URL, and
+    # UV_INDEX_URL, whose default is ${PIP_INDEX_URL} (the token would be in its value too).
+    [("base", "SCCACHE_DOWNLOAD_URL"), ("csrc-build", "PIP_INDEX_URL")],
+)
+def test_a_url_user_info_is_no_part_of_a_key_and_no_part_of_its_preimage(stage: str, arg: str) -> None:
+    def preimage(url: str) -> str:
+        graph = stage_graph(example_build(build_arg=[f"{arg}={url}"]))
+        return next(p for p in stage_preimages(graph, {}) if p.stage == stage).canonical()
 
-    with_token = base_preimage(f"https://bot:{TOKEN}@idx.example/simple")
-    assert base_preimage("https://idx.example/simple") == with_token  # the same key, since the same preimage
+    with_token = preimage(f"https://bot:{TOKEN}@idx.example/simple")
+    assert "https://idx.example/simple" in with_token  # the ARG's value is part of it, without the user-info
+    assert preimage("https://idx.example/simple") == with_token  # the same key, since the same preimage
     assert TOKEN not in with_token and "bot" not in with_token
-    assert base_preimage("https://other.example/simple") != with_token  # the host is part of it
+    assert preimage("https://other.example/simple") != with_token  # the host is part of it
 
 
 @pytest.mark.engine
 def test_a_failing_run_with_a_credentialed_index_url_prints_one_error_line_without_the_token(engine: None) -> None:
     failed = vllm_ci(
-        f"--pip-index-url=https://bot:{TOKEN}@127.0.0.1:9/simple",
-        f"--sccache-download-url={SCCACHE_URL}",
-        "--use-sccache=1",
+        f"--build-arg=PIP_INDEX_URL=https://bot:{TOKEN}@127.0.0.1:9/simple",
+        f"--build-arg=SCCACHE_DOWNLOAD_URL={SCCACHE_URL}",
+        "--build-arg=USE_SCCACHE=1",
         "build",
         "--source",
         str(EXAMPLE),
@@ -116,7 +123,7 @@ def test_a_build_with_credentials_leaves_them_in_no_label_config_manifest_layer_
     sees_netrc = f'echo "{hashlib.sha256(NETRC.encode()).hexdigest()}  $NETRC" | sha256sum -c -'
     report = tmp_path / "report.json"
     done = vllm_ci(
-        f"--sccache-download-url={SCCACHE_URL}",
+        f"--build-arg=SCCACHE_DOWNLOAD_URL={SCCACHE_URL}",
         f"--manylinux-packages-command={sees_netrc}",
         "-o",
         str(report),

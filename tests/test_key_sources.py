@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import pathlib
 import shutil
@@ -11,7 +12,7 @@ import sys
 
 import pytest
 
-from conftest import EXAMPLE, checkout, edited_copy
+from conftest import EXAMPLE, checkout, edited_copy, example_build
 from stagecache.inputs import (
     excluding_pattern,
     files_of,
@@ -22,9 +23,10 @@ from stagecache.inputs import (
 )
 from stagecache.stages import stage_preimages
 from stagecache.why import explain
-from vllm_ci.args import BuildArgs
+from vllm_ci.build import Build
 from vllm_ci.declare import DECLARED
 from vllm_ci.graph import stage_graph
+from vllm_ci.upstream_file import UpstreamFile
 
 
 def keys(graph: list, reads: dict[str, dict[str, str]] | None = None) -> dict[str, str]:
@@ -97,37 +99,73 @@ CSRC_AND_BELOW = {
 
 def test_a_changed_arg_moves_only_the_stages_that_read_it_and_their_descendants() -> None:
     # buildkite_commit is declared by csrc-build only (the kernel symbol map names it).
-    before = keys(stage_graph(BuildArgs()))
-    after = keys(stage_graph(BuildArgs(buildkite_commit="0123abc")))
+    before = keys(stage_graph(example_build()))
+    after = keys(stage_graph(example_build(build_arg=["buildkite_commit=0123abc"])))
     assert {s for s in before if before[s] != after[s]} == CSRC_AND_BELOW
-    assert "buildkite_commit" in dict(next(s for s in stage_graph(BuildArgs()) if s.name == "csrc-build").args)
+    assert "buildkite_commit" in dict(next(s for s in stage_graph(example_build()) if s.name == "csrc-build").args)
+
+
+RUNTIME_AND_BELOW = {
+    "vllm-runtime-base",
+    "runtime-python",
+    "test-deps",
+    "openai-deps",
+    "vllm-base",
+    "test",
+    "vllm-openai-base",
+    "vllm-openai",
+    "vllm-openai-nonroot",
+    "vllm-sagemaker",
+}
 
 
 def test_an_arg_of_the_runtime_moves_no_build_stage() -> None:
     # GGUF_VERSION is declared by vllm-runtime-base only.
-    before = keys(stage_graph(BuildArgs()))
-    after = keys(stage_graph(BuildArgs(gguf_version="==0.19.0")))
-    assert {s for s in before if before[s] != after[s]} == {
-        "vllm-runtime-base",
-        "runtime-python",
-        "test-deps",
-        "openai-deps",
-        "vllm-base",
-        "test",
-        "vllm-openai-base",
-        "vllm-openai",
-        "vllm-openai-nonroot",
-        "vllm-sagemaker",
-    }
+    before = keys(stage_graph(example_build()))
+    after = keys(stage_graph(example_build(build_arg=["GGUF_VERSION===0.19.0"])))
+    assert {s for s in before if before[s] != after[s]} == RUNTIME_AND_BELOW
+
+
+def edited_build(old: str, new: str) -> Build:
+    """The example's build of its Dockerfile with one edit, as a vLLM PR would make it."""
+    text = (EXAMPLE / "docker" / "Dockerfile").read_text()
+    assert text.count(old) == 1, old
+    return Build(example_build().args, UpstreamFile.parse(text.replace(old, new), "docker/Dockerfile"))
+
+
+def test_an_edited_run_of_the_runtime_base_moves_it_and_its_descendants_and_its_miss_names_the_line() -> None:
+    graph = stage_graph(example_build())
+    edited = stage_graph(edited_build("RUN python3 -m pip install uv\n", "RUN python3 -m pip install uv && echo pr\n"))
+    before, after = keys(graph), keys(edited)
+    assert {s for s in before if before[s] != after[s]} == RUNTIME_AND_BELOW
+    old, new = (next(p for p in stage_preimages(g, {}) if p.stage == "vllm-runtime-base") for g in (graph, edited))
+    [runtime] = [s for s in edited if s.name == "vllm-runtime-base"]
+    why = explain(json.loads(old.canonical()), json.loads(new.canonical()), {}, {}, runtime.step_notes)
+    stage = example_build().file.stage("vllm-runtime-base")
+    runs = [i for i in stage.instructions if i.kind == "RUN"]
+    number, line = next((n, i.line) for n, i in enumerate(runs, 1) if i.text == "RUN python3 -m pip install uv")
+    assert why == f"RUN {number} changed (line {line})"
+
+
+def test_a_new_run_in_test_deps_moves_only_test_deps_and_test() -> None:
+    before = keys(stage_graph(example_build()))
+    after = keys(stage_graph(edited_build("FROM test-deps AS test\n", "RUN echo pr\n\nFROM test-deps AS test\n")))
+    assert {s for s in before if before[s] != after[s]} == {"test-deps", "test"}
+
+
+def test_an_edit_to_the_test_stages_editable_install_moves_test_deps_which_runs_it() -> None:
+    before = keys(stage_graph(example_build()))
+    after = keys(stage_graph(edited_build("-e tests/vllm_test_utils", "-e tests/vllm_test_utils -v")))
+    assert {s for s in before if before[s] != after[s]} == {"test-deps", "test"}
 
 
 def test_editing_one_stage_function_moves_its_key_and_its_descendants_and_no_other(tmp_path: pathlib.Path) -> None:
     decl = DECLARED["test-deps"]
-    before = keys(stage_graph(BuildArgs()))
+    before = keys(stage_graph(example_build()))
     edited = edited_copy(decl.function, '"""FROM vllm-runtime-base', '"""Edited: FROM vllm-runtime-base', tmp_path)
     DECLARED["test-deps"] = dataclasses.replace(decl, function=edited)
     try:
-        after = keys(stage_graph(BuildArgs()))
+        after = keys(stage_graph(example_build()))
     finally:
         DECLARED["test-deps"] = decl
     assert {s for s in before if before[s] != after[s]} == {"test-deps", "test"}
@@ -138,7 +176,7 @@ def test_editing_a_step_moves_the_stages_that_call_it_and_their_descendants(
 ) -> None:
     from vllm_ci.stages import common, runtime, test
 
-    before = keys(stage_graph(BuildArgs()))
+    before = keys(stage_graph(example_build()))
     edited = edited_copy(
         common.vllm_installed,
         "package = package_files(ctx.source)",
@@ -147,7 +185,7 @@ def test_editing_a_step_moves_the_stages_that_call_it_and_their_descendants(
     )
     for module in (runtime, test):  # the stage modules that add vLLM by file layers (openai's through runtime's)
         monkeypatch.setattr(module, "vllm_installed", edited)
-    after = keys(stage_graph(BuildArgs()))
+    after = keys(stage_graph(example_build()))
     assert {s for s in before if before[s] != after[s]} == {
         "vllm-base",
         "test",
@@ -162,13 +200,13 @@ def test_a_stage_key_is_the_same_in_every_process_whatever_its_hash_seed() -> No
     # Set constants (GLOBAL_DEFAULTS, AUTOMATIC_ARGS) are part of the code fingerprint; their repr
     # order follows the per-process string hash.
     script = (
-        "from vllm_ci.graph import stage_graph; from vllm_ci.args import BuildArgs; "
-        "print({s.name: s.code for s in stage_graph(BuildArgs())})"
+        "import conftest; from vllm_ci.graph import stage_graph; "
+        "print({s.name: s.code for s in stage_graph(conftest.example_build())})"
     )
     runs = {
         subprocess.run(
             [sys.executable, "-c", script],
-            env={**os.environ, "PYTHONHASHSEED": seed},
+            env={**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(EXAMPLE.parents[1] / "tests")},
             check=True,
             capture_output=True,
             text=True,

@@ -18,6 +18,7 @@ PREIMAGE = KeyPreimage(
     args={"max_jobs": "2", "cuda_version": "13.0.3"},
     parents={"base": "a" * 64},
     inputs="sha256:" + "b" * 64,
+    steps={"FROM": "base", "RUN 1": "0123456789ab"},
 )
 
 
@@ -30,9 +31,9 @@ def test_the_key_of_a_fixed_preimage_never_changes() -> None:
         + "b" * 64
         + '","layers":"zstd","parents":{"base":"'
         + "a" * 64
-        + '"},"schema":3,"stage":"csrc-build","type":"stagecache.key"}'
+        + '"},"schema":4,"stage":"csrc-build","steps":{"FROM":"base","RUN 1":"0123456789ab"},"type":"stagecache.key"}'
     )
-    assert PREIMAGE.key() == "d22da265903f78842816dbb845cccbfa5a4cfd4cb0355825e6b0be52a9c8af9d"
+    assert PREIMAGE.key() == "23e88819679ec7a298f61c93c441f7f28e2d5fc82d8f5f6784e0ca8e0f0536bc"
 
 
 @pytest.mark.parametrize(
@@ -44,8 +45,9 @@ def test_the_key_of_a_fixed_preimage_never_changes() -> None:
         {"inputs": "sha256:" + "d" * 64},
         {"stage": "build"},
         {"layers": "gzip"},
+        {"steps": {"FROM": "base", "RUN 1": "ba9876543210"}},
     ],
-    ids=["code", "argument", "parent key", "input files", "stage name", "layer compression"],
+    ids=["code", "argument", "parent key", "input files", "stage name", "layer compression", "an instruction"],
 )
 def test_every_field_of_the_preimage_changes_the_key(change: dict[str, object]) -> None:
     import dataclasses

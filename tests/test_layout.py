@@ -20,6 +20,14 @@ def imported_modules(path: pathlib.Path) -> set[str]:
     return found
 
 
+def string_constants(path: pathlib.Path) -> list[str]:
+    """The string constants of a Python file, as Python reads them (escapes undone); none of another file."""
+    if path.suffix != ".py":
+        return []
+    tree = ast.parse(path.read_text(), str(path))
+    return [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+
+
 def test_the_stage_cache_imports_nothing_of_vllm_ci() -> None:
     files = sorted((SRC / "stagecache").glob("*.py"))
     assert files
@@ -35,3 +43,21 @@ def test_no_source_file_is_longer_than_400_lines() -> None:
     assert len(files) > 20
     lengths = {str(path.relative_to(SRC)): len(path.read_text().splitlines()) for path in files}
     assert {path: lines for path, lines in lengths.items() if lines > MAX_LINES} == {}
+
+
+def test_the_source_holds_none_of_upstreams_instruction_text() -> None:
+    from vllm_ci.upstream import vllm_source
+    from vllm_ci.upstream_file import UpstreamFile, normalise
+
+    file = UpstreamFile.parse((vllm_source() / "docker" / "Dockerfile").read_text(), "docker/Dockerfile")
+    instructions = {i.text for i in file.global_args} | {i.text for s in file.stages for i in s.instructions}
+    ours = {  # each file's text, and of Python files also their string constants as Python reads them
+        str(path.relative_to(SRC)): normalise(path.read_text() + " ".join(string_constants(path)))
+        for path in sorted(SRC.rglob("*"))
+        if path.is_file() and path.suffix in (".py", ".json", ".sh", ".txt")
+    }
+    long = [text for text in instructions if len(text) >= 40]
+    assert len(long) > 100  # the check reads the real file
+    assert {
+        path: [t[:60] for t in long if t in text] for path, text in ours.items() if any(t in text for t in long)
+    } == {}

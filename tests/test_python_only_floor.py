@@ -10,7 +10,7 @@ import uuid
 import dagger
 import pytest
 
-from conftest import REGISTRY, REGISTRY_LOG, edit, example_module, fresh_agent, source_of
+from conftest import REGISTRY, REGISTRY_LOG, edit, example_build, fresh_agent, source_of
 from stagecache.registry import ImageRef, RegistryClient
 from stagecache.store import LOG_ENV, StageCache
 from stagecache.traffic import RegistryLog
@@ -45,7 +45,7 @@ async def fresh_agent_build(path: pathlib.Path, cache_from: list[str], cache_to:
     try:
         with open(os.devnull, "w") as devnull:
             async with dagger.connection(dagger.Config(log_output=devnull)):
-                cache = StageCache(stage_graph(example_module()), cache_from=cache_from, cache_to=cache_to)
+                cache = StageCache(stage_graph(example_build()), cache_from=cache_from, cache_to=cache_to)
                 container, report = await cache.build(source_of(path), "test", image)
                 traffic = log.since(mark)  # the build's traffic only: running the tests below pulls the image
                 tests = await container.with_exec(["python3", "-m", "pytest", "-q", "tests"]).stdout()

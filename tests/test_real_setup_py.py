@@ -17,9 +17,11 @@ import zipfile
 
 import pytest
 
+from conftest import example_build
 from vllm_ci.declare import DECLARED
 from vllm_ci.main import VllmCi  # noqa: F401  (declares the stages)
 from vllm_ci.stages.common import (
+    PRETEND_VERSION,
     SOURCE_DATE_EPOCH,
     build_version,
     dist_info_as_built,
@@ -27,7 +29,6 @@ from vllm_ci.stages.common import (
     metadata_version,
     version_file,
 )
-from vllm_ci.stages.csrc import CSRC_VERSION
 from vllm_ci.upstream import CACHE, vllm_source
 from vllm_ci.version import git_versions
 
@@ -35,6 +36,9 @@ from vllm_ci.version import git_versions
 # the compile RUN's exports, less CUDA's: target "empty").
 SETUP_ENV = {"VLLM_TARGET_DEVICE": "empty", "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH}
 BDIST_WHEEL = ["setup.py", "bdist_wheel", "--dist-dir=dist", "--py-limited-api=cp38"]
+
+# What csrc-build's ENV gives setuptools-scm, as the pinned Dockerfile writes it.
+CSRC_VERSION = example_build().env_value("csrc-build", PRETEND_VERSION)
 
 
 @pytest.fixture(scope="module")

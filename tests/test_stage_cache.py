@@ -21,6 +21,7 @@ from conftest import (
     edit,
     edited_copy,
     entry_tags,
+    example_build,
     example_module,
     fresh_agent,
     source_of,
@@ -220,7 +221,9 @@ async def test_every_miss_says_why_a_file_an_arg_or_the_code(
     assert report.record("extension").why == "parent csrc-build changed"
     assert "files ~csrc/ops.c" in report.table()
 
-    report = await build(example_dir, "extension", cache_from=[cache_repo], cache_to=cache_repo, max_jobs=4)
+    report = await build(
+        example_dir, "extension", cache_from=[cache_repo], cache_to=cache_repo, build_arg=["max_jobs=4"]
+    )
     assert report.record("csrc-build").why == "ARG max_jobs: '2' -> '4'"
     assert {s["stage"]: s["why"] for s in json.loads(report.to_json())["stages"]}[
         "csrc-build"
@@ -229,7 +232,9 @@ async def test_every_miss_says_why_a_file_an_arg_or_the_code(
     decl = DECLARED["extension"]
     edited = edited_copy(decl.function, "alone in one layer", "alone in one layer, edited", tmp_path)
     monkeypatch.setitem(DECLARED, "extension", dataclasses.replace(decl, function=edited))
-    report = await build(example_dir, "extension", cache_from=[cache_repo], cache_to=cache_repo, max_jobs=4)
+    report = await build(
+        example_dir, "extension", cache_from=[cache_repo], cache_to=cache_repo, build_arg=["max_jobs=4"]
+    )
     assert report.record("extension").why == "the stage's code changed"
     assert report.record("csrc-build").outcome == "hit"
 
@@ -291,7 +296,7 @@ async def test_a_build_shows_a_start_and_an_end_line_for_each_stage_that_runs(cl
     from stagecache.report import Progress
 
     stream = io.StringIO()
-    cache = StageCache(stage_graph(example_module()), cache_to=cache_repo, progress=Progress(stream))
+    cache = StageCache(stage_graph(example_build()), cache_to=cache_repo, progress=Progress(stream))
     _, report = await cache.build(source_of(EXAMPLE), "test-deps")
     lines = stream.getvalue().splitlines()
     for stage in ("vllm-runtime-base", "test-deps"):

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from conftest import EXAMPLE, REPO, edit, example_module, source_of, tagged_checkout
+from conftest import EXAMPLE, REPO, edit, example_build, example_module, source_of, tagged_checkout
 from vllm_ci.graph import TARGETS, stage_graph
 from vllm_ci.options import module_functions
 from vllm_ci.stages.common import DIST
@@ -37,7 +37,10 @@ async def test_every_stage_builds_the_example(client: None) -> None:
 
 
 async def test_the_stages_the_test_image_does_not_need_build_the_example_too(client: None) -> None:
-    module, source = example_module(vllm_kernel_symbol_map="1", buildkite_commit="abc123"), source_of(EXAMPLE)
+    module, source = (
+        example_module(build_arg=["VLLM_KERNEL_SYMBOL_MAP=1", "buildkite_commit=abc123"]),
+        source_of(EXAMPLE),
+    )
     dev = await module._stage(source, "dev")
     assert "pycodestyle" in await dev.with_exec(["uv", "pip", "list"]).stdout()  # lint.txt, through dev.txt
     assert await (await module._stage(source, "rust-build")).directory("/workspace/vllm").entries() == ["vllm-rs"]
@@ -222,4 +225,4 @@ def test_each_stage_function_of_the_module_builds_a_stage_its_source_declares() 
         if isinstance(decorator, ast.Call) and getattr(decorator.func, "id", "") == "stage"
     }
     assert set(named.values()) <= declared
-    assert set(TARGETS) == declared == {s.name for s in stage_graph(example_module())}
+    assert set(TARGETS) == declared == {s.name for s in stage_graph(example_build())}

@@ -7,12 +7,14 @@ import pathlib
 
 import pytest
 
-from conftest import git, tagged_checkout
+from conftest import example_build, git, tagged_checkout
 from vllm_ci.cli import main
-from vllm_ci.stages.common import build_version, version_file
-from vllm_ci.stages.csrc import CSRC_VERSION
+from vllm_ci.stages.common import PRETEND_VERSION, build_version, version_file
 from vllm_ci.upstream import VLLM_VERSION, vllm_source
 from vllm_ci.version import git_versions
+
+# What csrc-build's ENV gives setuptools-scm, as the pinned Dockerfile writes it.
+CSRC_VERSION = example_build().env_value("csrc-build", PRETEND_VERSION)
 
 
 def checkout_at(root: pathlib.Path) -> pathlib.Path:

@@ -11,10 +11,11 @@ from stagecache import StageContext
 from vllm_ci.args import BuildArgs
 from vllm_ci.declare import DECLARED, StageDeclaration
 from vllm_ci.deviations import Deviation
+from vllm_ci.deviations import claimed as claimed_in
 from vllm_ci.errors import UsageError
-from vllm_ci.instructions import AUTOMATIC_VALUES, AsWritten
+from vllm_ci.instructions import AUTOMATIC_VALUES, AsWritten, mount_options
 from vllm_ci.steps import Step, unquote
-from vllm_ci.upstream_file import Instruction, UpstreamFile, arg_value
+from vllm_ci.upstream_file import Instruction, UpstreamFile, arg_value, expand
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +95,26 @@ class Build:
         instruction = walk.anchored(deviation)
         walk.values.update(self.file.stage_values(walk.stage, self.passed, AUTOMATIC_VALUES, instruction.line))
         return walk.step_of(instruction)
+
+    def reads(self, decl: StageDeclaration) -> tuple[str, ...]:
+        """The source paths a stage reads: what it declares, and what its instructions (and those it runs of
+        other stages) name, as the file has them now: COPY/ADD sources, and the folders RUNs bind unless a
+        deviation claims the RUN (it declares the files it opens there). "." is all of the source."""
+        stages = [(decl.name, None)] if decl.upstream else []
+        named: list[str] = []
+        for name, deviation in [*stages, *decl.runs_from]:
+            stage = self.file.stage(name)
+            scope = self.file.stage_values(stage, self.passed, AUTOMATIC_VALUES)
+            claimed = {i.line for d in DECLARED[name].deviations for i in claimed_in(self.file.path, stage, d)}
+            for instruction in self.instructions_run_from(name, deviation):
+                if instruction.kind in ("COPY", "ADD") and not any(f.startswith("--from=") for f in instruction.flags):
+                    named += [expand(path, scope) for path in instruction.value[:-1]]
+                elif instruction.kind == "RUN" and instruction.line not in claimed:
+                    for flag in instruction.flags:
+                        options = mount_options(expand(flag, scope)) if flag.startswith("--mount=") else {}
+                        if options.get("type", "bind") == "bind" and options and "from" not in options:
+                            named.append(options.get("source", options.get("src", ".")))
+        return tuple(dict.fromkeys([*decl.reads, *named]))
 
     def key_values(self, decl: StageDeclaration) -> dict[str, str]:
         """The ARGs a stage reads, each with the value its RUNs see at its line (unset ones left out;

@@ -254,12 +254,14 @@ def accept(file: UpstreamFile, declarations: Mapping[str, StageDeclaration]) -> 
     return dict(sorted(digests.items()))
 
 
-def refusal(report: ConformanceReport) -> str:
+def refusal(report: ConformanceReport) -> UsageError:
     """A failing report as the one line a build is refused with (the first row that needs a person, and
-    how many more), followed by that row's diff when there is one."""
+    how many more), with that row's diff, when there is one, shown before it."""
     failing = [r for r in report.rows if r.status in FAILING]
     first = failing[0]
     where = f"{report.dockerfile}:{first.line}" if first.line is not None else report.dockerfile
     more = f" (and {len(failing) - 1} more: vllm-ci conformance)" if len(failing) > 1 else ""
-    line = f"{where}: stage {first.stage}: {first.reason or first.status}: {_short(first.instruction)} [{first.holder}]{more}"
-    return line + (f"\n{first.diff}" if first.diff else "")
+    reason = first.reason or first.status
+    return UsageError(
+        f"{where}: stage {first.stage}: {reason}: {_short(first.instruction)} [{first.holder}]{more}", first.diff
+    )

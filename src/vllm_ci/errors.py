@@ -10,9 +10,11 @@ from stagecache.errors import InputError, StageError
 class UsageError(InputError):
     """Bad input, found before any container work (exit 2), as the command line names it."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message, phase="usage")
-        self.args = (message,)  # shown as given: the message names the flag or file at fault
+    def __init__(self, message: str, output: str = "") -> None:
+        super().__init__(message, phase="usage", output=output)
+        # Shown as given: the message names the flag or file at fault. A detail (a diff) is shown before
+        # it, also by `dagger call`, which shows only the error.
+        self.args = (f"{output}\n{message}" if output else message,)
 
     def __str__(self) -> str:
         return str(self.args[0])

@@ -22,8 +22,17 @@ OWN_CODE = ("vllm_ci",)
 
 
 def include_patterns(reads: tuple[str, ...]) -> tuple[str, ...]:
-    """A stage's reads as include patterns: a folder ("cmake/") is everything under it."""
-    return tuple(p + "**" if p.endswith("/") else p for p in reads)
+    """A stage's reads as include patterns: a folder ("cmake/") is everything under it, "." all of the
+    source, a glob itself, and a path the file names without saying which it is both a file and a folder."""
+    patterns: list[str] = []
+    for path in (p.removeprefix("./") for p in reads):
+        if path in (".", "", "**"):
+            patterns.append("**")
+        elif path.endswith("/") or any(c in path for c in "*?["):
+            patterns.append(path + "**" if path.endswith("/") else path)
+        else:
+            patterns += [path, path + "/**"]
+    return tuple(dict.fromkeys(patterns))
 
 
 def steps_of(decl: StageDeclaration, build: Build) -> tuple[dict[str, str], dict[str, str]]:
@@ -78,7 +87,7 @@ def stage_graph(build: Build) -> list[Stage]:
                 decl.name,
                 walked(decl, build),
                 decl.parents,
-                include_patterns(decl.reads),
+                include_patterns(build.reads(decl)),
                 build.key_values(decl),
                 code_fingerprint(decl.function, OWN_CODE),
                 decl.not_read,

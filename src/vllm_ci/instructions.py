@@ -230,6 +230,14 @@ class AsWritten:
 
         return step
 
+    def is_source_folder(self, source: str) -> bool:
+        """Whether a path of the stage's source is a folder: the client hashed files under it (or the
+        stage declares it as one, "cmake/")."""
+        path = source.strip("/").removeprefix("./")
+        if (path + "/") in self.folders:
+            return True
+        return path not in self.ctx.files and any(name.startswith(path + "/") for name in self.ctx.files)
+
     def portable_script(self, command: Instruction) -> str:
         """A RUN's script, with a portability override applied where the build passes one: the commands
         (between `&&`) that hold the deviation's anchor, or the whole script, become the override's value."""
@@ -306,7 +314,7 @@ class AsWritten:
             return ctr.with_directory(
                 posixpath.dirname(dest.rstrip("/")) or ".", origin(folder), include=[name, f"{name}/**"]
             )
-        is_folder = ("." not in name) if parent is not None else (source.rstrip("/") + "/") in self.folders
+        is_folder = ("." not in name) if parent is not None else self.is_source_folder(source)
         if is_folder:
             return ctr.with_directory(dest, origin(source))
         file = parent.file(source) if parent is not None else self.ctx.source.file(source)

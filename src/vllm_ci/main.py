@@ -133,9 +133,9 @@ class VllmCi(BuildArgs):
         line before any container work when it needs a person (a new stage, a changed FROM or deviated
         instruction, an instruction that cannot run as written) or names no ARG a --build-arg sets."""
         build = Build(await self._versioned(source), await self._file(source))
-        report = check(build.file, DECLARED)
+        report = check(build.file, DECLARED, released=released_file())
         if not report.ok():
-            raise UsageError(refusal(report))
+            raise refusal(report)
         return build
 
     async def _versioned(self, source: dagger.Directory | None) -> "VllmCi":

@@ -190,7 +190,10 @@ def _parse_bool(text: str) -> bool:
 
 def _parse_list(text: str) -> list[str]:
     """A comma-separated list, as `dagger call` reads one (CSV: an item in double quotes may hold commas)."""
-    return [item for row in csv.reader([text]) for item in row if item]
+    try:
+        return [item for row in csv.reader([text]) for item in row if item]
+    except csv.Error as err:  # a line break in an unquoted item, as `dagger call` refuses it
+        raise argparse.ArgumentTypeError(f"not a comma-separated list: {err}") from None
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, list[Option]]]:
