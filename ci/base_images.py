@@ -56,7 +56,9 @@ CUDA_INDEX: Final = "cu130"
 # project, version, module, console scripts
 STANDINS: Final = (
     ("torch", "2.14.0+cu130", "torch", ()),
-    ("flashinfer-python", "0.6.1", "flashinfer", (("flashinfer", "flashinfer.__main__:main"),)),
+    # A local version, as torch's: PyPI never has one, so an install that searches PyPI first (vLLM 0.34.0's
+    # `--extra-index-url <the public index> --index-strategy unsafe-first-match`) still takes the stand-in.
+    ("flashinfer-python", "0.6.1+cu130", "flashinfer", (("flashinfer", "flashinfer.__main__:main"),)),
 )
 FLASHINFER_MAIN: Final = """\
 import sys

@@ -27,11 +27,13 @@ from vllm_ci.engine import use_local_engine
 from vllm_ci.graph import stage_graph
 from vllm_ci.instructions import AsWritten
 from vllm_ci.main import SOURCE_IGNORE, VllmCi
-from vllm_ci.upstream import git, tagged_checkout  # noqa: F401  (the tests import them from here)
+from vllm_ci.upstream import VLLM_VERSION, git, tagged_checkout  # noqa: F401  (the tests import them from here)
 from vllm_ci.upstream_file import UpstreamFile
 from vllm_ci.version import git_versions
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+# The version setuptools-scm gives a checkout one commit past the pinned release's tag (its prefix).
+NEXT_DEV = ".".join([*VLLM_VERSION.split(".")[:2], str(int(VLLM_VERSION.split(".")[2]) + 1)]) + ".dev1+g"
 EXAMPLE = REPO / "examples" / "mini-vllm"
 REGISTRY = os.environ.get("VLLM_CI_REGISTRY", "127.0.0.1:5000").split("/")[0]
 STATE = pathlib.Path(os.environ.get("VLLM_CI_STATE", "/var/lib/vllm-ci"))

@@ -117,6 +117,10 @@ def make_checkout(root: Path) -> Path:
         if source.is_file():  # deleted-but-tracked files are listed too
             (checkout / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, checkout / name)
+    # The example's docker/Dockerfile is upstream's, placed by ci/up and never committed here; a vLLM
+    # checkout has its own committed, as this one now does.
+    dockerfile = Path("examples/mini-vllm/docker/Dockerfile")
+    shutil.copy2(REPO / dockerfile, checkout / dockerfile)
     git(checkout, "init", "-q", "-b", "main")
     return commit(checkout, "snapshot of the working tree")
 
@@ -380,7 +384,9 @@ def test_a_failure_of_the_real_cli_names_its_phase_in_one_line(
     if case == "missing source":
         env["VLLM_CI_SOURCE"] = "examples/absent"
     elif case == "missing base image":
-        env["VLLM_CI_FLAGS"] = f"--build-base-image={REGISTRY}/library/absent:none"  # after the args file: it wins
+        env["VLLM_CI_FLAGS"] = (
+            f"--build-arg=BUILD_BASE_IMAGE={REGISTRY}/library/absent:none"  # after the args file: it wins
+        )
     else:
         registry = LocalRegistry(tmp_path / "read-only-registry", readonly=True).start()
         env["VLLM_CI_REGISTRY"] = f"{registry.addr}/vllm-ci"

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from conftest import EXAMPLE, REPO, git, tagged_checkout
+from conftest import EXAMPLE, NEXT_DEV, REPO, git, tagged_checkout
 from vllm_ci.cli import main
 from vllm_ci.errors import UsageError
 from vllm_ci.version import git_versions
@@ -127,7 +127,7 @@ def test_deriving_a_hostile_checkouts_version_runs_none_of_its_programs_and_writ
     assert ran(tmp_path) == []
     assert snapshot(checkout) == before
     assert not (checkout / "vllm").exists()
-    assert clean == f"0.33.1.dev1+g{node}" and version.startswith(clean)
+    assert clean == f"{NEXT_DEV}{node}" and version.startswith(clean)
 
 
 def test_a_version_file_outside_the_checkout_is_ignored_not_written_nor_a_crash(
@@ -135,7 +135,7 @@ def test_a_version_file_outside_the_checkout_is_ignored_not_written_nor_a_crash(
 ) -> None:
     outside = tmp_path / "outside.py"
     checkout = hostile(tmp_path, monkeypatch, f'version_file = {str(outside)!r}\nwrite_to = "../outside2.py"\n')
-    assert git_versions(checkout)[1].startswith("0.33.1.dev1+g")
+    assert git_versions(checkout)[1].startswith(NEXT_DEV)
     assert not outside.exists() and not (tmp_path / "outside2.py").exists() and ran(tmp_path) == []
 
 

@@ -3,6 +3,7 @@ pure parts (mount options, ARG expansion) as plain unit tests."""
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import subprocess
 import sys
@@ -150,7 +151,7 @@ async def test_each_stages_runs_see_exactly_the_arg_values_its_key_holds_byte_fo
     odd = "${CUDA_VERSION} $(touch /tmp/ran) 'q' \"d\" `x` ;|&"  # passed values are never expanded or run
     builds = {
         "defaults": example_build(),
-        "passed": example_build(build_arg=["max_jobs=4", f"TIMM_VERSION={odd}", f"PIP_INDEX_URL={odd}"]),
+        "passed": example_build(build_arg=["max_jobs=2", f"TIMM_VERSION={odd}", f"PIP_INDEX_URL={odd}"]),
     }
     dump_env = UpstreamFile.parse("FROM scratch\nRUN env -0 > /seen\n", "probe").stages[0].instructions[0]
     base = dag.container().from_(RUNTIME)
@@ -177,5 +178,15 @@ async def test_each_stages_runs_see_exactly_the_arg_values_its_key_holds_byte_fo
         assert set(values) == {arg for arg in key if arg in values}
     assert "max_jobs" not in seen["defaults", "extensions-build"]  # a bare `ARG max_jobs`: unset, in key and RUN
     assert seen["defaults", "csrc-build"]["max_jobs"] == "2"  # `ARG max_jobs=2`
-    assert seen["passed", "extensions-build"]["max_jobs"] == "4"
+    assert seen["passed", "extensions-build"]["max_jobs"] == "2"  # passed (even as csrc-build's default): every stage
     assert seen["passed", "vllm-runtime-base"]["TIMM_VERSION"] == odd
+
+
+@pytest.mark.anyio
+async def test_a_url_rewrite_replaces_a_url_a_run_hard_codes_and_nothing_else(client: None) -> None:
+    # vLLM 0.34.0's RUNs name the public index themselves; a mirror rewrites it (--url-rewrite OLD=NEW).
+    ctx = StageContext(source=dag.directory(), parents={})
+    upstream = walk_of("RUN echo --extra-index-url https://index.invalid/simple kept > /urls", ctx)
+    rewritten = dataclasses.replace(upstream, rewrites={"https://index.invalid/simple": "file:///mirror/simple"})
+    image = rewritten.walk(dag.container().from_(RUNTIME))
+    assert await image.file("/urls").contents() == "--extra-index-url file:///mirror/simple kept\n"

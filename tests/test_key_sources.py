@@ -256,3 +256,10 @@ def test_the_ignore_pattern_named_for_an_excluded_file_is_the_last_that_matches_
 def test_a_file_name_with_a_newline_stays_on_one_line_of_a_miss() -> None:
     line = explain({"schema": 3, "inputs": "a"}, {"schema": 3, "inputs": "b"}, {}, {"vllm/evil\nstage base: hit": "x"})
     assert "\n" not in line and line == "files +'vllm/evil\\nstage base: hit'"
+
+
+def test_a_url_rewrite_moves_every_stage_that_runs_the_files_instructions() -> None:
+    before = keys(stage_graph(example_build()))
+    after = keys(stage_graph(example_build(url_rewrite=["https://index.invalid/simple=file:///mirror"])))
+    ours_only = {"extension", "rust-installed", "runtime-python"}  # no instruction of the file of their own
+    assert {s for s in before if before[s] != after[s]} - ours_only == set(before) - ours_only

@@ -13,7 +13,19 @@ import uuid
 
 import pytest
 
-from conftest import CLIENT, DAGGER, EXAMPLE, REGISTRY, REPO, STATE, checkout, cli_env, example_flags, tagged_checkout
+from conftest import (
+    CLIENT,
+    DAGGER,
+    EXAMPLE,
+    NEXT_DEV,
+    REGISTRY,
+    REPO,
+    STATE,
+    checkout,
+    cli_env,
+    example_flags,
+    tagged_checkout,
+)
 from vllm_ci.options import module_functions
 
 CONSUMER = REPO / "examples" / "consumer"
@@ -72,7 +84,7 @@ def test_both_modes_key_the_version_a_checkouts_git_gives_and_nothing_else_of_it
 ) -> None:
     tagged_checkout(example_dir)
     version_flags = run([sys.executable, "-m", "vllm_ci.version", example_dir]).split()
-    assert version_flags[0].startswith("--git-version=0.33.1.dev1+g")
+    assert version_flags[0].startswith("--git-version=" + NEXT_DEV)
     module = json.loads(run([DAGGER, "call", *example_flags(), *version_flags, "plan", f"--source={example_dir}"]))
     client = json.loads(run([CLIENT, *example_flags(), "plan", "--source", example_dir]))  # derives them itself
     plain = json.loads(run([CLIENT, *example_flags(), "plan", "--source", "examples/mini-vllm"]))

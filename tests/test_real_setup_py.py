@@ -1,4 +1,4 @@
-"""vLLM 0.33.0's own setup.py, run on its sdist as csrc-build and build run it, with
+"""the pinned vLLM release's own setup.py, run on its sdist as csrc-build and build run it, with
 VLLM_TARGET_DEVICE=empty (no compiler, no GPU) and upstream's build requirements from PyPI, torch
 2.14.0 included: the dist-info and _version.py the fast path derives from csrc-build's wheel are
 build's wheel's. No engine: the stages' containers cannot run real vLLM's csrc-build here (its
@@ -29,7 +29,7 @@ from vllm_ci.stages.common import (
     metadata_version,
     version_file,
 )
-from vllm_ci.upstream import CACHE, vllm_source
+from vllm_ci.upstream import CACHE, VLLM_VERSION, vllm_source
 from vllm_ci.version import git_versions
 
 # What build's and csrc-build's setup.py commands read of their environment here (upstream's ENV and
@@ -99,7 +99,7 @@ def unpacked(wheel: pathlib.Path) -> dict[str, str]:
 def wheels(
     build_python: pathlib.Path, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[pathlib.Path, pathlib.Path, str]:
-    """(csrc-build's wheel, build's wheel, the version the client derives) of vLLM 0.33.0's sdist."""
+    """(csrc-build's wheel, build's wheel, the version the client derives) of the pinned vLLM release's sdist."""
     source = vllm_source()
     # csrc-build's /workspace: what base copies in, then its own COPYs.
     csrc_tree = copy_of(
@@ -127,7 +127,7 @@ def test_vllms_dist_info_and_version_file_derived_from_csrc_builds_wheel_are_bui
     assert csrc_version == f"{CSRC_VERSION}.empty"  # setup.py's suffix on the pretend version
 
     installed_version = build_version(csrc_version, version, CSRC_VERSION)
-    assert installed_version == "0.33.0+empty" and build_info == f"vllm-{installed_version}.dist-info"
+    assert installed_version == f"{VLLM_VERSION}+empty" and build_info == f"vllm-{installed_version}.dist-info"
     source = vllm_source()
     readme, patterns = metadata_inputs((source / "pyproject.toml").read_text())
     licenses = {

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from conftest import EXAMPLE, REPO, edit, example_build, example_module, source_of, tagged_checkout
+from conftest import EXAMPLE, NEXT_DEV, REPO, edit, example_build, example_module, source_of, tagged_checkout
 from vllm_ci.graph import TARGETS, stage_graph
 from vllm_ci.options import module_functions
 from vllm_ci.stages.common import DIST
@@ -142,8 +142,9 @@ async def test_the_wheel_contains_the_compiled_extension_and_imports(client: Non
 
 async def _keys(path: pathlib.Path, **overrides: object) -> dict[str, str]:
     """Stage keys of a checkout for the test target."""
-    cache = await example_module(**overrides)._cache(None)
-    return {p.stage.name: p.key for p in await cache.plan(source_of(path), "test")}
+    source = source_of(path)
+    cache = await example_module(**overrides)._cache(source)
+    return {p.stage.name: p.key for p in await cache.plan(source, "test")}
 
 
 async def test_a_python_only_change_leaves_csrc_build_identical_and_changes_the_test_image(
@@ -152,7 +153,7 @@ async def test_a_python_only_change_leaves_csrc_build_identical_and_changes_the_
     # What csrc-build gives its children is its wheel; the test image's vLLM is its installed package
     # (digests of those folders: hashing whole root filesystems took minutes and proved no more).
     module = example_module()
-    installed = f"{module.site_packages()}/vllm"
+    installed = f"{example_build().site_packages()}/vllm"
     before_keys = await _keys(example_dir)
     before_csrc = await (await module.csrc_build(source_of(example_dir))).directory(DIST).digest()
     before_test = await (await module.test_image(source_of(example_dir))).directory(installed).digest()
@@ -186,7 +187,7 @@ async def test_the_version_derived_from_git_moves_only_the_stages_that_bind_git_
 ) -> None:
     tagged_checkout(example_dir)
     version, clean = git_versions(example_dir)
-    assert clean.startswith("0.33.1.dev1+g")
+    assert clean.startswith(NEXT_DEV)
     plain = await _keys(example_dir)
     versioned = await _keys(example_dir, git_version=version, git_version_clean=clean)
     moved = {name for name in plain if plain[name] != versioned[name]}

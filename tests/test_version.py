@@ -7,7 +7,7 @@ import pathlib
 
 import pytest
 
-from conftest import example_build, git, tagged_checkout
+from conftest import NEXT_DEV, example_build, git, tagged_checkout
 from vllm_ci.cli import main
 from vllm_ci.stages.common import PRETEND_VERSION, build_version, version_file
 from vllm_ci.upstream import VLLM_VERSION, vllm_source
@@ -29,7 +29,7 @@ def test_a_commit_past_a_tag_gets_the_next_dev_version_with_its_node_as_setup_py
 ) -> None:
     checkout = checkout_at(tmp_path / "vllm")
     node = git(checkout, "rev-parse", "HEAD")[:9]
-    assert git_versions(checkout) == (f"0.33.1.dev1+g{node}", f"0.33.1.dev1+g{node}")
+    assert git_versions(checkout) == (f"{NEXT_DEV}{node}", f"{NEXT_DEV}{node}")
 
 
 def test_a_dirty_tree_dates_the_build_version_but_not_rust_builds(tmp_path: pathlib.Path) -> None:
@@ -37,13 +37,13 @@ def test_a_dirty_tree_dates_the_build_version_but_not_rust_builds(tmp_path: path
     (checkout / "setup.py").write_text("# edited, not committed\n")
     node = git(checkout, "rev-parse", "HEAD")[:9]
     today = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d")
-    assert git_versions(checkout) == (f"0.33.1.dev1+g{node}.d{today}", f"0.33.1.dev1+g{node}")
+    assert git_versions(checkout) == (f"{NEXT_DEV}{node}.d{today}", f"{NEXT_DEV}{node}")
 
 
 def test_a_tag_that_does_not_match_upstreams_pattern_is_not_the_version(tmp_path: pathlib.Path) -> None:
     checkout = checkout_at(tmp_path / "vllm")
     git(checkout, "tag", "nightly-7")  # on HEAD, but not v[0-9]*: upstream's describe ignores it
-    assert git_versions(checkout)[0].startswith("0.33.1.dev1+g")
+    assert git_versions(checkout)[0].startswith(NEXT_DEV)
 
 
 def test_a_folder_that_is_not_a_checkout_root_has_no_version(tmp_path: pathlib.Path) -> None:

@@ -26,6 +26,13 @@ class BuildArgs:
     dockerfile: Annotated[
         str, Doc("The Dockerfile to build, a path in the source (buildx's --file): its instructions are what runs")
     ] = "docker/Dockerfile"
+    url_rewrite: Annotated[
+        list[str] | None,
+        Doc(
+            "OLD=NEW: a URL the Dockerfile's RUNs hard-code (vLLM 0.34.0 names the public package index in 7 RUNs) "
+            "replaced by NEW in every RUN, for a mirror (repeatable); in the key of every stage"
+        ),
+    ] = None
     # Portability: commands upstream hard-codes with no ARG. Empty: upstream's step runs as written, as a
     # real build needs; a fork or mirror replaces it (the example does). Each names the instruction it
     # replaces in the stage that declares it (instructions.Deviation.portable).
@@ -79,6 +86,7 @@ class BuildArgs:
         to start, and a repository check that could only fail (the upload leaves .git out: build's
         check_repo.sh would see an empty one)."""
         passed = self.passed()
+        self.rewrites()
         if passed.get("GIT_REPO_CHECK", "0") not in ("", "0"):
             raise UsageError(
                 "--build-arg GIT_REPO_CHECK: tools/check_repo.sh asks git whether the checkout is clean and "
@@ -100,6 +108,16 @@ class BuildArgs:
     def passed(self) -> dict[str, str]:
         """The --build-arg values as NAME -> VALUE, exactly as given (the last of a name wins)."""
         return parse_build_args(self.build_arg or [])
+
+    def rewrites(self) -> dict[str, str]:
+        """The --url-rewrite pairs as OLD -> NEW; one without `=` or with an empty side is a UsageError."""
+        pairs = {}
+        for pair in self.url_rewrite or []:
+            old, _, new = pair.partition("=")
+            if not old or not new:
+                raise UsageError(f"--url-rewrite {pair!r}: expected OLD=NEW")
+            pairs[old] = new
+        return pairs
 
     def portable(self) -> dict[str, str]:
         """This build's portability overrides, by argument name (empty: upstream's step)."""

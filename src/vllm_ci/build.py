@@ -76,6 +76,7 @@ class Build:
             decl.deviations,
             self.args.portable(),
             tuple(p for p in decl.reads if p.endswith("/")),
+            self.args.rewrites(),
         )
         if register:
             self.walks[stage] = walk
@@ -91,7 +92,7 @@ class Build:
     def step_elsewhere(self, stage: str, deviation: Deviation, ctx: StageContext) -> Step:
         """The as-written step of an instruction another stage declares as done here (test's editable
         install of the test utilities, run in test-deps), in that stage's ARG scope at its line."""
-        walk = AsWritten(self.file.stage(stage), self.file, self.passed, ctx, DECLARED[stage].deviations)
+        walk = dataclasses.replace(self.upstream(stage, ctx, register=False), values={})
         instruction = walk.anchored(deviation)
         walk.values.update(self.file.stage_values(walk.stage, self.passed, AUTOMATIC_VALUES, instruction.line))
         return walk.step_of(instruction)
@@ -116,6 +117,22 @@ class Build:
                             named.append(options.get("source", options.get("src", ".")))
         return tuple(dict.fromkeys([*decl.reads, *named]))
 
+    def taken_from(self, stage: str) -> list[str]:
+        """The paths the file's other stages copy or bind from a stage (COPY --from, RUN --mount from=),
+        a path under another one left out: all a child can see of it."""
+        paths: list[str] = []
+        for other in self.file.stages:
+            for instruction in other.instructions:
+                flags = dict(f.removeprefix("--").partition("=")[::2] for f in instruction.flags)
+                if instruction.kind in ("COPY", "ADD") and flags.get("from") == stage:
+                    paths += instruction.value[:-1]
+                for flag in instruction.flags if instruction.kind == "RUN" else ():
+                    options = mount_options(flag) if flag.startswith("--mount=") else {}
+                    if options.get("from") == stage:
+                        paths.append(options.get("source", options.get("src", "/")))
+        kept = sorted({"/" + p.strip("/") for p in paths})
+        return [p for p in kept if not any(p.startswith(q + "/") for q in kept if q != p)]
+
     def key_values(self, decl: StageDeclaration) -> dict[str, str]:
         """The ARGs a stage reads, each with the value its RUNs see at its line (unset ones left out;
         one declared twice keyed `NAME@2`), and what only this project's steps read (also_reads)."""
@@ -129,6 +146,8 @@ class Build:
                 key = name if name not in values else f"{name}@{sum(k.split('@')[0] == name for k in values) + 1}"
                 if scope[name] is not None:
                     values[key] = scope[name] or ""
+        if self.args.url_rewrite and (decl.upstream or decl.runs_from):
+            values["url_rewrite"] = " ".join(self.args.url_rewrite)
         for other, _ in decl.runs_from:
             for name, value in self.file.stage_values(self.file.stage(other), self.passed, AUTOMATIC_VALUES).items():
                 if value is not None:

@@ -51,11 +51,11 @@ def steps_of(decl: StageDeclaration, build: Build) -> tuple[dict[str, str], dict
         seen[instruction.kind] = seen.get(instruction.kind, 0) + 1
         label = f"{instruction.kind} {seen[instruction.kind]}"
         steps[label], notes[label] = instruction.digest, f"line {instruction.line}"
+    counted: dict[tuple[str, str], int] = {}
     for other, deviation in decl.runs_from:
-        counted: dict[str, int] = {}
         for instruction in build.instructions_run_from(other, deviation):
-            counted[instruction.kind] = counted.get(instruction.kind, 0) + 1
-            label = f"{other} {instruction.kind} {counted[instruction.kind]}"
+            counted[other, instruction.kind] = counted.get((other, instruction.kind), 0) + 1
+            label = f"{other} {instruction.kind} {counted[other, instruction.kind]}"
             steps[label], notes[label] = instruction.digest, f"line {instruction.line}"
     return steps, notes
 

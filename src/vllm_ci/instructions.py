@@ -119,6 +119,9 @@ class AsWritten:
     deviations: Sequence[Deviation] = ()
     portable: Mapping[str, str] = dataclasses.field(default_factory=dict)  # argument -> this build's value
     folders: Sequence[str] = ()  # the source paths the stage reads that are folders ("cmake/")
+    rewrites: Mapping[str, str] = dataclasses.field(
+        default_factory=dict
+    )  # URL in a RUN -> this build's (--url-rewrite)
     # The ARGs declared so far in the walk, with their values (None: unset): what the next RUN sees.
     values: dict[str, str | None] = dataclasses.field(default_factory=dict)
     # ENV values this runner has set so far, for the instructions after them (BuildKit: ENV wins over ARG).
@@ -203,6 +206,8 @@ class AsWritten:
     def _run(self, command: Instruction) -> Step:
         """RUN: the script as written, its mounts, the stage's ARGs in its environment."""
         script = self.portable_script(command)
+        for old, new in self.rewrites.items():
+            script = script.replace(old, new)
         # ENV wins over an ARG of the same name: set an ARG only where the image has no such variable.
         preamble = "".join(
             f'[ -n "${{{name}+set}}" ] || export {name}={shlex.quote(value)}\n'

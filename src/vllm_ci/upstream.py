@@ -15,8 +15,8 @@ from typing import Final
 
 from pip._internal.models.index import PyPI  # pip's default index, so no host name is written here
 
-VLLM_VERSION: Final = "0.33.0"
-VLLM_SDIST_SHA256: Final = "f4c33c2503d52bb411146afa9618a4f48bed68912f617e6803ac8d76e4c74112"
+VLLM_VERSION: Final = "0.34.0"
+VLLM_SDIST_SHA256: Final = "fcad848b246a9d8652b47e6425af92334dc02492f9802720f54e27b823cf0113"
 CACHE: Final = pathlib.Path(os.environ.get("VLLM_CI_CACHE", "/var/cache/vllm-ci")) / "upstream"
 
 

@@ -80,6 +80,12 @@ COMPILE_BYTECODE = "import compileall, sys; compileall.compile_dir(sys.argv[1], 
 VERSION_LINES = ("__version__ = ", "__version_tuple__ = ")
 
 
+def keeping(paths: list[str], built: dagger.Container) -> dagger.Container:
+    """An image holding only these paths of a built stage (files or folders), as children see them."""
+    patterns = [q for p in paths for q in (p.strip("/"), p.strip("/") + "/**")]
+    return dag.container().with_rootfs(dag.directory().with_directory("/", built.rootfs(), include=patterns))
+
+
 def without_git(ctx: StageContext) -> StageContext:
     """The stage's context with an empty .git in its source: what RUNs that bind .git get, since the
     uploaded source leaves .git out (and a key never reads it)."""

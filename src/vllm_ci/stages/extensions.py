@@ -1,41 +1,27 @@
 """EXTENSIONS BUILD IMAGE: `FROM base AS extensions-build`: the expert-parallel kernel wheels (DeepEP
-and NVSHMEM), Triton from source and NIXL, each only when its ARG asks for it. Every instruction runs
-as the file writes it; the result keeps only the three dist/ folders its children take."""
+and NVSHMEM) and Triton from source, each only when its ARG asks for it. Every instruction runs as the
+file writes it; the result keeps only what its children take (the paths the file copies or binds from
+it, and the EP wheels this project's extension stage adds)."""
 
 from __future__ import annotations
 
 import dagger
-from dagger import dag
 
 from stagecache import StageContext
 from vllm_ci.build import Build
 from vllm_ci.declare import stage
-from vllm_ci.deviations import Deviation
+from vllm_ci.stages.common import keeping
 
-# The three folders children copy or bind from this stage.
+# What this project's own extension stage takes from this one (the file's children take what they name).
 EP_DIST = "/tmp/ep_kernels_workspace/dist"
-TRITON_DIST = "/tmp/triton_from_source_workspace/dist"
-NIXL_DIST = "/tmp/nixl_workspace/dist"
 READS = (
     "tools/ep_kernels/install_python_libraries.sh",
     "tools/build_triton_from_source.sh",
-    "tools/build_nixl_with_torch215_for_rubin.py",
-    "requirements/kv_connectors.txt",
-)
-NIXL_BUILD = Deviation(
-    "RUN",
-    "kv_connectors.txt",
-    "binds only requirements/kv_connectors.txt, the one file of requirements/ the step reads",
 )
 
 
-@stage("extensions-build", from_="base", parents=("base",), reads=READS, deviations=(NIXL_BUILD,))
+@stage("extensions-build", from_="base", parents=("base",), reads=READS)
 async def extensions_build(build: Build, ctx: StageContext) -> dagger.Container:
-    """FROM base AS extensions-build: the EP kernel wheels, Triton and NIXL; keep only their dist/ folders."""
+    """FROM base AS extensions-build: the EP kernel wheels and Triton; keep only what its children take."""
     built = build.upstream("extensions-build", ctx).walk(ctx.parents["base"])
-    return (
-        dag.container()
-        .with_directory(EP_DIST, built.directory(EP_DIST))
-        .with_directory(TRITON_DIST, built.directory(TRITON_DIST))
-        .with_directory(NIXL_DIST, built.directory(NIXL_DIST))
-    )
+    return keeping([*build.taken_from("extensions-build"), EP_DIST], built)

@@ -31,13 +31,14 @@ SOURCE_TREE_BY_FILES = (
     "the tree is added with vllm/ already at src/vllm: two file layers, no RUN, so a Python-only "
     "change pulls nothing below them"
 )
-IN_TEST_DEPS = (
-    "run as written in test-deps on the same path (/vllm-workspace/tests/vllm_test_utils), so this stage stays thin"
-)
+IN_TEST_DEPS = "run as written at the end of test-deps, in the same folder (/vllm-workspace), so this stage stays thin"
 SOURCE_TREE = Deviation("ADD", ". /vllm-workspace/", SOURCE_TREE_BY_FILES)
 MAKE_SRC = Deviation("RUN", "mkdir src", SOURCE_TREE_BY_FILES)
 MOVE_TO_SRC = Deviation("RUN", "mv vllm src/vllm", SOURCE_TREE_BY_FILES)
 EDITABLE_TEST_UTILS = Deviation("RUN", "tests/vllm_test_utils", IN_TEST_DEPS)
+# The lock check after vLLM is installed; vLLM's file layers install no dependency, so the packages it
+# checks are test-deps': run there, as the editable install is.
+KV_LOCK_VERIFY = Deviation("RUN", "kv_connector_lock.py verify", IN_TEST_DEPS)
 COPY_V1 = Deviation("COPY", "vllm/v1", "vllm/v1 is already in site-packages: the file layers add all of vllm/ there")
 
 
@@ -46,7 +47,7 @@ COPY_V1 = Deviation("COPY", "vllm/v1", "vllm/v1 is already in site-packages: the
     from_="vllm-runtime-base",
     parents=("vllm-runtime-base", "base"),
     reads=TEST_DEPS_READS,
-    runs_from=(("test", EDITABLE_TEST_UTILS),),
+    runs_from=(("test", EDITABLE_TEST_UTILS), ("test", KV_LOCK_VERIFY)),
 )
 async def test_deps(build: Build, ctx: StageContext) -> dagger.Container:
     """FROM vllm-runtime-base AS test-deps: git, the dev requirements (lint and tests) and the test utilities."""
@@ -56,6 +57,7 @@ async def test_deps(build: Build, ctx: StageContext) -> dagger.Container:
         # The test stage's editable install of the test utilities, where ADD . will put them.
         .with_directory(f"{RUNTIME_WORKSPACE}/tests/vllm_test_utils", ctx.source.directory("tests/vllm_test_utils"))
         .with_(build.step_elsewhere("test", EDITABLE_TEST_UTILS, ctx))
+        .with_(build.step_elsewhere("test", KV_LOCK_VERIFY, ctx))
     )
 
 
@@ -64,7 +66,7 @@ async def test_deps(build: Build, ctx: StageContext) -> dagger.Container:
     from_="test-deps",
     parents=("test-deps", "extension", "rust-installed", "runtime-python"),
     reads=EVERYTHING,
-    deviations=(*INSTALLS_VLLM, SOURCE_TREE, EDITABLE_TEST_UTILS, COPY_V1, MAKE_SRC, MOVE_TO_SRC),
+    deviations=(*INSTALLS_VLLM, SOURCE_TREE, EDITABLE_TEST_UTILS, KV_LOCK_VERIFY, COPY_V1, MAKE_SRC, MOVE_TO_SRC),
     also_reads=("PYTHON_VERSION", "git_version"),
     not_read=("test-deps", "extension", "rust-installed"),
 )
@@ -74,7 +76,7 @@ async def test(build: Build, ctx: StageContext) -> dagger.Container:
     handlers: dict[Deviation, Handler] = {
         **installing_vllm(await vllm_installed(build, ctx)),
         SOURCE_TREE: lambda ctr, _: source_tree(ctr),
-        **dict.fromkeys((EDITABLE_TEST_UTILS, COPY_V1, MAKE_SRC, MOVE_TO_SRC), skipped),
+        **dict.fromkeys((EDITABLE_TEST_UTILS, KV_LOCK_VERIFY, COPY_V1, MAKE_SRC, MOVE_TO_SRC), skipped),
     }
     return build.upstream("test", ctx).walk(ctx.parents["test-deps"], handlers)
 

@@ -15,14 +15,20 @@ class Consumer:
         list[str],
         Doc(
             "vllm-ci's constructor arguments as NAME=VALUE (its args file's lines without the leading --), "
-            "e.g. build-base-image=REF; a fork passes its mirrors here"
+            "e.g. build-arg=BUILD_BASE_IMAGE=REF; a fork passes its mirrors here"
         ),
     ] = dataclasses.field(default_factory=list)
 
     def _vllm_ci(self) -> dagger.VllmCi:
         """The vllm-ci module, with the build arguments this module was given (all strings)."""
-        args = {name.replace("-", "_"): value for name, _, value in (arg.partition("=") for arg in self.vllm_ci_args)}
-        return dag.vllm_ci(**args)
+        args: dict[str, str] = {}
+        build_args: list[str] = []  # --build-arg, the one repeatable argument: NAME=VALUE each
+        for name, _, value in (arg.partition("=") for arg in self.vllm_ci_args):
+            if name == "build-arg":
+                build_args.append(value)
+            else:
+                args[name.replace("-", "_")] = value
+        return dag.vllm_ci(build_arg=build_args, **args)
 
     @function
     def image(
