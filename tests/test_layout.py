@@ -61,3 +61,16 @@ def test_the_source_holds_none_of_upstreams_instruction_text() -> None:
     assert {
         path: [t[:60] for t in long if t in text] for path, text in ours.items() if any(t in text for t in long)
     } == {}
+
+
+def test_only_the_stage_modules_define_stages() -> None:
+    defining = {
+        str(path.relative_to(SRC))
+        for path in sorted(SRC.rglob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text(), str(path)))
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        for decorator in node.decorator_list
+        if isinstance(decorator, ast.Call) and getattr(decorator.func, "id", "") == "stage"
+    }
+    assert len(defining) >= 9  # the scan sees the stage modules
+    assert {path for path in defining if not path.startswith(("vllm_ci/stages/", "vllm_ci/fastpath/"))} == set()
