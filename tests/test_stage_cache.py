@@ -96,6 +96,7 @@ async def test_the_plan_names_keys_and_hits_before_any_container_work(client: No
     assert set(stages) == TEST_STAGES
     assert all(s["hit"] and s["hit"].startswith(warm_cache) for s in stages.values())
     assert json.loads(stages["csrc-build"]["preimage"])["parents"] == {"base": stages["base"]["key"]}
+    assert stages["csrc-build"]["args"]["max_jobs"] == "2"  # the values the stage reads, per stage
 
 
 async def test_the_first_repository_that_hits_wins(client: None, warm_cache: str, cache_repo: str) -> None:

@@ -78,6 +78,7 @@ class PlannedStage:
             "hit": self.hit,
             "why": self.why,
             "note": self.note,
+            "args": dict(self.preimage.args),  # the values its build reads, as its key holds them
             "preimage": self.preimage.canonical(),
         }
 
