@@ -197,15 +197,13 @@ def test_a_file_that_is_not_a_dockerfile_is_a_usage_error() -> None:
 def test_the_client_command_exits_0_on_the_real_file_and_1_with_the_summary_on_a_drifted_one(
     engine: None, tmp_path: pathlib.Path
 ) -> None:
-    proc = subprocess.run(
-        [CLIENT, "conformance", "--source", vllm_source()], capture_output=True, text=True, timeout=300
-    )
+    proc = conformance_of(vllm_source())
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[0].split() == ["stage", "line", "instruction", "status"]
     drifted = tmp_path / "docker" / "Dockerfile"
     drifted.parent.mkdir()
     drifted.write_text((vllm_source() / "docker" / "Dockerfile").read_text().replace("uv pip list", "uv pip list -v"))
-    proc = subprocess.run([CLIENT, "conformance", "--source", tmp_path], capture_output=True, text=True, timeout=300)
+    proc = conformance_of(tmp_path)
     assert proc.returncode == 1, proc.stderr
     assert (
         "was:" not in proc.stdout  # the report, with the diff from the pinned release's text
@@ -229,15 +227,17 @@ def test_the_client_command_writes_json_for_ci(engine: None, tmp_path: pathlib.P
     assert data["counts"][DEVIATION] == sum(r["status"] == DEVIATION for r in data["rows"]) > 0
 
 
+def conformance_of(source: pathlib.Path, *flags: str) -> subprocess.CompletedProcess[str]:
+    """The client command's conformance check of a source, with constructor flags."""
+    return subprocess.run(
+        [CLIENT, *flags, "conformance", "--source", source], capture_output=True, text=True, timeout=300
+    )
+
+
 @pytest.mark.engine
 def test_a_dockerfile_that_does_not_parse_is_one_line_and_exit_2(engine: None, tmp_path: pathlib.Path) -> None:
     (tmp_path / "Dockerfile").write_text("FROM x AS y\nFETCH everything\n")
-    proc = subprocess.run(
-        [CLIENT, "--dockerfile", "Dockerfile", "conformance", "--source", tmp_path],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = conformance_of(tmp_path, "--dockerfile", "Dockerfile")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "vllm-ci: error: Dockerfile:2: not a Dockerfile: unknown instruction FETCH"
@@ -248,11 +248,6 @@ def test_a_dockerfile_that_does_not_parse_is_one_line_and_exit_2(engine: None, t
 def test_a_dockerfile_path_the_source_does_not_have_is_one_line_and_exit_2(
     engine: None, tmp_path: pathlib.Path
 ) -> None:
-    proc = subprocess.run(
-        [CLIENT, "--dockerfile", "docker/nope", "conformance", "--source", tmp_path],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = conformance_of(tmp_path, "--dockerfile", "docker/nope")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == ["vllm-ci: error: --dockerfile docker/nope: no such file in the source"]

@@ -34,6 +34,12 @@ def keys(graph: list, reads: dict[str, dict[str, str]] | None = None) -> dict[st
     return {p.stage: p.key() for p in stage_preimages(graph, reads or {})}
 
 
+def moved_by(build: Build) -> set[str]:
+    """The stages whose keys a build changes against the example's own build, with the same files read."""
+    before, after = keys(stage_graph(example_build())), keys(stage_graph(build))
+    return {s for s in before if before[s] != after[s]}
+
+
 def test_a_tree_checked_out_under_umask_002_and_022_by_different_owners_has_one_manifest(
     tmp_path: pathlib.Path,
 ) -> None:
@@ -99,9 +105,7 @@ CSRC_AND_BELOW = {
 
 def test_a_changed_arg_moves_only_the_stages_that_read_it_and_their_descendants() -> None:
     # buildkite_commit is declared by csrc-build only (the kernel symbol map names it).
-    before = keys(stage_graph(example_build()))
-    after = keys(stage_graph(example_build(build_arg=["buildkite_commit=0123abc"])))
-    assert {s for s in before if before[s] != after[s]} == CSRC_AND_BELOW
+    assert moved_by(example_build(build_arg=["buildkite_commit=0123abc"])) == CSRC_AND_BELOW
     assert "buildkite_commit" in dict(next(s for s in stage_graph(example_build()) if s.name == "csrc-build").args)
 
 
@@ -121,9 +125,7 @@ RUNTIME_AND_BELOW = {
 
 def test_an_arg_of_the_runtime_moves_no_build_stage() -> None:
     # GGUF_VERSION is declared by vllm-runtime-base only.
-    before = keys(stage_graph(example_build()))
-    after = keys(stage_graph(example_build(build_arg=["GGUF_VERSION===0.19.0"])))
-    assert {s for s in before if before[s] != after[s]} == RUNTIME_AND_BELOW
+    assert moved_by(example_build(build_arg=["GGUF_VERSION===0.19.0"])) == RUNTIME_AND_BELOW
 
 
 def edited_build(old: str, new: str) -> Build:
@@ -148,15 +150,12 @@ def test_an_edited_run_of_the_runtime_base_moves_it_and_its_descendants_and_its_
 
 
 def test_a_new_run_in_test_deps_moves_only_test_deps_and_test() -> None:
-    before = keys(stage_graph(example_build()))
-    after = keys(stage_graph(edited_build("FROM test-deps AS test\n", "RUN echo pr\n\nFROM test-deps AS test\n")))
-    assert {s for s in before if before[s] != after[s]} == {"test-deps", "test"}
+    edited = edited_build("FROM test-deps AS test\n", "RUN echo pr\n\nFROM test-deps AS test\n")
+    assert moved_by(edited) == {"test-deps", "test"}
 
 
 def test_an_edit_to_the_test_stages_editable_install_moves_test_deps_which_runs_it() -> None:
-    before = keys(stage_graph(example_build()))
-    after = keys(stage_graph(edited_build("-e tests/vllm_test_utils", "-e tests/vllm_test_utils -v")))
-    assert {s for s in before if before[s] != after[s]} == {"test-deps", "test"}
+    assert moved_by(edited_build("-e tests/vllm_test_utils", "-e tests/vllm_test_utils -v")) == {"test-deps", "test"}
 
 
 def test_editing_one_stage_function_moves_its_key_and_its_descendants_and_no_other(tmp_path: pathlib.Path) -> None:
@@ -259,7 +258,6 @@ def test_a_file_name_with_a_newline_stays_on_one_line_of_a_miss() -> None:
 
 
 def test_a_url_rewrite_moves_every_stage_that_runs_the_files_instructions() -> None:
-    before = keys(stage_graph(example_build()))
-    after = keys(stage_graph(example_build(url_rewrite=["https://index.invalid/simple=file:///mirror"])))
+    moved = moved_by(example_build(url_rewrite=["https://index.invalid/simple=file:///mirror"]))
     ours_only = {"extension", "rust-installed", "runtime-python"}  # no instruction of the file of their own
-    assert {s for s in before if before[s] != after[s]} - ours_only == set(before) - ours_only
+    assert moved - ours_only == set(keys(stage_graph(example_build()))) - ours_only

@@ -4,8 +4,7 @@ passed to it; and, per stage, the walk of that stage's instructions (instruction
 from __future__ import annotations
 
 import dataclasses
-
-from dagger import dag
+import functools
 
 from stagecache import StageContext
 from vllm_ci.args import BuildArgs
@@ -13,9 +12,9 @@ from vllm_ci.declare import DECLARED, StageDeclaration
 from vllm_ci.deviations import Deviation
 from vllm_ci.deviations import claimed as claimed_in
 from vllm_ci.errors import UsageError
-from vllm_ci.instructions import AUTOMATIC_VALUES, AsWritten, mount_options
+from vllm_ci.instructions import AUTOMATIC_VALUES, AsWritten, mount_options, mount_source
 from vllm_ci.steps import Step, unquote
-from vllm_ci.upstream_file import Instruction, UpstreamFile, arg_value, expand
+from vllm_ci.upstream_file import Instruction, UpstreamFile, expand
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,14 +32,19 @@ class Build:
         if unknown:
             raise UsageError(f"--build-arg {unknown[0]}: {self.file.path} declares no ARG {unknown[0]}")
 
-    @property
+    @functools.cached_property
     def passed(self) -> dict[str, str]:
-        """The --build-arg values, exactly as given."""
+        """The --build-arg values, exactly as given (parsed once per build)."""
         return self.args.passed()
+
+    @functools.cached_property
+    def global_values(self) -> dict[str, str | None]:
+        """The global ARGs' values in this build (resolved once per build)."""
+        return self.file.global_values(self.passed)
 
     def value(self, name: str) -> str:
         """A global ARG's value in this build (passed, else the file's default expanded); empty when unset."""
-        return self.file.global_values(self.passed).get(name) or ""
+        return self.global_values.get(name) or ""
 
     def site_packages(self) -> str:
         """Where the runtime image's system pip installs packages (Debian/Ubuntu layout)."""
@@ -87,12 +91,12 @@ class Build:
         file_stage = self.file.stage(stage)
         if deviation is None:
             return [i for i in file_stage.instructions if i.kind != "ARG"]
-        return AsWritten(file_stage, self.file, self.passed, StageContext(dag.directory(), {})).claimed_by(deviation)
+        return claimed_in(self.file.path, file_stage, deviation)
 
     def step_elsewhere(self, stage: str, deviation: Deviation, ctx: StageContext) -> Step:
         """The as-written step of an instruction another stage declares as done here (test's editable
         install of the test utilities, run in test-deps), in that stage's ARG scope at its line."""
-        walk = dataclasses.replace(self.upstream(stage, ctx, register=False), values={})
+        walk = self.upstream(stage, ctx, register=False)
         instruction = walk.anchored(deviation)
         walk.values.update(self.file.stage_values(walk.stage, self.passed, AUTOMATIC_VALUES, instruction.line))
         return walk.step_of(instruction)
@@ -108,13 +112,13 @@ class Build:
             scope = self.file.stage_values(stage, self.passed, AUTOMATIC_VALUES)
             claimed = {i.line for d in DECLARED[name].deviations for i in claimed_in(self.file.path, stage, d)}
             for instruction in self.instructions_run_from(name, deviation):
-                if instruction.kind in ("COPY", "ADD") and not any(f.startswith("--from=") for f in instruction.flags):
+                if instruction.kind in ("COPY", "ADD") and "from" not in instruction.options():
                     named += [expand(path, scope) for path in instruction.value[:-1]]
                 elif instruction.kind == "RUN" and instruction.line not in claimed:
                     for flag in instruction.flags:
                         options = mount_options(expand(flag, scope)) if flag.startswith("--mount=") else {}
                         if options.get("type", "bind") == "bind" and options and "from" not in options:
-                            named.append(options.get("source", options.get("src", ".")))
+                            named.append(mount_source(options, "."))
         return tuple(dict.fromkeys([*decl.reads, *named]))
 
     def taken_from(self, stage: str) -> list[str]:
@@ -123,13 +127,12 @@ class Build:
         paths: list[str] = []
         for other in self.file.stages:
             for instruction in other.instructions:
-                flags = dict(f.removeprefix("--").partition("=")[::2] for f in instruction.flags)
-                if instruction.kind in ("COPY", "ADD") and flags.get("from") == stage:
+                if instruction.kind in ("COPY", "ADD") and instruction.options().get("from") == stage:
                     paths += instruction.value[:-1]
                 for flag in instruction.flags if instruction.kind == "RUN" else ():
                     options = mount_options(flag) if flag.startswith("--mount=") else {}
                     if options.get("from") == stage:
-                        paths.append(options.get("source", options.get("src", "/")))
+                        paths.append(mount_source(options, "/"))
         kept = sorted({"/" + p.strip("/") for p in paths})
         return [p for p in kept if not any(p.startswith(q + "/") for q in kept if q != p)]
 
@@ -138,14 +141,10 @@ class Build:
         one declared twice keyed `NAME@2`), and what only this project's steps read (also_reads)."""
         values: dict[str, str] = {}
         if decl.upstream:
-            stage = self.file.stage(decl.name)
-            global_values = self.file.global_values(self.passed)
-            scope: dict[str, str | None] = {}
-            for _, name, default in stage.args():
-                scope[name] = arg_value(name, default, self.passed, AUTOMATIC_VALUES, global_values, scope)
+            for name, value in self.file.scoped_args(self.file.stage(decl.name), self.passed, AUTOMATIC_VALUES):
                 key = name if name not in values else f"{name}@{sum(k.split('@')[0] == name for k in values) + 1}"
-                if scope[name] is not None:
-                    values[key] = scope[name] or ""
+                if value is not None:
+                    values[key] = value
         if self.args.url_rewrite and (decl.upstream or decl.runs_from):
             values["url_rewrite"] = " ".join(self.args.url_rewrite)
         for other, _ in decl.runs_from:

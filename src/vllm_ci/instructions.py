@@ -83,6 +83,11 @@ def automatic_values() -> dict[str, str]:
 AUTOMATIC_VALUES: Final = automatic_values()
 
 
+def mount_source(options: Mapping[str, str], default: str) -> str:
+    """The path a RUN mount takes from its origin (`source=` or `src=`), else the default."""
+    return options.get("source", options.get("src", default))
+
+
 def mount_options(flag: str) -> dict[str, str]:
     """A `--mount=k=v,k2=v2,flag` option as a dict (a bare word is a true flag)."""
     options: dict[str, str] = {}
@@ -119,9 +124,8 @@ class AsWritten:
     deviations: Sequence[Deviation] = ()
     portable: Mapping[str, str] = dataclasses.field(default_factory=dict)  # argument -> this build's value
     folders: Sequence[str] = ()  # the source paths the stage reads that are folders ("cmake/")
-    rewrites: Mapping[str, str] = dataclasses.field(
-        default_factory=dict
-    )  # URL in a RUN -> this build's (--url-rewrite)
+    # URL a RUN hard-codes -> this build's (--url-rewrite).
+    rewrites: Mapping[str, str] = dataclasses.field(default_factory=dict)
     # The ARGs declared so far in the walk, with their values (None: unset): what the next RUN sees.
     values: dict[str, str | None] = dataclasses.field(default_factory=dict)
     # ENV values this runner has set so far, for the instructions after them (BuildKit: ENV wins over ARG).
@@ -275,7 +279,7 @@ class AsWritten:
                 return ctr, ""
             return ctr.with_mounted_secret(target, secret), target
         if kind == "bind":
-            source = options.get("source", options.get("src", "."))
+            source = mount_source(options, ".")
             origin = (
                 self.ctx.parents[options["from"]].directory(source)
                 if "from" in options
@@ -286,7 +290,7 @@ class AsWritten:
 
     def _copy(self, command: Instruction) -> Step:
         """COPY (or ADD of local files): each source to the destination, as BuildKit places them."""
-        flags = dict(flag.removeprefix("--").partition("=")[::2] for flag in command.flags)
+        flags = command.options()
         *sources, dest = [self.expand(value) for value in command.value]
         into_folder = dest.endswith("/") or dest in (".", "..") or len(sources) > 1
         parent = self.ctx.parents[flags["from"]] if "from" in flags else None

@@ -74,6 +74,10 @@ class Instruction:
         """The digest that pins this instruction's text."""
         return digest(self.original)
 
+    def options(self) -> dict[str, str]:
+        """The instruction's flags as name -> value (`--from=build` -> from: build; `--link` -> link: "")."""
+        return dict(flag.removeprefix("--").partition("=")[::2] for flag in self.flags)
+
     def arg_items(self) -> list[tuple[str, str | None]]:
         """An ARG line's names and defaults (None: no default on the line)."""
         items = []
@@ -168,17 +172,26 @@ class UpstreamFile:
         """What a stage's FROM names, expanded with the global ARGs as BuildKit does."""
         return expand(stage.base, self.global_values(passed))
 
+    def scoped_args(
+        self, stage: FileStage, passed: Mapping[str, str], automatic: Mapping[str, str], until_line: int | None = None
+    ) -> list[tuple[str, str | None]]:
+        """Each ARG a stage declares up to a line (all of them when None), in file order, with the value it
+        gets at its line (None: unset); a name declared twice is there twice."""
+        global_values = self.global_values(passed)
+        scope: dict[str, str | None] = {}
+        declared: list[tuple[str, str | None]] = []
+        for instruction, name, default in stage.args():
+            if until_line is not None and instruction.line > until_line:
+                break
+            scope[name] = arg_value(name, default, passed, automatic, global_values, scope)
+            declared.append((name, scope[name]))
+        return declared
+
     def stage_values(
         self, stage: FileStage, passed: Mapping[str, str], automatic: Mapping[str, str], until_line: int | None = None
     ) -> dict[str, str | None]:
         """The ARGs a stage has declared up to a line (all of them when None), each with its value there."""
-        global_values = self.global_values(passed)
-        values: dict[str, str | None] = {}
-        for instruction, name, default in stage.args():
-            if until_line is not None and instruction.line > until_line:
-                break
-            values[name] = arg_value(name, default, passed, automatic, global_values, values)
-        return values
+        return dict(self.scoped_args(stage, passed, automatic, until_line))
 
 
 def arg_value(
