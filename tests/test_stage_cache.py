@@ -284,10 +284,10 @@ async def test_what_the_checkouts_dockerignore_excludes_moves_no_key_and_reaches
     (example_dir / "vllm" / "scratch.tmp").write_text("a local scratch file\n")
     after = await plan()
     assert {s: p.key for s, p in after.items()} == {s: p.key for s, p in before.items()}
-    assert "vllm/scratch.tmp" not in after["test"].inputs
+    assert "vllm/scratch.tmp" not in after["test"].files
     (example_dir / "vllm" / "keep.tmp").write_text("an exception to the ignore pattern\n")
     kept = await plan()
-    assert "vllm/keep.tmp" in kept["test"].inputs
+    assert "vllm/keep.tmp" in kept["test"].files
     assert {s for s in kept if kept[s].key != after[s].key} == {"test"}  # the one stage of the target with COPY . .
 
 
@@ -364,4 +364,4 @@ async def test_a_plan_hashes_only_the_files_its_stages_read_not_a_large_file_bes
         big.truncate(64 * 1024 * 1024)  # a checkpoint left in the checkout, read by no stage of base's
     planned = await cache_for().plan(source_of(example_dir), "base")
     assert hashed and "weights.bin" not in hashed
-    assert set(planned[-1].inputs) <= set(hashed)
+    assert set(planned[-1].files) <= set(hashed)

@@ -62,13 +62,13 @@ class Planner:
         target_first: look up the target alone first, and the other stages only when it misses (a build
         needs nothing else of a hit). Only the files some stage reads are exported and hashed."""
         stages = ordered(self.stages, target)
-        read_patterns = sorted({pattern for stage in stages for pattern in stage.inputs})
+        read_patterns = sorted({pattern for stage in stages for pattern in stage.reads})
         self.state.files = await source_files(context.filter(include=read_patterns)) if read_patterns else {}
         manifest = {path: file.entry for path, file in self.state.files.items()}
         reads: dict[str, dict[str, str]] = {}
 
         async def select(stage: Stage) -> None:
-            reads[stage.name] = await selected(context, list(stage.inputs), manifest)
+            reads[stage.name] = await selected(context, list(stage.reads), manifest)
 
         async with anyio.create_task_group() as tg:
             for stage in stages:
@@ -94,10 +94,21 @@ class Planner:
                     tg.start_soon(look, preimage)
         except BaseExceptionGroup as group:  # a strict look-up failed: that error, not a group
             raise first_stage_error(group) from None
-        return [
-            PlannedStage(s, p, *found.get(s.name, (None, "")), reads[s.name], why.get(s.name, ""), s.name in found)
-            for s, p in zip(stages, preimages)
-        ]
+        planned = []
+        for stage, preimage in zip(stages, preimages):
+            hit, note = found.get(stage.name, (None, ""))
+            planned.append(
+                PlannedStage(
+                    stage=stage,
+                    preimage=preimage,
+                    hit=hit,
+                    note=note,
+                    files=reads[stage.name],
+                    why=why.get(stage.name, ""),
+                    looked_up=stage.name in found,
+                )
+            )
+        return planned
 
     async def _refuse_ignored_reads(
         self, source: dagger.Directory, stages: Sequence[Stage], reads: Mapping[str, Mapping[str, str]]
@@ -109,7 +120,7 @@ class Planner:
         by_path = {
             pattern: stage.name
             for stage in reversed(stages)
-            for pattern in stage.inputs
+            for pattern in stage.reads
             if not any(c in pattern for c in "*?[\\")
         }
         unread = sorted(set(by_path) - {path for read in reads.values() for path in read})

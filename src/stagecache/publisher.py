@@ -104,7 +104,7 @@ class Publisher:
         target = ImageRef.parse(ref)
         try:
             async with await self.access.client(target.registry) as client:
-                await describe_entry(client, target.repository, planned.stage.name, target.tag or "", planned.inputs)
+                await describe_entry(client, target.repository, planned.stage.name, target.tag or "", planned.files)
         except RegistryError as err:
             self._warn(f"cache: could not record the inputs of {ref} (a later miss will say less): {err}")
 
@@ -117,7 +117,7 @@ class Publisher:
         try:
             async with await self.access.client(ref.registry) as client:
                 if await sealed_digest(client, ref.repository, ref.tag or "") is None:  # nobody sealed it since
-                    await seal_entry(client, ref.repository, ref.tag or "", planned.inputs, ref.digest or "")
+                    await seal_entry(client, ref.repository, ref.tag or "", planned.files, ref.digest or "")
         except RegistryError as err:
             self._warn(f"cache: could not seal {short_digest(hit)} with its record: {err}")
             return

@@ -33,9 +33,9 @@ class Stage:
     """A stage as data: its inputs are declared once and feed both the source filter and the key."""
 
     name: str
-    build: BuildFunction
+    function: BuildFunction  # builds it from a StageContext
     parents: tuple[str, ...] = ()
-    inputs: tuple[str, ...] = ()  # include patterns over the source; empty: reads no source
+    reads: tuple[str, ...] = ()  # include patterns over the source; empty: reads no source
     args: Mapping[str, str] = dataclasses.field(default_factory=dict)
     code: str = ""  # fingerprint of the code that builds it (fingerprint.code_fingerprint)
     # Parents whose files it never reads: it only adds file layers onto them or merges their folders
@@ -60,7 +60,7 @@ class PlannedStage:
     preimage: KeyPreimage
     hit: str | None
     note: str = ""
-    inputs: Mapping[str, str] = dataclasses.field(default_factory=dict)  # the files it reads: path -> digest
+    files: Mapping[str, str] = dataclasses.field(default_factory=dict)  # the files it reads: path -> digest
     why: str = ""  # for a miss: what changed since the newest entry of this stage
     looked_up: bool = True  # False: a build's target hit, so nobody asked the cache for this stage
 

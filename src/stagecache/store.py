@@ -194,7 +194,7 @@ class StageCache:
         if hit is None:  # someone may have published it since the plan, or the plan did not ask
             hit, _ = await self.planner.lookup(planned.preimage)
             if hit is None and not planned.looked_up:  # the target's entry was unusable: say why this one misses
-                record.why = await self.planner.miss_reason(planned.preimage, planned.inputs)
+                record.why = await self.planner.miss_reason(planned.preimage, planned.files)
         if hit is not None:
             imported = self.import_image(hit)
             problem = await unusable(imported, pulled=stage.name in self.state.pulled)
@@ -226,9 +226,9 @@ class StageCache:
 
         record.started_at = self.state.now()
         self.progress.started(stage.name, record.why)
-        filtered = source.filter(include=list(stage.inputs)) if stage.inputs else dag.directory()
-        ctr = await stage.build(
-            StageContext(filtered, parents, self.secrets, {path: self.state.files[path] for path in planned.inputs})
+        filtered = source.filter(include=list(stage.reads)) if stage.reads else dag.directory()
+        ctr = await stage.function(
+            StageContext(filtered, parents, self.secrets, {path: self.state.files[path] for path in planned.files})
         )
         ctr = (
             ctr.with_label(STAGE_LABEL, stage.name)

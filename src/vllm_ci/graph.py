@@ -84,15 +84,15 @@ def stage_graph(build: Build) -> list[Stage]:
         steps, notes = steps_of(decl, build)
         graph.append(
             Stage(
-                decl.name,
-                walked(decl, build),
-                decl.parents,
-                include_patterns(build.reads(decl)),
-                build.key_values(decl),
-                code_fingerprint(decl.function, OWN_CODE),
-                decl.not_read,
-                steps,
-                notes,
+                name=decl.name,
+                function=walked(decl, build),
+                parents=decl.parents,
+                reads=include_patterns(build.reads(decl)),
+                args=build.key_values(decl),
+                code=code_fingerprint(decl.function, OWN_CODE),
+                not_read=decl.not_read,
+                steps=steps,
+                step_notes=notes,
             )
         )
     return graph
