@@ -73,7 +73,7 @@ def test_a_symlink_is_recorded_by_its_target(tmp_path: pathlib.Path) -> None:
 def test_the_record_row_from_the_clients_hash_of_a_source_file_is_the_one_an_installer_writes(
     tmp_path: pathlib.Path,
 ) -> None:
-    from vllm_ci.stages.common import record_row
+    from vllm_ci.fastpath.install import record_row
 
     (tmp_path / "vllm").mkdir()
     (tmp_path / "vllm" / "empty.py").write_bytes(b"")
@@ -173,11 +173,12 @@ def test_editing_one_stage_function_moves_its_key_and_its_descendants_and_no_oth
 def test_editing_a_step_moves_the_stages_that_call_it_and_their_descendants(
     tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from vllm_ci.stages import common, runtime, test
+    from vllm_ci.fastpath import install
+    from vllm_ci.stages import runtime, test
 
     before = keys(stage_graph(example_build()))
     edited = edited_copy(
-        common.vllm_installed,
+        install.vllm_installed,
         "package = package_files(ctx.source)",
         "package = package_files(ctx.source).with_new_directory('edited')",
         tmp_path,

@@ -74,3 +74,29 @@ def test_only_the_stage_modules_define_stages() -> None:
     }
     assert len(defining) >= 9  # the scan sees the stage modules
     assert {path for path in defining if not path.startswith(("vllm_ci/stages/", "vllm_ci/fastpath/"))} == set()
+
+
+def test_this_projects_own_stages_are_in_the_fast_path_folder_and_upstreams_in_the_stage_modules() -> None:
+    from vllm_ci.graph import DECLARED
+
+    where = {name: decl.function.__module__.rsplit(".", 1)[0] for name, decl in DECLARED.items()}
+    assert {name for name, decl in DECLARED.items() if not decl.upstream} >= {"extension", "runtime-python"}
+    assert {
+        name: folder for name, folder in where.items() if folder != "vllm_ci.stages" and DECLARED[name].upstream
+    } == {}
+    assert {
+        name: folder for name, folder in where.items() if folder != "vllm_ci.fastpath" and not DECLARED[name].upstream
+    } == {}
+
+
+def test_stage_code_reads_the_builds_values_only_through_its_checked_view() -> None:
+    # Build.value in a stage's view refuses what its @stage does not declare; `build.args.X` would bypass it.
+    files = sorted([*(SRC / "vllm_ci" / "stages").glob("*.py"), *(SRC / "vllm_ci" / "fastpath").glob("*.py")])
+    bypassing = {
+        f"{path.relative_to(SRC)}:{node.lineno}"
+        for path in files
+        for node in ast.walk(ast.parse(path.read_text(), str(path)))
+        if isinstance(node, ast.Attribute) and node.attr in ("args", "passed", "global_values")
+    }
+    assert len(files) > 10
+    assert bypassing == set()

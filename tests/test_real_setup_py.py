@@ -19,16 +19,9 @@ import pytest
 
 from conftest import example_build
 from vllm_ci.declare import DECLARED
+from vllm_ci.fastpath.install import build_version, dist_info_as_built, metadata_inputs, metadata_version, version_file
 from vllm_ci.main import VllmCi  # noqa: F401  (declares the stages)
-from vllm_ci.stages.common import (
-    PRETEND_VERSION,
-    SOURCE_DATE_EPOCH,
-    build_version,
-    dist_info_as_built,
-    metadata_inputs,
-    metadata_version,
-    version_file,
-)
+from vllm_ci.stages.common import PRETEND_VERSION, SOURCE_DATE_EPOCH
 from vllm_ci.upstream import CACHE, VLLM_VERSION, vllm_source
 from vllm_ci.version import git_versions
 

@@ -9,7 +9,8 @@ import pytest
 
 from conftest import NEXT_DEV, example_build, git, tagged_checkout
 from vllm_ci.cli import main
-from vllm_ci.stages.common import PRETEND_VERSION, build_version, version_file
+from vllm_ci.fastpath.install import build_version, version_file
+from vllm_ci.stages.common import PRETEND_VERSION
 from vllm_ci.upstream import VLLM_VERSION, vllm_source
 from vllm_ci.version import git_versions
 

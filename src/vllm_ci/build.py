@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Mapping
+from types import MappingProxyType
 
 from stagecache import StageContext
 from vllm_ci.args import BuildArgs
@@ -17,6 +19,10 @@ from vllm_ci.steps import Step, unquote
 from vllm_ci.upstream_file import Instruction, UpstreamFile, expand
 
 
+class UndeclaredRead(LookupError):
+    """A stage function read a value its @stage does not declare: a bug of this project's (exit 3)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Build:
     """A build's arguments and the file they apply to; refuses a --build-arg the file never declares."""
@@ -25,6 +31,9 @@ class Build:
     file: UpstreamFile
     # Each upstream stage's walk, by stage name: what its function ran (checked when it returns).
     walks: dict[str, AsWritten] = dataclasses.field(default_factory=dict)
+    # In a stage function's view (for_stage): the stage, and the values its key holds, the only ones it may read.
+    stage: str = ""
+    declared: Mapping[str, str] | None = None
 
     def __post_init__(self) -> None:
         """Refuse, in one line and before any container work, an ARG name the file does not declare."""
@@ -42,9 +51,31 @@ class Build:
         """The global ARGs' values in this build (resolved once per build)."""
         return self.file.global_values(self.passed)
 
+    def for_stage(self, decl: StageDeclaration, values: Mapping[str, str]) -> Build:
+        """The build as one stage's function sees it: `value` gives the values its key holds (`values`,
+        from key_values), and refuses any name the stage does not read (its ARGs and also_reads), so the key
+        and the function cannot disagree."""
+        scoped = (
+            self.file.scoped_args(self.file.stage(decl.name), self.passed, AUTOMATIC_VALUES) if decl.upstream else []
+        )
+        readable = {**{name: value or "" for name, value in scoped}, **{name: values[name] for name in decl.also_reads}}
+        return dataclasses.replace(self, stage=decl.name, declared=MappingProxyType(readable))
+
     def value(self, name: str) -> str:
-        """A global ARG's value in this build (passed, else the file's default expanded); empty when unset."""
+        """An ARG's value in this build (passed, else the file's default expanded; empty when unset), or an
+        argument of this project's (lower case); in a stage's view, the value its key holds."""
+        if self.declared is not None:
+            if name not in self.declared:
+                raise UndeclaredRead(f"stage {self.stage} reads {name}, which its @stage does not declare")
+            return self.declared[name]
+        if name in self.own_names:
+            return str(getattr(self.args, name))
         return self.global_values.get(name) or ""
+
+    @functools.cached_property
+    def own_names(self) -> frozenset[str]:
+        """The names of this project's own arguments a stage may read (the fields of BuildArgs)."""
+        return frozenset(field.name for field in dataclasses.fields(self.args))
 
     def site_packages(self) -> str:
         """Where the runtime image's system pip installs packages (Debian/Ubuntu layout)."""
@@ -152,6 +183,5 @@ class Build:
                 if value is not None:
                     values[f"{other}:{name}"] = value
         for name in decl.also_reads:
-            own = name in {field.name for field in dataclasses.fields(self.args)}
-            values[name] = str(getattr(self.args, name)) if own else self.value(name)
+            values[name] = self.value(name)
         return values

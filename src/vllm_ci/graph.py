@@ -10,7 +10,7 @@ from dagger import dag
 from stagecache import Stage, StageContext
 from stagecache.errors import StageError
 from stagecache.fingerprint import code_fingerprint
-from stagecache.stages import BuildFunction
+from stagecache.stages import BuildFunction, ordered
 from vllm_ci import stages
 from vllm_ci.build import Build
 from vllm_ci.declare import DECLARED, StageDeclaration
@@ -61,8 +61,9 @@ def steps_of(decl: StageDeclaration, build: Build) -> tuple[dict[str, str], dict
 
 
 def walked(decl: StageDeclaration, build: Build) -> BuildFunction:
-    """The stage function, checked when it returns: an upstream stage's function must have walked every
-    instruction of the stage (instructions.AsWritten.walk), or the build fails naming the stage."""
+    """The stage function, given its view of the build (Build.for_stage), and checked when it returns: an
+    upstream stage's function must have walked every instruction of the stage (instructions.AsWritten.walk),
+    or the build fails naming the stage."""
 
     async def run(ctx: StageContext) -> dagger.Container:
         result = await decl.function(build, ctx)
@@ -78,24 +79,26 @@ def walked(decl: StageDeclaration, build: Build) -> BuildFunction:
 
 
 def stage_graph(build: Build) -> list[Stage]:
-    """Every declared stage, wired to its stage function with this build."""
+    """Every declared stage, wired to its stage function with this build, parents before children."""
     graph = []
     for decl in DECLARED.values():
         steps, notes = steps_of(decl, build)
+        values = build.key_values(decl)  # resolved once: the key and the function's view read these
         graph.append(
             Stage(
                 name=decl.name,
-                function=walked(decl, build),
+                function=walked(decl, build.for_stage(decl, values)),
                 parents=decl.parents,
                 reads=include_patterns(build.reads(decl)),
-                args=build.key_values(decl),
+                args=values,
                 code=code_fingerprint(decl.function, OWN_CODE),
                 not_read=decl.not_read,
                 steps=steps,
                 step_notes=notes,
             )
         )
-    return graph
+    by_name = {s.name: s for s in graph}
+    return list({s.name: s for each in graph for s in ordered(by_name, each.name)}.values())
 
 
 async def secrets_of(

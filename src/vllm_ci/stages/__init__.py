@@ -7,3 +7,6 @@ Python-only change moves only thin layers (see graph.py for the keys)."""
 
 from vllm_ci.stages import base, rust, csrc, extensions, wheel, dev, runtime, test, openai  # noqa: F401  # isort: skip  (declaration order)
 from vllm_ci.stages.common import AWS_CREDENTIALS  # noqa: F401
+
+# And this project's own stages (the fast path's), which build on them.
+from vllm_ci.fastpath import stages as own_stages  # noqa: F401, E402  # isort: skip

@@ -1,24 +1,14 @@
-"""What the stage sections share: paths of the images, the build's secrets by name, and the fast
-path that installs vLLM by file operations (no RUN after it)."""
+"""What the stage sections share: paths of the images, the build's secrets by name, the deviation
+every image with vLLM in it makes (its install is vllm_ci.fastpath.install's), and the .git handling."""
 
 from __future__ import annotations
 
-import base64
-import csv
 import dataclasses
-import hashlib
-import io
-import json
-import pathlib
-import tempfile
-import tomllib
-from typing import Any
 
 import dagger
 from dagger import dag
 
 from stagecache import StageContext
-from vllm_ci.build import Build
 from vllm_ci.deviations import Deviation, Handler, skipped
 from vllm_ci.steps import Step
 
@@ -31,11 +21,6 @@ EVERYTHING = ("**",)  # COPY . . / ADD . : the whole checkout (less what the upl
 AWS_CREDENTIALS = "aws-credentials"
 # Wheels are zips with timestamps: pin them so the same inputs give the same bytes.
 SOURCE_DATE_EPOCH = "315532800"  # 1980-01-01, the earliest a zip can hold
-# Excluded from the package layer: what a wheel would not ship.
-PACKAGE_EXCLUDE = ["**/__pycache__", "**/*.pyc", "**/*.so"]
-# What vLLM's installed metadata reads of the checkout beyond csrc-build's wheel: pyproject.toml, and the
-# readme and license files it names (vLLM's and the example's).
-METADATA_INPUTS = ("pyproject.toml", "README.md", "LICENSE")
 
 
 # The deviation every image with vLLM in it makes, in one sentence.
@@ -64,20 +49,8 @@ def installing_vllm(installed: Step, deviations: tuple[Deviation, ...] = INSTALL
     return {first: lambda ctr, _: installed(ctr), **dict.fromkeys(rest, skipped)}
 
 
-# On extension's image: csrc-build's installed dist-info (texts, RECORD rows) and _version.py; on
-# rust-installed's: the RECORD rows of what it holds. JSON in the image config, so vLLM's dist-info is
-# written without pulling either layer.
-RECORD_LABEL = "org.vllm-ci.record"
 PRETEND_VERSION = "SETUPTOOLS_SCM_PRETEND_VERSION"  # setuptools-scm takes this instead of asking git
 RUST_ARTIFACTS = "/workspace/vllm"  # where rust-build leaves vllm-rs and the PyO3 modules
-# The runtime-python stage: the runtime's interpreter alone, in this folder of vllm-runtime-base first.
-RUNTIME_PYTHON_ROOT = "/runtime-python"
-RUNTIME_PYTHON = "/usr/local/bin/runtime-python"  # in runtime-python's image: the runtime's python3
-# What uv's UV_COMPILE_BYTECODE=1 does after an install: compile every .py at optimization level 0,
-# timestamp-checked (no SOURCE_DATE_EPOCH), a file that does not compile skipped, not fatal.
-COMPILE_BYTECODE = "import compileall, sys; compileall.compile_dir(sys.argv[1], quiet=2, workers=0)"
-# The lines of a setuptools-scm _version.py that name the version.
-VERSION_LINES = ("__version__ = ", "__version_tuple__ = ")
 
 
 def keeping(paths: list[str], built: dagger.Container) -> dagger.Container:
@@ -98,221 +71,3 @@ def with_git_version(version: str, step: Step) -> Step:
     if not version:
         return step
     return lambda ctr: step(ctr.with_env_variable(PRETEND_VERSION, version)).without_env_variable(PRETEND_VERSION)
-
-
-def package_files(source: dagger.Directory) -> dagger.Directory:
-    """The vllm/ files the package layer adds: the source's, less what a wheel would not ship."""
-    return dag.directory().with_directory(".", source.directory("vllm"), exclude=PACKAGE_EXCLUDE)
-
-
-def record_rows(folder: pathlib.Path, prefix: str) -> list[list[str]]:
-    """RECORD rows (path, sha256=<urlsafe base64>, size) of every file under a folder, as an installer writes them."""
-    rows = []
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        rows.append(data_row(prefix + path.relative_to(folder).as_posix(), path.read_bytes()))
-    return rows
-
-
-def record_row(path: str, sha256_hex: str, size: int) -> list[str]:
-    """One RECORD row: path, sha256=<urlsafe base64 of the digest, unpadded>, size."""
-    digest = base64.urlsafe_b64encode(bytes.fromhex(sha256_hex)).rstrip(b"=").decode()
-    return [path, f"sha256={digest}", str(size)]
-
-
-async def package_rows(ctx: StageContext) -> list[list[str]]:
-    """RECORD rows of the package layer's vllm/ files, from the digests the stage cache took of the
-    source (no second export): the paths are the layer's, as the engine filters them."""
-    layer = await package_files(ctx.source).glob("**")
-    files = {path: ctx.files.get(f"vllm/{path}") for path in layer}
-    return [
-        record_row(f"vllm/{path}", file.sha256, file.size)
-        for path, file in sorted(files.items())
-        if file and not file.entry.startswith("link:")
-    ]
-
-
-def data_row(path: str, data: bytes) -> list[str]:
-    """The RECORD row of a file, from its bytes."""
-    return record_row(path, hashlib.sha256(data).hexdigest(), len(data))
-
-
-async def rows_of(directory: dagger.Directory, prefix: str) -> list[list[str]]:
-    """RECORD rows of a directory's files, hashed here (exported to a temporary folder first)."""
-    with tempfile.TemporaryDirectory(prefix="vllm-ci-record-") as tmp:
-        await directory.export(tmp)
-        return record_rows(pathlib.Path(tmp), prefix)
-
-
-def build_version(csrc_version: str, git_version: str, pretend_version: str) -> str:
-    """The version of build's wheel, from csrc-build's: both come from the same setup.py with the same
-    target, so build's is setuptools-scm's version (git_version) with the suffix setup.py added to
-    csrc-build's pretend one (`+cu130`, `+empty`, or none); csrc-build's own when it was not the pretend
-    one (a project with a static version) or no version was derived."""
-    if not git_version or not csrc_version.startswith(pretend_version):
-        return csrc_version
-    suffix = csrc_version[len(pretend_version) :].removeprefix(".")
-    if not suffix:
-        return git_version
-    return git_version + ("." if "+" in git_version else "+") + suffix
-
-
-def version_file(template: str, version: str) -> str:
-    """vllm/_version.py as setuptools-scm writes it for a version: csrc-build's file (the same
-    setuptools-scm release wrote it), with the version lines setuptools-scm renders for this one."""
-    from setuptools_scm import dump_version
-
-    with tempfile.TemporaryDirectory(prefix="vllm-ci-version-") as tmp:
-        dump_version(root=tmp, version=version, write_to="_version.py", scm_version=None)
-        rendered = pathlib.Path(tmp, "_version.py").read_text().splitlines(keepends=True)
-    versions = {line.partition(" = ")[0]: line for line in rendered if line.startswith(VERSION_LINES)}
-    return "".join(
-        versions.get(line.partition(" = ")[0], line) if line.startswith(VERSION_LINES) else line
-        for line in template.splitlines(keepends=True)
-    )
-
-
-async def record_of(image: dagger.Container) -> Any:
-    """What a parent stage recorded in its RECORD_LABEL (csrc-build's and rust-build's images carry one)."""
-    text = await image.label(RECORD_LABEL)
-    if text is None:
-        raise ValueError(f"the parent image has no {RECORD_LABEL} label")
-    return json.loads(text)
-
-
-@dataclasses.dataclass(frozen=True)
-class DistInfo:
-    """An installed distribution's metadata folder: its name and its files' texts, by path in it."""
-
-    name: str
-    files: dict[str, str]
-
-
-async def dist_info_installed(ctx: StageContext, extension: dict, version: str, version_text: str | None) -> DistInfo:
-    """vLLM's dist-info as uv writes it installing build's wheel: csrc-build's (from extension's image
-    config, never its layer) under build's version, with RECORD rows for the package layer's files (the
-    vllm/ sources, _version.py, rust-build's artifacts) in place of or beside csrc-build's, sorted as uv sorts them."""
-    rust_rows = await record_of(ctx.parents["rust-installed"])
-    old = extension["dist_info"]
-    csrc_version = metadata_version(extension["files"]["METADATA"])
-    dist_info = old.removesuffix(f"-{csrc_version}.dist-info") + f"-{version}.dist-info"
-    files = dist_info_as_built(extension["files"], version, *await readme_and_licenses(ctx.source))
-    rows = {row[0]: row for row in extension["rows"] if not row[0].startswith(f"{old}/")}
-    rows.update({f"{dist_info}/{path}": data_row(f"{dist_info}/{path}", text.encode()) for path, text in files.items()})
-    rows[f"{dist_info}/RECORD"] = [f"{dist_info}/RECORD", "", ""]
-    rows.update({row[0]: row for row in [*await package_rows(ctx), *rust_rows]})
-    if version_text is not None:
-        rows["vllm/_version.py"] = data_row("vllm/_version.py", version_text.encode())
-    text = io.StringIO()
-    csv.writer(text, lineterminator="\n").writerows(rows[path] for path in sorted(rows))
-    return DistInfo(dist_info, {**files, "RECORD": text.getvalue()})
-
-
-def dist_info_as_built(
-    files: dict[str, str], version: str, readme: str | None, licenses: dict[str, str]
-) -> dict[str, str]:
-    """csrc-build's dist-info files (RECORD aside, by path in the folder) as build's wheel has them:
-    build's version in METADATA and in direct_url.json's wheel name, the readme and license files."""
-    csrc_version = metadata_version(files["METADATA"])
-    built = {**files, **{f"licenses/{path}": text for path, text in licenses.items()}}
-    metadata = metadata_as_built(files["METADATA"], readme, licenses)
-    built["METADATA"] = metadata.replace(f"\nVersion: {csrc_version}\n", f"\nVersion: {version}\n", 1)
-    if "direct_url.json" in files:  # names the wheel installed: build's
-        built["direct_url.json"] = files["direct_url.json"].replace(f"-{csrc_version}-", f"-{version}-")
-    return built
-
-
-def metadata_inputs(pyproject: str) -> tuple[str | None, list[str]]:
-    """The readme and the license-files patterns a pyproject.toml names."""
-    project = tomllib.loads(pyproject).get("project", {})
-    readme = project.get("readme")
-    return (readme if isinstance(readme, str) else (readme or {}).get("file")), list(project.get("license-files", []))
-
-
-async def readme_and_licenses(source: dagger.Directory) -> tuple[str | None, dict[str, str]]:
-    """The readme and the license files the checkout's pyproject.toml names, as texts: what build's
-    wheel's metadata holds and csrc-build's lacks (it copies in neither)."""
-    readme, patterns = metadata_inputs(await source.file("pyproject.toml").contents())
-    licenses = {
-        path: await source.file(path).contents() for pattern in patterns for path in sorted(await source.glob(pattern))
-    }
-    return (await source.file(readme).contents() if readme else None), licenses
-
-
-def metadata_as_built(metadata: str, readme: str | None, license_files: dict[str, str]) -> str:
-    """csrc-build's METADATA as build's setup.py writes it from the whole checkout: csrc-build copies in
-    neither the readme nor the license files pyproject.toml names, so this adds them where setuptools'
-    writer puts them: License-File after the other headers (before the requirements), `Dynamic:
-    license-file` among the sorted Dynamic lines, the readme as the body after a blank line."""
-    headers, blank, body = metadata.partition("\n\n")
-    lines = headers.splitlines()
-    named = {line for line in lines if line.startswith("License-File: ")}
-    added = [f"License-File: {path}" for path in license_files if f"License-File: {path}" not in named]
-    if added:
-        at = next(
-            (
-                i
-                for i, line in enumerate(lines)
-                if line.startswith(("Requires-Dist: ", "Provides-Extra: ", "Dynamic: "))
-            ),
-            len(lines),
-        )
-        lines[at:at] = added
-        dynamic = sorted({*(line for line in lines if line.startswith("Dynamic: ")), "Dynamic: license-file"})
-        lines = [line for line in lines if not line.startswith("Dynamic: ")] + dynamic
-    text = "\n".join(lines) + "\n"
-    if body or blank:
-        return text + "\n" + body
-    if readme:
-        return text + "\n" + readme + ("" if readme.endswith("\n") else "\n")
-    return text
-
-
-def metadata_version(metadata: str) -> str:
-    """The Version field of a METADATA file."""
-    return next(line.partition(": ")[2] for line in metadata.splitlines() if line.startswith("Version: "))
-
-
-def bytecode(site_vllm: str, package: dagger.Directory, ctx: StageContext) -> dagger.Directory:
-    """The package layer's bytecode as uv compiles it after installing (UV_COMPILE_BYTECODE=1), by the
-    runtime's own Python (runtime-python), with the files where the image has them: their __pycache__
-    folders, which record each file's mtime and size as the image holds it."""
-    compiled = (
-        ctx.parents["runtime-python"]
-        .with_mounted_directory(site_vllm, package)
-        .with_exec([RUNTIME_PYTHON, "-I", "-S", "-c", COMPILE_BYTECODE, site_vllm])
-        .directory(site_vllm)
-    )
-    return dag.directory().with_directory(".", compiled, include=["**/__pycache__/*.pyc"])
-
-
-async def vllm_installed(build: Build, ctx: StageContext) -> Step:
-    """Adding vLLM to an image by file operations only: the extension layer, the Python package files
-    (with build's _version.py), rust-build's artifacts (vllm-rs) where the wheel puts them, their
-    bytecode, then vLLM's dist-info as build's wheel installs it."""
-    extension = await record_of(ctx.parents["extension"])
-    csrc_version = metadata_version(extension["files"]["METADATA"])
-    version = build_version(csrc_version, build.args.git_version, extension["pretend_version"])
-    # build's setup.py writes _version.py with setuptools-scm's version (csrc-build's with its pretend one).
-    changed = version != csrc_version and extension["version_file"] is not None
-    version_text = version_file(extension["version_file"], build.args.git_version) if changed else None
-    package = package_files(ctx.source)
-    if version_text is not None:
-        package = package.with_new_file("_version.py", version_text)
-    dist_info = await dist_info_installed(ctx, extension, version, version_text)
-    site = build.site_packages()
-    site_vllm = f"{site}/vllm"
-    # Directories added, not with_new_file: a file op on the imported image would pull all of it.
-    folder = dag.directory()
-    for path, text in dist_info.files.items():
-        folder = folder.with_new_file(path, text)
-
-    def step(image: dagger.Container) -> dagger.Container:
-        return (
-            image.with_directory("/", ctx.parents["extension"].rootfs())
-            .with_directory(site_vllm, package)
-            .with_directory("/", ctx.parents["rust-installed"].rootfs())
-            .with_directory(site_vllm, bytecode(site_vllm, package, ctx))
-            .with_directory(f"{site}/{dist_info.name}", folder)
-        )
-
-    return step

@@ -15,13 +15,6 @@ from vllm_ci.declare import stage
 from vllm_ci.deviations import Deviation, skipped
 from vllm_ci.stages.runtime import EXTRAS_READS, PACKAGE_INPUTS, vllm_base_handlers
 
-# What vllm-openai-base's RUNs read: of requirements/ (which they bind), only the files they open.
-DEPS_READS = (
-    "requirements/kv_connectors.txt",
-    "requirements/kv_connectors_cu12.txt",
-    "requirements/rubin-prerelease.txt",
-    "tools/install_triton_from_source.sh",
-)
 BEFORE_VLLM = (
     "run as written on vllm-runtime-base in openai-deps, before vLLM is added, so a new vLLM never redoes them"
 )
@@ -31,27 +24,6 @@ BY_FILE_MODE = "the script is added with mode 0755 in one file layer instead of 
 SAGEMAKER_SCRIPT = "examples/deployment/sagemaker-entrypoint.sh"
 COPY_SCRIPT = Deviation("COPY", "sagemaker-entrypoint.sh", BY_FILE_MODE)
 CHMOD_SCRIPT = Deviation("RUN", "chmod +x", BY_FILE_MODE)
-
-
-@stage(
-    "openai-deps",
-    from_=None,
-    parents=("vllm-runtime-base", "extensions-build"),
-    reads=DEPS_READS,
-    also_reads=("openai_extras", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL"),
-    runs_from=(("vllm-openai-base", AFTER_DEPS),),
-)
-async def openai_deps(build: Build, ctx: StageContext) -> dagger.Container:
-    """vllm-openai-base's instructions above its build ENV, as written, on the runtime base (and the
-    packages --openai-extras names, if any)."""
-    walk = build.upstream("vllm-openai-base", ctx, register=False)
-    deps = walk.walk_above(ctx.parents["vllm-runtime-base"], AFTER_DEPS)
-    extras = build.args.openai_extras.split()
-    if not extras:
-        return deps
-    return deps.with_env_variable("PIP_BREAK_SYSTEM_PACKAGES", "1").with_exec(
-        ["python3", "-m", "pip", "install", "--disable-pip-version-check", *build.pip_index_flags(), *extras]
-    )
 
 
 @stage(

@@ -15,17 +15,8 @@ from stagecache import StageContext
 from vllm_ci.build import Build
 from vllm_ci.declare import stage
 from vllm_ci.deviations import Deviation, Handler, skipped
-from vllm_ci.fastpath import program
-from vllm_ci.stages.common import (
-    FLOOR,
-    INSTALLS_VLLM,
-    METADATA_INPUTS,
-    RUNTIME_PYTHON,
-    RUNTIME_PYTHON_ROOT,
-    installing_vllm,
-    vllm_installed,
-)
-from vllm_ci.steps import scratch_with
+from vllm_ci.fastpath.install import METADATA_INPUTS, vllm_installed
+from vllm_ci.stages.common import FLOOR, INSTALLS_VLLM, installing_vllm
 
 # What the Python package layer reads.
 PACKAGE_INPUTS = ("vllm/", *METADATA_INPUTS)
@@ -51,20 +42,6 @@ async def runtime_base(build: Build, ctx: StageContext) -> dagger.Container:
     """FROM FINAL_BASE_IMAGE AS vllm-runtime-base: Python, uv, the CUDA JIT tools and every runtime dependency, no vLLM."""
     start = dag.container().from_(build.from_image("vllm-runtime-base"))
     return build.upstream("vllm-runtime-base", ctx).walk(start)
-
-
-# Copies the runtime's Python alone (interpreter, linked libraries, standard library) into a folder.
-COPY_PYTHON_ALONE = program("copy_python_alone.sh")
-
-
-@stage("runtime-python", from_=None, parents=("vllm-runtime-base",))
-async def runtime_python(build: Build, ctx: StageContext) -> dagger.Container:
-    """The runtime's own Python alone (interpreter, linked libraries, standard library), tens of MB:
-    it compiles vLLM's bytecode, as upstream's uv install does, without pulling the runtime."""
-    alone = ctx.parents["vllm-runtime-base"].with_exec(
-        ["sh", "-c", COPY_PYTHON_ALONE, "sh", RUNTIME_PYTHON_ROOT, RUNTIME_PYTHON]
-    )
-    return scratch_with("/", alone.directory(RUNTIME_PYTHON_ROOT))
 
 
 VLLM_RS_LINK = Deviation("RUN", "/usr/local/bin/vllm-rs", FLOOR)

@@ -6,8 +6,6 @@ build copies from it: vllm/vllm-rs and vllm/_rust_*.so."""
 
 from __future__ import annotations
 
-import json
-
 import dagger
 from dagger import dag
 
@@ -15,8 +13,8 @@ from stagecache import StageContext
 from vllm_ci.build import Build
 from vllm_ci.declare import stage
 from vllm_ci.deviations import Deviation
-from vllm_ci.stages.common import RECORD_LABEL, RUST_ARTIFACTS, rows_of, with_git_version, without_git
-from vllm_ci.steps import Step, scratch_with
+from vllm_ci.stages.common import RUST_ARTIFACTS, with_git_version, without_git
+from vllm_ci.steps import Step
 
 READS = ("requirements/build/rust.txt", "rust/", "rust-toolchain.toml", "tools/build_rust.py", "tools/build_rust.sh")
 NO_GIT = (
@@ -47,18 +45,8 @@ async def rust_build(build: Build, ctx: StageContext) -> dagger.Container:
     upstream = build.upstream("rust-build", ctx)
 
     def relink(ctr: dagger.Container, _: Step) -> dagger.Container:
-        return with_git_version(build.args.git_version_clean, upstream.step_in(without_git(ctx), RELINK))(ctr)
+        return with_git_version(build.value("git_version_clean"), upstream.step_in(without_git(ctx), RELINK))(ctr)
 
     built = upstream.walk(ctx.parents["rust-build-cache"], {RELINK: relink})
     artifacts = dag.directory().with_directory(".", built.directory(RUST_ARTIFACTS), include=["vllm-rs", "_rust_*.so"])
     return dag.container().with_directory(RUST_ARTIFACTS, artifacts)
-
-
-@stage("rust-installed", from_=None, parents=("rust-build",), also_reads=("PYTHON_VERSION",))
-async def rust_installed(build: Build, ctx: StageContext) -> dagger.Container:
-    """rust-build's artifacts where vLLM's wheel installs them (site-packages/vllm), alone in one layer,
-    with their RECORD rows in the image config: merged into the runtime images whole ("/" onto "/",
-    which the engine does without reading the layer), so a hit is never pulled."""
-    artifacts = ctx.parents["rust-build"].directory(RUST_ARTIFACTS)
-    rows = await rows_of(artifacts, "vllm/")
-    return scratch_with(f"{build.site_packages()}/vllm", artifacts).with_label(RECORD_LABEL, json.dumps(rows))

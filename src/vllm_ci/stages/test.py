@@ -14,7 +14,8 @@ from stagecache import StageContext
 from vllm_ci.build import Build
 from vllm_ci.declare import stage
 from vllm_ci.deviations import Deviation, Handler, skipped
-from vllm_ci.stages.common import EVERYTHING, INSTALLS_VLLM, RUNTIME_WORKSPACE, installing_vllm, vllm_installed
+from vllm_ci.fastpath.install import vllm_installed
+from vllm_ci.stages.common import EVERYTHING, INSTALLS_VLLM, RUNTIME_WORKSPACE, installing_vllm
 from vllm_ci.steps import Step
 
 TEST_DEPS_READS = (

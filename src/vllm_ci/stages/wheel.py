@@ -53,7 +53,7 @@ async def build(run: Build, ctx: StageContext) -> dagger.Container:
 
     def build_wheel(ctr: dagger.Container, _: Step) -> dagger.Container:
         # Wheels are zips with timestamps: the same inputs give the same bytes (declared in NO_GIT; no layer).
-        wheel = with_git_version(run.args.git_version, upstream.step_in(git_free, BUILD_WHEEL))
+        wheel = with_git_version(run.value("git_version"), upstream.step_in(git_free, BUILD_WHEEL))
         return wheel(ctr.with_env_variable("SOURCE_DATE_EPOCH", SOURCE_DATE_EPOCH))
 
     built = upstream.walk(ctx.parents["base"], {CHECK_REPO: check_repo, BUILD_WHEEL: build_wheel})
