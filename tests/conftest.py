@@ -27,7 +27,7 @@ from vllm_ci.engine import use_local_engine
 from vllm_ci.graph import stage_graph
 from vllm_ci.instructions import AsWritten
 from vllm_ci.main import SOURCE_IGNORE, VllmCi
-from vllm_ci.upstream import VLLM_VERSION, git, tagged_checkout  # noqa: F401  (the tests import them from here)
+from vllm_ci.upstream import VLLM_VERSION, git, tagged_checkout, vllm_source  # noqa: F401  (the tests import them from here)
 from vllm_ci.upstream_file import UpstreamFile
 from vllm_ci.version import git_versions
 
@@ -137,6 +137,12 @@ async def client(engine: None) -> AsyncIterator[None]:
     with open(os.devnull, "w") as log:
         async with dagger.connection(dagger.Config(log_output=log)):
             yield
+
+
+@pytest.fixture(scope="session")
+def upstream_dockerfile() -> str:
+    """The text of the pinned vLLM release's real docker/Dockerfile (from its sdist)."""
+    return (vllm_source() / "docker" / "Dockerfile").read_text()
 
 
 @pytest.fixture

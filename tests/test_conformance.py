@@ -22,12 +22,6 @@ EXPECTED = REPO / "tests" / "expected" / f"conformance-vllm-{VLLM_VERSION}.json"
 CLIENT = REPO / ".venv" / "bin" / "vllm-ci"
 
 
-@pytest.fixture(scope="module")
-def upstream_dockerfile() -> str:
-    """The text of vLLM's real docker/Dockerfile."""
-    return (vllm_source() / "docker" / "Dockerfile").read_text()
-
-
 def report_on(text: str) -> ConformanceReport:
     """The conformance report of this project's stage functions on a Dockerfile's text, with diffs from
     the pinned release's file."""
