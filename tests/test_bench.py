@@ -11,15 +11,15 @@ import sys
 
 import pytest
 from dagger import dag
+from docker.utils.build import exclude_paths
 
-from conftest import EXAMPLE, REPO
+from conftest import EXAMPLE, REPO, source_of
 from stagecache import StageContext
 from vllm_ci import stages  # noqa: F401  (the stage functions, each declaring its deviations)
 from vllm_ci.args import PORTABLE_COMMANDS, BuildArgs, read_args_file
 from vllm_ci.declare import DECLARED
 from vllm_ci.deviations import anchored
 from vllm_ci.instructions import AsWritten
-from vllm_ci.main import SOURCE_IGNORE
 from vllm_ci.upstream import vllm_source
 from vllm_ci.upstream_file import UpstreamFile
 
@@ -27,13 +27,45 @@ BENCH = REPO / "bench"
 sys.path.insert(0, str(BENCH))
 from fork_dockerfile import fork  # noqa: E402
 
-from tools import BenchError  # noqa: E402
+from tools import BenchError, dockerfile_of  # noqa: E402
+
+# One path of a checkout for each pattern our source ignores (two for `vllm/**/*.so`), and paths it keeps.
+CHECKOUT = (
+    ".git/HEAD",
+    ".github/workflows/ci.yml",
+    "docs/index.md",
+    "build/temp/ops.o",
+    "dist/vllm.whl",
+    ".venv/bin/python",
+    "vllm/__pycache__/envs.cpython-312.pyc",
+    "tools/stray.pyc",
+    "vllm.egg-info/PKG-INFO",
+    "tests/.pytest_cache/v/lastfailed",
+    "vllm/_C.so",
+    "vllm/attention/_ops.so",
+    "setup.py",
+    "vllm/__init__.py",
+    "csrc/ops.cu",
+    "tools/docs.py",
+)
 
 
-def test_the_dockerfiles_ignore_what_our_source_ignores() -> None:
-    # Today's layout is upstream's file: BuildKit reads the checkout's own .dockerignore, as ours does.
-    lines = (BENCH / "dockerfiles" / "Dockerfile.oct2025.dockerignore").read_text().splitlines()
-    assert [line for line in lines if line and not line.startswith("#")] == SOURCE_IGNORE
+@pytest.mark.anyio
+async def test_the_oct2025_buildkit_build_is_sent_the_files_our_source_holds(
+    client: None, tmp_path: pathlib.Path
+) -> None:
+    # BuildKit reads the ignore file beside the Dockerfile the bench gives it (`<filename>.dockerignore`): applied
+    # by the docker CLI's own matcher (docker-py's), it must keep of a checkout what the module's source keeps.
+    dockerfile = dockerfile_of("oct2025")
+    lines = dockerfile.with_name(f"{dockerfile.name}.dockerignore").read_text().splitlines()
+    patterns = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    for path in CHECKOUT:
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(path)
+    theirs = {path for path in exclude_paths(str(tmp_path), patterns) if (tmp_path / path).is_file()}
+    ours = {path for path in await source_of(tmp_path).glob("**/*") if (tmp_path / path).is_file()}
+    assert ours == {"setup.py", "vllm/__init__.py", "csrc/ops.cu", "tools/docs.py"}
+    assert theirs == ours
 
 
 def test_todays_layout_is_upstreams_dockerfile_with_only_the_portable_commands_replaced() -> None:
