@@ -27,6 +27,7 @@ BENCH = REPO / "bench"
 sys.path.insert(0, str(BENCH))
 from fork_dockerfile import fork  # noqa: E402
 
+from compare import goals  # noqa: E402
 from tools import BenchError, dockerfile_of  # noqa: E402
 
 # One path of a checkout for each pattern our source ignores (two for `vllm/**/*.so`), and paths it keeps.
@@ -121,6 +122,17 @@ def test_todays_layout_is_upstreams_dockerfile_with_only_the_portable_commands_r
         fork(upstream, "--max-jobs=4\n")
 
 
+def test_each_goal_is_the_ratio_of_its_two_measures_and_met_only_within_its_limit() -> None:
+    # Ours took 30 s where BuildKit took 60 on a no-change build; a Python-only change was not measured.
+    summary = {"no-change": {"ours": {"seconds": 30.0}, "buildkit-today": {"seconds": 60.0}}}
+    measured = {g["goal"]: (g["ratio"], g["met"]) for g in goals(summary)}
+    assert measured["No change: time ≤ 1× BuildKit-today"] == (0.5, True)
+    # A goal whose measures are missing (or whose baseline is zero) is neither met nor failed.
+    assert measured["Python-only change: time ≤ 0.2× BuildKit-today"] == (None, None)
+    summary["no-change"]["ours"]["seconds"] = 61.0
+    assert {g["goal"]: g["met"] for g in goals(summary)}["No change: time ≤ 1× BuildKit-today"] is False
+
+
 @pytest.mark.bench
 @pytest.mark.wipes_engine  # each scenario runs on a fresh agent
 def test_the_bench_compares_ours_with_buildkit_on_a_no_change_build(engine: None, tmp_path: pathlib.Path) -> None:
@@ -154,7 +166,8 @@ def test_the_bench_compares_ours_with_buildkit_on_a_no_change_build(engine: None
         assert isinstance(measured["pulled"], int) and isinstance(measured["pushed"], int), measured
         assert measured["pulled"] < 500_000 and measured["pushed"] < 100_000, measured
     assert results["results"]["no-change"]["ours"]["rebuilt"].startswith("0/")  # nothing rebuilt
-    assert [g["goal"] for g in results["goals"]][2].startswith("No change")
+    (no_change,) = [g for g in results["goals"] if g["goal"].startswith("No change")]
+    assert no_change["ratio"] is not None and no_change["met"] == (no_change["ratio"] <= no_change["limit"])
     assert "| no-change | ours |" in proc.stdout
     assert (tmp_path / "latest.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
