@@ -74,3 +74,13 @@ def test_only_the_stage_modules_define_stages() -> None:
     }
     assert len(defining) >= 9  # the scan sees the stage modules
     assert {path for path in defining if not path.startswith(("vllm_ci/stages/", "vllm_ci/fastpath/"))} == set()
+
+
+def test_no_test_module_imports_another() -> None:
+    # What tests share is in conftest.py (fixtures and helpers) or a helper module that is not a test module.
+    tests = SRC.parent / "tests"
+    files = sorted(tests.glob("test_*.py")) + [tests / "conftest.py"]
+    assert len(files) > 20
+    modules = {path.stem for path in tests.glob("test_*.py")}
+    importing = {path.name: sorted(imported_modules(path) & modules) for path in files}
+    assert {name: found for name, found in importing.items() if found} == {}
