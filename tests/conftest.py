@@ -27,9 +27,9 @@ from vllm_ci.engine import use_local_engine
 from vllm_ci.graph import stage_graph
 from vllm_ci.instructions import AsWritten
 from vllm_ci.main import SOURCE_IGNORE, VllmCi
-from vllm_ci.upstream import VLLM_VERSION, git, tagged_checkout, vllm_source  # noqa: F401  (the tests import them from here)
 from vllm_ci.upstream_file import UpstreamFile
 from vllm_ci.version import git_versions
+from vllm_release import CACHE, VLLM_VERSION, git, tagged_checkout, vllm_source  # noqa: F401  (the tests import them from here)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # The version setuptools-scm gives a checkout one commit past the pinned release's tag (its prefix).

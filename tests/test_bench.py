@@ -13,14 +13,13 @@ import pytest
 from dagger import dag
 from docker.utils.build import exclude_paths
 
-from conftest import EXAMPLE, REPO, source_of
+from conftest import EXAMPLE, REPO, source_of, vllm_source
 from stagecache import StageContext
 from vllm_ci import stages  # noqa: F401  (the stage functions, each declaring its deviations)
 from vllm_ci.args import PORTABLE_COMMANDS, BuildArgs, read_args_file
 from vllm_ci.declare import DECLARED
 from vllm_ci.deviations import anchored
 from vllm_ci.instructions import AsWritten
-from vllm_ci.upstream import vllm_source
 from vllm_ci.upstream_file import UpstreamFile
 
 BENCH = REPO / "bench"

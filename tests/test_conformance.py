@@ -11,11 +11,10 @@ import subprocess
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, VLLM_VERSION, vllm_source
 from vllm_ci.conformance import CHANGED, DEVIATION, MISSING, REPRODUCED, ConformanceReport, Row, accept, check, refusal
 from vllm_ci.declare import DECLARED
 from vllm_ci.errors import UsageError
-from vllm_ci.upstream import VLLM_VERSION, vllm_source
 from vllm_ci.upstream_file import UpstreamFile
 
 EXPECTED = REPO / "tests" / "expected" / f"conformance-vllm-{VLLM_VERSION}.json"

@@ -46,7 +46,7 @@ def test_no_source_file_is_longer_than_400_lines() -> None:
 
 
 def test_the_source_holds_none_of_upstreams_instruction_text() -> None:
-    from vllm_ci.upstream import vllm_source
+    from conftest import vllm_source
     from vllm_ci.upstream_file import UpstreamFile, normalise
 
     file = UpstreamFile.parse((vllm_source() / "docker" / "Dockerfile").read_text(), "docker/Dockerfile")
