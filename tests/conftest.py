@@ -18,6 +18,7 @@ from dagger import dag
 
 from local_registry import RegistryAPI
 from stagecache import StageContext
+from stagecache.keys import KeyPreimage
 from stagecache.store import StageCache
 from stagecache.why import INPUTS_SUFFIX, LATEST_SUFFIX, inputs_tag
 from vllm_ci.args import read_args_file
@@ -40,6 +41,15 @@ STATE = pathlib.Path(os.environ.get("VLLM_CI_STATE", "/var/lib/vllm-ci"))
 REGISTRY_LOG = STATE / "registry" / "registry.log"
 DAGGER = "/usr/local/bin/dagger"
 CLIENT = REPO / ".venv" / "bin" / "vllm-ci"
+# A key's preimage, for the key and why-missed tests.
+PREIMAGE = KeyPreimage(
+    stage="csrc-build",
+    code="sha256:" + "c" * 64,
+    args={"max_jobs": "2", "cuda_version": "13.0.3"},
+    parents={"base": "a" * 64},
+    inputs="sha256:" + "b" * 64,
+    steps={"FROM": "base", "RUN 1": "0123456789ab"},
+)
 
 
 def example_args() -> dict[str, object]:
