@@ -36,8 +36,8 @@ from tools import (
 )
 from vllm_ci.args import BuildArgs, read_args_file
 from vllm_ci.graph import TARGETS
-from vllm_ci.upstream import tagged_checkout
 from vllm_ci.upstream_file import UpstreamFile
+from vllm_release import tagged_checkout
 
 EXAMPLE = REPO / "examples" / "mini-vllm"
 TOOLS = ("ours", "buildkit-oct2025", "buildkit-today", "dagger-engine-cache")

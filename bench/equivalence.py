@@ -22,7 +22,7 @@ import tempfile
 import anyio
 
 from compare import checkout, make_tools
-from stagecache.imagefs import ImageFiles, difference, image_files
+from imagefs import ImageFiles, difference, image_files
 from tools import BENCH, BenchError, BuildKit, Names, engine_lock
 
 CONFIG_FIELDS = ("Env", "WorkingDir", "Entrypoint", "Cmd", "User", "ExposedPorts", "Volumes", "StopSignal")

@@ -17,7 +17,7 @@ import tempfile
 import time
 
 from tools import BENCH, REPO, engine_lock
-from vllm_ci.upstream import VLLM_VERSION, vllm_source
+from vllm_release import VLLM_VERSION, vllm_source
 
 CLIENT = REPO / ".venv" / "bin" / "vllm-ci"
 FRACTIONS = (0.25, 0.5, 1.0)

@@ -26,7 +26,7 @@ from compare import COMMIT_DATE, MB, Measure, base_refs, checkout, make_tools, m
 from stagecache.registry import ImageRef, connect
 from tools import BENCH, REGISTRY, BenchError, BuildKit, Dagger, Names, engine_lock
 from vllm_ci.engine import use_local_engine
-from vllm_ci.upstream import git
+from vllm_release import git
 
 GB = 1e9
 TOOLS = ("ours", "buildkit-today")

@@ -21,7 +21,7 @@ import anyio
 
 from stagecache.registry import MANIFEST_MEDIA_TYPES, RegistryClient
 from stagecache.traffic import RegistryLog
-from vllm_ci.upstream import vllm_source
+from vllm_release import vllm_source
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 BENCH = REPO / "bench"

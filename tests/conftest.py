@@ -18,6 +18,7 @@ from dagger import dag
 
 from local_registry import RegistryAPI
 from stagecache import StageContext
+from stagecache.keys import KeyPreimage
 from stagecache.store import StageCache
 from stagecache.why import INPUTS_SUFFIX, LATEST_SUFFIX, inputs_tag
 from vllm_ci.args import read_args_file
@@ -27,9 +28,9 @@ from vllm_ci.engine import use_local_engine
 from vllm_ci.graph import stage_graph
 from vllm_ci.instructions import AsWritten
 from vllm_ci.main import SOURCE_IGNORE, VllmCi
-from vllm_ci.upstream import VLLM_VERSION, git, tagged_checkout  # noqa: F401  (the tests import them from here)
 from vllm_ci.upstream_file import UpstreamFile
 from vllm_ci.version import git_versions
+from vllm_release import CACHE, VLLM_VERSION, git, tagged_checkout, vllm_source  # noqa: F401  (the tests import them from here)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # The version setuptools-scm gives a checkout one commit past the pinned release's tag (its prefix).
@@ -40,6 +41,15 @@ STATE = pathlib.Path(os.environ.get("VLLM_CI_STATE", "/var/lib/vllm-ci"))
 REGISTRY_LOG = STATE / "registry" / "registry.log"
 DAGGER = "/usr/local/bin/dagger"
 CLIENT = REPO / ".venv" / "bin" / "vllm-ci"
+# A key's preimage, for the key and why-missed tests.
+PREIMAGE = KeyPreimage(
+    stage="csrc-build",
+    code="sha256:" + "c" * 64,
+    args={"max_jobs": "2", "cuda_version": "13.0.3"},
+    parents={"base": "a" * 64},
+    inputs="sha256:" + "b" * 64,
+    steps={"FROM": "base", "RUN 1": "0123456789ab"},
+)
 
 
 def example_args() -> dict[str, object]:
@@ -137,6 +147,12 @@ async def client(engine: None) -> AsyncIterator[None]:
     with open(os.devnull, "w") as log:
         async with dagger.connection(dagger.Config(log_output=log)):
             yield
+
+
+@pytest.fixture(scope="session")
+def upstream_dockerfile() -> str:
+    """The text of the pinned vLLM release's real docker/Dockerfile (from its sdist)."""
+    return (vllm_source() / "docker" / "Dockerfile").read_text()
 
 
 @pytest.fixture

@@ -11,21 +11,14 @@ import subprocess
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, VLLM_VERSION, vllm_source
 from vllm_ci.conformance import CHANGED, DEVIATION, MISSING, REPRODUCED, ConformanceReport, Row, accept, check, refusal
 from vllm_ci.declare import DECLARED
 from vllm_ci.errors import UsageError
-from vllm_ci.upstream import VLLM_VERSION, vllm_source
 from vllm_ci.upstream_file import UpstreamFile
 
 EXPECTED = REPO / "tests" / "expected" / f"conformance-vllm-{VLLM_VERSION}.json"
 CLIENT = REPO / ".venv" / "bin" / "vllm-ci"
-
-
-@pytest.fixture(scope="module")
-def upstream_dockerfile() -> str:
-    """The text of vLLM's real docker/Dockerfile."""
-    return (vllm_source() / "docker" / "Dockerfile").read_text()
 
 
 def report_on(text: str) -> ConformanceReport:

@@ -16,7 +16,7 @@ import anyio
 import pytest
 
 from conftest import EXAMPLE, REGISTRY, example_build, example_flags
-from stagecache.imagefs import layer_tar
+from imagefs import layer_tar
 from stagecache.keys import PREIMAGE_LABEL
 from stagecache.registry import ImageRef, RegistryClient
 from stagecache.stages import stage_preimages

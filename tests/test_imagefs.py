@@ -6,7 +6,7 @@ import hashlib
 import io
 import tarfile
 
-from stagecache.imagefs import Entry, apply_layer, difference
+from imagefs import Entry, apply_layer, difference
 
 
 def layer(*members: tuple[str, str, bytes | str]) -> tarfile.TarFile:
@@ -89,7 +89,7 @@ def test_a_layer_reads_the_same_whether_its_blob_is_zstd_gzip_or_plain(tmp_path)
 
     import zstandard
 
-    from stagecache.imagefs import layer_tar
+    from imagefs import layer_tar
 
     plain = io.BytesIO()
     with tarfile.open(fileobj=plain, mode="w") as archive:

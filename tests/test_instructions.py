@@ -4,6 +4,7 @@ pure parts (mount options, ARG expansion) as plain unit tests."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import signal
 import subprocess
 import sys
@@ -132,7 +133,7 @@ async def test_a_locked_cache_mount_whose_client_was_killed_mid_run_is_free_for_
         [sys.executable, str(REPO / "tests" / "cache_mount_holder.py"), volume, "locked", "300"],
         stdout=subprocess.PIPE,
         text=True,
-        env={**cli_env(), "PYTHONPATH": f"{REPO / 'tests'}:{REPO / 'src'}"},
+        env={**cli_env(), "PYTHONPATH": os.pathsep.join(sys.path)},  # conftest's path
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline() == "started\n"

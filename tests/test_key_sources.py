@@ -206,7 +206,7 @@ def test_a_stage_key_is_the_same_in_every_process_whatever_its_hash_seed() -> No
     runs = {
         subprocess.run(
             [sys.executable, "-c", script],
-            env={**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(EXAMPLE.parents[1] / "tests")},
+            env={**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": os.pathsep.join(sys.path)},  # conftest's path
             check=True,
             capture_output=True,
             text=True,

@@ -3,10 +3,36 @@
 from __future__ import annotations
 
 import ast
+import importlib.metadata
 import pathlib
+import sys
+import tomllib
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 SRC = pathlib.Path(__file__).resolve().parent.parent / "src"
 MAX_LINES = 400
+OURS = ("stagecache", "vllm_ci")
+# What only tests and the bench import: test frameworks and mocks, pip's internals, and the helper modules
+# of tests/ and bench/ (the pinned release's download, an image's files read back).
+TEST_ONLY = (
+    "pytest",
+    "_pytest",
+    "hypothesis",
+    "unittest",
+    "pip",
+    "conftest",
+    "local_registry",
+    "flaky_proxy",
+    "git_server",
+    "cache_mount_holder",
+    "vllm_release",
+    "imagefs",
+    "jsonschema",
+    "yaml",
+    "matplotlib",
+)
 
 
 def imported_modules(path: pathlib.Path) -> set[str]:
@@ -46,7 +72,7 @@ def test_no_source_file_is_longer_than_400_lines() -> None:
 
 
 def test_the_source_holds_none_of_upstreams_instruction_text() -> None:
-    from vllm_ci.upstream import vllm_source
+    from conftest import vllm_source
     from vllm_ci.upstream_file import UpstreamFile, normalise
 
     file = UpstreamFile.parse((vllm_source() / "docker" / "Dockerfile").read_text(), "docker/Dockerfile")
@@ -100,3 +126,64 @@ def test_stage_code_reads_the_builds_values_only_through_its_checked_view() -> N
     }
     assert len(files) > 10
     assert bypassing == set()
+
+
+def test_no_test_module_imports_another() -> None:
+    # What tests share is in conftest.py (fixtures and helpers) or a helper module that is not a test module.
+    tests = SRC.parent / "tests"
+    files = sorted(tests.glob("test_*.py")) + [tests / "conftest.py"]
+    assert len(files) > 20
+    modules = {path.stem for path in tests.glob("test_*.py")}
+    importing = {path.name: sorted(imported_modules(path) & modules) for path in files}
+    assert {name: found for name, found in importing.items() if found} == {}
+
+
+def package_modules() -> list[pathlib.Path]:
+    """The Python files the package imports on the host: all of src/ but the fast path's programs, which a
+    stage hands to its container as text (`program("x.py")`) and which run there, on the image's Python."""
+    files = sorted(SRC.rglob("*.py"))
+    programs = {
+        node.args[0].value
+        for path in files
+        for node in ast.walk(ast.parse(path.read_text(), str(path)))
+        if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "program" and node.args
+        if isinstance(node.args[0], ast.Constant)
+    }
+    assert programs  # the scan sees the programs
+    return [path for path in files if path.name not in programs]
+
+
+def third_party_imports() -> dict[str, set[str]]:
+    """Each module of another package the package imports -> the files of src/ that import it."""
+    found: dict[str, set[str]] = {}
+    for path in package_modules():
+        for module in imported_modules(path):
+            top = module.split(".")[0]
+            if top not in sys.stdlib_module_names and top not in OURS:
+                found.setdefault(module, set()).add(str(path.relative_to(SRC)))
+    return found
+
+
+def test_the_package_imports_no_test_code_and_no_private_module_of_another_package() -> None:
+    imports = {str(path.relative_to(SRC)): imported_modules(path) for path in sorted(SRC.rglob("*.py"))}
+    assert {
+        path: sorted(m for m in modules if m.split(".")[0] in TEST_ONLY)
+        for path, modules in imports.items()
+        if any(m.split(".")[0] in TEST_ONLY for m in modules)
+    } == {}
+    private = {m: f for m, f in third_party_imports().items() if any(part.startswith("_") for part in m.split("."))}
+    assert private == {}
+
+
+def test_every_package_the_source_imports_is_a_declared_dependency() -> None:
+    pyproject = tomllib.loads((SRC.parent / "pyproject.toml").read_text())
+    declared = {canonicalize_name(Requirement(r).name) for r in pyproject["project"]["dependencies"]}
+    distributions = importlib.metadata.packages_distributions()
+    imported = third_party_imports()
+    assert {"httpx", "dagger", "dockerfile"} <= {m.split(".")[0] for m in imported}  # the scan reads the imports
+    undeclared = {
+        module: sorted(files)
+        for module, files in imported.items()
+        if not {canonicalize_name(d) for d in distributions.get(module.split(".")[0], [module])} & declared
+    }
+    assert undeclared == {}

@@ -170,7 +170,7 @@ def test_checkouts_under_umask_002_and_022_by_other_owners_get_the_same_keys_in_
 
 
 def test_dagger_call_conformance_reports_on_the_real_dockerfile_and_conforms(builtin_sdks: None) -> None:
-    from vllm_ci.upstream import vllm_source
+    from conftest import vllm_source
 
     proc = subprocess.run(
         [DAGGER, "call", "conformance", f"--source={vllm_source()}"],

@@ -17,12 +17,11 @@ import zipfile
 
 import pytest
 
-from conftest import example_build
+from conftest import CACHE, VLLM_VERSION, example_build, vllm_source
 from vllm_ci.declare import DECLARED
 from vllm_ci.fastpath.install import build_version, dist_info_as_built, metadata_inputs, metadata_version, version_file
 from vllm_ci.main import VllmCi  # noqa: F401  (declares the stages)
 from vllm_ci.stages.common import PRETEND_VERSION, SOURCE_DATE_EPOCH
-from vllm_ci.upstream import CACHE, VLLM_VERSION, vllm_source
 from vllm_ci.version import git_versions
 
 # What build's and csrc-build's setup.py commands read of their environment here (upstream's ENV and

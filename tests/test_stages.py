@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-import ast
+import inspect
 import pathlib
 import re
 
+import dockerfile
 import pytest
 
-from conftest import EXAMPLE, NEXT_DEV, REPO, edit, example_build, example_module, source_of, tagged_checkout
-from vllm_ci.graph import TARGETS, stage_graph
-from vllm_ci.options import module_functions
+from conftest import EXAMPLE, NEXT_DEV, edit, example_build, example_module, source_of, tagged_checkout
+from vllm_ci.checks import check_target
+from vllm_ci.declare import DECLARED
+from vllm_ci.errors import UsageError
+from vllm_ci.graph import stage_graph
+from vllm_ci.options import module_functions, options_of
 from vllm_ci.stages.common import DIST
 from vllm_ci.version import git_versions
 
@@ -199,12 +203,39 @@ async def test_the_version_derived_from_git_moves_only_the_stages_that_bind_git_
     assert (await image.with_exec(["python3", "-c", script]).stdout()).split() == [version, version]
 
 
-def test_each_stage_function_of_the_module_builds_a_stage_its_source_declares() -> None:
-    # Read independently of the registry the decorators fill: the `(stage `x`)` each function's doc names,
-    # and the names the `@stage(...)` lines of src/vllm_ci/stages/ give.
+# The stages this project adds to vLLM's file, each a fast path of its own (a stage function with from_=None).
+FAST_PATH_STAGES = {"rust-installed", "extension", "runtime-python", "openai-deps"}
+
+
+def test_the_module_lists_every_stage_of_the_pinned_dockerfile_and_each_fast_path_stage(
+    upstream_dockerfile: str,
+) -> None:
+    # The truth, read independently of the registry the @stage decorators fill: the stage names BuildKit's own
+    # parser finds in the pinned release's docker/Dockerfile, and the fast-path stages this project adds.
+    upstream = {
+        c.value[2] for c in dockerfile.parse_string(upstream_dockerfile) if c.cmd == "FROM" and len(c.value) == 3
+    }
+    assert {"base", "csrc-build", "test", "vllm-sagemaker", "vllm-openai-nonroot"} <= upstream
+    truth = upstream | FAST_PATH_STAGES
+    # What the module lists: the stages `build` and `plan` offer in their --target help (as `dagger call` and
+    # the client read it), the ones a bad --target's refusal names, and the example's stage graph.
+    functions = module_functions()
+    for name in ("build", "plan"):
+        (target,) = [o for o in options_of(functions[name]) if o.python_name == "target"]
+        assert set(target.doc.removeprefix("The stage to build: ").split(", ")) == truth, name
+    with pytest.raises(UsageError) as refused:
+        check_target("--target", "no-such-stage")
+    assert set(str(refused.value).split("the stages: ")[1].split(", ")) == truth
+    assert {s.name for s in stage_graph(example_build())} == truth
+    # Each stage has its function, and the fast-path stages are the ones declared with no FROM of the file.
+    assert {name: inspect.iscoroutinefunction(decl.function) for name, decl in DECLARED.items()} == dict.fromkeys(
+        truth, True
+    )
+    assert {name for name, decl in DECLARED.items() if not decl.upstream} == FAST_PATH_STAGES
+    # The module's own stage functions each build a stage it lists: the `(stage `x`)` each one's doc names.
     named = {
         name: m[1]
-        for name, method in module_functions().items()
+        for name, method in functions.items()
         if (m := re.search(r"\(stage `([a-z-]+)`\)", method.__doc__ or ""))
     }
     assert named == {
@@ -217,13 +248,4 @@ def test_each_stage_function_of_the_module_builds_a_stage_its_source_declares() 
         "test-image": "test",
         "openai": "vllm-openai",
     }
-    declared = {
-        decorator.args[0].value
-        for path in (REPO / "src" / "vllm_ci" / "stages").glob("*.py")
-        for node in ast.walk(ast.parse(path.read_text()))
-        if isinstance(node, ast.AsyncFunctionDef)
-        for decorator in node.decorator_list
-        if isinstance(decorator, ast.Call) and getattr(decorator.func, "id", "") == "stage"
-    }
-    assert set(named.values()) <= declared
-    assert set(TARGETS) == declared == {s.name for s in stage_graph(example_build())}
+    assert set(named.values()) <= truth

@@ -7,11 +7,10 @@ import pathlib
 
 import pytest
 
-from conftest import NEXT_DEV, example_build, git, tagged_checkout
+from conftest import NEXT_DEV, VLLM_VERSION, example_build, git, tagged_checkout, vllm_source
 from vllm_ci.cli import main
 from vllm_ci.fastpath.install import build_version, version_file
 from vllm_ci.stages.common import PRETEND_VERSION
-from vllm_ci.upstream import VLLM_VERSION, vllm_source
 from vllm_ci.version import git_versions
 
 # What csrc-build's ENV gives setuptools-scm, as the pinned Dockerfile writes it.

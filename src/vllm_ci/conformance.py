@@ -20,6 +20,7 @@ from vllm_ci.declare import StageDeclaration
 from vllm_ci.deviations import Deviation, claimed
 from vllm_ci.errors import UsageError
 from vllm_ci.instructions import unrunnable
+from vllm_ci.release import unpacked_source
 from vllm_ci.upstream_file import FileStage, Instruction, UpstreamFile, digest
 
 REPRODUCED: Final = "reproduced"
@@ -133,8 +134,6 @@ def accepted_digests() -> dict[str, str]:
 def released_file() -> UpstreamFile | None:
     """The Dockerfile of the release the accepted digests were taken from, when its sdist is unpacked in
     this machine's cache (the tests and bench keep it there), for diffs; None otherwise."""
-    from vllm_ci.upstream import unpacked_source  # noqa: PLC0415  (only where the cache may be)
-
     tree = unpacked_source()
     if tree is None or not (tree / "docker" / "Dockerfile").is_file():
         return None

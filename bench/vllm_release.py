@@ -1,6 +1,7 @@
-"""vLLM's real source, the release this port follows: the sdist on the package index, fetched by
-pinned version and sha256, cached by that hash, never committed. The conformance tests read its
-Dockerfile, the bench builds it with BuildKit. The index is pip's own (PIP_INDEX_URL, or pip's default)."""
+"""vLLM's real source, the release this port follows (vllm_ci.release pins it): the sdist on the package
+index, fetched by pinned version and sha256, cached by that hash, never committed. The conformance tests
+read its Dockerfile, the bench builds it with BuildKit, ci/up places it in the example; none of this is
+the package's. The index is pip's own (PIP_INDEX_URL, or pip's default); git helpers for tagged checkouts."""
 
 from __future__ import annotations
 
@@ -11,13 +12,10 @@ import pathlib
 import subprocess
 import tarfile
 import urllib.request
-from typing import Final
 
 from pip._internal.models.index import PyPI  # pip's default index, so no host name is written here
 
-VLLM_VERSION: Final = "0.34.0"
-VLLM_SDIST_SHA256: Final = "fcad848b246a9d8652b47e6425af92334dc02492f9802720f54e27b823cf0113"
-CACHE: Final = pathlib.Path(os.environ.get("VLLM_CI_CACHE", "/var/cache/vllm-ci")) / "upstream"
+from vllm_ci.release import CACHE, UNPACKED, VLLM_SDIST_SHA256, VLLM_VERSION, unpacked_source
 
 
 def _index() -> str:
@@ -27,7 +25,7 @@ def _index() -> str:
 
 def vllm_sdist() -> pathlib.Path:
     """The vLLM sdist, verified against its pinned sha256; downloaded once per hash."""
-    path = CACHE / f"vllm-{VLLM_VERSION}-{VLLM_SDIST_SHA256[:16]}.tar.gz"
+    path = UNPACKED.with_name(f"{UNPACKED.name}.tar.gz")
     if path.exists() and hashlib.sha256(path.read_bytes()).hexdigest() == VLLM_SDIST_SHA256:
         return path
     request = urllib.request.Request(f"{_index()}/vllm/", headers={"Accept": "application/vnd.pypi.simple.v1+json"})
@@ -46,21 +44,14 @@ def vllm_sdist() -> pathlib.Path:
     return path
 
 
-def unpacked_source() -> pathlib.Path | None:
-    """The pinned release's source tree if it is already unpacked here (never downloads)."""
-    root = CACHE / f"vllm-{VLLM_VERSION}-{VLLM_SDIST_SHA256[:16]}"
-    return root / f"vllm-{VLLM_VERSION}" if (root / ".complete").exists() else None
-
-
 def vllm_source() -> pathlib.Path:
     """The sdist unpacked (once per hash): vLLM's source tree as a checkout has it, less .git."""
-    root = CACHE / f"vllm-{VLLM_VERSION}-{VLLM_SDIST_SHA256[:16]}"
-    tree = root / f"vllm-{VLLM_VERSION}"
-    if not (root / ".complete").exists():
-        with tarfile.open(vllm_sdist()) as archive:
-            archive.extractall(root, filter="data")
-        (root / ".complete").touch()
-    return tree
+    if (tree := unpacked_source()) is not None:
+        return tree
+    with tarfile.open(vllm_sdist()) as archive:
+        archive.extractall(UNPACKED, filter="data")
+    (UNPACKED / ".complete").touch()
+    return UNPACKED / f"vllm-{VLLM_VERSION}"
 
 
 def git(checkout: pathlib.Path, *args: str, date: str | None = None) -> str:
@@ -95,5 +86,5 @@ if __name__ == "__main__":
     import sys
 
     if sys.argv[1:2] != ["dockerfile"] or len(sys.argv) != 3:
-        sys.exit("usage: python -m vllm_ci.upstream dockerfile TARGET")
+        sys.exit("usage: bench/vllm_release.py dockerfile TARGET")
     place_dockerfile(pathlib.Path(sys.argv[2]))

@@ -1,0 +1,43 @@
+"""Why a stage missed (stagecache.why.explain), in one line from two preimages: pure logic, no engine."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import PREIMAGE
+
+
+def test_a_miss_names_the_arg_with_its_old_and_new_value_in_one_line() -> None:
+    import dataclasses
+
+    from stagecache.why import explain
+
+    old = json.loads(PREIMAGE.canonical())
+    new = json.loads(dataclasses.replace(PREIMAGE, args={"max_jobs": "16", "cuda_version": "13.0.3"}).canonical())
+    assert explain(old, new, {}, {}) == "ARG max_jobs: '2' -> '16'"
+
+
+def test_a_miss_names_a_change_of_layer_compression() -> None:
+    import dataclasses
+
+    from stagecache.why import explain
+
+    gzip = json.loads(dataclasses.replace(PREIMAGE, layers="gzip").canonical())
+    assert explain(json.loads(PREIMAGE.canonical()), gzip, {}, {}) == "layer compression: zstd -> gzip"
+
+
+def test_a_miss_names_the_files_changed_added_and_removed_the_parent_and_the_code() -> None:
+    import dataclasses
+
+    from stagecache.why import explain
+
+    changed = dataclasses.replace(
+        PREIMAGE, parents={"base": "d" * 64}, code="sha256:" + "e" * 64, inputs="sha256:" + "f" * 64
+    )
+    line = explain(
+        json.loads(PREIMAGE.canonical()),
+        json.loads(changed.canonical()),
+        {"csrc/ops.c": "file:1", "csrc/old.c": "file:2"},
+        {"csrc/ops.c": "file:3", "csrc/new.c": "file:4"},
+    )
+    assert line == "parent base changed; the stage's code changed; files ~csrc/ops.c, +csrc/new.c, -csrc/old.c"
