@@ -203,12 +203,11 @@ class StepSettings:
 
     @property
     def cache_from(self) -> tuple[str, ...]:
-        """Cache repositories read, in order: own, the PR's base branch, main; without repeats."""
-        repos = [self.cache_to]
-        if self.pull_request is not None and self.base_branch:
-            repos.append(self.cache_repo(self.base_branch))
+        """Cache repositories read besides its own, in order: the PR's base branch, main; without repeats.
+        That a build reads its own first is the cache's rule (stagecache.refs.read_order), not said here."""
+        repos = [self.cache_repo(self.base_branch)] if self.pull_request is not None and self.base_branch else []
         repos.append(self.cache_repo(self.main_branch))
-        return tuple(dict.fromkeys(repos))
+        return tuple(repo for repo in dict.fromkeys(repos) if repo != self.cache_to)
 
     def _global_args(self, output: str) -> list[str]:
         """Constructor flags (``VLLM_CI_ARGS_FILE``, ``VLLM_CI_FLAGS``), ``-o`` and ``-v``: before the function name."""
@@ -231,8 +230,7 @@ class StepSettings:
             self.image_ref,
             "--cache-to",
             self.cache_to,
-            "--cache-from",
-            ",".join(self.cache_from),
+            *(arg for repo in self.cache_from for arg in ("--cache-from", repo)),  # one flag each: no list to split
             *self._auth_args(),
         ]
         if self.has_aws_keys:

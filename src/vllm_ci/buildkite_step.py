@@ -236,7 +236,7 @@ def run(env: dict[str, str]) -> int:
         return 1
     log(f"image       {settings.image_ref}")
     log(f"cache-to    {settings.cache_to}")
-    log(f"cache-from  {', '.join(settings.cache_from)}")
+    log(f"cache-from  {', '.join(['its own', *settings.cache_from])}")
     log(f"source      {settings.source}")
     log(f"flags       {shlex.join(settings.flags) or '(none)'}")
     login = f"user {settings.username}, password from {PASSWORD_VAR}" if settings.username else "anonymous"
