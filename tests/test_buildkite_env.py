@@ -1,7 +1,5 @@
 """The Buildkite environment -> vllm-ci arguments mapping, and the report annotation."""
 
-import contextlib
-import io
 import re
 
 import pytest
@@ -256,31 +254,33 @@ def test_cache_strict_is_passed_on_when_asked():
     assert "--cache-strict" not in StepSettings.from_env(env()).build_args("r")
 
 
-def cli_error_line(error: Exception, code: int) -> str:
-    """The one line the client command prints for an error (cli.fail, as cli.main calls it)."""
-    from vllm_ci import cli
+def step_failure(args: list[str], tmp_path, **env: str):  # type: ignore[no-untyped-def]
+    """How the Buildkite step reports the real client command failing on these arguments (run_cli)."""
+    import os
 
-    stderr = io.StringIO()
-    with contextlib.redirect_stderr(stderr):
-        cli.fail(str(error), code)
-    return stderr.getvalue().strip()
+    from vllm_ci.buildkite_step import StepFailed, run_cli
 
-
-@pytest.mark.parametrize("phase", ["plan", "look-up", "engine", "build", "export", "push"])
-def test_the_failed_phase_is_the_one_the_clis_error_line_leads_with(phase):
-    from stagecache.errors import StageError
-
-    line = cli_error_line(StageError("registry 127.0.0.1:5000 unreachable", stage="base", phase=phase), 1)
-    assert failure_phase("build", line, 1) == phase
+    with pytest.raises(StepFailed) as failed:
+        run_cli("build", args, {**os.environ, **env}, tmp_path / "error.json")
+    return failed.value
 
 
-def test_a_usage_error_is_the_usage_phase_and_a_line_without_a_phase_is_the_commands():
-    from vllm_ci.errors import UsageError
+def test_a_refused_argument_is_the_usage_phase_as_the_cli_itself_names_it(tmp_path):
+    failed = step_failure(["build", "--source", str(tmp_path / "missing")], tmp_path)
+    assert (failed.phase, failed.message) == ("usage", f"--source: no such directory: {tmp_path / 'missing'}")
 
-    assert failure_phase("build", cli_error_line(UsageError("--image: not a reference"), 2), 2) == "usage"
-    summary = "command '/bin/sh -c …' exited 1: pip: no such package"  # a failed command, as exec_summary puts it
-    assert failure_phase("plan", cli_error_line(ValueError(summary), 1), 1) == "plan"
-    assert failure_phase("build", "", 1) == "build"
+
+def test_an_engine_that_does_not_answer_is_the_engine_phase_not_build(tmp_path):
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parent.parent / "examples" / "mini-vllm"
+    nowhere = f"unix://{tmp_path / 'no-engine.sock'}"
+    failed = step_failure(["build", "--source", str(example)], tmp_path, _EXPERIMENTAL_DAGGER_RUNNER_HOST=nowhere)
+    assert failed.phase == "engine" and failed.message.startswith(f"the Dagger engine at {nowhere} does not answer")
+
+
+def test_a_cli_that_died_before_saying_is_the_commands_phase():
+    assert failure_phase("build", None) == "build"
 
 
 REPORT = {  # as BuildReport.to_dict gives it

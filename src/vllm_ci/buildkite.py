@@ -27,10 +27,6 @@ DEFAULT_NAMESPACE = "vllm-ci"
 MAX_NAME = 128
 MAIN_CACHE = "cache-main"
 ANNOTATION_CONTEXT = "vllm-ci-image"
-# The phases a failed step names: the step's own registry login, and those the CLI's one error line leads
-# with (its StageError's phase; a usage error, exit 2, leads with the flag instead). One vocabulary.
-PHASES = ("login", "usage", "plan", "look-up", "engine", "build", "export", "push")
-USAGE_EXIT = 2
 
 _HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]+)?|\[[0-9A-Fa-f:]+\](:[0-9]+)?")
 _PATH_COMPONENT = re.compile(r"[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*")
@@ -242,13 +238,10 @@ class StepSettings:
         return args
 
 
-def failure_phase(command: str, error_line: str, exit_code: int) -> str:
-    """The failed phase: `usage` for the CLI's bad-input exit, else the phase its `vllm-ci: error:` line leads
-    with, else the command (plan/build) that failed."""
-    if exit_code == USAGE_EXIT:
-        return "usage"
-    lead = re.match(r"([a-z-]+): ", error_line.removeprefix("vllm-ci: error:").strip())
-    return lead[1] if lead and lead[1] in PHASES else command
+def failure_phase(command: str, failure: Mapping[str, Any] | None) -> str:
+    """The failed phase: the one the CLI's error named (its StageError's phase, in the CLI's error file,
+    vllm_ci.entry.ERROR_FILE_VAR), else the command that failed (a CLI that died before saying)."""
+    return str(failure.get("phase") or command) if failure else command
 
 
 def report_style(report: Mapping[str, Any]) -> str:
