@@ -19,6 +19,7 @@ from dagger import dag
 from local_registry import RegistryAPI
 from stagecache import StageContext
 from stagecache.keys import KeyPreimage
+from stagecache.refs import ImageRef
 from stagecache.store import StageCache
 from stagecache.why import INPUTS_SUFFIX, LATEST_SUFFIX, inputs_tag
 from vllm_ci.args import read_args_file
@@ -200,7 +201,10 @@ def cache_for(
 ) -> StageCache:
     """A stage cache over a checkout's stages, as its Dockerfile has them (constructor arguments overridden by `args`)."""
     return StageCache(
-        stage_graph(example_build(folder, **args)), cache_from=cache_from or [], cache_to=cache_to, strict=strict
+        stage_graph(example_build(folder, **args)),
+        cache_from=[ImageRef.parse(ref) for ref in cache_from or []],  # the tests' edge: refs as strings
+        cache_to=ImageRef.parse(cache_to) if cache_to else None,
+        strict=strict,
     )
 
 

@@ -33,8 +33,10 @@ if os.environ.get("FAKE_HANG") == command:  # a long build: a SIGTERM ends it as
     print("fake vllm-ci building", flush=True)
     time.sleep(60)
     sys.exit(0)
-if os.environ.get("FAKE_FAIL") == command:
+if os.environ.get("FAKE_FAIL") == command:  # the line, and the error file with its phase, as cli.fail writes them
     print(f"vllm-ci: error: {os.environ['FAKE_ERROR']}", file=sys.stderr)
+    record = {"phase": os.environ.get("FAKE_PHASE", "build"), "exit_code": 1, "message": os.environ["FAKE_ERROR"]}
+    open(os.environ["VLLM_CI_ERROR_FILE"], "w").write(json.dumps(record))
     sys.exit(255)
 if command == "build":
     image = args[args.index("--image") + 1]
@@ -173,7 +175,7 @@ def test_an_existing_image_is_skipped_with_exit_0_in_the_log_and_the_annotation(
 )
 def test_a_failure_expands_the_log_names_the_phase_and_exits_1_not_255(world, failing, error, phase):
     work, env, agent_log = world
-    done = step(work, {**env, "FAKE_FAIL": failing, "FAKE_ERROR": error})
+    done = step(work, {**env, "FAKE_FAIL": failing, "FAKE_ERROR": error, "FAKE_PHASE": phase})
     assert done.returncode == 1
     lines = done.stdout.splitlines()
     at = lines.index("^^^ +++")

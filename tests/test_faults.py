@@ -76,7 +76,7 @@ def test_a_layer_blob_whose_bytes_are_corrupt_is_rebuilt_and_never_reaches_a_com
         assert engine_pid() == pid and pathlib.Path(f"/proc/{pid}").exists()  # the engine lived
         assert report.record(BASE).outcome == "exported"
         assert report.record(BASE).why == (
-            f"unusable entry {repo}:{tag}@{first.record(BASE).ref.partition('@')[2][:19]}: "
+            f"unusable entry {repo}:{tag}@{(first.record(BASE).ref.digest or '')[:19]}: "
             f"layer {top[:19]} is corrupt (its bytes do not match its digest); rebuilt"
         )
         assert report.record(CHILD).outcome == "exported"

@@ -20,11 +20,11 @@ pytestmark = [pytest.mark.anyio, pytest.mark.wipes_engine]  # each build is on a
 HEAVY = ("base", "vllm-runtime-base", "test-deps")
 
 
-async def layers(ref: str) -> dict[str, int]:
+async def layers(image: ImageRef | None) -> dict[str, int]:
     """Layer digest -> size of an image in the registry."""
-    image = ImageRef.parse(ref)
+    assert image is not None
     async with RegistryClient(image.registry) as registry:
-        found = await registry.manifest(image.repository, image.digest or image.tag or "")
+        found = await registry.manifest(image.repository, image.reference)
     assert found is not None
     return {layer["digest"]: layer["size"] for layer in found[0]["layers"]}
 
@@ -45,8 +45,12 @@ async def fresh_agent_build(path: pathlib.Path, cache_from: list[str], cache_to:
     try:
         with open(os.devnull, "w") as devnull:
             async with dagger.connection(dagger.Config(log_output=devnull)):
-                cache = StageCache(stage_graph(example_build()), cache_from=cache_from, cache_to=cache_to)
-                container, report = await cache.build(source_of(path), "test", image)
+                cache = StageCache(
+                    stage_graph(example_build()),
+                    cache_from=[ImageRef.parse(ref) for ref in cache_from],
+                    cache_to=ImageRef.parse(cache_to),
+                )
+                container, report = await cache.build(source_of(path), "test", ImageRef.parse(image))
                 traffic = log.since(mark)  # the build's traffic only: running the tests below pulls the image
                 tests = await container.with_exec(["python3", "-m", "pytest", "-q", "tests"]).stdout()
                 pip_check = await container.with_exec(["sh", "-c", "python3 -m pip check || true"]).stdout()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from stagecache.refs import ImageRef
 from stagecache.report import BuildReport, StageRecord
 
 
@@ -9,12 +10,12 @@ def test_the_report_renders_a_table_markdown_and_json_that_reads_back() -> None:
     report = BuildReport(
         "test",
         [
-            StageRecord("base", "k1", "hit", "127.0.0.1:5000/c:base-k1@sha256:" + "f" * 64),
+            StageRecord("base", "k1", "hit", ImageRef.parse("127.0.0.1:5000/c:base-k1@sha256:" + "f" * 64)),
             StageRecord(
                 "test",
                 "k2",
                 "exported",
-                "127.0.0.1:5000/c:test-k2",
+                ImageRef.parse("127.0.0.1:5000/c:test-k2"),
                 3.0,
                 1.0,
                 0,

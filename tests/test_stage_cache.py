@@ -68,7 +68,7 @@ async def test_a_rerun_with_no_change_hits_asks_the_cache_for_the_target_only_an
     cache, asked = cache_for(cache_from=[warm_cache]), []
     look_up = cache.planner.lookup
 
-    async def counted(preimage: KeyPreimage) -> tuple[str | None, str]:
+    async def counted(preimage: KeyPreimage) -> tuple[ImageRef | None, str]:
         asked.append(preimage.stage)
         return await look_up(preimage)
 
@@ -76,7 +76,7 @@ async def test_a_rerun_with_no_change_hits_asks_the_cache_for_the_target_only_an
     _, report = await cache.build(source_of(EXAMPLE), "test")
     assert asked == ["test"]  # its parents' entries are of no use to a hit
     assert report.record("test").outcome == "hit"
-    assert report.record("test").ref.startswith(f"{warm_cache}:test-")
+    assert str(report.record("test").ref).startswith(f"{warm_cache}:test-")
     assert not {"exported", "built"} & set(report.outcomes().values())
 
 
@@ -101,7 +101,7 @@ async def test_the_plan_names_keys_and_hits_before_any_container_work(client: No
 
 async def test_the_first_repository_that_hits_wins(client: None, warm_cache: str, cache_repo: str) -> None:
     report = await build(EXAMPLE, cache_from=[cache_repo, warm_cache])
-    assert report.record("test").ref.startswith(warm_cache)
+    assert str(report.record("test").ref).startswith(warm_cache)
 
 
 async def test_an_unreachable_registry_warns_and_the_build_goes_on(client: None) -> None:
@@ -150,17 +150,17 @@ async def test_prune_deletes_only_what_it_should(client: None, cache_repo: str) 
     report = await build(EXAMPLE, "test-deps", cache_to=cache_repo)
     live = report.record("test-deps").key
     later = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=30)
-    dry = await prune(cache_repo, live_keys={live}, keep_days=7, keep_last=0, dry_run=True, now=later)
+    dry = await prune(ImageRef.parse(cache_repo), live_keys={live}, keep_days=7, keep_last=0, dry_run=True, now=later)
     assert "would delete vllm-runtime-base-" in dry and "kept test-deps-" in dry
     ref = ImageRef.parse(cache_repo)
     async with RegistryClient(ref.registry) as registry:
         assert len(entry_tags(await registry.tags(ref.repository))) == 3  # base, vllm-runtime-base, test-deps
-        await prune(cache_repo, live_keys={live}, keep_days=7, keep_last=0, dry_run=False, now=later)
+        await prune(ImageRef.parse(cache_repo), live_keys={live}, keep_days=7, keep_last=0, dry_run=False, now=later)
         runtime_tag = cache_tag("vllm-runtime-base", report.record("vllm-runtime-base").key)
         assert await registry.manifest_digest(ref.repository, runtime_tag) is None
         assert await registry.manifest_digest(ref.repository, inputs_tag(runtime_tag)) is None
         assert await registry.manifest_digest(ref.repository, cache_tag("test-deps", live)) is not None
-    kept = await prune(cache_repo, live_keys=set(), keep_days=7, keep_last=1, dry_run=True, now=later)
+    kept = await prune(ImageRef.parse(cache_repo), live_keys=set(), keep_days=7, keep_last=1, dry_run=True, now=later)
     assert "kept test-deps-" in kept and "newest 1" in kept
 
 
@@ -297,7 +297,7 @@ async def test_a_build_shows_a_start_and_an_end_line_for_each_stage_that_runs(cl
     from stagecache.report import Progress
 
     stream = io.StringIO()
-    cache = StageCache(stage_graph(example_build()), cache_to=cache_repo, progress=Progress(stream))
+    cache = StageCache(stage_graph(example_build()), cache_to=ImageRef.parse(cache_repo), progress=Progress(stream))
     _, report = await cache.build(source_of(EXAMPLE), "test-deps")
     lines = stream.getvalue().splitlines()
     for stage in ("vllm-runtime-base", "test-deps"):

@@ -9,7 +9,6 @@ from typing import TextIO
 import dagger
 
 from stagecache.redact import without_userinfo
-from stagecache.registry import ImageRef
 
 
 class StageError(Exception):
@@ -40,19 +39,6 @@ def first_stage_error(group: BaseExceptionGroup) -> BaseException:
         if isinstance(found, StageError):
             return found
     return group
-
-
-def parse_ref(text: str, what: str) -> ImageRef:
-    """Parse a reference given by the user; a bad one is a one-line error naming it."""
-    try:
-        return ImageRef.parse(text)
-    except ValueError as err:
-        raise StageError(f"{what}: {err}", phase="plan") from None
-
-
-def short_digest(ref: str) -> str:
-    """A ref with its digest cut to the 12 hex digits a person reads."""
-    return re.sub(r"(@sha256:[0-9a-f]{12})[0-9a-f]{52}", r"\1", ref)
 
 
 def unusable_reason(message: str) -> str:

@@ -15,7 +15,8 @@ from stagecache.access import RegistryAccess
 from stagecache.errors import InputError, StageError, first_stage_error, warn
 from stagecache.inputs import build_context, context_patterns, excluding_pattern, selected, source_files
 from stagecache.keys import CREATED_LABEL, KEY_LABEL, PREIMAGE_LABEL, KeyPreimage, cache_tag
-from stagecache.registry import ImageRef, RegistryError
+from stagecache.refs import ImageRef
+from stagecache.registry import RegistryError
 from stagecache.report import shown_path
 from stagecache.stages import PlannedStage, Stage, ordered, stage_preimages
 from stagecache.state import BuildState
@@ -76,7 +77,7 @@ class Planner:
         await self._refuse_ignored_reads(source, stages, reads)
 
         preimages = stage_preimages(stages, reads, self.layer_compression)
-        found: dict[str, tuple[str | None, str]] = {}
+        found: dict[str, tuple[ImageRef | None, str]] = {}
         why: dict[str, str] = {}
 
         async def look(preimage: KeyPreimage) -> None:
@@ -145,8 +146,8 @@ class Planner:
         newest: tuple[str, dict[str, str], ImageRef] | None = None
         for repo in self.cache_from:
             try:
-                async with await self.access.client(repo.registry) as client:
-                    found = await client.labels(repo.repository, latest_tag(preimage.stage))
+                client = await self.access.client(repo.registry)
+                found = await client.labels(repo.repository, latest_tag(preimage.stage))
             except RegistryError:
                 continue  # the look-up already said the registry failed
             if found and KEY_LABEL in found[0] and (newest is None or found[0].get(CREATED_LABEL, "") > newest[0]):
@@ -155,34 +156,34 @@ class Planner:
             return f"first build: no entry of stage {preimage.stage} in the cache yet"
         _, labels, repo = newest
         try:
-            async with await self.access.client(repo.registry) as client:
-                old_inputs = await load_inputs(client, repo.repository, cache_tag(preimage.stage, labels[KEY_LABEL]))
+            client = await self.access.client(repo.registry)
+            old_inputs = await load_inputs(client, repo.repository, cache_tag(preimage.stage, labels[KEY_LABEL]))
         except RegistryError:
             old_inputs = None
         old = json.loads(labels.get(PREIMAGE_LABEL) or "{}")
         notes = self.stages[preimage.stage].step_notes if preimage.stage in self.stages else {}
         return explain(old, json.loads(preimage.canonical()), old_inputs, reads, notes)
 
-    async def lookup(self, preimage: KeyPreimage) -> tuple[str | None, str]:
+    async def lookup(self, preimage: KeyPreimage) -> tuple[ImageRef | None, str]:
         """First valid hit in the read repositories, as ref@digest, with a note on what was passed over."""
         key = preimage.key()
         notes = []
         tag = cache_tag(preimage.stage, key)
         for repo in self.cache_from:
             try:
-                async with await self.access.client(repo.registry) as client:
-                    found = await client.manifest(repo.repository, tag)
-                    if found is None:
-                        continue
-                    manifest, digest = found
-                    if "config" not in manifest:  # an index, not one of ours
-                        notes.append(f"ignored {repo.repo_ref}:{tag}: no matching key label")
-                        continue
-                    # Never hand the engine an image the registry cannot serve whole: a missing
-                    # layer makes engine v0.18.19 panic when a command needs it.
-                    missing = await client.missing_blobs(repo.repository, manifest)
-                    config = {} if missing else await client.image_config(repo.repository, manifest)
-                    sealed = None if missing else await sealed_digest(client, repo.repository, tag)
+                client = await self.access.client(repo.registry)
+                found = await client.manifest(repo.repository, tag)
+                if found is None:
+                    continue
+                manifest, digest = found
+                if "config" not in manifest:  # an index, not one of ours
+                    notes.append(f"ignored {repo.repo_ref}:{tag}: no matching key label")
+                    continue
+                # Never hand the engine an image the registry cannot serve whole: a missing
+                # layer makes engine v0.18.19 panic when a command needs it.
+                missing = await client.missing_blobs(repo.repository, manifest)
+                config = {} if missing else await client.image_config(repo.repository, manifest)
+                sealed = None if missing else await sealed_digest(client, repo.repository, tag)
             except RegistryError as err:
                 if self.strict:
                     raise StageError(str(err), stage=preimage.stage, ref=repo.repo_ref, phase="look-up") from None
@@ -209,7 +210,7 @@ class Planner:
                     f"(its record names {sealed[:19]}, the tag {digest[:19]})"
                 )
                 continue
-            hit = str(repo.with_tag(tag).with_digest(digest))
+            hit = repo.with_tag(tag).with_digest(digest)
             if sealed is None:  # whole (every blob checked) but unsealed: used, and sealed at its use (why.py)
                 self.state.unsealed.add(hit)
             return hit, "; ".join(notes)

@@ -8,7 +8,8 @@ import datetime
 from collections.abc import Collection
 
 from stagecache.keys import CREATED_LABEL, KEY_LABEL, STAGE_LABEL
-from stagecache.registry import ImageRef, RegistryClient, connect
+from stagecache.refs import ImageRef
+from stagecache.registry import RegistryClient, connect
 from stagecache.why import INPUTS_SUFFIX, LATEST_SUFFIX
 
 
@@ -89,7 +90,7 @@ async def list_entries(client: RegistryClient, repository: str) -> tuple[list[Ca
 
 
 async def prune(
-    repo: str,
+    ref: ImageRef,
     *,
     live_keys: Collection[str],
     keep_days: float,
@@ -101,7 +102,6 @@ async def prune(
     now: datetime.datetime | None = None,
 ) -> str:
     """Prune one cache repository; returns a readable account of what was (or would be) deleted."""
-    ref = ImageRef.parse(repo)
     now = now or datetime.datetime.now(datetime.timezone.utc)
     async with connect(ref.registry, username, password, tunnels) as client:
         entries, foreign = await list_entries(client, ref.repository)

@@ -12,9 +12,10 @@ import anyio
 import dagger
 
 from stagecache.access import RegistryAccess
-from stagecache.errors import StageError, export_failure, short_digest, warn
+from stagecache.errors import StageError, export_failure, warn
 from stagecache.keys import CREATED_LABEL, cache_tag
-from stagecache.registry import ImageRef, RegistryError
+from stagecache.refs import ImageRef
+from stagecache.registry import RegistryError
 from stagecache.report import StageRecord
 from stagecache.stages import PlannedStage
 from stagecache.state import BuildState
@@ -41,13 +42,14 @@ class Publisher:
         self.state = state
         self.log = log
 
-    async def publish(self, ctr: dagger.Container, ref: str) -> str:
-        """Publish a container to a ref, with this cache's credentials and layer compression; returns
-        ref@digest. Layers already in that compression (imported entries) are mounted as they are; the
-        others (new ones, a base image's gzip layers) are compressed once per engine."""
-        await self._premount(ImageRef.parse(ref))
+    async def publish(self, ctr: dagger.Container, ref: ImageRef) -> ImageRef:
+        """Publish a container to a ref, with this cache's credentials and layer compression; returns the
+        ref pinned to the digest pushed. Layers already in that compression (imported entries) are mounted
+        as they are; the others (new ones, a base image's gzip layers) are compressed once per engine."""
+        await self._premount(ref)
         compression = dagger.ImageLayerCompression(self.layer_compression.capitalize())
-        return await self.access.authed(ctr, ImageRef.parse(ref).registry).publish(ref, forced_compression=compression)
+        published = await self.access.authed(ctr, ref.registry).publish(str(ref), forced_compression=compression)
+        return ref.with_digest(published.rpartition("@")[2])  # the engine answers ref@digest
 
     async def _premount(self, target: ImageRef) -> None:
         """Mount the layers of every imported hit into the target repository before a publish.
@@ -57,30 +59,30 @@ class Publisher:
         image). Mounting first, from the repository we imported from, makes the engine find every
         such layer already in place: no bytes move."""
         sources = [
-            ref for ref in self.state.imported if ref.registry == target.registry and ref.repo_ref != target.repo_ref
+            ref for ref in self.state.imported if ref.registry == target.registry and not ref.same_repository(target)
         ]
         if not sources:
             return
         try:
-            async with await self.access.client(target.registry) as client:
-                for source in sources:
-                    found = await client.manifest(source.repository, source.digest or source.tag or "")
-                    if found is None:
+            client = await self.access.client(target.registry)
+            for source in sources:
+                found = await client.manifest(source.repository, source.reference)
+                if found is None:
+                    continue
+                manifest, _ = found
+                for blob in [*manifest.get("layers", []), manifest["config"]]:
+                    if (target.repo_ref, blob["digest"]) in self.state.mounted:
                         continue
-                    manifest, _ = found
-                    for blob in [*manifest.get("layers", []), manifest["config"]]:
-                        if (target.repo_ref, blob["digest"]) in self.state.mounted:
-                            continue
-                        if await client.blob_size(target.repository, blob["digest"]) is None:
-                            await client.mount_blob(target.repository, blob["digest"], source.repository)
-                        self.state.mounted.add((target.repo_ref, blob["digest"]))
+                    if await client.blob_size(target.repository, blob["digest"]) is None:
+                        await client.mount_blob(target.repository, blob["digest"], source.repository)
+                    self.state.mounted.add((target.repo_ref, blob["digest"]))
         except RegistryError as err:
             self._warn(f"cache: could not mount imported layers into {target.repo_ref}: {err}")
 
     async def export(self, ctr: dagger.Container, planned: PlannedStage, record: StageRecord) -> dagger.Container:
         """Publish a built stage to the write repository; a failure warns unless strict."""
         assert self.cache_to is not None
-        ref = str(self.cache_to.with_tag(cache_tag(planned.stage.name, planned.key)))
+        ref = self.cache_to.with_tag(cache_tag(planned.stage.name, planned.key))
         created = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         began = time.monotonic()
         try:
@@ -89,7 +91,9 @@ class Publisher:
             record.export_seconds = time.monotonic() - began
             message = export_failure(err, self.cache_to.registry)
             if self.strict:
-                raise StageError(message, stage=planned.stage.name, key=planned.key, ref=ref, phase="export") from None
+                raise StageError(
+                    message, stage=planned.stage.name, key=planned.key, ref=str(ref), phase="export"
+                ) from None
             record.outcome, record.note = "export-failed", message
             self._warn(f"warning: cache export of stage {planned.stage.name} failed, build goes on: {message}")
             return ctr
@@ -99,30 +103,28 @@ class Publisher:
         record.outcome, record.ref = "exported", published
         return ctr
 
-    async def _describe_entry(self, planned: PlannedStage, ref: str) -> None:
+    async def _describe_entry(self, planned: PlannedStage, ref: ImageRef) -> None:
         """Leave beside a new entry what explains a later miss: its input manifest and `<stage>-latest`."""
-        target = ImageRef.parse(ref)
         try:
-            async with await self.access.client(target.registry) as client:
-                await describe_entry(client, target.repository, planned.stage.name, target.tag or "", planned.files)
+            client = await self.access.client(ref.registry)
+            await describe_entry(client, ref.repository, planned.stage.name, ref.tag or "", planned.files)
         except RegistryError as err:
             self._warn(f"cache: could not record the inputs of {ref} (a later miss will say less): {err}")
 
-    async def seal(self, planned: PlannedStage, hit: str) -> None:
+    async def seal(self, planned: PlannedStage, hit: ImageRef) -> None:
         """Seal a hit found without its record, naming the image used, when this build writes to its
         repository (a read-only one stays as it is); a failure only warns, as at export."""
-        ref = ImageRef.parse(hit)
-        if self.cache_to is None or ref.repo_ref != self.cache_to.repo_ref:
+        if self.cache_to is None or not hit.same_repository(self.cache_to):
             return
         try:
-            async with await self.access.client(ref.registry) as client:
-                if await sealed_digest(client, ref.repository, ref.tag or "") is None:  # nobody sealed it since
-                    await seal_entry(client, ref.repository, ref.tag or "", planned.files, ref.digest or "")
+            client = await self.access.client(hit.registry)
+            if await sealed_digest(client, hit.repository, hit.tag or "") is None:  # nobody sealed it since
+                await seal_entry(client, hit.repository, hit.tag or "", planned.files, hit.digest or "")
         except RegistryError as err:
-            self._warn(f"cache: could not seal {short_digest(hit)} with its record: {err}")
+            self._warn(f"cache: could not seal {hit.short()} with its record: {err}")
             return
         self.state.unsealed.discard(hit)
-        self._warn(f"cache: sealed {short_digest(hit)}, found without its record")
+        self._warn(f"cache: sealed {hit.short()}, found without its record")
 
     def _warn(self, message: str) -> None:
         """One line on the log stream, URL credentials blanked."""

@@ -9,7 +9,6 @@ only; they never reach a log or an error."""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import pathlib
@@ -23,6 +22,8 @@ import docker.errors
 import httpx
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+from stagecache.refs import ImageRef as ImageRef  # re-exported: where the registry's callers long found it
+
 OCI_MANIFEST: Final = "application/vnd.oci.image.manifest.v1+json"
 DOCKER_MANIFEST: Final = "application/vnd.docker.distribution.manifest.v2+json"
 OCI_INDEX: Final = "application/vnd.oci.image.index.v1+json"
@@ -31,10 +32,6 @@ DOCKER_MANIFEST_LIST: Final = "application/vnd.docker.distribution.manifest.list
 MANIFEST_MEDIA_TYPES: Final = (OCI_MANIFEST, DOCKER_MANIFEST, OCI_INDEX, DOCKER_MANIFEST_LIST)
 MANIFEST_TYPES: Final = ", ".join(MANIFEST_MEDIA_TYPES)
 _LOOPBACK: Final = ("127.", "localhost", "[::1]")
-_REF = re.compile(
-    r"^(?P<registry>[A-Za-z0-9.-]+(?::\d+)?|\[[0-9a-fA-F:]+\](?::\d+)?)/(?P<repo>[a-z0-9]+(?:[._/-][a-z0-9]+)*)"
-    r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9._-]{0,127}))?(?:@(?P<digest>sha256:[0-9a-f]{64}))?$"
-)
 
 
 # Answers worth asking again: rate limiting and server-side failures.
@@ -57,50 +54,6 @@ class RegistryError(Exception):
         """Keep the message, and the HTTP status that caused the error (None when no answer did)."""
         super().__init__(message)
         self.status = status
-
-
-@dataclasses.dataclass(frozen=True)
-class ImageRef:
-    """A fully qualified image reference: registry/repository[:tag][@digest]."""
-
-    registry: str
-    repository: str
-    tag: str | None = None
-    digest: str | None = None
-
-    @classmethod
-    def parse(cls, text: str) -> ImageRef:
-        """Parse a reference that names its registry; raise ValueError naming the text if it does not."""
-        match = _REF.match(text)
-        if (
-            not match
-            or "." not in match["registry"]
-            and ":" not in match["registry"]
-            and match["registry"] != "localhost"
-        ):
-            raise ValueError(f"not a fully qualified image reference (registry/repository[:tag]): {text!r}")
-        return cls(match["registry"], match["repo"], match["tag"], match["digest"])
-
-    @property
-    def repo_ref(self) -> str:
-        """registry/repository, without tag or digest."""
-        return f"{self.registry}/{self.repository}"
-
-    def with_tag(self, tag: str) -> ImageRef:
-        """The same repository under another tag."""
-        return dataclasses.replace(self, tag=tag, digest=None)
-
-    def with_digest(self, digest: str) -> ImageRef:
-        """The same reference pinned to a digest."""
-        return dataclasses.replace(self, digest=digest)
-
-    def __str__(self) -> str:
-        text = self.repo_ref
-        if self.tag:
-            text += f":{self.tag}"
-        if self.digest:
-            text += f"@{self.digest}"
-        return text
 
 
 def is_loopback(registry: str) -> bool:
@@ -162,6 +115,10 @@ class RegistryClient:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the client's connections."""
         await self._http.aclose()
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import re
 import sys
 import typing
 from collections.abc import Callable
@@ -13,6 +12,8 @@ from typing import Any, ClassVar, Final, TextIO
 
 import cattrs
 import cattrs.cols
+
+from stagecache.refs import ImageRef
 
 
 def one_line(text: str) -> str:
@@ -34,7 +35,7 @@ class StageRecord:
     stage: str
     key: str
     outcome: str  # "hit", "exported" (built and exported), "built" (no cache to write), "export-failed", "unused"
-    ref: str = ""  # the cache ref that hit, or the one written
+    ref: ImageRef | None = None  # the cache entry that hit, or the one written (pinned to its digest)
     build_seconds: float = 0.0
     export_seconds: float = 0.0
     bytes_pulled: int | None = None  # measured at the registry, when a meter is attached
@@ -55,7 +56,7 @@ class BuildReport:
 
     target: str
     stages: list[StageRecord] = dataclasses.field(default_factory=list)
-    image: str = ""
+    image: ImageRef | None = None  # the image published, pinned to its digest
     total_seconds: float = 0.0
     traffic: dict[str, int] | None = None  # bytes through the registry for the whole run, when measured
     registry_retries: int = 0  # registry requests asked again after a 429, a 5xx or a reset
@@ -73,14 +74,14 @@ class BuildReport:
         """Plain data for JSON."""
         return {
             "target": self.target,
-            "image": self.image,
+            "image": str(self.image or ""),
             "total_seconds": round(self.total_seconds, 3),
             "dominated_by": self.dominated_by(),
             "traffic": self.traffic,
             "headline": self.headline(),
             "registry_retries": self.registry_retries,
             "lookup_failures": self.lookup_failures,
-            "stages": [dataclasses.asdict(r) for r in self.stages],
+            "stages": [dataclasses.asdict(r) | {"ref": str(r.ref or "")} for r in self.stages],
         }
 
     def to_json(self) -> str:
@@ -124,7 +125,7 @@ class BuildReport:
                 [
                     r.stage,
                     r.outcome,
-                    _short_ref(r.ref),
+                    r.ref.short(host=False) if r.ref else "",
                     f"{r.build_seconds:.1f}",
                     f"{r.export_seconds:.1f}",
                     human_bytes(r.bytes_pulled),
@@ -193,6 +194,8 @@ def _reader() -> cattrs.Converter:
     reader.register_structure_hook(str, _strict(str))
     reader.register_structure_hook(int, _strict(int))
     reader.register_structure_hook(float, _strict(int, float))
+    # A report read back is where its refs enter again: parsed here, once ("" is none).
+    reader.register_structure_hook_func(lambda kind: kind == ImageRef | None, _image_ref)
 
     def strict_list(kind: type) -> Callable[[Any, type], Any]:
         items = cattrs.cols.list_structure_factory(kind, reader)
@@ -206,6 +209,15 @@ def _reader() -> cattrs.Converter:
 
     reader.register_structure_hook_factory(lambda kind: typing.get_origin(kind) is list, strict_list)
     return reader
+
+
+def _image_ref(value: Any, kind: type) -> ImageRef | None:
+    """A ref of a report read back: a fully qualified reference, or "" (or null) for none."""
+    if value in ("", None):
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"not an image reference: {value!r}"[:80])
+    return ImageRef.parse(value)
 
 
 _READER: Final = _reader()
@@ -229,12 +241,6 @@ def markdown_table(rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows[1:]]
     return "\n".join(lines)
-
-
-def _short_ref(ref: str) -> str:
-    """A ref without its registry host, keys and digest cut to 12 hex digits, for tables."""
-    name = ref.split("/", 1)[-1].replace("@sha256:", "@")
-    return re.sub(r"([0-9a-f]{12})[0-9a-f]{52}", r"\1", name)
 
 
 def human_bytes(value: int | None) -> str:
@@ -265,9 +271,9 @@ class Progress:
     def _line(self, text: str) -> None:
         print(text, file=self.stream, flush=True)
 
-    def hit(self, stage: str, ref: str) -> None:
+    def hit(self, stage: str, ref: ImageRef) -> None:
         """A stage imported from the cache: nothing runs."""
-        self._line(f"stage {stage}: hit {_short_ref(ref)}")
+        self._line(f"stage {stage}: hit {ref.short(host=False)}")
 
     def started(self, stage: str, why: str) -> None:
         """A stage starts building."""

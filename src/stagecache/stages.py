@@ -11,6 +11,7 @@ import dagger
 from stagecache.errors import StageError
 from stagecache.inputs import SourceFile, manifest_digest
 from stagecache.keys import DEFAULT_LAYER_COMPRESSION, KeyPreimage
+from stagecache.refs import ImageRef
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,7 +59,7 @@ class PlannedStage:
 
     stage: Stage
     preimage: KeyPreimage
-    hit: str | None
+    hit: ImageRef | None  # pinned to its digest
     note: str = ""
     files: Mapping[str, str] = dataclasses.field(default_factory=dict)  # the files it reads: path -> digest
     why: str = ""  # for a miss: what changed since the newest entry of this stage
@@ -75,7 +76,7 @@ class PlannedStage:
             "stage": self.stage.name,
             "parents": list(self.stage.parents),
             "key": self.key,
-            "hit": self.hit,
+            "hit": str(self.hit) if self.hit else None,
             "why": self.why,
             "note": self.note,
             "args": dict(self.preimage.args),  # the values its build reads, as its key holds them

@@ -6,7 +6,7 @@ import dataclasses
 import time
 
 from stagecache.inputs import SourceFile
-from stagecache.registry import ImageRef
+from stagecache.refs import ImageRef
 
 
 @dataclasses.dataclass
@@ -28,8 +28,8 @@ class BuildState:
     lookup_failures: set[str] = dataclasses.field(default_factory=set)
     # the source's ignore patterns, read by each plan
     ignored: list[str] = dataclasses.field(default_factory=list)
-    # hits (ref@digest) found without their record: sealed when used
-    unsealed: set[str] = dataclasses.field(default_factory=set)
+    # hits (pinned to their digest) found without their record: sealed when used
+    unsealed: set[ImageRef] = dataclasses.field(default_factory=set)
     # reset by each build: the timeline's zero
     started: float = dataclasses.field(default_factory=time.monotonic)
 

@@ -24,8 +24,6 @@ from stagecache.errors import (
     exec_summary,
     export_failure,
     first_stage_error,
-    parse_ref,
-    short_digest,
     unusable_reason,
     warn,
 )
@@ -33,7 +31,8 @@ from stagecache.inputs import IGNORE_FILE
 from stagecache.keys import DEFAULT_LAYER_COMPRESSION, KEY_LABEL, PREIMAGE_LABEL, STAGE_LABEL, checked_compression
 from stagecache.planner import Planner
 from stagecache.publisher import Publisher
-from stagecache.registry import DEFAULT_ATTEMPTS, ImageRef
+from stagecache.refs import ImageRef, read_order
+from stagecache.registry import DEFAULT_ATTEMPTS
 from stagecache.report import BuildReport, Progress, StageRecord
 from stagecache.stages import PlannedStage, Stage, StageContext
 from stagecache.state import BuildState
@@ -50,8 +49,8 @@ class StageCache:
         self,
         stages: Sequence[Stage],
         *,
-        cache_from: Sequence[str] = (),
-        cache_to: str = "",
+        cache_from: Sequence[ImageRef] = (),
+        cache_to: ImageRef | None = None,
         strict: bool = False,
         registry_username: str = "",
         registry_password: dagger.Secret | None = None,
@@ -68,11 +67,8 @@ class StageCache:
         self.stages = {s.name: s for s in stages}
         self.ignore_file = ignore_file  # the source's own ignore file (path in it); empty: none
         self.secrets = dict(secrets or {})
-        self.cache_from = [parse_ref(r, "cache repository") for r in cache_from]
-        self.cache_to = parse_ref(cache_to, "cache repository") if cache_to else None
-        if self.cache_to and self.cache_to.repo_ref not in [r.repo_ref for r in self.cache_from]:
-            # What this build writes, it may read back (a rerun of the same job).
-            self.cache_from.insert(0, self.cache_to)
+        self.cache_to = cache_to
+        self.cache_from = read_order(cache_to, cache_from)  # what it writes first: a rerun reads it back
         self.strict = strict
         self.username = registry_username
         self.password = registry_password
@@ -102,26 +98,42 @@ class StageCache:
         )
 
     async def plan(self, source: dagger.Directory, target: str) -> list[PlannedStage]:
-        """Keys for every stage the target needs, and which would hit; no container work."""
-        return await self.planner.plan(source, await self.planner.context(source), target)
+        """Keys for every stage the target needs, and which would hit; no container work. A run: its
+        registry clients are closed at its end."""
+        try:
+            return await self.planner.plan(source, await self.planner.context(source), target)
+        finally:
+            await self.access.close()
 
-    async def publish(self, ctr: dagger.Container, ref: str) -> str:
-        """Publish a container to a ref, with this cache's credentials and layer compression; returns
-        ref@digest (mounting first, into that repository, the layers of the hits it imported)."""
-        return await self.publisher.publish(ctr, ref)
+    async def publish(self, ctr: dagger.Container, ref: ImageRef) -> ImageRef:
+        """Publish a container to a ref, with this cache's credentials and layer compression; returns the
+        ref pinned to its digest (mounting first, into that repository, the layers of the hits it imported)."""
+        try:
+            return await self.publisher.publish(ctr, ref)
+        finally:
+            await self.access.close()
 
-    def import_image(self, ref: str) -> dagger.Container:
+    def import_image(self, ref: ImageRef) -> dagger.Container:
         """An image from the registry; lazy: nothing is pulled until an operation needs it."""
-        return self.access.authed(dag.container(), ImageRef.parse(ref).registry).from_(ref)
+        return self.access.authed(dag.container(), ref.registry).from_(str(ref))
 
     async def build(
-        self, source: dagger.Directory, target: str, image: str = ""
+        self, source: dagger.Directory, target: str, image: ImageRef | None = None
     ) -> tuple[dagger.Container, BuildReport]:
         """The target's container, building only what no cache holds, published to `image` if given;
-        with a report (bytes measured at the registry when STAGECACHE_REGISTRY_LOG names its log)."""
+        with a report (bytes measured at the registry when STAGECACHE_REGISTRY_LOG names its log). A run:
+        its registry clients (one per registry) are closed at its end."""
+        try:
+            return await self._build(source, target, image)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.access.close()
+
+    async def _build(
+        self, source: dagger.Directory, target: str, image: ImageRef | None
+    ) -> tuple[dagger.Container, BuildReport]:
+        """build(), before its clients are closed."""
         started = self.state.started = time.monotonic()
-        if image:
-            parse_ref(image, "image")  # refuse a bad reference before any work
         meter = RegistryLog(os.environ[LOG_ENV]) if os.environ.get(LOG_ENV) else None
         mark = meter.mark() if meter else 0
         checkout, source = source, await self.planner.context(source)
@@ -166,19 +178,19 @@ class StageCache:
             if exported.outcome == "exported" and exported.ref:
                 # Publish what a warm run publishes, the target's cache entry, not the container just
                 # built: its config (history, labels) differs, and so would the image digest.
-                self.state.imported.append(ImageRef.parse(exported.ref))
+                self.state.imported.append(exported.ref)
                 published = self.import_image(exported.ref)
             try:
                 report.image = await self.publisher.publish(published, image)
             except dagger.QueryError as err:
                 raise StageError(
-                    export_failure(err, ImageRef.parse(image).registry), stage=target, ref=image, phase="push"
+                    export_failure(err, image.registry), stage=target, ref=str(image), phase="push"
                 ) from None
         report.total_seconds = time.monotonic() - started
         report.registry_retries = self.access.retries
         report.lookup_failures = sorted(self.state.lookup_failures)
         if meter:
-            await attribute(report, meter.since(mark), self.access.username, await self.access.plaintext_password())
+            await attribute(report, meter.since(mark), self.access.client)
         return container, report
 
     async def _resolve_one(
@@ -201,12 +213,12 @@ class StageCache:
             if problem is None:
                 record.outcome, record.ref = "hit", hit
                 record.started_at = record.ended_at = self.state.now()
-                self.state.imported.append(ImageRef.parse(hit))
+                self.state.imported.append(hit)
                 if hit in self.state.unsealed:
                     await self.publisher.seal(planned, hit)
                 self.progress.hit(stage.name, hit)
                 return imported
-            reason = f"unusable entry {short_digest(hit)}: {problem}"
+            reason = f"unusable entry {hit.short()}: {problem}"
             record.why = reason + "; rebuilt"
             self._warn(f"warning: {reason}; the stage is rebuilt instead")
 

@@ -9,9 +9,10 @@ import dataclasses
 import json
 import pathlib
 import re
+from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qs, unquote, urlparse
 
-from stagecache.registry import ImageRef, connect
+from stagecache.registry import RegistryClient
 from stagecache.report import BuildReport
 
 _BLOB_GET = re.compile(r"^/v2/(?P<repo>.+)/blobs/(?P<digest>sha256:[0-9a-f]{64})$")
@@ -76,17 +77,18 @@ class RegistryLog:
         return traffic
 
 
-async def attribute(report: BuildReport, traffic: Traffic, username: str = "", password: str = "") -> None:
+async def attribute(
+    report: BuildReport, traffic: Traffic, client_of: Callable[[str], Awaitable[RegistryClient]]
+) -> None:
     """Fill each stage's bytes pulled and pushed from measured traffic, by the layers its image holds,
-    and the run's totals (the final image's publish included)."""
+    and the run's totals (the final image's publish included); `client_of` gives the run's client of a registry."""
     claimed: set[str] = set()
     for record in report.stages:
         record.bytes_pulled, record.bytes_pushed = 0, 0
         if not record.ref:
             continue
-        image = ImageRef.parse(record.ref)
-        async with connect(image.registry, username, password) as client:
-            found = await client.manifest(image.repository, image.digest or image.tag or "latest")
+        client = await client_of(record.ref.registry)
+        found = await client.manifest(record.ref.repository, record.ref.reference)
         if found is None:
             continue
         manifest, _ = found
@@ -98,12 +100,13 @@ async def attribute(report: BuildReport, traffic: Traffic, username: str = "", p
         record.bytes_pushed = sum(blobs[d] for d in mine if d in traffic.pushed)
     pushed = 0
     for repo, digest in traffic.uploads:
-        async with connect(report_registry(report), username, password) as client:
-            pushed += await client.blob_size(repo, digest) or 0
+        client = await client_of(report_registry(report))
+        pushed += await client.blob_size(repo, digest) or 0
     report.traffic = {"pulled": traffic.pulled_bytes, "pushed": pushed, "mounted_blobs": len(traffic.mounted)}
 
 
 def report_registry(report: BuildReport) -> str:
     """The registry the report's refs live in."""
-    ref = report.image or next((r.ref for r in report.stages if r.ref), "")
-    return ImageRef.parse(ref).registry
+    ref = report.image or next((r.ref for r in report.stages if r.ref), None)
+    assert ref is not None, "traffic was measured, so the report names a ref"
+    return ref.registry

@@ -27,10 +27,6 @@ DEFAULT_NAMESPACE = "vllm-ci"
 MAX_NAME = 128
 MAIN_CACHE = "cache-main"
 ANNOTATION_CONTEXT = "vllm-ci-image"
-# The phases a failed step names: the step's own registry login, and those the CLI's one error line leads
-# with (its StageError's phase; a usage error, exit 2, leads with the flag instead). One vocabulary.
-PHASES = ("login", "usage", "plan", "look-up", "engine", "build", "export", "push")
-USAGE_EXIT = 2
 
 _HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]+)?|\[[0-9A-Fa-f:]+\](:[0-9]+)?")
 _PATH_COMPONENT = re.compile(r"[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*")
@@ -203,12 +199,11 @@ class StepSettings:
 
     @property
     def cache_from(self) -> tuple[str, ...]:
-        """Cache repositories read, in order: own, the PR's base branch, main; without repeats."""
-        repos = [self.cache_to]
-        if self.pull_request is not None and self.base_branch:
-            repos.append(self.cache_repo(self.base_branch))
+        """Cache repositories read besides its own, in order: the PR's base branch, main; without repeats.
+        That a build reads its own first is the cache's rule (stagecache.refs.read_order), not said here."""
+        repos = [self.cache_repo(self.base_branch)] if self.pull_request is not None and self.base_branch else []
         repos.append(self.cache_repo(self.main_branch))
-        return tuple(dict.fromkeys(repos))
+        return tuple(repo for repo in dict.fromkeys(repos) if repo != self.cache_to)
 
     def _global_args(self, output: str) -> list[str]:
         """Constructor flags (``VLLM_CI_ARGS_FILE``, ``VLLM_CI_FLAGS``), ``-o`` and ``-v``: before the function name."""
@@ -231,8 +226,7 @@ class StepSettings:
             self.image_ref,
             "--cache-to",
             self.cache_to,
-            "--cache-from",
-            ",".join(self.cache_from),
+            *(arg for repo in self.cache_from for arg in ("--cache-from", repo)),  # one flag each: no list to split
             *self._auth_args(),
         ]
         if self.has_aws_keys:
@@ -244,13 +238,10 @@ class StepSettings:
         return args
 
 
-def failure_phase(command: str, error_line: str, exit_code: int) -> str:
-    """The failed phase: `usage` for the CLI's bad-input exit, else the phase its `vllm-ci: error:` line leads
-    with, else the command (plan/build) that failed."""
-    if exit_code == USAGE_EXIT:
-        return "usage"
-    lead = re.match(r"([a-z-]+): ", error_line.removeprefix("vllm-ci: error:").strip())
-    return lead[1] if lead and lead[1] in PHASES else command
+def failure_phase(command: str, failure: Mapping[str, Any] | None) -> str:
+    """The failed phase: the one the CLI's error named (its StageError's phase, in the CLI's error file,
+    vllm_ci.entry.ERROR_FILE_VAR), else the command that failed (a CLI that died before saying)."""
+    return str(failure.get("phase") or command) if failure else command
 
 
 def report_style(report: Mapping[str, Any]) -> str:

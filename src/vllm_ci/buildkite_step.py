@@ -38,7 +38,7 @@ from vllm_ci.buildkite import (
     render_annotation,
     report_style,
 )
-from vllm_ci.entry import WORDS, Interrupted
+from vllm_ci.entry import ERROR_FILE_VAR, WORDS, Interrupted
 from vllm_ci.hostgit import SAFE_GIT
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -167,17 +167,18 @@ async def _manifest_digest(host: str, repo: str, tag: str, username: str, passwo
         return await client.manifest_digest(repo, tag)
 
 
-def run_cli(phase: str, args: list[str], env: Mapping[str, str]) -> None:
-    """Run ``python -P -m vllm_ci ARGS``, streaming its output (password blanked); raise ``StepFailed`` on failure.
-    -P: the working directory, the checkout, is not on the module path (its docker/ would shadow the package)."""
+def run_cli(phase: str, args: list[str], env: Mapping[str, str], error_file: Path) -> None:
+    """Run ``python -P -m vllm_ci ARGS``, streaming its output (password blanked); raise ``StepFailed`` on failure,
+    in the phase and words the CLI's error file gives (ERROR_FILE_VAR). -P: the working directory, the
+    checkout, is not on the module path (its docker/ would shadow the package)."""
     redact = redactor(env)
     log(f"$ python -m vllm_ci {shlex.join(args)}")
-    error = ""
+    error_file.unlink(missing_ok=True)
     Cancel.forwarding = True
     try:
         with subprocess.Popen(
             [sys.executable, "-P", "-m", "vllm_ci", *args],
-            env={**env, "PYTHONUNBUFFERED": "1"},
+            env={**env, "PYTHONUNBUFFERED": "1", ERROR_FILE_VAR: str(error_file.resolve())},
             text=True,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -189,17 +190,18 @@ def run_cli(phase: str, args: list[str], env: Mapping[str, str]) -> None:
                 proc.send_signal(Cancel.received[-1])
             assert proc.stdout is not None
             for line in proc.stdout:  # until the CLI exits, cancelled or not
-                line = redact(line.rstrip("\n"))
-                log(line)
-                if line.startswith("vllm-ci: error:"):
-                    error = line
+                log(redact(line.rstrip("\n")))
     finally:
         Cancel.forwarding, Cancel.child = False, None
     if Cancel.received:
         raise Interrupted(Cancel.received[0])
     if proc.returncode != 0:
-        failed = failure_phase(phase, error, proc.returncode)
-        reason = error.removeprefix("vllm-ci: error:").strip().removeprefix(f"{failed}:").strip()
+        try:
+            failure = json.loads(error_file.read_text())
+        except (OSError, ValueError):  # it died before saying
+            failure = None
+        failed = failure_phase(phase, failure)
+        reason = redact(str((failure or {}).get("message", ""))).removeprefix(f"{failed}:").strip()
         raise StepFailed(failed, reason or f"python -m vllm_ci {phase} exited {proc.returncode}")
 
 
@@ -236,7 +238,7 @@ def run(env: dict[str, str]) -> int:
         return 1
     log(f"image       {settings.image_ref}")
     log(f"cache-to    {settings.cache_to}")
-    log(f"cache-from  {', '.join(settings.cache_from)}")
+    log(f"cache-from  {', '.join(['its own', *settings.cache_from])}")
     log(f"source      {settings.source}")
     log(f"flags       {shlex.join(settings.flags) or '(none)'}")
     login = f"user {settings.username}, password from {PASSWORD_VAR}" if settings.username else "anonymous"
@@ -264,7 +266,7 @@ def run(env: dict[str, str]) -> int:
             return 0
         log(f"image {settings.image_ref} not found: building")
         log("--- :docker: build")
-        run_cli("build", settings.build_args(str(report)), env)
+        run_cli("build", settings.build_args(str(report)), env, out / "error.json")
         data = json.loads(report.read_text())
         body = render_annotation(data)
     except StepFailed as failed:

@@ -12,26 +12,35 @@ from typing import Any, Final, TypeVar
 
 import dagger
 
-from stagecache.registry import ImageRef
+from stagecache.refs import ImageRef
 from stagecache.report import BuildReport
 from vllm_ci.args import flag_of
 from vllm_ci.errors import UsageError
 from vllm_ci.graph import TARGETS
 
 
-def check_ref(flag: str, value: str) -> None:
-    """A fully qualified image reference (empty: none given)."""
+def check_ref(flag: str, value: str) -> ImageRef | None:
+    """A fully qualified image reference, parsed: the one parse of a ref a user gives, where it enters
+    (the client command's check, then the module function's argument); None when none is given (empty)."""
     try:
-        if value:
-            ImageRef.parse(value)
+        return ImageRef.parse(value) if value else None
     except ValueError as err:
         raise UsageError(f"{flag}: {err}") from None
 
 
-def check_refs(flag: str, values: list[str]) -> None:
-    """Each of a list of image references."""
-    for value in values:
-        check_ref(flag, value)
+def check_refs(flag: str, values: list[str]) -> list[ImageRef]:
+    """Each of a list of image references, parsed (check_ref), in order."""
+    return [ref for value in values if (ref := check_ref(flag, value))]
+
+
+def ref_argument(name: str, value: str) -> ImageRef | None:
+    """A module function's image-reference argument as the value the stage cache takes (check_ref)."""
+    return check_ref(flag_of(name), value)
+
+
+def ref_arguments(name: str, values: list[str] | None) -> list[ImageRef]:
+    """A module function's list of image references as the values the stage cache takes (check_refs)."""
+    return check_refs(flag_of(name), values or [])
 
 
 def check_target(flag: str, value: str) -> None:
@@ -55,7 +64,7 @@ def check_report(flag: str, value: str) -> None:
 
 
 # Argument name -> its check; an argument of that name means the same in every function.
-CHECKS: Final[Mapping[str, Callable[[str, Any], None]]] = {
+CHECKS: Final[Mapping[str, Callable[[str, Any], object]]] = {
     "image": check_ref,
     "cache_to": check_ref,
     "cache_repo": check_ref,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import pathlib
 import signal
@@ -29,7 +30,7 @@ from stagecache.report import one_line
 from vllm_ci.args import kebab
 from vllm_ci.checks import check_arguments, empty_secret
 from vllm_ci.engine import SESSION_STOP_SECONDS, check_engine, end_sessions, stop_sessions, watch_engine
-from vllm_ci.entry import install, interruption, print_error, stopping_with
+from vllm_ci.entry import ERROR_FILE_VAR, install, interruption, print_error, stopping_with
 from vllm_ci.errors import UsageError
 from vllm_ci.main import VllmCi
 from vllm_ci.options import Option, build_parser, constructor_options, module_functions
@@ -207,30 +208,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StageError as err:
         if err.output:  # a report shown before the line; its summary is the message's last line
             emit_text(err.output, output)
-            return fail(str(err).splitlines()[-1], err.exit_code)
-        return fail(str(err), err.exit_code)
+            return fail(str(err).splitlines()[-1], err.exit_code, err.phase)
+        return fail(str(err), err.exit_code, err.phase)
     except dagger.ExecError as err:
-        return fail(exec_summary(err), 1)
+        return fail(exec_summary(err), 1, "build")
     except dagger.QueryError as err:
-        return fail(str(err).splitlines()[0], 1)
+        return fail(str(err).splitlines()[0], 1, "engine")
     except KeyboardInterrupt:
         return fail("interrupted", 130)
     except Exception as err:  # anything else is a bug of ours: one line, the traceback only on -v
         if ("-v" in argv or "--verbose" in argv) and not interruption():
             traceback.print_exc()
         first = (str(err).splitlines() or [""])[0]
-        return fail(f"unexpected {type(err).__name__}: {first} (run with -v for the traceback)", 3)
+        return fail(f"unexpected {type(err).__name__}: {first} (run with -v for the traceback)", 3, "bug")
     finally:
         if interruption():
             end_sessions()
     return fail("interrupted", 130) if interruption() else 0
 
 
-def fail(message: str, code: int) -> int:
+def fail(message: str, code: int, phase: str = "interrupted") -> int:
     """The one error line (URL credentials blanked, characters that would break the line escaped), and the
-    exit code to return; after a signal, the signal's (vllm_ci.entry)."""
-    message, code = interruption() or (message, code)
-    print_error(one_line(without_userinfo(message)))
+    exit code to return; after a signal, the signal's (vllm_ci.entry). When ERROR_FILE_VAR names a file, the
+    same as JSON there with the phase the error itself names (StageError.phase), for a caller to read."""
+    if stopped := interruption():
+        message, code, phase = *stopped, "interrupted"
+    line = one_line(without_userinfo(message))
+    print_error(line)
+    if path := os.environ.get(ERROR_FILE_VAR):
+        pathlib.Path(path).write_text(json.dumps({"phase": phase, "exit_code": code, "message": line}))
     return code
 
 

@@ -19,6 +19,9 @@ from types import FrameType
 from typing import Final
 
 PROG: Final = "vllm-ci"
+# Names a file the command's one error line is also written to, as JSON with the phase its error names
+# (StageError.phase: usage, plan, look-up, engine, build, export, push, …): the Buildkite step reads it.
+ERROR_FILE_VAR: Final = "VLLM_CI_ERROR_FILE"
 WORDS: Final[dict[int, str]] = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
 
 received: list[int] = []  # the signals received, in order

@@ -19,7 +19,7 @@ from stagecache.registry import DEFAULT_ATTEMPTS, RegistryError
 from stagecache.report import Progress
 from vllm_ci.args import BuildArgs
 from vllm_ci.build import Build
-from vllm_ci.checks import checked
+from vllm_ci.checks import checked, ref_argument, ref_arguments
 from vllm_ci.conformance import accept, check, refusal, released_file
 from vllm_ci.declare import DECLARED
 from vllm_ci.errors import ConformanceFailed, UsageError
@@ -105,8 +105,8 @@ class VllmCi(BuildArgs):
             raise UsageError(f"--cache-compression: {err}") from None
         return StageCache(
             stage_graph(await self._build(source)),
-            cache_from=cache_from or [],
-            cache_to=cache_to,
+            cache_from=ref_arguments("cache_from", cache_from),
+            cache_to=ref_argument("cache_to", cache_to),
             strict=strict,
             registry_username=registry_username,
             registry_password=registry_password,
@@ -275,7 +275,7 @@ class VllmCi(BuildArgs):
             registry_service,
             index_netrc,
         )
-        _, report = await cache.build(source, target, image)
+        _, report = await cache.build(source, target, ref_argument("image", image))
         print(report.table(), file=sys.stderr)
         return report.to_json()
 
@@ -343,9 +343,12 @@ class VllmCi(BuildArgs):
             for target in ("test", "vllm-openai", "build"):
                 live |= {p.key for p in await cache.plan(source, target)}
         password = await registry_password.plaintext() if registry_password else ""
+        repository = ref_argument("cache_repo", cache_repo)
+        if repository is None:
+            raise UsageError("--cache-repo: the cache repository to prune is required")
         try:
             return await prune_repository(
-                cache_repo,
+                repository,
                 live_keys=live,
                 keep_days=keep_days,
                 keep_last=keep_last,
