@@ -72,6 +72,10 @@ def example_file(folder: pathlib.Path = EXAMPLE) -> UpstreamFile:
     return UpstreamFile.parse((folder / "docker" / "Dockerfile").read_text(), "docker/Dockerfile")
 
 
+# A stage context with no files and one empty parent, for walks that never reach the engine (steps are lazy).
+EMPTY_CONTEXT = StageContext(source=dag.directory(), parents={"base": dag.container()})
+
+
 def walk_of(
     instructions: str,
     ctx: StageContext,

@@ -15,12 +15,13 @@ import pytest
 from dagger import dag
 
 from cache_mount_holder import run_with_cache_mount
-from conftest import REGISTRY, REPO, cli_env, example_build, walk_of
+from conftest import EMPTY_CONTEXT, REGISTRY, REPO, cli_env, example_build, walk_of
 from stagecache import StageContext
 from vllm_ci.declare import DECLARED
-from vllm_ci.deviations import Deviation
-from vllm_ci.instructions import AUTOMATIC_VALUES, mount_options
-from vllm_ci.upstream_file import UpstreamFile, expand
+from vllm_ci.deviations import Deviation, skipped
+from vllm_ci.errors import UsageError
+from vllm_ci.instructions import mount_options
+from vllm_ci.upstream_file import UpstreamFile
 
 RUNTIME = f"{REGISTRY}/library/vllm-ci-runtime:bookworm"
 
@@ -32,27 +33,6 @@ def test_a_mount_flag_is_read_into_its_options_with_bare_words_as_true() -> None
         "target": "/tmp/vllm-requirements",
         "ro": "true",
     }
-
-
-def test_an_arg_with_a_modifier_expands_as_buildkit_does_innermost_first() -> None:
-    off = {"USE_SCCACHE": "", "SCCACHE_BUCKET_NAME": "bucket", "CUDA_VERSION": "13.0.3", "VLLM_MAIN_CUDA_VERSION": ""}
-    on = {**off, "USE_SCCACHE": "1"}
-    assert expand("${USE_SCCACHE:+${SCCACHE_BUCKET_NAME}}", off) == ""
-    assert expand("${USE_SCCACHE:+${SCCACHE_BUCKET_NAME}}", on) == "bucket"
-    assert expand("${VLLM_MAIN_CUDA_VERSION:-${CUDA_VERSION}}", off) == "13.0.3"
-    assert expand("${UV_INDEX_URL}|$PATH", {"UV_INDEX_URL": None}) == "|$PATH"  # unset: empty; not an ARG: left
-
-
-def test_an_arg_is_scoped_per_stage_from_its_line_on_as_buildkit_scopes_it() -> None:
-    file = example_build().file
-    csrc, extensions = file.stage("csrc-build"), file.stage("extensions-build")
-    assert file.stage_values(csrc, {}, AUTOMATIC_VALUES)["max_jobs"] == "2"  # ARG max_jobs=2
-    assert file.stage_values(extensions, {}, AUTOMATIC_VALUES)["max_jobs"] is None  # bare ARG max_jobs: unset
-    assert file.stage_values(extensions, {"max_jobs": "16"}, AUTOMATIC_VALUES)["max_jobs"] == "16"  # passed
-    assert file.stage_values(csrc, {}, AUTOMATIC_VALUES)["UV_INDEX_URL"] == ""  # global UV_INDEX_URL=${PIP_INDEX_URL}
-    assert file.stage_values(csrc, {}, AUTOMATIC_VALUES)["PIP_INDEX_URL"] is None  # global, no default
-    first_arg = min(line for line, _ in ((i.line, n) for i, n, _ in csrc.args()))
-    assert file.stage_values(csrc, {}, AUTOMATIC_VALUES, until_line=first_arg - 1) == {}  # nothing above its line
 
 
 @pytest.mark.anyio
@@ -191,3 +171,20 @@ async def test_a_url_rewrite_replaces_a_url_a_run_hard_codes_and_nothing_else(cl
     rewritten = dataclasses.replace(upstream, rewrites={"https://index.invalid/simple": "file:///mirror/simple"})
     image = rewritten.walk(dag.container().from_(RUNTIME))
     assert await image.file("/urls").contents() == "--extra-index-url file:///mirror/simple kept\n"
+
+
+def test_a_handler_for_a_deviation_the_stage_does_not_declare_is_refused() -> None:
+    upstream = walk_of("RUN echo a", EMPTY_CONTEXT)
+    with pytest.raises(UsageError, match="handlers for undeclared deviations"):
+        upstream.walk(dag.container(), {Deviation("RUN", "echo a"): skipped})
+
+
+def test_a_deviation_must_name_exactly_one_instruction() -> None:
+    twice = Deviation("RUN", "echo")
+    with pytest.raises(UsageError, match=r"deviation RUN …echo… must name one instruction, names 2, 3$"):
+        walk_of("RUN echo a\nRUN echo b", EMPTY_CONTEXT, deviations=(twice,)).walk(dag.container(), {twice: skipped})
+
+
+def test_an_instruction_the_runner_cannot_run_as_written_is_refused_with_its_line() -> None:
+    with pytest.raises(UsageError, match=r"^Dockerfile:3: RUN --network=none cannot be run as written$"):
+        walk_of("RUN echo a\nRUN --network=none echo b", EMPTY_CONTEXT).walk(dag.container())

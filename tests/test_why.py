@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from conftest import PREIMAGE
+from stagecache.why import explain
 
 
 def test_a_miss_names_the_arg_with_its_old_and_new_value_in_one_line() -> None:
-    import dataclasses
 
     from stagecache.why import explain
 
@@ -18,7 +19,6 @@ def test_a_miss_names_the_arg_with_its_old_and_new_value_in_one_line() -> None:
 
 
 def test_a_miss_names_a_change_of_layer_compression() -> None:
-    import dataclasses
 
     from stagecache.why import explain
 
@@ -27,7 +27,6 @@ def test_a_miss_names_a_change_of_layer_compression() -> None:
 
 
 def test_a_miss_names_the_files_changed_added_and_removed_the_parent_and_the_code() -> None:
-    import dataclasses
 
     from stagecache.why import explain
 
@@ -41,3 +40,8 @@ def test_a_miss_names_the_files_changed_added_and_removed_the_parent_and_the_cod
         {"csrc/ops.c": "file:3", "csrc/new.c": "file:4"},
     )
     assert line == "parent base changed; the stage's code changed; files ~csrc/ops.c, +csrc/new.c, -csrc/old.c"
+
+
+def test_a_file_name_with_a_newline_stays_on_one_line_of_a_miss() -> None:
+    line = explain({"schema": 3, "inputs": "a"}, {"schema": 3, "inputs": "b"}, {}, {"vllm/evil\nstage base: hit": "x"})
+    assert "\n" not in line and line == "files +'vllm/evil\\nstage base: hit'"

@@ -1,4 +1,5 @@
-"""Keys follow git's model of a checkout and each stage's own code and ARGs: pure logic, no engine."""
+"""The stages as data (vllm_ci.graph): each key follows its stage's own code, ARGs, instructions and files
+and nothing else, and a stage function must walk its stage. Pure logic, no engine."""
 
 from __future__ import annotations
 
@@ -6,26 +7,19 @@ import dataclasses
 import json
 import os
 import pathlib
-import shutil
 import subprocess
 import sys
 
+import dagger
 import pytest
 
-from conftest import EXAMPLE, checkout, edited_copy, example_build
-from stagecache.inputs import (
-    excluding_pattern,
-    files_of,
-    ignore_patterns,
-    manifest_digest,
-    manifest_of,
-    pattern_problem,
-)
+from conftest import EMPTY_CONTEXT, EXAMPLE, edited_copy, example_build
+from stagecache.errors import StageError
 from stagecache.stages import stage_preimages
 from stagecache.why import explain
 from vllm_ci.build import Build
 from vllm_ci.declare import DECLARED
-from vllm_ci.graph import stage_graph
+from vllm_ci.graph import stage_graph, walked
 from vllm_ci.upstream_file import UpstreamFile
 
 
@@ -38,55 +32,6 @@ def moved_by(build: Build) -> set[str]:
     """The stages whose keys a build changes against the example's own build, with the same files read."""
     before, after = keys(stage_graph(example_build())), keys(stage_graph(build))
     return {s for s in before if before[s] != after[s]}
-
-
-def test_a_tree_checked_out_under_umask_002_and_022_by_different_owners_has_one_manifest(
-    tmp_path: pathlib.Path,
-) -> None:
-    laptop = checkout(EXAMPLE, tmp_path / "laptop", 0o002)
-    agent = checkout(EXAMPLE, tmp_path / "agent", 0o022)
-    os.utime(agent / "setup.py", (1, 1))
-    shutil.chown(agent / "setup.py", user=65534, group=65534)
-    assert (laptop / "setup.py").stat().st_mode != (agent / "setup.py").stat().st_mode
-    assert manifest_of(str(laptop)) == manifest_of(str(agent))
-    assert manifest_digest(manifest_of(str(laptop))) == manifest_digest(manifest_of(str(agent)))
-
-
-def test_an_executable_bit_changes_the_manifest_entry_of_that_file_only(tmp_path: pathlib.Path) -> None:
-    tree = checkout(EXAMPLE, tmp_path / "tree", 0o022)
-    before = manifest_of(str(tree))
-    (tree / "setup.py").chmod(0o755)
-    after = manifest_of(str(tree))
-    assert {p for p in before if before[p] != after[p]} == {"setup.py"}
-    assert after["setup.py"].startswith("exec:") and before["setup.py"].startswith("file:")
-
-
-def test_a_symlink_is_recorded_by_its_target(tmp_path: pathlib.Path) -> None:
-    tree = checkout(EXAMPLE, tmp_path / "tree", 0o022)
-    (tree / "link").symlink_to("setup.py")
-    first = manifest_of(str(tree))["link"]
-    (tree / "link").unlink()
-    (tree / "link").symlink_to("pyproject.toml")
-    assert first.startswith("link:") and manifest_of(str(tree))["link"] != first
-
-
-def test_the_record_row_from_the_clients_hash_of_a_source_file_is_the_one_an_installer_writes(
-    tmp_path: pathlib.Path,
-) -> None:
-    from vllm_ci.fastpath.install import record_row
-
-    (tmp_path / "vllm").mkdir()
-    (tmp_path / "vllm" / "empty.py").write_bytes(b"")
-    (tmp_path / "vllm" / "model.py").write_bytes(b"x = 1\n" * 1000)
-    files = files_of(str(tmp_path))
-    empty, model = files["vllm/empty.py"], files["vllm/model.py"]
-    # The wheel spec's RECORD hash: urlsafe base64 of the raw sha256, padding stripped; sha256 of b"" is well known.
-    assert record_row("vllm/empty.py", empty.sha256, empty.size) == [
-        "vllm/empty.py",
-        "sha256=47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU",
-        "0",
-    ]
-    assert record_row("vllm/model.py", model.sha256, model.size)[2] == "6000"
 
 
 CSRC_AND_BELOW = {
@@ -216,49 +161,27 @@ def test_a_stage_key_is_the_same_in_every_process_whatever_its_hash_seed() -> No
     assert len(runs) == 1
 
 
-def test_a_dockerignore_is_read_as_buildkit_reads_it() -> None:
-    text = "\ufeff# a comment\n/build\n  dist  \n\n*.py[cod]\n ! vllm/keep.so\nvllm//x/../*.so\n   # not a comment: a pattern\n/\n"
-    assert ignore_patterns(text) == [
-        "build",
-        "dist",
-        "*.py[cod]",
-        "!vllm/keep.so",
-        "vllm/*.so",
-        "# not a comment: a pattern",
-        "/",
-    ]
-
-
-@pytest.mark.parametrize(
-    ("pattern", "problem"),
-    [
-        ("[", "its [ class is not closed"),
-        ("vllm/[a-z", "its [ class is not closed"),
-        ("!docs\\", "it ends in a lone \\"),
-        ("*.py[cod]", ""),
-        ("[]]x", ""),
-        ("a\\[b", ""),
-        ("**/*.so", ""),
-    ],
-)
-def test_an_ignore_pattern_buildkits_matcher_refuses_is_named_with_why(pattern: str, problem: str) -> None:
-    assert pattern_problem(pattern) == problem
-
-
-def test_the_ignore_pattern_named_for_an_excluded_file_is_the_last_that_matches_it_or_a_folder_above() -> None:
-    assert (
-        excluding_pattern("requirements/common.txt", ["docs", "requirements", "!requirements/cuda.txt"])
-        == "requirements"
-    )
-    assert excluding_pattern("requirements/common.txt", ["*", "!requirements/common.txt"]) == "?"
-
-
-def test_a_file_name_with_a_newline_stays_on_one_line_of_a_miss() -> None:
-    line = explain({"schema": 3, "inputs": "a"}, {"schema": 3, "inputs": "b"}, {}, {"vllm/evil\nstage base: hit": "x"})
-    assert "\n" not in line and line == "files +'vllm/evil\\nstage base: hit'"
-
-
 def test_a_url_rewrite_moves_every_stage_that_runs_the_files_instructions() -> None:
     moved = moved_by(example_build(url_rewrite=["https://index.invalid/simple=file:///mirror"]))
     ours_only = {"extension", "rust-installed", "runtime-python"}  # no instruction of the file of their own
     assert moved - ours_only == set(keys(stage_graph(example_build()))) - ours_only
+
+
+@pytest.mark.anyio
+async def test_a_stage_function_that_skips_an_instruction_fails_the_build_naming_the_stage(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def skips_the_file(build, ctx):  # type: ignore[no-untyped-def]
+        """Builds dev from its parent without walking dev's instructions."""
+        return ctx.parents["base"]
+
+    monkeypatch.setitem(DECLARED, "dev", dataclasses.replace(DECLARED["dev"], function=skips_the_file))
+    with pytest.raises(StageError, match="^build: stage dev: its function did not walk every instruction"):
+        await walked(DECLARED["dev"], example_build())(EMPTY_CONTEXT)
+
+
+@pytest.mark.anyio
+async def test_the_real_stage_function_walks_every_instruction_of_its_stage() -> None:
+    build = example_build()
+    assert isinstance(await walked(DECLARED["dev"], build)(EMPTY_CONTEXT), dagger.Container)
+    assert build.walks["dev"].complete()
