@@ -63,7 +63,7 @@ def report(stages: str, extra: str = "") -> list[str]:
             "--cache-from: not a fully qualified image reference (registry/repository[:tag]): 'no-registry/cache'",
         ),
         (["build", *SOURCE, "--image", "vllm/test:tag"], "--image: not a fully qualified image reference"),
-        (["plan", *SOURCE, "--target", "tset"], "--target: no stage 'tset'; the stages: base, "),
+        (["plan", *SOURCE, "--target", "tset"], "--target: no stage 'tset'; the stages of docker/Dockerfile: base, "),
         (["build", *SOURCE, "--target", "tset"], "--target: no stage 'tset'"),
         (
             ["prune", "--cache-repo", f"{REGISTRY}/c", "--keep-last", "-5", "--keep-days", "1"],

@@ -357,7 +357,10 @@ def test_dagger_call_from_a_git_url_in_another_checkout_hits_the_client_commands
 @pytest.mark.parametrize(
     ("args", "says"),
     [
-        (["plan", "--source=examples/mini-vllm", "--target=tset"], "--target: no stage 'tset'; the stages: base, "),
+        (
+            ["plan", "--source=examples/mini-vllm", "--target=tset"],
+            "--target: no stage 'tset'; the stages of docker/Dockerfile: base, ",
+        ),
         (
             ["build", "--source=examples/mini-vllm", "--cache-to=not-a-ref"],
             "--cache-to: not a fully qualified image reference",

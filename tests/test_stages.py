@@ -9,9 +9,9 @@ import re
 import dockerfile
 import pytest
 
-from conftest import EXAMPLE, NEXT_DEV, edit, example_build, example_module, source_of, tagged_checkout
+from conftest import EXAMPLE, NEXT_DEV, edit, example_build, example_module, source_of, tagged_checkout, vllm_source
 from vllm_ci.checks import check_target
-from vllm_ci.declare import DECLARED
+from vllm_ci.declare import DECLARED, STAGE_SETS
 from vllm_ci.errors import UsageError
 from vllm_ci.graph import stage_graph
 from vllm_ci.options import module_functions, options_of
@@ -207,26 +207,40 @@ async def test_the_version_derived_from_git_moves_only_the_stages_that_bind_git_
 FAST_PATH_STAGES = {"rust-installed", "extension", "runtime-python", "openai-deps"}
 
 
-def test_the_module_lists_every_stage_of_the_pinned_dockerfile_and_each_fast_path_stage(
+def stage_names(text: str) -> set[str]:
+    """The stages BuildKit's own parser finds in a Dockerfile's text (FROM … AS name)."""
+    return {c.value[2] for c in dockerfile.parse_string(text) if c.cmd == "FROM" and len(c.value) == 3}
+
+
+def listed(text: str, file: str) -> set[str]:
+    """The stages a help text or refusal lists for one Dockerfile (`…docker/Dockerfile: a, b; …`)."""
+    return set(text.split(f"{file}: ")[1].split(";")[0].split(", "))
+
+
+def test_the_module_lists_every_stage_of_the_pinned_dockerfiles_and_each_fast_path_stage(
     upstream_dockerfile: str,
 ) -> None:
     # The truth, read independently of the registry the @stage decorators fill: the stage names BuildKit's own
-    # parser finds in the pinned release's docker/Dockerfile, and the fast-path stages this project adds.
-    upstream = {
-        c.value[2] for c in dockerfile.parse_string(upstream_dockerfile) if c.cmd == "FROM" and len(c.value) == 3
-    }
+    # parser finds in the pinned release's docker/Dockerfile and docker/Dockerfile.cpu, and the fast-path
+    # stages this project adds (to the CUDA set).
+    upstream = stage_names(upstream_dockerfile)
     assert {"base", "csrc-build", "test", "vllm-sagemaker", "vllm-openai-nonroot"} <= upstream
     truth = upstream | FAST_PATH_STAGES
+    cpu = stage_names((vllm_source() / "docker" / "Dockerfile.cpu").read_text())
+    assert {"base", "base-arch", "vllm-src", "vllm-test", "vllm-openai"} <= cpu
     # What the module lists: the stages `build` and `plan` offer in their --target help (as `dagger call` and
     # the client read it), the ones a bad --target's refusal names, and the example's stage graph.
     functions = module_functions()
     for name in ("build", "plan"):
         (target,) = [o for o in options_of(functions[name]) if o.python_name == "target"]
-        assert set(target.doc.removeprefix("The stage to build: ").split(", ")) == truth, name
+        assert listed(target.doc, "docker/Dockerfile") == truth, name
+        assert listed(target.doc, "docker/Dockerfile.cpu") == cpu, name
     with pytest.raises(UsageError) as refused:
         check_target("--target", "no-such-stage")
-    assert set(str(refused.value).split("the stages: ")[1].split(", ")) == truth
+    assert listed(str(refused.value), "docker/Dockerfile") == truth
+    assert listed(str(refused.value), "docker/Dockerfile.cpu") == cpu
     assert {s.name for s in stage_graph(example_build())} == truth
+    assert set(STAGE_SETS["cpu"].declared) == cpu
     # Each stage has its function, and the fast-path stages are the ones declared with no FROM of the file.
     assert {name: inspect.iscoroutinefunction(decl.function) for name, decl in DECLARED.items()} == dict.fromkeys(
         truth, True

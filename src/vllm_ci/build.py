@@ -10,7 +10,7 @@ from types import MappingProxyType
 
 from stagecache import StageContext
 from vllm_ci.args import BuildArgs
-from vllm_ci.declare import DECLARED, StageDeclaration
+from vllm_ci.declare import StageDeclaration, StageSet, stage_set_for
 from vllm_ci.deviations import Deviation
 from vllm_ci.deviations import claimed as claimed_in
 from vllm_ci.errors import UsageError
@@ -40,6 +40,16 @@ class Build:
         unknown = sorted(set(self.passed) - self.file.names())
         if unknown:
             raise UsageError(f"--build-arg {unknown[0]}: {self.file.path} declares no ARG {unknown[0]}")
+
+    @functools.cached_property
+    def stage_set(self) -> StageSet:
+        """The stage set of the Dockerfile being built (by its name: Dockerfile.cpu is the CPU set)."""
+        return stage_set_for(self.file.path)
+
+    @property
+    def declarations(self) -> dict[str, StageDeclaration]:
+        """The stage functions of this build's stage set, by stage name."""
+        return self.stage_set.declared
 
     @functools.cached_property
     def passed(self) -> dict[str, str]:
@@ -102,7 +112,7 @@ class Build:
     def upstream(self, stage: str, ctx: StageContext, register: bool = True) -> AsWritten:
         """The walk of a stage's instructions for its function (one per build of the stage; register=False:
         another stage's function walks them, and the stage's own check does not count it)."""
-        decl = DECLARED[stage]
+        decl = self.declarations[stage]
         walk = AsWritten(
             self.file.stage(stage),
             self.file,
@@ -141,7 +151,7 @@ class Build:
         for name, deviation in [*stages, *decl.runs_from]:
             stage = self.file.stage(name)
             scope = self.file.stage_values(stage, self.passed, AUTOMATIC_VALUES)
-            claimed = {i.line for d in DECLARED[name].deviations for i in claimed_in(self.file.path, stage, d)}
+            claimed = {i.line for d in self.declarations[name].deviations for i in claimed_in(self.file.path, stage, d)}
             for instruction in self.instructions_run_from(name, deviation):
                 if instruction.kind in ("COPY", "ADD") and "from" not in instruction.options():
                     named += [expand(path, scope) for path in instruction.value[:-1]]

@@ -15,8 +15,9 @@ import dagger
 from stagecache.refs import ImageRef
 from stagecache.report import BuildReport
 from vllm_ci.args import flag_of
+from vllm_ci.declare import STAGE_SETS, stage_set_for
 from vllm_ci.errors import UsageError
-from vllm_ci.graph import TARGETS
+from vllm_ci.graph import targets
 
 
 def check_ref(flag: str, value: str) -> ImageRef | None:
@@ -43,10 +44,13 @@ def ref_arguments(name: str, values: list[str] | None) -> list[ImageRef]:
     return check_refs(flag_of(name), values or [])
 
 
-def check_target(flag: str, value: str) -> None:
-    """The name of a stage."""
-    if value not in TARGETS:
-        raise UsageError(f"{flag}: no stage {value!r}; the stages: {', '.join(TARGETS)}")
+def check_target(flag: str, value: str, dockerfile: str | None = None) -> None:
+    """The name of a stage: of the stage set a Dockerfile's name says when it is known, else of any set;
+    empty is the set's test image."""
+    sets = [stage_set_for(dockerfile)] if dockerfile is not None else list(STAGE_SETS.values())
+    if value and not any(value in targets(s) for s in sets):
+        listed = "; ".join(f"{s.dockerfile}: {', '.join(targets(s))}" for s in sets)
+        raise UsageError(f"{flag}: no stage {value!r}; the stages of {listed}")
 
 
 def check_count(flag: str, value: float) -> None:

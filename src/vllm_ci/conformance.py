@@ -16,7 +16,7 @@ from typing import Any, Final
 
 from stagecache.report import text_table
 from vllm_ci.args import flag_of
-from vllm_ci.declare import StageDeclaration
+from vllm_ci.declare import STAGE_SETS, StageDeclaration, StageSet
 from vllm_ci.deviations import Deviation, claimed
 from vllm_ci.errors import UsageError
 from vllm_ci.instructions import unrunnable
@@ -121,8 +121,9 @@ def _short(text: str, width: int = 72) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def deviation_id(stage: str, deviation: Deviation) -> str:
-    """How the accepted digests name a deviation: its stage, kind and anchor."""
+def deviation_id(decl: StageDeclaration, deviation: Deviation) -> str:
+    """How the accepted digests name a deviation: its stage (`cpu:base` in the CPU set), kind and anchor."""
+    stage = decl.name if decl.stage_set == "cuda" else f"{decl.stage_set}:{decl.name}"
     return f"{stage} {deviation.kind} {deviation.anchor}"
 
 
@@ -131,13 +132,13 @@ def accepted_digests() -> dict[str, str]:
     return json.loads(importlib.resources.files("vllm_ci").joinpath(ACCEPTED).read_text())["digests"]
 
 
-def released_file() -> UpstreamFile | None:
-    """The Dockerfile of the release the accepted digests were taken from, when its sdist is unpacked in
-    this machine's cache (the tests and bench keep it there), for diffs; None otherwise."""
+def released_file(stage_set: StageSet = STAGE_SETS["cuda"]) -> UpstreamFile | None:
+    """A stage set's Dockerfile in the release the accepted digests were taken from, when its sdist is unpacked
+    in this machine's cache (the tests and bench keep it there), for diffs; None otherwise."""
     tree = unpacked_source()
-    if tree is None or not (tree / "docker" / "Dockerfile").is_file():
+    if tree is None or not (tree / stage_set.dockerfile).is_file():
         return None
-    return UpstreamFile.parse((tree / "docker" / "Dockerfile").read_text(), f"vLLM {tree.name}'s docker/Dockerfile")
+    return UpstreamFile.parse((tree / stage_set.dockerfile).read_text(), f"vLLM {tree.name}'s {stage_set.dockerfile}")
 
 
 def claimed_digest(instructions: list[Instruction]) -> str:
@@ -198,7 +199,7 @@ def _stage_rows(
         claimed_lines |= dict.fromkeys((i.line for i in instructions), deviation)
         if deviation.portable:
             continue  # upstream's step unless the build passes the override: nothing to pin
-        pin = accepted.get(deviation_id(stage.name, deviation))
+        pin = accepted.get(deviation_id(decl, deviation))
         now = claimed_digest(instructions)
         if pin != now:
             rows.append(
@@ -241,7 +242,21 @@ def _diff(released: UpstreamFile | None, stage: str, deviation: Deviation, now: 
 
 
 def accept(file: UpstreamFile, declarations: Mapping[str, StageDeclaration]) -> dict[str, str]:
-    """The accepted digests for this file: every deviation's claimed instructions as the file has them now."""
+    """The accepted digests with this file's taken as they are now: every deviation's claimed instructions
+    in the file, and the other stage sets' digests as this package holds them."""
+    sets = {decl.stage_set for decl in declarations.values()}
+    others = {d: pin for d, pin in accepted_digests().items() if stage_set_of_id(d) not in sets}
+    return dict(sorted({**others, **digests_now(file, declarations)}.items()))
+
+
+def stage_set_of_id(deviation: str) -> str:
+    """The stage set a deviation id names (deviation_id): `cpu:base RUN …` the CPU set, `base RUN …` CUDA's."""
+    stage = deviation.partition(" ")[0]
+    return stage.partition(":")[0] if ":" in stage else "cuda"
+
+
+def digests_now(file: UpstreamFile, declarations: Mapping[str, StageDeclaration]) -> dict[str, str]:
+    """Every deviation's claimed instructions as the file has them now, by deviation id."""
     digests = {}
     for decl in declarations.values():
         if not decl.upstream or decl.name not in {s.name for s in file.stages}:
@@ -249,7 +264,7 @@ def accept(file: UpstreamFile, declarations: Mapping[str, StageDeclaration]) -> 
         for deviation in decl.deviations:
             if not deviation.portable:
                 instructions = claimed(file.path, file.stage(decl.name), deviation)
-                digests[deviation_id(decl.name, deviation)] = claimed_digest(instructions)
+                digests[deviation_id(decl, deviation)] = claimed_digest(instructions)
     return dict(sorted(digests.items()))
 
 

@@ -4,7 +4,11 @@ Each stage function carries one `@stage(...)` declaration: the Dockerfile stage 
 as the file writes it (None: a stage of this project only), the stages it builds on, the source files
 it reads (its filter and its key's input), the parents it never reads, and its deviations: each one
 instruction it does differently, named by kind and a short anchor (instructions.Deviation). Every
-other instruction of the stage is run as the Dockerfile being built writes it."""
+other instruction of the stage is run as the Dockerfile being built writes it.
+
+The stages of one of vLLM's Dockerfiles are a stage set (STAGE_SETS): `cuda` for docker/Dockerfile, `cpu`
+for docker/Dockerfile.cpu. A build's set is the one its Dockerfile's name says (stage_set_for), and two
+sets share no stage code: their stage names may be the same (both have `base`)."""
 
 from __future__ import annotations
 
@@ -16,8 +20,36 @@ from vllm_ci.deviations import Deviation
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-# Every stage function declared so far, by the Dockerfile stage name it builds.
-DECLARED: dict[str, StageDeclaration] = {}
+
+@dataclasses.dataclass(frozen=True)
+class StageSet:
+    """The stages of one of vLLM's Dockerfiles: its name, the file upstream keeps them in, the stage its CI
+    tests in, and every stage function declared for it, by the stage name it builds."""
+
+    name: str
+    dockerfile: str
+    test_image: str
+    declared: dict[str, StageDeclaration] = dataclasses.field(default_factory=dict)
+
+    def cache_name(self, stage: str) -> str:
+        """A stage's name in the stage cache (its tags, keys and report): qualified by the set, so two sets'
+        entries can share a cache repository and never hit each other; the CUDA set's names as they are."""
+        return stage if self.name == "cuda" else f"{self.name}.{stage}"
+
+
+STAGE_SETS: dict[str, StageSet] = {
+    "cuda": StageSet("cuda", "docker/Dockerfile", "test"),
+    "cpu": StageSet("cpu", "docker/Dockerfile.cpu", "vllm-test"),
+}
+# Every stage function of the CUDA set, by the Dockerfile stage name it builds.
+DECLARED = STAGE_SETS["cuda"].declared
+
+
+def stage_set_for(dockerfile: str) -> StageSet:
+    """The stage set a Dockerfile's name says, wherever it is (a fork's path too): `Dockerfile.cpu` the CPU
+    set; any other name the CUDA set, whose conformance check then says what does not fit."""
+    name = dockerfile.rpartition("/")[2]
+    return next((s for s in STAGE_SETS.values() if name == s.dockerfile.rpartition("/")[2]), STAGE_SETS["cuda"])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +70,7 @@ class StageDeclaration:
     # Instructions of other stages this stage runs as written: (stage, the deviation that claims them there;
     # None: all of that stage's). In its key, with that stage's ARG values.
     runs_from: tuple[tuple[str, Deviation | None], ...] = ()
+    stage_set: str = "cuda"  # the set (STAGE_SETS) of the Dockerfile it is a stage of
 
     @property
     def upstream(self) -> bool:
@@ -55,28 +88,31 @@ def stage(
     deviations: Sequence[Deviation] = (),
     also_reads: Sequence[str] = (),
     runs_from: Sequence[tuple[str, Deviation | None]] = (),
+    stage_set: str = "cuda",
 ) -> Callable[[F], F]:
     """Declare, once and on the function, the stage it builds (see the module's doc)."""
+    declared = STAGE_SETS[stage_set].declared
 
     def register(function: F) -> F:
-        if name in DECLARED:
+        if name in declared:
             raise ValueError(
-                f"stage {name!r} is declared twice: {DECLARED[name].function.__qualname__} and {function.__qualname__}"
+                f"stage {name!r} is declared twice: {declared[name].function.__qualname__} and {function.__qualname__}"
             )
         if set(not_read) - set(parents):
             raise ValueError(
                 f"stage {name!r}: not_read={sorted(set(not_read) - set(parents))!r} are not among its parents"
             )
-        DECLARED[name] = StageDeclaration(
-            name,
-            from_,
-            function,
-            tuple(parents),
-            tuple(reads),
-            tuple(not_read),
-            tuple(deviations),
-            tuple(also_reads),
-            tuple(runs_from),
+        declared[name] = StageDeclaration(
+            name=name,
+            from_=from_,
+            function=function,
+            parents=tuple(parents),
+            reads=tuple(reads),
+            not_read=tuple(not_read),
+            deviations=tuple(deviations),
+            also_reads=tuple(also_reads),
+            runs_from=tuple(runs_from),
+            stage_set=stage_set,
         )
         return function
 

@@ -4,6 +4,8 @@ the ARG values its RUNs see and the text of its instructions (its key), its code
 
 from __future__ import annotations
 
+import dataclasses
+
 import dagger
 from dagger import dag
 
@@ -13,10 +15,17 @@ from stagecache.fingerprint import code_fingerprint
 from stagecache.stages import BuildFunction, ordered
 from vllm_ci import stages
 from vllm_ci.build import Build
-from vllm_ci.declare import DECLARED, StageDeclaration
+from vllm_ci.declare import DECLARED, StageDeclaration, StageSet
 from vllm_ci.instructions import INDEX_NETRC
 
-TARGETS = tuple(DECLARED)
+TARGETS = tuple(DECLARED)  # the CUDA set's stages
+
+
+def targets(stage_set: StageSet) -> tuple[str, ...]:
+    """The stages a build of a stage set can target, as the file names them."""
+    return tuple(stage_set.declared)
+
+
 # The packages whose code a stage's fingerprint follows.
 OWN_CODE = ("vllm_ci",)
 
@@ -66,7 +75,10 @@ def walked(decl: StageDeclaration, build: Build) -> BuildFunction:
     or the build fails naming the stage."""
 
     async def run(ctx: StageContext) -> dagger.Container:
-        result = await decl.function(build, ctx)
+        # The parents by the names the stage function knows them by (the file's), not the cache's.
+        cache_name = build.stage_set.cache_name
+        named = {name: ctx.parents[cache_name(name)] for name in decl.parents if cache_name(name) in ctx.parents}
+        result = await decl.function(build, dataclasses.replace(ctx, parents=named))
         if decl.upstream and not (decl.name in build.walks and build.walks[decl.name].complete()):
             raise StageError(
                 f"stage {decl.name}: its function did not walk every instruction of {build.file.path}'s stage "
@@ -79,20 +91,22 @@ def walked(decl: StageDeclaration, build: Build) -> BuildFunction:
 
 
 def stage_graph(build: Build) -> list[Stage]:
-    """Every declared stage, wired to its stage function with this build, parents before children."""
+    """Every stage of the build's stage set, wired to its stage function with this build, parents before
+    children, named as the cache names them (StageSet.cache_name: the set in every key and tag)."""
     graph = []
-    for decl in DECLARED.values():
+    cache_name = build.stage_set.cache_name
+    for decl in build.declarations.values():
         steps, notes = steps_of(decl, build)
         values = build.key_values(decl)  # resolved once: the key and the function's view read these
         graph.append(
             Stage(
-                name=decl.name,
+                name=cache_name(decl.name),
                 function=walked(decl, build.for_stage(decl, values)),
-                parents=decl.parents,
+                parents=tuple(map(cache_name, decl.parents)),
                 reads=include_patterns(build.reads(decl)),
                 args=values,
                 code=code_fingerprint(decl.function, OWN_CODE),
-                not_read=decl.not_read,
+                not_read=tuple(map(cache_name, decl.not_read)),
                 steps=steps,
                 step_notes=notes,
             )

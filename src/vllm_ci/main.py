@@ -19,11 +19,11 @@ from stagecache.registry import DEFAULT_ATTEMPTS, RegistryError
 from stagecache.report import Progress
 from vllm_ci.args import BuildArgs
 from vllm_ci.build import Build
-from vllm_ci.checks import checked, ref_argument, ref_arguments
+from vllm_ci.checks import check_target, checked, ref_argument, ref_arguments
 from vllm_ci.conformance import accept, check, refusal, released_file
-from vllm_ci.declare import DECLARED
+from vllm_ci.declare import STAGE_SETS, stage_set_for
 from vllm_ci.errors import ConformanceFailed, UsageError
-from vllm_ci.graph import TARGETS, secrets_of, stage_graph
+from vllm_ci.graph import secrets_of, stage_graph, targets
 from vllm_ci.upstream_file import UpstreamFile
 from vllm_ci.version import source_versions
 
@@ -46,6 +46,13 @@ Source = Annotated[
     dagger.Directory,
     Doc("The vLLM checkout (or the bundled example's); required: pass --source=."),
     Ignore(SOURCE_IGNORE),
+]
+Target = Annotated[
+    str,
+    Doc(
+        "The stage to build; empty: the test image of the Dockerfile's stage set. The stages of "
+        + "; ".join(f"{s.dockerfile}: {', '.join(targets(s))}" for s in STAGE_SETS.values())
+    ),
 ]
 CacheFrom = Annotated[list[str] | None, Doc("Cache repositories to read, in order; the first valid hit wins")]
 CacheTo = Annotated[str, Doc("Cache repository that misses are published to; empty: export nothing")]
@@ -133,8 +140,8 @@ class VllmCi(BuildArgs):
         line before any container work when it needs a person (a new stage, a changed FROM or deviated
         instruction, an instruction that cannot run as written) or names no ARG a --build-arg sets."""
         build = Build(await self._versioned(source), await self._file(source))
-        if not check(build.file, DECLARED).ok():  # the pinned release's file is read only for the diff
-            raise refusal(check(build.file, DECLARED, released=released_file()))
+        if not check(build.file, build.declarations).ok():  # the pinned release's file is read only for the diff
+            raise refusal(check(build.file, build.declarations, released=released_file(build.stage_set)))
         return build
 
     async def _versioned(self, source: dagger.Directory | None) -> "VllmCi":
@@ -145,8 +152,16 @@ class VllmCi(BuildArgs):
         version, clean = await source_versions(source)
         return dataclasses.replace(self, git_version=version, git_version_clean=clean)
 
+    def _target(self, target: str) -> str:
+        """A target as the stage cache names it, in the stage set of the Dockerfile being built (empty: its
+        test image); a stage the set does not have is one line (exit 2), before any container work."""
+        check_target("--target", target, self.dockerfile)
+        stage_set = stage_set_for(self.dockerfile)
+        return stage_set.cache_name(target or stage_set.test_image)
+
     async def _stage(self, source: dagger.Directory, target: str, **cache: Any) -> dagger.Container:
         """Build one stage (and what it needs), through the cache when one is given."""
+        target = self._target(target)
         container, report = await (await self._cache(source, **cache)).build(source, target)
         print(report.table(), file=sys.stderr)
         return container
@@ -230,13 +245,14 @@ class VllmCi(BuildArgs):
     async def plan(
         self,
         source: Source,
-        target: Annotated[str, Doc(f"The stage to build: {', '.join(TARGETS)}")] = "test",
+        target: Target = "",
         cache_from: CacheFrom = None,
         registry_username: RegistryUsername = "",
         registry_password: RegistryPassword = None,
         registry_service: RegistryService = None,
     ) -> str:
         """Dry run: the stages the target needs, their keys and which cache refs would hit, as JSON."""
+        target = self._target(target)
         cache = await self._cache(
             source, cache_from, "", False, registry_username, registry_password, registry_service=registry_service
         )
@@ -249,7 +265,7 @@ class VllmCi(BuildArgs):
         self,
         source: Source,
         image: Annotated[str, Doc("Where to publish the target image; empty: do not publish")] = "",
-        target: Annotated[str, Doc(f"The stage to build: {', '.join(TARGETS)}")] = "test",
+        target: Target = "",
         cache_from: CacheFrom = None,
         cache_to: CacheTo = "",
         cache_strict: Annotated[bool, Doc("Fail the build when a cache look-up or export fails")] = False,
@@ -262,6 +278,7 @@ class VllmCi(BuildArgs):
         index_netrc: IndexNetrc = None,
     ) -> str:
         """Build the target with the stage cache, publish it, and return the per-stage report as JSON."""
+        target = self._target(target)
         cache = await self._cache(
             source,
             cache_from,
@@ -289,7 +306,8 @@ class VllmCi(BuildArgs):
         """Hold the stage functions against the Dockerfile: each instruction run as written or deviated, and what needs a person."""
         if format_ not in ("table", "json"):
             raise UsageError(f"--format: table or json, not {format_!r}")
-        report = check(await self._file(source), DECLARED, released=released_file())
+        stage_set = stage_set_for(self.dockerfile)
+        report = check(await self._file(source), stage_set.declared, released=released_file(stage_set))
         rendered = report.to_json() if format_ == "json" else report.table()
         if not report.ok():
             raise ConformanceFailed(report.summary(), rendered)
@@ -301,7 +319,10 @@ class VllmCi(BuildArgs):
         """The accepted digests of every deviated instruction as the Dockerfile has them now (JSON): written
         over src/vllm_ci/accepted-deviations.json once a person has checked each deviation still holds."""
         file = await self._file(source)
-        return json.dumps({"release": f"{file.path} of the source", "digests": accept(file, DECLARED)}, indent=1)
+        return json.dumps(
+            {"release": f"{file.path} of the source", "digests": accept(file, stage_set_for(self.dockerfile).declared)},
+            indent=1,
+        )
 
     @function
     @checked
@@ -340,8 +361,9 @@ class VllmCi(BuildArgs):
         live: set[str] = set()
         if source is not None:
             cache = await self._cache(source, [], "", False, registry_username, registry_password)
-            for target in ("test", "vllm-openai", "build"):
-                live |= {p.key for p in await cache.plan(source, target)}
+            stage_set = stage_set_for(self.dockerfile)
+            for target in ("test", "vllm-openai", "build") if stage_set.name == "cuda" else (stage_set.test_image,):
+                live |= {p.key for p in await cache.plan(source, stage_set.cache_name(target))}
         password = await registry_password.plaintext() if registry_password else ""
         repository = ref_argument("cache_repo", cache_repo)
         if repository is None:

@@ -6,6 +6,7 @@ Python sources is added last, by file operations onto imported images (no RUN af
 Python-only change moves only thin layers (see graph.py for the keys)."""
 
 from vllm_ci.stages import base, rust, csrc, extensions, wheel, dev, runtime, test, openai  # noqa: F401  # isort: skip  (declaration order)
+from vllm_ci.stages import cpu  # noqa: F401  # the CPU stage set (docker/Dockerfile.cpu)
 from vllm_ci.stages.common import AWS_CREDENTIALS  # noqa: F401
 
 # And this project's own stages (the fast path's), which build on them.
