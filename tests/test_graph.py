@@ -185,3 +185,24 @@ async def test_the_real_stage_function_walks_every_instruction_of_its_stage() ->
     build = example_build()
     assert isinstance(await walked(DECLARED["dev"], build)(EMPTY_CONTEXT), dagger.Container)
     assert build.walks["dev"].complete()
+
+
+def with_descendants(stages: set[str]) -> set[str]:
+    """These stages and every stage that builds on one of them, by the example's stage graph."""
+    graph = {s.name: set(s.parents) for s in stage_graph(example_build())}
+    found = set(stages)
+    while grown := {name for name, parents in graph.items() if parents & found} - found:
+        found |= grown
+    return found
+
+
+def test_a_release_lane_moves_only_the_stages_that_read_its_args_and_an_arg_no_stage_reads_moves_nothing() -> None:
+    # A release build passes other ARGs than CI's (vllm#30762): every stage that reads none of them must hit.
+    assert moved_by(example_build(build_arg=["UBUNTU_VERSION=20.04"])) == set()  # global, read by no stage here
+    file = example_build().file
+    for arg, value in (("torch_cuda_arch_list", "9.0 10.0+PTX"), ("GGUF_VERSION", "==0.19.0")):
+        declaring = {stage.name for stage in file.stages if any(name == arg for _, name, _ in stage.args())}
+        assert declaring, arg
+        assert moved_by(example_build(build_arg=[f"{arg}={value}"])) == with_descendants(declaring), arg
+    # The arch list is set as ENV in base, so every stage built FROM base moves (as in BuildKit); the runtime does not.
+    assert not {"vllm-runtime-base", "runtime-python"} & moved_by(example_build(build_arg=["torch_cuda_arch_list=9.0"]))
