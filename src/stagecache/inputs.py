@@ -126,18 +126,23 @@ def files_of(root: str) -> dict[str, SourceFile]:
     for folder, dirs, names in os.walk(root):
         for name in [*names, *(d for d in dirs if os.path.islink(os.path.join(folder, d)))]:
             path = os.path.join(folder, name)
-            relative = os.path.relpath(path, root)
-            info = os.lstat(path)
-            if stat.S_ISLNK(info.st_mode):
-                target = os.readlink(path).encode()
-                files[relative] = SourceFile("link:" + hashlib.sha256(target).hexdigest(), len(target))
-            elif stat.S_ISREG(info.st_mode):
-                kind = "exec" if info.st_mode & stat.S_IXUSR else "file"  # git's rule: the owner's x bit
-                with open(path, "rb") as handle:
-                    files[relative] = SourceFile(
-                        f"{kind}:{hashlib.file_digest(handle, 'sha256').hexdigest()}", info.st_size
-                    )
+            found = file_of(path, os.lstat(path))
+            if found is not None:
+                files[os.path.relpath(path, root)] = found
     return files
+
+
+def file_of(path: str, info: os.stat_result) -> SourceFile | None:
+    """One file as git records it (a symlink by its target, the owner's x bit as its mode), given its
+    lstat; None for anything else (a folder, a device)."""
+    if stat.S_ISLNK(info.st_mode):
+        target = os.readlink(path).encode()
+        return SourceFile("link:" + hashlib.sha256(target).hexdigest(), len(target))
+    if not stat.S_ISREG(info.st_mode):
+        return None
+    kind = "exec" if info.st_mode & stat.S_IXUSR else "file"  # git's rule: the owner's x bit
+    with open(path, "rb") as handle:
+        return SourceFile(f"{kind}:{hashlib.file_digest(handle, 'sha256').hexdigest()}", info.st_size)
 
 
 def manifest_of(root: str) -> dict[str, str]:

@@ -13,12 +13,20 @@ import dagger
 
 from stagecache.access import RegistryAccess
 from stagecache.errors import InputError, StageError, first_stage_error, warn
-from stagecache.inputs import build_context, context_patterns, excluding_pattern, selected, source_files
+from stagecache.inputs import (
+    SourceFile,
+    build_context,
+    context_patterns,
+    excluding_pattern,
+    selected,
+    source_files,
+)
 from stagecache.keys import CREATED_LABEL, KEY_LABEL, PREIMAGE_LABEL, KeyPreimage, cache_tag
 from stagecache.refs import ImageRef
 from stagecache.registry import RegistryError
 from stagecache.report import shown_path
 from stagecache.stages import PlannedStage, Stage, ordered, stage_preimages
+from stagecache.statcache import hashed_files, host_path
 from stagecache.state import BuildState
 from stagecache.why import explain, latest_tag, load_inputs, sealed_digest
 
@@ -64,7 +72,7 @@ class Planner:
         needs nothing else of a hit). Only the files some stage reads are exported and hashed."""
         stages = ordered(self.stages, target)
         read_patterns = sorted({pattern for stage in stages for pattern in stage.reads})
-        self.state.files = await source_files(context.filter(include=read_patterns)) if read_patterns else {}
+        self.state.files = await self.files_read(source, context, read_patterns)
         manifest = {path: file.entry for path, file in self.state.files.items()}
         reads: dict[str, dict[str, str]] = {}
 
@@ -110,6 +118,21 @@ class Planner:
                 )
             )
         return planned
+
+    async def files_read(
+        self, source: dagger.Directory, context: dagger.Directory, read_patterns: list[str]
+    ) -> dict[str, SourceFile]:
+        """The files of the context that some stage reads, hashed: on this machine when the source is a folder
+        of it (statcache.on_host: the engine lists the paths, the stat cache spares the unchanged ones their
+        hash), else exported from the engine and hashed."""
+        if not read_patterns:
+            return {}
+        read = context.filter(include=read_patterns)
+        root = host_path(source)
+        if root is None:
+            return await source_files(read)
+        paths = await read.glob("**")
+        return await anyio.to_thread.run_sync(hashed_files, root, paths)
 
     async def _refuse_ignored_reads(
         self, source: dagger.Directory, stages: Sequence[Stage], reads: Mapping[str, Mapping[str, str]]

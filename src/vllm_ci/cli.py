@@ -27,6 +27,7 @@ from dagger import dag
 from stagecache.errors import StageError, exec_summary
 from stagecache.redact import without_userinfo
 from stagecache.report import one_line
+from stagecache.statcache import on_host
 from vllm_ci.args import kebab
 from vllm_ci.checks import check_arguments, empty_secret
 from vllm_ci.engine import SESSION_STOP_SECONDS, check_engine, end_sessions, stop_sessions, watch_engine
@@ -107,7 +108,9 @@ def to_dagger(opt: Option, value: Any) -> Any:
     if value is None or not isinstance(value, str):
         return value
     if opt.kind is dagger.Directory:
-        return dag.host().directory(str(pathlib.Path(value).resolve()), exclude=opt.ignore or [])
+        folder = str(pathlib.Path(value).resolve())
+        # The cache hashes the files a build reads here, with git's stat rule, instead of exporting them back.
+        return on_host(dag.host().directory(folder, exclude=opt.ignore or []), folder)
     if opt.kind is dagger.File:
         return dag.host().file(str(pathlib.Path(value).resolve()))
     if opt.kind is dagger.Secret:
