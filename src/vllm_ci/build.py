@@ -33,7 +33,7 @@ class Build:
     walks: dict[str, AsWritten] = dataclasses.field(default_factory=dict)
     # In a stage function's view (for_stage): the stage, and the values its key holds, the only ones it may read.
     stage: str = ""
-    declared: Mapping[str, str] | None = None
+    readable: Mapping[str, str] | None = None
 
     def __post_init__(self) -> None:
         """Refuse, in one line and before any container work, an ARG name the file does not declare."""
@@ -69,15 +69,15 @@ class Build:
             self.file.scoped_args(self.file.stage(decl.name), self.passed, AUTOMATIC_VALUES) if decl.upstream else []
         )
         readable = {**{name: value or "" for name, value in scoped}, **{name: values[name] for name in decl.also_reads}}
-        return dataclasses.replace(self, stage=decl.name, declared=MappingProxyType(readable))
+        return dataclasses.replace(self, stage=decl.name, readable=MappingProxyType(readable))
 
     def value(self, name: str) -> str:
         """An ARG's value in this build (passed, else the file's default expanded; empty when unset), or an
         argument of this project's (lower case); in a stage's view, the value its key holds."""
-        if self.declared is not None:
-            if name not in self.declared:
+        if self.readable is not None:
+            if name not in self.readable:
                 raise UndeclaredRead(f"stage {self.stage} reads {name}, which its @stage does not declare")
-            return self.declared[name]
+            return self.readable[name]
         if name in self.own_names:
             return str(getattr(self.args, name))
         return self.global_values.get(name) or ""
