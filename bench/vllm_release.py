@@ -74,17 +74,24 @@ def tagged_checkout(root: pathlib.Path, date: str | None = None) -> pathlib.Path
     return root
 
 
-def place_dockerfile(target: pathlib.Path) -> None:
-    """Copy the pinned release's docker/Dockerfile to target (the bundled example's), if it differs."""
-    text = (vllm_source() / "docker" / "Dockerfile").read_bytes()
-    if not target.exists() or target.read_bytes() != text:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(text)
+# The Dockerfiles the bundled example builds, as the pinned release has them.
+DOCKERFILES = ("Dockerfile", "Dockerfile.cpu")
+
+
+def place_dockerfiles(folder: pathlib.Path) -> None:
+    """Copy the pinned release's docker/Dockerfile and docker/Dockerfile.cpu into folder (the bundled
+    example's docker/), each only if it differs."""
+    for name in DOCKERFILES:
+        text = (vllm_source() / "docker" / name).read_bytes()
+        target = folder / name
+        if not target.exists() or target.read_bytes() != text:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(text)
 
 
 if __name__ == "__main__":
     import sys
 
-    if sys.argv[1:2] != ["dockerfile"] or len(sys.argv) != 3:
-        sys.exit("usage: bench/vllm_release.py dockerfile TARGET")
-    place_dockerfile(pathlib.Path(sys.argv[2]))
+    if sys.argv[1:2] != ["dockerfiles"] or len(sys.argv) != 3:
+        sys.exit("usage: bench/vllm_release.py dockerfiles FOLDER")
+    place_dockerfiles(pathlib.Path(sys.argv[2]))

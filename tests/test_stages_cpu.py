@@ -1,15 +1,20 @@
 """The CPU stage set (vllm_ci.stages.cpu, docker/Dockerfile.cpu): chosen by the Dockerfile's name, conforming to
-the pinned release's file, and named apart from the CUDA set in the cache. No engine."""
+the pinned release's file, named apart from the CUDA set in the cache; and the example's CPU image, built
+with the example's portability arguments, runs its tests."""
 
 from __future__ import annotations
 
-import dataclasses
+import json
+import re
+import uuid
 
 import pytest
 
-from conftest import example_build, example_module, vllm_source
+from conftest import EXAMPLE, REGISTRY, example_build, example_module, source_of, vllm_source
+from local_registry import RegistryAPI
 from stagecache.keys import cache_tag
 from stagecache.stages import stage_preimages
+from vllm_ci.args import read_args_file
 from vllm_ci.build import Build
 from vllm_ci.conformance import accept, accepted_digests, check, refusal, released_file
 from vllm_ci.declare import STAGE_SETS, stage_set_for
@@ -17,6 +22,7 @@ from vllm_ci.errors import UsageError
 from vllm_ci.graph import stage_graph
 from vllm_ci.main import VllmCi
 from vllm_ci.upstream_file import UpstreamFile
+from vllm_ci.version import git_versions
 
 CPU_FILE = "docker/Dockerfile.cpu"
 
@@ -27,12 +33,15 @@ def pinned_cpu_file(text: str | None = None) -> UpstreamFile:
 
 
 def cpu_module() -> VllmCi:
-    """The module configured as for the example, building docker/Dockerfile.cpu (none of the example's CUDA ARGs)."""
-    return dataclasses.replace(example_module(), build_arg=[], dockerfile=CPU_FILE)
+    """The module configured for the example's CPU image (examples/mini-vllm/vllm-ci-cpu.args), with the version
+    the client command derives for it."""
+    version, clean = git_versions(EXAMPLE)
+    args = read_args_file((EXAMPLE / "vllm-ci-cpu.args").read_text())
+    return VllmCi(**args, git_version=version, git_version_clean=clean)
 
 
 def cpu_build() -> Build:
-    """A build of the pinned Dockerfile.cpu with the example's own arguments (none of its CUDA ARGs)."""
+    """A build of the pinned Dockerfile.cpu with the example's CPU arguments."""
     return Build(cpu_module(), pinned_cpu_file())
 
 
@@ -84,3 +93,24 @@ def test_accepting_the_cpu_files_deviations_keeps_the_cuda_sets_accepted_digests
     held = accepted_digests()
     assert digests == held  # the pinned file is the accepted one
     assert {d for d in digests if d.startswith("cpu:")} and {d for d in digests if not d.startswith("cpu:")}
+
+
+@pytest.mark.timeout(2400)
+async def test_the_examples_cpu_test_image_builds_beside_the_cuda_entries_and_its_tests_pass_in_it(
+    client: None,
+) -> None:
+    # One cache repository for both sets: the CUDA test image's entries first, then the CPU image's.
+    cache = f"{REGISTRY}/cpu-set/cache-{uuid.uuid4().hex[:8]}"
+    source = source_of(EXAMPLE)
+    await example_module().build(source, cache_to=cache)  # type: ignore[attr-defined]
+    cpu = cpu_module()
+    report = json.loads(await cpu.build(source, cache_to=cache, cache_from=[cache]))  # type: ignore[attr-defined]
+    assert report["target"] == "cpu.vllm-test"
+    outcomes = {s["stage"]: s["outcome"] for s in report["stages"]}
+    assert outcomes and all(stage.startswith("cpu.") for stage in outcomes)
+    assert "hit" not in outcomes.values()  # none of the CUDA entries beside them is a hit for a CPU stage
+    tags = RegistryAPI(REGISTRY).tags(cache.partition("/")[2])
+    assert {t.partition("-")[0] for t in tags if t.startswith("cpu.")} >= {"cpu.base", "cpu.vllm"}
+    # Its tests, run in the image as CI runs them (every stage now a hit).
+    output = await cpu.run_tests(source, cache_from=[cache])  # type: ignore[attr-defined]
+    assert re.search(r"\b\d+ passed\b", output) and " failed" not in output, output

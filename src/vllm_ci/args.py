@@ -33,6 +33,13 @@ class BuildArgs:
             "replaced by NEW in every RUN, for a mirror (repeatable); in the key of every stage"
         ),
     ] = None
+    image_rewrite: Annotated[
+        list[str] | None,
+        Doc(
+            "OLD=NEW: an image a FROM names (Dockerfile.cpu's ubuntu:22.04 has no ARG) replaced by NEW, a mirror's "
+            "copy of it (repeatable); in the key of the stage it starts"
+        ),
+    ] = None
     # Portability: commands upstream hard-codes with no ARG. Empty: upstream's step runs as written, as a
     # real build needs; a fork or mirror replaces it (the example does). Each names the instruction it
     # replaces in the stage that declares it (instructions.Deviation.portable).
@@ -40,7 +47,11 @@ class BuildArgs:
         str, Doc("base's system package install (dnf), replaced by this command; empty: upstream's")
     ] = ""
     rust_packages_command: Annotated[
-        str, Doc("rust-build-cache's native tools install (dnf), replaced by this command; empty: upstream's")
+        str,
+        Doc(
+            "rust-build-cache's native tools install (dnf; apt in Dockerfile.cpu), replaced by this command; "
+            "empty: upstream's"
+        ),
     ] = ""
     cuda_jit_packages_command: Annotated[
         str, Doc("vllm-runtime-base's CUDA JIT apt install, replaced by this command; empty: upstream's")
@@ -50,6 +61,19 @@ class BuildArgs:
     ] = ""
     uv_installer_command: Annotated[
         str, Doc("How base installs uv into UV_INSTALL_DIR (upstream: its installer script); empty: upstream's")
+    ] = ""
+    binutils_command: Annotated[
+        str,
+        Doc(
+            "Dockerfile.cpu's binutils-build RUN (a release from its site), replaced by this command; empty: upstream's"
+        ),
+    ] = ""
+    toolchain_command: Annotated[
+        str,
+        Doc(
+            "Dockerfile.cpu's base-common RUN (apt packages, the gcc-15 PPA, uv's installer), replaced by this "
+            "command; empty: upstream's"
+        ),
     ] = ""
     openai_extras: Annotated[
         str,
@@ -87,6 +111,7 @@ class BuildArgs:
         check_repo.sh would see an empty one)."""
         passed = self.passed()
         self.rewrites()
+        self.image_rewrites()
         if passed.get("GIT_REPO_CHECK", "0") not in ("", "0"):
             raise UsageError(
                 "--build-arg GIT_REPO_CHECK: tools/check_repo.sh asks git whether the checkout is clean and "
@@ -111,17 +136,26 @@ class BuildArgs:
 
     def rewrites(self) -> dict[str, str]:
         """The --url-rewrite pairs as OLD -> NEW; one without `=` or with an empty side is a UsageError."""
-        pairs = {}
-        for pair in self.url_rewrite or []:
-            old, _, new = pair.partition("=")
-            if not old or not new:
-                raise UsageError(f"--url-rewrite {pair!r}: expected OLD=NEW")
-            pairs[old] = new
-        return pairs
+        return rewrite_pairs("--url-rewrite", self.url_rewrite or [])
+
+    def image_rewrites(self) -> dict[str, str]:
+        """The --image-rewrite pairs as OLD -> NEW; one without `=` or with an empty side is a UsageError."""
+        return rewrite_pairs("--image-rewrite", self.image_rewrite or [])
 
     def portable(self) -> dict[str, str]:
         """This build's portability overrides, by argument name (empty: upstream's step)."""
         return {name: getattr(self, name) for name in PORTABLE_COMMANDS}
+
+
+def rewrite_pairs(flag: str, pairs: list[str]) -> dict[str, str]:
+    """OLD=NEW pairs as OLD -> NEW (the last of an OLD wins); one without `=` or with an empty side is a UsageError."""
+    rewrites = {}
+    for pair in pairs:
+        old, _, new = pair.partition("=")
+        if not old or not new:
+            raise UsageError(f"{flag} {pair!r}: expected OLD=NEW")
+        rewrites[old] = new
+    return rewrites
 
 
 # Linux's limit on one argument or environment string (MAX_ARG_STRLEN, 32 pages of 4 KiB); beyond it
@@ -138,7 +172,13 @@ PORTABLE_COMMANDS: Final = (
     "rust_packages_command",
     "cuda_jit_packages_command",
     "dev_packages_command",
+    "binutils_command",
+    "toolchain_command",
 )
+
+
+# The arguments that take a list (repeatable flags): lines of an args file add up.
+LIST_FIELDS: Final = ("build_arg", "url_rewrite", "image_rewrite")
 
 
 def kebab(name: str) -> str:
@@ -162,7 +202,7 @@ def read_args_file(text: str) -> dict[str, Any]:
         name = flag.removeprefix("--").replace("-", "_")
         if name not in names:
             raise ValueError(f"{flag}: no such constructor argument")
-        if name == "build_arg":
+        if name in LIST_FIELDS:
             values.setdefault(name, []).append(value)
         else:
             values[name] = value

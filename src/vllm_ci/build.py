@@ -97,8 +97,9 @@ class Build:
         return (["--index-url", index] if index else []) + (["--extra-index-url", extra] if extra else [])
 
     def from_image(self, stage: str) -> str:
-        """What a stage's FROM names, expanded with the global ARGs."""
-        return self.file.from_image(self.file.stage(stage), self.passed)
+        """What a stage's FROM names, expanded with the global ARGs (and a mirror's copy, --image-rewrite)."""
+        image = self.file.from_image(self.file.stage(stage), self.passed)
+        return self.args.image_rewrites().get(image, image)
 
     def env_value(self, stage: str, name: str) -> str:
         """The value the stage's last `ENV name=...` gives (as written, unquoted); empty when it sets none."""

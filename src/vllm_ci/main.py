@@ -213,9 +213,10 @@ class VllmCi(BuildArgs):
         cache_to: CacheTo = "",
         registry_service: RegistryService = None,
     ) -> dagger.Container:
-        """CI's test image: test dependencies, vLLM, and the source tree last (stage `test`)."""
+        """CI's test image: test dependencies, vLLM, and the source tree last (stage `test`). With
+        docker/Dockerfile.cpu, that file's `vllm-test`."""
         return await self._stage(
-            source, "test", cache_from=cache_from, cache_to=cache_to, registry_service=registry_service
+            source, "", cache_from=cache_from, cache_to=cache_to, registry_service=registry_service
         )
 
     @function

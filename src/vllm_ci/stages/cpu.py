@@ -6,7 +6,9 @@ runs every instruction as written unless a deviation below claims it). Chosen by
 What differs, and why: the upload leaves .git out, so the three RUNs that ask setuptools-scm for the
 version (rust-build's relink, vllm-build's wheel, vllm-dev's develop) get the version the host derived,
 as for the CUDA set; the wheel is built with fixed zip timestamps. Stages whose children take only some
-of their files (binutils-build, rust-build, vllm-build) keep only those."""
+of their files (binutils-build, rust-build, vllm-build) keep only those. Three RUNs that fetch what has
+no ARG (binutils' release, the gcc-15 PPA and uv's installer, the Rust stage's apt tools) can be replaced
+by a portability argument, and base's `FROM ubuntu:22.04` by a mirror's copy (--image-rewrite)."""
 
 from __future__ import annotations
 
@@ -34,6 +36,11 @@ NO_GIT = f"binds an empty .git: {SCM_VERSION}"
 ARCH_BASES = ("base-amd64", "base-arm64")
 
 RELINK = Deviation("RUN", "target=.git", RELINK_WITHOUT_GIT)
+# Portability: what upstream fetches with no ARG (a release site, a PPA, an installer script) can be replaced
+# by this project's argument; empty, the default, is upstream's step.
+BINUTILS = Deviation("RUN", "--disable-werror", portable="binutils_command", whole=True)
+TOOLCHAIN = Deviation("RUN", "gcc-15 g++-15", portable="toolchain_command", whole=True)
+RUST_TOOLS = Deviation("RUN", "python3-pip", portable="rust_packages_command", whole=True)
 COPY_ALL = Deviation("COPY", "COPY . .", WITHOUT_UNREAD)
 BUILD_WHEEL = Deviation("RUN", "setup.py bdist_wheel", FIXED_EPOCH)
 DEVELOP = Deviation("RUN", "setup.py develop", NO_GIT)
@@ -50,13 +57,13 @@ async def base(build: Build, ctx: StageContext) -> dagger.Container:
     return build.upstream("base", ctx).walk(dag.container().from_(build.from_image("base")))
 
 
-@stage("binutils-build", from_="base", parents=("base",), stage_set=CPU)
+@stage("binutils-build", from_="base", parents=("base",), deviations=(BINUTILS,), stage_set=CPU)
 async def binutils_build(build: Build, ctx: StageContext) -> dagger.Container:
     """FROM base AS binutils-build: a newer GNU assembler; keep only what base-common copies from it."""
     return keeping(build.taken_from("binutils-build"), walked_onto(build, "binutils-build", ctx, "base"))
 
 
-@stage("base-common", from_="base", parents=("base", "binutils-build"), stage_set=CPU)
+@stage("base-common", from_="base", parents=("base", "binutils-build"), deviations=(TOOLCHAIN,), stage_set=CPU)
 async def base_common(build: Build, ctx: StageContext) -> dagger.Container:
     """FROM base AS base-common: gcc-15, uv and the venv."""
     return walked_onto(build, "base-common", ctx, "base")
@@ -86,7 +93,7 @@ async def base_arch(build: Build, ctx: StageContext) -> dagger.Container:
     return walked_onto(build, "base-arch", ctx, f"base-{AUTOMATIC_VALUES['TARGETARCH']}")
 
 
-@stage("rust-build-cache", from_="base", parents=("base",), stage_set=CPU)
+@stage("rust-build-cache", from_="base", parents=("base",), deviations=(RUST_TOOLS,), stage_set=CPU)
 async def rust_build_cache(build: Build, ctx: StageContext) -> dagger.Container:
     """FROM base AS rust-build-cache: vllm-rs built with a stable version, keyed only by the Rust inputs."""
     return walked_onto(build, "rust-build-cache", ctx, "base")

@@ -20,6 +20,7 @@ from dagger import dag
 
 from stagecache import Stage, StageCache, StageContext
 from stagecache.keys import DEFAULT_LAYER_COMPRESSION, LAYER_COMPRESSIONS
+from stagecache.refs import ImageRef
 
 PROJECT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -46,8 +47,8 @@ def stages(base_image: str) -> list[Stage]:
         )
 
     return [
-        Stage("deps", deps, inputs=("requirements.txt",), args={"base_image": base_image}),
-        Stage("app", app, parents=("deps",), inputs=("app/**",)),
+        Stage("deps", deps, reads=("requirements.txt",), args={"base_image": base_image}),
+        Stage("app", app, parents=("deps",), reads=("app/**",)),
     ]
 
 
@@ -55,8 +56,11 @@ async def build(project: pathlib.Path, base_image: str, cache: str, image: str, 
     """Build `app` through the cache, its entries' layers compressed with `layers`; the report as JSON."""
     async with dagger.connection(dagger.Config(log_output=sys.stderr)):
         source = dag.host().directory(str(project), include=["requirements.txt", "app/**"], exclude=["**/__pycache__"])
-        stage_cache = StageCache(stages(base_image), cache_from=[cache], cache_to=cache, layer_compression=layers)
-        _, report = await stage_cache.build(source, "app", image)
+        repository = ImageRef.parse(cache)  # refs are parsed once, where they come in
+        stage_cache = StageCache(
+            stages(base_image), cache_from=[repository], cache_to=repository, layer_compression=layers
+        )
+        _, report = await stage_cache.build(source, "app", ImageRef.parse(image) if image else None)
         return report.to_json()
 
 
