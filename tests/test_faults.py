@@ -204,8 +204,8 @@ def test_a_registry_stopped_mid_export_fails_that_export_only_and_leaves_no_inva
                     cache = cache_for(cache_to=repo)
                     publish = cache.publisher.publish
 
-                    async def publish_while_the_registry_stops(ctr: dagger.Container, ref: str) -> str:
-                        if ref.startswith(f"{repo}:{BASE}-"):  # the first big export: stop the registry mid-way
+                    async def publish_while_the_registry_stops(ctr: dagger.Container, ref: ImageRef) -> ImageRef:
+                        if str(ref).startswith(f"{repo}:{BASE}-"):  # the first big export: stop the registry mid-way
                             threading.Timer(0.5, registry.stop).start()
                         return await publish(ctr, ref)
 
