@@ -27,11 +27,13 @@ from vllm_ci.graph import secrets_of, stage_graph, targets
 from vllm_ci.upstream_file import UpstreamFile
 from vllm_ci.version import source_versions
 
-# Never part of a key or a layer: VCS data, docs, build outputs, local environments.
+# Never part of a key or a layer: VCS data, docs, build outputs, local environments. Of docs/, only the one
+# file a stage copies (Dockerfile.cpu's vllm-test adds the docs' version loader, which a test runs).
 SOURCE_IGNORE = [
     ".git",
     ".github",
     "docs",
+    "!docs/mkdocs/gen_files/generate_argparse.py",
     "build",
     "dist",
     ".venv",
