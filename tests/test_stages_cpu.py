@@ -95,6 +95,7 @@ def test_accepting_the_cpu_files_deviations_keeps_the_cuda_sets_accepted_digests
     assert {d for d in digests if d.startswith("cpu:")} and {d for d in digests if not d.startswith("cpu:")}
 
 
+@pytest.mark.anyio
 @pytest.mark.timeout(2400)
 async def test_the_examples_cpu_test_image_builds_beside_the_cuda_entries_and_its_tests_pass_in_it(
     client: None,
