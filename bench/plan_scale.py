@@ -24,10 +24,10 @@ FRACTIONS = (0.25, 0.5, 1.0)
 
 
 def cut(tree: pathlib.Path, fraction: float, into: pathlib.Path) -> tuple[int, int]:
-    """A copy of the tree with an even share of its files (every 1/fraction-th, by sorted path);
-    its file count and bytes."""
+    """A copy of the tree with an even share of its files (every 1/fraction-th, by sorted path) and the
+    Dockerfile the plan reads; its file count and bytes."""
     files = sorted(p for p in tree.rglob("*") if p.is_file() and not p.is_symlink())
-    kept = files[:: round(1 / fraction)]
+    kept = sorted({*files[:: round(1 / fraction)], tree / "docker" / "Dockerfile"})
     for path in kept:
         target = into / path.relative_to(tree)
         target.parent.mkdir(parents=True, exist_ok=True)
