@@ -4,6 +4,7 @@ with the example's portability arguments, runs its tests."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import uuid
@@ -115,3 +116,13 @@ async def test_the_examples_cpu_test_image_builds_beside_the_cuda_entries_and_it
     # Its tests, run in the image as CI runs them (every stage now a hit).
     output = await cpu.run_tests(source, cache_from=[cache])  # type: ignore[attr-defined]
     assert re.search(r"\b\d+ passed\b", output) and " failed" not in output, output
+
+
+def test_an_image_rewrite_replaces_the_image_a_from_names_in_the_key_and_a_malformed_one_is_refused() -> None:
+    upstream = Build(dataclasses.replace(cpu_module(), image_rewrite=[]), pinned_cpu_file())
+    assert upstream.from_image("base") == "ubuntu:22.04"  # upstream's, with no rewrite
+    assert cpu_build().from_image("base") == "127.0.0.1:5000/library/vllm-ci-runtime:bookworm"  # the example's
+    keys = [{p.stage: p.key() for p in stage_preimages(stage_graph(b), {})} for b in (upstream, cpu_build())]
+    assert {stage for stage in keys[0] if keys[0][stage] != keys[1][stage]} == set(keys[0])  # base, and all on it
+    with pytest.raises(UsageError, match="--image-rewrite 'ubuntu:22.04': expected OLD=NEW"):
+        dataclasses.replace(cpu_module(), image_rewrite=["ubuntu:22.04"])
