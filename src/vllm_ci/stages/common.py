@@ -10,6 +10,7 @@ from dagger import dag
 
 from stagecache import StageContext
 from vllm_ci.deviations import Deviation, Handler, skipped
+from vllm_ci.instructions import AsWritten
 from vllm_ci.steps import Step
 
 WORKSPACE = "/workspace"
@@ -71,3 +72,9 @@ def with_git_version(version: str, step: Step) -> Step:
     if not version:
         return step
     return lambda ctr: step(ctr.with_env_variable(PRETEND_VERSION, version)).without_env_variable(PRETEND_VERSION)
+
+
+def with_host_version(upstream: AsWritten, ctx: StageContext, deviation: Deviation, version: str) -> Handler:
+    """The handler of a RUN that binds .git: its step as written over an empty .git (without_git), given the
+    version the host derived (with_git_version); the step is made when the walk reaches it, in its scope."""
+    return lambda ctr, _: with_git_version(version, upstream.step_in(without_git(ctx), deviation))(ctr)

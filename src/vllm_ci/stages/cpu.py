@@ -20,7 +20,7 @@ from vllm_ci.build import Build
 from vllm_ci.declare import stage
 from vllm_ci.deviations import Deviation
 from vllm_ci.instructions import AUTOMATIC_VALUES
-from vllm_ci.stages.common import SOURCE_DATE_EPOCH, keeping, with_git_version, without_git
+from vllm_ci.stages.common import SOURCE_DATE_EPOCH, keeping, with_git_version, with_host_version
 from vllm_ci.stages.rust import NO_GIT as RELINK_WITHOUT_GIT
 from vllm_ci.stages.wheel import WITHOUT_UNREAD
 from vllm_ci.steps import Step
@@ -110,10 +110,7 @@ async def rust_build_cache(build: Build, ctx: StageContext) -> dagger.Container:
 async def rust_build(build: Build, ctx: StageContext) -> dagger.Container:
     """FROM rust-build-cache AS rust-build: relink with the exact version; keep only what vllm-src copies."""
     upstream = build.upstream("rust-build", ctx)
-
-    def relink(ctr: dagger.Container, _: Step) -> dagger.Container:
-        return with_git_version(build.value("git_version_clean"), upstream.step_in(without_git(ctx), RELINK))(ctr)
-
+    relink = with_host_version(upstream, ctx, RELINK, build.value("git_version_clean"))
     built = upstream.walk(ctx.parents["rust-build-cache"], {RELINK: relink})
     return keeping(build.taken_from("rust-build"), built)
 
@@ -161,10 +158,7 @@ async def vllm_test_deps(build: Build, ctx: StageContext) -> dagger.Container:
 async def vllm_dev(build: Build, ctx: StageContext) -> dagger.Container:
     """FROM vllm-src AS vllm-dev: vLLM installed in develop mode, with the lint and test requirements."""
     upstream = build.upstream("vllm-dev", ctx)
-
-    def develop(ctr: dagger.Container, _: Step) -> dagger.Container:
-        return with_git_version(build.value("git_version"), upstream.step_in(without_git(ctx), DEVELOP))(ctr)
-
+    develop = with_host_version(upstream, ctx, DEVELOP, build.value("git_version"))
     return upstream.walk(ctx.parents["vllm-src"], {DEVELOP: develop})
 
 

@@ -13,8 +13,7 @@ from stagecache import StageContext
 from vllm_ci.build import Build
 from vllm_ci.declare import stage
 from vllm_ci.deviations import Deviation
-from vllm_ci.stages.common import RUST_ARTIFACTS, with_git_version, without_git
-from vllm_ci.steps import Step
+from vllm_ci.stages.common import RUST_ARTIFACTS, with_host_version
 
 READS = ("requirements/build/rust.txt", "rust/", "rust-toolchain.toml", "tools/build_rust.py", "tools/build_rust.sh")
 NO_GIT = (
@@ -43,10 +42,7 @@ async def rust_build_cache(build: Build, ctx: StageContext) -> dagger.Container:
 async def rust_build(build: Build, ctx: StageContext) -> dagger.Container:
     """FROM rust-build-cache AS rust-build: relink with the exact version; keep only the artifacts."""
     upstream = build.upstream("rust-build", ctx)
-
-    def relink(ctr: dagger.Container, _: Step) -> dagger.Container:
-        return with_git_version(build.value("git_version_clean"), upstream.step_in(without_git(ctx), RELINK))(ctr)
-
+    relink = with_host_version(upstream, ctx, RELINK, build.value("git_version_clean"))
     built = upstream.walk(ctx.parents["rust-build-cache"], {RELINK: relink})
     artifacts = dag.directory().with_directory(".", built.directory(RUST_ARTIFACTS), include=["vllm-rs", "_rust_*.so"])
     return dag.container().with_directory(RUST_ARTIFACTS, artifacts)

@@ -12,7 +12,7 @@ from stagecache import StageContext
 from vllm_ci.build import Build
 from vllm_ci.declare import stage
 from vllm_ci.deviations import Deviation
-from vllm_ci.stages.common import DIST, EVERYTHING, SOURCE_DATE_EPOCH, with_git_version, without_git
+from vllm_ci.stages.common import DIST, EVERYTHING, SOURCE_DATE_EPOCH, with_host_version, without_git
 from vllm_ci.stages.extensions import EP_DIST
 from vllm_ci.steps import Step
 
@@ -46,15 +46,16 @@ BUILD_WHEEL = Deviation("RUN", "setup.py bdist_wheel", NO_GIT)
 async def build(run: Build, ctx: StageContext) -> dagger.Container:
     """FROM base AS build: the vLLM wheel, repackaged around csrc-build's extension; keep dist/ and the EP wheels."""
     upstream = run.upstream("build", ctx)
-    git_free = without_git(ctx)  # upstream's two RUNs that bind .git
+    git_free = without_git(ctx)  # check_repo's RUN binds .git
 
     def check_repo(ctr: dagger.Container, _: Step) -> dagger.Container:
         return upstream.step_in(git_free, CHECK_REPO)(ctr)
 
-    def build_wheel(ctr: dagger.Container, _: Step) -> dagger.Container:
+    wheel = with_host_version(upstream, ctx, BUILD_WHEEL, run.value("git_version"))
+
+    def build_wheel(ctr: dagger.Container, step: Step) -> dagger.Container:
         # Wheels are zips with timestamps: the same inputs give the same bytes (declared in NO_GIT; no layer).
-        wheel = with_git_version(run.value("git_version"), upstream.step_in(git_free, BUILD_WHEEL))
-        return wheel(ctr.with_env_variable("SOURCE_DATE_EPOCH", SOURCE_DATE_EPOCH))
+        return wheel(ctr.with_env_variable("SOURCE_DATE_EPOCH", SOURCE_DATE_EPOCH), step)
 
     built = upstream.walk(ctx.parents["base"], {CHECK_REPO: check_repo, BUILD_WHEEL: build_wheel})
     return dag.container().with_directory(DIST, built.directory(DIST)).with_directory(EP_DIST, built.directory(EP_DIST))
