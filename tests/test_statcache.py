@@ -40,7 +40,7 @@ def hashing(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     hashed: list[str] = []
     real = statcache.file_of
 
-    def counted(path: str, info: os.stat_result) -> statcache.SourceFile | None:
+    def counted(path: str, info: os.stat_result) -> statcache.SourceFile:
         hashed.append(path)
         return real(path, info)
 

@@ -126,20 +126,23 @@ def files_of(root: str) -> dict[str, SourceFile]:
     for folder, dirs, names in os.walk(root):
         for name in [*names, *(d for d in dirs if os.path.islink(os.path.join(folder, d)))]:
             path = os.path.join(folder, name)
-            found = file_of(path, os.lstat(path))
-            if found is not None:
-                files[os.path.relpath(path, root)] = found
+            info = os.lstat(path)
+            if recorded(info):
+                files[os.path.relpath(path, root)] = file_of(path, info)
     return files
 
 
-def file_of(path: str, info: os.stat_result) -> SourceFile | None:
-    """One file as git records it (a symlink by its target, the owner's x bit as its mode), given its
-    lstat; None for anything else (a folder, a device)."""
+def recorded(info: os.stat_result) -> bool:
+    """Whether git records what an lstat describes: a regular file or a symlink (not a folder or a device)."""
+    return stat.S_ISREG(info.st_mode) or stat.S_ISLNK(info.st_mode)
+
+
+def file_of(path: str, info: os.stat_result) -> SourceFile:
+    """One file git records (see recorded) as it records it, given its lstat: a symlink by its target, a
+    file by its content and the owner's x bit."""
     if stat.S_ISLNK(info.st_mode):
         target = os.readlink(path).encode()
         return SourceFile("link:" + hashlib.sha256(target).hexdigest(), len(target))
-    if not stat.S_ISREG(info.st_mode):
-        return None
     kind = "exec" if info.st_mode & stat.S_IXUSR else "file"  # git's rule: the owner's x bit
     with open(path, "rb") as handle:
         return SourceFile(f"{kind}:{hashlib.file_digest(handle, 'sha256').hexdigest()}", info.st_size)

@@ -10,13 +10,12 @@ import hashlib
 import json
 import os
 import pathlib
-import stat
 import tempfile
 import time
 from collections.abc import Iterable
 from typing import TypeVar
 
-from stagecache.inputs import SourceFile, file_of
+from stagecache.inputs import SourceFile, file_of, recorded
 
 # An entry is racily clean when its mtime is within this of the cache's write (coarse filesystem clocks:
 # FAT keeps 2 s, ext3 and HFS+ 1 s); it is hashed again on the next run.
@@ -70,14 +69,14 @@ def hashed_files(root: str, paths: Iterable[str], cache: pathlib.Path | None = N
             info = os.lstat(os.path.join(root, path))
         except FileNotFoundError:
             continue
-        if not (stat.S_ISREG(info.st_mode) or stat.S_ISLNK(info.st_mode)):
+        if not recorded(info):
             continue  # a folder (the engine lists them too) or a device: not in a manifest
         key = stat_key(info)
         cached = known.get(path)
         if cached is not None and cached[:5] == key and info.st_mtime_ns < written - RACY_WINDOW_NS:
             file = SourceFile(cached[5], cached[6])
         else:
-            file = file_of(os.path.join(root, path), info) or SourceFile("", 0)
+            file = file_of(os.path.join(root, path), info)
         files[path] = file
         entries[path] = [*key, file.entry, file.size]
     save(cache, entries)
