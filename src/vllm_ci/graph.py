@@ -15,10 +15,8 @@ from stagecache.fingerprint import code_fingerprint
 from stagecache.stages import BuildFunction, ordered
 from vllm_ci import stages
 from vllm_ci.build import Build
-from vllm_ci.declare import DECLARED, StageDeclaration, StageSet
+from vllm_ci.declare import StageDeclaration, StageSet
 from vllm_ci.instructions import INDEX_NETRC
-
-TARGETS = tuple(DECLARED)  # the CUDA set's stages
 
 
 def targets(stage_set: StageSet) -> tuple[str, ...]:
