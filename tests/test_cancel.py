@@ -19,7 +19,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from conftest import EXAMPLE, REGISTRY, REPO, assert_valid_entry, build, cli_env, entry_tags_of, example_flags
+from conftest import DAGGER, EXAMPLE, REGISTRY, REPO, assert_valid_entry, build, cli_env, entry_tags_of, example_flags
 from local_registry import RegistryAPI
 from stagecache.keys import cache_tag
 from stagecache.registry import ImageRef, RegistryClient
@@ -213,3 +213,36 @@ def test_an_engine_address_that_accepts_and_never_answers_fails_in_one_line_befo
         "within 5 s); start it (this machine's: ci/up or ci/engine start), or point "
         "_EXPERIMENTAL_DAGGER_RUNNER_HOST at one that runs"
     ]  # check_engine's: no session
+
+
+@pytest.mark.timeout(300)  # a hang guard, not a speed claim
+@pytest.mark.parametrize(
+    ("work", "line"),
+    [
+        ("a build of a missing base image", "vllm-ci: error: build: "),  # the work's error, not the session's exit
+        ("a plan that succeeds", "vllm-ci: error: engine: the Dagger session failed: "),
+    ],
+)
+def test_a_session_that_exits_non_zero_as_it_closes_leaves_the_works_own_line_or_an_engine_line(
+    tmp_path: pathlib.Path, work: str, line: str
+) -> None:
+    # The real `dagger session`, which then exits 1: what CI once saw after a failed build, reported as
+    # "bug: unexpected SessionError" over the build's own error.
+    failing_cli = tmp_path / "dagger"
+    failing_cli.write_text(f'#!/bin/sh\n"{DAGGER}" "$@"\nexit 1\n')
+    failing_cli.chmod(0o755)
+    cache = f"{REGISTRY}/session-exit-{uuid.uuid4().hex[:10]}"
+    if work == "a plan that succeeds":
+        call = [*example_flags(), "plan", "--source", str(EXAMPLE), "--cache-from", cache]
+    else:
+        absent = f"--build-arg=BUILD_BASE_IMAGE={REGISTRY}/library/absent:none"
+        call = [*example_flags(), absent, "build", "--source", str(EXAMPLE), "--cache-to", cache]
+    done = subprocess.run(
+        [*CLI, *call],
+        env={**cli_env(), "_EXPERIMENTAL_DAGGER_CLI_BIN": str(failing_cli)},
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 1, done.stderr
+    [error] = errors(done.stderr)
+    assert error.startswith(line), error

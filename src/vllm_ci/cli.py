@@ -30,7 +30,7 @@ from stagecache.report import one_line
 from stagecache.statcache import on_host
 from vllm_ci.args import kebab
 from vllm_ci.checks import check_arguments, empty_secret
-from vllm_ci.engine import SESSION_STOP_SECONDS, check_engine, end_sessions, stop_sessions, watch_engine
+from vllm_ci.engine import SESSION_STOP_SECONDS, check_engine, end_sessions, stop_sessions, the_news, watch_engine
 from vllm_ci.entry import ERROR_FILE_VAR, install, interruption, print_error, stopping_with
 from vllm_ci.errors import UsageError
 from vllm_ci.main import VllmCi
@@ -163,9 +163,11 @@ async def run(args: argparse.Namespace, opts: list[Option], obj: VllmCi) -> None
                     group.start_soon(watch_engine, group.cancel_scope, died)
                     await call(args, opts, obj)
                     group.cancel_scope.cancel()
-    except BaseException:
+    except BaseException as err:
         if died:  # whatever the dead session raised on its way out, the engine's death is the news
             raise died[0] from None
+        if (news := the_news(err)) is not err:
+            raise news from None
         raise
     if died:
         raise died[0]

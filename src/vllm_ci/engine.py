@@ -14,6 +14,7 @@ import urllib.parse
 from typing import Final
 
 import anyio
+import dagger
 
 from stagecache.errors import StageError
 from stagecache.report import Progress
@@ -51,6 +52,20 @@ async def watch_engine(call: anyio.CancelScope, died: list[StageError]) -> None:
     )
     stop_sessions(signal.SIGKILL)
     call.cancel()
+
+
+def the_news(err: BaseException) -> BaseException:
+    """The error to report for one raised out of a session: when the work fails, the SDK closes the
+    session and, if `dagger session` then exits non-zero, raises its SessionError over the work's error
+    (kept as its context). The work's error is the news; the session's exit is only its echo. A session
+    that failed on its own (to start, or as it closed after the work was done) is an engine failure."""
+    cause: BaseException | None = err
+    while isinstance(cause, dagger.ProvisionError):
+        cause = cause.__context__
+    if cause is not None:
+        return cause
+    first = (str(err).splitlines() or [""])[0]
+    return StageError(f"the Dagger session failed: {first}", phase="engine")
 
 
 def stop_sessions(signum: int) -> list[int]:
