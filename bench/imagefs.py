@@ -149,3 +149,43 @@ def difference(ours: dict[str, Entry], theirs: dict[str, Entry]) -> list[str]:
         elif a != b:
             lines.append(f"differs: /{path}: ours {a.describe()}, theirs {b.describe()}")
     return lines
+
+
+@dataclasses.dataclass(frozen=True)
+class Pull:
+    """What a machine holding one image pulls to run another: the layers it lacks (digest -> size, as the
+    registry serves them) and the paths those layers hold (files and links, not folders)."""
+
+    layers: dict[str, int]
+    paths: list[str]
+
+    @property
+    def bytes(self) -> int:
+        """The bytes pulled: the sizes of the layers it lacks."""
+        return sum(self.layers.values())
+
+
+async def pull_of(held: str, wanted: str) -> Pull:
+    """What a test agent holding image `held` pulls to run image `wanted` (both read from their registry):
+    the layers of `wanted` that `held` lacks, opened to list what they hold."""
+    manifests = []
+    for ref in (held, wanted):
+        image = ImageRef.parse(ref)
+        async with connect(image.registry) as client:
+            found = await client.manifest(image.repository, image.digest or image.tag or "latest")
+        if found is None:
+            raise LookupError(f"{ref}: no such image")
+        manifests.append(found[0])
+    have = {layer["digest"] for layer in manifests[0]["layers"]}
+    lacking = [layer for layer in manifests[1]["layers"] if layer["digest"] not in have]
+    paths: list[str] = []
+    image = ImageRef.parse(wanted)
+    async with connect(image.registry) as client:
+        with tempfile.TemporaryDirectory(prefix="imagefs-") as tmp:
+            for layer in lacking:
+                blob = pathlib.Path(tmp) / "layer"
+                await client.download_blob(image.repository, layer["digest"], blob)
+                with layer_tar(blob, layer["mediaType"]) as archive:
+                    paths += [m.name.lstrip("/").removeprefix("./") for m in archive if not m.isdir()]
+                blob.unlink()
+    return Pull({layer["digest"]: layer["size"] for layer in lacking}, sorted(paths))

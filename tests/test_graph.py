@@ -57,6 +57,7 @@ def test_a_changed_arg_moves_only_the_stages_that_read_it_and_their_descendants(
 RUNTIME_AND_BELOW = {
     "vllm-runtime-base",
     "runtime-python",
+    "package",  # its bytecode is compiled by the runtime's Python
     "test-deps",
     "openai-deps",
     "vllm-base",
@@ -124,8 +125,8 @@ def test_editing_a_step_moves_the_stages_that_call_it_and_their_descendants(
     before = keys(stage_graph(example_build()))
     edited = edited_copy(
         install.vllm_installed,
-        "package = package_files(ctx.source)",
-        "package = package_files(ctx.source).with_new_directory('edited')",
+        "folder = dag.directory()",
+        "folder = dag.directory().with_new_directory('edited')",
         tmp_path,
     )
     for module in (runtime, test):  # the stage modules that add vLLM by file layers (openai's through runtime's)
@@ -163,7 +164,8 @@ def test_a_stage_key_is_the_same_in_every_process_whatever_its_hash_seed() -> No
 
 def test_a_url_rewrite_moves_every_stage_that_runs_the_files_instructions() -> None:
     moved = moved_by(example_build(url_rewrite=["https://index.invalid/simple=file:///mirror"]))
-    ours_only = {"extension", "rust-installed", "runtime-python"}  # no instruction of the file of their own
+    # No instruction of the file of their own:
+    ours_only = {"extension", "rust-installed", "runtime-python", "package", "source-tree"}
     assert moved - ours_only == set(keys(stage_graph(example_build()))) - ours_only
 
 

@@ -11,13 +11,32 @@ import dagger
 import pytest
 
 from conftest import REGISTRY, REGISTRY_LOG, edit, example_build, fresh_agent, source_of
+from imagefs import pull_of
+from stagecache.keys import KEY_LABEL, cache_tag
 from stagecache.registry import ImageRef, RegistryClient
 from stagecache.store import LOG_ENV, StageCache
 from stagecache.traffic import RegistryLog
+from stagecache.why import latest_tag
 from vllm_ci.graph import stage_graph
 
 pytestmark = [pytest.mark.anyio, pytest.mark.wipes_engine]  # each build is on a fresh agent
 HEAVY = ("base", "vllm-runtime-base", "test-deps")
+COUNT_STALE_BYTECODE = (
+    "cd $(python3 -c 'import sysconfig; print(sysconfig.get_path(\"platlib\"))')/vllm && "
+    "{ python3 -m compileall . | grep -c '^Compiling' || true; }"
+)
+
+
+async def main_test_image(cache: str) -> str:
+    """The test image main's cache holds (its newest test entry), pinned to its digest."""
+    repo = ImageRef.parse(cache)
+    async with RegistryClient(repo.registry) as registry:
+        found = await registry.labels(repo.repository, latest_tag("test"))
+        assert found is not None
+        tag = cache_tag("test", found[0][KEY_LABEL])
+        manifest = await registry.manifest(repo.repository, tag)
+    assert manifest is not None
+    return str(repo.with_tag(tag).with_digest(manifest[1]))
 
 
 async def layers(image: ImageRef | None) -> dict[str, int]:
@@ -52,18 +71,21 @@ async def fresh_agent_build(path: pathlib.Path, cache_from: list[str], cache_to:
                 )
                 container, report = await cache.build(source_of(path), "test", ImageRef.parse(image))
                 traffic = log.since(mark)  # the build's traffic only: running the tests below pulls the image
+                # Before anything imports vllm (which would write what is stale): how many files Python
+                # finds its bytecode stale for.
+                stale = await container.with_exec(["sh", "-c", COUNT_STALE_BYTECODE]).stdout()
                 tests = await container.with_exec(["python3", "-m", "pytest", "-q", "tests"]).stdout()
                 pip_check = await container.with_exec(["sh", "-c", "python3 -m pip check || true"]).stdout()
     finally:
         del os.environ[LOG_ENV]
-    return report, traffic, tests, pip_check
+    return report, traffic, tests, pip_check, stale.strip()
 
 
 async def test_a_one_line_python_change_pulls_no_heavy_layer_and_pushes_little(
     engine: None, warm_cache: str, example_dir: pathlib.Path
 ) -> None:
     edit(example_dir / "vllm" / "layers.py", "CHANGED_BY_TEST = 1")
-    report, traffic, tests, pip_check = await pr_build_on_a_fresh_agent(example_dir, warm_cache)
+    report, traffic, tests, pip_check, stale = await pr_build_on_a_fresh_agent(example_dir, warm_cache)
     outcomes = report.outcomes()
     assert outcomes["test-deps"] == outcomes["extension"] == "hit" and outcomes["test"] == "exported"
     assert outcomes["csrc-build"] == outcomes["base"] == outcomes["vllm-runtime-base"] == "unused"
@@ -81,6 +103,21 @@ async def test_a_one_line_python_change_pulls_no_heavy_layer_and_pushes_little(
     assert report.traffic is not None
     assert report.traffic["pushed"] <= 2 * sum(changed.values())
     assert " passed" in tests and "failed" not in tests
+    assert stale == "0", "bytecode compiled onto the previous entry's is not all up to date"
+
+    # A test agent holding main's image pulls, to run this one, the changed module and its bytecode, the
+    # version file and the dist-info (RECORD names the module's new hash): none of the unchanged files.
+    assert report.record("package").note.startswith("built on ")
+    pull = await pull_of(await main_test_image(warm_cache), str(report.record("test").ref))
+    site = next(path.removesuffix("/vllm/layers.py") for path in pull.paths if path.endswith("/vllm/layers.py"))
+    package = {path.removeprefix(f"{site}/vllm/") for path in pull.paths if path.startswith(f"{site}/vllm/")}
+    source = {path for path in pull.paths if path.startswith("vllm-workspace/")}
+    rest = set(pull.paths) - {f"{site}/vllm/{path}" for path in package} - source
+    tag = next(path.split(".")[1] for path in package if path.startswith("__pycache__/layers."))  # cpython-3XY
+    version_file = {"_version.py", f"__pycache__/_version.{tag}.pyc"}
+    assert package - version_file == {"layers.py", f"__pycache__/layers.{tag}.pyc"}, package
+    assert source == {"vllm-workspace/src/vllm/layers.py"}
+    assert rest and all(path.startswith(f"{site}/mini_vllm-") and ".dist-info/" in path for path in rest), rest
     # Only Debian's own python3-gi (software-properties-common's, as on upstream's Ubuntu) may be named.
     assert all(line.startswith("pygobject ") for line in pip_check.splitlines() if "No broken" not in line), pip_check
 
@@ -89,7 +126,7 @@ async def test_a_one_line_csrc_change_rebuilds_the_extension_and_never_reuploads
     engine: None, warm_cache: str, example_dir: pathlib.Path
 ) -> None:
     edit(example_dir / "csrc" / "ops.c", "int changed_by_a_test(void) { return 42; }")
-    report, traffic, tests, _ = await pr_build_on_a_fresh_agent(example_dir, warm_cache)
+    report, traffic, tests, _, _ = await pr_build_on_a_fresh_agent(example_dir, warm_cache)
     outcomes = report.outcomes()
     assert outcomes["csrc-build"] == outcomes["extension"] == outcomes["test"] == "exported"
     assert outcomes["test-deps"] == "hit"

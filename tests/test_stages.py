@@ -204,7 +204,7 @@ async def test_the_version_derived_from_git_moves_only_the_stages_that_bind_git_
 
 
 # The stages this project adds to vLLM's file, each a fast path of its own (a stage function with from_=None).
-FAST_PATH_STAGES = {"rust-installed", "extension", "runtime-python", "openai-deps"}
+FAST_PATH_STAGES = {"rust-installed", "extension", "runtime-python", "openai-deps", "package", "source-tree"}
 
 
 def stage_names(text: str) -> set[str]:

@@ -22,6 +22,7 @@ from stagecache.inputs import (
     source_files,
 )
 from stagecache.keys import CREATED_LABEL, KEY_LABEL, PREIMAGE_LABEL, KeyPreimage, cache_tag
+from stagecache.layered import Previous, builds_on
 from stagecache.refs import ImageRef
 from stagecache.registry import RegistryError
 from stagecache.report import shown_path
@@ -162,22 +163,53 @@ class Planner:
         """Why a stage misses: its entry was corrupt, or what changed since the newest entry."""
         return self.state.corrupt.get(preimage.stage) or await self._why_missed(preimage, reads)
 
-    async def _why_missed(self, preimage: KeyPreimage, reads: Mapping[str, str]) -> str:
-        """What changed since the newest entry of the stage in the read repositories, in one line."""
-        if not self.cache_from:
-            return ""
+    async def _newest(self, stage: str) -> tuple[dict[str, str], ImageRef] | None:
+        """The labels of the newest entry of a stage in the read repositories, and its repository."""
         newest: tuple[str, dict[str, str], ImageRef] | None = None
         for repo in self.cache_from:
             try:
                 client = await self.access.client(repo.registry)
-                found = await client.labels(repo.repository, latest_tag(preimage.stage))
+                found = await client.labels(repo.repository, latest_tag(stage))
             except RegistryError:
                 continue  # the look-up already said the registry failed
             if found and KEY_LABEL in found[0] and (newest is None or found[0].get(CREATED_LABEL, "") > newest[0]):
                 newest = (found[0].get(CREATED_LABEL, ""), found[0], repo)
+        return None if newest is None else newest[1:]
+
+    async def previous(self, preimage: KeyPreimage) -> Previous | None:
+        """An incremental stage's previous entry (layered.py): the newest entry of the stage whose preimage
+        differs from this one's in its input files alone, whole in the registry, with its input manifest;
+        None when there is none, or the registry does not answer (the stage then writes all its files)."""
+        newest = await self._newest(preimage.stage)
+        if newest is None:
+            return None
+        labels, repo = newest
+        old, new = json.loads(labels.get(PREIMAGE_LABEL) or "{}"), json.loads(preimage.canonical())
+        if not builds_on(old, new):
+            return None
+        tag = cache_tag(preimage.stage, labels[KEY_LABEL])
+        try:
+            client = await self.access.client(repo.registry)
+            found = await client.manifest(repo.repository, tag)
+            if found is None or "config" not in found[0] or await client.missing_blobs(repo.repository, found[0]):
+                return None
+            if await sealed_digest(client, repo.repository, tag) not in (None, found[1]):
+                return None
+            files = await load_inputs(client, repo.repository, tag)
+        except RegistryError:
+            return None
+        if files is None:
+            return None
+        return Previous(repo.with_tag(tag).with_digest(found[1]), files, labels)
+
+    async def _why_missed(self, preimage: KeyPreimage, reads: Mapping[str, str]) -> str:
+        """What changed since the newest entry of the stage in the read repositories, in one line."""
+        if not self.cache_from:
+            return ""
+        newest = await self._newest(preimage.stage)
         if newest is None:
             return f"first build: no entry of stage {preimage.stage} in the cache yet"
-        _, labels, repo = newest
+        labels, repo = newest
         try:
             client = await self.access.client(repo.registry)
             old_inputs = await load_inputs(client, repo.repository, cache_tag(preimage.stage, labels[KEY_LABEL]))

@@ -11,6 +11,7 @@ import dagger
 from stagecache.errors import StageError
 from stagecache.inputs import SourceFile, manifest_digest
 from stagecache.keys import DEFAULT_LAYER_COMPRESSION, KeyPreimage
+from stagecache.layered import Previous
 from stagecache.refs import ImageRef
 
 
@@ -24,6 +25,8 @@ class StageContext:
     parents: Mapping[str, dagger.Container]
     secrets: Mapping[str, dagger.Secret] = dataclasses.field(default_factory=dict)
     files: Mapping[str, SourceFile] = dataclasses.field(default_factory=dict)
+    # An incremental stage's previous entry (layered.py), when it misses and one can be built on.
+    previous: Previous | None = None
 
 
 BuildFunction = Callable[[StageContext], Awaitable[dagger.Container]]
@@ -47,6 +50,8 @@ class Stage:
     # key; and, for a person reading a miss, label -> where the step is now ("line 912").
     steps: Mapping[str, str] = dataclasses.field(default_factory=dict)
     step_notes: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # Its result is files of the source: a miss is given its previous entry to add the changed ones onto.
+    incremental: bool = False
 
     def reads_whole(self, parent: str) -> bool:
         """Whether building this stage reads a parent's files (so a hit for it is pulled and checked)."""

@@ -239,8 +239,13 @@ class StageCache:
         record.started_at = self.state.now()
         self.progress.started(stage.name, record.why)
         filtered = source.filter(include=list(stage.reads)) if stage.reads else dag.directory()
+        previous = await self.planner.previous(planned.preimage) if stage.incremental else None
+        if previous is not None:
+            record.note = f"built on {previous.ref.short()}"
         ctr = await stage.function(
-            StageContext(filtered, parents, self.secrets, {path: self.state.files[path] for path in planned.files})
+            StageContext(
+                filtered, parents, self.secrets, {path: self.state.files[path] for path in planned.files}, previous
+            )
         )
         ctr = (
             ctr.with_label(STAGE_LABEL, stage.name)

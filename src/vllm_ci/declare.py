@@ -71,6 +71,8 @@ class StageDeclaration:
     # None: all of that stage's). In its key, with that stage's ARG values.
     runs_from: tuple[tuple[str, Deviation | None], ...] = ()
     stage_set: str = "cuda"  # the set (STAGE_SETS) of the Dockerfile it is a stage of
+    # Its result is files of the checkout, built in proportion to the change (stagecache.layered).
+    incremental: bool = False
 
     @property
     def upstream(self) -> bool:
@@ -89,6 +91,7 @@ def stage(
     also_reads: Sequence[str] = (),
     runs_from: Sequence[tuple[str, Deviation | None]] = (),
     stage_set: str = "cuda",
+    incremental: bool = False,
 ) -> Callable[[F], F]:
     """Declare, once and on the function, the stage it builds (see the module's doc)."""
     declared = STAGE_SETS[stage_set].declared
@@ -113,6 +116,7 @@ def stage(
             also_reads=tuple(also_reads),
             runs_from=tuple(runs_from),
             stage_set=stage_set,
+            incremental=incremental,
         )
         return function
 

@@ -107,6 +107,7 @@ def stage_graph(build: Build) -> list[Stage]:
                 not_read=tuple(map(cache_name, decl.not_read)),
                 steps=steps,
                 step_notes=notes,
+                incremental=decl.incremental,
             )
         )
     by_name = {s.name: s for s in graph}

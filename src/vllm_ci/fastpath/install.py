@@ -25,6 +25,9 @@ from vllm_ci.steps import Step
 
 # Excluded from the package layer: what a wheel would not ship.
 PACKAGE_EXCLUDE = ["**/__pycache__", "**/*.pyc", "**/*.so"]
+# vllm/_version.py: build's setup.py writes it each build, so it is not in the package stage's layers but in
+# a small one of its own above them.
+VERSION_FILE = "_version.py"
 # What vLLM's installed metadata reads of the checkout beyond csrc-build's wheel: pyproject.toml, and the
 # readme and license files it names (vLLM's and the example's).
 METADATA_INPUTS = ("pyproject.toml", "README.md", "LICENSE")
@@ -42,9 +45,11 @@ COMPILE_BYTECODE = "import compileall, sys; compileall.compile_dir(sys.argv[1], 
 VERSION_LINES = ("__version__ = ", "__version_tuple__ = ")
 
 
-def package_files(source: dagger.Directory) -> dagger.Directory:
-    """The vllm/ files the package layer adds: the source's, less what a wheel would not ship."""
-    return dag.directory().with_directory(".", source.directory("vllm"), exclude=PACKAGE_EXCLUDE)
+def package_files(source: dagger.Directory, *, version_file: bool = True) -> dagger.Directory:
+    """The vllm/ files the package layers add: the source's, less what a wheel would not ship (and less
+    the version file, for the package stage)."""
+    exclude = PACKAGE_EXCLUDE if version_file else [*PACKAGE_EXCLUDE, VERSION_FILE]
+    return dag.directory().with_directory(".", source.with_new_directory("vllm").directory("vllm"), exclude=exclude)
 
 
 def record_rows(folder: pathlib.Path, prefix: str) -> list[list[str]]:
@@ -214,8 +219,8 @@ def metadata_version(metadata: str) -> str:
     return next(line.partition(": ")[2] for line in metadata.splitlines() if line.startswith("Version: "))
 
 
-def bytecode(site_vllm: str, package: dagger.Directory, ctx: StageContext) -> dagger.Directory:
-    """The package layer's bytecode as uv compiles it after installing (UV_COMPILE_BYTECODE=1), by the
+def with_bytecode(site_vllm: str, package: dagger.Directory, ctx: StageContext) -> dagger.Directory:
+    """Package files with their bytecode as uv compiles it after installing (UV_COMPILE_BYTECODE=1), by the
     runtime's own Python (runtime-python), with the files where the image has them: their __pycache__
     folders, which record each file's mtime and size as the image holds it."""
     compiled = (
@@ -224,22 +229,25 @@ def bytecode(site_vllm: str, package: dagger.Directory, ctx: StageContext) -> da
         .with_exec([RUNTIME_PYTHON, "-I", "-S", "-c", COMPILE_BYTECODE, site_vllm])
         .directory(site_vllm)
     )
-    return dag.directory().with_directory(".", compiled, include=["**/__pycache__/*.pyc"])
+    return package.with_directory(".", compiled, include=["**/__pycache__/*.pyc"])
 
 
 async def vllm_installed(build: Build, ctx: StageContext) -> Step:
-    """Adding vLLM to an image by file operations only: the extension layer, the Python package files
-    (with build's _version.py), rust-build's artifacts (vllm-rs) where the wheel puts them, their
-    bytecode, then vLLM's dist-info as build's wheel installs it."""
+    """Adding vLLM to an image by file operations only: the extension layer, the package stage's layers
+    (the Python files and their bytecode), rust-build's artifacts (vllm-rs) where the wheel puts them,
+    build's _version.py and its bytecode, then vLLM's dist-info as build's wheel installs it."""
     extension = await record_of(ctx.parents["extension"])
     csrc_version = metadata_version(extension["files"]["METADATA"])
     version = build_version(csrc_version, build.value("git_version"), extension["pretend_version"])
     # build's setup.py writes _version.py with setuptools-scm's version (csrc-build's with its pretend one).
     changed = version != csrc_version and extension["version_file"] is not None
     version_text = version_file(extension["version_file"], build.value("git_version")) if changed else None
-    package = package_files(ctx.source)
+    version_layer = dag.directory()
     if version_text is not None:
-        package = package.with_new_file("_version.py", version_text)
+        version_layer = version_layer.with_new_file(VERSION_FILE, version_text)
+    elif VERSION_FILE in await ctx.source.directory("vllm").entries():
+        version_layer = version_layer.with_file(VERSION_FILE, ctx.source.file(f"vllm/{VERSION_FILE}"))
+    has_version_file = version_text is not None or VERSION_FILE in await version_layer.entries()
     dist_info = await dist_info_installed(ctx, extension, version, version_text)
     site = build.site_packages()
     site_vllm = f"{site}/vllm"
@@ -249,12 +257,13 @@ async def vllm_installed(build: Build, ctx: StageContext) -> Step:
         folder = folder.with_new_file(path, text)
 
     def step(image: dagger.Container) -> dagger.Container:
-        return (
+        installed = (
             image.with_directory("/", ctx.parents["extension"].rootfs())
-            .with_directory(site_vllm, package)
+            .with_directory("/", ctx.parents["package"].rootfs())
             .with_directory("/", ctx.parents["rust-installed"].rootfs())
-            .with_directory(site_vllm, bytecode(site_vllm, package, ctx))
-            .with_directory(f"{site}/{dist_info.name}", folder)
         )
+        if has_version_file:
+            installed = installed.with_directory(site_vllm, with_bytecode(site_vllm, version_layer, ctx))
+        return installed.with_directory(f"{site}/{dist_info.name}", folder)
 
     return step

@@ -5,7 +5,11 @@ pulls none of the heavy layers:
   them out, alone in one layer;
 - `runtime-python`: the runtime's own Python alone, which compiles vLLM's bytecode;
 - `rust-installed`: rust-build's artifacts where vLLM's wheel installs them;
-- `openai-deps`: vllm-openai-base's dependency RUNs, as written, on the runtime before vLLM is added."""
+- `openai-deps`: vllm-openai-base's dependency RUNs, as written, on the runtime before vLLM is added;
+- `package`: vLLM's Python files with their bytecode where the wheel installs them, and `source-tree`: the
+  checkout where the test stage's `ADD .` puts it; each in layers in proportion to the change
+  (stagecache.layered): a Python-only commit adds a layer of the files it changed onto the previous entry,
+  and a test agent holding the previous image pulls only that."""
 
 from __future__ import annotations
 
@@ -15,11 +19,19 @@ import dagger
 from dagger import dag
 
 from stagecache import StageContext
+from stagecache.layered import layers_for
 from vllm_ci.build import Build
 from vllm_ci.declare import stage
 from vllm_ci.fastpath import program
-from vllm_ci.fastpath.install import RECORD_LABEL, RUNTIME_PYTHON, RUNTIME_PYTHON_ROOT, rows_of
-from vllm_ci.stages.common import DIST, EXTENSION_ROOT, PRETEND_VERSION, RUST_ARTIFACTS
+from vllm_ci.fastpath.install import (
+    RECORD_LABEL,
+    RUNTIME_PYTHON,
+    RUNTIME_PYTHON_ROOT,
+    package_files,
+    rows_of,
+    with_bytecode,
+)
+from vllm_ci.stages.common import DIST, EVERYTHING, EXTENSION_ROOT, PRETEND_VERSION, RUNTIME_WORKSPACE, RUST_ARTIFACTS
 from vllm_ci.stages.extensions import EP_DIST
 from vllm_ci.stages.openai import AFTER_DEPS
 from vllm_ci.steps import scratch_with
@@ -146,3 +158,33 @@ async def openai_deps(build: Build, ctx: StageContext) -> dagger.Container:
     return deps.with_env_variable("PIP_BREAK_SYSTEM_PACKAGES", "1").with_exec(
         ["python3", "-m", "pip", "install", "--disable-pip-version-check", *build.pip_index_flags(), *extras]
     )
+
+
+@stage(
+    "package",
+    from_=None,
+    parents=("runtime-python",),
+    reads=("vllm/",),
+    also_reads=("PYTHON_VERSION",),
+    incremental=True,
+)
+async def package(build: Build, ctx: StageContext) -> dagger.Container:
+    """vLLM's Python files (less _version.py) with their bytecode where the wheel installs them, in layers
+    in proportion to the change: a miss compiles and adds only the files that changed since its previous
+    entry, so an unchanged module's bytecode is never compiled or pushed again."""
+    layers = layers_for(ctx.files, ctx.previous)
+    site_vllm = f"{build.site_packages()}/vllm"
+    added = with_bytecode(site_vllm, package_files(layers.files_of(ctx.source), version_file=False), ctx)
+    return layers.labelled(layers.base.with_directory(site_vllm, added))
+
+
+@stage("source-tree", from_=None, reads=EVERYTHING, incremental=True)
+async def source_tree(build: Build, ctx: StageContext) -> dagger.Container:
+    """The checkout where the test stage's ADD . puts it, vllm/ at src/vllm (so tests import the installed
+    vLLM), in layers in proportion to the change."""
+    layers = layers_for(ctx.files, ctx.previous)
+    changed = layers.files_of(ctx.source)
+    tree = dag.directory().with_directory(".", changed, exclude=["vllm/"])
+    if any(path.startswith("vllm/") for path in layers.paths):
+        tree = tree.with_directory("src/vllm", changed.directory("vllm"))
+    return layers.labelled(layers.base.with_directory(RUNTIME_WORKSPACE, tree))

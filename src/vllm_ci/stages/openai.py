@@ -29,11 +29,11 @@ CHMOD_SCRIPT = Deviation("RUN", "chmod +x", BY_FILE_MODE)
 @stage(
     "vllm-openai-base",
     from_="vllm-base",
-    parents=("openai-deps", "extension", "rust-installed", "runtime-python"),
+    parents=("openai-deps", "extension", "package", "rust-installed", "runtime-python"),
     reads=(*PACKAGE_INPUTS, *EXTRAS_READS),
     deviations=(AFTER_DEPS,),
     also_reads=("PYTHON_VERSION", "git_version"),
-    not_read=("openai-deps", "extension", "rust-installed"),
+    not_read=("openai-deps", "extension", "package", "rust-installed"),
     runs_from=(("vllm-base", None),),
 )
 async def openai_base(build: Build, ctx: StageContext) -> dagger.Container:

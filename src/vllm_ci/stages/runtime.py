@@ -55,11 +55,11 @@ EXTRAS_READS = ("examples/", "benchmarks/", "vllm/collect_env.py")
 @stage(
     "vllm-base",
     from_="vllm-runtime-base",
-    parents=("vllm-runtime-base", "extension", "rust-installed", "runtime-python"),
+    parents=("vllm-runtime-base", "extension", "package", "rust-installed", "runtime-python"),
     reads=(*PACKAGE_INPUTS, *EXTRAS_READS),
     deviations=VLLM_BASE_DEVIATIONS,
     also_reads=("PYTHON_VERSION", "git_version"),
-    not_read=("vllm-runtime-base", "extension", "rust-installed"),
+    not_read=("vllm-runtime-base", "extension", "package", "rust-installed"),
 )
 async def vllm_base(build: Build, ctx: StageContext) -> dagger.Container:
     """FROM vllm-runtime-base AS vllm-base: the runtime image with vLLM installed."""

@@ -16,7 +16,6 @@ from vllm_ci.declare import stage
 from vllm_ci.deviations import Deviation, Handler, skipped
 from vllm_ci.fastpath.install import vllm_installed
 from vllm_ci.stages.common import EVERYTHING, INSTALLS_VLLM, RUNTIME_WORKSPACE, installing_vllm
-from vllm_ci.steps import Step
 
 TEST_DEPS_READS = (
     "requirements/common.txt",
@@ -65,30 +64,18 @@ async def test_deps(build: Build, ctx: StageContext) -> dagger.Container:
 @stage(
     "test",
     from_="test-deps",
-    parents=("test-deps", "extension", "rust-installed", "runtime-python"),
+    parents=("test-deps", "extension", "package", "rust-installed", "runtime-python", "source-tree"),
     reads=EVERYTHING,
     deviations=(*INSTALLS_VLLM, SOURCE_TREE, EDITABLE_TEST_UTILS, KV_LOCK_VERIFY, COPY_V1, MAKE_SRC, MOVE_TO_SRC),
     also_reads=("PYTHON_VERSION", "git_version"),
-    not_read=("test-deps", "extension", "rust-installed"),
+    not_read=("test-deps", "extension", "package", "rust-installed", "source-tree"),
 )
 async def test(build: Build, ctx: StageContext) -> dagger.Container:
-    """FROM test-deps AS test: vLLM installed, then the source tree as the last, thin layer."""
-    source_tree = with_source_tree(ctx.source)
+    """FROM test-deps AS test: vLLM installed, then the source tree (source-tree's layers) last."""
+    source_tree = ctx.parents["source-tree"].rootfs()
     handlers: dict[Deviation, Handler] = {
         **installing_vllm(await vllm_installed(build, ctx)),
-        SOURCE_TREE: lambda ctr, _: source_tree(ctr),
+        SOURCE_TREE: lambda ctr, _: ctr.with_directory("/", source_tree),
         **dict.fromkeys((EDITABLE_TEST_UTILS, KV_LOCK_VERIFY, COPY_V1, MAKE_SRC, MOVE_TO_SRC), skipped),
     }
     return build.upstream("test", ctx).walk(ctx.parents["test-deps"], handlers)
-
-
-def with_source_tree(source: dagger.Directory) -> Step:
-    """The checkout at /vllm-workspace with vllm/ at src/vllm, so tests import the installed vLLM
-    (tests/__init__.py puts /vllm-workspace on sys.path), by two file layers and no RUN."""
-
-    def step(ctr: dagger.Container) -> dagger.Container:
-        return ctr.with_directory(RUNTIME_WORKSPACE, source, exclude=["vllm/"]).with_directory(
-            f"{RUNTIME_WORKSPACE}/src/vllm", source.directory("vllm")
-        )
-
-    return step

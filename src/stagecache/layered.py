@@ -1,0 +1,83 @@
+"""Stages whose result is files, built in proportion to the change.
+
+An incremental stage (`Stage.incremental`) that misses is given its previous entry: the newest entry of
+the stage in the read repositories whose key differs from its own in the input files alone (the same
+code, arguments, parents, steps and layer compression), whole in the registry. It adds one layer of the
+files that changed onto that image instead of writing all of them again, so entry N+1 shares every layer
+of entry N, and what is pushed, and what a machine holding N pulls, is the changed files. A file of the
+previous entry that is gone (a layer cannot delete it without reading the image), or a stack at its
+depth limit, starts over with one layer of all the files. Knows nothing of what the files are."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+
+import dagger
+from dagger import dag
+
+from stagecache.inputs import SourceFile
+from stagecache.refs import ImageRef
+
+# On an incremental stage's image: how many layers of files it is, its first included.
+DEPTH_LABEL = "org.stagecache.layered-depth"
+MAX_DEPTH = 16  # then one layer of all the files again: an image stays well under overlayfs's layer limit
+
+
+@dataclasses.dataclass(frozen=True)
+class Previous:
+    """An incremental stage's previous entry: its image (pinned), its input manifest and its labels."""
+
+    ref: ImageRef
+    files: Mapping[str, str]  # path -> digest, as its key's inputs hold them
+    labels: Mapping[str, str]
+
+
+@dataclasses.dataclass(frozen=True)
+class Layers:
+    """How an incremental stage adds its files: onto `base` (the previous entry's image, or an empty one),
+    the files at `paths` (those that changed since it, or all), as layer `depth` of the result."""
+
+    base: dagger.Container
+    paths: tuple[str, ...]
+    depth: int
+    previous: ImageRef | None
+
+    def files_of(self, source: dagger.Directory) -> dagger.Directory:
+        """Of the stage's source, the files this layer holds: all of it, or the changed files alone."""
+        return source if self.previous is None else only(source, self.paths)
+
+    def labelled(self, image: dagger.Container) -> dagger.Container:
+        """The stage's image with its depth recorded, for the next build to count on."""
+        return image.with_label(DEPTH_LABEL, str(self.depth))
+
+
+def builds_on(old: Mapping[str, object], new: Mapping[str, object]) -> bool:
+    """Whether an entry with preimage `old` can be built on by one with preimage `new` (both as their
+    canonical JSON reads): they differ in their input files alone."""
+    return {**old, "inputs": ""} == {**new, "inputs": ""}
+
+
+def layers_for(reads: Mapping[str, SourceFile], previous: Previous | None, max_depth: int = MAX_DEPTH) -> Layers:
+    """What an incremental stage's new layer holds, from the files it reads now (StageContext.files) and its
+    previous entry: the changed and new files onto that entry, unless one of its files is gone or its
+    stack is full; else all the files onto an empty image."""
+    files = {path: file.entry for path, file in reads.items()}
+    if previous is not None:
+        depth = int(previous.labels.get(DEPTH_LABEL) or 0) + 1
+        if 1 < depth <= max_depth and set(previous.files) <= set(files):
+            changed = tuple(sorted(path for path, digest in files.items() if previous.files.get(path) != digest))
+            return Layers(dag.container().from_(str(previous.ref)), changed, depth, previous.ref)
+    return Layers(dag.container(), tuple(sorted(files)), 1, None)
+
+
+def only(source: dagger.Directory, paths: Sequence[str]) -> dagger.Directory:
+    """The source's files at these paths and nothing else (each matched literally, not as a pattern)."""
+    if not paths:
+        return dag.directory()
+    return source.filter(include=[literal(path) for path in paths])
+
+
+def literal(path: str) -> str:
+    """A pattern that matches a path and only it: the pattern characters of the engine's matcher escaped."""
+    return "".join("\\" + char if char in "*?[]\\" else char for char in path)
