@@ -165,27 +165,34 @@ class Pull:
         return sum(self.layers.values())
 
 
-async def pull_of(held: str, wanted: str) -> Pull:
-    """What a test agent holding image `held` pulls to run image `wanted` (both read from their registry):
-    the layers of `wanted` that `held` lacks, opened to list what they hold."""
-    manifests = []
+async def lacking_layers(held: str, wanted: str) -> dict[str, int]:
+    """The layers of image `wanted` that image `held` lacks (digest -> size in the registry): what a machine
+    holding `held` pulls to run `wanted`."""
+    layers = []
     for ref in (held, wanted):
         image = ImageRef.parse(ref)
         async with connect(image.registry) as client:
             found = await client.manifest(image.repository, image.digest or image.tag or "latest")
         if found is None:
             raise LookupError(f"{ref}: no such image")
-        manifests.append(found[0])
-    have = {layer["digest"] for layer in manifests[0]["layers"]}
-    lacking = [layer for layer in manifests[1]["layers"] if layer["digest"] not in have]
+        layers.append({layer["digest"]: layer for layer in found[0]["layers"]})
+    return {digest: layer["size"] for digest, layer in layers[1].items() if digest not in layers[0]}
+
+
+async def pull_of(held: str, wanted: str) -> Pull:
+    """What a test agent holding image `held` pulls to run image `wanted` (both read from their registry):
+    the layers of `wanted` that `held` lacks, opened to list what they hold."""
+    lacking = await lacking_layers(held, wanted)
     paths: list[str] = []
     image = ImageRef.parse(wanted)
     async with connect(image.registry) as client:
+        found = await client.manifest(image.repository, image.digest or image.tag or "latest")
+        assert found is not None
         with tempfile.TemporaryDirectory(prefix="imagefs-") as tmp:
-            for layer in lacking:
+            for layer in (layer for layer in found[0]["layers"] if layer["digest"] in lacking):
                 blob = pathlib.Path(tmp) / "layer"
                 await client.download_blob(image.repository, layer["digest"], blob)
                 with layer_tar(blob, layer["mediaType"]) as archive:
                     paths += [m.name.lstrip("/").removeprefix("./") for m in archive if not m.isdir()]
                 blob.unlink()
-    return Pull({layer["digest"]: layer["size"] for layer in lacking}, sorted(paths))
+    return Pull(lacking, sorted(paths))

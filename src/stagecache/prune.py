@@ -22,7 +22,12 @@ class CacheEntry:
     stage: str
     key: str
     created: datetime.datetime | None
-    size: int
+    blobs: dict[str, int]  # its layers' and config's digests -> sizes
+
+    @property
+    def size(self) -> int:
+        """The bytes of its image (its blobs, some of which other entries may share)."""
+        return sum(self.blobs.values())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +37,14 @@ class PruneDecision:
     entry: CacheEntry
     keep: bool
     reason: str
+
+
+def freed_bytes(doomed: Collection[CacheEntry], kept: Collection[CacheEntry]) -> int:
+    """The bytes deleting entries frees: their blobs that no kept entry uses, each counted once (entries built
+    on an earlier one, stagecache.layered, share its layers)."""
+    kept_blobs = {digest for entry in kept for digest in entry.blobs}
+    unique = {digest: size for entry in doomed for digest, size in entry.blobs.items() if digest not in kept_blobs}
+    return sum(unique.values())
 
 
 def decide(
@@ -83,7 +96,7 @@ async def list_entries(client: RegistryClient, repository: str) -> tuple[list[Ca
                 stage=labels.get(STAGE_LABEL, ""),
                 key=labels[KEY_LABEL],
                 created=datetime.datetime.fromisoformat(created.replace("Z", "+00:00")) if created else None,
-                size=sum(layer["size"] for layer in manifest.get("layers", [])) + manifest["config"]["size"],
+                blobs={blob["digest"]: blob["size"] for blob in [*manifest.get("layers", []), manifest["config"]]},
             )
         )
     return entries, foreign
@@ -124,9 +137,10 @@ async def prune(
     lines += [f"kept {d.entry.tag}: {d.reason}" for d in decisions if d.keep]
     lines += [f"{verb} {tag}: the input manifest of an entry that is not kept" for tag in orphans]
     lines += [f"passed over {tag}: not a stage cache entry" for tag in foreign]
-    total = sum(d.entry.size for d in doomed)
+    freed = freed_bytes([d.entry for d in doomed], [d.entry for d in decisions if d.keep])
     lines.append(
-        f"{verb} {len(doomed)} of {len(entries)} entries, up to {total} bytes "
-        "(freed by the registry's garbage collection where no kept entry shares the layers)"
+        f"{verb} {len(doomed)} of {len(entries)} entries: {freed} bytes of blobs no kept entry uses, each "
+        f"counted once (the registry's garbage collection frees them), of {sum(d.entry.size for d in doomed)} "
+        "bytes in their images"
     )
     return "\n".join(lines)
