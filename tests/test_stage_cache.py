@@ -46,6 +46,8 @@ TEST_STAGES = {
     "vllm-runtime-base",
     "runtime-python",
     "rust-installed",
+    "package",
+    "source-tree",
     "test-deps",
     "test",
 }
@@ -86,7 +88,8 @@ async def test_a_python_only_change_rebuilds_only_the_stages_that_read_it(
     edit(example_dir / "vllm" / "layers.py", "CHANGED_BY_TEST = 1")
     report = await build(example_dir, cache_from=[warm_cache])
     rebuilt = {name for name, outcome in report.outcomes().items() if outcome in ("built", "exported")}
-    assert rebuilt == {"test"}
+    assert rebuilt == {"package", "source-tree", "test"}  # the first two by one layer onto their previous entry
+    assert report.record("package").note.startswith("built on ") and report.record("source-tree").note
     assert report.record("test-deps").outcome == report.record("extension").outcome == "hit"
 
 
@@ -269,7 +272,7 @@ async def test_an_executable_bit_moves_the_key_of_the_stages_that_read_that_file
     before = await keys()
     (example_dir / "csrc" / "ops.c").chmod(0o755)
     after = await keys()
-    assert {s for s in before if before[s] != after[s]} == {"csrc-build", "extension", "test"}
+    assert {s for s in before if before[s] != after[s]} == {"csrc-build", "extension", "source-tree", "test"}
 
 
 async def test_what_the_checkouts_dockerignore_excludes_moves_no_key_and_reaches_no_stage(
@@ -288,7 +291,8 @@ async def test_what_the_checkouts_dockerignore_excludes_moves_no_key_and_reaches
     (example_dir / "vllm" / "keep.tmp").write_text("an exception to the ignore pattern\n")
     kept = await plan()
     assert "vllm/keep.tmp" in kept["test"].files
-    assert {s for s in kept if kept[s].key != after[s].key} == {"test"}  # the one stage of the target with COPY . .
+    # The stages that read all of vllm/: the package, and the checkout as test's ADD . lays it out.
+    assert {s for s in kept if kept[s].key != after[s].key} == {"package", "source-tree", "test"}
 
 
 async def test_a_build_shows_a_start_and_an_end_line_for_each_stage_that_runs(client: None, cache_repo: str) -> None:
