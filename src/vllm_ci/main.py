@@ -190,6 +190,16 @@ class VllmCi(BuildArgs):
 
     @function
     @checked
+    async def kernel_symbol_map(
+        self, source: Source, cache_from: CacheFrom = None, registry_service: RegistryService = None
+    ) -> dagger.File:
+        """The kernel symbol map CI's test selection reads (stage `kernel-symbol-map`): built with
+        --build-arg VLLM_KERNEL_SYMBOL_MAP=1, through the cache it reads."""
+        stage = await self._stage(source, "kernel-symbol-map", cache_from=cache_from, registry_service=registry_service)
+        return stage.rootfs().file("kernel_symbol_map.json.gz")
+
+    @function
+    @checked
     async def runtime_base(self, source: Source) -> dagger.Container:
         """The runtime image with every dependency and no vLLM (stage `vllm-runtime-base`)."""
         return await self._stage(source, "vllm-runtime-base")
