@@ -133,6 +133,19 @@ def test_the_image_step_is_what_a_buildkite_user_expects(pipeline):
     assert not {"password", "token", "secret"} & {k.lower().rsplit("_", 1)[-1] for k in step.get("env", {})}
 
 
+def dry_run(agent: str, pipeline: Path, env: dict[str, str]) -> dict:
+    """The real agent's parse of a pipeline file (interpolated with env), as data; it must succeed."""
+    done = subprocess.run(
+        [agent, "pipeline", "upload", "--dry-run", "--format", "json", str(pipeline)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
 def test_the_real_agent_parses_the_pipeline_and_its_output_still_validates(schema):
     agent = shutil.which("buildkite-agent")
     if agent is None:
@@ -144,15 +157,7 @@ def test_the_real_agent_parses_the_pipeline_and_its_output_still_validates(schem
         "BUILDKITE_BRANCH": "feature/x",
         "BUILDKITE_PIPELINE_SLUG": "vllm",
     }
-    done = subprocess.run(
-        [agent, "pipeline", "upload", "--dry-run", "--format", "json", str(PIPELINE)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    uploaded = json.loads(done.stdout)
+    uploaded = dry_run(agent, PIPELINE, env)
     assert list(validator(schema).iter_errors(uploaded)) == []
     (step,) = uploaded["steps"]
     assert step["concurrency_group"] == "vllm-ci-image/feature/x"

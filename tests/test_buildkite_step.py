@@ -183,16 +183,16 @@ def test_a_failure_expands_the_log_names_the_phase_and_exits_1_not_255(world, fa
     assert "--style error" in agent_log.read_text()
 
 
-def test_a_cancel_is_forwarded_once_to_the_cli_and_the_step_ends_in_one_line_with_143_not_255(world, tmp_path):
+def cancelled(command: list[str], work: Path, env: dict) -> tuple[int, list[str]]:
+    """Run a step until the stand-in CLI builds, then SIGTERM its process group as the agent cancels a job:
+    the exit code and every line printed."""
     import os
     import signal
 
-    work, env, agent_log = world
-    signals = tmp_path / "signals"
     with subprocess.Popen(
-        [env["STEP"]],
+        command,
         cwd=work,
-        env={**env, "FAKE_HANG": "build", "FAKE_SIGNALS": str(signals)},
+        env={**env, "FAKE_HANG": "build"},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -204,10 +204,18 @@ def test_a_cancel_is_forwarded_once_to_the_cli_and_the_step_ends_in_one_line_wit
             seen.append(line)
             if line.startswith("fake vllm-ci building"):
                 break
-        os.killpg(run.pid, signal.SIGTERM)  # as the agent cancels a job: the step's process group
+        os.killpg(run.pid, signal.SIGTERM)
         rest = run.communicate(timeout=60)[0]
-    lines = ("".join(seen) + rest).splitlines()
-    assert run.returncode == 143, lines
+    return run.returncode, ("".join(seen) + rest).splitlines()
+
+
+def test_a_cancel_is_forwarded_once_to_the_cli_and_the_step_ends_in_one_line_with_143_not_255(world, tmp_path):
+    import signal
+
+    work, env, agent_log = world
+    signals = tmp_path / "signals"
+    code, lines = cancelled([env["STEP"]], work, {**env, "FAKE_SIGNALS": str(signals)})
+    assert code == 143, lines
     assert signals.read_text() == f"{int(signal.SIGTERM)}\n"  # the CLI got it once, from the step
     assert [line for line in lines if line.startswith("vllm-ci-step: error:")] == ["vllm-ci-step: error: terminated"]
     assert "vllm-ci: error: terminated" in lines  # the CLI's own line, streamed before it
