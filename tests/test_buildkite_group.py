@@ -11,13 +11,16 @@ import signal
 import subprocess
 from pathlib import Path
 
+import anyio
 import pytest
 import yaml
 
+from local_registry import LocalRegistry
+from stagecache.registry import OCI_MANIFEST, RegistryClient
 from test_buildkite_pipeline import dry_run, rule_violations, schema, steps, validator  # noqa: F401  (schema: a fixture)
 from test_buildkite_step import SHA, Registry, cancelled, world  # noqa: F401  (world: a fixture)
 from vllm_ci.buildkite import SettingsError
-from vllm_ci.buildkite_group import CPU, CUDA, GroupJob
+from vllm_ci.buildkite_group import CPU, CUDA, GroupJob, tag_also
 from vllm_ci.release import unpacked_source
 
 REPO = Path(__file__).resolve().parent.parent
@@ -285,3 +288,25 @@ def test_a_cancelled_job_forwards_sigterm_once_and_ends_in_one_line_with_143(gro
     assert signals.read_text() == f"{int(signal.SIGTERM)}\n"
     assert [line for line in lines if line.startswith("vllm-ci-step: error:")] == ["vllm-ci-step: error: terminated"]
     assert not agent_log.exists() or "annotate" not in agent_log.read_text()
+
+
+@pytest.mark.parametrize("latest_repo", ["vllm-ci-test-repo", "elsewhere"])
+def test_on_main_image_tag_latest_names_the_very_manifest_pushed_as_image_tag(tmp_path, latest_repo):
+    async def push(addr: str) -> None:
+        """A one-layer image under vllm-ci-test-repo:SHA, as the build would have pushed it."""
+        async with RegistryClient(addr) as client:
+            config = await client.put_blob("vllm-ci-test-repo", b'{"architecture":"amd64","os":"linux"}')
+            layer = await client.put_blob("vllm-ci-test-repo", b"not really a tarball")
+            blobs = [{"mediaType": "application/octet-stream", "digest": d, "size": 1} for d in (config, layer)]
+            manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": blobs[0], "layers": blobs[1:]}
+            await client.put_manifest("vllm-ci-test-repo", SHA, json.dumps(manifest).encode(), OCI_MANIFEST)
+
+    with LocalRegistry(tmp_path / "registry") as registry:
+        anyio.run(push, registry.addr)
+        image, latest = f"{registry.addr}/vllm-ci-test-repo:{SHA}", f"{registry.addr}/{latest_repo}:latest"
+        job = GroupJob.parse(
+            [CUDA, registry.addr, "vllm-ci-test-repo", SHA, "main", image, latest], {"BUILDKITE_BRANCH": "main"}
+        )
+        tag_also(job, {})
+        assert registry.digest(latest_repo, "latest") == registry.digest("vllm-ci-test-repo", SHA) is not None
+        assert registry.manifest_raw(latest_repo, "latest") == registry.manifest_raw("vllm-ci-test-repo", SHA)
