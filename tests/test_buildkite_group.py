@@ -9,6 +9,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import anyio
@@ -17,10 +18,12 @@ import yaml
 
 from local_registry import LocalRegistry
 from stagecache.registry import OCI_MANIFEST, RegistryClient
-from test_buildkite_pipeline import dry_run, rule_violations, schema, steps, validator  # noqa: F401  (schema: a fixture)
+from test_buildkite_pipeline import dry_run, rule_violations, schema, steps, validator  # noqa: F401
 from test_buildkite_step import SHA, Registry, cancelled, world  # noqa: F401  (world: a fixture)
 from vllm_ci.buildkite import SettingsError
 from vllm_ci.buildkite_group import CPU, CUDA, GroupJob, tag_also
+from vllm_ci.docker_shim import cli_args
+from vllm_ci.options import build_parser
 from vllm_ci.release import unpacked_source
 
 REPO = Path(__file__).resolve().parent.parent
@@ -310,3 +313,48 @@ def test_on_main_image_tag_latest_names_the_very_manifest_pushed_as_image_tag(tm
         tag_also(job, {})
         assert registry.digest(latest_repo, "latest") == registry.digest("vllm-ci-test-repo", SHA) is not None
         assert registry.manifest_raw(latest_repo, "latest") == registry.manifest_raw("vllm-ci-test-repo", SHA)
+
+
+# The smoke-test step offline: its `docker run` commands through ci/docker-shim/docker and the module's run-image.
+def smoke_commands(upstream: Path, image: str) -> list[list[str]]:
+    """Upstream's smoke-test commands as the agent's shell would split them, $IMAGE_TAG set to ``image``."""
+    _, up = by_key(upstream / "image_build.yaml")
+    return [
+        shlex.split(c.replace('"$IMAGE_TAG"', shlex.quote(image))) for c in up["image-build-smoke-test"]["commands"]
+    ]
+
+
+def test_the_docker_shim_passes_upstreams_smoke_commands_on_to_run_image_word_for_word(upstream):
+    image = f"127.0.0.1:5000/vllm-ci-test-repo:{SHA}"
+    commands = smoke_commands(upstream, image)
+    assert len(commands) == 2
+    parser, _ = build_parser()
+    for docker, run, *words in commands:
+        assert (docker, run) == ("docker", "run")
+        called = parser.parse_args(cli_args([run, *words]))
+        at = words.index(image)
+        assert called.function == "run-image" and called.image == image
+        assert ["--rm", "--user", called.user, "--entrypoint", called.entrypoint] == words[:at]
+        assert called.args == words[at + 1 :]  # the shell script with its quotes, line breaks and commas
+
+
+@pytest.mark.parametrize(
+    "argv", [["ps"], ["run", "-v", "/:/host", "img"], ["run", "--privileged", "img"], ["run", "img", "echo", ""]]
+)
+def test_the_docker_shim_refuses_what_it_does_not_do_with_dockers_exit_125(argv, capsys):
+    with pytest.raises(SystemExit) as refused:
+        cli_args(argv)
+    assert refused.value.code == 125
+    assert capsys.readouterr().err.startswith("vllm-ci docker shim: error: ")
+
+
+def test_the_docker_shim_runs_an_image_as_the_user_it_names_and_fails_as_its_command_does(engine):
+    docker = [str(REPO / "ci" / "docker-shim" / "docker"), "run", "--rm", "--user", "2000:0", "--entrypoint", "/bin/sh"]
+    image = "127.0.0.1:5000/library/vllm-ci-runtime:bookworm"
+    env = {**os.environ, "VLLM_CI_PYTHON": sys.executable}
+    ran = subprocess.run([*docker, image, "-ec", "id -u; id -g"], env=env, capture_output=True, text=True)
+    assert (ran.returncode, ran.stdout.split()) == (0, ["2000", "0"]), ran.stderr
+    failed = subprocess.run(
+        [*docker, image, "-ec", "echo FAIL: wrapper missing; exit 1"], env=env, capture_output=True, text=True
+    )
+    assert failed.returncode == 1 and "FAIL: wrapper missing" in failed.stderr, failed.stderr

@@ -9,7 +9,7 @@ import sys
 from typing import Annotated, Any
 
 import dagger
-from dagger import Doc, Ignore, function, object_type
+from dagger import Doc, Ignore, dag, function, object_type
 
 from stagecache import BuildReport, StageCache
 from stagecache.errors import StageError
@@ -252,6 +252,25 @@ class VllmCi(BuildArgs):
         # parameters), so mypy cannot see the coroutine every @function method here returns.
         image = await self.test_image(source, cache_from, cache_to, registry_service)  # type: ignore[attr-defined]
         return await image.with_exec(["python3", "-m", "pytest", *tests.split()]).stdout()
+
+    @function
+    @checked
+    async def run_image(
+        self,
+        image: Annotated[str, Doc("The image to run, registry/repository:tag")],
+        args: Annotated[list[str] | None, Doc("The command's arguments, after the entrypoint")] = None,
+        user: Annotated[str, Doc("USER[:GROUP] to run as, as `docker run --user`")] = "",
+        entrypoint: Annotated[
+            str, Doc("A program instead of the image's entrypoint, as `docker run --entrypoint`")
+        ] = "",
+    ) -> str:
+        """Run a published image once, as `docker run --rm` does, and return what it printed (a failure: exit 1)."""
+        container = dag.container().from_(image)
+        if user:
+            container = container.with_user(user)
+        if entrypoint:
+            container = container.with_entrypoint([entrypoint])
+        return await container.with_exec(args or [], use_entrypoint=True).stdout()
 
     @function
     @checked
