@@ -41,7 +41,6 @@ from vllm_ci.buildkite_step import (
     log,
     redactor,
     registry_client,
-    resolve_commit,
     run_cli,
     upload_artifacts,
 )
@@ -175,7 +174,6 @@ def annotate_images(job: GroupJob, env: Mapping[str, str]) -> None:
 def run(argv: Sequence[str], env: dict[str, str]) -> int:
     """The whole step; returns the exit code (1 on failure, as upstream's scripts; 128+N when cancelled)."""
     log("--- :mag: Arguments")
-    resolve_commit(env)
     try:
         job = GroupJob.parse(argv, env)
     except SettingsError as err:
