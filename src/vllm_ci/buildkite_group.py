@@ -86,7 +86,11 @@ class GroupJob:
                 raise SettingsError("TORCH_NIGHTLY=1: the CUDA image on PyTorch nightly is out of scope")
             tags = tuple(t for t in args[4:6] if t)
             symbol_map = _on(env, "VLLM_KERNEL_SYMBOL_MAP")
-            flags = ("--build-arg=VLLM_KERNEL_SYMBOL_MAP=1",) if symbol_map else ()
+            # The map names the commit it was built from (csrc-build's buildkite_commit): on its nightly only, as
+            # the argument changes csrc-build's key.
+            flags = (
+                ("--build-arg=VLLM_KERNEL_SYMBOL_MAP=1", f"--build-arg=buildkite_commit={commit}") if symbol_map else ()
+            )
         else:
             nightly = _on(env, "TORCH_NIGHTLY")
             tags = (f"{registry}/{repo}:{commit}-{'torch-nightly-cpu' if nightly else 'cpu'}",)
