@@ -137,15 +137,16 @@ def head(checkout: Path) -> str:
     return git(checkout, "rev-parse", "HEAD")
 
 
-def bk_run(checkout: Path, home: Path, env: dict[str, str], name: str) -> Job:
-    """`bk local run` of the checkout's pipeline with the given agent environment; HOME is a fresh directory."""
+def bk_run(checkout: Path, home: Path, env: dict[str, str], name: str, pipeline: str = "", path: str = "") -> Job:
+    """`bk local run` of the checkout's pipeline (or another file of it) with the given agent environment; HOME is
+    a fresh directory; ``path`` goes first on the PATH the jobs run with (bk's own: its --env does not set PATH)."""
     home.mkdir(parents=True)
     agent_env = {"VLLM_CI_PYTHON": sys.executable, **env}
     started = time.monotonic()
     done = subprocess.run(
-        ["bk", "local", "run", *(f"--env={k}={v}" for k, v in agent_env.items())],
+        ["bk", "local", "run", *(f"--env={k}={v}" for k, v in agent_env.items()), *([pipeline] if pipeline else [])],
         cwd=checkout,
-        env={"PATH": os.environ["PATH"], "HOME": str(home)},
+        env={"PATH": f"{path}:{os.environ['PATH']}" if path else os.environ["PATH"], "HOME": str(home)},
         capture_output=True,
         text=True,
         timeout=900,
