@@ -15,11 +15,11 @@ from pathlib import Path
 import anyio
 import pytest
 import yaml
+from buildkite_fakes import SHA, Registry, cancelled
+from buildkite_schema import dry_run, rule_violations, steps, validator
 
 from local_registry import LocalRegistry
 from stagecache.registry import OCI_MANIFEST, RegistryClient
-from test_buildkite_pipeline import dry_run, rule_violations, schema, steps, validator  # noqa: F401
-from test_buildkite_step import SHA, Registry, cancelled, world  # noqa: F401  (world: a fixture)
 from vllm_ci.buildkite import SettingsError
 from vllm_ci.buildkite_group import CPU, CUDA, GroupJob, tag_also
 from vllm_ci.docker_shim import cli_args
@@ -84,14 +84,14 @@ def test_the_build_commands_call_our_scripts_with_upstreams_positional_arguments
         assert ours_script.read_bytes() != (upstream / ours_script.name).read_bytes()
 
 
-def test_the_group_validates_against_buildkites_schema_and_breaks_no_extra_rule(schema):  # noqa: F811
+def test_the_group_validates_against_buildkites_schema_and_breaks_no_extra_rule(schema):
     pipeline = {"steps": [yaml.safe_load((OURS / "image_build.yaml").read_text())]}
     assert [e.message for e in validator(schema).iter_errors(pipeline)] == []
     assert rule_violations(pipeline) == []
     assert [s.get("key") for s in steps(pipeline)][1:] == KEYS
 
 
-def test_the_real_agent_parses_the_group_and_its_output_still_validates(schema):  # noqa: F811
+def test_the_real_agent_parses_the_group_and_its_output_still_validates(schema):
     agent = shutil.which("buildkite-agent")
     if agent is None:
         pytest.skip("buildkite-agent is not installed: run ci/install-buildkite")
@@ -219,7 +219,7 @@ AGENT = """#!/bin/sh
 
 
 @pytest.fixture
-def group(world, tmp_path):  # noqa: F811
+def group(world, tmp_path):
     """The world of test_buildkite_step with our group's scripts and module in its checkout."""
     work, env, agent_log = world
     repo = Path(env["STEP"]).parent.parent
