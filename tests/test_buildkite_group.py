@@ -2,6 +2,7 @@
 (read from its unpacked sdist, never copied here), and its scripts run with a stand-in CLI, registry and agent."""
 
 import base64
+import gzip
 import json
 import os
 import re
@@ -18,6 +19,7 @@ import yaml
 from buildkite_fakes import SHA, Registry, cancelled
 from buildkite_schema import dry_run, rule_violations, steps, validator
 
+from conftest import EXAMPLE, cli_env, example_flags
 from local_registry import LocalRegistry
 from stagecache.registry import OCI_MANIFEST, RegistryClient
 from vllm_ci.buildkite import SettingsError
@@ -359,3 +361,16 @@ def test_the_docker_shim_runs_an_image_as_the_user_it_names_and_fails_as_its_com
         [*docker, image, "-ec", "echo FAIL: wrapper missing; exit 1"], env=env, capture_output=True, text=True
     )
     assert failed.returncode == 1 and "FAIL: wrapper missing" in failed.stderr, failed.stderr
+
+
+def test_the_kernel_symbol_map_function_writes_the_map_the_build_made_naming_its_commit(engine, tmp_path):
+    out = tmp_path / "kernel_symbol_map.json.gz"
+    flags = [*example_flags(), "--build-arg=VLLM_KERNEL_SYMBOL_MAP=1", f"--build-arg=buildkite_commit={SHA}"]
+    done = subprocess.run(
+        [sys.executable, "-P", "-m", "vllm_ci", *flags, "-o", str(out), "kernel-symbol-map", "--source", str(EXAMPLE)],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(gzip.decompress(out.read_bytes()))["commit"] == SHA
