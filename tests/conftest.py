@@ -33,6 +33,9 @@ from vllm_ci.upstream_file import UpstreamFile
 from vllm_ci.version import git_versions
 from vllm_release import CACHE, VLLM_VERSION, git, tagged_checkout, vllm_source  # noqa: F401  (the tests import them from here)
 
+# Fixtures of helper modules, for every test module: `schema` (Buildkite's), `world` (the step's stand-ins).
+pytest_plugins = ["buildkite_schema", "buildkite_fakes"]
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # The version setuptools-scm gives a checkout one commit past the pinned release's tag (its prefix).
 NEXT_DEV = ".".join([*VLLM_VERSION.split(".")[:2], str(int(VLLM_VERSION.split(".")[2]) + 1)]) + ".dev1+g"

@@ -29,12 +29,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REGISTRY, REPO, example_flags, git
+from conftest import REGISTRY, REPO, edit, example_flags, git
 from local_registry import LocalRegistry, RegistryAPI
 from stagecache.keys import KEY_LABEL, PREIMAGE_LABEL, STAGE_LABEL
 from stagecache.why import INPUTS_SUFFIX
 
 SOURCE = "examples/mini-vllm"  # what the pipeline sets VLLM_CI_SOURCE to
+GROUP = ".buildkite/image_build/image_build.yaml"  # vLLM's image-build group, ours
 GROUPS = [
     "--- :docker: settings",
     "--- :docker: check image",
@@ -137,15 +138,16 @@ def head(checkout: Path) -> str:
     return git(checkout, "rev-parse", "HEAD")
 
 
-def bk_run(checkout: Path, home: Path, env: dict[str, str], name: str) -> Job:
-    """`bk local run` of the checkout's pipeline with the given agent environment; HOME is a fresh directory."""
+def bk_run(checkout: Path, home: Path, env: dict[str, str], name: str, pipeline: str = "", path: str = "") -> Job:
+    """`bk local run` of the checkout's pipeline (or another file of it) with the given agent environment; HOME is
+    a fresh directory; ``path`` goes first on the PATH the jobs run with (bk's own: its --env does not set PATH)."""
     home.mkdir(parents=True)
     agent_env = {"VLLM_CI_PYTHON": sys.executable, **env}
     started = time.monotonic()
     done = subprocess.run(
-        ["bk", "local", "run", *(f"--env={k}={v}" for k, v in agent_env.items())],
+        ["bk", "local", "run", *(f"--env={k}={v}" for k, v in agent_env.items()), *([pipeline] if pipeline else [])],
         cwd=checkout,
-        env={"PATH": os.environ["PATH"], "HOME": str(home)},
+        env={"PATH": f"{path}:{os.environ['PATH']}" if path else os.environ["PATH"], "HOME": str(home)},
         capture_output=True,
         text=True,
         timeout=900,
@@ -402,3 +404,60 @@ def test_a_failure_of_the_real_cli_names_its_phase_in_one_line(
     print(f"e2e error line ({case}): {line}")
     assert line.startswith(f"vllm-ci-step: error: {phase}: ") and len(line.splitlines()) == 1, line
     assert f"failed in phase **{phase}**" in job.artifacts["annotation.md"].read_text()
+
+
+# vLLM's image-build group (.buildkite/image_build/image_build.yaml) through bk, offline: both images built and
+# tagged as upstream's scripts tag them, the smoke test as upstream writes it (through ci/docker-shim), then a
+# Python-only commit through the same group.
+
+
+def group_env(namespace: str, sha: str) -> dict[str, str]:
+    """What vLLM's pipeline sets for the group on main (the upload interpolates it), and the example's flags."""
+    image = f"{REGISTRY}/{namespace}/vllm-ci-test-repo"
+    return {
+        "REGISTRY": f"{REGISTRY}/{namespace}",  # upstream's has a path too (public.ecr.aws/q9t5s3a7)
+        "REPO": "vllm-ci-test-repo",
+        "BRANCH": "main",
+        "IMAGE_TAG": f"{image}:{sha}",
+        "IMAGE_TAG_LATEST": f"{image}:latest",
+        "VLLM_CI_SOURCE": SOURCE,
+        "VLLM_CI_ARGS_FILE": f"{SOURCE}/vllm-ci.args",
+        "VLLM_CI_CPU_ARGS_FILE": f"{SOURCE}/vllm-ci-cpu.args",
+    }
+
+
+def reports(home: Path) -> dict[str, dict]:
+    """The jobs' uploaded report.json artifacts, by the image each names."""
+    found = [json.loads(p.read_text()) for p in (home / ".buildkite" / "local" / "artifacts").rglob("report.json")]
+    return {r["image"].split("@")[0]: r for r in found}
+
+
+def test_bk_local_run_of_the_group_pushes_upstreams_tags_passes_the_smoke_test_and_rebuilds_a_python_change(
+    tmp_path: Path,
+    homes: Path,  # noqa: F811
+) -> None:
+    checkout = make_checkout(tmp_path)
+    cpu_file = Path(SOURCE) / "docker" / "Dockerfile.cpu"  # placed by ci/up, never committed here
+    shutil.copy2(REPO / cpu_file, checkout / cpu_file)
+    sha = head(commit(checkout, "with Dockerfile.cpu"))
+    namespace = f"e2e-group-{uuid.uuid4().hex[:10]}"
+    local, repo = RegistryAPI(REGISTRY), f"{namespace}/vllm-ci-test-repo"
+    shim = str(checkout / "ci" / "docker-shim")
+
+    first = bk_run(checkout, homes / "home-1", group_env(namespace, sha), "group, first", GROUP, shim)
+    assert first.returncode == 0, first.log
+    assert local.digest(repo, "latest") == local.digest(repo, sha) is not None  # on main: $IMAGE_TAG_LATEST
+    assert local.digest(repo, f"{sha}-cpu") is not None
+    assert "non-root invariants OK" in first.lines()  # upstream's smoke test, against our image
+    assert set(reports(homes / "home-1")) == {f"{REGISTRY}/{repo}:{sha}", f"{REGISTRY}/{repo}:{sha}-cpu"}
+
+    # A Python-only commit through the same group: a new image, its heavy stages from the cache.
+    edit(checkout / SOURCE / "vllm" / "layers.py", "CHANGED_BY_TEST = 1")
+    changed = head(commit(checkout, "a Python-only change"))
+    second = bk_run(checkout, homes / "home-2", group_env(namespace, changed), "group, python-only", GROUP, shim)
+    assert second.returncode == 0, second.log
+    assert local.digest(repo, "latest") == local.digest(repo, changed) != local.digest(repo, sha)
+    report = reports(homes / "home-2")[f"{REGISTRY}/{repo}:{changed}"]
+    outcomes = {s["stage"]: s["outcome"] for s in report["stages"]}
+    assert {outcomes[s] for s in ("base", "csrc-build", "test-deps") if s in outcomes} <= {"hit", "unused"}, outcomes
+    assert "non-root invariants OK" in second.lines()

@@ -255,6 +255,7 @@ def test_the_module_lists_every_stage_of_the_pinned_dockerfiles_and_each_fast_pa
     assert named == {
         "base": "base",
         "csrc-build": "csrc-build",
+        "kernel-symbol-map": "kernel-symbol-map",
         "wheel": "build",
         "runtime-base": "vllm-runtime-base",
         "test-deps": "test-deps",

@@ -1,15 +1,41 @@
 """The module's constructor arguments: the ARG values passed to the Dockerfile being built
-(`--build-arg NAME=VALUE`; the file gives every default), and this project's own arguments."""
+(`--build-arg NAME=VALUE`; the file gives every default), and this project's own arguments; and the argument
+types the module's functions share."""
 
 import dataclasses
 import shlex
 from typing import Annotated, Any, Final
 
+import dagger
 from typing_extensions import Doc
 
 from stagecache.keys import DEFAULT_LAYER_COMPRESSION
 from vllm_ci.errors import UsageError
 from vllm_ci.upstream_file import parse_build_args
+
+# The module functions' shared argument types (main.py), with the docs `dagger functions` and the client show.
+CacheFrom = Annotated[list[str] | None, Doc("Cache repositories to read, in order; the first valid hit wins")]
+CacheTo = Annotated[str, Doc("Cache repository that misses are published to; empty: export nothing")]
+RegistryUsername = Annotated[str, Doc("Username for the cache and image registry")]
+RegistryPassword = Annotated[dagger.Secret | None, Doc("Password or token for the cache and image registry")]
+AwsKeyId = Annotated[dagger.Secret | None, Doc("AWS_ACCESS_KEY_ID for the sccache backend")]
+RegistryAttempts = Annotated[int, Doc("Tries per registry request on a 429, a 5xx or a reset, with backoff")]
+AwsSecret = Annotated[dagger.Secret | None, Doc("AWS_SECRET_ACCESS_KEY for the sccache backend")]
+IndexNetrc = Annotated[
+    dagger.Secret | None,
+    Doc(
+        "A netrc file with the private package indexes' credentials (machine HOST login USER password TOKEN): every "
+        "RUN sees it as $NETRC, which pip and uv read; never in a key, layer, label or log. Give index URLs without "
+        "user-info"
+    ),
+]
+RegistryService = Annotated[
+    dagger.Service | None,
+    Doc(
+        "Under `dagger call`: a cache registry on the host's loopback, as tcp://127.0.0.1:PORT, so the "
+        "module's look-ups reach what the engine's pulls reach; the client command needs none"
+    ),
+]
 
 
 @dataclasses.dataclass(kw_only=True)

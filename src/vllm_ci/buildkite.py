@@ -131,6 +131,9 @@ class StepSettings:
     verbose: bool
     flags: tuple[str, ...]
     out_dir: str
+    image: str = (
+        ""  # the image to publish, when the caller names it (vLLM's group: $IMAGE_TAG); else image_ref's default
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> StepSettings:
@@ -182,8 +185,8 @@ class StepSettings:
 
     @property
     def image_ref(self) -> str:
-        """Full image reference ``registry/namespace/test:<commit>``."""
-        return f"{self.image_repo}:{self.tag}"
+        """Full image reference: the one given, else ``registry/namespace/test:<commit>``."""
+        return self.image or f"{self.image_repo}:{self.tag}"
 
     def cache_repo(self, branch: str) -> str:
         """Cache repository of a branch: main's is ``cache-main``, others ``cache-<sanitised branch>``."""
@@ -214,6 +217,19 @@ class StepSettings:
         if not self.username:
             return []
         return ["--registry-username", self.username, "--registry-password", f"env:{PASSWORD_VAR}"]
+
+    def export_args(self, function: str, output: str) -> list[str]:
+        """Arguments of ``python -m vllm_ci`` for a function that writes a stage's file to ``output``: it reads
+        the cache this build writes first, then the others; it exports nothing."""
+        reads = (self.cache_to, *self.cache_from)
+        return [
+            *self._global_args(output),
+            function,
+            "--source",
+            self.source,
+            *(arg for repo in reads for arg in ("--cache-from", repo)),
+            *self._auth_args(),
+        ]
 
     def build_args(self, output: str) -> list[str]:
         """Arguments of ``python -m vllm_ci`` for the build and publish; secrets only as ``env:`` references."""

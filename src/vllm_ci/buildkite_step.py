@@ -26,7 +26,7 @@ from pathlib import Path
 import anyio
 
 from stagecache.redact import without_userinfo
-from stagecache.registry import RegistryError, connect
+from stagecache.registry import ImageRef, RegistryClient, RegistryError, connect
 from vllm_ci.buildkite import (
     ANNOTATION_CONTEXT,
     INDEX_NETRC_VAR,
@@ -97,8 +97,8 @@ def redactor(env: Mapping[str, str]) -> Callable[[str], str]:
     return redact
 
 
-def agent(args: list[str], env: Mapping[str, str], stdin: str | None = None) -> bool:
-    """Run ``buildkite-agent ARGS`` bounded in time; log and carry on when absent, slow or failing."""
+def agent(args: list[str], env: Mapping[str, str], stdin: str | None = None, cwd: Path | None = None) -> bool:
+    """Run ``buildkite-agent ARGS`` (in ``cwd``) bounded in time; log and carry on when absent, slow or failing."""
     what = " ".join(args[:2])
     binary = shutil.which("buildkite-agent")
     if binary is None:
@@ -112,6 +112,7 @@ def agent(args: list[str], env: Mapping[str, str], stdin: str | None = None) -> 
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        cwd=cwd,
     )
     try:
         output, _ = proc.communicate(stdin or "", timeout=limit)
@@ -144,14 +145,18 @@ def resolve_commit(env: dict[str, str]) -> None:
         env["BUILDKITE_COMMIT"] = sha
 
 
+def registry_client(host: str, settings: StepSettings, env: Mapping[str, str]) -> RegistryClient:
+    """The one registry client, for a registry host: the step's credentials, else the agent's docker login."""
+    insecure = env.get("VLLM_CI_REGISTRY_INSECURE", "").lower() in _TRUE
+    return connect(host, settings.username or "", env.get(PASSWORD_VAR, ""), insecure=insecure, timeout=10)
+
+
 def image_digest(settings: StepSettings, env: Mapping[str, str]) -> str | None:
     """HEAD the image manifest: its digest when the tag exists, None when it does not."""
-    host, _, repo = settings.image_repo.partition("/")
-    insecure = env.get("VLLM_CI_REGISTRY_INSECURE", "").lower() in _TRUE
+    image = ImageRef.parse(settings.image_ref)
+    host = image.registry
     try:
-        return anyio.run(
-            _manifest_digest, host, repo, settings.tag, settings.username or "", env.get(PASSWORD_VAR, ""), insecure
-        )
+        return anyio.run(_manifest_digest, registry_client(host, settings, env), image)
     except RegistryError as err:
         if err.status in (401, 403):
             who = "the credentials" if settings.username else "anonymous access"
@@ -161,10 +166,10 @@ def image_digest(settings: StepSettings, env: Mapping[str, str]) -> str | None:
         raise StepFailed("login", f"registry {host} did not answer the image check: {err}") from None
 
 
-async def _manifest_digest(host: str, repo: str, tag: str, username: str, password: str, insecure: bool) -> str | None:
-    """The digest of repo:tag on the registry host (None when the tag does not exist), via the one registry client."""
-    async with connect(host, username, password, insecure=insecure, timeout=10) as client:
-        return await client.manifest_digest(repo, tag)
+async def _manifest_digest(client: RegistryClient, image: ImageRef) -> str | None:
+    """The digest of an image (None when its tag does not exist)."""
+    async with client:
+        return await client.manifest_digest(image.repository, image.reference)
 
 
 def run_cli(phase: str, args: list[str], env: Mapping[str, str], error_file: Path) -> None:
@@ -216,14 +221,14 @@ def upload_artifacts(paths: list[Path], env: Mapping[str, str]) -> None:
         agent(["artifact", "upload", ";".join(str(p) for p in todo)], env)
 
 
-def annotate(body: str, style: str, env: Mapping[str, str], path: Path) -> None:
-    """Write the annotation to ``path`` (an artifact) and post it under the stable context, password blanked."""
+def annotate(body: str, style: str, env: Mapping[str, str], path: Path, context: str = ANNOTATION_CONTEXT) -> None:
+    """Write the annotation to ``path`` (an artifact) and post it under a stable context, password blanked."""
     body = redactor(env)(body)
     try:
         path.write_text(body)
     except OSError as err:
         log(f"could not write {path}: {err}")
-    agent(["annotate", "--context", ANNOTATION_CONTEXT, "--style", style], env, stdin=body)
+    agent(["annotate", "--context", context, "--style", style], env, stdin=body)
 
 
 def run(env: dict[str, str]) -> int:

@@ -9,7 +9,7 @@ import sys
 from typing import Annotated, Any
 
 import dagger
-from dagger import Doc, Ignore, function, object_type
+from dagger import Doc, Ignore, dag, function, object_type
 
 from stagecache import BuildReport, StageCache
 from stagecache.errors import StageError
@@ -17,7 +17,18 @@ from stagecache.keys import checked_compression
 from stagecache.prune import prune as prune_repository
 from stagecache.registry import DEFAULT_ATTEMPTS, RegistryError
 from stagecache.report import Progress
-from vllm_ci.args import BuildArgs
+from vllm_ci.args import (
+    AwsKeyId,
+    AwsSecret,
+    BuildArgs,
+    CacheFrom,
+    CacheTo,
+    IndexNetrc,
+    RegistryAttempts,
+    RegistryPassword,
+    RegistryService,
+    RegistryUsername,
+)
 from vllm_ci.build import Build
 from vllm_ci.checks import check_target, checked, ref_argument, ref_arguments
 from vllm_ci.conformance import accept, check, refusal, released_file
@@ -54,28 +65,6 @@ Target = Annotated[
     Doc(
         "The stage to build; empty: the test image of the Dockerfile's stage set. The stages of "
         + "; ".join(f"{s.dockerfile}: {', '.join(targets(s))}" for s in STAGE_SETS.values())
-    ),
-]
-CacheFrom = Annotated[list[str] | None, Doc("Cache repositories to read, in order; the first valid hit wins")]
-CacheTo = Annotated[str, Doc("Cache repository that misses are published to; empty: export nothing")]
-RegistryUsername = Annotated[str, Doc("Username for the cache and image registry")]
-RegistryPassword = Annotated[dagger.Secret | None, Doc("Password or token for the cache and image registry")]
-AwsKeyId = Annotated[dagger.Secret | None, Doc("AWS_ACCESS_KEY_ID for the sccache backend")]
-RegistryAttempts = Annotated[int, Doc("Tries per registry request on a 429, a 5xx or a reset, with backoff")]
-AwsSecret = Annotated[dagger.Secret | None, Doc("AWS_SECRET_ACCESS_KEY for the sccache backend")]
-IndexNetrc = Annotated[
-    dagger.Secret | None,
-    Doc(
-        "A netrc file with the private package indexes' credentials (machine HOST login USER password TOKEN): every "
-        "RUN sees it as $NETRC, which pip and uv read; never in a key, layer, label or log. Give index URLs without "
-        "user-info"
-    ),
-]
-RegistryService = Annotated[
-    dagger.Service | None,
-    Doc(
-        "Under `dagger call`: a cache registry on the host's loopback, as tcp://127.0.0.1:PORT, so the "
-        "module's look-ups reach what the engine's pulls reach; the client command needs none"
     ),
 ]
 
@@ -190,6 +179,12 @@ class VllmCi(BuildArgs):
 
     @function
     @checked
+    async def kernel_symbol_map(self, source: Source, cache_from: CacheFrom = None) -> dagger.File:
+        """CI's kernel symbol map, built with --build-arg VLLM_KERNEL_SYMBOL_MAP=1 (stage `kernel-symbol-map`)."""
+        return (await self._stage(source, "kernel-symbol-map", cache_from=cache_from)).file("kernel_symbol_map.json.gz")
+
+    @function
+    @checked
     async def runtime_base(self, source: Source) -> dagger.Container:
         """The runtime image with every dependency and no vLLM (stage `vllm-runtime-base`)."""
         return await self._stage(source, "vllm-runtime-base")
@@ -242,6 +237,21 @@ class VllmCi(BuildArgs):
         # parameters), so mypy cannot see the coroutine every @function method here returns.
         image = await self.test_image(source, cache_from, cache_to, registry_service)  # type: ignore[attr-defined]
         return await image.with_exec(["python3", "-m", "pytest", *tests.split()]).stdout()
+
+    @function
+    @checked
+    async def run_image(
+        self,
+        image: Annotated[str, Doc("The image to run, registry/repository:tag")],
+        args: Annotated[list[str] | None, Doc("The command's arguments, after the entrypoint")] = None,
+        user: Annotated[str, Doc("USER[:GROUP] to run as, as `docker run --user`")] = "",
+        entrypoint: Annotated[str, Doc("A program instead of the image's, as `docker run --entrypoint`")] = "",
+    ) -> str:
+        """Run a published image once, as `docker run --rm` does, and return what it printed (a failure: exit 1)."""
+        container = dag.container().from_(image)
+        container = container.with_user(user) if user else container
+        container = container.with_entrypoint([entrypoint]) if entrypoint else container
+        return await container.with_exec(args or [], use_entrypoint=True).stdout()
 
     @function
     @checked

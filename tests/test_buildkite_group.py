@@ -1,0 +1,376 @@
+"""vLLM's image-build group as a drop-in: .buildkite/image_build/ held against the pinned release's own files
+(read from its unpacked sdist, never copied here), and its scripts run with a stand-in CLI, registry and agent."""
+
+import base64
+import gzip
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import anyio
+import pytest
+import yaml
+from buildkite_fakes import SHA, Registry, cancelled
+from buildkite_schema import dry_run, rule_violations, steps, validator
+
+from conftest import EXAMPLE, cli_env, example_flags
+from local_registry import LocalRegistry
+from stagecache.registry import OCI_MANIFEST, RegistryClient
+from vllm_ci.buildkite import SettingsError
+from vllm_ci.buildkite_group import CPU, CUDA, GroupJob, tag_also
+from vllm_ci.docker_shim import cli_args
+from vllm_ci.options import build_parser
+from vllm_ci.release import unpacked_source
+
+REPO = Path(__file__).resolve().parent.parent
+OURS = REPO / ".buildkite" / "image_build"
+KEYS = ["image-build", "image-build-smoke-test", "image-build-cpu"]
+NS = "127.0.0.1:5000/vllm-ci-test-repo"  # the cache lanes' namespace: $REGISTRY/$REPO
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Path:
+    """The pinned release's .buildkite/image_build/ (tests/conftest fetches the sdist)."""
+    source = unpacked_source()
+    if source is None:
+        pytest.skip("the pinned vLLM sdist is not unpacked: run bench/vllm_release.py")
+    return source / ".buildkite" / "image_build"
+
+
+def by_key(path: Path) -> tuple[dict, dict]:
+    """A group file, and its steps by key."""
+    group = yaml.safe_load(path.read_text())
+    return group, {s["key"]: s for s in group["steps"]}
+
+
+def script_arguments(command: str) -> list[list[str]]:
+    """Each call of a .buildkite/image_build script in a step command: the script, then its arguments."""
+    words = shlex.split(command.replace(";", " ; "))
+    starts = [i for i, w in enumerate(words) if w.startswith(".buildkite/image_build/")]
+    calls = []
+    for i in starts:
+        end = next((j for j in range(i + 1, len(words)) if words[j] in (";", "fi", "then", "else")), len(words))
+        calls.append(words[i:end])
+    return calls
+
+
+def test_the_group_keeps_upstreams_three_steps_exactly_as_they_are(upstream):
+    up_group, up = by_key(upstream / "image_build.yaml")
+    group, ours = by_key(OURS / "image_build.yaml")
+    assert group["group"] == up_group["group"]
+    assert list(ours) == KEYS and set(KEYS) <= set(up)
+    for key in KEYS:  # label, depends_on, retry (-1, -10), timeout, env, commands: all of it
+        assert ours[key] == up[key], key
+    left_out = sorted(set(up) - set(KEYS))
+    assert left_out and "Out of scope" in (OURS / "image_build.yaml").read_text()
+
+
+def test_the_build_commands_call_our_scripts_with_upstreams_positional_arguments(upstream):
+    _, ours = by_key(OURS / "image_build.yaml")
+    main_call, other_call = script_arguments(ours["image-build"]["commands"][0])
+    common = ["$REGISTRY", "$REPO", "$BUILDKITE_COMMIT", "$BRANCH", "$IMAGE_TAG"]
+    assert main_call == [".buildkite/image_build/image_build.sh", *common, "$IMAGE_TAG_LATEST"]
+    assert other_call == [".buildkite/image_build/image_build.sh", *common]
+    (cpu_call,) = script_arguments(ours["image-build-cpu"]["commands"][0])
+    assert cpu_call == [".buildkite/image_build/image_build_cpu.sh", "$REGISTRY", "$REPO", "$BUILDKITE_COMMIT"]
+    for call in (main_call, cpu_call):
+        ours_script = REPO / call[0]
+        assert ours_script.stat().st_mode & 0o111
+        assert "ci/buildkite-step" in ours_script.read_text()  # ours, not upstream's buildx script
+        assert ours_script.read_bytes() != (upstream / ours_script.name).read_bytes()
+
+
+def test_the_group_validates_against_buildkites_schema_and_breaks_no_extra_rule(schema):
+    pipeline = {"steps": [yaml.safe_load((OURS / "image_build.yaml").read_text())]}
+    assert [e.message for e in validator(schema).iter_errors(pipeline)] == []
+    assert rule_violations(pipeline) == []
+    assert [s.get("key") for s in steps(pipeline)][1:] == KEYS
+
+
+def test_the_real_agent_parses_the_group_and_its_output_still_validates(schema):
+    agent = shutil.which("buildkite-agent")
+    if agent is None:
+        pytest.skip("buildkite-agent is not installed: run ci/install-buildkite")
+    env = {"PATH": os.environ["PATH"], "HOME": "/nonexistent", "BUILDKITE_AGENT_ACCESS_TOKEN": "dummy"}
+    env |= {
+        "REGISTRY": "127.0.0.1:5000",
+        "REPO": "r",
+        "BRANCH": "main",
+        "IMAGE_TAG": "127.0.0.1:5000/r:c",
+        "BUILDKITE_COMMIT": SHA,
+    }
+    uploaded = dry_run(agent, OURS / "image_build.yaml", env)
+    assert list(validator(schema).iter_errors({"steps": [uploaded]})) == []
+    cpu = next(s for s in uploaded["steps"] if s["key"] == "image-build-cpu")
+    assert cpu["command"] == ".buildkite/image_build/image_build_cpu.sh 127.0.0.1:5000 r " + SHA
+
+
+# The lanes: upstream's prepare_cache_tags (run from its script) against ours, both named as lanes.
+LANE_CASES = [
+    pytest.param({"BUILDKITE_PULL_REQUEST": "false", "BUILDKITE_BRANCH": "main"}, id="main"),
+    pytest.param({"BUILDKITE_PULL_REQUEST": "false", "BUILDKITE_BRANCH": "rel/0.34"}, id="branch"),
+    pytest.param(
+        {"BUILDKITE_PULL_REQUEST": "12", "BUILDKITE_BRANCH": "feat/x", "BUILDKITE_PULL_REQUEST_BASE_BRANCH": "main"},
+        id="pr-on-main",
+    ),
+    pytest.param(
+        {"BUILDKITE_PULL_REQUEST": "34", "BUILDKITE_BRANCH": "fix", "BUILDKITE_PULL_REQUEST_BASE_BRANCH": "rel/0.34"},
+        id="pr-on-branch",
+    ),
+]
+
+
+def upstream_lanes(script: Path, env: dict[str, str]) -> tuple[str, list[str]]:
+    """The lane upstream's script writes and those it reads (in order, once each): its own function, run."""
+    functions = r"^(clean_docker_tag|prepare_cache_tags)\(\) \{.*?^\}"
+    defs = "\n".join(m[0] for m in re.finditer(functions, script.read_text(), re.M | re.S))
+    shell = f'{defs}\nprepare_cache_tags\necho "$CACHE_TO $CACHE_FROM $CACHE_FROM_BASE_BRANCH $CACHE_FROM_MAIN"'
+    done = subprocess.run(["bash", "-c", shell], env={"PATH": "/usr/bin:/bin", **env}, capture_output=True, text=True)
+    write, *reads = done.stdout.split()
+    branches = [env.get("BUILDKITE_BRANCH", ""), env.get("BUILDKITE_PULL_REQUEST_BASE_BRANCH", "")]
+
+    def lane(ref: str) -> str:
+        """main / pr-N / branch:NAME for one of upstream's cache refs (its CPU suffix taken off)."""
+        tag = ref.rsplit(":", 1)[1].removesuffix("-x86_cpu")
+        if "postmerge" in ref and tag == "latest":
+            return "main"
+        if re.fullmatch(r"pr-[0-9]+", tag):
+            return tag
+        (name,) = [b for b in branches if b and re.sub(r"[^a-zA-Z0-9._-]", "_", b)[:128] == tag]
+        return f"branch:{name}"
+
+    return lane(write), list(dict.fromkeys(lane(r) for r in reads))
+
+
+def our_lanes(job: GroupJob, env: dict[str, str]) -> tuple[str, list[str]]:
+    """The lane our job writes and those it reads (its own first: the cache's rule), named as above."""
+    s = job.settings
+    names = {s.cache_repo("main"): "main"}
+    names |= {s.cache_repo(b): f"branch:{b}" for b in (env["BUILDKITE_BRANCH"], s.base_branch) if b and b != "main"}
+    if s.pull_request is not None:
+        names[f"{NS}/cache-pr-{s.pull_request}"] = f"pr-{s.pull_request}"
+    return names[s.cache_to], [names[r] for r in (s.cache_to, *s.cache_from)]
+
+
+@pytest.mark.parametrize("case", LANE_CASES)
+@pytest.mark.parametrize(("kind", "script"), [(CUDA, "image_build.sh"), (CPU, "image_build_cpu.sh")])
+def test_each_job_writes_and_reads_the_cache_lanes_upstreams_script_does(upstream, case, kind, script):
+    args = ["127.0.0.1:5000", "vllm-ci-test-repo", SHA, "b", f"127.0.0.1:5000/vllm-ci-test-repo:{SHA}"]
+    job = GroupJob.parse([kind, *args], case)
+    written, read = our_lanes(job, case)
+    assert (written, read) == upstream_lanes(upstream / script, case)
+    assert case["BUILDKITE_BRANCH"] == "main" or written != "main"  # never a PR or a branch writing main's
+
+
+def test_on_main_the_image_is_pushed_as_image_tag_and_image_tag_latest_and_elsewhere_as_image_tag_only():
+    args = ["127.0.0.1:5000", "r", SHA, "main", f"127.0.0.1:5000/r:{SHA}"]
+    on_main = GroupJob.parse([CUDA, *args, "127.0.0.1:5000/r:latest"], {"BUILDKITE_BRANCH": "main"})
+    assert on_main.tags == (f"127.0.0.1:5000/r:{SHA}", "127.0.0.1:5000/r:latest")
+    build = on_main.settings.build_args("out.json")
+    assert build[build.index("--image") + 1] == f"127.0.0.1:5000/r:{SHA}"
+    assert "--registry-username" not in build  # the agent's docker login, not credentials in the pipeline
+    elsewhere = GroupJob.parse([CUDA, *args], {"BUILDKITE_BRANCH": "feat"})
+    assert elsewhere.tags == (f"127.0.0.1:5000/r:{SHA}",)
+
+
+@pytest.mark.parametrize(("nightly", "suffix"), [("0", "cpu"), ("1", "torch-nightly-cpu")])
+def test_the_cpu_job_builds_dockerfile_cpu_and_tags_it_as_upstreams_script(nightly, suffix):
+    job = GroupJob.parse([CPU, "127.0.0.1:5000", "r", SHA], {"BUILDKITE_BRANCH": "main", "TORCH_NIGHTLY": nightly})
+    assert job.tags == (f"127.0.0.1:5000/r:{SHA}-{suffix}",)
+    build = job.settings.build_args("out.json")
+    assert build[: build.index("build")][:2] == ["--dockerfile=docker/Dockerfile.cpu", "--build-arg=VLLM_CPU_X86=true"]
+    assert ("--build-arg=PYTORCH_NIGHTLY=1" in build) == (nightly == "1")
+
+
+def test_the_kernel_symbol_map_is_built_and_exported_only_when_asked():
+    args = [CUDA, "127.0.0.1:5000", "r", SHA, "main", f"127.0.0.1:5000/r:{SHA}"]
+    asked = GroupJob.parse(args, {"BUILDKITE_BRANCH": "main", "VLLM_KERNEL_SYMBOL_MAP": "1"})
+    assert asked.symbol_map and "--build-arg=VLLM_KERNEL_SYMBOL_MAP=1" in asked.settings.build_args("o")
+    assert f"--build-arg=buildkite_commit={SHA}" in asked.settings.build_args("o")  # the commit the map names
+    export = asked.settings.export_args("kernel-symbol-map", "out/kernel_symbol_map.json.gz")
+    assert export[export.index("-o") + 1] == "out/kernel_symbol_map.json.gz" and "kernel-symbol-map" in export
+    assert export[export.index("--cache-from") + 1] == asked.settings.cache_to  # what this build just wrote
+    not_asked = GroupJob.parse(args, {"BUILDKITE_BRANCH": "main"})
+    assert not not_asked.symbol_map and "--build-arg=VLLM_KERNEL_SYMBOL_MAP=1" not in not_asked.settings.build_args("o")
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "says"),
+    [
+        ([CUDA, "127.0.0.1:5000", "r", SHA, "main"], {}, "usage: image-build <registry>"),
+        ([CPU, "127.0.0.1:5000", "r"], {}, "usage: image-build-cpu <registry> <repo> <commit>"),
+        ([CUDA, "127.0.0.1:5000", "r", SHA, "main", "r:x"], {}, "not a fully qualified image reference"),
+        ([CUDA, "127.0.0.1:5000", "r", SHA, "main", "127.0.0.1:5000/r:x"], {"TORCH_NIGHTLY": "1"}, "out of scope"),
+    ],
+)
+def test_a_bad_call_is_refused_in_one_line(argv, env, says):
+    with pytest.raises(SettingsError, match=re.escape(says)):
+        GroupJob.parse(argv, {"BUILDKITE_BRANCH": "main", **env})
+
+
+# The scripts end to end, with test_buildkite_step's stand-in CLI, registry and agent.
+AGENT = """#!/bin/sh
+{ echo "ARGS $*"; echo "CWD $PWD"; [ "$1" = annotate ] && cat; echo END; } >>"$FAKE_AGENT_LOG"
+"""
+
+
+@pytest.fixture
+def group(world, tmp_path):
+    """The world of test_buildkite_step with our group's scripts and module in its checkout."""
+    work, env, agent_log = world
+    repo = Path(env["STEP"]).parent.parent
+    shutil.copytree(OURS, repo / ".buildkite" / "image_build")
+    shutil.copy(REPO / "src" / "vllm_ci" / "buildkite_group.py", repo / "src" / "vllm_ci")
+    agent = Path(env["PATH"].split(":")[0]) / "buildkite-agent"
+    agent.write_text(AGENT)
+    registry = env["VLLM_CI_REGISTRY"].split("/")[0]
+    env = {**env, "HOME": str(tmp_path), "DOCKER_CONFIG": str(tmp_path / "docker"), "BUILDKITE_LABEL": "Build"}
+    del env["VLLM_CI_REGISTRY"]  # the lanes go under $REGISTRY/$REPO
+    return work, env, agent_log, repo / ".buildkite" / "image_build", registry
+
+
+def run_script(script: Path, args: list[str], work: Path, env: dict) -> subprocess.CompletedProcess:
+    """One of our scripts, as the step's command runs it."""
+    return subprocess.run([str(script), *args], cwd=work, env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_the_cuda_script_builds_image_tag_with_docker_logins_credentials_and_annotates_as_upstream(group, upstream):
+    work, env, agent_log, scripts, registry = group
+    (Path(env["DOCKER_CONFIG"])).mkdir()
+    login = base64.b64encode(b"bot:pw-from-docker-login").decode()
+    (Path(env["DOCKER_CONFIG"]) / "config.json").write_text(json.dumps({"auths": {registry: {"auth": login}}}))
+    image = f"{registry}/vllm-ci-test-repo:{SHA}"
+    done = run_script(scripts / "image_build.sh", [registry, "vllm-ci-test-repo", SHA, "feat", image], work, env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    cli = next(line for line in done.stdout.splitlines() if line.startswith("fake vllm-ci"))
+    assert f"--image {image}" in cli and f"--cache-to {registry}/vllm-ci-test-repo/cache-feat" in cli
+    assert f"Basic {login}" in Registry.auth  # the existence check went with docker login's credentials
+    # upstream's own annotate script, with the same agent stand-in: the same annotation call and body
+    theirs = subprocess.run(
+        ["bash", str(upstream.parent / "scripts" / "annotate-image-build.sh"), image],
+        env={**env, "FAKE_AGENT_LOG": str(work / "theirs.log")},
+        cwd=work,
+        capture_output=True,
+        text=True,
+    )
+    assert theirs.returncode == 0, theirs.stderr
+    wanted = (work / "theirs.log").read_text().replace(f"CWD {work}\n", "")
+    calls = agent_log.read_text().replace(f"CWD {work}\n", "").split("END\n")
+    assert wanted.removesuffix("END\n") in calls
+
+
+def test_an_existing_image_is_not_built_again_and_still_annotated(group):
+    work, env, agent_log, scripts, registry = group
+    Registry.existing = {f"{SHA}-cpu"}
+    done = run_script(scripts / "image_build_cpu.sh", [registry, "vllm-ci-test-repo", SHA], work, env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "fake vllm-ci" not in done.stdout and "Skipping build" in done.stdout
+    assert f"- **Build**: `{registry}/vllm-ci-test-repo:{SHA}-cpu`" in agent_log.read_text()
+
+
+def test_the_kernel_symbol_map_is_uploaded_as_upstreams_artifact_name_from_its_folder(group):
+    work, env, agent_log, scripts, registry = group
+    image = f"{registry}/vllm-ci-test-repo:{SHA}"
+    env = {**env, "VLLM_KERNEL_SYMBOL_MAP": "1"}
+    done = run_script(scripts / "image_build.sh", [registry, "vllm-ci-test-repo", SHA, "feat", image], work, env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "ARGS artifact upload kernel_symbol_map.json.gz" in agent_log.read_text()
+    assert f"CWD {work / 'vllm-ci-out' / 'image-build'}" in agent_log.read_text()
+    assert any(line.startswith("fake vllm-ci") and "kernel-symbol-map" in line for line in done.stdout.splitlines())
+
+
+def test_a_cancelled_job_forwards_sigterm_once_and_ends_in_one_line_with_143(group, tmp_path):
+    work, env, agent_log, scripts, registry = group
+    signals = tmp_path / "signals"
+    args = [registry, "vllm-ci-test-repo", SHA]
+    code, lines = cancelled([str(scripts / "image_build_cpu.sh"), *args], work, {**env, "FAKE_SIGNALS": str(signals)})
+    assert code == 143, lines
+    assert signals.read_text() == f"{int(signal.SIGTERM)}\n"
+    assert [line for line in lines if line.startswith("vllm-ci-step: error:")] == ["vllm-ci-step: error: terminated"]
+    assert not agent_log.exists() or "annotate" not in agent_log.read_text()
+
+
+@pytest.mark.parametrize("latest_repo", ["vllm-ci-test-repo", "elsewhere"])
+def test_on_main_image_tag_latest_names_the_very_manifest_pushed_as_image_tag(tmp_path, latest_repo):
+    async def push(addr: str) -> None:
+        """A one-layer image under vllm-ci-test-repo:SHA, as the build would have pushed it."""
+        async with RegistryClient(addr) as client:
+            config = await client.put_blob("vllm-ci-test-repo", b'{"architecture":"amd64","os":"linux"}')
+            layer = await client.put_blob("vllm-ci-test-repo", b"not really a tarball")
+            blobs = [{"mediaType": "application/octet-stream", "digest": d, "size": 1} for d in (config, layer)]
+            manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": blobs[0], "layers": blobs[1:]}
+            await client.put_manifest("vllm-ci-test-repo", SHA, json.dumps(manifest).encode(), OCI_MANIFEST)
+
+    with LocalRegistry(tmp_path / "registry") as registry:
+        anyio.run(push, registry.addr)
+        image, latest = f"{registry.addr}/vllm-ci-test-repo:{SHA}", f"{registry.addr}/{latest_repo}:latest"
+        job = GroupJob.parse(
+            [CUDA, registry.addr, "vllm-ci-test-repo", SHA, "main", image, latest], {"BUILDKITE_BRANCH": "main"}
+        )
+        tag_also(job, {})
+        assert registry.digest(latest_repo, "latest") == registry.digest("vllm-ci-test-repo", SHA) is not None
+        assert registry.manifest_raw(latest_repo, "latest") == registry.manifest_raw("vllm-ci-test-repo", SHA)
+
+
+# The smoke-test step offline: its `docker run` commands through ci/docker-shim/docker and the module's run-image.
+def smoke_commands(upstream: Path, image: str) -> list[list[str]]:
+    """Upstream's smoke-test commands as the agent's shell would split them, $IMAGE_TAG set to ``image``."""
+    _, up = by_key(upstream / "image_build.yaml")
+    return [
+        shlex.split(c.replace('"$IMAGE_TAG"', shlex.quote(image))) for c in up["image-build-smoke-test"]["commands"]
+    ]
+
+
+def test_the_docker_shim_passes_upstreams_smoke_commands_on_to_run_image_word_for_word(upstream):
+    image = f"127.0.0.1:5000/vllm-ci-test-repo:{SHA}"
+    commands = smoke_commands(upstream, image)
+    assert len(commands) == 2
+    parser, _ = build_parser()
+    for docker, run, *words in commands:
+        assert (docker, run) == ("docker", "run")
+        called = parser.parse_args(cli_args([run, *words]))
+        at = words.index(image)
+        assert called.function == "run-image" and called.image == image
+        assert ["--rm", "--user", called.user, "--entrypoint", called.entrypoint] == words[:at]
+        assert called.args == words[at + 1 :]  # the shell script with its quotes, line breaks and commas
+
+
+@pytest.mark.parametrize(
+    "argv", [["ps"], ["run", "-v", "/:/host", "img"], ["run", "--privileged", "img"], ["run", "img", "echo", ""]]
+)
+def test_the_docker_shim_refuses_what_it_does_not_do_with_dockers_exit_125(argv, capsys):
+    with pytest.raises(SystemExit) as refused:
+        cli_args(argv)
+    assert refused.value.code == 125
+    assert capsys.readouterr().err.startswith("vllm-ci docker shim: error: ")
+
+
+def test_the_docker_shim_runs_an_image_as_the_user_it_names_and_fails_as_its_command_does(engine):
+    docker = [str(REPO / "ci" / "docker-shim" / "docker"), "run", "--rm", "--user", "2000:0", "--entrypoint", "/bin/sh"]
+    image = "127.0.0.1:5000/library/vllm-ci-runtime:bookworm"
+    env = {**os.environ, "VLLM_CI_PYTHON": sys.executable}
+    ran = subprocess.run([*docker, image, "-ec", "id -u; id -g"], env=env, capture_output=True, text=True)
+    assert (ran.returncode, ran.stdout.split()) == (0, ["2000", "0"]), ran.stderr
+    failed = subprocess.run(
+        [*docker, image, "-ec", "echo FAIL: wrapper missing; exit 1"], env=env, capture_output=True, text=True
+    )
+    assert failed.returncode == 1 and "FAIL: wrapper missing" in failed.stderr, failed.stderr
+
+
+def test_the_kernel_symbol_map_function_writes_the_map_the_build_made_naming_its_commit(engine, tmp_path):
+    out = tmp_path / "kernel_symbol_map.json.gz"
+    flags = [*example_flags(), "--build-arg=VLLM_KERNEL_SYMBOL_MAP=1", f"--build-arg=buildkite_commit={SHA}"]
+    done = subprocess.run(
+        [sys.executable, "-P", "-m", "vllm_ci", *flags, "-o", str(out), "kernel-symbol-map", "--source", str(EXAMPLE)],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(gzip.decompress(out.read_bytes()))["commit"] == SHA
