@@ -29,13 +29,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REGISTRY, REPO, edit, example_flags, git
+from conftest import REGISTRY, REPO, edit, example_flags, git, vllm_source
 from local_registry import LocalRegistry, RegistryAPI
 from stagecache.keys import KEY_LABEL, PREIMAGE_LABEL, STAGE_LABEL
 from stagecache.why import INPUTS_SUFFIX
 
 SOURCE = "examples/mini-vllm"  # what the pipeline sets VLLM_CI_SOURCE to
-GROUP = ".buildkite/image_build/image_build.yaml"  # vLLM's image-build group, ours
+GROUP = ".buildkite/vllm-image-build.yaml"  # the drop-in for vLLM's image-build group, as a job would upload it
 GROUPS = [
     "--- :docker: settings",
     "--- :docker: check image",
@@ -439,6 +439,15 @@ def test_bk_local_run_of_the_group_pushes_upstreams_tags_passes_the_smoke_test_a
     checkout = make_checkout(tmp_path)
     cpu_file = Path(SOURCE) / "docker" / "Dockerfile.cpu"  # placed by ci/up, never committed here
     shutil.copy2(REPO / cpu_file, checkout / cpu_file)
+    # The drop-in, from vLLM's own group file (the release's; a vLLM checkout has its own), as a job prints it.
+    upstream_group = vllm_source() / ".buildkite" / "image_build" / "image_build.yaml"
+    drop_in = subprocess.run(
+        [sys.executable, "-P", "-m", "vllm_ci.group_pipeline", str(upstream_group)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    (checkout / GROUP).write_text(drop_in.stdout)
     sha = head(commit(checkout, "with Dockerfile.cpu"))
     namespace = f"e2e-group-{uuid.uuid4().hex[:10]}"
     local, repo = RegistryAPI(REGISTRY), f"{namespace}/vllm-ci-test-repo"

@@ -29,7 +29,6 @@ from vllm_ci.options import build_parser
 from vllm_ci.release import unpacked_source
 
 REPO = Path(__file__).resolve().parent.parent
-OURS = REPO / ".buildkite" / "image_build"
 KEYS = ["image-build", "image-build-smoke-test", "image-build-cpu"]
 NS = "127.0.0.1:5000/vllm-ci-test-repo"  # the cache lanes' namespace: $REGISTRY/$REPO
 
@@ -43,6 +42,20 @@ def upstream() -> Path:
     return source / ".buildkite" / "image_build"
 
 
+@pytest.fixture(scope="module")
+def drop_in(upstream: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Our drop-in, as the real command prints it from the release's own group file."""
+    done = subprocess.run(
+        [sys.executable, "-P", "-m", "vllm_ci.group_pipeline", str(upstream / "image_build.yaml")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    path = tmp_path_factory.mktemp("drop-in") / "image_build.yaml"
+    path.write_text(done.stdout)
+    return path
+
+
 def by_key(path: Path) -> tuple[dict, dict]:
     """A group file, and its steps by key."""
     group = yaml.safe_load(path.read_text())
@@ -52,7 +65,7 @@ def by_key(path: Path) -> tuple[dict, dict]:
 def script_arguments(command: str) -> list[list[str]]:
     """Each call of a .buildkite/image_build script in a step command: the script, then its arguments."""
     words = shlex.split(command.replace(";", " ; "))
-    starts = [i for i, w in enumerate(words) if w.startswith(".buildkite/image_build/")]
+    starts = [i for i, w in enumerate(words) if w.startswith(".buildkite/image_build/") or w == "ci/buildkite-step"]
     calls = []
     for i in starts:
         end = next((j for j in range(i + 1, len(words)) if words[j] in (";", "fi", "then", "else")), len(words))
@@ -60,40 +73,57 @@ def script_arguments(command: str) -> list[list[str]]:
     return calls
 
 
-def test_the_group_keeps_upstreams_three_steps_exactly_as_they_are(upstream):
+def test_the_drop_in_is_upstreams_group_with_its_three_steps_and_only_the_build_scripts_swapped(upstream, drop_in):
     up_group, up = by_key(upstream / "image_build.yaml")
-    group, ours = by_key(OURS / "image_build.yaml")
-    assert group["group"] == up_group["group"]
-    assert list(ours) == KEYS and set(KEYS) <= set(up)
-    for key in KEYS:  # label, depends_on, retry (-1, -10), timeout, env, commands: all of it
-        assert ours[key] == up[key], key
-    left_out = sorted(set(up) - set(KEYS))
-    assert left_out and "Out of scope" in (OURS / "image_build.yaml").read_text()
+    group, ours = by_key(drop_in)
+    assert {k: v for k, v in group.items() if k != "steps"} == {k: v for k, v in up_group.items() if k != "steps"}
+    assert list(ours) == KEYS and set(KEYS) < set(up)  # the HPU and arm64 steps are not ours to build
+    for key in KEYS:  # label, depends_on, retry (-1, -10), timeout, env: all of it; commands but for the script
+        commands = [
+            c.replace("ci/buildkite-step image-build-cpu", ".buildkite/image_build/image_build_cpu.sh").replace(
+                "ci/buildkite-step image-build", ".buildkite/image_build/image_build.sh"
+            )
+            for c in ours[key]["commands"]
+        ]
+        assert {**ours[key], "commands": commands} == up[key], key
 
 
-def test_the_build_commands_call_our_scripts_with_upstreams_positional_arguments(upstream):
-    _, ours = by_key(OURS / "image_build.yaml")
+def test_the_build_commands_call_our_step_with_upstreams_positional_arguments(drop_in):
+    _, ours = by_key(drop_in)
     main_call, other_call = script_arguments(ours["image-build"]["commands"][0])
     common = ["$REGISTRY", "$REPO", "$BUILDKITE_COMMIT", "$BRANCH", "$IMAGE_TAG"]
-    assert main_call == [".buildkite/image_build/image_build.sh", *common, "$IMAGE_TAG_LATEST"]
-    assert other_call == [".buildkite/image_build/image_build.sh", *common]
+    assert main_call == ["ci/buildkite-step", "image-build", *common, "$IMAGE_TAG_LATEST"]
+    assert other_call == ["ci/buildkite-step", "image-build", *common]
     (cpu_call,) = script_arguments(ours["image-build-cpu"]["commands"][0])
-    assert cpu_call == [".buildkite/image_build/image_build_cpu.sh", "$REGISTRY", "$REPO", "$BUILDKITE_COMMIT"]
-    for call in (main_call, cpu_call):
-        ours_script = REPO / call[0]
-        assert ours_script.stat().st_mode & 0o111
-        assert "ci/buildkite-step" in ours_script.read_text()  # ours, not upstream's buildx script
-        assert ours_script.read_bytes() != (upstream / ours_script.name).read_bytes()
+    assert cpu_call == ["ci/buildkite-step", "image-build-cpu", "$REGISTRY", "$REPO", "$BUILDKITE_COMMIT"]
 
 
-def test_the_group_validates_against_buildkites_schema_and_breaks_no_extra_rule(schema):
-    pipeline = {"steps": [yaml.safe_load((OURS / "image_build.yaml").read_text())]}
+@pytest.mark.parametrize(
+    ("edit", "says"),
+    [
+        (lambda text: text.replace("key: image-build-cpu", "key: image-build-cpu-x86"), "has no step image-build-cpu"),
+        (lambda text: text.replace("image_build_cpu.sh", "build_cpu.sh"), "no longer calls .buildkite/image_build/"),
+        (lambda text: text + "\n  - [unclosed", "is not YAML"),
+    ],
+)
+def test_a_group_file_the_drop_in_cannot_follow_is_refused_in_one_line(upstream, tmp_path, edit, says):
+    edited = tmp_path / "image_build.yaml"
+    edited.write_text(edit((upstream / "image_build.yaml").read_text()))
+    done = subprocess.run(
+        [sys.executable, "-P", "-m", "vllm_ci.group_pipeline", str(edited)], capture_output=True, text=True
+    )
+    assert done.returncode == 2 and done.stdout == "", done.stderr
+    assert done.stderr.startswith("vllm-ci: error: ") and says in done.stderr and len(done.stderr.splitlines()) == 1
+
+
+def test_the_group_validates_against_buildkites_schema_and_breaks_no_extra_rule(schema, drop_in):
+    pipeline = {"steps": [yaml.safe_load(drop_in.read_text())]}
     assert [e.message for e in validator(schema).iter_errors(pipeline)] == []
     assert rule_violations(pipeline) == []
     assert [s.get("key") for s in steps(pipeline)][1:] == KEYS
 
 
-def test_the_real_agent_parses_the_group_and_its_output_still_validates(schema):
+def test_the_real_agent_parses_the_group_and_its_output_still_validates(schema, drop_in):
     agent = shutil.which("buildkite-agent")
     if agent is None:
         pytest.skip("buildkite-agent is not installed: run ci/install-buildkite")
@@ -105,10 +135,10 @@ def test_the_real_agent_parses_the_group_and_its_output_still_validates(schema):
         "IMAGE_TAG": "127.0.0.1:5000/r:c",
         "BUILDKITE_COMMIT": SHA,
     }
-    uploaded = dry_run(agent, OURS / "image_build.yaml", env)
+    uploaded = dry_run(agent, drop_in, env)
     assert list(validator(schema).iter_errors({"steps": [uploaded]})) == []
     cpu = next(s for s in uploaded["steps"] if s["key"] == "image-build-cpu")
-    assert cpu["command"] == ".buildkite/image_build/image_build_cpu.sh 127.0.0.1:5000 r " + SHA
+    assert cpu["command"] == "ci/buildkite-step image-build-cpu 127.0.0.1:5000 r " + SHA
 
 
 # The lanes: upstream's prepare_cache_tags (run from its script) against ours, both named as lanes.
@@ -225,28 +255,27 @@ def group(world, tmp_path):
     """The world of test_buildkite_step with our group's scripts and module in its checkout."""
     work, env, agent_log = world
     repo = Path(env["STEP"]).parent.parent
-    shutil.copytree(OURS, repo / ".buildkite" / "image_build")
     shutil.copy(REPO / "src" / "vllm_ci" / "buildkite_group.py", repo / "src" / "vllm_ci")
     agent = Path(env["PATH"].split(":")[0]) / "buildkite-agent"
     agent.write_text(AGENT)
     registry = env["VLLM_CI_REGISTRY"].split("/")[0]
     env = {**env, "HOME": str(tmp_path), "DOCKER_CONFIG": str(tmp_path / "docker"), "BUILDKITE_LABEL": "Build"}
     del env["VLLM_CI_REGISTRY"]  # the lanes go under $REGISTRY/$REPO
-    return work, env, agent_log, repo / ".buildkite" / "image_build", registry
+    return work, env, agent_log, Path(env["STEP"]), registry
 
 
-def run_script(script: Path, args: list[str], work: Path, env: dict) -> subprocess.CompletedProcess:
-    """One of our scripts, as the step's command runs it."""
-    return subprocess.run([str(script), *args], cwd=work, env=env, capture_output=True, text=True, timeout=60)
+def run_script(step: Path, args: list[str], work: Path, env: dict) -> subprocess.CompletedProcess:
+    """A job of the group, as the drop-in's command runs it: ci/buildkite-step, the job, upstream's arguments."""
+    return subprocess.run([str(step), *args], cwd=work, env=env, capture_output=True, text=True, timeout=60)
 
 
 def test_the_cuda_script_builds_image_tag_with_docker_logins_credentials_and_annotates_as_upstream(group, upstream):
-    work, env, agent_log, scripts, registry = group
+    work, env, agent_log, step, registry = group
     (Path(env["DOCKER_CONFIG"])).mkdir()
     login = base64.b64encode(b"bot:pw-from-docker-login").decode()
     (Path(env["DOCKER_CONFIG"]) / "config.json").write_text(json.dumps({"auths": {registry: {"auth": login}}}))
     image = f"{registry}/vllm-ci-test-repo:{SHA}"
-    done = run_script(scripts / "image_build.sh", [registry, "vllm-ci-test-repo", SHA, "feat", image], work, env)
+    done = run_script(step, ["image-build", registry, "vllm-ci-test-repo", SHA, "feat", image], work, env)
     assert done.returncode == 0, done.stdout + done.stderr
     cli = next(line for line in done.stdout.splitlines() if line.startswith("fake vllm-ci"))
     assert f"--image {image}" in cli and f"--cache-to {registry}/vllm-ci-test-repo/cache-feat" in cli
@@ -266,19 +295,19 @@ def test_the_cuda_script_builds_image_tag_with_docker_logins_credentials_and_ann
 
 
 def test_an_existing_image_is_not_built_again_and_still_annotated(group):
-    work, env, agent_log, scripts, registry = group
+    work, env, agent_log, step, registry = group
     Registry.existing = {f"{SHA}-cpu"}
-    done = run_script(scripts / "image_build_cpu.sh", [registry, "vllm-ci-test-repo", SHA], work, env)
+    done = run_script(step, ["image-build-cpu", registry, "vllm-ci-test-repo", SHA], work, env)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "fake vllm-ci" not in done.stdout and "Skipping build" in done.stdout
     assert f"- **Build**: `{registry}/vllm-ci-test-repo:{SHA}-cpu`" in agent_log.read_text()
 
 
 def test_the_kernel_symbol_map_is_uploaded_as_upstreams_artifact_name_from_its_folder(group):
-    work, env, agent_log, scripts, registry = group
+    work, env, agent_log, step, registry = group
     image = f"{registry}/vllm-ci-test-repo:{SHA}"
     env = {**env, "VLLM_KERNEL_SYMBOL_MAP": "1"}
-    done = run_script(scripts / "image_build.sh", [registry, "vllm-ci-test-repo", SHA, "feat", image], work, env)
+    done = run_script(step, ["image-build", registry, "vllm-ci-test-repo", SHA, "feat", image], work, env)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "ARGS artifact upload kernel_symbol_map.json.gz" in agent_log.read_text()
     assert f"CWD {work / 'vllm-ci-out' / 'image-build'}" in agent_log.read_text()
@@ -286,10 +315,10 @@ def test_the_kernel_symbol_map_is_uploaded_as_upstreams_artifact_name_from_its_f
 
 
 def test_a_cancelled_job_forwards_sigterm_once_and_ends_in_one_line_with_143(group, tmp_path):
-    work, env, agent_log, scripts, registry = group
+    work, env, agent_log, step, registry = group
     signals = tmp_path / "signals"
     args = [registry, "vllm-ci-test-repo", SHA]
-    code, lines = cancelled([str(scripts / "image_build_cpu.sh"), *args], work, {**env, "FAKE_SIGNALS": str(signals)})
+    code, lines = cancelled([str(step), "image-build-cpu", *args], work, {**env, "FAKE_SIGNALS": str(signals)})
     assert code == 143, lines
     assert signals.read_text() == f"{int(signal.SIGTERM)}\n"
     assert [line for line in lines if line.startswith("vllm-ci-step: error:")] == ["vllm-ci-step: error: terminated"]

@@ -30,7 +30,6 @@ TEST_ONLY = (
     "vllm_release",
     "imagefs",
     "jsonschema",
-    "yaml",
     "matplotlib",
 )
 
