@@ -241,7 +241,7 @@ class StageCache:
         filtered = source.filter(include=list(stage.reads)) if stage.reads else dag.directory()
         previous = await self.planner.previous(planned.preimage) if stage.incremental else None
         if previous is not None:
-            record.note = f"built on {previous.ref.short()}"
+            record.note = f"built on {previous.ref.short(host=False)}"
         ctr = await stage.function(
             StageContext(
                 filtered, parents, self.secrets, {path: self.state.files[path] for path in planned.files}, previous
