@@ -18,7 +18,7 @@ def files(**digests: str) -> dict[str, SourceFile]:
     return {name.replace("_", "/") + ".py": SourceFile(f"file:{digest}", 1) for name, digest in digests.items()}
 
 
-def previous(depth: int | None, **digests: str) -> Previous:
+def previous(depth: int | str | None, **digests: str) -> Previous:
     """A previous entry holding these files, stacked `depth` layers deep (None: no depth label)."""
     labels = {} if depth is None else {DEPTH_LABEL: str(depth)}
     return Previous(PREVIOUS_REF, {path: f.entry for path, f in files(**digests).items()}, labels)
@@ -44,6 +44,7 @@ def test_a_full_stack_or_an_entry_not_built_in_layers_starts_over() -> None:
     assert layers_for(now, previous(MAX_DEPTH - 1, vllm_a="1", vllm_b="2")).depth == MAX_DEPTH
     assert layers_for(now, previous(MAX_DEPTH, vllm_a="1", vllm_b="2")).depth == 1
     assert layers_for(now, previous(None, vllm_a="1", vllm_b="2")).depth == 1
+    assert layers_for(now, previous("x", vllm_a="1", vllm_b="2")).depth == 1  # a broken label breaks no build
 
 
 def test_only_an_entry_whose_key_differs_in_its_files_alone_is_built_on() -> None:

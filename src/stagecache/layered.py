@@ -64,7 +64,8 @@ def layers_for(reads: Mapping[str, SourceFile], previous: Previous | None, max_d
     stack is full; else all the files onto an empty image."""
     files = {path: file.entry for path, file in reads.items()}
     if previous is not None:
-        depth = int(previous.labels.get(DEPTH_LABEL) or 0) + 1
+        label = previous.labels.get(DEPTH_LABEL, "")
+        depth = int(label) + 1 if label.isdecimal() else 1  # a label not ours is an entry not stacked: start over
         if 1 < depth <= max_depth and set(previous.files) <= set(files):
             changed = tuple(sorted(path for path, digest in files.items() if previous.files.get(path) != digest))
             return Layers(dag.container().from_(str(previous.ref)), changed, depth, previous.ref)
