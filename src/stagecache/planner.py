@@ -184,8 +184,11 @@ class Planner:
         if newest is None:
             return None
         labels, repo = newest
-        old, new = json.loads(labels.get(PREIMAGE_LABEL) or "{}"), json.loads(preimage.canonical())
-        if not builds_on(old, new):
+        try:
+            old = json.loads(labels.get(PREIMAGE_LABEL) or "{}")
+        except ValueError:  # a label that is not ours: nothing to build on
+            return None
+        if not builds_on(old, json.loads(preimage.canonical())):
             return None
         tag = cache_tag(preimage.stage, labels[KEY_LABEL])
         try:
