@@ -38,10 +38,14 @@ class Layers:
     """How an incremental stage adds its files: onto `base` (the previous entry's image, or an empty one),
     the files at `paths` (those that changed since it, or all), as layer `depth` of the result."""
 
-    base: dagger.Container
     paths: tuple[str, ...]
     depth: int
     previous: ImageRef | None
+
+    @property
+    def base(self) -> dagger.Container:
+        """The image the new layer goes onto: the previous entry's, or an empty one."""
+        return dag.container() if self.previous is None else dag.container().from_(str(self.previous))
 
     def files_of(self, source: dagger.Directory) -> dagger.Directory:
         """Of the stage's source, the files this layer holds: all of it, or the changed files alone."""
@@ -68,8 +72,8 @@ def layers_for(reads: Mapping[str, SourceFile], previous: Previous | None, max_d
         depth = int(label) + 1 if label.isdecimal() else 1  # a label not ours is an entry not stacked: start over
         if 1 < depth <= max_depth and set(previous.files) <= set(files):
             changed = tuple(sorted(path for path, digest in files.items() if previous.files.get(path) != digest))
-            return Layers(dag.container().from_(str(previous.ref)), changed, depth, previous.ref)
-    return Layers(dag.container(), tuple(sorted(files)), 1, None)
+            return Layers(changed, depth, previous.ref)
+    return Layers(tuple(sorted(files)), 1, None)
 
 
 def only(source: dagger.Directory, paths: Sequence[str]) -> dagger.Directory:

@@ -179,7 +179,8 @@ class Planner:
     async def previous(self, preimage: KeyPreimage) -> Previous | None:
         """An incremental stage's previous entry (layered.py): the newest entry of the stage whose preimage
         differs from this one's in its input files alone, whole in the registry, with its input manifest;
-        None when there is none, or the registry does not answer (the stage then writes all its files)."""
+        None when there is none, or the registry does not answer (the stage then writes all its files; a strict
+        cache fails the look-up instead, as for a hit)."""
         newest = await self._newest(preimage.stage)
         if newest is None:
             return None
@@ -190,20 +191,15 @@ class Planner:
             return None
         if not builds_on(old, json.loads(preimage.canonical())):
             return None
-        tag = cache_tag(preimage.stage, labels[KEY_LABEL])
+        entry, _ = await self.find(preimage.stage, labels[KEY_LABEL])  # whole, ours, sealed: as a hit is checked
+        if entry is None or entry.tag is None:
+            return None
         try:
-            client = await self.access.client(repo.registry)
-            found = await client.manifest(repo.repository, tag)
-            if found is None or "config" not in found[0] or await client.missing_blobs(repo.repository, found[0]):
-                return None
-            if await sealed_digest(client, repo.repository, tag) not in (None, found[1]):
-                return None
-            files = await load_inputs(client, repo.repository, tag)
+            client = await self.access.client(entry.registry)
+            files = await load_inputs(client, entry.repository, entry.tag)
         except RegistryError:
             return None
-        if files is None:
-            return None
-        return Previous(repo.with_tag(tag).with_digest(found[1]), files, labels)
+        return None if files is None else Previous(entry, files, labels)
 
     async def _why_missed(self, preimage: KeyPreimage, reads: Mapping[str, str]) -> str:
         """What changed since the newest entry of the stage in the read repositories, in one line."""
@@ -224,9 +220,13 @@ class Planner:
 
     async def lookup(self, preimage: KeyPreimage) -> tuple[ImageRef | None, str]:
         """First valid hit in the read repositories, as ref@digest, with a note on what was passed over."""
-        key = preimage.key()
+        return await self.find(preimage.stage, preimage.key())
+
+    async def find(self, stage: str, key: str) -> tuple[ImageRef | None, str]:
+        """The first valid entry of a stage's key in the read repositories (whole in the registry, carrying
+        that key, the image its record names), as ref@digest, with a note on what was passed over."""
         notes = []
-        tag = cache_tag(preimage.stage, key)
+        tag = cache_tag(stage, key)
         for repo in self.cache_from:
             try:
                 client = await self.access.client(repo.registry)
@@ -244,7 +244,7 @@ class Planner:
                 sealed = None if missing else await sealed_digest(client, repo.repository, tag)
             except RegistryError as err:
                 if self.strict:
-                    raise StageError(str(err), stage=preimage.stage, ref=repo.repo_ref, phase="look-up") from None
+                    raise StageError(str(err), stage=stage, ref=repo.repo_ref, phase="look-up") from None
                 notes.append(str(err))
                 if str(err) not in self.state.lookup_failures:
                     self._warn(f"cache look-up skipped: {err}")
@@ -255,7 +255,7 @@ class Planner:
                     f"corrupt entry {repo.repo_ref}:{tag}: blob {missing[0][:19]} missing ({len(missing)} of its blobs)"
                 )
                 notes.append(reason)
-                self.state.corrupt[preimage.stage] = reason + "; rebuilt"
+                self.state.corrupt[stage] = reason + "; rebuilt"
                 self._warn(f"warning: {reason}; the stage is rebuilt instead")
                 continue
             labels = (config.get("config") or {}).get("Labels") or {}

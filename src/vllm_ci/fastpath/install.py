@@ -242,12 +242,12 @@ async def vllm_installed(build: Build, ctx: StageContext) -> Step:
     # build's setup.py writes _version.py with setuptools-scm's version (csrc-build's with its pretend one).
     changed = version != csrc_version and extension["version_file"] is not None
     version_text = version_file(extension["version_file"], build.value("git_version")) if changed else None
-    version_layer = dag.directory()
+    # build's _version.py, else the checkout's own if it has one (ctx.files: what the client hashed, no engine call).
+    version_layer = None
     if version_text is not None:
-        version_layer = version_layer.with_new_file(VERSION_FILE, version_text)
-    elif VERSION_FILE in await ctx.source.directory("vllm").entries():
-        version_layer = version_layer.with_file(VERSION_FILE, ctx.source.file(f"vllm/{VERSION_FILE}"))
-    has_version_file = version_text is not None or VERSION_FILE in await version_layer.entries()
+        version_layer = dag.directory().with_new_file(VERSION_FILE, version_text)
+    elif f"vllm/{VERSION_FILE}" in ctx.files:
+        version_layer = dag.directory().with_file(VERSION_FILE, ctx.source.file(f"vllm/{VERSION_FILE}"))
     dist_info = await dist_info_installed(ctx, extension, version, version_text)
     site = build.site_packages()
     site_vllm = f"{site}/vllm"
@@ -262,7 +262,7 @@ async def vllm_installed(build: Build, ctx: StageContext) -> Step:
             .with_directory("/", ctx.parents["package"].rootfs())
             .with_directory("/", ctx.parents["rust-installed"].rootfs())
         )
-        if has_version_file:
+        if version_layer is not None:
             installed = installed.with_directory(site_vllm, with_bytecode(site_vllm, version_layer, ctx))
         return installed.with_directory(f"{site}/{dist_info.name}", folder)
 
