@@ -19,14 +19,13 @@ import yaml
 from buildkite_fakes import SHA, Registry, cancelled
 from buildkite_schema import dry_run, rule_violations, steps, validator
 
-from conftest import EXAMPLE, cli_env, example_flags
+from conftest import EXAMPLE, cli_env, example_flags, vllm_source
 from local_registry import LocalRegistry
 from stagecache.registry import OCI_MANIFEST, RegistryClient
 from vllm_ci.buildkite import SettingsError
 from vllm_ci.buildkite_group import CPU, CUDA, GroupJob, tag_also
 from vllm_ci.docker_shim import cli_args
 from vllm_ci.options import build_parser
-from vllm_ci.release import unpacked_source
 
 REPO = Path(__file__).resolve().parent.parent
 KEYS = ["image-build", "image-build-smoke-test", "image-build-cpu"]
@@ -35,11 +34,8 @@ NS = "127.0.0.1:5000/vllm-ci-test-repo"  # the cache lanes' namespace: $REGISTRY
 
 @pytest.fixture(scope="module")
 def upstream() -> Path:
-    """The pinned release's .buildkite/image_build/ (tests/conftest fetches the sdist)."""
-    source = unpacked_source()
-    if source is None:
-        pytest.skip("the pinned vLLM sdist is not unpacked: run bench/vllm_release.py")
-    return source / ".buildkite" / "image_build"
+    """The pinned release's .buildkite/image_build/ (fetched by version and hash if not here yet, never skipped)."""
+    return vllm_source() / ".buildkite" / "image_build"
 
 
 @pytest.fixture(scope="module")
