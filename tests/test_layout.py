@@ -189,3 +189,36 @@ def test_every_package_the_source_imports_is_a_declared_dependency() -> None:
         if not {canonicalize_name(d) for d in distributions.get(module.split(".")[0], [module])} & declared
     }
     assert undeclared == {}
+
+
+# The suites named for what they prove across modules rather than for one module: the machine itself, the
+# fault table, a PR's Dockerfile edit, a hostile checkout, the Python-only floor, real vLLM's setup.py, the
+# cache used as a library and as a module from another repository, credentials, the bench, and this file.
+CROSS_CUTTING = {
+    "foundation",
+    "faults",
+    "follow_upstream",
+    "hostile_checkout",
+    "python_only_floor",
+    "real_setup_py",
+    "stagecache_user",
+    "module_mode",
+    "credentials",
+    "bench",
+    "layout",
+}
+
+
+def test_every_test_file_is_named_after_the_module_it_tests_or_is_a_named_cross_cutting_suite() -> None:
+    tests = SRC.parent / "tests"
+    modules = {p.stem for p in SRC.rglob("*.py") if p.stem != "__init__"} | {
+        p.name for p in SRC.rglob("*") if p.is_dir() and (p / "__init__.py").exists()
+    }
+    modules |= {p.stem for p in (SRC.parent / "bench").glob("*.py")}
+    stray = {
+        path.name
+        for path in tests.glob("test_*.py")
+        if path.stem[5:] not in CROSS_CUTTING
+        and not any(path.stem[5:] == m or path.stem[5:].startswith(f"{m}_") for m in modules)
+    }
+    assert stray == set()
