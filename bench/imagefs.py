@@ -16,6 +16,7 @@ from typing import Any
 import zstandard
 
 from stagecache.registry import ImageRef, connect
+from stagecache.traffic import layers_lacking
 
 OPAQUE = ".wh..wh..opq"
 WHITEOUT = ".wh."
@@ -167,16 +168,13 @@ class Pull:
 
 async def lacking_layers(held: str, wanted: str) -> dict[str, int]:
     """The layers of image `wanted` that image `held` lacks (digest -> size in the registry): what a machine
-    holding `held` pulls to run `wanted`."""
-    layers = []
-    for ref in (held, wanted):
-        image = ImageRef.parse(ref)
-        async with connect(image.registry) as client:
-            found = await client.manifest(image.repository, image.digest or image.tag or "latest")
-        if found is None:
-            raise LookupError(f"{ref}: no such image")
-        layers.append({layer["digest"]: layer for layer in found[0]["layers"]})
-    return {digest: layer["size"] for digest, layer in layers[1].items() if digest not in layers[0]}
+    holding `held` pulls to run `wanted` (stagecache.traffic.layers_lacking, the build's own measure)."""
+    have, want = ImageRef.parse(held), ImageRef.parse(wanted)
+    async with connect(want.registry) as client:
+        lacking = await layers_lacking(client, have, want)
+    if lacking is None:
+        raise LookupError(f"{held} or {wanted}: no such image")
+    return lacking
 
 
 async def pull_of(held: str, wanted: str) -> Pull:

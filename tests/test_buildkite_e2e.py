@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REGISTRY, REPO, edit, example_flags, git, vllm_source
+from conftest import REGISTRY, REGISTRY_LOG, REPO, edit, example_flags, git, vllm_source
 from local_registry import LocalRegistry, RegistryAPI
 from stagecache.keys import KEY_LABEL, PREIMAGE_LABEL, STAGE_LABEL
 from stagecache.why import INPUTS_SUFFIX
@@ -423,6 +423,7 @@ def group_env(namespace: str, sha: str) -> dict[str, str]:
         "VLLM_CI_SOURCE": SOURCE,
         "VLLM_CI_ARGS_FILE": f"{SOURCE}/vllm-ci.args",
         "VLLM_CI_CPU_ARGS_FILE": f"{SOURCE}/vllm-ci-cpu.args",
+        "STAGECACHE_REGISTRY_LOG": str(REGISTRY_LOG),  # bytes measured at this machine's registry, in the report
     }
 
 
@@ -430,6 +431,17 @@ def reports(home: Path) -> dict[str, dict]:
     """The jobs' uploaded report.json artifacts, by the image each names."""
     found = [json.loads(p.read_text()) for p in (home / ".buildkite" / "local" / "artifacts").rglob("report.json")]
     return {r["image"].split("@")[0]: r for r in found}
+
+
+def annotations(home: Path) -> list[str]:
+    """The jobs' uploaded annotation.md artifacts (our per-stage report, one a job)."""
+    return [p.read_text() for p in (home / ".buildkite" / "local" / "artifacts").rglob("annotation.md")]
+
+
+def megabytes(text: str) -> float:
+    """A size as the report writes it (`12 B`, `3.4 kB`, `5.6 MB`, `1.2 GB`), in MB."""
+    number, unit = text.split()
+    return float(number) * {"B": 1e-6, "kB": 1e-3, "MB": 1.0, "GB": 1e3}[unit]
 
 
 def test_bk_local_run_of_the_group_pushes_upstreams_tags_passes_the_smoke_test_and_rebuilds_a_python_change(
@@ -470,3 +482,12 @@ def test_bk_local_run_of_the_group_pushes_upstreams_tags_passes_the_smoke_test_a
     outcomes = {s["stage"]: s["outcome"] for s in report["stages"]}
     assert {outcomes[s] for s in ("base", "csrc-build", "test-deps") if s in outcomes} <= {"hit", "unused"}, outcomes
     assert "non-root invariants OK" in second.lines()
+    # Its annotation says what the build pulled (measured at the registry) and what a test agent holding main's
+    # previous `latest` pulls to run it (the layers it lacks): a few file layers, none of the heavy ones.
+    (note,) = [a for a in annotations(homes / "home-2") if f":{changed}@" in a]
+    pulled = re.search(r"registry traffic: pulled ([0-9.]+ k?[MG]?B)", note)
+    agent = re.search(rf"holding `{repo}:latest` \(`(sha256:[0-9a-f]+)`\) pulls \*\*([0-9.]+ k?[MG]?B)\*\*", note)
+    assert pulled and agent, note
+    assert agent[1] == local.digest(repo, sha)  # held: the first commit's image, read before the push moved latest
+    # The example's base image alone is ~450 MB; its stage results ~1 GB.
+    assert megabytes(agent[2]) < 5 and megabytes(pulled[1]) < 100, (agent[2], pulled[1])

@@ -12,6 +12,7 @@ import re
 from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qs, unquote, urlparse
 
+from stagecache.refs import ImageRef
 from stagecache.registry import RegistryClient
 from stagecache.report import BuildReport
 
@@ -110,3 +111,14 @@ def report_registry(report: BuildReport) -> str:
     ref = report.image or next((r.ref for r in report.stages if r.ref), None)
     assert ref is not None, "traffic was measured, so the report names a ref"
     return ref.registry
+
+
+async def layers_lacking(client: RegistryClient, held: ImageRef, wanted: ImageRef) -> dict[str, int] | None:
+    """The layers of image `wanted` that image `held` lacks (digest -> size, as the registry's manifests give
+    it): what a machine holding `held` pulls to run `wanted`; both on the client's registry. None when either
+    image is not there."""
+    found = [await client.manifest(ref.repository, ref.reference) for ref in (held, wanted)]
+    if found[0] is None or found[1] is None:
+        return None
+    have = {layer["digest"] for layer in found[0][0].get("layers", [])}
+    return {layer["digest"]: layer["size"] for layer in found[1][0].get("layers", []) if layer["digest"] not in have}

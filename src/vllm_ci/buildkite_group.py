@@ -24,6 +24,8 @@ from typing import Final
 import anyio
 
 from stagecache.registry import ImageRef, RegistryError
+from stagecache.report import human_bytes
+from stagecache.traffic import layers_lacking
 from vllm_ci.buildkite import (
     ANNOTATION_CONTEXT,
     ARGS_FILE_VAR,
@@ -170,6 +172,50 @@ def export_symbol_map(job: GroupJob, env: Mapping[str, str]) -> None:
     agent(["artifact", "upload", SYMBOL_MAP], env, cwd=job.out)
 
 
+def held_image(job: GroupJob, env: Mapping[str, str]) -> ImageRef | None:
+    """The image a warm test agent holds before this build: the repository's ``latest`` (main's last image, which
+    a PR's tests also ran on), pinned to its digest before this build moves it; None for the CPU image (no
+    ``latest``), when there is none yet, or when the registry does not answer (the measure is left out)."""
+    if job.kind != CUDA:
+        return None
+    latest = ImageRef.parse(job.tags[0]).with_tag("latest")
+
+    async def look_up() -> str | None:
+        async with registry_client(latest.registry, job.settings, env) as client:
+            return await client.manifest_digest(latest.repository, latest.reference)
+
+    try:
+        digest = anyio.run(look_up)
+    except RegistryError as err:
+        log(f"{latest}: not measuring what a test agent pulls ({err})")
+        return None
+    return latest.with_digest(digest) if digest else None
+
+
+def agent_pull(job: GroupJob, held: ImageRef | None, env: Mapping[str, str]) -> str:
+    """One annotation line: what a test agent holding `held` pulls to run the image just pushed (the layers it
+    lacks, sizes from the registry's manifests); empty when there is nothing to measure against."""
+    if held is None:
+        return ""
+    image = ImageRef.parse(job.tags[0])
+
+    async def measure() -> dict[str, int] | None:
+        async with registry_client(image.registry, job.settings, env) as client:
+            return await layers_lacking(client, held, image)
+
+    try:
+        lacking = anyio.run(measure)
+    except RegistryError as err:
+        log(f"{image}: not measuring what a test agent pulls ({err})")
+        return ""
+    if lacking is None:
+        return ""
+    return (
+        f"\nA test agent holding `{held.repository}:latest` (`{held.digest}`) pulls "
+        f"**{human_bytes(sum(lacking.values()))}** ({len(lacking)} layers) to run this image.\n"
+    )
+
+
 def annotate_images(job: GroupJob, env: Mapping[str, str]) -> None:
     """Append the pushed tags to upstream's ``docker-images`` annotation (skipped with a line without an agent)."""
     agent(["annotate", "--append", "--style", "info", "--context", IMAGES_CONTEXT], env, job.images_annotation(env))
@@ -197,6 +243,7 @@ def run(argv: Sequence[str], env: dict[str, str]) -> int:
             export_symbol_map(job, env)
             annotate_images(job, env)
             return 0
+        held = held_image(job, env)
         log("--- :docker: build")
         run_cli("build", settings.build_args(str(report)), env, job.out / "error.json")
         tag_also(job, env)
@@ -218,7 +265,8 @@ def run(argv: Sequence[str], env: dict[str, str]) -> int:
     annotate_images(job, env)
     # Ours besides upstream's: the per-stage report (hits, pulled bytes), one context per job.
     note = job.out / "annotation.md"
-    annotate(render_annotation(data), report_style(data), env, note, f"{ANNOTATION_CONTEXT}-{job.kind}")
+    body = render_annotation(data) + agent_pull(job, held, env)
+    annotate(body, report_style(data), env, note, f"{ANNOTATION_CONTEXT}-{job.kind}")
     upload_artifacts([report, note], env)  # where upstream uploads its resolved bake file
     return 0
 
