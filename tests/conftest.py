@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import pathlib
 import shutil
@@ -68,6 +69,14 @@ def example_module(**overrides: object) -> VllmCi:
     args = {**example_args(), "git_version": version, "git_version_clean": clean, **overrides}
     args["build_arg"] = [*example_args().get("build_arg", []), *overrides.get("build_arg", [])]  # type: ignore[misc]
     return VllmCi(**args)
+
+
+def cpu_module() -> VllmCi:
+    """The module configured for the example's CPU image (examples/mini-vllm/vllm-ci-cpu.args), with the version
+    the client command derives for it."""
+    version, clean = git_versions(EXAMPLE)
+    args = read_args_file((EXAMPLE / "vllm-ci-cpu.args").read_text())
+    return VllmCi(**args, git_version=version, git_version_clean=clean)
 
 
 def example_file(folder: pathlib.Path = EXAMPLE) -> UpstreamFile:
@@ -188,6 +197,22 @@ def warm_cache(engine: None) -> str:
     repo = f"{REGISTRY}/test/main-{uuid.uuid4().hex[:12]}"
     run_cold_build(repo)
     return repo
+
+
+@pytest.fixture(scope="session")
+def warm_cpu_cache(engine: None) -> tuple[str, dict[str, object]]:
+    """The CPU image's main cache: one repository a cold build of the example's CUDA image, then of its CPU image,
+    has filled (the two sets side by side); with the CPU build's report."""
+    repo = f"{REGISTRY}/test/cpu-main-{uuid.uuid4().hex[:12]}"
+
+    async def cold() -> dict[str, object]:
+        with open(os.devnull, "w") as log:
+            async with dagger.connection(dagger.Config(log_output=log)):
+                source = source_of(EXAMPLE)
+                await example_module().build(source, cache_to=repo)  # type: ignore[attr-defined]
+                return json.loads(await cpu_module().build(source, cache_to=repo, cache_from=[repo]))  # type: ignore[attr-defined]
+
+    return repo, anyio.run(cold)
 
 
 def fresh_agent() -> None:

@@ -5,25 +5,20 @@ with the example's portability arguments, runs its tests."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
-import uuid
 
 import pytest
 
-from conftest import EXAMPLE, REGISTRY, example_build, example_module, source_of, vllm_source
+from conftest import EXAMPLE, REGISTRY, cpu_module, example_build, example_module, source_of, vllm_source
 from local_registry import RegistryAPI
 from stagecache.keys import cache_tag
 from stagecache.stages import stage_preimages
-from vllm_ci.args import read_args_file
 from vllm_ci.build import Build
 from vllm_ci.conformance import accept, accepted_digests, check, refusal, released_file
 from vllm_ci.declare import STAGE_SETS, stage_set_for
 from vllm_ci.errors import UsageError
 from vllm_ci.graph import stage_graph
-from vllm_ci.main import VllmCi
 from vllm_ci.upstream_file import UpstreamFile
-from vllm_ci.version import git_versions
 
 CPU_FILE = "docker/Dockerfile.cpu"
 
@@ -31,14 +26,6 @@ CPU_FILE = "docker/Dockerfile.cpu"
 def pinned_cpu_file(text: str | None = None) -> UpstreamFile:
     """The pinned release's docker/Dockerfile.cpu (or an edited text of it), as a build reads it."""
     return UpstreamFile.parse(text or (vllm_source() / CPU_FILE).read_text(), CPU_FILE)
-
-
-def cpu_module() -> VllmCi:
-    """The module configured for the example's CPU image (examples/mini-vllm/vllm-ci-cpu.args), with the version
-    the client command derives for it."""
-    version, clean = git_versions(EXAMPLE)
-    args = read_args_file((EXAMPLE / "vllm-ci-cpu.args").read_text())
-    return VllmCi(**args, git_version=version, git_version_clean=clean)
 
 
 def cpu_build() -> Build:
@@ -78,7 +65,7 @@ def test_a_cpu_and_a_cuda_build_into_one_cache_repository_name_no_entry_alike() 
     assert {s.name for s in cpu} == {f"cpu.{name}" for name in STAGE_SETS["cpu"].declared}
     assert {"base", "rust-build"} <= {s.name for s in cuda}  # names both files use
     tags = [{cache_tag(p.stage, p.key()) for p in stage_preimages(graph, {})} for graph in (cuda, cpu)]
-    assert len(tags[1]) == 15 and tags[0].isdisjoint(tags[1])
+    assert len(tags[1]) == len(STAGE_SETS["cpu"].declared) and tags[0].isdisjoint(tags[1])
 
 
 def test_a_stage_only_the_cuda_file_has_is_refused_for_the_cpu_dockerfile_listing_the_cpu_stages() -> None:
@@ -99,14 +86,12 @@ def test_accepting_the_cpu_files_deviations_keeps_the_cuda_sets_accepted_digests
 @pytest.mark.anyio
 @pytest.mark.timeout(2400)
 async def test_the_examples_cpu_test_image_builds_beside_the_cuda_entries_and_its_tests_pass_in_it(
-    client: None,
+    client: None, warm_cpu_cache: tuple[str, dict]
 ) -> None:
     # One cache repository for both sets: the CUDA test image's entries first, then the CPU image's.
-    cache = f"{REGISTRY}/cpu-set/cache-{uuid.uuid4().hex[:8]}"
+    cache, report = warm_cpu_cache
     source = source_of(EXAMPLE)
-    await example_module().build(source, cache_to=cache)  # type: ignore[attr-defined]
     cpu = cpu_module()
-    report = json.loads(await cpu.build(source, cache_to=cache, cache_from=[cache]))  # type: ignore[attr-defined]
     assert report["target"] == "cpu.vllm-test"
     outcomes = {s["stage"]: s["outcome"] for s in report["stages"]}
     assert outcomes and all(stage.startswith("cpu.") for stage in outcomes)

@@ -10,14 +10,16 @@ import uuid
 import dagger
 import pytest
 
-from conftest import REGISTRY, REGISTRY_LOG, edit, example_build, fresh_agent, source_of
+from conftest import REGISTRY, REGISTRY_LOG, cpu_module, edit, example_build, fresh_agent, source_of
 from imagefs import pull_of
 from stagecache.keys import KEY_LABEL, cache_tag
 from stagecache.registry import ImageRef, RegistryClient
 from stagecache.store import LOG_ENV, StageCache
 from stagecache.traffic import RegistryLog
 from stagecache.why import latest_tag
+from vllm_ci.build import Build
 from vllm_ci.graph import stage_graph
+from vllm_ci.upstream_file import UpstreamFile
 
 pytestmark = [pytest.mark.anyio, pytest.mark.wipes_engine]  # each build is on a fresh agent
 HEAVY = ("base", "vllm-runtime-base", "test-deps")
@@ -27,13 +29,13 @@ COUNT_STALE_BYTECODE = (
 )
 
 
-async def main_test_image(cache: str) -> str:
-    """The test image main's cache holds (its newest test entry), pinned to its digest."""
+async def main_test_image(cache: str, stage: str = "test") -> str:
+    """The test image main's cache holds (its newest entry of the test stage), pinned to its digest."""
     repo = ImageRef.parse(cache)
     async with RegistryClient(repo.registry) as registry:
-        found = await registry.labels(repo.repository, latest_tag("test"))
+        found = await registry.labels(repo.repository, latest_tag(stage))
         assert found is not None
-        tag = cache_tag("test", found[0][KEY_LABEL])
+        tag = cache_tag(stage, found[0][KEY_LABEL])
         manifest = await registry.manifest(repo.repository, tag)
     assert manifest is not None
     return str(repo.with_tag(tag).with_digest(manifest[1]))
@@ -55,8 +57,12 @@ async def pr_build_on_a_fresh_agent(path: pathlib.Path, warm_cache: str):  # typ
     return await fresh_agent_build(path, [pr_cache, warm_cache], pr_cache, image)
 
 
-async def fresh_agent_build(path: pathlib.Path, cache_from: list[str], cache_to: str, image: str):  # type: ignore[no-untyped-def]
-    """Restart the engine empty, then build the test image through the cache, measuring registry traffic."""
+async def fresh_agent_build(  # type: ignore[no-untyped-def]
+    path: pathlib.Path, cache_from: list[str], cache_to: str, image: str, build: Build | None = None
+):
+    """Restart the engine empty, then build the test image (the example's CUDA one, or `build`'s) through the
+    cache, measuring registry traffic."""
+    build = build or example_build()
     fresh_agent()
     log = RegistryLog(REGISTRY_LOG)
     mark = log.mark()
@@ -65,11 +71,12 @@ async def fresh_agent_build(path: pathlib.Path, cache_from: list[str], cache_to:
         with open(os.devnull, "w") as devnull:
             async with dagger.connection(dagger.Config(log_output=devnull)):
                 cache = StageCache(
-                    stage_graph(example_build()),
+                    stage_graph(build),
                     cache_from=[ImageRef.parse(ref) for ref in cache_from],
                     cache_to=ImageRef.parse(cache_to),
                 )
-                container, report = await cache.build(source_of(path), "test", ImageRef.parse(image))
+                target = build.stage_set.cache_name(build.stage_set.test_image)
+                container, report = await cache.build(source_of(path), target, ImageRef.parse(image))
                 traffic = log.since(mark)  # the build's traffic only: running the tests below pulls the image
                 # Before anything imports vllm (which would write what is stale): how many files Python
                 # finds its bytecode stale for.
@@ -133,3 +140,41 @@ async def test_a_one_line_csrc_change_rebuilds_the_extension_and_never_reuploads
     deps_layers = await layers(report.record("test-deps").ref)
     assert not set(deps_layers) & set(traffic.pushed), "a dependency layer was uploaded again"
     assert " passed" in tests
+
+
+async def test_a_one_line_python_change_to_the_cpu_image_pulls_none_of_its_heavy_layers(
+    engine: None, warm_cpu_cache: tuple[str, dict], example_dir: pathlib.Path
+) -> None:
+    cache, _ = warm_cpu_cache
+    edit(example_dir / "vllm" / "layers.py", "CHANGED_BY_TEST = 1")
+    cpu_file = UpstreamFile.parse((example_dir / "docker" / "Dockerfile.cpu").read_text(), "docker/Dockerfile.cpu")
+    pr_cache = f"{REGISTRY}/test/cpu-pr-{uuid.uuid4().hex[:12]}"
+    image = f"{REGISTRY}/test/cpu-image:{uuid.uuid4().hex[:12]}"
+    report, traffic, tests, _, stale = await fresh_agent_build(
+        example_dir, [pr_cache, cache], pr_cache, image, Build(cpu_module(), cpu_file)
+    )
+    outcomes = report.outcomes()
+    # The compile does not read the changed module; vLLM's dependencies and extension come from the cache.
+    assert outcomes["cpu.test-base"] == outcomes["cpu.extension"] == "hit", outcomes
+    assert outcomes["cpu.compile"] == outcomes["cpu.base-arch"] == "unused" and "cpu.vllm-build" not in outcomes
+    assert outcomes["cpu.package"] == outcomes["cpu.vllm-test"] == "exported"
+    for heavy in ("cpu.test-base", "cpu.extension"):  # test-base holds vllm-test-deps' layers and all below
+        assert not set(await layers(report.record(heavy).ref)) & set(traffic.pulled), f"{heavy}'s layers were pulled"
+    assert " passed" in tests and "failed" not in tests, tests
+    assert stale == "0", "bytecode compiled onto the previous entry's is not all up to date"
+    # A test agent holding main's CPU image pulls the changed module and its bytecode, and the dist-info.
+    assert report.record("cpu.package").note.startswith("built on ")
+    pull = await pull_of(await main_test_image(cache, "cpu.vllm-test"), str(report.record("cpu.vllm-test").ref))
+    site = next(path.removesuffix("/vllm/layers.py") for path in pull.paths if path.endswith("/vllm/layers.py"))
+    package = {path.removeprefix(f"{site}/vllm/") for path in pull.paths if path.startswith(f"{site}/vllm/")}
+    tag = next(path.split(".")[1] for path in package if path.startswith("__pycache__/layers."))
+    assert package - {"_version.py", f"__pycache__/_version.{tag}.pyc"} == {
+        "layers.py",
+        f"__pycache__/layers.{tag}.pyc",
+    }
+    print(
+        "cpu agent pull:",
+        sum(pull.layers.values()),
+        "bytes",
+        sorted(set(pull.paths) - {f"{site}/vllm/{p}" for p in package}),
+    )

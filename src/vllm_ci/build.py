@@ -80,6 +80,9 @@ class Build:
             return self.readable[name]
         if name in self.own_names:
             return str(getattr(self.args, name))
+        stage, _, arg = name.rpartition(":")
+        if stage:  # an ARG as a stage of the file sees it at its end
+            return self.file.stage_values(self.file.stage(stage), self.passed, AUTOMATIC_VALUES).get(arg) or ""
         return self.global_values.get(name) or ""
 
     @functools.cached_property
@@ -88,8 +91,8 @@ class Build:
         return frozenset(field.name for field in dataclasses.fields(self.args))
 
     def site_packages(self) -> str:
-        """Where the runtime image's system pip installs packages (Debian/Ubuntu layout)."""
-        return f"/usr/local/lib/python{self.value('PYTHON_VERSION')}/dist-packages"
+        """Where the stage set's image installs Python packages (StageSet.site_packages)."""
+        return self.stage_set.site_packages.format(version=self.value(self.stage_set.python_version))
 
     def pip_index_flags(self) -> list[str]:
         """pip flags for the indexes the build's PIP_INDEX_URL and PIP_EXTRA_INDEX_URL name."""

@@ -29,6 +29,10 @@ class StageSet:
     name: str
     dockerfile: str
     test_image: str
+    # Where the image's Python installs packages, with {version} for the Python version, and the ARG that
+    # gives the version, as a stage reads it (also_reads: a global ARG, or `stage:NAME` for one a stage declares).
+    site_packages: str
+    python_version: str
     declared: dict[str, StageDeclaration] = dataclasses.field(default_factory=dict)
 
     def cache_name(self, stage: str) -> str:
@@ -38,8 +42,17 @@ class StageSet:
 
 
 STAGE_SETS: dict[str, StageSet] = {
-    "cuda": StageSet("cuda", "docker/Dockerfile", "test"),
-    "cpu": StageSet("cpu", "docker/Dockerfile.cpu", "vllm-test"),
+    # The runtime's system Python (Debian/Ubuntu layout); the CPU image's venv (base-common's ENV VIRTUAL_ENV).
+    "cuda": StageSet(
+        "cuda", "docker/Dockerfile", "test", "/usr/local/lib/python{version}/dist-packages", "PYTHON_VERSION"
+    ),
+    "cpu": StageSet(
+        "cpu",
+        "docker/Dockerfile.cpu",
+        "vllm-test",
+        "/opt/venv/lib/python{version}/site-packages",
+        "base-common:PYTHON_VERSION",
+    ),
 }
 # Every stage function of the CUDA set, by the Dockerfile stage name it builds.
 DECLARED = STAGE_SETS["cuda"].declared
@@ -65,7 +78,8 @@ class StageDeclaration:
     not_read: tuple[str, ...] = ()
     deviations: tuple[Deviation, ...] = ()
     # What only this project's own steps read (the file-layer install reads PYTHON_VERSION for the
-    # site-packages path): a global ARG of the file, or an argument of this project (lower case). In the key.
+    # site-packages path): a global ARG of the file, `stage:NAME` for an ARG as a stage of the file sees it at
+    # its end, or an argument of this project (lower case). In the key.
     also_reads: tuple[str, ...] = ()
     # Instructions of other stages this stage runs as written: (stage, the deviation that claims them there;
     # None: all of that stage's). In its key, with that stage's ARG values.

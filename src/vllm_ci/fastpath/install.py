@@ -41,6 +41,8 @@ RUNTIME_PYTHON = "/usr/local/bin/runtime-python"  # in runtime-python's image: t
 # What uv's UV_COMPILE_BYTECODE=1 does after an install: compile every .py at optimization level 0,
 # timestamp-checked (no SOURCE_DATE_EPOCH), a file that does not compile skipped, not fatal.
 COMPILE_BYTECODE = "import compileall, sys; compileall.compile_dir(sys.argv[1], quiet=2, workers=0)"
+# The stage that adds rust-build's artifacts, for a stage set whose extension does not hold them.
+RUST_INSTALLED = "rust-installed"
 # The lines of a setuptools-scm _version.py that name the version.
 VERSION_LINES = ("__version__ = ", "__version_tuple__ = ")
 
@@ -138,7 +140,8 @@ async def dist_info_installed(ctx: StageContext, extension: dict, version: str, 
     """vLLM's dist-info as uv writes it installing build's wheel: csrc-build's (from extension's image
     config, never its layer) under build's version, with RECORD rows for the package layer's files (the
     vllm/ sources, _version.py, rust-build's artifacts) in place of or beside csrc-build's, sorted as uv sorts them."""
-    rust_rows = await record_of(ctx.parents["rust-installed"])
+    # rust-build's artifacts, where a stage of their own adds them (the CPU wheel ships them: in extension's rows).
+    rust_rows = await record_of(ctx.parents["rust-installed"]) if RUST_INSTALLED in ctx.parents else []
     old = extension["dist_info"]
     csrc_version = metadata_version(extension["files"]["METADATA"])
     dist_info = old.removesuffix(f"-{csrc_version}.dist-info") + f"-{version}.dist-info"
@@ -234,7 +237,8 @@ def with_bytecode(site_vllm: str, package: dagger.Directory, ctx: StageContext) 
 
 async def vllm_installed(build: Build, ctx: StageContext) -> Step:
     """Adding vLLM to an image by file operations only: the extension layer, the package stage's layers
-    (the Python files and their bytecode), rust-build's artifacts (vllm-rs) where the wheel puts them,
+    (the Python files and their bytecode), rust-build's artifacts (vllm-rs) where the wheel puts them (the
+    rust-installed stage's, when the stage set has one),
     build's _version.py and its bytecode, then vLLM's dist-info as build's wheel installs it."""
     extension = await record_of(ctx.parents["extension"])
     csrc_version = metadata_version(extension["files"]["METADATA"])
@@ -256,12 +260,12 @@ async def vllm_installed(build: Build, ctx: StageContext) -> Step:
     for path, text in dist_info.files.items():
         folder = folder.with_new_file(path, text)
 
+    merged = [ctx.parents[name].rootfs() for name in ("extension", "package", RUST_INSTALLED) if name in ctx.parents]
+
     def step(image: dagger.Container) -> dagger.Container:
-        installed = (
-            image.with_directory("/", ctx.parents["extension"].rootfs())
-            .with_directory("/", ctx.parents["package"].rootfs())
-            .with_directory("/", ctx.parents["rust-installed"].rootfs())
-        )
+        installed = image
+        for rootfs in merged:
+            installed = installed.with_directory("/", rootfs)
         if version_layer is not None:
             installed = installed.with_directory(site_vllm, with_bytecode(site_vllm, version_layer, ctx))
         return installed.with_directory(f"{site}/{dist_info.name}", folder)

@@ -110,14 +110,17 @@ async def extension(build: Build, ctx: StageContext) -> dagger.Container:
 COPY_PYTHON_ALONE = program("copy_python_alone.sh")
 
 
+def python_alone(image: dagger.Container) -> dagger.Container:
+    """An image's python3 (the one on its PATH) alone, with the link the bytecode compile runs (RUNTIME_PYTHON)."""
+    alone = image.with_exec(["sh", "-c", COPY_PYTHON_ALONE, "sh", RUNTIME_PYTHON_ROOT, RUNTIME_PYTHON])
+    return scratch_with("/", alone.directory(RUNTIME_PYTHON_ROOT))
+
+
 @stage("runtime-python", from_=None, parents=("vllm-runtime-base",))
 async def runtime_python(build: Build, ctx: StageContext) -> dagger.Container:
     """The runtime's own Python alone (interpreter, linked libraries, standard library), tens of MB:
     it compiles vLLM's bytecode, as upstream's uv install does, without pulling the runtime."""
-    alone = ctx.parents["vllm-runtime-base"].with_exec(
-        ["sh", "-c", COPY_PYTHON_ALONE, "sh", RUNTIME_PYTHON_ROOT, RUNTIME_PYTHON]
-    )
-    return scratch_with("/", alone.directory(RUNTIME_PYTHON_ROOT))
+    return python_alone(ctx.parents["vllm-runtime-base"])
 
 
 @stage("rust-installed", from_=None, parents=("rust-build",), also_reads=("PYTHON_VERSION",))

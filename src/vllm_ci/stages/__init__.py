@@ -11,3 +11,4 @@ from vllm_ci.stages.common import AWS_CREDENTIALS  # noqa: F401
 
 # And this project's own stages (the fast path's), which build on them.
 from vllm_ci.fastpath import stages as own_stages  # noqa: F401, E402  # isort: skip
+from vllm_ci.fastpath import cpu as own_cpu_stages  # noqa: F401, E402  # isort: skip

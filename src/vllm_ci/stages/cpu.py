@@ -17,10 +17,11 @@ from dagger import dag
 
 from stagecache import StageContext
 from vllm_ci.build import Build
-from vllm_ci.declare import stage
-from vllm_ci.deviations import Deviation
+from vllm_ci.declare import STAGE_SETS, stage
+from vllm_ci.deviations import Deviation, skipped
+from vllm_ci.fastpath.install import METADATA_INPUTS, vllm_installed
 from vllm_ci.instructions import AUTOMATIC_VALUES
-from vllm_ci.stages.common import SOURCE_DATE_EPOCH, keeping, with_git_version, with_host_version
+from vllm_ci.stages.common import SOURCE_DATE_EPOCH, installing_vllm, keeping, with_git_version, with_host_version
 from vllm_ci.stages.rust import NO_GIT as RELINK_WITHOUT_GIT
 from vllm_ci.stages.wheel import WITHOUT_UNREAD
 from vllm_ci.steps import Step
@@ -42,6 +43,17 @@ BINUTILS = Deviation("RUN", "--disable-werror", portable="binutils_command", who
 TOOLCHAIN = Deviation("RUN", "gcc-15 g++-15", portable="toolchain_command", whole=True)
 RUST_TOOLS = Deviation("RUN", "python3-pip", portable="rust_packages_command", whole=True)
 COPY_ALL = Deviation("COPY", "COPY . .", WITHOUT_UNREAD)
+# vllm-test's two RUNs that would pull every layer below: vLLM comes by file layers (vllm_ci.fastpath.cpu).
+CPU_FLOOR = (
+    "vLLM is added by file layers onto test-base (vllm-test-deps with the wheel's dependencies, installed by this "
+    "RUN as written): the extension layer (the compile stage's wheel as uv installs it: the compiled parts, the artifacts "
+    "and the console script), the vllm/ files with their bytecode, compiled by the venv's own Python, and the "
+    "dist-info, not by installing vllm-build's wheel with a RUN that would pull every layer below"
+)
+INSTALL_WHEEL = Deviation("RUN", "dist/*.whl", CPU_FLOOR)
+EDITABLE_TEST_UTILS = Deviation(
+    "RUN", "tests/vllm_test_utils", "run as written in test-base, at the path the ADD puts it, so this stage stays thin"
+)
 BUILD_WHEEL = Deviation("RUN", "setup.py bdist_wheel", FIXED_EPOCH)
 DEVELOP = Deviation("RUN", "setup.py develop", NO_GIT)
 
@@ -162,10 +174,22 @@ async def vllm_dev(build: Build, ctx: StageContext) -> dagger.Container:
     return upstream.walk(ctx.parents["vllm-src"], {DEVELOP: develop})
 
 
-@stage("vllm-test", from_="vllm-test-deps", parents=("vllm-test-deps", "vllm-build"), stage_set=CPU)
+@stage(
+    "vllm-test",
+    from_="vllm-test-deps",
+    parents=("vllm-test-deps", "test-base", "extension", "package", "runtime-python"),
+    # What vLLM's dist-info is written from: the package's files (their RECORD rows) and the metadata's inputs.
+    reads=("vllm/", *METADATA_INPUTS),
+    deviations=(INSTALL_WHEEL, EDITABLE_TEST_UTILS),
+    also_reads=(STAGE_SETS[CPU].python_version, "git_version"),
+    not_read=("vllm-test-deps", "test-base", "extension", "package"),
+    stage_set=CPU,
+)
 async def vllm_test(build: Build, ctx: StageContext) -> dagger.Container:
-    """FROM vllm-test-deps AS vllm-test: the CI test image, the wheel installed and the tests added."""
-    return walked_onto(build, "vllm-test", ctx, "vllm-test-deps")
+    """FROM vllm-test-deps AS vllm-test: the CI test image, vLLM added by file layers onto test-base and the
+    tests added as written."""
+    handlers = {**installing_vllm(await vllm_installed(build, ctx), (INSTALL_WHEEL,)), EDITABLE_TEST_UTILS: skipped}
+    return build.upstream("vllm-test", ctx).walk(ctx.parents["test-base"], handlers)
 
 
 @stage("vllm-openai", from_="base-arch", parents=("base-arch", "vllm-build"), stage_set=CPU)
