@@ -453,7 +453,12 @@ def vllm_checkout(root: Path, group: str) -> Path:
     """A checkout as vLLM's agent has one: the example tree (its Dockerfiles as ci/up places them) and the drop-in
     group, and nothing of this repository."""
     checkout = root / "vllm-checkout"
-    shutil.copytree(REPO / SOURCE, checkout / SOURCE, ignore=shutil.ignore_patterns("build", "dist", "__pycache__"))
+    outputs = {REPO / SOURCE / "build", REPO / SOURCE / "dist"}  # the top-level build outputs only
+
+    def ignore(folder: str, names: list[str]) -> list[str]:
+        return [n for n in names if Path(folder, n) in outputs or n == "__pycache__" or n.endswith(".egg-info")]
+
+    shutil.copytree(REPO / SOURCE, checkout / SOURCE, ignore=ignore)
     (checkout / GROUP).parent.mkdir(parents=True)
     (checkout / GROUP).write_text(group)
     git(checkout, "init", "-q", "-b", "main")
