@@ -453,38 +453,43 @@ exit "${FAKE_DAGGER_EXIT:-0}"
 """
 
 
-@pytest.mark.parametrize("built", [True, False], ids=["built", "skipped"])
-def test_the_steps_shell_passes_the_job_to_the_pinned_module_and_posts_the_folder_it_returns(
-    schema, drop_in, tmp_path, built
-):
+def run_cpu_step(drop_in: Path, tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """The CPU build step as the real agent uploads it, run by bash -e with a stand-in dagger and agent."""
     agent = shutil.which("buildkite-agent")
     if agent is None:
         pytest.skip("buildkite-agent is not installed: run ci/install-buildkite")
-    env = {"PATH": os.environ["PATH"], "HOME": "/nonexistent", "BUILDKITE_AGENT_ACCESS_TOKEN": "dummy"}
-    env |= {"REGISTRY": "127.0.0.1:5000", "REPO": "r", "BUILDKITE_COMMIT": SHA}
-    cpu = next(s for s in dry_run(agent, drop_in, env)["steps"] if s["key"] == "image-build-cpu")
-    bin_dir, home = tmp_path / "bin", tmp_path / "home"
+    upload_env = {"PATH": os.environ["PATH"], "HOME": "/nonexistent", "BUILDKITE_AGENT_ACCESS_TOKEN": "dummy"}
+    upload_env |= {"REGISTRY": "127.0.0.1:5000", "REPO": "r", "BUILDKITE_COMMIT": SHA}
+    cpu = next(s for s in dry_run(agent, drop_in, upload_env)["steps"] if s["key"] == "image-build-cpu")
+    bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    (home / ".docker").mkdir(parents=True)
-    (home / ".docker" / "config.json").write_text("{}")
-    (bin_dir / "dagger").write_text(FAKE_DAGGER)
-    (bin_dir / "buildkite-agent").write_text(AGENT)
-    for tool in bin_dir.iterdir():
-        tool.chmod(0o755)
+    for name, text in (("dagger", FAKE_DAGGER), ("buildkite-agent", AGENT)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
     job_env = {
         "PATH": f"{bin_dir}:/usr/bin:/bin",
-        "HOME": str(home),
+        "HOME": str(tmp_path),
         "FAKE_DAGGER_ARGS": str(tmp_path / "dagger-args"),
         "FAKE_AGENT_LOG": str(tmp_path / "agent-log"),
+        **env,
+    }
+    return subprocess.run(
+        ["bash", "-e", "-c", cpu["command"]], cwd=tmp_path, env=job_env, text=True, capture_output=True
+    )
+
+
+@pytest.mark.parametrize("built", [True, False], ids=["built", "skipped"])
+def test_the_steps_shell_passes_the_job_to_the_pinned_module_and_posts_the_folder_it_returns(drop_in, tmp_path, built):
+    (tmp_path / ".docker").mkdir()
+    (tmp_path / ".docker" / "config.json").write_text("{}")
+    env = {
         "FAKE_BUILT": "1" if built else "",
         "BUILDKITE_BRANCH": "feat/x",
         "BUILDKITE_LABEL": 'Build "CPU", x86',  # a quote and a comma survive the CSV
         "VLLM_CI_CPU_ARGS_FILE": "examples/mini-vllm/vllm-ci-cpu.args",
         "VLLM_CI_REGISTRY_PASSWORD": "never-passed",
     }
-    done = subprocess.run(
-        ["bash", "-e", "-c", cpu["command"]], cwd=tmp_path, env=job_env, text=True, capture_output=True
-    )
+    done = run_cpu_step(drop_in, tmp_path, env)
     assert done.returncode == 0, done.stderr
     args = (tmp_path / "dagger-args").read_text().splitlines()
     assert args[:5] == ["--progress=plain", "call", "-m", MODULE, "group-job"]
@@ -492,7 +497,7 @@ def test_the_steps_shell_passes_the_job_to_the_pinned_module_and_posts_the_folde
     assert next(csv.reader([flags["job"]])) == ["image-build-cpu", "127.0.0.1:5000", "r", SHA]
     assert next(csv.reader([flags["env"]])) == ["BUILDKITE_BRANCH=feat/x", 'BUILDKITE_LABEL=Build "CPU", x86']
     assert flags["args-file"] == "examples/mini-vllm/vllm-ci-cpu.args" and flags["source"] == "."
-    assert flags["docker-config"] == f"file:{home}/.docker/config.json"  # the agent's docker login, as a Secret
+    assert flags["docker-config"] == f"file:{tmp_path}/.docker/config.json"  # the agent's docker login, as a Secret
     assert args[-2:] == ["export", "--path=vllm-ci-out/image-build-cpu"]
     assert "never-passed" not in "\n".join(args)
     log = (tmp_path / "agent-log").read_text()
@@ -503,28 +508,7 @@ def test_the_steps_shell_passes_the_job_to_the_pinned_module_and_posts_the_folde
 
 
 def test_a_failed_module_call_fails_the_step_with_its_exit_code_and_posts_nothing(drop_in, tmp_path):
-    agent = shutil.which("buildkite-agent")
-    if agent is None:
-        pytest.skip("buildkite-agent is not installed: run ci/install-buildkite")
-    env = {"PATH": os.environ["PATH"], "HOME": "/nonexistent", "BUILDKITE_AGENT_ACCESS_TOKEN": "dummy"}
-    env |= {"REGISTRY": "127.0.0.1:5000", "REPO": "r", "BUILDKITE_COMMIT": SHA}
-    cpu = next(s for s in dry_run(agent, drop_in, env)["steps"] if s["key"] == "image-build-cpu")
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "dagger").write_text(FAKE_DAGGER)
-    (bin_dir / "buildkite-agent").write_text(AGENT)
-    for tool in bin_dir.iterdir():
-        tool.chmod(0o755)
-    job_env = {
-        "PATH": f"{bin_dir}:/usr/bin:/bin",
-        "HOME": str(tmp_path),
-        "FAKE_DAGGER_ARGS": str(tmp_path / "dagger-args"),
-        "FAKE_AGENT_LOG": str(tmp_path / "agent-log"),
-        "FAKE_DAGGER_EXIT": "1",
-    }
-    done = subprocess.run(
-        ["bash", "-e", "-c", cpu["command"]], cwd=tmp_path, env=job_env, text=True, capture_output=True
-    )
+    done = run_cpu_step(drop_in, tmp_path, {"FAKE_DAGGER_EXIT": "1"})
     assert done.returncode == 1
     assert "docker-config" not in (tmp_path / "dagger-args").read_text()  # no docker login: none passed
     assert not (tmp_path / "agent-log").exists()
