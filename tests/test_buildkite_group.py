@@ -449,6 +449,7 @@ printf '%s\\n' "$@" >"$FAKE_DAGGER_ARGS"
 for arg; do case $arg in --path=*) out=${arg#--path=} ;; esac; done
 mkdir -p "$out" && printf -- '- **L**: `i`\\n' >"$out/images.md"
 [ -n "$FAKE_BUILT" ] && echo '| test | hit |' >"$out/annotation.md" && echo success >"$out/annotation.style" && echo '{}' >"$out/report.json"
+[ -n "$FAKE_BUILT" ] && echo map >"$out/kernel_symbol_map.json.gz"
 exit "${FAKE_DAGGER_EXIT:-0}"
 """
 
@@ -505,6 +506,9 @@ def test_the_steps_shell_passes_the_job_to_the_pinned_module_and_posts_the_folde
     posted = "ARGS annotate --context vllm-ci-image-image-build-cpu --style success\n"
     assert (posted in log) == built and ("| test | hit |" in log) == built
     assert ("ARGS artifact upload vllm-ci-out/image-build-cpu/report.json;" in log) == built
+    # The kernel symbol map (the module returns it when asked): upstream's artifact name, uploaded from its folder.
+    symbol_map = f"ARGS artifact upload kernel_symbol_map.json.gz\nCWD {tmp_path}/vllm-ci-out/image-build-cpu\n"
+    assert (symbol_map in log) == built
 
 
 def test_a_failed_module_call_fails_the_step_with_its_exit_code_and_posts_nothing(drop_in, tmp_path):
