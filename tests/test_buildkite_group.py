@@ -450,12 +450,14 @@ for arg; do case $arg in --path=*) out=${arg#--path=} ;; esac; done
 mkdir -p "$out" && printf -- '- **L**: `i`\\n' >"$out/images.md"
 [ -n "$FAKE_BUILT" ] && echo '| test | hit |' >"$out/annotation.md" && echo success >"$out/annotation.style" && echo '{}' >"$out/report.json"
 [ -n "$FAKE_BUILT" ] && echo map >"$out/kernel_symbol_map.json.gz"
+[ -n "$FAKE_DAGGER_HANG" ] && echo building && exec sleep 60
 exit "${FAKE_DAGGER_EXIT:-0}"
 """
 
 
-def run_cpu_step(drop_in: Path, tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    """The CPU build step as the real agent uploads it, run by bash -e with a stand-in dagger and agent."""
+def cpu_step(drop_in: Path, tmp_path: Path, env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+    """The CPU build step as the real agent uploads it, as a bash -e command line, and its environment: a stand-in
+    dagger and agent first on the PATH."""
     agent = shutil.which("buildkite-agent")
     if agent is None:
         pytest.skip("buildkite-agent is not installed: run ci/install-buildkite")
@@ -474,9 +476,13 @@ def run_cpu_step(drop_in: Path, tmp_path: Path, env: dict[str, str]) -> subproce
         "FAKE_AGENT_LOG": str(tmp_path / "agent-log"),
         **env,
     }
-    return subprocess.run(
-        ["bash", "-e", "-c", cpu["command"]], cwd=tmp_path, env=job_env, text=True, capture_output=True
-    )
+    return ["bash", "-e", "-c", cpu["command"]], job_env
+
+
+def run_cpu_step(drop_in: Path, tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """The CPU build step, run to its end."""
+    command, job_env = cpu_step(drop_in, tmp_path, env)
+    return subprocess.run(command, cwd=tmp_path, env=job_env, text=True, capture_output=True)
 
 
 @pytest.mark.parametrize("built", [True, False], ids=["built", "skipped"])
@@ -516,3 +522,19 @@ def test_a_failed_module_call_fails_the_step_with_its_exit_code_and_posts_nothin
     assert done.returncode == 1
     assert "docker-config" not in (tmp_path / "dagger-args").read_text()  # no docker login: none passed
     assert not (tmp_path / "agent-log").exists()
+
+
+def test_a_cancel_while_the_module_runs_ends_the_step_at_once_and_posts_nothing(drop_in, tmp_path):
+    # The agent cancels by SIGTERM to the job's process group: the shell and `dagger call` both get it. Measured on
+    # the real engine: `dagger call group-job` exits 143 within milliseconds and its session's work stops.
+    command, job_env = cpu_step(drop_in, tmp_path, {"FAKE_DAGGER_HANG": "1", "FAKE_BUILT": "1"})
+    with subprocess.Popen(
+        command, cwd=tmp_path, env=job_env, stdout=subprocess.PIPE, text=True, start_new_session=True
+    ) as run:
+        assert run.stdout is not None and run.stdout.readline() == "building\n"
+        os.killpg(run.pid, signal.SIGTERM)
+        run.communicate(timeout=10)
+    assert (
+        run.returncode == -signal.SIGTERM
+    )  # ended by the signal, as upstream's script's shell is: no exit 255 of ours
+    assert not (tmp_path / "agent-log").exists()  # nothing posted for a cancelled job
