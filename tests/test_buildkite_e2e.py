@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REGISTRY, REGISTRY_LOG, REPO, edit, example_flags, git, vllm_source
+from conftest import REGISTRY, REPO, edit, example_flags, git, vllm_source
 from local_registry import LocalRegistry, RegistryAPI
 from stagecache.keys import KEY_LABEL, PREIMAGE_LABEL, STAGE_LABEL
 from stagecache.why import INPUTS_SUFFIX
@@ -411,11 +411,12 @@ def test_a_failure_of_the_real_cli_names_its_phase_in_one_line(
 # Python-only commit through the same group.
 
 
-def group_env(namespace: str, sha: str) -> dict[str, str]:
-    """What vLLM's pipeline sets for the group on main (the upload interpolates it), and the example's flags."""
-    image = f"{REGISTRY}/{namespace}/vllm-ci-test-repo"
+def group_env(registry: str, namespace: str, sha: str, docker_config: Path) -> dict[str, str]:
+    """What vLLM's pipeline sets for the group on main (the upload interpolates it), the example's flags, and the
+    agent's docker login (DOCKER_CONFIG, as `docker login` leaves it)."""
+    image = f"{registry}/{namespace}/vllm-ci-test-repo"
     return {
-        "REGISTRY": f"{REGISTRY}/{namespace}",  # upstream's has a path too (public.ecr.aws/q9t5s3a7)
+        "REGISTRY": f"{registry}/{namespace}",  # upstream's has a path too (public.ecr.aws/q9t5s3a7)
         "REPO": "vllm-ci-test-repo",
         "BRANCH": "main",
         "IMAGE_TAG": f"{image}:{sha}",
@@ -423,8 +424,23 @@ def group_env(namespace: str, sha: str) -> dict[str, str]:
         "VLLM_CI_SOURCE": SOURCE,
         "VLLM_CI_ARGS_FILE": f"{SOURCE}/vllm-ci.args",
         "VLLM_CI_CPU_ARGS_FILE": f"{SOURCE}/vllm-ci-cpu.args",
-        "STAGECACHE_REGISTRY_LOG": str(REGISTRY_LOG),  # bytes measured at this machine's registry, in the report
+        # What the agent needs to reach this machine's engine, and the registry on its loopback from the module.
+        "_EXPERIMENTAL_DAGGER_RUNNER_HOST": "unix:///run/dagger/engine.sock",
+        "DAGGER_NO_UPDATE_CHECK": "1",
+        "DAGGER_NO_NAG": "1",
+        "DO_NOT_TRACK": "1",
+        "VLLM_CI_REGISTRY_SERVICE": f"tcp://{registry}",
+        "DOCKER_CONFIG": str(docker_config),
+        **NO_AGENT_REDACTION,
     }
+
+
+def docker_login(directory: Path, registry: str, username: str, password: str) -> Path:
+    """A docker config folder holding a login for the registry, as `docker login` writes one without a store."""
+    directory.mkdir(mode=0o700, exist_ok=True)
+    auth = base64.b64encode(f"{username}:{password}".encode()).decode()
+    (directory / "config.json").write_text(json.dumps({"auths": {registry: {"auth": auth}}}))
+    return directory
 
 
 def reports(home: Path) -> dict[str, dict]:
@@ -444,50 +460,98 @@ def megabytes(text: str) -> float:
     return float(number) * {"B": 1e-6, "kB": 1e-3, "MB": 1.0, "GB": 1e3}[unit]
 
 
-def test_bk_local_run_of_the_group_pushes_upstreams_tags_passes_the_smoke_test_and_rebuilds_a_python_change(
+def vllm_checkout(root: Path, group: str) -> Path:
+    """A checkout as vLLM's agent has one: the example tree (its Dockerfiles as ci/up places them) and the drop-in
+    group, and nothing of this repository."""
+    checkout = root / "vllm-checkout"
+    outputs = {REPO / SOURCE / "build", REPO / SOURCE / "dist"}  # the top-level build outputs only
+
+    def ignore(folder: str, names: list[str]) -> list[str]:
+        return [n for n in names if Path(folder, n) in outputs or n == "__pycache__" or n.endswith(".egg-info")]
+
+    shutil.copytree(REPO / SOURCE, checkout / SOURCE, ignore=ignore)
+    (checkout / GROUP).parent.mkdir(parents=True)
+    (checkout / GROUP).write_text(group)
+    git(checkout, "init", "-q", "-b", "main")
+    return commit(checkout, "vLLM's tree with the drop-in")
+
+
+def test_bk_local_run_of_the_group_pushes_upstreams_tags_passes_the_smoke_test_rebuilds_a_python_change_and_leaves_no_trace_of_the_login(
     tmp_path: Path,
     homes: Path,  # noqa: F811
 ) -> None:
-    checkout = make_checkout(tmp_path)
-    cpu_file = Path(SOURCE) / "docker" / "Dockerfile.cpu"  # placed by ci/up, never committed here
-    shutil.copy2(REPO / cpu_file, checkout / cpu_file)
-    # The drop-in, from vLLM's own group file (the release's; a vLLM checkout has its own), as a job prints it.
+    from git_server import GitServer
+
+    # The module as another repository uses it: this working tree's commit, served over git, pinned by the drop-in.
+    module_commit = git(REPO, "rev-parse", "HEAD")
     upstream_group = vllm_source() / ".buildkite" / "image_build" / "image_build.yaml"
-    drop_in = subprocess.run(
-        [sys.executable, "-P", "-m", "vllm_ci.group_pipeline", str(upstream_group)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    (checkout / GROUP).write_text(drop_in.stdout)
-    sha = head(commit(checkout, "with Dockerfile.cpu"))
-    namespace = f"e2e-group-{uuid.uuid4().hex[:10]}"
-    local, repo = RegistryAPI(REGISTRY), f"{namespace}/vllm-ci-test-repo"
-    shim = str(checkout / "ci" / "docker-shim")
+    username, password = "ci-bot", "pw-" + secrets.token_urlsafe(24)
+    with GitServer() as server, LocalRegistry(tmp_path / "auth-registry", username, password) as registry:
+        module = f"{server.publish(REPO, 'vllm-ci.git')}@{module_commit}"
+        drop_in = subprocess.run(
+            [sys.executable, "-P", "-m", "vllm_ci.group_pipeline", "--module", module, str(upstream_group)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        checkout = vllm_checkout(tmp_path, drop_in.stdout)
+        sha = head(checkout)
+        assert not (checkout / "ci" / "buildkite-step").exists() and not (checkout / "src").exists()
+        namespace = f"e2e-group-{uuid.uuid4().hex[:10]}"
+        repo = f"{namespace}/vllm-ci-test-repo"
+        shim = str(REPO / "ci" / "docker-shim")  # the machine's `docker` (none here), not the checkout's
+        # The agent's docker login for the registry the group pushes to (one that refuses anonymous access).
+        config = docker_login(tmp_path / "docker", registry.addr, username, password)
 
-    first = bk_run(checkout, homes / "home-1", group_env(namespace, sha), "group, first", GROUP, shim)
-    assert first.returncode == 0, first.log
-    assert local.digest(repo, "latest") == local.digest(repo, sha) is not None  # on main: $IMAGE_TAG_LATEST
-    assert local.digest(repo, f"{sha}-cpu") is not None
-    assert "non-root invariants OK" in first.lines()  # upstream's smoke test, against our image
-    assert set(reports(homes / "home-1")) == {f"{REGISTRY}/{repo}:{sha}", f"{REGISTRY}/{repo}:{sha}-cpu"}
+        env = group_env(registry.addr, namespace, sha, config)
+        first = bk_run(checkout, homes / "home-1", env, "group, first", GROUP, shim)
+        assert first.returncode == 0, first.log
+        assert f"load module: {module}" in first.log  # dagger loaded the pinned module, the step nothing of ours
+        assert registry.digest(repo, "latest") == registry.digest(repo, sha) is not None  # on main: IMAGE_TAG_LATEST
+        assert registry.digest(repo, f"{sha}-cpu") is not None
+        assert "non-root invariants OK" in first.lines()  # upstream's smoke test, against our image
+        assert set(reports(homes / "home-1")) == {f"{registry.addr}/{repo}:{sha}", f"{registry.addr}/{repo}:{sha}-cpu"}
 
-    # A Python-only commit through the same group: a new image, its heavy stages from the cache.
-    edit(checkout / SOURCE / "vllm" / "layers.py", "CHANGED_BY_TEST = 1")
-    changed = head(commit(checkout, "a Python-only change"))
-    second = bk_run(checkout, homes / "home-2", group_env(namespace, changed), "group, python-only", GROUP, shim)
-    assert second.returncode == 0, second.log
-    assert local.digest(repo, "latest") == local.digest(repo, changed) != local.digest(repo, sha)
-    report = reports(homes / "home-2")[f"{REGISTRY}/{repo}:{changed}"]
-    outcomes = {s["stage"]: s["outcome"] for s in report["stages"]}
-    assert {outcomes[s] for s in ("base", "csrc-build", "test-deps") if s in outcomes} <= {"hit", "unused"}, outcomes
-    assert "non-root invariants OK" in second.lines()
-    # Its annotation says what the build pulled (measured at the registry) and what a test agent holding main's
-    # previous `latest` pulls to run it (the layers it lacks): a few file layers, none of the heavy ones.
-    (note,) = [a for a in annotations(homes / "home-2") if f":{changed}@" in a]
-    pulled = re.search(r"registry traffic: pulled ([0-9.]+ k?[MG]?B)", note)
-    agent = re.search(rf"holding `{repo}:latest` \(`(sha256:[0-9a-f]+)`\) pulls \*\*([0-9.]+ k?[MG]?B)\*\*", note)
-    assert pulled and agent, note
-    assert agent[1] == local.digest(repo, sha)  # held: the first commit's image, read before the push moved latest
-    # The example's base image alone is ~450 MB; its stage results ~1 GB.
-    assert megabytes(agent[2]) < 5 and megabytes(pulled[1]) < 100, (agent[2], pulled[1])
+        # A Python-only commit through the same group: a new image, its heavy stages from the cache.
+        edit(checkout / SOURCE / "vllm" / "layers.py", "CHANGED_BY_TEST = 1")
+        changed = head(commit(checkout, "a Python-only change"))
+        env = group_env(registry.addr, namespace, changed, config)
+        second = bk_run(checkout, homes / "home-2", env, "group, python-only", GROUP, shim)
+        assert second.returncode == 0, second.log
+        assert registry.digest(repo, "latest") == registry.digest(repo, changed) != registry.digest(repo, sha)
+        report = reports(homes / "home-2")[f"{registry.addr}/{repo}:{changed}"]
+        outcomes = {s["stage"]: s["outcome"] for s in report["stages"]}
+        assert {outcomes[s] for s in ("base", "csrc-build", "test-deps") if s in outcomes} <= {"hit", "unused"}
+        assert "non-root invariants OK" in second.lines()
+        # Its annotation says what a test agent holding main's previous `latest` pulls to run it (the layers it
+        # lacks): a few file layers, none of the heavy ones. (What the build pulled is measured at the registry's
+        # log, which the module's container cannot read: not in group-job's report.)
+        (note,) = [a for a in annotations(homes / "home-2") if f":{changed}@" in a]
+        agent = re.search(rf"holding `{repo}:latest` \(`(sha256:[0-9a-f]+)`\) pulls \*\*([0-9.]+ k?[MG]?B)\*\*", note)
+        assert agent, note
+        assert agent[1] == registry.digest(repo, sha)  # held: the first commit's image, read before latest moved
+        assert megabytes(agent[2]) < 5, agent[2]  # the example's base image alone is ~450 MB
+        assert not (checkout / "ci").exists()  # nothing of this repository reached the agent's checkout
+
+        # Every push and pull went with the docker login, and it is nowhere: the job logs, the artifacts and what
+        # the jobs left, every manifest, config and label in the registry.
+        assert registry.head_status(repo, changed, anonymous=True) == 401
+        texts = {"job log 1": first.log, "job log 2": second.log}
+        for home in (homes / "home-1", homes / "home-2"):
+            texts |= {str(p): p.read_text(errors="replace") for p in home.rglob("*") if p.is_file()}
+        texts |= {str(p): p.read_text(errors="replace") for p in (checkout / "vllm-ci-out").rglob("*") if p.is_file()}
+        for repository in registry.repositories():
+            for tag in registry.tags(repository):
+                texts[f"{repository}:{tag} manifest"] = registry.manifest_raw(repository, tag).decode()
+                texts[f"{repository}:{tag} config"] = registry.config_raw(repository, tag).decode()
+        assert len(texts) > 20
+        assert sorted(where for where, text in texts.items() for t in traces(username, password) if t in text) == []
+
+        # A wrong password: the build job fails at the login, in one line, naming neither password.
+        wrong = "pw-" + secrets.token_urlsafe(24)
+        docker_login(config, registry.addr, username, wrong)
+        refused = bk_run(checkout, homes / "home-3", env, "group, wrong password", GROUP, shim)
+    assert refused.returncode != 0
+    said = f"login: registry {registry.addr} refused the credentials (HTTP 401)"
+    assert f"Error: FunctionError: {said}" in refused.log, refused.log[-3000:]
+    assert not [t for t in traces(username, password) | traces(username, wrong) if t in refused.log]

@@ -2,6 +2,7 @@
 (read from its unpacked sdist, never copied here), and its scripts run with a stand-in CLI, registry and agent."""
 
 import base64
+import csv
 import gzip
 import json
 import os
@@ -25,9 +26,12 @@ from stagecache.registry import OCI_MANIFEST, RegistryClient
 from vllm_ci.buildkite import SettingsError
 from vllm_ci.buildkite_group import CPU, CUDA, GroupJob, tag_also
 from vllm_ci.docker_shim import cli_args
+from vllm_ci.group_pipeline import FUNCTION, OUR_SCRIPTS, step_function
+from vllm_ci.group_pipeline import drop_in as group_drop_in
 from vllm_ci.options import build_parser
 
 REPO = Path(__file__).resolve().parent.parent
+MODULE = "http://127.0.0.1/cgi-bin/git/vllm-ci.git@" + "0123456789abcdef" * 2 + "01234567"  # pinned: a commit
 KEYS = ["image-build", "image-build-smoke-test", "image-build-cpu"]
 NS = "127.0.0.1:5000/vllm-ci-test-repo"  # the cache lanes' namespace: $REGISTRY/$REPO
 
@@ -42,7 +46,7 @@ def upstream() -> Path:
 def drop_in(upstream: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Our drop-in, as the real command prints it from the release's own group file."""
     done = subprocess.run(
-        [sys.executable, "-P", "-m", "vllm_ci.group_pipeline", str(upstream / "image_build.yaml")],
+        [sys.executable, "-P", "-m", "vllm_ci.group_pipeline", "--module", MODULE, str(upstream / "image_build.yaml")],
         capture_output=True,
         text=True,
         check=True,
@@ -61,7 +65,7 @@ def by_key(path: Path) -> tuple[dict, dict]:
 def script_arguments(command: str) -> list[list[str]]:
     """Each call of a .buildkite/image_build script in a step command: the script, then its arguments."""
     words = shlex.split(command.replace(";", " ; "))
-    starts = [i for i, w in enumerate(words) if w.startswith(".buildkite/image_build/") or w == "ci/buildkite-step"]
+    starts = [i for i, w in enumerate(words) if w.startswith(".buildkite/image_build/") or w == FUNCTION]
     calls = []
     for i in starts:
         end = next((j for j in range(i + 1, len(words)) if words[j] in (";", "fi", "then", "else")), len(words))
@@ -75,23 +79,27 @@ def test_the_drop_in_is_upstreams_group_with_its_three_steps_and_only_the_build_
     assert {k: v for k, v in group.items() if k != "steps"} == {k: v for k, v in up_group.items() if k != "steps"}
     assert list(ours) == KEYS and set(KEYS) < set(up)  # the HPU and arm64 steps are not ours to build
     for key in KEYS:  # label, depends_on, retry (-1, -10), timeout, env: all of it; commands but for the script
+        ours_commands = ours[key]["commands"]
+        if key in OUR_SCRIPTS:  # ours first: the definition of the function the swapped command calls
+            assert ours_commands[0] == step_function(MODULE)
+            ours_commands = ours_commands[1:]
         commands = [
-            c.replace("ci/buildkite-step image-build-cpu", ".buildkite/image_build/image_build_cpu.sh").replace(
-                "ci/buildkite-step image-build", ".buildkite/image_build/image_build.sh"
+            c.replace(f"{FUNCTION} image-build-cpu", ".buildkite/image_build/image_build_cpu.sh").replace(
+                f"{FUNCTION} image-build", ".buildkite/image_build/image_build.sh"
             )
-            for c in ours[key]["commands"]
+            for c in ours_commands
         ]
         assert {**ours[key], "commands": commands} == up[key], key
 
 
 def test_the_build_commands_call_our_step_with_upstreams_positional_arguments(drop_in):
     _, ours = by_key(drop_in)
-    main_call, other_call = script_arguments(ours["image-build"]["commands"][0])
+    main_call, other_call = script_arguments(ours["image-build"]["commands"][1])
     common = ["$REGISTRY", "$REPO", "$BUILDKITE_COMMIT", "$BRANCH", "$IMAGE_TAG"]
-    assert main_call == ["ci/buildkite-step", "image-build", *common, "$IMAGE_TAG_LATEST"]
-    assert other_call == ["ci/buildkite-step", "image-build", *common]
-    (cpu_call,) = script_arguments(ours["image-build-cpu"]["commands"][0])
-    assert cpu_call == ["ci/buildkite-step", "image-build-cpu", "$REGISTRY", "$REPO", "$BUILDKITE_COMMIT"]
+    assert main_call == [FUNCTION, "image-build", *common, "$IMAGE_TAG_LATEST"]
+    assert other_call == [FUNCTION, "image-build", *common]
+    (cpu_call,) = script_arguments(ours["image-build-cpu"]["commands"][1])
+    assert cpu_call == [FUNCTION, "image-build-cpu", "$REGISTRY", "$REPO", "$BUILDKITE_COMMIT"]
 
 
 @pytest.mark.parametrize(
@@ -106,10 +114,40 @@ def test_a_group_file_the_drop_in_cannot_follow_is_refused_in_one_line(upstream,
     edited = tmp_path / "image_build.yaml"
     edited.write_text(edit((upstream / "image_build.yaml").read_text()))
     done = subprocess.run(
-        [sys.executable, "-P", "-m", "vllm_ci.group_pipeline", str(edited)], capture_output=True, text=True
+        [sys.executable, "-P", "-m", "vllm_ci.group_pipeline", "--module", MODULE, str(edited)],
+        capture_output=True,
+        text=True,
     )
     assert done.returncode == 2 and done.stdout == "", done.stderr
     assert done.stderr.startswith("vllm-ci: error: ") and says in done.stderr and len(done.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("module", "says"),
+    [
+        (MODULE.rsplit("@", 1)[0] + "@main", "not pinned"),  # a branch moves
+        (MODULE.rsplit("@", 1)[0], "not pinned"),  # no ref: the default branch
+        (MODULE[:-33], "not pinned"),  # a short sha: ambiguous, resolved by the remote
+        (MODULE.rsplit("@", 1)[0] + "@v1.2", "not pinned"),  # not a semver tag
+        (None, "the following arguments are required: --module"),
+    ],
+    ids=["branch", "none", "short-sha", "not-semver", "absent"],
+)
+def test_an_unpinned_module_reference_is_refused_in_one_line(upstream, module, says):
+    flags = ["--module", module] if module else []
+    done = subprocess.run(
+        [sys.executable, "-P", "-m", "vllm_ci.group_pipeline", *flags, str(upstream / "image_build.yaml")],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2 and done.stdout == "", done.stderr
+    assert done.stderr.startswith("vllm-ci: error: ") and says in done.stderr and len(done.stderr.splitlines()) == 1
+
+
+def test_a_release_tag_is_a_pinned_reference(upstream):
+    tagged = MODULE.rsplit("@", 1)[0] + "@v0.3.1"
+    group = group_drop_in((upstream / "image_build.yaml").read_text(), tagged)
+    assert f"call -m '{tagged}' group-job" in group["steps"][0]["commands"][0]
 
 
 def test_the_group_validates_against_buildkites_schema_and_breaks_no_extra_rule(schema, drop_in):
@@ -134,7 +172,12 @@ def test_the_real_agent_parses_the_group_and_its_output_still_validates(schema, 
     uploaded = dry_run(agent, drop_in, env)
     assert list(validator(schema).iter_errors({"steps": [uploaded]})) == []
     cpu = next(s for s in uploaded["steps"] if s["key"] == "image-build-cpu")
-    assert cpu["command"] == "ci/buildkite-step image-build-cpu 127.0.0.1:5000 r " + SHA
+    definition, call = cpu["command"].split("\n}\n")
+    assert call == f"{FUNCTION} image-build-cpu 127.0.0.1:5000 r " + SHA
+    # Ours reaches the job as written: every `$` the job's, none interpolated by the upload; the module as pinned.
+    assert definition + "\n}" == step_function(MODULE).replace("$$", "$")
+    assert f"dagger --progress=plain call -m '{MODULE}' group-job " in definition
+    assert "ci/buildkite-step" not in cpu["command"]
 
 
 # The lanes: upstream's prepare_cache_tags (run from its script) against ours, both named as lanes.
@@ -399,3 +442,99 @@ def test_the_kernel_symbol_map_function_writes_the_map_the_build_made_naming_its
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(gzip.decompress(out.read_bytes()))["commit"] == SHA
+
+
+FAKE_DAGGER = """#!/bin/sh
+printf '%s\\n' "$@" >"$FAKE_DAGGER_ARGS"
+for arg; do case $arg in --path=*) out=${arg#--path=} ;; esac; done
+mkdir -p "$out" && printf -- '- **L**: `i`\\n' >"$out/images.md"
+[ -n "$FAKE_BUILT" ] && echo '| test | hit |' >"$out/annotation.md" && echo success >"$out/annotation.style" && echo '{}' >"$out/report.json"
+[ -n "$FAKE_BUILT" ] && echo map >"$out/kernel_symbol_map.json.gz"
+[ -n "$FAKE_DAGGER_HANG" ] && echo building && exec sleep 60
+exit "${FAKE_DAGGER_EXIT:-0}"
+"""
+
+
+def cpu_step(drop_in: Path, tmp_path: Path, env: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+    """The CPU build step as the real agent uploads it, as a bash -e command line, and its environment: a stand-in
+    dagger and agent first on the PATH."""
+    agent = shutil.which("buildkite-agent")
+    if agent is None:
+        pytest.skip("buildkite-agent is not installed: run ci/install-buildkite")
+    upload_env = {"PATH": os.environ["PATH"], "HOME": "/nonexistent", "BUILDKITE_AGENT_ACCESS_TOKEN": "dummy"}
+    upload_env |= {"REGISTRY": "127.0.0.1:5000", "REPO": "r", "BUILDKITE_COMMIT": SHA}
+    cpu = next(s for s in dry_run(agent, drop_in, upload_env)["steps"] if s["key"] == "image-build-cpu")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in (("dagger", FAKE_DAGGER), ("buildkite-agent", AGENT)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    job_env = {
+        "PATH": f"{bin_dir}:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "FAKE_DAGGER_ARGS": str(tmp_path / "dagger-args"),
+        "FAKE_AGENT_LOG": str(tmp_path / "agent-log"),
+        **env,
+    }
+    return ["bash", "-e", "-c", cpu["command"]], job_env
+
+
+def run_cpu_step(drop_in: Path, tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """The CPU build step, run to its end."""
+    command, job_env = cpu_step(drop_in, tmp_path, env)
+    return subprocess.run(command, cwd=tmp_path, env=job_env, text=True, capture_output=True)
+
+
+@pytest.mark.parametrize("built", [True, False], ids=["built", "skipped"])
+def test_the_steps_shell_passes_the_job_to_the_pinned_module_and_posts_the_folder_it_returns(drop_in, tmp_path, built):
+    (tmp_path / ".docker").mkdir()
+    (tmp_path / ".docker" / "config.json").write_text("{}")
+    env = {
+        "FAKE_BUILT": "1" if built else "",
+        "BUILDKITE_BRANCH": "feat/x",
+        "BUILDKITE_LABEL": 'Build "CPU", x86',  # a quote and a comma survive the CSV
+        "VLLM_CI_CPU_ARGS_FILE": "examples/mini-vllm/vllm-ci-cpu.args",
+        "VLLM_CI_REGISTRY_PASSWORD": "never-passed",
+    }
+    done = run_cpu_step(drop_in, tmp_path, env)
+    assert done.returncode == 0, done.stderr
+    args = (tmp_path / "dagger-args").read_text().splitlines()
+    assert args[:5] == ["--progress=plain", "call", "-m", MODULE, "group-job"]
+    flags = dict(arg.removeprefix("--").split("=", 1) for arg in args[5:] if arg.startswith("--"))
+    assert next(csv.reader([flags["job"]])) == ["image-build-cpu", "127.0.0.1:5000", "r", SHA]
+    assert next(csv.reader([flags["env"]])) == ["BUILDKITE_BRANCH=feat/x", 'BUILDKITE_LABEL=Build "CPU", x86']
+    assert flags["args-file"] == "examples/mini-vllm/vllm-ci-cpu.args" and flags["source"] == "."
+    assert flags["docker-config"] == f"file:{tmp_path}/.docker/config.json"  # the agent's docker login, as a Secret
+    assert args[-2:] == ["export", "--path=vllm-ci-out/image-build-cpu"]
+    assert "never-passed" not in "\n".join(args)
+    log = (tmp_path / "agent-log").read_text()
+    assert "ARGS annotate --append --style info --context docker-images\n" in log and "- **L**: `i`" in log
+    posted = "ARGS annotate --context vllm-ci-image-image-build-cpu --style success\n"
+    assert (posted in log) == built and ("| test | hit |" in log) == built
+    assert ("ARGS artifact upload vllm-ci-out/image-build-cpu/report.json;" in log) == built
+    # The kernel symbol map (the module returns it when asked): upstream's artifact name, uploaded from its folder.
+    symbol_map = f"ARGS artifact upload kernel_symbol_map.json.gz\nCWD {tmp_path}/vllm-ci-out/image-build-cpu\n"
+    assert (symbol_map in log) == built
+
+
+def test_a_failed_module_call_fails_the_step_with_its_exit_code_and_posts_nothing(drop_in, tmp_path):
+    done = run_cpu_step(drop_in, tmp_path, {"FAKE_DAGGER_EXIT": "1"})
+    assert done.returncode == 1
+    assert "docker-config" not in (tmp_path / "dagger-args").read_text()  # no docker login: none passed
+    assert not (tmp_path / "agent-log").exists()
+
+
+def test_a_cancel_while_the_module_runs_ends_the_step_at_once_and_posts_nothing(drop_in, tmp_path):
+    # The agent cancels by SIGTERM to the job's process group: the shell and `dagger call` both get it. Measured on
+    # the real engine: `dagger call group-job` exits 143 within milliseconds and its session's work stops.
+    command, job_env = cpu_step(drop_in, tmp_path, {"FAKE_DAGGER_HANG": "1", "FAKE_BUILT": "1"})
+    with subprocess.Popen(
+        command, cwd=tmp_path, env=job_env, stdout=subprocess.PIPE, text=True, start_new_session=True
+    ) as run:
+        assert run.stdout is not None and run.stdout.readline() == "building\n"
+        os.killpg(run.pid, signal.SIGTERM)
+        run.communicate(timeout=10)
+    assert (
+        run.returncode == -signal.SIGTERM
+    )  # ended by the signal, as upstream's script's shell is: no exit 255 of ours
+    assert not (tmp_path / "agent-log").exists()  # nothing posted for a cancelled job

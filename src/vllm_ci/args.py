@@ -13,6 +13,23 @@ from stagecache.keys import DEFAULT_LAYER_COMPRESSION
 from vllm_ci.errors import UsageError
 from vllm_ci.upstream_file import parse_build_args
 
+# Never part of a key or a layer: VCS data, docs, build outputs, local environments. Of docs/, only the one
+# file a stage copies (Dockerfile.cpu's vllm-test adds the docs' version loader, which a test runs).
+SOURCE_IGNORE = [
+    ".git",
+    ".github",
+    "docs",
+    "!docs/mkdocs/gen_files/generate_argparse.py",
+    "build",
+    "dist",
+    ".venv",
+    "**/__pycache__",
+    "**/*.pyc",
+    "**/*.egg-info",
+    "**/.pytest_cache",
+    "vllm/**/*.so",
+]
+
 # The module functions' shared argument types (main.py), with the docs `dagger functions` and the client show.
 CacheFrom = Annotated[list[str] | None, Doc("Cache repositories to read, in order; the first valid hit wins")]
 CacheTo = Annotated[str, Doc("Cache repository that misses are published to; empty: export nothing")]
@@ -36,6 +53,33 @@ RegistryService = Annotated[
         "module's look-ups reach what the engine's pulls reach; the client command needs none"
     ),
 ]
+
+# group-job's arguments (vllm_ci.group_job): what the drop-in's step passes of the agent.
+JobArgv = Annotated[
+    list[str],
+    Doc(
+        "The job as the group calls upstream's script: image-build REGISTRY REPO COMMIT BRANCH IMAGE_TAG "
+        "[IMAGE_TAG_LATEST], or image-build-cpu REGISTRY REPO COMMIT"
+    ),
+]
+JobEnv = Annotated[
+    list[str] | None,
+    Doc("NAME=VALUE of the agent environment the job reads (BUILDKITE_BRANCH, BUILDKITE_PULL_REQUEST, ...); no secret"),
+]
+ArgsFile = Annotated[dagger.File | None, Doc("Constructor flags, one per line (the example's vllm-ci.args)")]
+DockerConfig = Annotated[
+    dagger.Secret | None,
+    Doc("The agent's docker login (its config.json, as file:PATH): the registry credentials of the host pushed to"),
+]
+
+
+async def tunnels_of(service: dagger.Service | None) -> dict[str, str]:
+    """Loopback port -> the host:port at which the engine's tunnel to a RegistryService answers, for this process."""
+    if service is None:
+        return {}
+    await service.start()
+    endpoint = await service.endpoint()
+    return {endpoint.rpartition(":")[2]: endpoint}
 
 
 @dataclasses.dataclass(kw_only=True)

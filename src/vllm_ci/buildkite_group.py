@@ -23,7 +23,7 @@ from typing import Final
 
 import anyio
 
-from stagecache.registry import ImageRef, RegistryError
+from stagecache.registry import ImageRef, RegistryClient, RegistryError
 from stagecache.report import human_bytes
 from stagecache.traffic import layers_lacking
 from vllm_ci.buildkite import (
@@ -127,21 +127,26 @@ class GroupJob:
         return "".join(f"- **{label}**: `{tag}`\n" for tag in self.tags)
 
 
-async def _tag(job: GroupJob, env: Mapping[str, str]) -> None:
+async def push_extra_tags(client: RegistryClient, job: GroupJob) -> None:
     """Point the extra tags at the pushed image's manifest (blobs mounted when the repository differs)."""
     source, *others = (ImageRef.parse(t) for t in job.tags)
-    async with registry_client(source.registry, job.settings, env) as client:
-        found = await client.raw_manifest(source.repository, source.reference)
-        if found is None:
-            raise RegistryError(f"{source} is not on the registry after its push")
-        content, media_type = found
-        manifest = json.loads(content)
-        for target in others:
-            if not target.same_repository(source):
-                for blob in [*manifest.get("layers", []), manifest["config"]]:
-                    if await client.blob_size(target.repository, blob["digest"]) is None:
-                        await client.mount_blob(target.repository, blob["digest"], source.repository)
-            await client.put_manifest(target.repository, target.reference, content, media_type)
+    found = await client.raw_manifest(source.repository, source.reference)
+    if found is None:
+        raise RegistryError(f"{source} is not on the registry after its push")
+    content, media_type = found
+    manifest = json.loads(content)
+    for target in others:
+        if not target.same_repository(source):
+            for blob in [*manifest.get("layers", []), manifest["config"]]:
+                if await client.blob_size(target.repository, blob["digest"]) is None:
+                    await client.mount_blob(target.repository, blob["digest"], source.repository)
+        await client.put_manifest(target.repository, target.reference, content, media_type)
+
+
+async def _tag(job: GroupJob, env: Mapping[str, str]) -> None:
+    """push_extra_tags with the step's registry client."""
+    async with registry_client(ImageRef.parse(job.tags[0]).registry, job.settings, env) as client:
+        await push_extra_tags(client, job)
 
 
 def tag_also(job: GroupJob, env: Mapping[str, str]) -> None:
@@ -172,48 +177,65 @@ def export_symbol_map(job: GroupJob, env: Mapping[str, str]) -> None:
     agent(["artifact", "upload", SYMBOL_MAP], env, cwd=job.out)
 
 
-def held_image(job: GroupJob, env: Mapping[str, str]) -> ImageRef | None:
+def latest_of(job: GroupJob) -> ImageRef | None:
     """The image a warm test agent holds before this build: the repository's ``latest`` (main's last image, which
-    a PR's tests also ran on), pinned to its digest before this build moves it; None for the CPU image (no
-    ``latest``), when there is none yet, or when the registry does not answer (the measure is left out)."""
-    if job.kind != CUDA:
-        return None
-    latest = ImageRef.parse(job.tags[0]).with_tag("latest")
+    a PR's tests also ran on); None for the CPU image (no ``latest``)."""
+    return ImageRef.parse(job.tags[0]).with_tag("latest") if job.kind == CUDA else None
 
-    async def look_up() -> str | None:
-        async with registry_client(latest.registry, job.settings, env) as client:
-            return await client.manifest_digest(latest.repository, latest.reference)
 
-    try:
-        digest = anyio.run(look_up)
-    except RegistryError as err:
-        log(f"{latest}: not measuring what a test agent pulls ({err})")
+async def held_by_agent(client: RegistryClient, job: GroupJob) -> ImageRef | None:
+    """``latest_of`` pinned to its digest before this build moves it; None when there is none (yet)."""
+    latest = latest_of(job)
+    if latest is None:
         return None
+    digest = await client.manifest_digest(latest.repository, latest.reference)
     return latest.with_digest(digest) if digest else None
 
 
-def agent_pull(job: GroupJob, held: ImageRef | None, env: Mapping[str, str]) -> str:
+async def agent_pull_line(client: RegistryClient, job: GroupJob, held: ImageRef | None) -> str:
     """One annotation line: what a test agent holding `held` pulls to run the image just pushed (the layers it
     lacks, sizes from the registry's manifests); empty when there is nothing to measure against."""
     if held is None:
         return ""
-    image = ImageRef.parse(job.tags[0])
-
-    async def measure() -> dict[str, int] | None:
-        async with registry_client(image.registry, job.settings, env) as client:
-            return await layers_lacking(client, held, image)
-
-    try:
-        lacking = anyio.run(measure)
-    except RegistryError as err:
-        log(f"{image}: not measuring what a test agent pulls ({err})")
-        return ""
+    lacking = await layers_lacking(client, held, ImageRef.parse(job.tags[0]))
     if lacking is None:
         return ""
     return (
         f"\nA test agent holding `{held.repository}:latest` (`{held.digest}`) pulls "
         f"**{human_bytes(sum(lacking.values()))}** ({len(lacking)} layers) to run this image.\n"
     )
+
+
+def held_image(job: GroupJob, env: Mapping[str, str]) -> ImageRef | None:
+    """held_by_agent with the step's registry client; None when the registry does not answer (no measure)."""
+    if job.kind != CUDA:
+        return None
+
+    async def look_up() -> ImageRef | None:
+        async with registry_client(ImageRef.parse(job.tags[0]).registry, job.settings, env) as client:
+            return await held_by_agent(client, job)
+
+    try:
+        return anyio.run(look_up)
+    except RegistryError as err:
+        log(f"{latest_of(job)}: not measuring what a test agent pulls ({err})")
+        return None
+
+
+def agent_pull(job: GroupJob, held: ImageRef | None, env: Mapping[str, str]) -> str:
+    """agent_pull_line with the step's registry client; empty when the registry does not answer."""
+    if held is None:
+        return ""
+
+    async def measure() -> str:
+        async with registry_client(held.registry, job.settings, env) as client:
+            return await agent_pull_line(client, job, held)
+
+    try:
+        return anyio.run(measure)
+    except RegistryError as err:
+        log(f"{job.tags[0]}: not measuring what a test agent pulls ({err})")
+        return ""
 
 
 def annotate_images(job: GroupJob, env: Mapping[str, str]) -> None:

@@ -18,16 +18,22 @@ from stagecache.prune import prune as prune_repository
 from stagecache.registry import DEFAULT_ATTEMPTS, RegistryError
 from stagecache.report import Progress
 from vllm_ci.args import (
+    SOURCE_IGNORE,
+    ArgsFile,
     AwsKeyId,
     AwsSecret,
     BuildArgs,
     CacheFrom,
     CacheTo,
+    DockerConfig,
     IndexNetrc,
+    JobArgv,
+    JobEnv,
     RegistryAttempts,
     RegistryPassword,
     RegistryService,
     RegistryUsername,
+    tunnels_of,
 )
 from vllm_ci.build import Build
 from vllm_ci.checks import check_target, checked, ref_argument, ref_arguments
@@ -35,25 +41,9 @@ from vllm_ci.conformance import accept, check, refusal, released_file
 from vllm_ci.declare import STAGE_SETS, stage_set_for
 from vllm_ci.errors import ConformanceFailed, UsageError
 from vllm_ci.graph import secrets_of, stage_graph, targets
+from vllm_ci.group_job import run_group_job
 from vllm_ci.upstream_file import UpstreamFile
 from vllm_ci.version import source_versions
-
-# Never part of a key or a layer: VCS data, docs, build outputs, local environments. Of docs/, only the one
-# file a stage copies (Dockerfile.cpu's vllm-test adds the docs' version loader, which a test runs).
-SOURCE_IGNORE = [
-    ".git",
-    ".github",
-    "docs",
-    "!docs/mkdocs/gen_files/generate_argparse.py",
-    "build",
-    "dist",
-    ".venv",
-    "**/__pycache__",
-    "**/*.pyc",
-    "**/*.egg-info",
-    "**/.pytest_cache",
-    "vllm/**/*.so",
-]
 
 Source = Annotated[
     dagger.Directory,
@@ -67,15 +57,6 @@ Target = Annotated[
         + "; ".join(f"{s.dockerfile}: {', '.join(targets(s))}" for s in STAGE_SETS.values())
     ),
 ]
-
-
-async def tunnels_of(service: dagger.Service | None) -> dict[str, str]:
-    """Loopback port -> the host:port at which the engine's tunnel to it answers, for this process."""
-    if service is None:
-        return {}
-    await service.start()
-    endpoint = await service.endpoint()
-    return {endpoint.rpartition(":")[2]: endpoint}
 
 
 @object_type
@@ -252,6 +233,20 @@ class VllmCi(BuildArgs):
         container = container.with_user(user) if user else container
         container = container.with_entrypoint([entrypoint]) if entrypoint else container
         return await container.with_exec(args or [], use_entrypoint=True).stdout()
+
+    @function
+    @checked
+    async def group_job(
+        self,
+        source: Source,
+        job: JobArgv,
+        env: JobEnv = None,
+        args_file: ArgsFile = None,
+        docker_config: DockerConfig = None,
+        registry_service: RegistryService = None,
+    ) -> dagger.Directory:
+        """One job of vLLM's image-build group, as upstream's script does it; a folder for the step to post."""
+        return await run_group_job(self, source, job, env or [], args_file, docker_config, registry_service)
 
     @function
     @checked

@@ -27,7 +27,7 @@ NO_GIT_CHECK = (
 )
 WITHOUT_UNREAD = (
     "COPY . . copies the upload, which leaves out .git (the version comes from the host), .github and docs "
-    "(no step of the stage reads them; main.SOURCE_IGNORE)"
+    "(no step of the stage reads them; args.SOURCE_IGNORE)"
 )
 
 COPY_ALL = Deviation("COPY", "COPY . .", WITHOUT_UNREAD)
