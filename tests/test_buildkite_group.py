@@ -1,7 +1,6 @@
 """vLLM's image-build group as a drop-in: .buildkite/image_build/ held against the pinned release's own files
 (read from its unpacked sdist, never copied here), and its scripts run with a stand-in CLI, registry and agent."""
 
-import base64
 import csv
 import gzip
 import json
@@ -17,14 +16,14 @@ from pathlib import Path
 import anyio
 import pytest
 import yaml
-from buildkite_fakes import SHA, Registry, cancelled
+from buildkite_fakes import SHA
 from buildkite_schema import dry_run, rule_violations, steps, validator
 
 from conftest import EXAMPLE, cli_env, example_flags, vllm_source
 from local_registry import LocalRegistry
 from stagecache.registry import OCI_MANIFEST, RegistryClient
 from vllm_ci.buildkite import SettingsError
-from vllm_ci.buildkite_group import CPU, CUDA, GroupJob, tag_also
+from vllm_ci.buildkite_group import CPU, CUDA, IMAGES_CONTEXT, GroupJob, push_extra_tags
 from vllm_ci.docker_shim import cli_args
 from vllm_ci.group_pipeline import FUNCTION, OUR_SCRIPTS, step_function
 from vllm_ci.group_pipeline import drop_in as group_drop_in
@@ -283,85 +282,34 @@ def test_a_bad_call_is_refused_in_one_line(argv, env, says):
         GroupJob.parse(argv, {"BUILDKITE_BRANCH": "main", **env})
 
 
-# The scripts end to end, with test_buildkite_step's stand-in CLI, registry and agent.
 AGENT = """#!/bin/sh
 { echo "ARGS $*"; echo "CWD $PWD"; [ "$1" = annotate ] && cat; echo END; } >>"$FAKE_AGENT_LOG"
 """
 
 
-@pytest.fixture
-def group(world, tmp_path):
-    """The world of test_buildkite_step with our group's scripts and module in its checkout."""
-    work, env, agent_log = world
-    repo = Path(env["STEP"]).parent.parent
-    shutil.copy(REPO / "src" / "vllm_ci" / "buildkite_group.py", repo / "src" / "vllm_ci")
-    agent = Path(env["PATH"].split(":")[0]) / "buildkite-agent"
-    agent.write_text(AGENT)
-    registry = env["VLLM_CI_REGISTRY"].split("/")[0]
-    env = {**env, "HOME": str(tmp_path), "DOCKER_CONFIG": str(tmp_path / "docker"), "BUILDKITE_LABEL": "Build"}
-    del env["VLLM_CI_REGISTRY"]  # the lanes go under $REGISTRY/$REPO
-    return work, env, agent_log, Path(env["STEP"]), registry
-
-
-def run_script(step: Path, args: list[str], work: Path, env: dict) -> subprocess.CompletedProcess:
-    """A job of the group, as the drop-in's command runs it: ci/buildkite-step, the job, upstream's arguments."""
-    return subprocess.run([str(step), *args], cwd=work, env=env, capture_output=True, text=True, timeout=60)
-
-
-def test_the_cuda_script_builds_image_tag_with_docker_logins_credentials_and_annotates_as_upstream(group, upstream):
-    work, env, agent_log, step, registry = group
-    (Path(env["DOCKER_CONFIG"])).mkdir()
-    login = base64.b64encode(b"bot:pw-from-docker-login").decode()
-    (Path(env["DOCKER_CONFIG"]) / "config.json").write_text(json.dumps({"auths": {registry: {"auth": login}}}))
-    image = f"{registry}/vllm-ci-test-repo:{SHA}"
-    done = run_script(step, ["image-build", registry, "vllm-ci-test-repo", SHA, "feat", image], work, env)
-    assert done.returncode == 0, done.stdout + done.stderr
-    cli = next(line for line in done.stdout.splitlines() if line.startswith("fake vllm-ci"))
-    assert f"--image {image}" in cli and f"--cache-to {registry}/vllm-ci-test-repo/cache-feat" in cli
-    assert f"Basic {login}" in Registry.auth  # the existence check went with docker login's credentials
-    # upstream's own annotate script, with the same agent stand-in: the same annotation call and body
+def test_the_images_annotation_is_the_one_upstreams_annotate_script_posts(upstream, tmp_path):
+    image, latest = f"127.0.0.1:5000/vllm-ci-test-repo:{SHA}", "127.0.0.1:5000/vllm-ci-test-repo:latest"
+    env = {"BUILDKITE_BRANCH": "main", "BUILDKITE_LABEL": "Build"}
+    job = GroupJob.parse([CUDA, "127.0.0.1:5000", "vllm-ci-test-repo", SHA, "main", image, latest], env)
+    (tmp_path / "buildkite-agent").write_text(AGENT)
+    (tmp_path / "buildkite-agent").chmod(0o755)
     theirs = subprocess.run(
-        ["bash", str(upstream.parent / "scripts" / "annotate-image-build.sh"), image],
-        env={**env, "FAKE_AGENT_LOG": str(work / "theirs.log")},
-        cwd=work,
+        ["bash", str(upstream.parent / "scripts" / "annotate-image-build.sh"), image, latest],
+        env={**env, "PATH": f"{tmp_path}:/usr/bin:/bin", "FAKE_AGENT_LOG": str(tmp_path / "theirs.log")},
         capture_output=True,
         text=True,
     )
     assert theirs.returncode == 0, theirs.stderr
-    wanted = (work / "theirs.log").read_text().replace(f"CWD {work}\n", "")
-    calls = agent_log.read_text().replace(f"CWD {work}\n", "").split("END\n")
-    assert wanted.removesuffix("END\n") in calls
+    call, cwd, *body = (tmp_path / "theirs.log").read_text().removesuffix("END\n").splitlines(keepends=True)
+    # The same call as the drop-in's step makes (its shell test), with our job's body on its input.
+    assert call == f"ARGS annotate --append --style info --context {IMAGES_CONTEXT}\n"
+    assert "".join(body) == job.images_annotation(env)
 
 
-def test_an_existing_image_is_not_built_again_and_still_annotated(group):
-    work, env, agent_log, step, registry = group
-    Registry.existing = {f"{SHA}-cpu"}
-    done = run_script(step, ["image-build-cpu", registry, "vllm-ci-test-repo", SHA], work, env)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "fake vllm-ci" not in done.stdout and "Skipping build" in done.stdout
-    assert f"- **Build**: `{registry}/vllm-ci-test-repo:{SHA}-cpu`" in agent_log.read_text()
-
-
-def test_the_kernel_symbol_map_is_uploaded_as_upstreams_artifact_name_from_its_folder(group):
-    work, env, agent_log, step, registry = group
-    image = f"{registry}/vllm-ci-test-repo:{SHA}"
-    env = {**env, "VLLM_KERNEL_SYMBOL_MAP": "1"}
-    done = run_script(step, ["image-build", registry, "vllm-ci-test-repo", SHA, "feat", image], work, env)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "ARGS artifact upload kernel_symbol_map.json.gz" in agent_log.read_text()
-    assert f"CWD {work / 'vllm-ci-out' / 'image-build'}" in agent_log.read_text()
-    assert any(line.startswith("fake vllm-ci") and "kernel-symbol-map" in line for line in done.stdout.splitlines())
-
-
-def test_a_cancelled_job_forwards_sigterm_once_and_ends_in_one_line_with_143(group, tmp_path):
-    work, env, agent_log, step, registry = group
-    signals = tmp_path / "signals"
-    args = [registry, "vllm-ci-test-repo", SHA]
-    code, lines = cancelled([str(step), "image-build-cpu", *args], work, {**env, "FAKE_SIGNALS": str(signals)})
-    assert code == 143, lines
-    assert signals.read_text() == f"{int(signal.SIGTERM)}\n"
-    assert [line for line in lines if line.startswith("vllm-ci-step: error:")] == ["vllm-ci-step: error: terminated"]
-    assert not agent_log.exists() or "annotate" not in agent_log.read_text()
+async def tag_with_a_client_of(addr: str, job: GroupJob) -> None:
+    """push_extra_tags, as the job runs it, with a client of the registry."""
+    async with RegistryClient(addr) as client:
+        await push_extra_tags(client, job)
 
 
 @pytest.mark.parametrize("latest_repo", ["vllm-ci-test-repo", "elsewhere"])
@@ -381,7 +329,7 @@ def test_on_main_image_tag_latest_names_the_very_manifest_pushed_as_image_tag(tm
         job = GroupJob.parse(
             [CUDA, registry.addr, "vllm-ci-test-repo", SHA, "main", image, latest], {"BUILDKITE_BRANCH": "main"}
         )
-        tag_also(job, {})
+        anyio.run(tag_with_a_client_of, registry.addr, job)
         assert registry.digest(latest_repo, "latest") == registry.digest("vllm-ci-test-repo", SHA) is not None
         assert registry.manifest_raw(latest_repo, "latest") == registry.manifest_raw("vllm-ci-test-repo", SHA)
 

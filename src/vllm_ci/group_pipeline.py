@@ -21,6 +21,7 @@ import argparse
 import re
 import sys
 from collections.abc import Sequence
+from importlib.resources import files
 from pathlib import Path
 from typing import Any, Final, NoReturn
 
@@ -37,36 +38,14 @@ KEPT_STEPS: Final = ("image-build", "image-build-smoke-test", "image-build-cpu")
 FUNCTION: Final = "vllm_ci_group"
 # A pinned module reference: a commit (40 hex digits) or a release tag (v + semver), never a branch.
 PINNED: Final = re.compile(r"(?P<source>[^@\s]+)@(?P<ref>[0-9a-f]{40}|v[0-9]+\.[0-9]+\.[0-9]+(?:[-+][0-9A-Za-z.+-]+)?)")
-# The one shell of the drop-in (a step's commands are shell): upstream's script swapped for a function that calls
+# The one shell of the drop-in (a step's commands are shell; group_step.sh, a file of its own with @NAME@ for
+# what is filled in): upstream's script swapped for a function that calls
 # the module and posts what it returns. Upstream's `$VAR`s are interpolated by the pipeline upload; every `$` here
 # is the job's, written `$$` in the YAML (see step_function), and none inside a `${...}` (the upload keeps those
 # as written). The job's environment goes to the module as CSV items
 # of --env (a `"` doubled), the args file of the job as a File, the agent's docker login as a Secret, a loopback
 # registry through --registry-service (VLLM_CI_REGISTRY_SERVICE, for a local run).
-STEP_FUNCTION: Final = r"""
-# vllm-ci: upstream's build scripts as a Dagger module, pinned: the job runs in the engine, the agent posts its folder
-vllm_ci_group() {
-  local job=$1 out=vllm-ci-out/$1 item name argv="" env="" file="" config=$HOME/.docker flags=()
-  for item in "$@"; do argv+=${argv:+,}\"${item//\"/\"\"}\"; done
-  for name in @ENV_NAMES@; do
-    if [[ -n ${!name:-} ]]; then item=${!name}; env+=${env:+,}\"$name=${item//\"/\"\"}\"; fi
-  done
-  if [[ -n $env ]]; then flags+=(--env="$env"); fi
-  case $job in @ARGS_FILES@ esac
-  if [[ -n $file ]]; then flags+=(--args-file="$file"); fi
-  if [[ -n ${DOCKER_CONFIG:-} ]]; then config=$DOCKER_CONFIG; fi
-  config+=/config.json
-  if [[ -f $config ]]; then flags+=(--docker-config="file:$config"); fi
-  if [[ -n ${VLLM_CI_REGISTRY_SERVICE:-} ]]; then flags+=(--registry-service="$VLLM_CI_REGISTRY_SERVICE"); fi
-  rm -rf "$out"
-  dagger --progress=plain call -m '@MODULE@' group-job --source="${VLLM_CI_SOURCE:-.}" --job="$argv" "${flags[@]}" export --path="$out"
-  buildkite-agent annotate --append --style info --context @IMAGES_CONTEXT@ < "$out/images.md"
-  if [[ -f $out/annotation.md ]]; then
-    buildkite-agent annotate --context "@ANNOTATION_CONTEXT@-$job" --style "$(< "$out/annotation.style")" < "$out/annotation.md"
-    buildkite-agent artifact upload "$out/report.json;$out/annotation.md"
-  fi
-  if [[ -f $out/@SYMBOL_MAP@ ]]; then (cd "$out" && buildkite-agent artifact upload @SYMBOL_MAP@); fi
-}"""
+STEP_FUNCTION: Final = files(__package__).joinpath("group_step.sh").read_text()
 
 
 def step_function(module: str) -> str:
