@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 from imagefs import lacking_layers
 from tools import (
+    ARGS_FILE,
     BENCH,
     REPO,
     WARM,
@@ -122,15 +123,22 @@ def agent_pull(names: Names, scenario: str) -> int:
     return sum(asyncio.run(lacking_layers(names.image("cold"), names.image(scenario))).values())
 
 
-def base_refs() -> list[str]:
-    """The base images the example builds on (its vllm-ci.args)."""
-    passed = BuildArgs(**read_args_file((EXAMPLE / "vllm-ci.args").read_text())).passed()
-    return [passed["BUILD_BASE_IMAGE"], passed["FINAL_BASE_IMAGE"]]
+# The example's args file for each stage set: its CUDA build, its CPU build.
+ARGS_FILES = {"cuda": ARGS_FILE, "cpu": "vllm-ci-cpu.args"}
 
 
-def base_repos() -> tuple[str, ...]:
+def base_refs(args_file: str = ARGS_FILE) -> list[str]:
+    """The base images the example builds on (its args file: the CUDA base image arguments, the images it
+    rewrites a FROM to)."""
+    args = BuildArgs(**read_args_file((EXAMPLE / args_file).read_text()))
+    passed = args.passed()
+    named = [passed[name] for name in ("BUILD_BASE_IMAGE", "FINAL_BASE_IMAGE") if name in passed]
+    return [*named, *args.image_rewrites().values()]
+
+
+def base_repos(args_file: str = ARGS_FILE) -> tuple[str, ...]:
     """The base images' repositories, as the registry's API names them."""
-    return tuple(ref.split("/", 1)[1].rsplit(":", 1)[0] + "/" for ref in base_refs())
+    return tuple(ref.split("/", 1)[1].rsplit(":", 1)[0] + "/" for ref in base_refs(args_file))
 
 
 def measure(
@@ -142,6 +150,7 @@ def measure(
     warm: dict[str, int],
     base: dict[str, int],
     extra_repos: tuple[str, ...] = (),
+    args_file: str = ARGS_FILE,
 ) -> Measure:
     """Fresh agent, then one timed build; bytes from the registry's request log (the tool's
     repositories, the base images' and `extra_repos`)."""
@@ -152,7 +161,7 @@ def measure(
         outcome = tool.build(source, scenario, names, log)
         seconds = time.monotonic() - started
         end = log_mark()
-    pulled, pushed = traffic_since(mark, end, (names.repos, *base_repos(), *extra_repos))
+    pulled, pushed = traffic_since(mark, end, (names.repos, *base_repos(args_file), *extra_repos))
     written = stored(outcome.cache_written)
     new = {digest: size for digest, size in written.items() if digest not in warm}
     cache, own = (
@@ -161,19 +170,21 @@ def measure(
     return Measure(seconds, pulled, pushed, outcome.rebuilt, cache, own, outcome.inner_seconds, written)
 
 
-def check_target(target: str, tool_names: list[str]) -> None:
+def check_target(target: str, tool_names: list[str], stage_set: str = "cuda") -> None:
     """Refuse, before any work, a target one of the tools has no stage of (a BenchError)."""
     layouts = {name.removeprefix("buildkit-") for name in tool_names if name.startswith("buildkit-")}
     for layout in sorted(layouts):
-        path = dockerfile_of(layout)
+        path = dockerfile_of(layout, STAGE_SETS[stage_set].dockerfile)
         if target not in {stage.name for stage in UpstreamFile.parse(path.read_text(), path.name).stages}:
             raise BenchError(f"target {target}: {path.name} has no stage of that name")
-    stages = targets(STAGE_SETS["cuda"])  # the bench builds the CUDA example
+    stages = targets(STAGE_SETS[stage_set])
     if target not in stages:
         raise BenchError(f"target {target}: not a stage of the module ({', '.join(stages)})")
 
 
-def make_tools(names: list[str], workdir: pathlib.Path, target: str = "test") -> list[BuildKit | Dagger]:
+def make_tools(
+    names: list[str], workdir: pathlib.Path, target: str = "test", args_file: str = ARGS_FILE
+) -> list[BuildKit | Dagger]:
     """The tools asked for, building `target`; BuildKit is built (or found cached) first."""
     tools: list[BuildKit | Dagger] = []
     daemon = None
@@ -182,9 +193,10 @@ def make_tools(names: list[str], workdir: pathlib.Path, target: str = "test") ->
             if daemon is None:
                 out = subprocess.run([str(BENCH / "buildkit-install")], check=True, capture_output=True, text=True)
                 daemon = Buildkitd(pathlib.Path(out.stdout.strip().splitlines()[-1]))
-            tools.append(BuildKit(name.removeprefix("buildkit-"), daemon, ca_bundle(workdir / "ca.pem"), target))
+            layout = name.removeprefix("buildkit-")
+            tools.append(BuildKit(layout, daemon, ca_bundle(workdir / "ca.pem"), target, args_file))
         else:
-            tools.append(Dagger(stage_cache=name == "ours", target=target))
+            tools.append(Dagger(stage_cache=name == "ours", target=target, args_file=args_file))
     return tools
 
 
@@ -216,6 +228,7 @@ def run_bench(
     resume: bool = False,
     target: str = "test",
     package: str = "example",
+    args_file: str = ARGS_FILE,
 ) -> dict[str, dict[str, list[Measure]]]:
     """Every tool through the scenarios, `runs` times; cold first, as it warms the cache the others read.
     Resuming keeps the runs measurements.json holds whole and redoes the rest."""
@@ -235,8 +248,8 @@ def run_bench(
             del measured[done[tool_name] :]  # a run cut short is redone whole, on fresh repositories
     with tempfile.TemporaryDirectory(prefix="vllm-ci-bench-") as tmp:
         workdir = pathlib.Path(tmp)
-        tools = make_tools(tool_names, workdir, target)
-        base = stored(base_refs())
+        tools = make_tools(tool_names, workdir, target, args_file)
+        base = stored(base_refs(args_file))
         try:
             for run in range(runs):
                 for tool in tools:
@@ -254,6 +267,7 @@ def run_bench(
                             log,
                             warm if scenario in WARM else {},
                             base,
+                            args_file=args_file,
                         )
                         if scenario == "cold":
                             warm = result.cache_blobs
@@ -457,7 +471,13 @@ def main(argv: list[str] | None = None) -> int:
         default=BENCH / "results",
         help="folder for latest.json, latest.png, measurements.json, logs/",
     )
-    parser.add_argument("--target", default="test", help="the stage both tools build (default: the test image)")
+    parser.add_argument("--target", help="the stage both tools build (default: the stage set's test image)")
+    parser.add_argument(
+        "--stage-set",
+        choices=tuple(ARGS_FILES),
+        default="cuda",
+        help="cpu: the example's CPU image (vllm-ci-cpu.args, upstream's docker/Dockerfile.cpu)",
+    )
     parser.add_argument(
         "--package",
         choices=("example", "vllm"),
@@ -472,6 +492,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     runs = 1 if args.quick else args.runs
+    target = args.target or STAGE_SETS[args.stage_set].test_image
     tools = args.tools.split(",") if args.tools else list(QUICK_TOOLS if args.quick else TOOLS)
     scenarios = args.scenarios.split(",") if args.scenarios else list(QUICK_SCENARIOS if args.quick else SCENARIOS)
     unknown = sorted(set(tools) - set(TOOLS)) + sorted(set(scenarios) - set(SCENARIOS))
@@ -488,15 +509,16 @@ def main(argv: list[str] | None = None) -> int:
             tools = [t for t in TOOLS if any(per_tool.get(t) for per_tool in results.values())]
             scenarios = list(results)
         else:
-            check_target(args.target, tools)
+            check_target(target, tools, args.stage_set)
             results = run_bench(
                 tools,
                 [s for s in SCENARIOS if s in scenarios],
                 runs,
                 args.results,
                 args.resume,
-                args.target,
+                target,
                 args.package,
+                ARGS_FILES[args.stage_set],
             )
     except BenchError as err:
         print(f"bench: {err}", file=sys.stderr)
@@ -509,7 +531,8 @@ def main(argv: list[str] | None = None) -> int:
         "runs": runs,
         "tools": tools,
         "scenarios": scenarios,
-        "target": args.target,
+        "target": target,
+        "stage_set": args.stage_set,
         "package": args.package,
         "bench_seconds": round(time.monotonic() - started, 1),
         "results": summary,

@@ -20,8 +20,14 @@ from vllm_ci.main import SOURCE_IGNORE, VllmCi
 from vllm_ci.version import git_versions
 
 
-async def build(
-    source: pathlib.Path, target: str, image: str, cache_from: list[str], cache_to: str, log: pathlib.Path
+async def build(  # noqa: PLR0913
+    source: pathlib.Path,
+    target: str,
+    image: str,
+    cache_from: list[str],
+    cache_to: str,
+    log: pathlib.Path,
+    args_file: str = "vllm-ci.args",
 ) -> str:
     """Build and publish the target's image; the report as JSON."""
     with log.open("w") as log_output:
@@ -29,7 +35,7 @@ async def build(
             # The version .git gives, derived on the host as the client command derives it.
             version, clean = git_versions(source)
             module = VllmCi(
-                **read_args_file((source / "vllm-ci.args").read_text()), git_version=version, git_version_clean=clean
+                **read_args_file((source / args_file).read_text()), git_version=version, git_version_clean=clean
             )
             directory = dag.host().directory(str(source), exclude=SOURCE_IGNORE)
             # The module's own build function, as `dagger call` and the client command run it.
@@ -44,6 +50,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", type=pathlib.Path, required=True)
     parser.add_argument("--target", default="test")
+    parser.add_argument("--args-file", default="vllm-ci.args", help="the checkout's args file (its constructor flags)")
     parser.add_argument("--image", required=True)
     parser.add_argument("--cache-from", default="", help="comma-separated; empty: no stage cache")
     parser.add_argument("--cache-to", default="")
@@ -51,7 +58,7 @@ def main() -> None:
     args = parser.parse_args()
     use_local_engine()
     cache_from = [r for r in args.cache_from.split(",") if r]
-    print(anyio.run(build, args.source, args.target, args.image, cache_from, args.cache_to, args.log))
+    print(anyio.run(build, args.source, args.target, args.image, cache_from, args.cache_to, args.log, args.args_file))
 
 
 if __name__ == "__main__":

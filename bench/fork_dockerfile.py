@@ -1,8 +1,9 @@
-"""vLLM's real docker/Dockerfile as a fork runs it on this machine: upstream's file, byte for byte,
-except the few commands upstream hard-codes with no ARG (the portable deviations the stage functions
-declare, vllm_ci.deviations.Deviation.portable), each replaced as ours replaces it when the args file
-sets its argument; the args file's --build-arg values are the build args. What BuildKit builds when the
-bench compares like with like."""
+"""vLLM's real Dockerfile (the one the args file names: docker/Dockerfile, or docker/Dockerfile.cpu) as a fork
+runs it on this machine: upstream's file, byte for byte, except the few commands upstream hard-codes with no ARG
+(the portable deviations the stage functions declare, vllm_ci.deviations.Deviation.portable), each replaced as
+ours replaces it when the args file sets its argument, and a FROM image the args file rewrites (--image-rewrite,
+a mirror's copy); the args file's --build-arg values are the build args. What BuildKit builds when the bench
+compares like with like."""
 
 from __future__ import annotations
 
@@ -16,11 +17,9 @@ from tools import BenchError
 from vllm_ci import stages  # noqa: F401  (the stage functions, each declaring its deviations)
 from vllm_ci.args import BuildArgs, read_args_file
 from vllm_ci.build import Build
-from vllm_ci.declare import DECLARED
+from vllm_ci.declare import stage_set_for
 from vllm_ci.errors import UsageError
 from vllm_ci.upstream_file import Instruction, UpstreamFile
-
-PATH = "docker/Dockerfile"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,12 +36,13 @@ def replaced(upstream: str, args_file: str) -> list[tuple[str, Instruction, str]
     two do not fit (a flag that is no constructor argument, an ARG upstream does not declare, a deviation
     whose anchor names no instruction or several)."""
     try:
-        build = Build(BuildArgs(**read_args_file(args_file)), UpstreamFile.parse(upstream, PATH))
+        args = BuildArgs(**read_args_file(args_file))
+        build = Build(args, UpstreamFile.parse(upstream, args.dockerfile))
     except (ValueError, UsageError) as err:
         raise BenchError(str(err)) from None
     portable = build.args.portable()
     found = []
-    for decl in DECLARED.values():
+    for decl in stage_set_for(args.dockerfile).declared.values():
         deviations = [d for d in decl.deviations if d.portable and portable[d.portable]]
         if not decl.upstream or not deviations:
             continue
@@ -68,4 +68,9 @@ def fork(upstream: str, args_file: str) -> Fork:
         lines[instruction.line - 1] = " ".join(["RUN", *instruction.flags, script]) + "\n"
         for index in range(instruction.line, ends[instruction.line]):
             lines[index] = ""
-    return Fork("".join(lines), BuildArgs(**read_args_file(args_file)).passed())
+    args = BuildArgs(**read_args_file(args_file))
+    for old, new in args.image_rewrites().items():  # `FROM old AS x` -> `FROM new AS x`, as a mirror's fork has it
+        lines = [
+            f"FROM {new}{line[len(f'FROM {old}') :]}" if line.startswith(f"FROM {old} ") else line for line in lines
+        ]
+    return Fork("".join(lines), args.passed())

@@ -21,6 +21,7 @@ import anyio
 
 from stagecache.registry import MANIFEST_MEDIA_TYPES, RegistryClient
 from stagecache.traffic import RegistryLog
+from vllm_ci.args import BuildArgs, read_args_file
 from vllm_release import vllm_source
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -258,23 +259,28 @@ class Buildkitd:
         pidfile.unlink()
 
 
+ARGS_FILE = "vllm-ci.args"  # the example's CUDA build; vllm-ci-cpu.args its CPU one
 UPSTREAM_LAYOUT = "today"  # today's layout is upstream's own Dockerfile, of the release the port follows
 
 
-def dockerfile_of(layout: str) -> pathlib.Path:
-    """A layout's Dockerfile: upstream's real one for today's, else the hand-written one in dockerfiles/."""
+def dockerfile_of(layout: str, dockerfile: str = "docker/Dockerfile") -> pathlib.Path:
+    """A layout's Dockerfile: upstream's real one for today's (the CUDA file, or the one named), else the
+    hand-written one in dockerfiles/."""
     if layout == UPSTREAM_LAYOUT:
-        return vllm_source() / "docker" / "Dockerfile"
+        return vllm_source() / dockerfile
     return BENCH / "dockerfiles" / f"Dockerfile.{layout}"
 
 
 class BuildKit:
     """buildctl with BuildKit's registry cache (`mode=max`), on one of the Dockerfile layouts."""
 
-    def __init__(self, layout: str, daemon: Buildkitd, ca: pathlib.Path, target: str = "test"):
+    def __init__(
+        self, layout: str, daemon: Buildkitd, ca: pathlib.Path, target: str = "test", args_file: str = ARGS_FILE
+    ):
         self.name = f"buildkit-{layout}"
         self.layout = layout
         self.target = target
+        self.args_file = args_file  # the checkout's args file: the Dockerfile it names and its arguments
         self.daemon = daemon
         self.ca = ca
 
@@ -290,11 +296,12 @@ class BuildKit:
         """`buildctl build` of the target, with BuildKit's registry cache as vLLM CI uses it. Today's
         layout is upstream's Dockerfile as the checkout's args file forks it (written beside the log)."""
         build_args: dict[str, str] = {}
-        dockerfile = dockerfile_of(self.layout)
+        args_text = (source / self.args_file).read_text()
+        dockerfile = dockerfile_of(self.layout, BuildArgs(**read_args_file(args_text)).dockerfile)
         if self.layout == UPSTREAM_LAYOUT:
             from fork_dockerfile import fork  # it raises this module's BenchError
 
-            generated = fork(dockerfile.read_text(), (source / "vllm-ci.args").read_text())
+            generated = fork(dockerfile.read_text(), args_text)
             dockerfile, build_args = log.with_suffix(".Dockerfile"), generated.build_args
             dockerfile.write_text(generated.dockerfile)
         cmd = [
@@ -362,9 +369,10 @@ class Dagger:
     """The stage functions on the engine: with our stage cache, or with only the engine's own
     BuildKit cache exported to and imported from the registry (`_EXPERIMENTAL_DAGGER_CACHE_*`)."""
 
-    def __init__(self, stage_cache: bool, target: str = "test"):
+    def __init__(self, stage_cache: bool, target: str = "test", args_file: str = ARGS_FILE):
         self.stage_cache = stage_cache
         self.target = target
+        self.args_file = args_file
         self.name = "ours" if stage_cache else "dagger-engine-cache"
 
     def fresh_agent(self) -> None:
@@ -383,6 +391,8 @@ class Dagger:
             str(source),
             "--target",
             self.target,
+            "--args-file",
+            self.args_file,
             "--image",
             names.image(scenario),
             "--log",

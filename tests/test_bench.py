@@ -17,7 +17,7 @@ from conftest import EXAMPLE, REPO, source_of, vllm_source
 from stagecache import StageContext
 from vllm_ci import stages  # noqa: F401  (the stage functions, each declaring its deviations)
 from vllm_ci.args import PORTABLE_COMMANDS, BuildArgs, read_args_file
-from vllm_ci.declare import DECLARED
+from vllm_ci.declare import DECLARED, STAGE_SETS
 from vllm_ci.deviations import anchored
 from vllm_ci.instructions import AsWritten
 from vllm_ci.upstream_file import UpstreamFile
@@ -120,6 +120,31 @@ def test_todays_layout_is_upstreams_dockerfile_with_only_the_portable_commands_r
         fork(upstream, "--build-arg=NO_SUCH_ARG=1\n")
     with pytest.raises(BenchError, match="--max-jobs: no such constructor argument"):
         fork(upstream, "--max-jobs=4\n")
+
+
+def test_the_cpu_fork_is_upstreams_dockerfile_cpu_with_its_portable_commands_and_rewritten_base_image() -> None:
+    upstream = (vllm_source() / "docker" / "Dockerfile.cpu").read_text()
+    args = (EXAMPLE / "vllm-ci-cpu.args").read_text()
+    generated = fork(upstream, args)
+    before, after = UpstreamFile.parse(upstream, "upstream"), UpstreamFile.parse(generated.dockerfile, "fork")
+    assert [[i.kind for i in s.instructions] for s in before.stages] == [
+        [i.kind for i in s.instructions] for s in after.stages
+    ]
+    # The FROM the example rewrites names the mirror's copy; every other FROM is upstream's.
+    (rewritten,) = [
+        (b.from_text, a.from_text) for b, a in zip(before.stages, after.stages) if b.from_text != a.from_text
+    ]
+    mirror = BuildArgs(**read_args_file(args)).image_rewrites()["ubuntu:22.04"]
+    assert rewritten == ("FROM ubuntu:22.04 AS base", f"FROM {mirror} AS base")
+    # The RUNs that differ are the CPU set's portable deviations, one for each portable command the example sets.
+    differ = {
+        (s.name, old.line)
+        for s, forked in zip(before.stages, after.stages)
+        for old, new in zip(s.instructions, forked.instructions)
+        if old.kind == "RUN" and old.text != new.text
+    }
+    portable = {d.portable for decl in STAGE_SETS["cpu"].declared.values() for d in decl.deviations if d.portable}
+    assert len(differ) == len(portable) == 3
 
 
 def test_each_goal_is_the_ratio_of_its_two_measures_and_met_only_within_its_limit() -> None:
