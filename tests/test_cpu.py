@@ -71,9 +71,9 @@ def test_a_cpu_and_a_cuda_build_into_one_cache_repository_name_no_entry_alike() 
 def test_a_stage_only_the_cuda_file_has_is_refused_for_the_cpu_dockerfile_listing_the_cpu_stages() -> None:
     module = cpu_module()
     with pytest.raises(UsageError, match=r"--target: no stage 'csrc-build'; the stages of docker/Dockerfile.cpu: base"):
-        module._target("csrc-build")
-    assert module._target("") == "cpu.vllm-test"  # the CPU set's CI image, as the cache names it
-    assert example_module()._target("") == "test"
+        module.cache_target("csrc-build")
+    assert module.cache_target("") == "cpu.vllm-test"  # the CPU set's CI image, as the cache names it
+    assert example_module().cache_target("") == "test"
 
 
 def test_accepting_the_cpu_files_deviations_keeps_the_cuda_sets_accepted_digests() -> None:

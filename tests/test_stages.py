@@ -147,7 +147,7 @@ async def test_the_wheel_contains_the_compiled_extension_and_imports(client: Non
 async def _keys(path: pathlib.Path, **overrides: object) -> dict[str, str]:
     """Stage keys of a checkout for the test target."""
     source = source_of(path)
-    cache = await example_module(**overrides)._cache(source)
+    cache = await example_module(**overrides).stage_cache(source)
     return {p.stage.name: p.key for p in await cache.plan(source, "test")}
 
 

@@ -184,7 +184,7 @@ async def run_job(
         who = "the credentials" if login.username else "anonymous access"
         said = f"refused {who} (HTTP {err.status})" if err.status in (401, 403) else f"did not answer: {err}"
         raise StageError(f"registry {image.registry} {said}", phase="login") from None
-    cache = await obj._cache(
+    cache = await obj.stage_cache(
         source,
         list(settings.cache_from),
         settings.cache_to,
@@ -193,7 +193,7 @@ async def run_job(
         password,
         registry_service=login.service,
     )
-    target = obj._target("")
+    target = obj.cache_target("")
     _, report = await cache.build(source, target, ref_argument("image", job.tags[0]))
     print(report.table(), file=sys.stderr)
     async with login.client(image.registry) as client:
@@ -231,8 +231,10 @@ async def symbol_map(
         return out
     log("--- :world_map: Exporting kernel symbol map")
     try:
-        cache = await obj._cache(source, reads, "", False, login.username, password, registry_service=login.service)
-        built, _ = await cache.build(source, obj._target("kernel-symbol-map"))
+        cache = await obj.stage_cache(
+            source, reads, "", False, login.username, password, registry_service=login.service
+        )
+        built, _ = await cache.build(source, obj.cache_target("kernel-symbol-map"))
         return await out.with_file(SYMBOL_MAP, built.file(SYMBOL_MAP)).sync()
     except (StageError, dagger.QueryError) as err:
         log(f"kernel symbol map export failed; continuing without it ({str(err).splitlines()[0]})")

@@ -63,7 +63,7 @@ Target = Annotated[
 class VllmCi(BuildArgs):
     """vLLM's CI image build, stage by stage, with a registry stage cache."""
 
-    async def _cache(
+    async def stage_cache(
         self,
         source: dagger.Directory | None,
         cache_from: list[str] | None = None,
@@ -124,7 +124,7 @@ class VllmCi(BuildArgs):
         version, clean = await source_versions(source)
         return dataclasses.replace(self, git_version=version, git_version_clean=clean)
 
-    def _target(self, target: str) -> str:
+    def cache_target(self, target: str) -> str:
         """A target as the stage cache names it, in the stage set of the Dockerfile being built (empty: its
         test image); a stage the set does not have is one line (exit 2), before any container work."""
         check_target("--target", target, self.dockerfile)
@@ -133,8 +133,8 @@ class VllmCi(BuildArgs):
 
     async def _stage(self, source: dagger.Directory, target: str, **cache: Any) -> dagger.Container:
         """Build one stage (and what it needs), through the cache when one is given."""
-        target = self._target(target)
-        container, report = await (await self._cache(source, **cache)).build(source, target)
+        target = self.cache_target(target)
+        container, report = await (await self.stage_cache(source, **cache)).build(source, target)
         print(report.table(), file=sys.stderr)
         return container
 
@@ -260,8 +260,8 @@ class VllmCi(BuildArgs):
         registry_service: RegistryService = None,
     ) -> str:
         """Dry run: the stages the target needs, their keys and which cache refs would hit, as JSON."""
-        target = self._target(target)
-        cache = await self._cache(
+        target = self.cache_target(target)
+        cache = await self.stage_cache(
             source, cache_from, "", False, registry_username, registry_password, registry_service=registry_service
         )
         planned = await cache.plan(source, target)
@@ -286,8 +286,8 @@ class VllmCi(BuildArgs):
         index_netrc: IndexNetrc = None,
     ) -> str:
         """Build the target with the stage cache, publish it, and return the per-stage report as JSON."""
-        target = self._target(target)
-        cache = await self._cache(
+        target = self.cache_target(target)
+        cache = await self.stage_cache(
             source,
             cache_from,
             cache_to,
@@ -368,7 +368,7 @@ class VllmCi(BuildArgs):
         """Delete old cache entries: keep recent ones, the newest per stage and all the current plan uses."""
         live: set[str] = set()
         if source is not None:
-            cache = await self._cache(source, [], "", False, registry_username, registry_password)
+            cache = await self.stage_cache(source, [], "", False, registry_username, registry_password)
             stage_set = stage_set_for(self.dockerfile)
             for target in ("test", "vllm-openai", "build") if stage_set.name == "cuda" else (stage_set.test_image,):
                 live |= {p.key for p in await cache.plan(source, stage_set.cache_name(target))}
