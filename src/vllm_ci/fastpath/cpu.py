@@ -14,7 +14,6 @@ vllm-test then adds vLLM by file layers onto test-base, so a Python-only change 
 from __future__ import annotations
 
 import dataclasses
-import json
 
 import dagger
 
@@ -23,11 +22,11 @@ from vllm_ci.build import Build
 from vllm_ci.declare import STAGE_SETS, stage
 from vllm_ci.deviations import Deviation
 from vllm_ci.fastpath import program
-from vllm_ci.fastpath.install import RECORD_LABEL
-from vllm_ci.fastpath.stages import DIST_INFO_TEXTS, package, python_alone
-from vllm_ci.stages.common import PRETEND_VERSION, RUNTIME_WORKSPACE, SOURCE_DATE_EPOCH
-from vllm_ci.stages.cpu import BUILD_WHEEL, CPU, EDITABLE_TEST_UTILS, INSTALL_WHEEL
-from vllm_ci.steps import Step, scratch_with
+from vllm_ci.fastpath.install import dist_info_of, with_record
+from vllm_ci.fastpath.stages import package, python_alone
+from vllm_ci.stages.common import RUNTIME_WORKSPACE
+from vllm_ci.stages.cpu import BUILD_WHEEL, COPY_ALL, CPU, EDITABLE_TEST_UTILS, INSTALL_WHEEL, wheel_at
+from vllm_ci.steps import scratch_with
 
 PYTHON_VERSION = STAGE_SETS[CPU].python_version
 # Where vllm-build leaves the wheel (WORKDIR /vllm-workspace, --dist-dir=dist), which vllm-test binds.
@@ -60,7 +59,6 @@ AFTER_CHECKOUT = (
     Deviation("RUN", "check_repo.sh"),
     Deviation("RUN", "--prefix;"),
 )
-COPY_ALL = Deviation("COPY", "COPY . .", ONLY_COMPILE_READS)
 COLLECT_INSTALLED = program("collect_installed.py")
 
 
@@ -82,14 +80,7 @@ async def compile_wheel(build: Build, ctx: StageContext) -> dagger.Container:
     for deviation in AFTER_CHECKOUT:
         checkout = checkout.with_(build.step_elsewhere("vllm-src", deviation, ctx))
 
-    def fixed_version(ctr: dagger.Container, step: Step) -> dagger.Container:
-        return step(
-            ctr.with_env_variable(PRETEND_VERSION, COMPILE_VERSION).with_env_variable(
-                "SOURCE_DATE_EPOCH", SOURCE_DATE_EPOCH
-            )
-        )
-
-    built = build.upstream("vllm-build", ctx, register=False).walk(checkout, {BUILD_WHEEL: fixed_version})
+    built = build.upstream("vllm-build", ctx, register=False).walk(checkout, {BUILD_WHEEL: wheel_at(COMPILE_VERSION)})
     return scratch_with(CPU_DIST, built.directory(CPU_DIST))
 
 
@@ -102,8 +93,7 @@ def wheel_installed(build: Build, ctx: StageContext) -> dagger.Container:
 async def wheel_dist_info(ctx: StageContext) -> tuple[str, str]:
     """The project name of the compile stage's wheel and the dist-info folder an installer makes of it."""
     wheel = (await ctx.parents["compile"].directory(CPU_DIST).glob("*.whl"))[0]
-    name, version = wheel.split("-")[:2]
-    return name, f"{name}-{version}.dist-info"
+    return wheel.split("-")[0], dist_info_of(wheel)
 
 
 @stage(
@@ -121,13 +111,9 @@ async def extension(build: Build, ctx: StageContext) -> dagger.Container:
     _, dist_info = await wheel_dist_info(ctx)
     site = build.site_packages()
     collected = installed.with_exec(["python3", "-c", COLLECT_INSTALLED, "/collected", site, dist_info])
-    texts = json.loads(
-        await installed.with_exec(
-            ["python3", "-c", DIST_INFO_TEXTS, f"{site}/{dist_info}", f"{site}/vllm/_version.py"]
-        ).stdout()
+    return await with_record(
+        scratch_with("/", collected.directory("/collected")), installed, site, dist_info, COMPILE_VERSION
     )
-    label = {"dist_info": dist_info, "pretend_version": COMPILE_VERSION, **texts}
-    return scratch_with("/", collected.directory("/collected")).with_label(RECORD_LABEL, json.dumps(label))
 
 
 @stage(

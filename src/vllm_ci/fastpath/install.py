@@ -21,6 +21,7 @@ from dagger import dag
 
 from stagecache import StageContext
 from vllm_ci.build import Build
+from vllm_ci.fastpath import program
 from vllm_ci.steps import Step
 
 # Excluded from the package layer: what a wheel would not ship.
@@ -41,6 +42,8 @@ RUNTIME_PYTHON = "/usr/local/bin/runtime-python"  # in runtime-python's image: t
 # What uv's UV_COMPILE_BYTECODE=1 does after an install: compile every .py at optimization level 0,
 # timestamp-checked (no SOURCE_DATE_EPOCH), a file that does not compile skipped, not fatal.
 COMPILE_BYTECODE = "import compileall, sys; compileall.compile_dir(sys.argv[1], quiet=2, workers=0)"
+# An installed dist-info folder's texts and a _version.py, as JSON.
+DIST_INFO_TEXTS = program("dist_info_texts.py")
 # The stage that adds rust-build's artifacts, for a stage set whose extension does not hold them.
 RUST_INSTALLED = "rust-installed"
 # The lines of a setuptools-scm _version.py that name the version.
@@ -117,6 +120,27 @@ def version_file(template: str, version: str) -> str:
     return "".join(
         versions.get(line.partition(" = ")[0], line) if line.startswith(VERSION_LINES) else line
         for line in template.splitlines(keepends=True)
+    )
+
+
+def dist_info_of(wheel: str) -> str:
+    """The dist-info folder an installer makes of a wheel (a wheel's name starts with its dist-info's)."""
+    return "-".join(wheel.split("-")[:2]) + ".dist-info"
+
+
+async def with_record(
+    layer: dagger.Container, installed: dagger.Container, site: str, dist_info: str, pretend_version: str
+) -> dagger.Container:
+    """An extension layer with what the install writer reads of it in its config (RECORD_LABEL): the dist-info
+    texts and RECORD rows and the _version.py the wheel installed under `site` of `installed`, and the version
+    the compile was given."""
+    texts = json.loads(
+        await installed.with_exec(
+            ["python3", "-c", DIST_INFO_TEXTS, f"{site}/{dist_info}", f"{site}/vllm/_version.py"]
+        ).stdout()
+    )
+    return layer.with_label(
+        RECORD_LABEL, json.dumps({"dist_info": dist_info, "pretend_version": pretend_version, **texts})
     )
 
 

@@ -27,9 +27,11 @@ from vllm_ci.fastpath.install import (
     RECORD_LABEL,
     RUNTIME_PYTHON,
     RUNTIME_PYTHON_ROOT,
+    dist_info_of,
     package_files,
     rows_of,
     with_bytecode,
+    with_record,
 )
 from vllm_ci.stages.common import DIST, EVERYTHING, EXTENSION_ROOT, PRETEND_VERSION, RUNTIME_WORKSPACE, RUST_ARTIFACTS
 from vllm_ci.stages.extensions import EP_DIST
@@ -40,8 +42,6 @@ from vllm_ci.steps import scratch_with
 # says what it writes); bench/equivalence.py compares the result with upstream's uv install.
 INSTALL_INTO_RUNTIME_LAYOUT = program("install_into_runtime_layout.py")
 INSTALLER_VERSION = "0.7.0"
-# An installed dist-info folder's texts and a _version.py, as JSON.
-DIST_INFO_TEXTS = program("dist_info_texts.py")
 # Where upstream's RUNs bind the wheels they install (`dist/*.whl`, `ep_kernels/dist/*.whl` under
 # WORKDIR /vllm-workspace): what direct_url.json names.
 VLLM_WHEEL_SEEN_AT = "/vllm-workspace/dist"
@@ -92,18 +92,13 @@ async def extension(build: Build, ctx: StageContext) -> dagger.Container:
     # not in the layer: the fast path writes them under build's version (csrc-build's is the pretend one)
     # without pulling this layer (common.vllm_installed).
     wheel = (await ctx.parents["csrc-build"].directory(DIST).glob("*.whl"))[0]
-    dist_info = "-".join(wheel.split("-")[:2]) + ".dist-info"  # a wheel's name starts with its dist-info's
-    installed = f"{EXTENSION_ROOT}{build.site_packages()}"
-    texts = json.loads(
-        await unpacked.with_exec(
-            ["python3", "-c", DIST_INFO_TEXTS, f"{installed}/{dist_info}", f"{installed}/vllm/_version.py"]
-        ).stdout()
-    )
-    label = {"dist_info": dist_info, "pretend_version": build.env_value("csrc-build", PRETEND_VERSION), **texts}
+    dist_info = dist_info_of(wheel)
     layer = dag.directory().with_directory(
         ".", unpacked.directory(EXTENSION_ROOT), exclude=[f"{build.site_packages().lstrip('/')}/{dist_info}"]
     )
-    return scratch_with("/", layer).with_label(RECORD_LABEL, json.dumps(label))
+    installed = f"{EXTENSION_ROOT}{build.site_packages()}"
+    pretend = build.env_value("csrc-build", PRETEND_VERSION)
+    return await with_record(scratch_with("/", layer), unpacked, installed, dist_info, pretend)
 
 
 # Copies the runtime's Python alone (interpreter, linked libraries, standard library) into a folder.

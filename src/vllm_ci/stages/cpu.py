@@ -18,13 +18,12 @@ from dagger import dag
 from stagecache import StageContext
 from vllm_ci.build import Build
 from vllm_ci.declare import STAGE_SETS, stage
-from vllm_ci.deviations import Deviation, skipped
+from vllm_ci.deviations import Deviation, Handler, skipped
 from vllm_ci.fastpath.install import METADATA_INPUTS, vllm_installed
 from vllm_ci.instructions import AUTOMATIC_VALUES
 from vllm_ci.stages.common import SOURCE_DATE_EPOCH, installing_vllm, keeping, with_git_version, with_host_version
 from vllm_ci.stages.rust import NO_GIT as RELINK_WITHOUT_GIT
 from vllm_ci.stages.wheel import WITHOUT_UNREAD
-from vllm_ci.steps import Step
 
 CPU = "cpu"
 SCM_VERSION = (
@@ -56,6 +55,14 @@ EDITABLE_TEST_UTILS = Deviation(
 )
 BUILD_WHEEL = Deviation("RUN", "setup.py bdist_wheel", FIXED_EPOCH)
 DEVELOP = Deviation("RUN", "setup.py develop", NO_GIT)
+
+
+def wheel_at(version: str) -> Handler:
+    """The handler of vllm-build's wheel RUN: as written, given the version (SETUPTOOLS_SCM_PRETEND_VERSION for the
+    RUN only, with_git_version) and fixed zip timestamps (SOURCE_DATE_EPOCH)."""
+    return lambda ctr, step: with_git_version(version, step)(
+        ctr.with_env_variable("SOURCE_DATE_EPOCH", SOURCE_DATE_EPOCH)
+    )
 
 
 def walked_onto(build: Build, name: str, ctx: StageContext, parent: str) -> dagger.Container:
@@ -145,12 +152,8 @@ async def vllm_build(build: Build, ctx: StageContext) -> dagger.Container:
     """FROM vllm-src AS vllm-build: the CPU wheel; keep only dist/, which its children bind."""
     upstream = build.upstream("vllm-build", ctx)
 
-    def build_wheel(ctr: dagger.Container, step: Step) -> dagger.Container:
-        return with_git_version(build.value("git_version"), step)(
-            ctr.with_env_variable("SOURCE_DATE_EPOCH", SOURCE_DATE_EPOCH)
-        )
-
-    return keeping(build.taken_from("vllm-build"), upstream.walk(ctx.parents["vllm-src"], {BUILD_WHEEL: build_wheel}))
+    built = upstream.walk(ctx.parents["vllm-src"], {BUILD_WHEEL: wheel_at(build.value("git_version"))})
+    return keeping(build.taken_from("vllm-build"), built)
 
 
 @stage("vllm-test-deps", from_="base-arch", parents=("base-arch",), stage_set=CPU)
