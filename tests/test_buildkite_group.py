@@ -261,9 +261,6 @@ def test_the_kernel_symbol_map_is_built_and_exported_only_when_asked():
     asked = GroupJob.parse(args, {"BUILDKITE_BRANCH": "main", "VLLM_KERNEL_SYMBOL_MAP": "1"})
     assert asked.symbol_map and "--build-arg=VLLM_KERNEL_SYMBOL_MAP=1" in asked.settings.build_args("o")
     assert f"--build-arg=buildkite_commit={SHA}" in asked.settings.build_args("o")  # the commit the map names
-    export = asked.settings.export_args("kernel-symbol-map", "out/kernel_symbol_map.json.gz")
-    assert export[export.index("-o") + 1] == "out/kernel_symbol_map.json.gz" and "kernel-symbol-map" in export
-    assert export[export.index("--cache-from") + 1] == asked.settings.cache_to  # what this build just wrote
     not_asked = GroupJob.parse(args, {"BUILDKITE_BRANCH": "main"})
     assert not not_asked.symbol_map and "--build-arg=VLLM_KERNEL_SYMBOL_MAP=1" not in not_asked.settings.build_args("o")
 

@@ -218,19 +218,6 @@ class StepSettings:
             return []
         return ["--registry-username", self.username, "--registry-password", f"env:{PASSWORD_VAR}"]
 
-    def export_args(self, function: str, output: str) -> list[str]:
-        """Arguments of ``python -m vllm_ci`` for a function that writes a stage's file to ``output``: it reads
-        the cache this build writes first, then the others; it exports nothing."""
-        reads = (self.cache_to, *self.cache_from)
-        return [
-            *self._global_args(output),
-            function,
-            "--source",
-            self.source,
-            *(arg for repo in reads for arg in ("--cache-from", repo)),
-            *self._auth_args(),
-        ]
-
     def build_args(self, output: str) -> list[str]:
         """Arguments of ``python -m vllm_ci`` for the build and publish; secrets only as ``env:`` references."""
         args = [
