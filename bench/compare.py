@@ -37,7 +37,7 @@ from tools import (
     stored,
     traffic_since,
 )
-from vllm_ci.args import BuildArgs, read_args_file
+from vllm_ci.args import BuildArgs, args_file_flags, read_args_file
 from vllm_ci.declare import STAGE_SETS
 from vllm_ci.graph import targets
 from vllm_ci.upstream_file import UpstreamFile
@@ -45,7 +45,8 @@ from vllm_release import tagged_checkout, vllm_source
 
 EXAMPLE = REPO / "examples" / "mini-vllm"
 TOOLS = ("ours", "buildkit-oct2025", "buildkit-today", "dagger-engine-cache")
-SCENARIOS = ("cold", "no-change", "py-change", "csrc-change", "cold-no-export")
+SCENARIOS = ("cold", "no-change", "py-change", "csrc-change", "lane-arch", "lane-cuda", "cold-no-export")
+LANES = ("lane-arch", "lane-cuda")  # CUDA stage set only: its args file passes the ARGs they change
 QUICK_TOOLS = ("ours", "buildkit-today")
 QUICK_SCENARIOS = ("cold", "no-change", "py-change")
 BASELINE = "buildkit-today"
@@ -63,10 +64,28 @@ def append(relative: str, line: str) -> Callable[[pathlib.Path], None]:
     return edit
 
 
+def release_arg(name: str, value: str) -> Callable[[pathlib.Path], None]:
+    """An edit for a release lane: the checkout's CUDA args file passes another value of one ARG, as a release
+    build (another arch list, another CUDA) does against CI's cache."""
+
+    def edit(root: pathlib.Path) -> None:
+        path = root / ARGS_FILE
+        values = read_args_file(path.read_text())
+        values["build_arg"] = [a for a in values.get("build_arg", []) if not a.startswith(f"{name}=")]
+        values["build_arg"].append(f"{name}={value}")
+        path.write_text("\n".join(args_file_flags(values)) + "\n")
+
+    return edit
+
+
 EDITS = {
     "py-change": append("vllm/layers.py", "BENCH_CHANGE = 1"),
     # a real function: a comment would compile to the same extension
     "csrc-change": append("csrc/ops.c", "int vllm_bench_change(void) { return 42; }"),
+    # a release's arch list (upstream's default is eight archs; the example's CI passes none)
+    "lane-arch": release_arg("torch_cuda_arch_list", "9.0 10.0"),
+    # another CUDA release: a patch version, as the example's mirror serves PyTorch's cu130 index only
+    "lane-cuda": release_arg("CUDA_VERSION", "13.0.2"),
 }
 
 
@@ -84,6 +103,7 @@ class Measure:
     cache_blobs: dict[str, int] = dataclasses.field(default_factory=dict, repr=False)
     # What a test agent holding the cold build's image pulls to run this one (its layers the cold one lacks)
     agent_pulled: int | None = None
+    stages_run: tuple[str, ...] = ()  # ours: the stages built; BuildKit: the stages with a RUN executed
 
 
 def checkout(workdir: pathlib.Path, scenario: str, package: str = "example") -> pathlib.Path:
@@ -167,7 +187,9 @@ def measure(
     cache, own = (
         (sum(new.values()), sum(s for d, s in new.items() if d not in base)) if outcome.cache_written else (None, None)
     )
-    return Measure(seconds, pulled, pushed, outcome.rebuilt, cache, own, outcome.inner_seconds, written)
+    return Measure(
+        seconds, pulled, pushed, outcome.rebuilt, cache, own, outcome.inner_seconds, written, None, outcome.stages_run
+    )
 
 
 def check_target(target: str, tool_names: list[str], stage_set: str = "cuda") -> None:
@@ -215,7 +237,10 @@ def save(results: dict[str, dict[str, list[Measure]]], path: pathlib.Path) -> No
 def load(path: pathlib.Path) -> dict[str, dict[str, list[Measure]]]:
     """Measurements written by save()."""
     return {
-        s: {t: [Measure(**m) for m in runs] for t, runs in per_tool.items()}
+        s: {
+            t: [Measure(**{**m, "stages_run": tuple(m.get("stages_run", ()))}) for m in runs]
+            for t, runs in per_tool.items()
+        }
         for s, per_tool in json.loads(path.read_text()).items()
     }
 
@@ -311,6 +336,7 @@ def summarize(results: dict[str, dict[str, list[Measure]]]) -> dict[str, dict[st
                 "cache_bytes_without_base": int(statistics.median(own)) if own else None,
                 "inner_seconds": statistics.median(inner) if inner else None,
                 "agent_pulled": int(statistics.median(agent)) if agent else None,
+                "stages_run": list(runs[-1].stages_run),
             }
     return summary
 
@@ -421,6 +447,21 @@ def markdown(summary: dict[str, dict[str, dict[str, object]]], goal_list: list[d
                 for label, f in (("time", "seconds"), ("pulled", "pulled"), ("pushed", "pushed"))
             ),
         ]  # type: ignore[arg-type]
+    lanes = [
+        (scenario, tool, m)
+        for scenario, per_tool in summary.items()
+        if scenario in LANES
+        for tool, m in per_tool.items()
+    ]
+    if lanes:
+        lines += [
+            "",
+            "Release lanes, against CI's warm cache: the stages that ran",
+            "",
+            "| lane | tool | stages run |",
+            "|---|---|---|",
+        ]
+        lines += [f"| {s} | {t} | {', '.join(m.get('stages_run') or []) or 'none'} |" for s, t, m in lanes]  # type: ignore[arg-type]
     lines += ["", "Goals:"]
     for g in goal_list:
         state = "not measured" if g["met"] is None else "met" if g["met"] else "NOT MET"
@@ -498,6 +539,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(tools) - set(TOOLS)) + sorted(set(scenarios) - set(SCENARIOS))
     if unknown:
         parser.error(f"unknown tool or scenario: {', '.join(unknown)}")
+    if args.stage_set != "cuda" and set(scenarios) & set(LANES):
+        parser.error(f"{', '.join(LANES)} change the CUDA args file's ARGs: --stage-set cuda only")
     (args.results / "logs").mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     # A SIGTERM ends the bench through its `finally` blocks: no buildkitd is left running.

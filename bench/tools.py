@@ -36,7 +36,8 @@ CA_CERTS = pathlib.Path("/usr/local/share/ca-certificates")  # the machine's egr
 PYTHON = REPO / ".venv" / "bin" / "python"
 
 # Which scenarios read the warm cache, and which write a cache.
-WARM = ("no-change", "py-change", "csrc-change")
+# A release lane (lane-*) reads CI's warm cache as a PR does and builds with a release's arguments.
+WARM = ("no-change", "py-change", "csrc-change", "lane-arch", "lane-cuda")
 NO_EXPORT = ("cold-no-export",)
 
 
@@ -51,6 +52,7 @@ class Outcome:
     rebuilt: str  # e.g. "1/6 stages" or "3/10 RUN"
     cache_written: list[str]  # cache refs it wrote: repo (every tag) or repo:tag
     inner_seconds: float | None = None  # the build's own timing, where it reports one
+    stages_run: tuple[str, ...] = ()  # ours: the stages built; BuildKit: the stages with a RUN executed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -332,11 +334,13 @@ class BuildKit:
             written = [f"{names.cache}:{'main' if scenario not in WARM else scenario}"]
             cmd += ["--export-cache", f"type=registry,ref={written[0]},mode=max"]
         _run(cmd, log)
-        return Outcome(self.rebuilt(log.read_text(), dockerfile), written)
+        rebuilt, stages_run = self.rebuilt(log.read_text(), dockerfile)
+        return Outcome(rebuilt, written, stages_run=stages_run)
 
-    def rebuilt(self, progress: str, dockerfile: pathlib.Path) -> str:
-        """RUN steps executed out of the Dockerfile's RUN steps, from plain progress. A step neither
-        CACHED nor executed is one whose cached result was pulled: only layer lines, no output."""
+    @staticmethod
+    def rebuilt(progress: str, dockerfile: pathlib.Path) -> tuple[str, tuple[str, ...]]:
+        """RUN steps executed out of the Dockerfile's RUN steps, from plain progress, and the stages they are
+        in. A step neither CACHED nor executed is one whose cached result was pulled: only layer lines, no output."""
         names: dict[str, str] = {}
         cached, done, output, pulled = set(), set(), set(), set()
         for line in progress.splitlines():
@@ -359,7 +363,8 @@ class BuildKit:
             if "] RUN " in name and n in done and n not in cached and (n in output or n not in pulled)
         ]
         total = sum(1 for line in dockerfile.read_text().splitlines() if line.startswith("RUN "))
-        return f"{len(ran)}/{total} RUN"
+        stages = dict.fromkeys(m[1] for n in ran if (m := re.match(r"^\[(\S+) ", names[n])))
+        return f"{len(ran)}/{total} RUN", tuple(stages)
 
 
 # -- Dagger ------------------------------------------------------------------------------------
@@ -417,8 +422,8 @@ class Dagger:
         log.with_suffix(".report.json").write_text(raw)  # `vllm-ci report --timeline` renders it
         report = json.loads(raw)
         stages = [s for s in report["stages"] if s["outcome"] != "unused"]
-        rebuilt = sum(s["outcome"] in ("exported", "built", "export-failed") for s in stages)
+        built = tuple(s["stage"] for s in stages if s["outcome"] in ("exported", "built", "export-failed"))
         # Without our cache every stage reads "built": what the engine cache saved shows in time and bytes only.
-        return Outcome(
-            f"{rebuilt}/{len(stages)} stages" if self.stage_cache else "n/a", written, report["total_seconds"]
-        )
+        if not self.stage_cache:
+            return Outcome("n/a", written, report["total_seconds"])
+        return Outcome(f"{len(built)}/{len(stages)} stages", written, report["total_seconds"], built)

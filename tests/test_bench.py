@@ -26,8 +26,8 @@ BENCH = REPO / "bench"
 sys.path.insert(0, str(BENCH))
 from fork_dockerfile import fork  # noqa: E402
 
-from compare import goals  # noqa: E402
-from tools import BenchError, dockerfile_of  # noqa: E402
+from compare import EDITS, goals  # noqa: E402
+from tools import ARGS_FILE, BenchError, BuildKit, dockerfile_of  # noqa: E402
 
 # One path of a checkout for each pattern our source ignores (two for `vllm/**/*.so`), and paths it keeps.
 CHECKOUT = (
@@ -156,6 +156,48 @@ def test_each_goal_is_the_ratio_of_its_two_measures_and_met_only_within_its_limi
     assert measured["Python-only change: time ≤ 0.2× BuildKit-today"] == (None, None)
     summary["no-change"]["ours"]["seconds"] = 61.0
     assert {g["goal"]: g["met"] for g in goals(summary)}["No change: time ≤ 1× BuildKit-today"] is False
+
+
+def test_a_release_lane_passes_another_value_of_one_arg_and_every_other_argument_as_ci_does(
+    tmp_path: pathlib.Path,
+) -> None:
+    ci = (EXAMPLE / ARGS_FILE).read_text()
+    for lane, name, value in (
+        ("lane-arch", "torch_cuda_arch_list", "9.0 10.0"),
+        ("lane-cuda", "CUDA_VERSION", "13.0.2"),
+    ):
+        (tmp_path / ARGS_FILE).write_text(ci)
+        EDITS[lane](tmp_path)
+        release, before = (
+            BuildArgs(**read_args_file((tmp_path / ARGS_FILE).read_text())),
+            BuildArgs(**read_args_file(ci)),
+        )
+        assert release.passed()[name] == value
+        assert [a for a in release.build_arg or [] if a.startswith(f"{name}=")] == [f"{name}={value}"]  # one value
+        assert {k: v for k, v in release.passed().items() if k != name} == {
+            k: v for k, v in before.passed().items() if k != name
+        }
+        assert dataclasses.replace(release, build_arg=[]) == dataclasses.replace(before, build_arg=[])
+
+
+def test_buildkits_rebuilt_count_names_the_stages_whose_run_steps_executed(tmp_path: pathlib.Path) -> None:
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text("FROM scratch AS base\nRUN a\nFROM base AS build\nRUN b\nRUN c\nFROM base AS test\nRUN d\n")
+    progress = [
+        "#5 [base 2/2] RUN a",
+        "#5 CACHED",  # a hit in BuildKit's own state
+        "#6 [build 2/3] RUN b",
+        "#6 0.105 compiling",
+        "#6 DONE 0.2s",  # ran
+        "#7 [build 3/3] RUN c",
+        "#7 sha256:0123 1.0MB / 1.0MB",
+        "#7 extracting sha256:0123",
+        "#7 DONE 0.1s",  # pulled from the registry cache, not run
+        "#8 [test 2/2] RUN d",
+        "#8 0.2 ok",
+        "#8 DONE 0.3s",
+    ]
+    assert BuildKit.rebuilt("\n".join(progress), dockerfile) == ("2/4 RUN", ("build", "test"))
 
 
 @pytest.mark.bench
