@@ -22,7 +22,7 @@ import anyio
 import dagger
 from dagger import dag
 
-from compare import COMMIT_DATE, MB, Measure, base_refs, checkout, make_tools, measure, write_results
+from compare import COMMIT_DATE, MB, Measure, agent_pull, base_refs, checkout, make_tools, measure, write_results
 from stagecache.registry import ImageRef, connect
 from tools import BENCH, REGISTRY, BenchError, BuildKit, Dagger, Names, engine_lock
 from vllm_ci.engine import use_local_engine
@@ -78,10 +78,16 @@ async def forget(repositories: list[str]) -> None:
                     await client.delete_manifest(repository, digest)
 
 
-def measure_size(
-    size_gb: float, tools: list[BuildKit | Dagger], workdir: pathlib.Path, out: pathlib.Path, stamp: str
+def measure_size(  # noqa: PLR0913
+    size_gb: float,
+    tools: list[BuildKit | Dagger],
+    workdir: pathlib.Path,
+    out: pathlib.Path,
+    stamp: str,
+    package: str = "example",
 ) -> dict[str, Measure]:
-    """Cold, then the Python-only change on a fresh agent, for each tool, on one heavy base."""
+    """Cold, then the Python-only change on a fresh agent, for each tool, on one heavy base; and what a test agent
+    holding the cold image pulls to run the changed one."""
     run_id = f"{stamp}-{size_gb:g}gb"
     heavy = f"{REGISTRY}/bench/{run_id}/heavy/base:bookworm"
     with engine_lock():
@@ -92,7 +98,7 @@ def measure_size(
             names = Names(run_id, tool.name)
             for scenario in SCENARIOS:
                 log = out / "logs" / f"scale-{size_gb:g}gb-{tool.name}-{scenario}.log"
-                source = on_heavy_base(checkout(workdir, scenario), heavy)
+                source = on_heavy_base(checkout(workdir, scenario, package), heavy)
                 result = measure(tool, source, scenario, names, log, {}, {}, extra_repos=(f"bench/{run_id}/heavy/",))
                 print(
                     f"scale: {size_gb:g} GB {tool.name:15} {scenario:10} {result.seconds:6.1f} s  "
@@ -101,6 +107,7 @@ def measure_size(
                     flush=True,
                 )
                 if scenario == "py-change":
+                    result.agent_pulled = agent_pull(names, scenario)
                     measured[tool.name] = result
             tool.done()
     finally:
@@ -126,13 +133,14 @@ def report(rows: dict[float, dict[str, Measure]]) -> tuple[str, dict[str, float 
     """The markdown table and each tool's slope."""
     slopes = {tool: slope([(size, per[tool].seconds) for size, per in rows.items() if tool in per]) for tool in TOOLS}
     lines = [
-        "| heavy layer | tool | Python-only change, fresh agent: wall s | pulled | pushed | rebuilt |",
-        "|---|---|---|---|---|---|",
+        "| heavy layer | tool | Python-only change, fresh agent: wall s | pulled | pushed | rebuilt | test agent pulls |",
+        "|---|---|---|---|---|---|---|",
     ]
     for size, per in rows.items():
         for tool, m in per.items():
             lines.append(
-                f"| {size:g} GB | {tool} | {m.seconds:.1f} | {m.pulled / MB:.1f} MB | {m.pushed / MB:.1f} MB | {m.rebuilt} |"
+                f"| {size:g} GB | {tool} | {m.seconds:.1f} | {m.pulled / MB:.1f} MB | {m.pushed / MB:.1f} MB | {m.rebuilt} "
+                f"| {'-' if m.agent_pulled is None else f'{m.agent_pulled / MB:.1f} MB'} |"
             )
     lines += ["", "| tool | slope (s per GB of image) |", "|---|---|"]
     lines += [f"| {tool} | {'-' if s is None else f'{s:.2f}'} |" for tool, s in slopes.items()]
@@ -166,6 +174,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--results", type=pathlib.Path, default=BENCH / "results", help="folder for scale.json, scale.png, logs/"
     )
+    parser.add_argument(
+        "--package",
+        choices=("example", "vllm"),
+        default="example",
+        help="vllm: the example with the pinned release's whole Python tree in vllm/ (vLLM's size)",
+    )
     args = parser.parse_args(argv)
     sizes = [float(s) for s in args.sizes.split(",") if s]
     use_local_engine()
@@ -178,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="vllm-ci-scale-") as tmp:
             tools = make_tools(list(TOOLS), pathlib.Path(tmp))
             for size in sizes:
-                rows[size] = measure_size(size, tools, pathlib.Path(tmp), args.results, stamp)
+                rows[size] = measure_size(size, tools, pathlib.Path(tmp), args.results, stamp, args.package)
     except BenchError as err:
         print(f"scale: {err}", file=sys.stderr)
         return 1
@@ -186,11 +200,18 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     data = {
         "sizes_gb": sizes,
+        "package": args.package,
         "bench_seconds": round(time.monotonic() - started, 1),
         "slopes_s_per_gb": slopes,
         "results": {
             f"{size:g}": {
-                tool: {"seconds": m.seconds, "pulled": m.pulled, "pushed": m.pushed, "rebuilt": m.rebuilt}
+                tool: {
+                    "seconds": m.seconds,
+                    "pulled": m.pulled,
+                    "pushed": m.pushed,
+                    "rebuilt": m.rebuilt,
+                    "agent_pulled": m.agent_pulled,
+                }
                 for tool, m in per.items()
             }
             for size, per in rows.items()

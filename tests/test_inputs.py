@@ -1,4 +1,6 @@
-"""A checkout's files as the stage cache records them (stagecache.inputs): git's model, and the ignore file as BuildKit reads it. Pure logic, no engine."""
+"""A checkout's files as the stage cache records them (stagecache.inputs): git's model, the ignore file as BuildKit
+reads it, and which files a stage's include patterns select. Pure logic, and one engine test: the plain selector
+against the engine's own include filter."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import shutil
 
 import pytest
 
-from conftest import EXAMPLE, checkout
+from conftest import EXAMPLE, checkout, source_of
 from stagecache.inputs import (
     excluding_pattern,
     files_of,
@@ -16,7 +18,90 @@ from stagecache.inputs import (
     manifest_digest,
     manifest_of,
     pattern_problem,
+    plain_selector,
 )
+
+# Paths that share a prefix with a pattern without being under it, a nested namesake, dotfiles and a symlink.
+TRICKY_TREE = (
+    "vllm/__init__.py",
+    "vllm/.hidden/x.py",
+    "vllm2/__init__.py",
+    "vllm.py",
+    "setup.py",
+    "setup.py.bak",
+    "tools/setup.py",
+    "csrc/ops.c",
+    "csrc/sub/deep.h",
+    "csrcx/ops.c",
+    ".dockerignore",
+    "requirements/build/cuda.txt",
+    "requirements/build-cuda.txt",
+)
+PLAIN_PATTERNS = (
+    ["vllm/"],
+    ["setup.py", "csrc"],
+    ["requirements/build/cuda.txt", "link"],
+    ["**"],
+    ["csrc/", "vllm"],
+    ["vllm/**", "setup.py", "setup.py/**"],  # as the stage graph writes a folder and a path (graph.include_patterns)
+    ["csrc/sub/**", "tools/setup.py/**"],
+)
+
+
+def tricky_tree(root: pathlib.Path) -> None:
+    """TRICKY_TREE under root, each file holding its own path, and `link` a symlink to setup.py."""
+    for path in TRICKY_TREE:
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(path)
+    (root / "link").symlink_to("setup.py")
+
+
+def test_a_plain_pattern_selects_its_file_or_its_folder_and_everything_under_it_and_nothing_sharing_a_prefix() -> None:
+    def chosen(include: list[str]) -> list[str]:
+        selects = plain_selector(include)
+        assert selects is not None
+        return [path for path in (*TRICKY_TREE, "link") if selects(path)]
+
+    assert chosen(["vllm/"]) == chosen(["vllm"]) == ["vllm/__init__.py", "vllm/.hidden/x.py"]
+    assert chosen(["setup.py", "csrc"]) == ["setup.py", "csrc/ops.c", "csrc/sub/deep.h"]
+    assert chosen(["requirements/build/cuda.txt"]) == ["requirements/build/cuda.txt"]
+    assert chosen(["**"]) == [*TRICKY_TREE, "link"]
+    assert chosen(["vllm/**", "setup.py/**"]) == ["vllm/__init__.py", "vllm/.hidden/x.py"]  # not the file setup.py
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        "vllm/*.py",
+        "**/x.py",
+        "vllm/**/x.py",
+        "**/",
+        "req?",
+        "re[q]",
+        "a\\b",
+        "/setup.py",
+        "./setup.py",
+        "a/../b",
+        "a//b",
+        "",
+    ],
+)
+def test_a_pattern_with_a_wildcard_or_an_unclean_path_is_left_to_the_engines_matcher(pattern: str) -> None:
+    assert plain_selector(["vllm/", pattern]) is None
+
+
+@pytest.mark.anyio
+async def test_the_plain_selector_selects_what_the_engines_include_filter_selects(
+    client: None, tmp_path: pathlib.Path
+) -> None:
+    tricky_tree(tmp_path)
+    source = source_of(tmp_path)
+    for include in PLAIN_PATTERNS:
+        engine = {path for path in await source.filter(include=include).glob("**") if not path.endswith("/")}
+        engine = {path for path in engine if not (tmp_path / path).is_dir() or (tmp_path / path).is_symlink()}
+        selects = plain_selector(include)
+        assert selects is not None
+        assert {path for path in (*TRICKY_TREE, "link") if selects(path)} == engine, include
 
 
 def test_a_tree_checked_out_under_umask_002_and_022_by_different_owners_has_one_manifest(

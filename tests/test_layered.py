@@ -1,13 +1,18 @@
 """Layers in proportion to the change (stagecache.layered): which files a new layer holds, and which
-previous entry a stage may build on. Pure logic: the engine and registry side is in test_python_only_floor."""
+previous entry a stage may build on, and what of the source a stage function is given. Pure logic, and one
+engine test of the source given; the registry side is in test_python_only_floor."""
 
 from __future__ import annotations
 
 import json
+import pathlib
+
+import pytest
+from dagger import dag
 
 from stagecache.inputs import SourceFile
 from stagecache.keys import KeyPreimage
-from stagecache.layered import DEPTH_LABEL, MAX_DEPTH, Previous, builds_on, layers_for, literal
+from stagecache.layered import DEPTH_LABEL, MAX_DEPTH, Previous, builds_on, layers_for, literal, stage_source
 from stagecache.refs import ImageRef
 
 PREVIOUS_REF = ImageRef.parse("127.0.0.1:5000/cache:package-0123@sha256:" + "a" * 64)
@@ -62,3 +67,26 @@ def test_only_an_entry_whose_key_differs_in_its_files_alone_is_built_on() -> Non
 
 def test_a_path_is_matched_literally_not_as_a_pattern() -> None:
     assert literal("vllm/a[1]*?.py") == "vllm/a\\[1\\]\\*\\?.py"
+
+
+@pytest.mark.anyio
+async def test_a_stage_built_on_its_previous_entry_is_given_the_changed_files_alone_and_others_what_they_read(
+    client: None, tmp_path: pathlib.Path
+) -> None:
+    for path in ("vllm/a.py", "vllm/b.py", "vllm/c.py", "setup.py", "build/ignored.o"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(path)
+    checkout = dag.host().directory(str(tmp_path), no_cache=True)
+    context = checkout.filter(exclude=["build"])  # as an ignore file leaves it out
+    now = files(vllm_a="1", vllm_b="3", vllm_c="4")
+
+    async def given(reads: tuple[str, ...], before: Previous | None) -> list[str]:
+        return sorted(await stage_source(reads, checkout, context, now, before).glob("**/*.*"))
+
+    # Built on its previous entry: b changed and c is new; a, setup.py and the ignored file are not given.
+    assert await given(("vllm/**",), previous(1, vllm_a="1", vllm_b="2")) == ["vllm/b.py", "vllm/c.py"]
+    # Without one, or starting over: what its reads select of the context.
+    assert await given(("vllm/**",), None) == ["vllm/a.py", "vllm/b.py", "vllm/c.py"]
+    assert await given(("vllm/**",), previous(MAX_DEPTH, vllm_a="1")) == ["vllm/a.py", "vllm/b.py", "vllm/c.py"]
+    assert await given(("**",), None) == ["setup.py", "vllm/a.py", "vllm/b.py", "vllm/c.py"]
+    assert await given((), None) == []

@@ -16,7 +16,7 @@ import os
 import posixpath
 import stat
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import dagger
 
@@ -154,11 +154,39 @@ def manifest_of(root: str) -> dict[str, str]:
 
 
 async def selected(source: dagger.Directory, include: list[str], manifest: Manifest) -> dict[str, str]:
-    """The part of a manifest that include patterns select, with the engine's own pattern matching."""
+    """The part of a manifest that include patterns select: here when each is a plain path (plain_selector),
+    else with the engine's own pattern matching."""
     if not include:
         return {}
+    if (selects := plain_selector(include)) is not None:
+        return {path: entry for path, entry in sorted(manifest.items()) if selects(path)}
     paths = await source.filter(include=include).glob("**")
     return {path: manifest[path] for path in sorted(paths) if path in manifest}
+
+
+GLOB_CHARS = frozenset("*?[\\")
+
+
+def plain_selector(include: list[str]) -> Callable[[str], bool] | None:
+    """Which paths include patterns select, when every pattern is `**` (everything), `PATH/**` (everything
+    under a folder) or a plain path relative to the root (a file, or a folder and everything under it, with
+    or without a trailing `/`), as the engine's include filter selects them; None when one holds another
+    wildcard, a `..`, a `.`, an empty component or is absolute: the engine matches those. One listing then
+    serves every stage, instead of a filter and a listing in the engine each."""
+    if "**" in include:
+        return lambda path: True
+    exact: set[str] = set()
+    folders: list[str] = []
+    for pattern in include:
+        under = pattern.endswith("/**")
+        path = pattern.removesuffix("/**") if under else pattern.rstrip("/")
+        if not path or path.startswith("/") or GLOB_CHARS & set(path) or {"", ".", ".."} & set(path.split("/")):
+            return None
+        folders.append(path + "/")
+        if not under:
+            exact.add(path)
+    prefixes = tuple(folders)
+    return lambda path: path in exact or path.startswith(prefixes)
 
 
 def manifest_digest(manifest: Manifest) -> str:

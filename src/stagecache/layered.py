@@ -86,3 +86,24 @@ def only(source: dagger.Directory, paths: Sequence[str]) -> dagger.Directory:
 def literal(path: str) -> str:
     """A pattern that matches a path and only it: the pattern characters of the engine's matcher escaped."""
     return "".join("\\" + char if char in "*?[]\\" else char for char in path)
+
+
+def stage_source(
+    reads: Sequence[str],
+    checkout: dagger.Directory,
+    context: dagger.Directory,
+    files: Mapping[str, SourceFile],
+    previous: Previous | None,
+) -> dagger.Directory:
+    """What a stage function is given of the source (StageContext.source): the build context as its reads (include
+    patterns) filter it; for an incremental stage built on its previous entry, the files that changed alone, taken
+    from the checkout by their paths. A filter of a few literal paths is instant, where one of a stage's whole
+    reads (or of the ignore file's patterns) copies each file in the engine first: seconds at vLLM's size. The
+    paths are the context's (its manifest's), so both give the same files."""
+    if (layers := layers_for(files, previous)).previous is not None:
+        return only(checkout, layers.paths)
+    if not reads:
+        return dag.directory()
+    if "**" in reads:
+        return context  # all of it: a filter would copy every file to select them all
+    return context.filter(include=list(reads))

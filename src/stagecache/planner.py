@@ -18,6 +18,7 @@ from stagecache.inputs import (
     build_context,
     context_patterns,
     excluding_pattern,
+    plain_selector,
     selected,
     source_files,
 )
@@ -132,7 +133,10 @@ class Planner:
         root = host_path(source)
         if root is None:
             return await source_files(read)
-        paths = await read.glob("**")
+        if (selects := plain_selector(read_patterns)) is not None:  # one listing, no filter in the engine
+            paths = [path for path in await context.glob("**") if selects(path.rstrip("/"))]
+        else:
+            paths = await read.glob("**")
         return await anyio.to_thread.run_sync(hashed_files, root, paths)
 
     async def _refuse_ignored_reads(

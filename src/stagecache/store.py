@@ -29,6 +29,7 @@ from stagecache.errors import (
 )
 from stagecache.inputs import IGNORE_FILE
 from stagecache.keys import DEFAULT_LAYER_COMPRESSION, KEY_LABEL, PREIMAGE_LABEL, STAGE_LABEL, checked_compression
+from stagecache.layered import stage_source
 from stagecache.planner import Planner
 from stagecache.publisher import Publisher
 from stagecache.refs import ImageRef, read_order
@@ -163,7 +164,7 @@ class StageCache:
                 return results[name]
             done[name] = anyio.Event()
             try:
-                results[name] = await self._resolve_one(by_name[name], source, resolve, report.record(name))
+                results[name] = await self._resolve_one(by_name[name], checkout, source, resolve, report.record(name))
             except Exception as err:
                 failures[name] = err
                 raise
@@ -196,11 +197,13 @@ class StageCache:
     async def _resolve_one(
         self,
         planned: PlannedStage,
+        checkout: dagger.Directory,
         source: dagger.Directory,
         resolve: Callable[[str], Awaitable[dagger.Container]],
         record: StageRecord,
     ) -> dagger.Container:
-        """Import a hit, or build the stage on its parents and export it."""
+        """Import a hit, or build the stage on its parents and export it (checkout: the source as given; source:
+        the build context, less what its ignore file excludes)."""
         stage = planned.stage
         hit = planned.hit
         if hit is None:  # someone may have published it since the plan, or the plan did not ask
@@ -238,13 +241,13 @@ class StageCache:
 
         record.started_at = self.state.now()
         self.progress.started(stage.name, record.why)
-        filtered = source.filter(include=list(stage.reads)) if stage.reads else dag.directory()
         previous = await self.planner.previous(planned.preimage) if stage.incremental else None
         if previous is not None:
             record.note = f"built on {previous.ref.short(host=False)}"
+        files = {path: self.state.files[path] for path in planned.files}
         ctr = await stage.function(
             StageContext(
-                filtered, parents, self.secrets, {path: self.state.files[path] for path in planned.files}, previous
+                stage_source(stage.reads, checkout, source, files, previous), parents, self.secrets, files, previous
             )
         )
         ctr = (

@@ -24,8 +24,12 @@ from vllm_ci.build import Build
 from vllm_ci.fastpath import program
 from vllm_ci.steps import Step
 
-# Excluded from the package layer: what a wheel would not ship.
-PACKAGE_EXCLUDE = ["**/__pycache__", "**/*.pyc", "**/*.so"]
+# Excluded from the package layer: what a wheel would not ship, at any depth (a folder so named with all it
+# holds). One spec, two readers: the engine's filter (PACKAGE_EXCLUDE) and in_package, which lists the layer
+# from the stage cache's manifest without a copy of vllm/ in the engine.
+PACKAGE_EXCLUDED_NAMES = ("__pycache__",)
+PACKAGE_EXCLUDED_SUFFIXES = (".pyc", ".so")
+PACKAGE_EXCLUDE = [*(f"**/{name}" for name in PACKAGE_EXCLUDED_NAMES), *(f"**/*{s}" for s in PACKAGE_EXCLUDED_SUFFIXES)]
 # vllm/_version.py: build's setup.py writes it each build, so it is not in the package stage's layers but in
 # a small one of its own above them.
 VERSION_FILE = "_version.py"
@@ -71,15 +75,20 @@ def record_row(path: str, sha256_hex: str, size: int) -> list[str]:
     return [path, f"sha256={digest}", str(size)]
 
 
+def in_package(path: str) -> bool:
+    """Whether a path under vllm/ is one package_files keeps: no part of it a name or a suffix PACKAGE_EXCLUDE names."""
+    return not any(
+        part in PACKAGE_EXCLUDED_NAMES or part.endswith(PACKAGE_EXCLUDED_SUFFIXES) for part in path.split("/")
+    )
+
+
 async def package_rows(ctx: StageContext) -> list[list[str]]:
     """RECORD rows of the package layer's vllm/ files, from the digests the stage cache took of the
-    source (no second export): the paths are the layer's, as the engine filters them."""
-    layer = await package_files(ctx.source).glob("**")
-    files = {path: ctx.files.get(f"vllm/{path}") for path in layer}
+    source (no second export, no listing in the engine): the stage reads vllm/, so its manifest holds them."""
     return [
-        record_row(f"vllm/{path}", file.sha256, file.size)
-        for path, file in sorted(files.items())
-        if file and not file.entry.startswith("link:")
+        record_row(path, file.sha256, file.size)
+        for path, file in sorted(ctx.files.items())
+        if path.startswith("vllm/") and in_package(path.removeprefix("vllm/")) and not file.entry.startswith("link:")
     ]
 
 
