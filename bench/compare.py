@@ -46,7 +46,6 @@ from vllm_release import tagged_checkout, vllm_source
 EXAMPLE = REPO / "examples" / "mini-vllm"
 TOOLS = ("ours", "buildkit-oct2025", "buildkit-today", "dagger-engine-cache")
 SCENARIOS = ("cold", "no-change", "py-change", "csrc-change", "lane-arch", "lane-cuda", "cold-no-export")
-LANES = ("lane-arch", "lane-cuda")  # CUDA stage set only: its args file passes the ARGs they change
 QUICK_TOOLS = ("ours", "buildkit-today")
 QUICK_SCENARIOS = ("cold", "no-change", "py-change")
 BASELINE = "buildkit-today"
@@ -64,28 +63,30 @@ def append(relative: str, line: str) -> Callable[[pathlib.Path], None]:
     return edit
 
 
-def release_arg(name: str, value: str) -> Callable[[pathlib.Path], None]:
-    """An edit for a release lane: the checkout's CUDA args file passes another value of one ARG, as a release
-    build (another arch list, another CUDA) does against CI's cache."""
+# A release lane's build: the checkout as CI builds it, with another value of one ARG (another arch list,
+# another CUDA: a patch release, as the example's mirror serves PyTorch's cu130 index only).
+LANE_ARGS = {"lane-arch": ("torch_cuda_arch_list", "9.0 10.0"), "lane-cuda": ("CUDA_VERSION", "13.0.2")}
 
-    def edit(root: pathlib.Path) -> None:
-        path = root / ARGS_FILE
-        values = read_args_file(path.read_text())
-        values["build_arg"] = [a for a in values.get("build_arg", []) if not a.startswith(f"{name}=")]
-        values["build_arg"].append(f"{name}={value}")
-        path.write_text("\n".join(args_file_flags(values)) + "\n")
 
-    return edit
+def release_args(source: pathlib.Path, scenario: str, into: pathlib.Path) -> pathlib.Path | None:
+    """For a release lane, its args file, written outside the checkout (a release passes its arguments to the
+    build; they are no file of the checkout, which would move every stage reading all of it): the checkout's
+    CUDA args file with the lane's one ARG changed. None for any other scenario (the checkout's own)."""
+    if scenario not in LANE_ARGS:
+        return None
+    name, value = LANE_ARGS[scenario]
+    values = read_args_file((source / ARGS_FILE).read_text())
+    values["build_arg"] = [a for a in values.get("build_arg", []) if not a.startswith(f"{name}=")]
+    values["build_arg"].append(f"{name}={value}")
+    path = into / f"{scenario}.args"
+    path.write_text("\n".join(args_file_flags(values)) + "\n")
+    return path
 
 
 EDITS = {
     "py-change": append("vllm/layers.py", "BENCH_CHANGE = 1"),
     # a real function: a comment would compile to the same extension
     "csrc-change": append("csrc/ops.c", "int vllm_bench_change(void) { return 42; }"),
-    # a release's arch list (upstream's default is eight archs; the example's CI passes none)
-    "lane-arch": release_arg("torch_cuda_arch_list", "9.0 10.0"),
-    # another CUDA release: a patch version, as the example's mirror serves PyTorch's cu130 index only
-    "lane-cuda": release_arg("CUDA_VERSION", "13.0.2"),
 }
 
 
@@ -171,14 +172,15 @@ def measure(
     base: dict[str, int],
     extra_repos: tuple[str, ...] = (),
     args_file: str = ARGS_FILE,
+    release: pathlib.Path | None = None,
 ) -> Measure:
-    """Fresh agent, then one timed build; bytes from the registry's request log (the tool's
-    repositories, the base images' and `extra_repos`)."""
+    """Fresh agent, then one timed build (with a release lane's args file, if given); bytes from the registry's
+    request log (the tool's repositories, the base images' and `extra_repos`)."""
     with engine_lock():
         tool.fresh_agent()
         mark = log_mark()
         started = time.monotonic()
-        outcome = tool.build(source, scenario, names, log)
+        outcome = tool.build(source, scenario, names, log, release)
         seconds = time.monotonic() - started
         end = log_mark()
     pulled, pushed = traffic_since(mark, end, (names.repos, *base_repos(args_file), *extra_repos))
@@ -284,15 +286,17 @@ def run_bench(
                     warm: dict[str, int] = {}
                     for scenario in order:
                         log = out / "logs" / f"{tool.name}-{scenario}-{run}.log"
+                        source = checkout(workdir, scenario, package)
                         result = measure(
                             tool,
-                            checkout(workdir, scenario, package),
+                            source,
                             scenario,
                             names,
                             log,
                             warm if scenario in WARM else {},
                             base,
                             args_file=args_file,
+                            release=release_args(source, scenario, workdir),
                         )
                         if scenario == "cold":
                             warm = result.cache_blobs
@@ -450,7 +454,7 @@ def markdown(summary: dict[str, dict[str, dict[str, object]]], goal_list: list[d
     lanes = [
         (scenario, tool, m)
         for scenario, per_tool in summary.items()
-        if scenario in LANES
+        if scenario in LANE_ARGS
         for tool, m in per_tool.items()
     ]
     if lanes:
@@ -539,8 +543,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(tools) - set(TOOLS)) + sorted(set(scenarios) - set(SCENARIOS))
     if unknown:
         parser.error(f"unknown tool or scenario: {', '.join(unknown)}")
-    if args.stage_set != "cuda" and set(scenarios) & set(LANES):
-        parser.error(f"{', '.join(LANES)} change the CUDA args file's ARGs: --stage-set cuda only")
+    if args.stage_set != "cuda" and set(scenarios) & set(LANE_ARGS):
+        parser.error(f"{', '.join(LANE_ARGS)} change the CUDA args file's ARGs: --stage-set cuda only")
     (args.results / "logs").mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     # A SIGTERM ends the bench through its `finally` blocks: no buildkitd is left running.

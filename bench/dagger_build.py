@@ -52,7 +52,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", type=pathlib.Path, required=True)
     parser.add_argument("--target", default="test")
-    parser.add_argument("--args-file", default="vllm-ci.args", help="the checkout's args file (its constructor flags)")
+    parser.add_argument(
+        "--args-file",
+        default="vllm-ci.args",
+        help="the args file (constructor flags): in the checkout, or a path outside it",
+    )
     parser.add_argument("--image", required=True)
     parser.add_argument("--cache-from", default="", help="comma-separated; empty: no stage cache")
     parser.add_argument("--cache-to", default="")

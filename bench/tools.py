@@ -294,11 +294,14 @@ class BuildKit:
         """Stop the daemon once this tool's scenarios are measured."""
         self.daemon.stop()
 
-    def build(self, source: pathlib.Path, scenario: str, names: Names, log: pathlib.Path) -> Outcome:
+    def build(
+        self, source: pathlib.Path, scenario: str, names: Names, log: pathlib.Path, args: pathlib.Path | None = None
+    ) -> Outcome:
         """`buildctl build` of the target, with BuildKit's registry cache as vLLM CI uses it. Today's
-        layout is upstream's Dockerfile as the checkout's args file forks it (written beside the log)."""
+        layout is upstream's Dockerfile as the checkout's args file (or `args`, a release's) forks it
+        (written beside the log)."""
         build_args: dict[str, str] = {}
-        args_text = (source / self.args_file).read_text()
+        args_text = (args or source / self.args_file).read_text()
         dockerfile = dockerfile_of(self.layout, BuildArgs(**read_args_file(args_text)).dockerfile)
         if self.layout == UPSTREAM_LAYOUT:
             from fork_dockerfile import fork  # it raises this module's BenchError
@@ -387,8 +390,11 @@ class Dagger:
     def done(self) -> None:
         """Nothing to stop: the engine stays up for its other users."""
 
-    def build(self, source: pathlib.Path, scenario: str, names: Names, log: pathlib.Path) -> Outcome:
-        """Build and publish the target's image in a client process of its own."""
+    def build(
+        self, source: pathlib.Path, scenario: str, names: Names, log: pathlib.Path, args: pathlib.Path | None = None
+    ) -> Outcome:
+        """Build and publish the target's image in a client process of its own, with the checkout's args file
+        (or `args`, a release's)."""
         cmd = [
             str(PYTHON),
             str(BENCH / "dagger_build.py"),
@@ -397,7 +403,7 @@ class Dagger:
             "--target",
             self.target,
             "--args-file",
-            self.args_file,
+            str(args or self.args_file),
             "--image",
             names.image(scenario),
             "--log",

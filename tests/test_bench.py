@@ -26,7 +26,7 @@ BENCH = REPO / "bench"
 sys.path.insert(0, str(BENCH))
 from fork_dockerfile import fork  # noqa: E402
 
-from compare import EDITS, goals  # noqa: E402
+from compare import LANE_ARGS, goals, release_args  # noqa: E402
 from tools import ARGS_FILE, BenchError, BuildKit, dockerfile_of  # noqa: E402
 
 # One path of a checkout for each pattern our source ignores (two for `vllm/**/*.so`), and paths it keeps.
@@ -161,23 +161,23 @@ def test_each_goal_is_the_ratio_of_its_two_measures_and_met_only_within_its_limi
 def test_a_release_lane_passes_another_value_of_one_arg_and_every_other_argument_as_ci_does(
     tmp_path: pathlib.Path,
 ) -> None:
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
     ci = (EXAMPLE / ARGS_FILE).read_text()
-    for lane, name, value in (
-        ("lane-arch", "torch_cuda_arch_list", "9.0 10.0"),
-        ("lane-cuda", "CUDA_VERSION", "13.0.2"),
-    ):
-        (tmp_path / ARGS_FILE).write_text(ci)
-        EDITS[lane](tmp_path)
-        release, before = (
-            BuildArgs(**read_args_file((tmp_path / ARGS_FILE).read_text())),
-            BuildArgs(**read_args_file(ci)),
-        )
+    (checkout / ARGS_FILE).write_text(ci)
+    assert release_args(checkout, "py-change", tmp_path) is None  # not a lane: the checkout's own args file
+    for lane, (name, value) in LANE_ARGS.items():
+        path = release_args(checkout, lane, tmp_path)
+        assert path is not None and checkout not in path.parents  # outside the checkout: its files do not change
+        assert (checkout / ARGS_FILE).read_text() == ci
+        release, before = BuildArgs(**read_args_file(path.read_text())), BuildArgs(**read_args_file(ci))
         assert release.passed()[name] == value
         assert [a for a in release.build_arg or [] if a.startswith(f"{name}=")] == [f"{name}={value}"]  # one value
         assert {k: v for k, v in release.passed().items() if k != name} == {
             k: v for k, v in before.passed().items() if k != name
         }
         assert dataclasses.replace(release, build_arg=[]) == dataclasses.replace(before, build_arg=[])
+    assert set(LANE_ARGS) == {"lane-arch", "lane-cuda"}
 
 
 def test_buildkits_rebuilt_count_names_the_stages_whose_run_steps_executed(tmp_path: pathlib.Path) -> None:
