@@ -207,7 +207,11 @@ def check_target(target: str, tool_names: list[str], stage_set: str = "cuda") ->
 
 
 def make_tools(
-    names: list[str], workdir: pathlib.Path, target: str = "test", args_file: str = ARGS_FILE
+    names: list[str],
+    workdir: pathlib.Path,
+    target: str = "test",
+    args_file: str = ARGS_FILE,
+    cache_compression: str = "",
 ) -> list[BuildKit | Dagger]:
     """The tools asked for, building `target`; BuildKit is built (or found cached) first."""
     tools: list[BuildKit | Dagger] = []
@@ -220,7 +224,7 @@ def make_tools(
             layout = name.removeprefix("buildkit-")
             tools.append(BuildKit(layout, daemon, ca_bundle(workdir / "ca.pem"), target, args_file))
         else:
-            tools.append(Dagger(stage_cache=name == "ours", target=target, args_file=args_file))
+            tools.append(Dagger(name == "ours", target, args_file, cache_compression))
     return tools
 
 
@@ -256,6 +260,7 @@ def run_bench(
     target: str = "test",
     package: str = "example",
     args_file: str = ARGS_FILE,
+    cache_compression: str = "",
 ) -> dict[str, dict[str, list[Measure]]]:
     """Every tool through the scenarios, `runs` times; cold first, as it warms the cache the others read.
     Resuming keeps the runs measurements.json holds whole and redoes the rest."""
@@ -275,7 +280,7 @@ def run_bench(
             del measured[done[tool_name] :]  # a run cut short is redone whole, on fresh repositories
     with tempfile.TemporaryDirectory(prefix="vllm-ci-bench-") as tmp:
         workdir = pathlib.Path(tmp)
-        tools = make_tools(tool_names, workdir, target, args_file)
+        tools = make_tools(tool_names, workdir, target, args_file, cache_compression)
         base = stored(base_refs(args_file))
         try:
             for run in range(runs):
@@ -530,6 +535,12 @@ def main(argv: list[str] | None = None) -> int:
         help="vllm: the example with the pinned release's whole Python tree in vllm/ (vLLM's size)",
     )
     parser.add_argument(
+        "--cache-compression",
+        choices=("zstd", "gzip"),
+        help="ours: the stage cache's layer compression (default: the args file's, zstd); gzip keeps the base "
+        "images' gzip layers as they are instead of storing zstd copies",
+    )
+    parser.add_argument(
         "--render", action="store_true", help="build nothing: report the measurements.json already there"
     )
     parser.add_argument(
@@ -566,6 +577,7 @@ def main(argv: list[str] | None = None) -> int:
                 target,
                 args.package,
                 ARGS_FILES[args.stage_set],
+                args.cache_compression or "",
             )
     except BenchError as err:
         print(f"bench: {err}", file=sys.stderr)
@@ -581,6 +593,7 @@ def main(argv: list[str] | None = None) -> int:
         "target": target,
         "stage_set": args.stage_set,
         "package": args.package,
+        "cache_compression": args.cache_compression or "zstd",
         "bench_seconds": round(time.monotonic() - started, 1),
         "results": summary,
         "goals": goal_list,

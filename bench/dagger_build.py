@@ -29,15 +29,17 @@ async def build(  # noqa: PLR0913
     cache_to: str,
     log: pathlib.Path,
     args_file: str = "vllm-ci.args",
+    cache_compression: str = "",
 ) -> str:
     """Build and publish the target's image; the report as JSON."""
     with log.open("w") as log_output:
         async with dagger.connection(dagger.Config(log_output=log_output)):
             # The version .git gives, derived on the host as the client command derives it.
             version, clean = git_versions(source)
-            module = VllmCi(
-                **read_args_file((source / args_file).read_text()), git_version=version, git_version_clean=clean
-            )
+            args = read_args_file((source / args_file).read_text())
+            if cache_compression:
+                args["cache_compression"] = cache_compression
+            module = VllmCi(**args, git_version=version, git_version_clean=clean)
             # A folder of this machine, as the client command uploads it: hashed here (statcache.on_host).
             directory = on_host(dag.host().directory(str(source), exclude=SOURCE_IGNORE), str(source))
             # The module's own build function, as `dagger call` and the client command run it.
@@ -58,13 +60,26 @@ def main() -> None:
         help="the args file (constructor flags): in the checkout, or a path outside it",
     )
     parser.add_argument("--image", required=True)
+    parser.add_argument("--cache-compression", default="", help="the stage cache's layer compression (the args file's)")
     parser.add_argument("--cache-from", default="", help="comma-separated; empty: no stage cache")
     parser.add_argument("--cache-to", default="")
     parser.add_argument("--log", type=pathlib.Path, required=True, help="where the engine's progress goes")
     args = parser.parse_args()
     use_local_engine()
     cache_from = [r for r in args.cache_from.split(",") if r]
-    print(anyio.run(build, args.source, args.target, args.image, cache_from, args.cache_to, args.log, args.args_file))
+    print(
+        anyio.run(
+            build,
+            args.source,
+            args.target,
+            args.image,
+            cache_from,
+            args.cache_to,
+            args.log,
+            args.args_file,
+            args.cache_compression,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -377,10 +377,13 @@ class Dagger:
     """The stage functions on the engine: with our stage cache, or with only the engine's own
     BuildKit cache exported to and imported from the registry (`_EXPERIMENTAL_DAGGER_CACHE_*`)."""
 
-    def __init__(self, stage_cache: bool, target: str = "test", args_file: str = ARGS_FILE):
+    def __init__(
+        self, stage_cache: bool, target: str = "test", args_file: str = ARGS_FILE, cache_compression: str = ""
+    ):
         self.stage_cache = stage_cache
         self.target = target
         self.args_file = args_file
+        self.cache_compression = cache_compression  # the stage cache's; empty: the args file's
         self.name = "ours" if stage_cache else "dagger-engine-cache"
 
     def fresh_agent(self) -> None:
@@ -406,6 +409,8 @@ class Dagger:
             str(args or self.args_file),
             "--image",
             names.image(scenario),
+            "--cache-compression",
+            self.cache_compression,
             "--log",
             str(log.with_suffix(".engine.log")),
         ]
