@@ -504,6 +504,16 @@ def chart(summary: dict[str, dict[str, dict[str, object]]], path: pathlib.Path) 
     plt.close(fig)
 
 
+def add_package_argument(parser: argparse.ArgumentParser) -> None:
+    """--package: the example's own Python package, or vLLM's (the pinned release's whole Python tree in vllm/)."""
+    parser.add_argument(
+        "--package",
+        choices=("example", "vllm"),
+        default="example",
+        help="vllm: the example with the pinned release's whole Python tree in vllm/ (vLLM's size)",
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the bench and report."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -528,12 +538,7 @@ def main(argv: list[str] | None = None) -> int:
         default="cuda",
         help="cpu: the example's CPU image (vllm-ci-cpu.args, upstream's docker/Dockerfile.cpu)",
     )
-    parser.add_argument(
-        "--package",
-        choices=("example", "vllm"),
-        default="example",
-        help="vllm: the example with the pinned release's whole Python tree in vllm/ (vLLM's size)",
-    )
+    add_package_argument(parser)
     parser.add_argument(
         "--cache-compression",
         choices=("zstd", "gzip"),

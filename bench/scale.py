@@ -22,7 +22,18 @@ import anyio
 import dagger
 from dagger import dag
 
-from compare import COMMIT_DATE, MB, Measure, agent_pull, base_refs, checkout, make_tools, measure, write_results
+from compare import (
+    COMMIT_DATE,
+    MB,
+    Measure,
+    add_package_argument,
+    agent_pull,
+    base_refs,
+    checkout,
+    make_tools,
+    measure,
+    write_results,
+)
 from stagecache.registry import ImageRef, connect
 from tools import BENCH, REGISTRY, BenchError, BuildKit, Dagger, Names, engine_lock
 from vllm_ci.engine import use_local_engine
@@ -174,12 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--results", type=pathlib.Path, default=BENCH / "results", help="folder for scale.json, scale.png, logs/"
     )
-    parser.add_argument(
-        "--package",
-        choices=("example", "vllm"),
-        default="example",
-        help="vllm: the example with the pinned release's whole Python tree in vllm/ (vLLM's size)",
-    )
+    add_package_argument(parser)
     args = parser.parse_args(argv)
     sizes = [float(s) for s in args.sizes.split(",") if s]
     use_local_engine()
