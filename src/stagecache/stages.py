@@ -21,6 +21,8 @@ class StageContext:
     secrets (never part of a key), and the files it reads as the client hashed them (path -> digest
     and size), so a stage that needs their digests does not export them again."""
 
+    # The source as its reads filter it; an incremental stage built on `previous`: its changed files alone
+    # (layered.stage_source), all the layer it adds needs.
     source: dagger.Directory
     parents: Mapping[str, dagger.Container]
     secrets: Mapping[str, dagger.Secret] = dataclasses.field(default_factory=dict)
