@@ -190,7 +190,15 @@ def measure(
         (sum(new.values()), sum(s for d, s in new.items() if d not in base)) if outcome.cache_written else (None, None)
     )
     return Measure(
-        seconds, pulled, pushed, outcome.rebuilt, cache, own, outcome.inner_seconds, written, None, outcome.stages_run
+        seconds,
+        pulled,
+        pushed,
+        outcome.rebuilt,
+        cache,
+        own,
+        outcome.inner_seconds,
+        written,
+        stages_run=outcome.stages_run,
     )
 
 

@@ -47,10 +47,6 @@ class Layers:
         """The image the new layer goes onto: the previous entry's, or an empty one."""
         return dag.container() if self.previous is None else dag.container().from_(str(self.previous))
 
-    def files_of(self, source: dagger.Directory) -> dagger.Directory:
-        """Of the stage's source, the files this layer holds: all of it, or the changed files alone."""
-        return source if self.previous is None else only(source, self.paths)
-
     def labelled(self, image: dagger.Container) -> dagger.Container:
         """The stage's image with its depth recorded, for the next build to count on."""
         return image.with_label(DEPTH_LABEL, str(self.depth))

@@ -172,7 +172,8 @@ async def package(build: Build, ctx: StageContext) -> dagger.Container:
     entry, so an unchanged module's bytecode is never compiled or pushed again."""
     layers = layers_for(ctx.files, ctx.previous)
     site_vllm = f"{build.site_packages()}/vllm"
-    added = with_bytecode(site_vllm, package_files(layers.files_of(ctx.source), version_file=False), ctx)
+    # ctx.source holds the files this layer adds (stagecache.layered.stage_source): all, or the changed alone.
+    added = with_bytecode(site_vllm, package_files(ctx.source, version_file=False), ctx)
     return layers.labelled(layers.base.with_directory(site_vllm, added))
 
 
@@ -181,7 +182,7 @@ async def source_tree(build: Build, ctx: StageContext) -> dagger.Container:
     """The checkout where the test stage's ADD . puts it, vllm/ at src/vllm (so tests import the installed
     vLLM), in layers in proportion to the change."""
     layers = layers_for(ctx.files, ctx.previous)
-    changed = layers.files_of(ctx.source)
+    changed = ctx.source  # the files this layer adds (stagecache.layered.stage_source): all, or the changed alone
     tree = dag.directory().with_directory(".", changed, exclude=["vllm/"])
     if any(path.startswith("vllm/") for path in layers.paths):
         tree = tree.with_directory("src/vllm", changed.directory("vllm"))
