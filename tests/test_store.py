@@ -93,6 +93,20 @@ async def test_a_python_only_change_rebuilds_only_the_stages_that_read_it(
     assert report.record("test-deps").outcome == report.record("extension").outcome == "hit"
 
 
+async def test_a_release_arch_list_reuses_base_and_test_deps_and_gives_base_its_own_arch_list(
+    client: None, warm_cache: str
+) -> None:
+    # The arch list is base's last instruction, an ENV: base's entry holds none of it and is reused; the image
+    # children get has the release's value; test-deps, which copies a file of base's, is reused too.
+    release = {"cache_from": [warm_cache], "build_arg": ["torch_cuda_arch_list=9.0"]}
+    base, report = await cache_for(**release).build(source_of(EXAMPLE), "base")  # type: ignore[arg-type]
+    assert report.record("base").outcome == "hit"
+    assert await base.env_variable("TORCH_CUDA_ARCH_LIST") == "9.0"
+    entry = dag.container().from_(str(report.record("base").ref))
+    assert await entry.env_variable("TORCH_CUDA_ARCH_LIST") is None
+    assert set((await build(EXAMPLE, "test-deps", **release)).outcomes().values()) == {"hit", "unused"}
+
+
 async def test_the_plan_names_keys_and_hits_before_any_container_work(client: None, warm_cache: str) -> None:
     plan = json.loads(await example_module().plan(source_of(EXAMPLE), cache_from=[warm_cache]))
     stages = {s["stage"]: s for s in plan["stages"]}

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from stagecache.report import StageRecord as StageRecord
     from stagecache.stages import Stage as Stage
     from stagecache.stages import StageContext as StageContext
+    from stagecache.stages import Tail as Tail
     from stagecache.store import StageCache as StageCache
 
 _HOMES = {
@@ -25,6 +26,7 @@ _HOMES = {
     "Stage": "stagecache.stages",
     "StageCache": "stagecache.store",
     "StageContext": "stagecache.stages",
+    "Tail": "stagecache.stages",
 }
 __all__ = sorted(_HOMES)
 

@@ -4,6 +4,8 @@ order a target needs them in, and their key preimages."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import dagger
@@ -35,6 +37,23 @@ BuildFunction = Callable[[StageContext], Awaitable[dagger.Container]]
 
 
 @dataclasses.dataclass(frozen=True)
+class Tail:
+    """The steps at a stage's end that change only its image's config (ENV, LABEL): neither in its entry nor in
+    its key, applied to its result, built or imported, before a child or the build's output gets it. A child that
+    builds on the stage's image is keyed on them too; one that reads its files alone (Stage.files_only) is not,
+    so a release that changes only such a step (an arch list set as ENV) reuses the stage and those children."""
+
+    apply: Callable[[dagger.Container], dagger.Container]
+    args: Mapping[str, str] = dataclasses.field(default_factory=dict)  # the values the steps read
+    steps: Mapping[str, str] = dataclasses.field(default_factory=dict)  # label -> digest, as Stage.steps
+
+    def given_key(self, entry_key: str) -> str:
+        """The key of the stage's image with these steps applied: what a child built on it is keyed on."""
+        preimage = {"type": "stagecache.tail", "entry": entry_key, "args": dict(self.args), "steps": dict(self.steps)}
+        return hashlib.sha256(json.dumps(preimage, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
 class Stage:
     """A stage as data: its inputs are declared once and feed both the source filter and the key."""
 
@@ -54,6 +73,14 @@ class Stage:
     step_notes: Mapping[str, str] = dataclasses.field(default_factory=dict)
     # Its result is files of the source: a miss is given its previous entry to add the changed ones onto.
     incremental: bool = False
+    # Its config-only last steps, applied to its entry (Tail); None: its entry is its whole result.
+    tail: Tail | None = None
+    # Parents it reads files of alone (COPY --from), never the config: keyed on their entries, not their tails.
+    files_only: tuple[str, ...] = ()
+
+    def finished(self, ctr: dagger.Container) -> dagger.Container:
+        """Its result as children and the build's output get it: its entry with its tail applied."""
+        return self.tail.apply(ctr) if self.tail is not None else ctr
 
     def reads_whole(self, parent: str) -> bool:
         """Whether building this stage reads a parent's files (so a hit for it is pulled and checked)."""
@@ -120,18 +147,20 @@ def stage_preimages(
 ) -> list[KeyPreimage]:
     """The key preimages of stages given parents first, from the files each reads (path -> digest),
     for entries whose layers are compressed with `layers`."""
-    keys: dict[str, str] = {}
+    keys: dict[str, str] = {}  # each stage's entry key
+    given: dict[str, str] = {}  # the key of its image with its tail applied (Tail.given_key)
     preimages: list[KeyPreimage] = []
     for stage in stages:
         preimage = KeyPreimage(
             stage=stage.name,
             code=stage.code,
             args=dict(stage.args),
-            parents={p: keys[p] for p in stage.parents},
+            parents={p: keys[p] if p in stage.files_only else given[p] for p in stage.parents},
             inputs=manifest_digest(reads.get(stage.name, {})),
             layers=layers,
             steps=dict(stage.steps),
         )
         keys[stage.name] = preimage.key()
+        given[stage.name] = stage.tail.given_key(keys[stage.name]) if stage.tail is not None else keys[stage.name]
         preimages.append(preimage)
     return preimages

@@ -164,7 +164,8 @@ class StageCache:
                 return results[name]
             done[name] = anyio.Event()
             try:
-                results[name] = await self._resolve_one(by_name[name], checkout, source, resolve, report.record(name))
+                entry = await self._resolve_one(by_name[name], checkout, source, resolve, report.record(name))
+                results[name] = by_name[name].stage.finished(entry)
             except Exception as err:
                 failures[name] = err
                 raise
@@ -180,7 +181,7 @@ class StageCache:
                 # Publish what a warm run publishes, the target's cache entry, not the container just
                 # built: its config (history, labels) differs, and so would the image digest.
                 self.state.imported.append(exported.ref)
-                published = self.import_image(exported.ref)
+                published = by_name[target].stage.finished(self.import_image(exported.ref))
             try:
                 report.image = await self.publisher.publish(published, image)
             except dagger.QueryError as err:

@@ -8,13 +8,16 @@ import functools
 from collections.abc import Mapping
 from types import MappingProxyType
 
+import dagger
+from dagger import dag
+
 from stagecache import StageContext
 from vllm_ci.args import BuildArgs
 from vllm_ci.declare import StageDeclaration, StageSet, stage_set_for
 from vllm_ci.deviations import Deviation
 from vllm_ci.deviations import claimed as claimed_in
 from vllm_ci.errors import UsageError
-from vllm_ci.instructions import AUTOMATIC_VALUES, AsWritten, mount_options, mount_source
+from vllm_ci.instructions import AUTOMATIC_VALUES, CONFIG_ONLY, AsWritten, mount_options, mount_source, taken_from
 from vllm_ci.steps import Step, unquote
 from vllm_ci.upstream_file import Instruction, UpstreamFile, expand
 
@@ -126,6 +129,7 @@ class Build:
             self.args.portable(),
             tuple(p for p in decl.reads if p.endswith("/")),
             self.args.rewrites(),
+            until=self.tails.get(stage),
         )
         if register:
             self.walks[stage] = walk
@@ -169,24 +173,68 @@ class Build:
     def taken_from(self, stage: str) -> list[str]:
         """The paths the file's other stages copy or bind from a stage (COPY --from, RUN --mount from=),
         a path under another one left out: all a child can see of it."""
-        paths: list[str] = []
-        for other in self.file.stages:
-            for instruction in other.instructions:
-                if instruction.kind in ("COPY", "ADD") and instruction.options().get("from") == stage:
-                    paths += instruction.value[:-1]
-                for flag in instruction.flags if instruction.kind == "RUN" else ():
-                    options = mount_options(flag) if flag.startswith("--mount=") else {}
-                    if options.get("from") == stage:
-                        paths.append(mount_source(options, "/"))
+        paths = [
+            path
+            for other in self.file.stages
+            for instruction in other.instructions
+            for name, path in taken_from(instruction)
+            if name == stage
+        ]
         kept = sorted({"/" + p.strip("/") for p in paths})
         return [p for p in kept if not any(p.startswith(q + "/") for q in kept if q != p)]
 
-    def key_values(self, decl: StageDeclaration) -> dict[str, str]:
-        """The ARGs a stage reads, each with the value its RUNs see at its line (unset ones left out;
-        one declared twice keyed `NAME@2`), and what only this project's steps read (also_reads)."""
+    def files_only(self, decl: StageDeclaration) -> tuple[str, ...]:
+        """The parents a stage reads files of alone: named by its COPY --from or RUN --mount from=, and not
+        the stage it builds on; their config (Build.tails) is not in its key."""
+        if not decl.upstream:
+            return ()
+        stage = self.file.stage(decl.name)
+        named = {name for instruction in stage.instructions for name, _ in taken_from(instruction)}
+        return tuple(p for p in decl.parents if p in named and p not in (decl.from_, stage.base))
+
+    @functools.cached_property
+    def tails(self) -> dict[str, int]:
+        """Where the tail of a stage another stage reads files of alone starts (its first line): its last
+        instructions that change only the image's config (CONFIG_ONLY) and no deviation claims. Walked apart
+        onto its entry (tail_step), they are in neither its entry nor its key, nor in that reader's key."""
+        tails: dict[str, int] = {}
+        for name in {p for decl in self.declarations.values() for p in self.files_only(decl)}:
+            decl = self.declarations[name]
+            stage = self.file.stage(name) if decl.upstream else None
+            if stage is None:
+                continue
+            claimed = {i.line for d in decl.deviations for i in claimed_in(self.file.path, stage, d)}
+            for instruction in reversed(stage.instructions):
+                if instruction.kind not in CONFIG_ONLY or instruction.line in claimed:
+                    break
+                tails[name] = instruction.line
+        return tails
+
+    def tail_step(self, stage: str) -> Step:
+        """A stage's tail (tails), as written, in the scope the stage has where the tail starts."""
+        walk = self.upstream(stage, StageContext(source=dag.directory(), parents={}), register=False)
+        line = self.tails[stage]
+        for instruction in walk.stage.instructions:  # the ARGs and ENVs above it set the scope
+            if instruction.line < line and instruction.kind in ("ARG", "ENV"):
+                walk.step_of(instruction)
+        steps = [walk.step_of(i) for i in walk.stage.instructions if i.line >= line]
+
+        def apply(ctr: dagger.Container) -> dagger.Container:
+            for step in steps:
+                ctr = step(ctr)
+            return ctr
+
+        return apply
+
+    def key_values(self, decl: StageDeclaration, until: int | None = None) -> dict[str, str]:
+        """The ARGs a stage reads (above line `until`, when given: its tail's), each with the value its RUNs
+        see at its line (unset ones left out; one declared twice keyed `NAME@2`), and what only this project's
+        steps read (also_reads)."""
         values: dict[str, str] = {}
         if decl.upstream:
-            for name, value in self.file.scoped_args(self.file.stage(decl.name), self.passed, AUTOMATIC_VALUES):
+            stage = self.file.stage(decl.name)
+            above = until - 1 if until is not None else None
+            for name, value in self.file.scoped_args(stage, self.passed, AUTOMATIC_VALUES, above):
                 key = name if name not in values else f"{name}@{sum(k.split('@')[0] == name for k in values) + 1}"
                 if value is not None:
                     values[key] = value

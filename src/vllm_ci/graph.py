@@ -5,11 +5,12 @@ the ARG values its RUNs see and the text of its instructions (its key), its code
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 
 import dagger
 from dagger import dag
 
-from stagecache import Stage, StageContext
+from stagecache import Stage, StageContext, Tail
 from stagecache.errors import StageError
 from stagecache.fingerprint import code_fingerprint
 from stagecache.stages import BuildFunction, ordered
@@ -42,9 +43,10 @@ def include_patterns(reads: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(patterns))
 
 
-def steps_of(decl: StageDeclaration, build: Build) -> tuple[dict[str, str], dict[str, str]]:
-    """An upstream stage's instructions as its key reads them, label ("RUN 3": the third RUN) -> digest,
-    and where each is now ("line 912"); ARG lines are in the key as their values instead."""
+def steps_of(decl: StageDeclaration, build: Build, until: int | None = None) -> tuple[dict[str, str], dict[str, str]]:
+    """An upstream stage's instructions (above line `until`, when given: its tail's) as its key reads them,
+    label ("RUN 3": the third RUN) -> digest, and where each is now ("line 912"); ARG lines are in the key as
+    their values instead."""
     steps: dict[str, str] = {}
     notes: dict[str, str] = {}
     stage = build.file.stage(decl.name) if decl.upstream else None
@@ -57,7 +59,8 @@ def steps_of(decl: StageDeclaration, build: Build) -> tuple[dict[str, str], dict
             continue
         seen[instruction.kind] = seen.get(instruction.kind, 0) + 1
         label = f"{instruction.kind} {seen[instruction.kind]}"
-        steps[label], notes[label] = instruction.digest, f"line {instruction.line}"
+        if until is None or instruction.line < until:
+            steps[label], notes[label] = instruction.digest, f"line {instruction.line}"
     counted: dict[tuple[str, str], int] = {}
     for other, deviation in decl.runs_from:
         for instruction in build.instructions_run_from(other, deviation):
@@ -65,6 +68,17 @@ def steps_of(decl: StageDeclaration, build: Build) -> tuple[dict[str, str], dict
             label = f"{other} {instruction.kind} {counted[other, instruction.kind]}"
             steps[label], notes[label] = instruction.digest, f"line {instruction.line}"
     return steps, notes
+
+
+def tail_of(decl: StageDeclaration, build: Build, steps: Mapping[str, str], values: Mapping[str, str]) -> Tail:
+    """A stage's tail (Build.tails) for the cache: its steps, and the steps and values of its key that its
+    entry's key (`steps`, `values`) leaves out."""
+    every_step, _ = steps_of(decl, build)
+    return Tail(
+        build.tail_step(decl.name),
+        args={name: value for name, value in build.key_values(decl).items() if name not in values},
+        steps={label: digest for label, digest in every_step.items() if label not in steps},
+    )
 
 
 def walked(decl: StageDeclaration, build: Build) -> BuildFunction:
@@ -94,8 +108,9 @@ def stage_graph(build: Build) -> list[Stage]:
     graph = []
     cache_name = build.stage_set.cache_name
     for decl in build.declarations.values():
-        steps, notes = steps_of(decl, build)
-        values = build.key_values(decl)  # resolved once: the key and the function's view read these
+        until = build.tails.get(decl.name)  # its entry's key stops above its tail
+        steps, notes = steps_of(decl, build, until)
+        values = build.key_values(decl, until)  # resolved once: the key and the function's view read these
         graph.append(
             Stage(
                 name=cache_name(decl.name),
@@ -108,6 +123,8 @@ def stage_graph(build: Build) -> list[Stage]:
                 steps=steps,
                 step_notes=notes,
                 incremental=decl.incremental,
+                tail=tail_of(decl, build, steps, values) if until is not None else None,
+                files_only=tuple(map(cache_name, build.files_only(decl))),
             )
         )
     by_name = {s.name: s for s in graph}

@@ -100,6 +100,21 @@ def mount_options(flag: str) -> dict[str, str]:
 # The flags each instruction this runner applies takes (COPY --link: the same files, only layered apart).
 FLAGS: Final = {"RUN": ("--mount=",), "COPY": ("--from=", "--link"), "ADD": ("--from=", "--link")}
 RUNNABLE: Final = frozenset("ARG RUN COPY ADD ENV WORKDIR USER LABEL ENTRYPOINT CMD EXPOSE".split())
+# The instructions that change only the image's config, never its files (WORKDIR makes its folder).
+CONFIG_ONLY: Final = frozenset("ARG ENV USER LABEL ENTRYPOINT CMD EXPOSE".split())
+
+
+def taken_from(instruction: Instruction) -> list[tuple[str, str]]:
+    """What an instruction takes from another stage or image: (its name, the path), from COPY/ADD --from
+    and RUN --mount from=, as written."""
+    taken: list[tuple[str, str]] = []
+    if instruction.kind in ("COPY", "ADD") and "from" in instruction.options():
+        taken += [(instruction.options()["from"], path) for path in instruction.value[:-1]]
+    for flag in instruction.flags if instruction.kind == "RUN" else ():
+        options = mount_options(flag) if flag.startswith("--mount=") else {}
+        if "from" in options:
+            taken.append((options["from"], mount_source(options, "/")))
+    return taken
 
 
 def unrunnable(instruction: Instruction) -> str:
@@ -131,6 +146,12 @@ class AsWritten:
     # ENV values this runner has set so far, for the instructions after them (BuildKit: ENV wins over ARG).
     env: dict[str, str] = dataclasses.field(default_factory=dict)
     walked: list[int] = dataclasses.field(default_factory=list)  # lines walked, in order
+    # The line the stage's tail starts at (Build.tails): walked apart, onto the entry (Build.tail_step).
+    until: int | None = None
+
+    def body(self) -> list[Instruction]:
+        """The instructions its walk runs: all of the stage's, less its tail."""
+        return [i for i in self.stage.instructions if self.until is None or i.line < self.until]
 
     def walk(self, start: dagger.Container, handlers: Mapping[Deviation, Handler] | None = None) -> dagger.Container:
         """Every instruction of the stage onto `start`, in file order: each as written, or through the
@@ -142,7 +163,7 @@ class AsWritten:
             raise UsageError(f"stage {self.stage.name}: handlers for undeclared deviations {undeclared}")
         claimed = {i.line: d for d in self.deviations for i in self.claimed_by(d)}
         ctr = start
-        for instruction in self.stage.instructions:
+        for instruction in self.body():
             deviation = claimed.get(instruction.line)
             handler = handlers.get(deviation) if deviation is not None else None
             if handler is None:
@@ -176,8 +197,8 @@ class AsWritten:
         return dataclasses.replace(self, ctx=ctx).step_of(self.anchored(deviation))
 
     def complete(self) -> bool:
-        """Whether the walk ran every instruction of the stage."""
-        return self.walked == [i.line for i in self.stage.instructions]
+        """Whether the walk ran every instruction of the stage (its tail is walked apart)."""
+        return self.walked == [i.line for i in self.body()]
 
     def step_of(self, instruction: Instruction) -> Step:
         """The container change one instruction makes, as written (ARG: it enters the scope now)."""
