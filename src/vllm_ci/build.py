@@ -7,6 +7,7 @@ import dataclasses
 import functools
 from collections.abc import Mapping
 from types import MappingProxyType
+from typing import Final
 
 import dagger
 from dagger import dag
@@ -17,9 +18,25 @@ from vllm_ci.declare import StageDeclaration, StageSet, stage_set_for
 from vllm_ci.deviations import Deviation
 from vllm_ci.deviations import claimed as claimed_in
 from vllm_ci.errors import UsageError
-from vllm_ci.instructions import AUTOMATIC_VALUES, CONFIG_ONLY, AsWritten, mount_options, mount_source, taken_from
+from vllm_ci.instructions import AUTOMATIC_VALUES, AsWritten, mount_options, mount_source
 from vllm_ci.steps import Step, unquote
 from vllm_ci.upstream_file import Instruction, UpstreamFile, expand
+
+# The instructions that change only the image's config, never its files (WORKDIR makes its folder).
+CONFIG_ONLY: Final = frozenset("ARG ENV USER LABEL ENTRYPOINT CMD EXPOSE".split())
+
+
+def taken_from(instruction: Instruction) -> list[tuple[str, str]]:
+    """What an instruction takes from another stage or image: (its name, the path), from COPY/ADD --from
+    and RUN --mount from=, as written."""
+    taken: list[tuple[str, str]] = []
+    if instruction.kind in ("COPY", "ADD") and "from" in instruction.options():
+        taken += [(instruction.options()["from"], path) for path in instruction.value[:-1]]
+    for flag in instruction.flags if instruction.kind == "RUN" else ():
+        options = mount_options(flag) if flag.startswith("--mount=") else {}
+        if "from" in options:
+            taken.append((options["from"], mount_source(options, "/")))
+    return taken
 
 
 class UndeclaredRead(LookupError):

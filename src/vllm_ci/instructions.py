@@ -2,21 +2,20 @@
 with BuildKit's meaning, unless a deviation the stage function declares claims it.
 
 What each instruction becomes:
-- RUN: `/bin/sh -c` with the script as written; the ARGs the stage has declared above it are in its
-  environment unless an ENV of the same name is (BuildKit: ENV wins); `--mount=type=cache` is a cache
-  volume (`locked` one private copy per concurrent RUN, see SHARING), `type=bind` a mounted folder (of
-  the stage's filtered source, or of a parent with `from=`), and `type=secret` a mounted secret file
-  when the build has it. Mounts are gone after the RUN. With the build's private-index netrc
-  (INDEX_NETRC), every RUN has it mounted and NETRC naming it.
-- COPY: from the stage's filtered source (a path the stage declares as a folder, "x/", is a folder;
-  "." is all of it) or, with `--from=STAGE`, from that parent's result (an entry copied under its own
-  name is taken as it is, file or folder; otherwise a name with no extension is a folder).
+- RUN: `/bin/sh -c` with the script as written; the ARGs the stage has declared above it are in its environment
+  unless an ENV of the same name is (BuildKit: ENV wins); `--mount=type=cache` is a cache volume (`locked` one
+  private copy per concurrent RUN, see SHARING), `type=bind` a mounted folder (of the stage's filtered source, or of
+  a parent with `from=`), and `type=secret` a mounted secret file when the build has it. Mounts are gone after the
+  RUN. With the build's private-index netrc (INDEX_NETRC), every RUN has it mounted and NETRC naming it.
+- COPY: from the stage's filtered source (a path the stage declares as a folder, "x/", is a folder; "." is all of it)
+  or, with `--from=STAGE`, from that parent's result (an entry copied under its own name is taken as it is, file or
+  folder; otherwise a name with no extension is a folder).
 - ENV, WORKDIR, USER, LABEL, ENTRYPOINT, CMD, EXPOSE: the same change to the image's config.
 - ARG: in scope from its line on, valued as upstream_file scopes it.
-A deviation (declared on the stage function with `@stage(deviations=...)`) names one instruction by
-its kind and a short anchor of its text; the walk hands that instruction, as written, to the
-function's handler, or runs it as written when the deviation only changes what is around it. The
-walk records what it ran; a stage whose instructions were not all walked fails its build.
+A deviation (declared on the stage function with `@stage(deviations=...)`) names one instruction by its kind and a
+short anchor of its text; the walk hands that instruction, as written, to the function's handler, or runs it as
+written when the deviation only changes what is around it. The walk records what it ran; a stage whose instructions
+were not all walked fails its build (a tail of config-only ones, Build.tails, is walked apart: Build.tail_step).
 """
 
 from __future__ import annotations
@@ -37,19 +36,17 @@ from vllm_ci.errors import UsageError
 from vllm_ci.steps import Step, unquote
 from vllm_ci.upstream_file import FileStage, Instruction, UpstreamFile, arg_value, expand
 
-# `sharing=locked` is run as PRIVATE: the engine (v0.18.19) never releases a LOCKED volume whose exec's
-# client went away mid-RUN (a cancelled job), and every later RUN mounting it waits forever (seen on this
-# machine: a client killed during `sleep`, then the same volume's next exec hung past 120 s; PRIVATE did
-# not). PRIVATE keeps what `locked` is for, one writer at a time per copy: a second concurrent RUN gets
-# its own copy instead of waiting.
+# `sharing=locked` is run as PRIVATE: the engine (v0.18.19) never releases a LOCKED volume whose exec's client went
+# away mid-RUN (a cancelled job), and every later RUN mounting it waits forever (seen on this machine: a client killed
+# during `sleep`, then the same volume's next exec hung past 120 s; PRIVATE did not). PRIVATE keeps what `locked` is
+# for, one writer at a time per copy: a second concurrent RUN gets its own copy instead of waiting.
 SHARING: Final = {
     "shared": dagger.CacheSharingMode.SHARED,
     "locked": dagger.CacheSharingMode.PRIVATE,
     "private": dagger.CacheSharingMode.PRIVATE,
 }
-# A RUN's script starts by setting the stage's ARGs from a variable that holds their exports, set for
-# that one command: not in its arguments, which the image config's history records (created_by) and a
-# failed RUN's error line shows, and gone from the config after it.
+# A RUN's script starts by setting the stage's ARGs from a variable holding their exports, set for that one command:
+# not in its arguments, which the image history (created_by) and a failed RUN's error line show; gone after it.
 ARGS_VARIABLE: Final = "VLLM_CI_RUN_ARGS"
 ARG_LOADER: Final = f'eval "${ARGS_VARIABLE}" && unset {ARGS_VARIABLE}\n'
 # The build's private-index credentials, a netrc file (secret id, and where every RUN run as written
@@ -100,21 +97,6 @@ def mount_options(flag: str) -> dict[str, str]:
 # The flags each instruction this runner applies takes (COPY --link: the same files, only layered apart).
 FLAGS: Final = {"RUN": ("--mount=",), "COPY": ("--from=", "--link"), "ADD": ("--from=", "--link")}
 RUNNABLE: Final = frozenset("ARG RUN COPY ADD ENV WORKDIR USER LABEL ENTRYPOINT CMD EXPOSE".split())
-# The instructions that change only the image's config, never its files (WORKDIR makes its folder).
-CONFIG_ONLY: Final = frozenset("ARG ENV USER LABEL ENTRYPOINT CMD EXPOSE".split())
-
-
-def taken_from(instruction: Instruction) -> list[tuple[str, str]]:
-    """What an instruction takes from another stage or image: (its name, the path), from COPY/ADD --from
-    and RUN --mount from=, as written."""
-    taken: list[tuple[str, str]] = []
-    if instruction.kind in ("COPY", "ADD") and "from" in instruction.options():
-        taken += [(instruction.options()["from"], path) for path in instruction.value[:-1]]
-    for flag in instruction.flags if instruction.kind == "RUN" else ():
-        options = mount_options(flag) if flag.startswith("--mount=") else {}
-        if "from" in options:
-            taken.append((options["from"], mount_source(options, "/")))
-    return taken
 
 
 def unrunnable(instruction: Instruction) -> str:
@@ -146,12 +128,7 @@ class AsWritten:
     # ENV values this runner has set so far, for the instructions after them (BuildKit: ENV wins over ARG).
     env: dict[str, str] = dataclasses.field(default_factory=dict)
     walked: list[int] = dataclasses.field(default_factory=list)  # lines walked, in order
-    # The line the stage's tail starts at (Build.tails): walked apart, onto the entry (Build.tail_step).
-    until: int | None = None
-
-    def body(self) -> list[Instruction]:
-        """The instructions its walk runs: all of the stage's, less its tail."""
-        return [i for i in self.stage.instructions if self.until is None or i.line < self.until]
+    until: int | None = None  # the line the stage's tail starts at (Build.tails): walked apart (Build.tail_step)
 
     def walk(self, start: dagger.Container, handlers: Mapping[Deviation, Handler] | None = None) -> dagger.Container:
         """Every instruction of the stage onto `start`, in file order: each as written, or through the
@@ -197,8 +174,12 @@ class AsWritten:
         return dataclasses.replace(self, ctx=ctx).step_of(self.anchored(deviation))
 
     def complete(self) -> bool:
-        """Whether the walk ran every instruction of the stage (its tail is walked apart)."""
+        """Whether the walk ran every instruction of the stage but its tail (walked apart)."""
         return self.walked == [i.line for i in self.body()]
+
+    def body(self) -> list[Instruction]:
+        """The instructions its walk runs: the stage's, less its tail."""
+        return [i for i in self.stage.instructions if self.until is None or i.line < self.until]
 
     def step_of(self, instruction: Instruction) -> Step:
         """The container change one instruction makes, as written (ARG: it enters the scope now)."""
