@@ -14,7 +14,7 @@ import anyio
 import dagger
 from dagger import dag
 
-from stagecache.statcache import on_host
+from stagecache.hostsource import on_host
 from vllm_ci.args import read_args_file
 from vllm_ci.engine import use_local_engine
 from vllm_ci.main import SOURCE_IGNORE, VllmCi
@@ -40,8 +40,8 @@ async def build(  # noqa: PLR0913
             if cache_compression:
                 args["cache_compression"] = cache_compression
             module = VllmCi(**args, git_version=version, git_version_clean=clean)
-            # A folder of this machine, as the client command uploads it: hashed here (statcache.on_host).
-            directory = on_host(dag.host().directory(str(source), exclude=SOURCE_IGNORE), str(source))
+            # A folder of this machine, as the client command gives it: planned here (hostsource.on_host).
+            directory = on_host(dag.host().directory(str(source), exclude=SOURCE_IGNORE), str(source), SOURCE_IGNORE)
             # The module's own build function, as `dagger call` and the client command run it.
             report: str = await module.build(  # type: ignore[attr-defined]  # @function hides the coroutine
                 directory, image=image, target=target, cache_from=cache_from, cache_to=cache_to

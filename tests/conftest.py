@@ -19,6 +19,7 @@ from dagger import dag
 
 from local_registry import RegistryAPI
 from stagecache import StageContext
+from stagecache.hostsource import on_host
 from stagecache.keys import KeyPreimage
 from stagecache.refs import ImageRef
 from stagecache.store import StageCache
@@ -111,6 +112,18 @@ def source_of(path: pathlib.Path) -> dagger.Directory:
     """A checkout as the module receives it: the same ignore patterns as `dagger call`."""
     # no_cache: the tests edit files within one session, and the engine would reuse the first read.
     return dag.host().directory(str(path), exclude=SOURCE_IGNORE, no_cache=True)
+
+
+def host_source_of(path: pathlib.Path) -> dagger.Directory:
+    """A checkout as the client command gives it: a folder of this machine, planned here (hostsource)."""
+    return on_host(source_of(path), str(path), SOURCE_IGNORE)
+
+
+@pytest.fixture(params=["engine", "host"])
+def given(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    """How a checkout is given to the cache: as the module gets it (`dagger call`: the engine reads it), or as
+    the client command gives it (a folder of this machine, planned here)."""
+    return source_of if request.param == "engine" else host_source_of
 
 
 def edit(path: pathlib.Path, line: str) -> None:

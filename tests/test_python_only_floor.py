@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import os
 import pathlib
+import re
+import tempfile
 import uuid
 
 import dagger
 import pytest
 
-from conftest import REGISTRY, REGISTRY_LOG, cpu_module, edit, example_build, fresh_agent, source_of
+from conftest import REGISTRY, REGISTRY_LOG, cpu_module, edit, example_build, fresh_agent, host_source_of
 from imagefs import pull_of
 from stagecache.keys import KEY_LABEL, cache_tag
 from stagecache.registry import ImageRef, RegistryClient
@@ -18,11 +20,14 @@ from stagecache.store import LOG_ENV, StageCache
 from stagecache.traffic import RegistryLog
 from stagecache.why import latest_tag
 from vllm_ci.build import Build
+from vllm_ci.fastpath.install import METADATA_INPUTS
 from vllm_ci.graph import stage_graph
 from vllm_ci.upstream_file import UpstreamFile
 
 pytestmark = [pytest.mark.anyio, pytest.mark.wipes_engine]  # each build is on a fresh agent
 HEAVY = ("base", "vllm-runtime-base", "test-deps")
+# What the engine's log says of each folder of this machine it read: `(include: a, b)` or `(exclude: ...)`.
+UPLOAD = re.compile(r"upload \S+ from .*?\((include|exclude): ([^)]*)\)")
 COUNT_STALE_BYTECODE = (
     "cd $(python3 -c 'import sysconfig; print(sysconfig.get_path(\"platlib\"))')/vllm && "
     "{ python3 -m compileall . | grep -c '^Compiling' || true; }"
@@ -67,32 +72,36 @@ async def fresh_agent_build(  # type: ignore[no-untyped-def]
     log = RegistryLog(REGISTRY_LOG)
     mark = log.mark()
     os.environ[LOG_ENV] = str(REGISTRY_LOG)
+    engine_log = tempfile.NamedTemporaryFile("w+", suffix=".log")
     try:
-        with open(os.devnull, "w") as devnull:
-            async with dagger.connection(dagger.Config(log_output=devnull)):
+        with engine_log:
+            async with dagger.connection(dagger.Config(log_output=engine_log)):
                 cache = StageCache(
                     stage_graph(build),
                     cache_from=[ImageRef.parse(ref) for ref in cache_from],
                     cache_to=ImageRef.parse(cache_to),
                 )
                 target = build.stage_set.cache_name(build.stage_set.test_image)
-                container, report = await cache.build(source_of(path), target, ImageRef.parse(image))
+                # As the client command on an agent gives it: planned here, the changed files uploaded alone.
+                container, report = await cache.build(host_source_of(path), target, ImageRef.parse(image))
                 traffic = log.since(mark)  # the build's traffic only: running the tests below pulls the image
                 # Before anything imports vllm (which would write what is stale): how many files Python
                 # finds its bytecode stale for.
                 stale = await container.with_exec(["sh", "-c", COUNT_STALE_BYTECODE]).stdout()
                 tests = await container.with_exec(["python3", "-m", "pytest", "-q", "tests"]).stdout()
                 pip_check = await container.with_exec(["sh", "-c", "python3 -m pip check || true"]).stdout()
+            engine_log.seek(0)
+            uploads = sorted(set(UPLOAD.findall(re.sub(r"\x1b\[[0-9;]*m", "", engine_log.read()))))
     finally:
         del os.environ[LOG_ENV]
-    return report, traffic, tests, pip_check, stale.strip()
+    return report, traffic, tests, pip_check, stale.strip(), uploads
 
 
 async def test_a_one_line_python_change_pulls_no_heavy_layer_and_pushes_little(
     engine: None, warm_cache: str, example_dir: pathlib.Path
 ) -> None:
     edit(example_dir / "vllm" / "layers.py", "CHANGED_BY_TEST = 1")
-    report, traffic, tests, pip_check, stale = await pr_build_on_a_fresh_agent(example_dir, warm_cache)
+    report, traffic, tests, pip_check, stale, uploads = await pr_build_on_a_fresh_agent(example_dir, warm_cache)
     outcomes = report.outcomes()
     assert outcomes["test-deps"] == outcomes["extension"] == "hit" and outcomes["test"] == "exported"
     assert outcomes["csrc-build"] == outcomes["base"] == outcomes["vllm-runtime-base"] == "unused"
@@ -111,6 +120,9 @@ async def test_a_one_line_python_change_pulls_no_heavy_layer_and_pushes_little(
     assert report.traffic["pushed"] <= 2 * sum(changed.values())
     assert " passed" in tests and "failed" not in tests
     assert stale == "0", "bytecode compiled onto the previous entry's is not all up to date"
+    # Planned on this machine: the engine read of the checkout the changed file and the metadata files alone.
+    assert uploads and all(kind == "include" for kind, _ in uploads), uploads
+    assert {path for _, paths in uploads for path in paths.split(", ")} <= {"vllm/layers.py", *METADATA_INPUTS}
 
     # A test agent holding main's image pulls, to run this one, the changed module and its bytecode, the
     # version file and the dist-info (RECORD names the module's new hash): none of the unchanged files.
@@ -135,7 +147,7 @@ async def test_a_one_line_csrc_change_rebuilds_the_extension_and_never_reuploads
     engine: None, warm_cache: str, example_dir: pathlib.Path
 ) -> None:
     edit(example_dir / "csrc" / "ops.c", "int changed_by_a_test(void) { return 42; }")
-    report, traffic, tests, _, _ = await pr_build_on_a_fresh_agent(example_dir, warm_cache)
+    report, traffic, tests, *_ = await pr_build_on_a_fresh_agent(example_dir, warm_cache)
     outcomes = report.outcomes()
     assert outcomes["csrc-build"] == outcomes["extension"] == outcomes["test"] == "exported"
     assert outcomes["test-deps"] == "hit"
@@ -152,7 +164,7 @@ async def test_a_one_line_python_change_to_the_cpu_image_pulls_none_of_its_heavy
     cpu_file = UpstreamFile.parse((example_dir / "docker" / "Dockerfile.cpu").read_text(), "docker/Dockerfile.cpu")
     pr_cache = f"{REGISTRY}/test/cpu-pr-{uuid.uuid4().hex[:12]}"
     image = f"{REGISTRY}/test/cpu-image:{uuid.uuid4().hex[:12]}"
-    report, traffic, tests, _, stale = await fresh_agent_build(
+    report, traffic, tests, _, stale, _ = await fresh_agent_build(
         example_dir, [pr_cache, cache], pr_cache, image, Build(cpu_module(), cpu_file)
     )
     outcomes = report.outcomes()

@@ -290,10 +290,10 @@ async def test_an_executable_bit_moves_the_key_of_the_stages_that_read_that_file
 
 
 async def test_what_the_checkouts_dockerignore_excludes_moves_no_key_and_reaches_no_stage(
-    client: None, example_dir: pathlib.Path
+    client: None, example_dir: pathlib.Path, given
 ) -> None:
     async def plan() -> dict[str, PlannedStage]:
-        return {p.stage.name: p for p in await cache_for().plan(source_of(example_dir), "test")}
+        return {p.stage.name: p for p in await cache_for().plan(given(example_dir), "test")}
 
     ignore = example_dir / ".dockerignore"
     ignore.write_text(ignore.read_text() + "vllm/*.tmp\n!vllm/keep.tmp\n")
@@ -350,24 +350,24 @@ async def test_an_unreachable_cache_is_summarised_in_the_first_line_and_strict_m
 
 
 async def test_an_ignore_file_that_excludes_a_file_a_stage_copies_is_refused_naming_the_file_pattern_and_stage(
-    client: None, example_dir: pathlib.Path
+    client: None, example_dir: pathlib.Path, given
 ) -> None:
     (example_dir / ".dockerignore").write_text("*\n")
     with pytest.raises(InputError) as refused:
-        await cache_for().plan(source_of(example_dir), "base")
+        await cache_for().plan(given(example_dir), "base")
     line = str(refused.value)
     assert refused.value.exit_code == 2 and "\n" not in line
     assert line.startswith("plan: .dockerignore excludes ") and "which stage base reads (pattern *)" in line
 
 
 async def test_an_ignore_pattern_buildkit_cannot_match_is_refused_naming_the_file_and_pattern(
-    client: None, example_dir: pathlib.Path
+    client: None, example_dir: pathlib.Path, given
 ) -> None:
     (example_dir / ".dockerignore").write_text("build\n[\n")
     with pytest.raises(
         InputError, match=r"^plan: \.dockerignore: pattern \[ cannot be matched: its \[ class is not closed$"
     ):
-        await cache_for().plan(source_of(example_dir), "base")
+        await cache_for().plan(given(example_dir), "base")
 
 
 async def test_a_plan_hashes_only_the_files_its_stages_read_not_a_large_file_beside_them(

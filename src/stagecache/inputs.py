@@ -100,7 +100,12 @@ async def context_patterns(source: dagger.Directory, ignore_file: str) -> list[s
     file, line and pattern for one BuildKit would refuse."""
     if not ignore_file or ignore_file not in await source.entries():
         return []
-    patterns = ignore_patterns(await source.file(ignore_file).contents())
+    return checked_patterns(await source.file(ignore_file).contents(), ignore_file)
+
+
+def checked_patterns(text: str, ignore_file: str) -> list[str]:
+    """The exclude patterns of an ignore file's text; ValueError naming the file and a pattern BuildKit would refuse."""
+    patterns = ignore_patterns(text)
     for pattern in patterns:
         if problem := pattern_problem(pattern):
             raise ValueError(f"{ignore_file}: pattern {shown_path(pattern)} cannot be matched: {problem}")
@@ -165,6 +170,11 @@ async def selected(source: dagger.Directory, include: list[str], manifest: Manif
 
 
 GLOB_CHARS = frozenset("*?[\\")
+
+
+def literal(path: str) -> str:
+    """A pattern that matches a path and only it: the pattern characters of the engine's matcher escaped."""
+    return "".join("\\" + char if char in "*?[]\\" else char for char in path)
 
 
 def plain_selector(include: list[str]) -> Callable[[str], bool] | None:

@@ -16,7 +16,8 @@ from collections.abc import Mapping, Sequence
 import dagger
 from dagger import dag
 
-from stagecache.inputs import SourceFile
+from stagecache.hostsource import host_folder
+from stagecache.inputs import SourceFile, literal
 from stagecache.refs import ImageRef
 
 # On an incremental stage's image: how many layers of files it is, its first included.
@@ -73,15 +74,13 @@ def layers_for(reads: Mapping[str, SourceFile], previous: Previous | None, max_d
 
 
 def only(source: dagger.Directory, paths: Sequence[str]) -> dagger.Directory:
-    """The source's files at these paths and nothing else (each matched literally, not as a pattern)."""
+    """The source's files at these paths and nothing else (each matched literally, not as a pattern): uploaded
+    alone when the source is a folder of this machine (hostsource), else filtered out of it."""
     if not paths:
         return dag.directory()
+    if (host := host_folder(source)) is not None:
+        return host.only(paths)
     return source.filter(include=[literal(path) for path in paths])
-
-
-def literal(path: str) -> str:
-    """A pattern that matches a path and only it: the pattern characters of the engine's matcher escaped."""
-    return "".join("\\" + char if char in "*?[]\\" else char for char in path)
 
 
 def stage_source(

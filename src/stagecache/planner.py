@@ -4,6 +4,7 @@ No container is built here."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from typing import TextIO
@@ -13,9 +14,11 @@ import dagger
 
 from stagecache.access import RegistryAccess
 from stagecache.errors import InputError, StageError, first_stage_error, warn
+from stagecache.hostsource import host_folder, matchable, noted
 from stagecache.inputs import (
     SourceFile,
     build_context,
+    checked_patterns,
     context_patterns,
     excluding_pattern,
     plain_selector,
@@ -28,7 +31,7 @@ from stagecache.refs import ImageRef
 from stagecache.registry import RegistryError
 from stagecache.report import shown_path
 from stagecache.stages import PlannedStage, Stage, ordered, stage_preimages
-from stagecache.statcache import hashed_files, host_path
+from stagecache.statcache import hashed_files
 from stagecache.state import BuildState
 from stagecache.why import explain, latest_tag, load_inputs, sealed_digest
 
@@ -60,11 +63,19 @@ class Planner:
     async def context(self, source: dagger.Directory) -> dagger.Directory:
         """The source as the build context: less what its ignore file excludes (a pattern BuildKit
         would refuse is refused here, naming the file and the pattern)."""
+        host = host_folder(source)
         try:
-            self.state.ignored = await context_patterns(source, self.ignore_file)
+            if host is None:
+                self.state.ignored = await context_patterns(source, self.ignore_file)
+            else:  # read here: reading it in the engine would upload the whole folder first
+                text = host.text(self.ignore_file) if self.ignore_file else None
+                self.state.ignored = checked_patterns(text, self.ignore_file) if text is not None else []
         except ValueError as err:
             raise InputError(str(err), phase="plan") from None
-        return build_context(source, self.state.ignored)
+        context = build_context(source, self.state.ignored)
+        if host is not None and matchable([*host.exclude, *self.state.ignored]):
+            noted(context, dataclasses.replace(host, ignored=tuple(self.state.ignored)))  # listed here (files_read)
+        return context
 
     async def plan(
         self, source: dagger.Directory, context: dagger.Directory, target: str, target_first: bool = False
@@ -125,19 +136,22 @@ class Planner:
         self, source: dagger.Directory, context: dagger.Directory, read_patterns: list[str]
     ) -> dict[str, SourceFile]:
         """The files of the context that some stage reads, hashed: on this machine when the source is a folder
-        of it (statcache.on_host: the engine lists the paths, the stat cache spares the unchanged ones their
-        hash), else exported from the engine and hashed."""
+        of it (hostsource.on_host: listed here, or by the engine when its patterns are not matchable here; the
+        stat cache spares the unchanged ones their hash), else exported from the engine and hashed."""
         if not read_patterns:
             return {}
         read = context.filter(include=read_patterns)
-        root = host_path(source)
-        if root is None:
+        host = host_folder(source)
+        if host is None:
             return await source_files(read)
-        if (selects := plain_selector(read_patterns)) is not None:  # one listing, no filter in the engine
+        selects = plain_selector(read_patterns)
+        if (listed := host_folder(context)) is not None and selects is not None:  # no upload, no engine call
+            paths = [path for path in await anyio.to_thread.run_sync(listed.files) if selects(path)]
+        elif selects is not None:  # one listing, no filter in the engine
             paths = [path for path in await context.glob("**") if selects(path.rstrip("/"))]
         else:
             paths = await read.glob("**")
-        return await anyio.to_thread.run_sync(hashed_files, root, paths)
+        return await anyio.to_thread.run_sync(hashed_files, host.root, paths)
 
     async def _refuse_ignored_reads(
         self, source: dagger.Directory, stages: Sequence[Stage], reads: Mapping[str, Mapping[str, str]]
@@ -155,7 +169,10 @@ class Planner:
         unread = sorted(set(by_path) - {path for read in reads.values() for path in read})
         if not unread:
             return
-        present = set(await source.filter(include=unread).glob("**"))
+        if (host := host_folder(source)) is not None:
+            present = {path for path in unread if host.holds_file(path)}
+        else:
+            present = set(await source.filter(include=unread).glob("**"))
         for path in (p for p in unread if p in present):
             raise InputError(
                 f"{self.ignore_file} excludes {shown_path(path)}, which stage {by_path[path]} reads "

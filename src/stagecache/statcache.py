@@ -13,7 +13,6 @@ import pathlib
 import tempfile
 import time
 from collections.abc import Iterable
-from typing import TypeVar
 
 from stagecache.inputs import SourceFile, file_of, recorded
 
@@ -21,7 +20,6 @@ from stagecache.inputs import SourceFile, file_of, recorded
 # FAT keeps 2 s, ext3 and HFS+ 1 s); it is hashed again on the next run.
 RACY_WINDOW_NS = 2_000_000_000
 VERSION = 1
-T = TypeVar("T")
 
 
 def cache_path(root: str) -> pathlib.Path:
@@ -34,23 +32,6 @@ def cache_path(root: str) -> pathlib.Path:
 def stat_key(info: os.stat_result) -> list[int]:
     """What must be unchanged for a hash to be reused: size, mtime, ctime, inode and mode."""
     return [info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino, info.st_mode]
-
-
-# The directories a client uploaded from this machine, by the object the module function gets: a build
-# that knows where its source is on this machine hashes it there (hashed_files) instead of exporting it.
-_ON_HOST: dict[int, tuple[object, str]] = {}
-
-
-def on_host(directory: T, path: str) -> T:
-    """Note that a directory is the folder `path` of this machine, as uploaded; returns it."""
-    _ON_HOST[id(directory)] = (directory, path)
-    return directory
-
-
-def host_path(directory: object) -> str | None:
-    """The folder of this machine a directory was uploaded from, if the client said so (on_host)."""
-    found = _ON_HOST.get(id(directory))
-    return found[1] if found is not None and found[0] is directory else None
 
 
 def hashed_files(root: str, paths: Iterable[str], cache: pathlib.Path | None = None) -> dict[str, SourceFile]:

@@ -25,9 +25,9 @@ import dagger
 from dagger import dag
 
 from stagecache.errors import StageError, exec_summary
+from stagecache.hostsource import on_host
 from stagecache.redact import without_userinfo
 from stagecache.report import one_line
-from stagecache.statcache import on_host
 from vllm_ci.args import kebab
 from vllm_ci.checks import check_arguments, empty_secret
 from vllm_ci.engine import SESSION_STOP_SECONDS, check_engine, end_sessions, stop_sessions, the_news, watch_engine
@@ -109,8 +109,9 @@ def to_dagger(opt: Option, value: Any) -> Any:
         return value
     if opt.kind is dagger.Directory:
         folder = str(pathlib.Path(value).resolve())
-        # The cache hashes the files a build reads here, with git's stat rule, instead of exporting them back.
-        return on_host(dag.host().directory(folder, exclude=opt.ignore or []), folder)
+        # The cache plans the folder here (its listing, and hashes with git's stat rule) and uploads the files a
+        # stage that builds needs, instead of the whole folder first (hostsource).
+        return on_host(dag.host().directory(folder, exclude=opt.ignore or []), folder, opt.ignore or [])
     if opt.kind is dagger.File:
         return dag.host().file(str(pathlib.Path(value).resolve()))
     if opt.kind is dagger.Secret:

@@ -13,6 +13,7 @@ from dagger import Doc, Ignore, dag, function, object_type
 
 from stagecache import BuildReport, StageCache
 from stagecache.errors import StageError
+from stagecache.hostsource import host_folder
 from stagecache.keys import checked_compression
 from stagecache.prune import prune as prune_repository
 from stagecache.registry import DEFAULT_ATTEMPTS, RegistryError
@@ -101,10 +102,13 @@ class VllmCi(BuildArgs):
         """The Dockerfile being built, read from the source; a missing or unreadable one is one line (exit 2)."""
         if source is None:
             raise UsageError("--source is required")
-        try:
-            text = await source.file(self.dockerfile).contents()
+        host = host_folder(source)
+        try:  # a folder of this machine is read here: reading it in the engine would upload all of it first
+            text = host.text(self.dockerfile) if host is not None else await source.file(self.dockerfile).contents()
         except dagger.QueryError:
-            raise UsageError(f"--dockerfile {self.dockerfile}: no such file in the source") from None
+            text = None
+        if text is None:
+            raise UsageError(f"--dockerfile {self.dockerfile}: no such file in the source")
         return UpstreamFile.parse(text, self.dockerfile)
 
     async def _build(self, source: dagger.Directory | None) -> Build:

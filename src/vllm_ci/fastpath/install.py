@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import csv
 import dataclasses
+import fnmatch
 import hashlib
 import io
 import json
@@ -20,6 +21,7 @@ import dagger
 from dagger import dag
 
 from stagecache import StageContext
+from stagecache.layered import only
 from vllm_ci.build import Build
 from vllm_ci.fastpath import program
 from vllm_ci.steps import Step
@@ -35,7 +37,8 @@ PACKAGE_EXCLUDE = [*(f"**/{name}" for name in PACKAGE_EXCLUDED_NAMES), *(f"**/*{
 VERSION_FILE = "_version.py"
 # What vLLM's installed metadata reads of the checkout beyond csrc-build's wheel: pyproject.toml, and the
 # readme and license files it names (vLLM's and the example's).
-METADATA_INPUTS = ("pyproject.toml", "README.md", "LICENSE")
+PYPROJECT = "pyproject.toml"
+METADATA_INPUTS = (PYPROJECT, "README.md", "LICENSE")
 # On extension's image: csrc-build's installed dist-info (texts, RECORD rows) and _version.py; on
 # rust-installed's: the RECORD rows of what it holds. JSON in the image config, so vLLM's dist-info is
 # written without pulling either layer.
@@ -178,7 +181,7 @@ async def dist_info_installed(ctx: StageContext, extension: dict, version: str, 
     old = extension["dist_info"]
     csrc_version = metadata_version(extension["files"]["METADATA"])
     dist_info = old.removesuffix(f"-{csrc_version}.dist-info") + f"-{version}.dist-info"
-    files = dist_info_as_built(extension["files"], version, *await readme_and_licenses(ctx.source))
+    files = dist_info_as_built(extension["files"], version, *await readme_and_licenses(ctx))
     rows = {row[0]: row for row in extension["rows"] if not row[0].startswith(f"{old}/")}
     rows.update({f"{dist_info}/{path}": data_row(f"{dist_info}/{path}", text.encode()) for path, text in files.items()})
     rows[f"{dist_info}/RECORD"] = [f"{dist_info}/RECORD", "", ""]
@@ -211,14 +214,19 @@ def metadata_inputs(pyproject: str) -> tuple[str | None, list[str]]:
     return (readme if isinstance(readme, str) else (readme or {}).get("file")), list(project.get("license-files", []))
 
 
-async def readme_and_licenses(source: dagger.Directory) -> tuple[str | None, dict[str, str]]:
+async def readme_and_licenses(ctx: StageContext) -> tuple[str | None, dict[str, str]]:
     """The readme and the license files the checkout's pyproject.toml names, as texts: what build's
-    wheel's metadata holds and csrc-build's lacks (it copies in neither)."""
-    readme, patterns = metadata_inputs(await source.file("pyproject.toml").contents())
+    wheel's metadata holds and csrc-build's lacks (it copies in neither). Read from those files alone
+    (stagecache.layered.only), not the whole source: the engine's glob picks the license files among the
+    ones a looser match of each pattern finds in the files the stage reads (`*` across folders too)."""
+    readme, patterns = metadata_inputs(await only(ctx.source, [PYPROJECT]).file(PYPROJECT).contents())
+    loose = [pattern.replace("**/", "*") for pattern in patterns]
+    candidates = {path for path in ctx.files if any(fnmatch.fnmatchcase(path, pattern) for pattern in loose)}
+    named = only(ctx.source, sorted({*candidates, *([readme] if readme else [])}))
     licenses = {
-        path: await source.file(path).contents() for pattern in patterns for path in sorted(await source.glob(pattern))
+        path: await named.file(path).contents() for pattern in patterns for path in sorted(await named.glob(pattern))
     }
-    return (await source.file(readme).contents() if readme else None), licenses
+    return (await named.file(readme).contents() if readme else None), licenses
 
 
 def metadata_as_built(metadata: str, readme: str | None, license_files: dict[str, str]) -> str:
@@ -284,7 +292,8 @@ async def vllm_installed(build: Build, ctx: StageContext) -> Step:
     if version_text is not None:
         version_layer = dag.directory().with_new_file(VERSION_FILE, version_text)
     elif f"vllm/{VERSION_FILE}" in ctx.files:
-        version_layer = dag.directory().with_file(VERSION_FILE, ctx.source.file(f"vllm/{VERSION_FILE}"))
+        path = f"vllm/{VERSION_FILE}"
+        version_layer = dag.directory().with_file(VERSION_FILE, only(ctx.source, [path]).file(path))
     dist_info = await dist_info_installed(ctx, extension, version, version_text)
     site = build.site_packages()
     site_vllm = f"{site}/vllm"
