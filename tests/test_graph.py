@@ -17,7 +17,7 @@ from conftest import EMPTY_CONTEXT, EXAMPLE, edited_copy, example_build
 from stagecache.errors import StageError
 from stagecache.stages import stage_preimages
 from stagecache.why import explain
-from vllm_ci.build import Build
+from vllm_ci.build import Build, UndeclaredRead
 from vllm_ci.declare import DECLARED
 from vllm_ci.graph import stage_graph, walked
 from vllm_ci.upstream_file import UpstreamFile
@@ -213,3 +213,9 @@ def test_a_release_lane_moves_only_the_stages_that_read_its_args_and_an_arg_no_s
     assert moved == with_descendants(built_on_base)
     assert not {"base", "test-deps", "vllm-runtime-base", "runtime-python"} & moved
     assert {"csrc-build", "build", "dev", "test"} <= moved
+    # So base's function may not read the arch list: its entry's key does not hold it.
+    build = example_build()
+    view = build.for_stage(DECLARED["base"], build.key_values(DECLARED["base"], build.tails["base"]))
+    assert view.value("PYTHON_VERSION")
+    with pytest.raises(UndeclaredRead, match="stage base reads torch_cuda_arch_list"):
+        view.value("torch_cuda_arch_list")

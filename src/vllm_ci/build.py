@@ -83,11 +83,11 @@ class Build:
 
     def for_stage(self, decl: StageDeclaration, values: Mapping[str, str]) -> Build:
         """The build as one stage's function sees it: `value` gives the values its key holds (`values`,
-        from key_values), and refuses any name the stage does not read (its ARGs and also_reads), so the key
-        and the function cannot disagree."""
-        scoped = (
-            self.file.scoped_args(self.file.stage(decl.name), self.passed, AUTOMATIC_VALUES) if decl.upstream else []
-        )
+        from key_values), and refuses any name the stage does not read (its ARGs above its tail, and
+        also_reads), so the key and the function cannot disagree."""
+        above = self.tails[decl.name] - 1 if decl.name in self.tails else None
+        stage = self.file.stage(decl.name) if decl.upstream else None
+        scoped = self.file.scoped_args(stage, self.passed, AUTOMATIC_VALUES, above) if stage is not None else []
         readable = {**{name: value or "" for name, value in scoped}, **{name: values[name] for name in decl.also_reads}}
         return dataclasses.replace(self, stage=decl.name, readable=MappingProxyType(readable))
 
