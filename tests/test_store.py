@@ -112,7 +112,11 @@ async def test_the_plan_names_keys_and_hits_before_any_container_work(client: No
     stages = {s["stage"]: s for s in plan["stages"]}
     assert set(stages) == TEST_STAGES
     assert all(s["hit"] and s["hit"].startswith(warm_cache) for s in stages.values())
-    assert json.loads(stages["csrc-build"]["preimage"])["parents"] == {"base": stages["base"]["key"]}
+    # csrc-build builds on base's image: keyed on base's entry with its config-only tail (its ENV) applied.
+    tail = next(s.tail for s in stage_graph(example_build()) if s.name == "base")
+    assert tail is not None
+    assert json.loads(stages["csrc-build"]["preimage"])["parents"] == {"base": tail.given_key(stages["base"]["key"])}
+    assert json.loads(stages["test-deps"]["preimage"])["parents"]["base"] == stages["base"]["key"]  # its files alone
     assert stages["csrc-build"]["args"]["max_jobs"] == "2"  # the values the stage reads, per stage
 
 
