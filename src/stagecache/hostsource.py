@@ -6,8 +6,9 @@ time anything reads it: seconds at vLLM's size on a fresh agent, for a plan that
 The patterns are matched as the engine matches them (moby's patternmatcher: the last pattern that matches a
 path or a folder above it decides, `!` keeps); each pattern is cleaned and translated by docker's own Python
 client (docker.utils.build.Pattern, docker.utils.fnmatch), matched case-sensitively as the engine does. That
-translation has no backslash escape and reads `[!` and `[^` otherwise than Go: a pattern with one of them is left to the
-engine (matchable). An engine test holds the listing equal to the engine's on a tree built to trip it."""
+translation has no backslash escape and reads `[!` and `[^` otherwise than Go: a pattern with one of them is
+left to the engine (matchable). An engine test holds the listing equal to the engine's on a tree built to trip
+it."""
 
 from __future__ import annotations
 
@@ -47,9 +48,8 @@ class Excluder:
         """Whether a path is left out, given which patterns match it or a folder above it: the last one decides."""
         excluded = False
         for pattern, hit in zip(self.patterns, matched):
-            if (
-                hit and pattern.exclusion == excluded
-            ):  # an exclude cannot change an excluded path, nor an exception a kept one
+            # An exclude cannot change an excluded path, nor an exception a kept one.
+            if hit and pattern.exclusion == excluded:
                 excluded = not excluded
         return excluded
 
