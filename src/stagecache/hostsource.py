@@ -13,6 +13,7 @@ it."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -23,10 +24,9 @@ from dagger import dag
 from docker.utils.build import Pattern
 from docker.utils.fnmatch import translate
 
-from stagecache.inputs import literal
+from stagecache.inputs import GLOB_CHARS, literal
 
 T = TypeVar("T")
-WILDCARDS = frozenset("*?[\\")
 
 
 class Excluder:
@@ -73,7 +73,7 @@ def matchable(patterns: Sequence[str]) -> bool:
 
 def prefix_of(pattern: str) -> str:
     """A pattern's text before its first wildcard."""
-    return next((pattern[:at] for at, char in enumerate(pattern) if char in WILDCARDS), pattern)
+    return next((pattern[:at] for at, char in enumerate(pattern) if char in GLOB_CHARS), pattern)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,11 +85,16 @@ class HostFolder:
     exclude: tuple[str, ...] = ()
     ignored: tuple[str, ...] = ()
 
+    @functools.cached_property
+    def uploaded(self) -> Excluder:
+        """What the upload leaves out (`exclude`), compiled once."""
+        return Excluder(self.exclude)
+
     def text(self, path: str) -> str | None:
         """A file's text as the upload holds it; None when it holds no such regular file."""
         full = os.path.join(self.root, path)
         inside = os.path.realpath(full).startswith(os.path.realpath(self.root) + os.sep)
-        if not inside or not os.path.isfile(full) or Excluder(self.exclude).excludes(path):
+        if not inside or not os.path.isfile(full) or self.uploaded.excludes(path):
             return None
         with open(full, encoding="utf-8", errors="replace") as handle:
             return handle.read()
@@ -98,12 +103,12 @@ class HostFolder:
         """Whether the upload holds a file or a symlink at a path."""
         full = os.path.join(self.root, path)
         real_file = os.path.lexists(full) and (os.path.islink(full) or not os.path.isdir(full))
-        return real_file and not Excluder(self.exclude).excludes(path)
+        return real_file and not self.uploaded.excludes(path)
 
     def files(self) -> list[str]:
         """The files and symlinks the upload holds, less what `ignored` leaves out, as paths relative to the root,
         sorted: what the engine lists of the upload (filtered by the ignore file's patterns)."""
-        excluders = [Excluder(self.exclude), Excluder(self.ignored)]
+        excluders = [self.uploaded, Excluder(self.ignored)]
         return sorted(self._walk("", excluders, [None] * len(excluders)))
 
     def _walk(self, folder: str, excluders: list[Excluder], above: list[tuple[bool, ...] | None]) -> Iterator[str]:
