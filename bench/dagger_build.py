@@ -10,15 +10,18 @@ import argparse
 import pathlib
 import sys
 
-import anyio
-import dagger
-from dagger import dag
+from vllm_ci.entry import sdk_unchecked
 
-from stagecache.hostsource import on_host
-from vllm_ci.args import read_args_file
-from vllm_ci.engine import use_local_engine
-from vllm_ci.main import SOURCE_IGNORE, VllmCi
-from vllm_ci.version import git_versions
+with sdk_unchecked():  # imported as the client command imports it (vllm_ci.entry)
+    import anyio
+    import dagger
+    from dagger import dag
+
+    from stagecache.hostsource import on_host
+    from vllm_ci.args import read_args_file
+    from vllm_ci.engine import use_local_engine
+    from vllm_ci.main import SOURCE_IGNORE, VllmCi
+    from vllm_ci.version import git_versions
 
 
 async def build(  # noqa: PLR0913

@@ -1,5 +1,5 @@
 """The client command's entry point (`vllm-ci`, `python -m vllm_ci`), light on purpose: it owns SIGINT
-and SIGTERM before anything heavy is imported (the client imports Dagger's SDK, about 1.5 s), so a
+and SIGTERM before anything heavy is imported (the client imports Dagger's SDK, about 1 s), so a
 cancel at any moment ends in one line and its exit code, never a traceback or a silent death.
 
 A signal is an interrupt: SIGINT ends in `interrupted`, exit 130; SIGTERM (a Buildkite cancel, `timeout`,
@@ -12,6 +12,7 @@ interpreter's own start-up, before this module runs, keep Python's defaults."""
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -22,6 +23,7 @@ PROG: Final = "vllm-ci"
 # Names a file the command's one error line is also written to, as JSON with the phase its error names
 # (StageError.phase: usage, plan, look-up, engine, build, export, push, …): the Buildkite step reads it.
 ERROR_FILE_VAR: Final = "VLLM_CI_ERROR_FILE"
+SDK_CHECKS_VAR: Final = "PYTHONOPTIMIZE"  # beartype reads it at each decoration (sdk_unchecked)
 WORDS: Final[dict[int, str]] = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
 
 received: list[int] = []  # the signals received, in order
@@ -84,11 +86,29 @@ def fail_interrupted() -> int:
     return code
 
 
+@contextlib.contextmanager
+def sdk_unchecked() -> Iterator[None]:
+    """Within the block, an import of Dagger's SDK skips its run-time type checks. The SDK wraps each of its
+    ~640 methods with beartype as it is imported, 0.4 s of every command; our calls into it are checked
+    before they run (mypy). beartype's documented switch is PYTHONOPTIMIZE, read as it wraps: it is set for
+    the block only, so Python itself (asserts) and the processes the client starts are as they were."""
+    before = os.environ.get(SDK_CHECKS_VAR)
+    os.environ[SDK_CHECKS_VAR] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[SDK_CHECKS_VAR]
+        else:
+            os.environ[SDK_CHECKS_VAR] = before
+
+
 def main() -> int:
     """Take the signals, then import and run the client; a signal during the import is one line too."""
     install()
     try:
-        from vllm_ci.cli import main as client_main
+        with sdk_unchecked():
+            from vllm_ci.cli import main as client_main
     except KeyboardInterrupt:
         return fail_interrupted()
     return client_main()
