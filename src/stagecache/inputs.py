@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import hashlib
-import json
 import os
 import posixpath
 import stat
@@ -20,6 +19,7 @@ from collections.abc import Callable, Mapping
 
 import dagger
 
+from stagecache.keys import json_digest
 from stagecache.report import shown_path
 
 Manifest = Mapping[str, str]  # path -> "file:<sha256>", "exec:<sha256>" or "link:<sha256 of target>"
@@ -201,7 +201,4 @@ def plain_selector(include: list[str]) -> Callable[[str], bool] | None:
 
 def manifest_digest(manifest: Manifest) -> str:
     """One digest for a manifest: sha256 of its canonical JSON."""
-    return (
-        "sha256:"
-        + hashlib.sha256(json.dumps(dict(sorted(manifest.items())), separators=(",", ":")).encode()).hexdigest()
-    )
+    return "sha256:" + json_digest(dict(manifest))

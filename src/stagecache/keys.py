@@ -24,6 +24,16 @@ LAYER_COMPRESSIONS: Final = ("zstd", "gzip")
 DEFAULT_LAYER_COMPRESSION: Final = "zstd"
 
 
+def canonical_json(value: object) -> str:
+    """Text that is the same for the same value, in every process: sorted keys, no white space."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def json_digest(value: object) -> str:
+    """The sha256 hex of a value's canonical JSON: the one hash of keys, tails and manifests."""
+    return hashlib.sha256(canonical_json(value).encode()).hexdigest()
+
+
 def checked_compression(name: str) -> str:
     """A layer compression this cache knows, as given; a ValueError naming the choices otherwise."""
     if name not in LAYER_COMPRESSIONS:
@@ -56,7 +66,7 @@ class KeyPreimage:
 
     def canonical(self) -> str:
         """The preimage as canonical JSON: sorted keys, no white space, a type tag and version."""
-        return json.dumps(
+        return canonical_json(
             {
                 "type": "stagecache.key",
                 "schema": SCHEMA_VERSION,
@@ -70,9 +80,7 @@ class KeyPreimage:
                 "inputs": self.inputs,
                 "layers": self.layers,
                 "steps": dict(self.steps),
-            },
-            sort_keys=True,
-            separators=(",", ":"),
+            }
         )
 
     def key(self) -> str:

@@ -4,15 +4,13 @@ order a target needs them in, and their key preimages."""
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import dagger
 
 from stagecache.errors import StageError
 from stagecache.inputs import SourceFile, manifest_digest
-from stagecache.keys import DEFAULT_LAYER_COMPRESSION, KeyPreimage
+from stagecache.keys import DEFAULT_LAYER_COMPRESSION, KeyPreimage, json_digest
 from stagecache.layered import Previous
 from stagecache.refs import ImageRef
 
@@ -50,7 +48,7 @@ class Tail:
     def given_key(self, entry_key: str) -> str:
         """The key of the stage's image with these steps applied: what a child built on it is keyed on."""
         preimage = {"type": "stagecache.tail", "entry": entry_key, "args": dict(self.args), "steps": dict(self.steps)}
-        return hashlib.sha256(json.dumps(preimage, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+        return json_digest(preimage)
 
 
 @dataclasses.dataclass(frozen=True)
