@@ -82,6 +82,28 @@ async def test_a_rerun_with_no_change_hits_asks_the_cache_for_the_target_only_an
     assert not {"exported", "built"} & set(report.outcomes().values())
 
 
+async def test_a_target_that_hits_is_published_as_its_entry_by_the_registry_alone(
+    client: None, warm_cache: str, cache_repo: str
+) -> None:
+    cache, by_engine = cache_for(cache_from=[warm_cache]), []
+    engine_publish = cache.publisher.publish
+
+    async def counted(ctr: dagger.Container, ref: ImageRef) -> ImageRef:
+        by_engine.append(ref)
+        return await engine_publish(ctr, ref)
+
+    cache.publisher.publish = counted  # type: ignore[method-assign]
+    image = ImageRef.parse(f"{cache_repo}-image:hit")
+    _, report = await cache.build(source_of(EXAMPLE), "test", image)
+    entry = report.record("test").ref
+    assert report.record("test").outcome == "hit" and entry is not None and not by_engine
+    assert report.image == image.with_digest(entry.digest or "")  # the entry's own manifest, tagged
+    async with RegistryClient(image.registry) as registry:
+        assert await registry.manifest_digest(image.repository, "hit") == entry.digest
+        manifest, _ = await registry.manifest(image.repository, "hit") or ({}, "")
+        assert await registry.missing_blobs(image.repository, manifest) == []  # every blob mounted
+
+
 async def test_a_python_only_change_rebuilds_only_the_stages_that_read_it(
     client: None, warm_cache: str, example_dir: pathlib.Path
 ) -> None:

@@ -51,6 +51,19 @@ class Publisher:
         published = await self.access.authed(ctr, ref.registry).publish(str(ref), forced_compression=compression)
         return ref.with_digest(published.rpartition("@")[2])  # the engine answers ref@digest
 
+    async def copy(self, entry: ImageRef, target: ImageRef) -> ImageRef | None:
+        """An entry published as it is to a ref of its own registry by the registry alone (blobs mounted,
+        manifest tagged; no engine), pinned to its digest, the entry's; None when the registry is another
+        or refuses (a warning): the caller publishes it by the engine instead."""
+        if entry.registry != target.registry:
+            return None
+        try:
+            client = await self.access.client(target.registry)
+            return target.with_digest(await client.copy_manifest(entry, target))
+        except RegistryError as err:
+            self._warn(f"cache: could not tag {entry.short()} as {target.repo_ref} in the registry: {err}")
+            return None
+
     async def _premount(self, target: ImageRef) -> None:
         """Mount the layers of every imported hit into the target repository before a publish.
 

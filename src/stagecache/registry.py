@@ -277,6 +277,21 @@ class RegistryClient:
         )
         self._check(response, "PUT manifest", repository, ok=(201, 200))
 
+    async def copy_manifest(self, source: ImageRef, target: ImageRef) -> str:
+        """Tag an image manifest of this registry in another place (its blobs mounted, no bytes moved) and
+        return its digest, the same as the source's: the bytes are kept as stored. A RegistryError when the
+        source is no image manifest, or the registry would not mount one of its blobs."""
+        found = await self.raw_manifest(source.repository, source.reference)
+        if found is None or found[1] not in (OCI_MANIFEST, DOCKER_MANIFEST):
+            raise RegistryError(f"{source.repository}:{source.reference} is no image manifest here")
+        content, media_type = found
+        if not target.same_repository(source):
+            for digest in await self.missing_blobs(target.repository, json.loads(content)):
+                if not await self.mount_blob(target.repository, digest, source.repository):
+                    raise RegistryError(f"{target.repository}: {digest} not mounted from {source.repository}")
+        await self.put_manifest(target.repository, target.reference, content, media_type)
+        return "sha256:" + hashlib.sha256(content).hexdigest()
+
     async def blob(self, repository: str, digest: str) -> bytes:
         """A blob's bytes."""
         response = await self._request("GET", f"/v2/{repository}/blobs/{digest}", follow_redirects=True)

@@ -175,25 +175,33 @@ class StageCache:
 
         container = await resolve(target)
         if image:
-            published = container
-            exported = report.record(target)
-            if exported.outcome == "exported" and exported.ref:
-                # Publish what a warm run publishes, the target's cache entry, not the container just
-                # built: its config (history, labels) differs, and so would the image digest.
-                self.state.imported.append(exported.ref)
-                published = by_name[target].stage.finished(self.import_image(exported.ref))
-            try:
-                report.image = await self.publisher.publish(published, image)
-            except dagger.QueryError as err:
-                raise StageError(
-                    export_failure(err, image.registry), stage=target, ref=str(image), phase="push"
-                ) from None
+            report.image = await self._publish_image(by_name[target].stage, report.record(target), container, image)
         report.total_seconds = time.monotonic() - started
         report.registry_retries = self.access.retries
         report.lookup_failures = sorted(self.state.lookup_failures)
         if meter:
             await attribute(report, meter.since(mark), self.access.client)
         return container, report
+
+    async def _publish_image(
+        self, stage: Stage, record: StageRecord, container: dagger.Container, image: ImageRef
+    ) -> ImageRef:
+        """The target published as its cache entry, which a warm run publishes too (the container just built
+        has another config: history, labels; and so another digest). An entry with no config-only tail, on
+        the image's registry, is tagged there by the registry alone; otherwise the engine publishes it."""
+        entry = record.ref if record.outcome in ("hit", "exported") else None
+        if entry is not None and stage.tail is None and (copied := await self.publisher.copy(entry, image)):
+            return copied
+        published = container
+        if record.outcome == "exported" and record.ref:
+            self.state.imported.append(record.ref)
+            published = stage.finished(self.import_image(record.ref))
+        try:
+            return await self.publisher.publish(published, image)
+        except dagger.QueryError as err:
+            raise StageError(
+                export_failure(err, image.registry), stage=stage.name, ref=str(image), phase="push"
+            ) from None
 
     async def _resolve_one(
         self,

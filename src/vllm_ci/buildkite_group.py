@@ -14,11 +14,10 @@ apart).
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Mapping, Sequence
 from typing import Final
 
-from stagecache.registry import ImageRef, RegistryClient, RegistryError
+from stagecache.registry import ImageRef, RegistryClient
 from stagecache.report import human_bytes
 from stagecache.traffic import layers_lacking
 from vllm_ci.buildkite import (
@@ -104,17 +103,8 @@ class GroupJob:
 async def push_extra_tags(client: RegistryClient, job: GroupJob) -> None:
     """Point the extra tags at the pushed image's manifest (blobs mounted when the repository differs)."""
     source, *others = (ImageRef.parse(t) for t in job.tags)
-    found = await client.raw_manifest(source.repository, source.reference)
-    if found is None:
-        raise RegistryError(f"{source} is not on the registry after its push")
-    content, media_type = found
-    manifest = json.loads(content)
     for target in others:
-        if not target.same_repository(source):
-            for blob in [*manifest.get("layers", []), manifest["config"]]:
-                if await client.blob_size(target.repository, blob["digest"]) is None:
-                    await client.mount_blob(target.repository, blob["digest"], source.repository)
-        await client.put_manifest(target.repository, target.reference, content, media_type)
+        await client.copy_manifest(source, target)
 
 
 def latest_of(job: GroupJob) -> ImageRef | None:
