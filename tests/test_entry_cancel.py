@@ -65,7 +65,7 @@ def alive(pid: int, started: str) -> bool:
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 @pytest.mark.parametrize("command", ["python -m vllm_ci", "console script"])
-@pytest.mark.parametrize("after", [0.1, 0.3, 0.5])
+@pytest.mark.parametrize("after", [0.1, 0.2, 0.3])
 def test_a_signal_during_start_up_ends_in_one_line_with_its_exit_code_and_no_traceback(
     command: str, signum: int, after: float
 ) -> None:
@@ -73,13 +73,25 @@ def test_a_signal_during_start_up_ends_in_one_line_with_its_exit_code_and_no_tra
     with subprocess.Popen(
         [*argv, "--help"], env=os.environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     ) as client:
-        time.sleep(after)  # the client imports Dagger's SDK for about 1.5 s
+        time.sleep(after)  # the client imports Dagger's SDK for about 0.6-1 s (before it, ~50 ms of Python's own)
         client.send_signal(signum)
         out, err = client.communicate(timeout=60)
     assert client.returncode == {signal.SIGINT: 130, signal.SIGTERM: 143}[signum], err
     word = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}[signum]
     assert err.splitlines() == [f"vllm-ci: error: {word}"]  # one line: no traceback, nothing else
     assert "usage" not in out  # it was stopped during start-up, not after the help
+
+
+def test_a_signal_whose_exception_python_drops_during_the_import_still_ends_the_command_as_an_interrupt() -> None:
+    # The handler's exception, raised in a weakref callback (as in the import system's), is dropped by Python and
+    # the import goes on: no traceback is printed, and the signal's record still ends the command.
+    probe = (
+        "import sys, weakref; from vllm_ci import entry; entry.install(); held = {1}; "
+        "ref = weakref.ref(held, lambda _: entry._on_signal(15, None)); del held; sys.exit(entry.main())"
+    )
+    done = subprocess.run([sys.executable, "-c", probe, "--help"], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stderr.splitlines()) == (143, ["vllm-ci: error: terminated"])
+    assert "usage" not in done.stdout
 
 
 @pytest.mark.timeout(120)  # a hang guard, not a speed claim

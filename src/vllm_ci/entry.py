@@ -17,7 +17,7 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 from types import FrameType
-from typing import Final
+from typing import Any, Final
 
 PROG: Final = "vllm-ci"
 # Names a file the command's one error line is also written to, as JSON with the phase its error names
@@ -48,9 +48,17 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
     raise Interrupted(signum)
 
 
+def _unraisable(info: Any) -> None:
+    """An interrupt raised where Python cannot raise it (a weakref callback of the import system, a finalizer)
+    is dropped without a traceback: the command ends on its record (`received`). Anything else as Python does."""
+    if not isinstance(info.exc_value, Interrupted):
+        sys.__unraisablehook__(info)
+
+
 def install() -> None:
     """Take SIGINT and SIGTERM (idempotent; asyncio's runner leaves a handler of ours in place). A signal
     the command was started with ignored (`nohup`, a shell's background job) stays ignored."""
+    sys.unraisablehook = _unraisable
     for signum in WORDS:
         if signal.getsignal(signum) is not signal.SIG_IGN:
             signal.signal(signum, _on_signal)
@@ -110,5 +118,7 @@ def main() -> int:
         with sdk_unchecked():
             from vllm_ci.cli import main as client_main
     except KeyboardInterrupt:
+        return fail_interrupted()
+    if received:  # raised where Python drops it (a weakref callback of the import system): an interrupt still
         return fail_interrupted()
     return client_main()
