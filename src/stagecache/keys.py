@@ -64,28 +64,30 @@ class KeyPreimage:
     # credentials, the engine version (the inputs digest is ours, not the engine's) and the CA
     # certificates the engine injects; none of them changes what the stage produces.
 
+    def document(self) -> dict[str, object]:
+        """The preimage as JSON data: a type tag and version, and what it holds."""
+        return {
+            "type": "stagecache.key",
+            "schema": SCHEMA_VERSION,
+            "stage": self.stage,
+            "code": self.code,
+            # A URL's user-info (`https://user:token@host`) is a credential: it does not change what
+            # is built, and the preimage is stored as a label. Left out, so a key is the same with
+            # and without it, and no key, label, plan or miss explanation holds it.
+            "args": {name: without_userinfo(value, mark="") for name, value in self.args.items()},
+            "parents": dict(self.parents),
+            "inputs": self.inputs,
+            "layers": self.layers,
+            "steps": dict(self.steps),
+        }
+
     def canonical(self) -> str:
-        """The preimage as canonical JSON: sorted keys, no white space, a type tag and version."""
-        return canonical_json(
-            {
-                "type": "stagecache.key",
-                "schema": SCHEMA_VERSION,
-                "stage": self.stage,
-                "code": self.code,
-                # A URL's user-info (`https://user:token@host`) is a credential: it does not change what
-                # is built, and the preimage is stored as a label. Left out, so a key is the same with
-                # and without it, and no key, label, plan or miss explanation holds it.
-                "args": {name: without_userinfo(value, mark="") for name, value in self.args.items()},
-                "parents": dict(self.parents),
-                "inputs": self.inputs,
-                "layers": self.layers,
-                "steps": dict(self.steps),
-            }
-        )
+        """The preimage as canonical JSON: sorted keys, no white space."""
+        return canonical_json(self.document())
 
     def key(self) -> str:
         """The stage key: sha256 hex of the canonical preimage."""
-        return hashlib.sha256(self.canonical().encode()).hexdigest()
+        return json_digest(self.document())
 
 
 def cache_tag(stage: str, key: str) -> str:
