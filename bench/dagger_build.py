@@ -10,9 +10,9 @@ import argparse
 import pathlib
 import sys
 
-from vllm_ci.entry import sdk_unchecked
+from vllm_ci.entry import client_import
 
-with sdk_unchecked():  # imported as the client command imports it (vllm_ci.entry)
+with client_import():  # imported as the client command imports it (vllm_ci.entry)
     import anyio
     import dagger
     from dagger import dag

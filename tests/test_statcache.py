@@ -112,3 +112,14 @@ def test_the_hashes_equal_an_exports_manifest_symlinked_folders_and_folders_skip
 def test_an_unreadable_cache_is_an_empty_one(tree: pathlib.Path) -> None:
     (tree.parent / "stat.json").write_text("{not json")
     assert run(tree) == {path: file.entry for path, file in files_of(str(tree)).items()}
+
+
+def test_a_run_that_hashes_nothing_leaves_the_cache_file_as_it_was(tree: pathlib.Path) -> None:
+    run(tree)
+    cache = tree.parent / "stat.json"
+    written, mtime = cache.read_bytes(), cache.stat().st_mtime_ns
+    run(tree)  # every file old and unchanged: the cache vouches for all, so nothing of it is written again
+    assert (cache.read_bytes(), cache.stat().st_mtime_ns) == (written, mtime)
+    (tree / "vllm" / "b.py").unlink()
+    run(tree)  # a file gone: written again without it
+    assert "vllm/b.py" not in cache.read_text()

@@ -12,6 +12,7 @@ interpreter's own start-up, before this module runs, keep Python's defaults."""
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import signal
 import sys
@@ -111,11 +112,22 @@ def sdk_unchecked() -> Iterator[None]:
             os.environ[SDK_CHECKS_VAR] = before
 
 
+@contextlib.contextmanager
+def client_import() -> Iterator[None]:
+    """Within the block, the client is imported as the command imports it: the SDK without its run-time type
+    checks (sdk_unchecked), and what the import made frozen out of the garbage collector's sight after it. That
+    (the SDK's methods, their types, the schema's classes) lives as long as the command: no collection walks it
+    again, the one at exit included, 0.17 s of every command."""
+    with sdk_unchecked():
+        yield
+    gc.freeze()
+
+
 def main() -> int:
     """Take the signals, then import and run the client; a signal during the import is one line too."""
     install()
     try:
-        with sdk_unchecked():
+        with client_import():
             from vllm_ci.cli import main as client_main
     except KeyboardInterrupt:
         return fail_interrupted()
