@@ -35,6 +35,8 @@ class Excluder:
     def __init__(self, patterns: Sequence[str]) -> None:
         self.patterns = [p for p in map(Pattern, patterns) if p.dirs]  # "." alone excludes nothing
         self.regexes = [re.compile(translate(p.cleaned_pattern)) for p in self.patterns]
+        # Whether any of them matches a path, in one pass: most paths match none (each regex is anchored both ends).
+        self.any_regex = re.compile("|".join(f"(?:{r.pattern})" for r in self.regexes)) if self.regexes else None
         # What an exception names before its first wildcard: a walk goes into an excluded folder only
         # when an exception may keep something under it.
         self.kept_prefixes = [prefix_of(p.cleaned_pattern) for p in self.patterns if p.exclusion]
@@ -42,11 +44,15 @@ class Excluder:
     def matched(self, path: str, above: Sequence[bool] | None = None) -> tuple[bool, ...]:
         """Which patterns match a path or a folder above it, given which match its folder or one above it."""
         above = above or [False] * len(self.patterns)
+        if self.any_regex is None or self.any_regex.match(path) is None:
+            return tuple(above)
         return tuple(hit or regex.match(path) is not None for hit, regex in zip(above, self.regexes))
 
     def decides(self, matched: Sequence[bool]) -> bool:
         """Whether a path is left out, given which patterns match it or a folder above it: the last one decides."""
         excluded = False
+        if not any(matched):
+            return excluded
         for pattern, hit in zip(self.patterns, matched):
             # An exclude cannot change an excluded path, nor an exception a kept one.
             if hit and pattern.exclusion == excluded:
