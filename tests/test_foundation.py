@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import argparse
 import ast
+import json
 import os
 import subprocess
 import sys
 import uuid
 
+import anyio
+import dagger
 import pytest
 from dagger import dag
+from dagger.client._session import ClientSession
 
-from conftest import EXAMPLE, REGISTRY, REPO
+from conftest import EXAMPLE, REGISTRY, REPO, example_flags
+from vllm_ci import cli
+from vllm_ci.engine import lazy_connection
 from vllm_ci.options import build_parser, module_functions
 
 pytestmark = pytest.mark.anyio
@@ -27,6 +33,37 @@ async def test_a_container_from_the_local_registry_runs_a_command(client: None) 
         .stdout()
     )
     assert out.startswith("hello from 12.")
+
+
+async def test_queries_that_all_come_first_on_a_lazy_connection_connect_it_once_and_all_answer(engine: None) -> None:
+    # The SDK's start of a session has no lock: two first queries at once would both open it (engine.lazy_connection).
+    versions: list[str] = []
+
+    async def ask() -> None:
+        versions.append(await dag.version())
+
+    with open(os.devnull, "w") as log:
+        async with lazy_connection(dagger.Config(log_output=log)), anyio.create_task_group() as group:
+            for _ in range(8):
+                group.start_soon(ask)
+    assert len(versions) == 8 and len(set(versions)) == 1
+
+
+def test_a_plan_of_a_folder_of_this_machine_with_no_secret_never_connects_to_its_session(
+    engine: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Connecting is the schema's introspection and a version check, 0.2 s of a plan that asks the engine nothing.
+    connects: list[object] = []
+    start = ClientSession.start
+
+    async def counted(session: ClientSession) -> object:
+        connects.append(session)
+        return await start(session)
+
+    monkeypatch.setattr(ClientSession, "start", counted)
+    assert cli.main([*example_flags(), "plan", "--source", str(EXAMPLE)]) == 0
+    assert json.loads(capsys.readouterr().out)["target"] == "test"
+    assert connects == []
 
 
 async def test_publish_then_from_gives_the_same_file_and_digest(client: None) -> None:
@@ -190,7 +227,6 @@ def test_an_engine_that_does_not_answer_is_one_line_that_says_how_to_start_it() 
 def test_the_unexpected_and_an_interrupt_have_their_own_exit_codes(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], raised: BaseException, code: int, says: str
 ) -> None:
-    from vllm_ci import cli
 
     async def fails(*_: object) -> None:
         raise raised

@@ -11,10 +11,12 @@ import signal
 import socket
 import time
 import urllib.parse
+from collections.abc import AsyncIterator
 from typing import Final
 
 import anyio
 import dagger
+from dagger.provisioning._engine import provision_engine
 
 from stagecache.errors import StageError
 from stagecache.report import Progress
@@ -159,3 +161,27 @@ def check_engine() -> None:
             "ci/up or ci/engine start), or point _EXPERIMENTAL_DAGGER_RUNNER_HOST at one that runs",
             phase="engine",
         )
+
+
+@contextlib.asynccontextmanager
+async def lazy_connection(config: dagger.Config) -> AsyncIterator[None]:
+    """dagger.connection(), less its eager connect: the `dagger session` is started, and the global client connects
+    to it on its first query (the SDK's shared connection, as under `dagger run`). A call that asks the engine
+    nothing (a plan of a folder of this machine, no secret to read) spares the schema's introspection and the
+    version check, 0.2 s. The first connect is made once, however many queries ask for it at the same time."""
+    async with provision_engine(config) as engine:
+        connection = engine.get_shared_client_connection()
+        session = connection.session
+        starting = anyio.Lock()
+        start = session.start
+
+        async def start_once() -> object:
+            """The SDK's start, one caller at a time: the next finds the session started."""
+            async with starting:
+                return await start()
+
+        session.start = start_once
+        try:
+            yield
+        finally:
+            await connection.close()
