@@ -15,7 +15,7 @@ from stagecache.access import RegistryAccess
 from stagecache.errors import StageError, export_failure, warn
 from stagecache.keys import CREATED_LABEL, cache_tag
 from stagecache.refs import ImageRef
-from stagecache.registry import RegistryError
+from stagecache.registry import RegistryError, blobs_of
 from stagecache.report import StageRecord
 from stagecache.stages import PlannedStage
 from stagecache.state import BuildState
@@ -82,13 +82,10 @@ class Publisher:
                 found = await client.manifest(source.repository, source.reference)
                 if found is None:
                     continue
-                manifest, _ = found
-                for blob in [*manifest.get("layers", []), manifest["config"]]:
-                    if (target.repo_ref, blob["digest"]) in self.state.mounted:
-                        continue
-                    if await client.blob_size(target.repository, blob["digest"]) is None:
-                        await client.mount_blob(target.repository, blob["digest"], source.repository)
-                    self.state.mounted.add((target.repo_ref, blob["digest"]))
+                blobs = [b for b in blobs_of(found[0]) if (target.repo_ref, b) not in self.state.mounted]
+                # One it would not mount, the engine uploads as it publishes.
+                await client.mount_missing(target.repository, blobs, source.repository)
+                self.state.mounted.update((target.repo_ref, blob) for blob in blobs)
         except RegistryError as err:
             self._warn(f"cache: could not mount imported layers into {target.repo_ref}: {err}")
 

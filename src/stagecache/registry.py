@@ -13,7 +13,7 @@ import hashlib
 import json
 import pathlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 import anyio
@@ -65,6 +65,11 @@ def port_of(registry: str) -> str:
     """The port a registry host names (443 when it names none)."""
     host, _, port = registry.rpartition(":")
     return port if host and not port.endswith("]") else "443"
+
+
+def blobs_of(manifest: dict[str, Any]) -> list[str]:
+    """The digests of the blobs an image manifest names: its config, then its layers."""
+    return [manifest["config"]["digest"], *(layer["digest"] for layer in manifest.get("layers", []))]
 
 
 def docker_login(registry: str) -> tuple[str, str]:
@@ -235,7 +240,28 @@ class RegistryClient:
 
     async def missing_blobs(self, repository: str, manifest: dict[str, Any], parallel: int = 8) -> list[str]:
         """The blobs (config and layers) an image manifest names that the repository cannot serve."""
-        digests = [manifest["config"]["digest"], *(layer["digest"] for layer in manifest.get("layers", []))]
+        return await self._missing(repository, blobs_of(manifest), parallel)
+
+    async def mount_missing(
+        self, repository: str, digests: Sequence[str], source_repository: str, parallel: int = 8
+    ) -> list[str]:
+        """Mount into a repository, from another of this registry, those of the blobs it cannot serve (asked
+        `parallel` at a time; no bytes move); the ones the registry would not mount."""
+        refused: list[str] = []
+        limiter = anyio.CapacityLimiter(parallel)
+
+        async def mount(digest: str) -> None:
+            async with limiter:
+                if not await self.mount_blob(repository, digest, source_repository):
+                    refused.append(digest)
+
+        async with anyio.create_task_group() as tg:
+            for digest in await self._missing(repository, digests, parallel):
+                tg.start_soon(mount, digest)
+        return [d for d in digests if d in refused]
+
+    async def _missing(self, repository: str, digests: Sequence[str], parallel: int) -> list[str]:
+        """Those of the blobs the repository cannot serve, in order (asked `parallel` at a time)."""
         sizes: dict[str, int | None] = {}
         limiter = anyio.CapacityLimiter(parallel)
 
@@ -286,9 +312,9 @@ class RegistryClient:
             raise RegistryError(f"{source.repository}:{source.reference} is no image manifest here")
         content, media_type = found
         if not target.same_repository(source):
-            for digest in await self.missing_blobs(target.repository, json.loads(content)):
-                if not await self.mount_blob(target.repository, digest, source.repository):
-                    raise RegistryError(f"{target.repository}: {digest} not mounted from {source.repository}")
+            blobs = blobs_of(json.loads(content))
+            if refused := await self.mount_missing(target.repository, blobs, source.repository):
+                raise RegistryError(f"{target.repository}: {refused[0]} not mounted from {source.repository}")
         await self.put_manifest(target.repository, target.reference, content, media_type)
         return "sha256:" + hashlib.sha256(content).hexdigest()
 
