@@ -378,12 +378,18 @@ class Dagger:
     BuildKit cache exported to and imported from the registry (`_EXPERIMENTAL_DAGGER_CACHE_*`)."""
 
     def __init__(
-        self, stage_cache: bool, target: str = "test", args_file: str = ARGS_FILE, cache_compression: str = ""
+        self,
+        stage_cache: bool,
+        target: str = "test",
+        args_file: str = ARGS_FILE,
+        cache_compression: str = "",
+        client: pathlib.Path = REPO,
     ):
         self.stage_cache = stage_cache
         self.target = target
         self.args_file = args_file
         self.cache_compression = cache_compression  # the stage cache's; empty: the args file's
+        self.client = client  # the checkout of this repository whose client builds (another commit's, to pair)
         self.name = "ours" if stage_cache else "dagger-engine-cache"
 
     def fresh_agent(self) -> None:
@@ -400,7 +406,7 @@ class Dagger:
         (or `args`, a release's)."""
         cmd = [
             str(PYTHON),
-            str(BENCH / "dagger_build.py"),
+            str(self.client / "bench" / "dagger_build.py"),
             "--source",
             str(source),
             "--target",
@@ -415,6 +421,8 @@ class Dagger:
             str(log.with_suffix(".engine.log")),
         ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("_EXPERIMENTAL_DAGGER_CACHE")}
+        if self.client != REPO:  # its own modules before this checkout's (installed in the venv, editable)
+            env["PYTHONPATH"] = str(self.client / "src")
         written: list[str] = []
         if self.stage_cache and scenario not in NO_EXPORT:
             write = names.cache if scenario not in WARM else f"{names.cache}-{scenario}"  # a PR writes its own repo

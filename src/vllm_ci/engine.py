@@ -164,11 +164,13 @@ def check_engine() -> None:
 
 
 @contextlib.asynccontextmanager
-async def lazy_connection(config: dagger.Config) -> AsyncIterator[None]:
-    """dagger.connection(), less its eager connect: the `dagger session` is started, and the global client connects
-    to it on its first query (the SDK's shared connection, as under `dagger run`). A call that asks the engine
-    nothing (a plan of a folder of this machine, no secret to read) spares the schema's introspection and the
-    version check, 0.2 s. The first connect is made once, however many queries ask for it at the same time."""
+async def connection_beside(config: dagger.Config) -> AsyncIterator[None]:
+    """dagger.connection(), its connect made beside the call instead of before it. The `dagger session` is
+    started; the global client (the SDK's shared connection, as under `dagger run`) then connects to it in the
+    background while the call plans: the schema's introspection and the version check, 0.2 s, are off a build's
+    critical path. A query waits for that connect: the SDK's start is made one caller at a time (it has no lock of
+    its own), and the next finds the session started. A connect that fails in the background is made again by
+    the first query, which raises its error."""
     async with provision_engine(config) as engine:
         connection = engine.get_shared_client_connection()
         session = connection.session
@@ -176,12 +178,20 @@ async def lazy_connection(config: dagger.Config) -> AsyncIterator[None]:
         start = session.start
 
         async def start_once() -> object:
-            """The SDK's start, one caller at a time: the next finds the session started."""
+            """The SDK's start, one caller at a time."""
             async with starting:
                 return await start()
 
+        async def connect() -> None:
+            """Connect now; an error is the first query's to raise."""
+            with contextlib.suppress(Exception):
+                await connection.connect()
+
         session.start = start_once
-        try:
-            yield
-        finally:
-            await connection.close()
+        async with anyio.create_task_group() as group:
+            group.start_soon(connect)
+            try:
+                yield
+            finally:
+                group.cancel_scope.cancel()
+                await connection.close()
