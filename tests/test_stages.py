@@ -69,6 +69,21 @@ async def test_the_stages_the_test_image_does_not_need_build_the_example_too(cli
     assert (uid, binary, version, world_size) == ("2000", "vllm-rs", "0.1.0", "1")
 
 
+async def test_runtime_python_holds_of_the_standard_library_only_what_the_compile_reads(client: None) -> None:
+    # Each file is a cost of every pull, and runtime-python's pull is on a Python-only change's critical path.
+    module, source = example_module(), source_of(EXAMPLE)
+    python, runtime = await module._stage(source, "runtime-python"), await module._stage(source, "vllm-runtime-base")
+    [compileall] = await python.rootfs().glob("**/compileall.py")
+    stdlib = "/" + compileall.rpartition("/")[0]
+    kept, whole = (
+        set(await python.directory(stdlib).glob("**/*.py")),
+        set(await runtime.directory(stdlib).glob("**/*.py")),
+    )
+    assert {"compileall.py", "py_compile.py", "concurrent/futures/process.py", "encodings/latin_1.py"} <= kept < whole
+    assert "email/__init__.py" in whole - kept  # a package the compile never imports
+    assert len(kept) < len(whole) / 3
+
+
 async def test_the_test_image_runs_the_examples_tests_green(client: None) -> None:
     out = await example_module().run_tests(source_of(EXAMPLE))
     assert " passed" in out and "failed" not in out and "error" not in out.lower()

@@ -140,9 +140,9 @@ async def test_base(build: Build, ctx: StageContext) -> dagger.Container:
 
 @stage("runtime-python", from_=None, parents=("base-arch",), stage_set=CPU)
 async def runtime_python(build: Build, ctx: StageContext) -> dagger.Container:
-    """The venv's Python alone (interpreter, linked libraries, standard library): it compiles vLLM's bytecode,
-    as vllm-test's uv install does, without pulling base-arch."""
-    return python_alone(ctx.parents["base-arch"])
+    """The venv's Python alone (interpreter, linked libraries, what the compile reads of the standard library): it
+    compiles vLLM's bytecode, as vllm-test's uv install does, without pulling base-arch."""
+    return await python_alone(ctx.parents["base-arch"])
 
 
 # vllm/ with its bytecode where the CPU image's venv has it: the CUDA set's function, declared for this set.
