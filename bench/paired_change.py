@@ -6,8 +6,8 @@ Prints each pair, the medians and the median ratio; writes paired_change.json.
     git worktree add /tmp/before <commit>
     .venv/bin/python bench/paired_change.py --baseline /tmp/before --package vllm
 
-The cache is warmed by a cold build of each (the second hits what the first stored): a stage one of them keys
-otherwise (its code changed) has its own entry, and each side's one-line change is one on a warm cache."""
+Each client has a cache of its own, warmed by its own cold build: a stage it keys otherwise than the other (its code
+changed) builds on its own previous entry, as on a CI that runs one of them."""
 
 from __future__ import annotations
 
@@ -34,23 +34,24 @@ def main(argv: list[str] | None = None) -> int:
     add_package_argument(parser)
     args = parser.parse_args(argv)
     args.results.mkdir(parents=True, exist_ok=True)
-    names = Names(datetime.datetime.now().strftime("paired-%Y%m%d-%H%M%S"), "ours")
+    run_id = datetime.datetime.now().strftime("paired-%Y%m%d-%H%M%S")
     sides = {"this": Dagger(True), "baseline": Dagger(True, client=args.baseline.resolve())}
+    names = {side: Names(run_id, f"ours-{side}") for side in sides}
     base = stored(base_refs())
     seconds: dict[str, list[float]] = {side: [] for side in sides}
+    warm: dict[str, dict[str, int]] = {}
     with tempfile.TemporaryDirectory(prefix="vllm-ci-paired-") as tmp:
         source = checkout(pathlib.Path(tmp), "cold", args.package)
-        warm: dict[str, int] = {}
         for side, tool in sides.items():
-            cold = measure(tool, source, "cold", names, args.results / f"paired-cold-{side}.log", {}, base)
-            warm |= cold.cache_blobs
+            cold = measure(tool, source, "cold", names[side], args.results / f"paired-cold-{side}.log", {}, base)
+            warm[side] = cold.cache_blobs
             print(f"paired: cold ({side}) {cold.seconds:.1f} s", file=sys.stderr, flush=True)
         for pair in range(args.pairs):
             order = list(sides) if pair % 2 == 0 else list(reversed(sides))
             for side in order:
                 append(CHANGED, f"PAIRED_CHANGE_{pair}_{side} = 1")(source)
                 log = args.results / f"paired-{side}-{pair}.log"
-                result = measure(sides[side], source, "py-change", names, log, warm, base)
+                result = measure(sides[side], source, "py-change", names[side], log, warm[side], base)
                 seconds[side].append(result.seconds)
                 print(
                     f"paired: pair {pair + 1} {side:8} {result.seconds:5.2f} s  pulled {result.pulled / MB:6.1f} MB  "

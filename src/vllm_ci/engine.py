@@ -16,7 +16,7 @@ from typing import Final
 
 import anyio
 import dagger
-from dagger.provisioning._engine import provision_engine
+from dagger.provisioning._engine import provision_engine  # what dagger.connection() runs first (SDK pinned: v0.18.19)
 
 from stagecache.errors import StageError
 from stagecache.report import Progress
