@@ -9,9 +9,10 @@ import json
 
 import pytest
 
-from conftest import PREIMAGE
+from conftest import PREIMAGE, REGISTRY_LOG
 from stagecache.refs import ImageRef
 from stagecache.registry import RegistryClient
+from stagecache.traffic import RegistryLog
 from stagecache.why import explain, inputs_tag, load_inputs, store_inputs
 
 
@@ -54,8 +55,9 @@ def test_a_file_name_with_a_newline_stays_on_one_line_of_a_miss() -> None:
 
 
 @pytest.mark.anyio
-async def test_an_input_manifest_is_stored_gzipped_and_read_back_whole(cache_repo: str) -> None:
-    """vLLM's 9,108 files make a 1.17 MB manifest, pushed beside every entry that reads them."""
+async def test_an_input_manifest_is_stored_gzipped_and_read_from_the_registry_once_per_run(cache_repo: str) -> None:
+    """vLLM's 9,108 files make a 1.17 MB manifest, pushed beside every entry that reads them, and read back by
+    the look-ups of a plan and a build, a stage's previous entry and the explanation of its miss."""
     inputs = {
         f"vllm/model_executor/module_{n}.py": "sha256:" + hashlib.sha256(bytes(n)).hexdigest() for n in range(3000)
     }
@@ -67,4 +69,8 @@ async def test_an_input_manifest_is_stored_gzipped_and_read_back_whole(cache_rep
         assert found is not None
         stored = found[0]["layers"][0]["size"]
         assert stored < len(json.dumps(inputs, separators=(",", ":"))) / 2
-        assert await load_inputs(client, ref.repository, "base-key") == inputs
+        log = RegistryLog(REGISTRY_LOG)
+        mark = log.mark()
+        for _ in range(3):
+            assert await load_inputs(client, ref.repository, "base-key") == inputs
+        assert log.since(mark, repositories=(ref.repository,)).pulled == {found[0]["layers"][0]["digest"]: stored}

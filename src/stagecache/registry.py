@@ -115,6 +115,7 @@ class RegistryClient:
         self._http = httpx.AsyncClient(timeout=timeout)
         self._attempts = max(1, attempts)
         self._on_retry = on_retry or (lambda: None)
+        self._blobs: dict[tuple[str, str], bytes] = {}  # (repository, digest) -> bytes: a digest names its bytes
 
     async def __aenter__(self) -> RegistryClient:
         return self
@@ -200,10 +201,7 @@ class RegistryClient:
 
     async def image_config(self, repository: str, manifest: dict[str, Any]) -> dict[str, Any]:
         """The image configuration blob a manifest names."""
-        digest = manifest["config"]["digest"]
-        response = await self._request("GET", f"/v2/{repository}/blobs/{digest}", follow_redirects=True)
-        self._check(response, "GET config", repository)
-        return json.loads(response.content)
+        return json.loads(await self.blob(repository, manifest["config"]["digest"]))
 
     async def labels(self, repository: str, reference: str) -> tuple[dict[str, str], str] | None:
         """The image's labels and manifest digest, or None when the tag does not exist."""
@@ -319,10 +317,13 @@ class RegistryClient:
         return "sha256:" + hashlib.sha256(content).hexdigest()
 
     async def blob(self, repository: str, digest: str) -> bytes:
-        """A blob's bytes."""
-        response = await self._request("GET", f"/v2/{repository}/blobs/{digest}", follow_redirects=True)
-        self._check(response, "GET blob", repository)
-        return response.content
+        """A small blob's bytes (a config, an input manifest), asked of the registry once per client: a plan and
+        a build each read an entry's config and input manifest from several stages' look-ups."""
+        if (content := self._blobs.get((repository, digest))) is None:
+            response = await self._request("GET", f"/v2/{repository}/blobs/{digest}", follow_redirects=True)
+            self._check(response, "GET blob", repository)
+            content = self._blobs[repository, digest] = response.content
+        return content
 
     async def put_blob(self, repository: str, content: bytes) -> str:
         """Upload a blob in one request (monolithic upload); returns its digest."""
