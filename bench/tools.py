@@ -421,8 +421,7 @@ class Dagger:
             str(log.with_suffix(".engine.log")),
         ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("_EXPERIMENTAL_DAGGER_CACHE")}
-        if self.client != REPO:  # its own modules before this checkout's (installed in the venv, editable)
-            env["PYTHONPATH"] = str(self.client / "src")
+        env["PYTHONPATH"] = str(self.client / "src")  # its own modules, not the venv's editable install's checkout
         written: list[str] = []
         if self.stage_cache and scenario not in NO_EXPORT:
             write = names.cache if scenario not in WARM else f"{names.cache}-{scenario}"  # a PR writes its own repo
