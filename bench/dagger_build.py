@@ -19,7 +19,7 @@ with client_import():  # imported as the client command imports it (vllm_ci.entr
 
     from stagecache.hostsource import on_host
     from vllm_ci.args import read_args_file
-    from vllm_ci.engine import connection_beside, use_local_engine
+    from vllm_ci.engine import use_local_engine
     from vllm_ci.main import SOURCE_IGNORE, VllmCi
     from vllm_ci.version import git_versions
 
@@ -36,7 +36,7 @@ async def build(  # noqa: PLR0913
 ) -> str:
     """Build and publish the target's image; the report as JSON."""
     with log.open("w") as log_output:
-        async with connection_beside(dagger.Config(log_output=log_output)):  # as the client command connects
+        async with dagger.connection(dagger.Config(log_output=log_output)):  # as the client command connects
             # The version .git gives, derived on the host as the client command derives it.
             version, clean = git_versions(source)
             args = read_args_file((source / args_file).read_text())

@@ -4,23 +4,16 @@ from __future__ import annotations
 
 import argparse
 import ast
-import json
 import os
 import subprocess
 import sys
 import uuid
-from typing import Any
 
-import anyio
-import dagger
 import pytest
 from dagger import dag
-from dagger.client._session import ClientSession
 
-from conftest import EXAMPLE, REGISTRY, REPO, example_flags
-from stagecache.planner import Planner
+from conftest import EXAMPLE, REGISTRY, REPO
 from vllm_ci import cli
-from vllm_ci.engine import connection_beside
 from vllm_ci.options import build_parser, module_functions
 
 pytestmark = pytest.mark.anyio
@@ -35,47 +28,6 @@ async def test_a_container_from_the_local_registry_runs_a_command(client: None) 
         .stdout()
     )
     assert out.startswith("hello from 12.")
-
-
-async def test_queries_that_all_come_first_on_a_connection_beside_connect_it_once_and_all_answer(engine: None) -> None:
-    # The SDK's start of a session has no lock: two first queries at once would both open it (engine.connection_beside).
-    versions: list[str] = []
-
-    async def ask() -> None:
-        versions.append(await dag.version())
-
-    with open(os.devnull, "w") as log:
-        async with connection_beside(dagger.Config(log_output=log)), anyio.create_task_group() as group:
-            for _ in range(8):
-                group.start_soon(ask)
-    assert len(versions) == 8 and len(set(versions)) == 1
-
-
-def test_a_call_plans_while_its_client_connects_to_the_session(
-    engine: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    # Connecting is the schema's introspection and a version check, 0.2 s: beside the plan, not before it. The
-    # real connect, a second later than it would be, so that the order is plain.
-    events: list[str] = []
-    start, plan = ClientSession.start, Planner.plan
-
-    async def late_start(session: ClientSession) -> object:
-        events.append("connecting")
-        await anyio.sleep(1)
-        started = await start(session)
-        events.append("connected")
-        return started
-
-    async def noted_plan(planner: Planner, *args: Any, **kwargs: Any) -> object:
-        planned = await plan(planner, *args, **kwargs)
-        events.append("planned")
-        return planned
-
-    monkeypatch.setattr(ClientSession, "start", late_start)
-    monkeypatch.setattr(Planner, "plan", noted_plan)
-    assert cli.main([*example_flags(), "plan", "--source", str(EXAMPLE)]) == 0
-    assert json.loads(capsys.readouterr().out)["target"] == "test"
-    assert events[:2] == ["connecting", "planned"]
 
 
 async def test_publish_then_from_gives_the_same_file_and_digest(client: None) -> None:

@@ -33,7 +33,6 @@ from vllm_ci.checks import check_arguments, empty_secret
 from vllm_ci.engine import (
     SESSION_STOP_SECONDS,
     check_engine,
-    connection_beside,
     end_sessions,
     stop_sessions,
     the_news,
@@ -167,7 +166,7 @@ async def run(args: argparse.Namespace, opts: list[Option], obj: VllmCi) -> None
     try:
         log = open(os.devnull, "w") if not args.verbose else contextlib.nullcontext(sys.stderr)
         with stopping_with(stop), cancel, log as log_output:
-            async with connection_beside(dagger.Config(log_output=log_output)):
+            async with dagger.connection(dagger.Config(log_output=log_output)):
                 async with anyio.create_task_group() as group:
                     group.start_soon(watch_engine, group.cancel_scope, died)
                     await call(args, opts, obj)

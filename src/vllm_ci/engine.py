@@ -11,12 +11,10 @@ import signal
 import socket
 import time
 import urllib.parse
-from collections.abc import AsyncIterator
 from typing import Final
 
 import anyio
 import dagger
-from dagger.provisioning._engine import provision_engine  # what dagger.connection() runs first (SDK pinned: v0.18.19)
 
 from stagecache.errors import StageError
 from stagecache.report import Progress
@@ -161,37 +159,3 @@ def check_engine() -> None:
             "ci/up or ci/engine start), or point _EXPERIMENTAL_DAGGER_RUNNER_HOST at one that runs",
             phase="engine",
         )
-
-
-@contextlib.asynccontextmanager
-async def connection_beside(config: dagger.Config) -> AsyncIterator[None]:
-    """dagger.connection(), its connect made beside the call instead of before it. The `dagger session` is
-    started; the global client (the SDK's shared connection, as under `dagger run`) then connects to it in the
-    background while the call plans: the schema's introspection and the version check, 0.2 s, are off a build's
-    critical path. A query waits for that connect: the SDK's start is made one caller at a time (it has no lock of
-    its own), and the next finds the session started. A connect that fails in the background is made again by
-    the first query, which raises its error."""
-    async with provision_engine(config) as engine:
-        connection = engine.get_shared_client_connection()
-        session = connection.session
-        starting = anyio.Lock()
-        start = session.start
-
-        async def start_once() -> object:
-            """The SDK's start, one caller at a time."""
-            async with starting:
-                return await start()
-
-        async def connect() -> None:
-            """Connect now; an error is the first query's to raise."""
-            with contextlib.suppress(Exception):
-                await connection.connect()
-
-        session.start = start_once
-        async with anyio.create_task_group() as group:
-            group.start_soon(connect)
-            try:
-                yield
-            finally:
-                group.cancel_scope.cancel()
-                await connection.close()
