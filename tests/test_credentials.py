@@ -20,6 +20,7 @@ from imagefs import layer_tar
 from stagecache.keys import PREIMAGE_LABEL
 from stagecache.registry import ImageRef, RegistryClient
 from stagecache.stages import stage_preimages
+from stagecache.why import INPUTS_SUFFIX, load_inputs
 from vllm_ci.graph import stage_graph
 from vllm_ci.instructions import NETRC_PATH
 
@@ -96,8 +97,10 @@ async def registry_texts(repo: str) -> tuple[list[str], list[str], list[bytes]]:
             config = await client.blob(ref.repository, manifest["config"]["digest"])
             texts.append(config.decode())
             layers = manifest.get("layers", [])
-            if manifest.get("artifactType"):  # the .inputs record: its one layer is JSON
-                texts += [(await client.blob(ref.repository, layer["digest"])).decode() for layer in layers]
+            if manifest.get(
+                "artifactType"
+            ):  # the .inputs record: its one layer is gzipped JSON, read as the cache reads it
+                texts.append(json.dumps(await load_inputs(client, ref.repository, tag.removesuffix(INPUTS_SUFFIX))))
                 continue
             diff_ids = json.loads(config)["rootfs"]["diff_ids"]
             for layer, diff_id in zip(layers, diff_ids):
