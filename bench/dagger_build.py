@@ -36,7 +36,7 @@ async def build(  # noqa: PLR0913
 ) -> str:
     """Build and publish the target's image; the report as JSON."""
     with log.open("w") as log_output:
-        async with dagger.connection(dagger.Config(log_output=log_output)):  # as the client command connects
+        async with dagger.connection(dagger.Config(log_output=log_output)):
             # The version .git gives, derived on the host as the client command derives it.
             version, clean = git_versions(source)
             args = read_args_file((source / args_file).read_text())

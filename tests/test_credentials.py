@@ -97,9 +97,7 @@ async def registry_texts(repo: str) -> tuple[list[str], list[str], list[bytes]]:
             config = await client.blob(ref.repository, manifest["config"]["digest"])
             texts.append(config.decode())
             layers = manifest.get("layers", [])
-            if manifest.get(
-                "artifactType"
-            ):  # the .inputs record: its one layer is gzipped JSON, read as the cache reads it
+            if manifest.get("artifactType"):  # the .inputs record: gzipped JSON, read as the cache reads it
                 texts.append(json.dumps(await load_inputs(client, ref.repository, tag.removesuffix(INPUTS_SUFFIX))))
                 continue
             diff_ids = json.loads(config)["rootfs"]["diff_ids"]

@@ -13,7 +13,6 @@ import pytest
 from dagger import dag
 
 from conftest import EXAMPLE, REGISTRY, REPO
-from vllm_ci import cli
 from vllm_ci.options import build_parser, module_functions
 
 pytestmark = pytest.mark.anyio
@@ -191,6 +190,7 @@ def test_an_engine_that_does_not_answer_is_one_line_that_says_how_to_start_it() 
 def test_the_unexpected_and_an_interrupt_have_their_own_exit_codes(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], raised: BaseException, code: int, says: str
 ) -> None:
+    from vllm_ci import cli
 
     async def fails(*_: object) -> None:
         raise raised

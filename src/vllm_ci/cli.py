@@ -30,14 +30,7 @@ from stagecache.redact import without_userinfo
 from stagecache.report import one_line
 from vllm_ci.args import kebab
 from vllm_ci.checks import check_arguments, empty_secret
-from vllm_ci.engine import (
-    SESSION_STOP_SECONDS,
-    check_engine,
-    end_sessions,
-    stop_sessions,
-    the_news,
-    watch_engine,
-)
+from vllm_ci.engine import SESSION_STOP_SECONDS, check_engine, end_sessions, stop_sessions, the_news, watch_engine
 from vllm_ci.entry import ERROR_FILE_VAR, install, interruption, print_error, stopping_with
 from vllm_ci.errors import UsageError
 from vllm_ci.main import VllmCi
